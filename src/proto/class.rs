@@ -1,0 +1,290 @@
+//! A class's transfer settings: what the CAC hands to the master and to every po.
+//!
+//! One parser (`ClassCfg::set`) serves both the INI file on the CAC and the key/value pairs on
+//! the wire, so a value means the same thing wherever it is read.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    None,
+    Crc32,
+    Md5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// Two-phase: publish on COMMIT.
+    Together,
+    /// Each po publishes as soon as it holds everything.
+    Each,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    All,
+    Count(u32),
+    Percent(u32),
+}
+
+impl Quorum {
+    /// How many READY pos out of `n` may still commit at the timeout.
+    pub fn needed(self, n: usize) -> usize {
+        match self {
+            Quorum::All => n,
+            Quorum::Count(c) => (c as usize).min(n),
+            Quorum::Percent(p) => (n * p as usize).div_ceil(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassCfg {
+    pub name: String,
+    pub dest: String,
+    pub p2p: bool,
+    pub peers: u32,
+    pub block_size: u32,
+    /// Bytes/s per sending host and transfer; 0 = none.
+    pub rate_limit: u64,
+    pub verify: Verify,
+    pub sendfile: bool,
+    pub retries: u32,
+    /// Seconds for the whole transfer.
+    pub timeout: u64,
+    pub hook: Option<String>,
+    pub hook_timeout: u64,
+    pub exclude: Vec<String>,
+    pub flag_file: Option<String>,
+    pub publish: Publish,
+    pub quorum: Quorum,
+    pub mirror: bool,
+}
+
+impl ClassCfg {
+    pub fn new(name: &str) -> ClassCfg {
+        ClassCfg {
+            name: name.to_owned(),
+            dest: String::new(),
+            p2p: false,
+            peers: 8,
+            block_size: 4 << 20,
+            rate_limit: 0,
+            verify: Verify::Md5,
+            sendfile: true,
+            retries: 3,
+            timeout: 3600,
+            hook: None,
+            hook_timeout: 300,
+            exclude: Vec::new(),
+            flag_file: None,
+            publish: Publish::Together,
+            quorum: Quorum::All,
+            mirror: false,
+        }
+    }
+
+    /// Set one key. `Ok(false)`: the key is not a transfer setting (the caller may know it).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let v = value.trim();
+        match key {
+            "dest" => {
+                if !v.starts_with('/') {
+                    return Err(format!("dest must be an absolute path, not {v:?}"));
+                }
+                self.dest = v.trim_end_matches('/').to_owned();
+                if self.dest.is_empty() {
+                    return Err("dest must not be /".into());
+                }
+            }
+            "p2p" => self.p2p = parse_bool(v)?,
+            "peers" => self.peers = parse_num(v, 1, 64)? as u32,
+            "block_size" => {
+                let b = parse_size(v)?;
+                if !(4096..=super::wire::MAX_BLOCK as u64).contains(&b) {
+                    return Err(format!("block_size must be between 4K and 64M, not {v}"));
+                }
+                self.block_size = b as u32;
+            }
+            "rate_limit" => self.rate_limit = parse_size(v)?,
+            "verify" => {
+                self.verify = match v {
+                    "md5" => Verify::Md5,
+                    "crc32" => Verify::Crc32,
+                    "none" => Verify::None,
+                    _ => return Err(format!("verify must be md5, crc32 or none, not {v:?}")),
+                }
+            }
+            "sendfile" => self.sendfile = parse_bool(v)?,
+            "retries" => self.retries = parse_num(v, 0, 100)? as u32,
+            "timeout" => self.timeout = parse_num(v, 1, 365 * 86400)?,
+            "hook" => {
+                self.hook = if v.is_empty() {
+                    None
+                } else if v.contains('/') || v == "." || v == ".." || v.contains('\0') {
+                    return Err(format!("hook must be a plain file name inside hook_dir, not {v:?}"));
+                } else {
+                    Some(v.to_owned())
+                }
+            }
+            "hook_timeout" => self.hook_timeout = parse_num(v, 1, 86400)?,
+            "exclude" => {
+                regex::Regex::new(v).map_err(|e| format!("bad exclude regex {v:?}: {e}"))?;
+                self.exclude.push(v.to_owned());
+            }
+            "flag_file" => {
+                self.flag_file = if v.is_empty() {
+                    None
+                } else if v.contains('/') || v == "." || v == ".." {
+                    return Err(format!("flag_file must be a plain file name, not {v:?}"));
+                } else {
+                    Some(v.to_owned())
+                }
+            }
+            "publish" => {
+                self.publish = match v {
+                    "together" => Publish::Together,
+                    "each" => Publish::Each,
+                    _ => return Err(format!("publish must be together or each, not {v:?}")),
+                }
+            }
+            "quorum" => {
+                self.quorum = if v == "all" {
+                    Quorum::All
+                } else if let Some(p) = v.strip_suffix('%') {
+                    Quorum::Percent(parse_num(p, 0, 100)? as u32)
+                } else {
+                    Quorum::Count(parse_num(v, 0, 1_000_000)? as u32)
+                }
+            }
+            "mirror" => self.mirror = parse_bool(v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Key/value pairs that rebuild this config through `set`.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = vec![
+            ("dest".into(), self.dest.clone()),
+            ("p2p".into(), onoff(self.p2p)),
+            ("peers".into(), self.peers.to_string()),
+            ("block_size".into(), self.block_size.to_string()),
+            ("rate_limit".into(), self.rate_limit.to_string()),
+            ("verify".into(), self.verify.to_string()),
+            ("sendfile".into(), onoff(self.sendfile)),
+            ("retries".into(), self.retries.to_string()),
+            ("timeout".into(), self.timeout.to_string()),
+            ("hook".into(), self.hook.clone().unwrap_or_default()),
+            ("hook_timeout".into(), self.hook_timeout.to_string()),
+            ("flag_file".into(), self.flag_file.clone().unwrap_or_default()),
+            ("publish".into(), if self.publish == Publish::Each { "each" } else { "together" }.into()),
+            ("quorum".into(), self.quorum.to_string()),
+            ("mirror".into(), onoff(self.mirror)),
+        ];
+        p.extend(self.exclude.iter().map(|e| ("exclude".to_string(), e.clone())));
+        p
+    }
+
+    pub fn from_pairs(name: &str, pairs: &[(String, String)]) -> Result<ClassCfg, String> {
+        let mut c = ClassCfg::new(name);
+        for (k, v) in pairs {
+            if !c.set(k, v)? {
+                return Err(format!("unknown class key {k:?}"));
+            }
+        }
+        if c.dest.is_empty() {
+            return Err("class has no dest".into());
+        }
+        Ok(c)
+    }
+}
+
+fn onoff(b: bool) -> String {
+    if b { "on" } else { "off" }.into()
+}
+
+impl fmt::Display for Verify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verify::None => "none",
+            Verify::Crc32 => "crc32",
+            Verify::Md5 => "md5",
+        })
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::All => f.write_str("all"),
+            Quorum::Count(c) => write!(f, "{c}"),
+            Quorum::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "yes" | "true" | "1" => Ok(true),
+        "off" | "no" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, not {v:?}")),
+    }
+}
+
+pub fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v.parse().map_err(|_| format!("expected a whole number, not {v:?}"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+/// Plain bytes, or a K, M or G suffix in powers of 2: `10M` is 10 MiB.
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (num, mult) = match v.chars().last() {
+        Some('K' | 'k') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&v[..v.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("expected a size like 4096, 64K, 10M or 1G, not {v:?}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("size {v:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let mut c = ClassCfg::new("base1");
+        for (k, v) in [
+            ("dest", "/data/x/"),
+            ("block_size", "1M"),
+            ("exclude", r"\.tmp$"),
+            ("exclude", "#a,b"),
+            ("quorum", "50%"),
+            ("hook", "reload.sh"),
+        ] {
+            assert!(c.set(k, v).unwrap());
+        }
+        assert_eq!(c.dest, "/data/x");
+        let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = ClassCfg::new("x");
+        assert!(c.set("hook", "../bin/sh").is_err());
+        assert!(c.set("block_size", "1").is_err());
+        assert!(c.set("verify", "sha1").is_err());
+        assert!(c.set("dest", "rel/path").is_err());
+        assert!(c.set("exclude", "(").is_err());
+        assert_eq!(c.set("nonsense", "1"), Ok(false));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(Quorum::Percent(50).needed(3), 2);
+    }
+}

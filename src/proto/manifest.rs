@@ -1,0 +1,272 @@
+//! The manifest: the tree a transfer moves, and how its files split into blocks.
+//!
+//! Entries are sorted by path bytes, so every parent directory comes before its children.
+//! Blocks are numbered across the whole tree: file after file in entry order, each file cut
+//! into `block_size` pieces (the last may be shorter; an empty file has none).
+//!
+//! Path rules, checked by `Manifest::new` and so by every decode: a path is relative, its
+//! components are non-empty, not `.` or `..`, at most `MAX_NAME` bytes, free of NUL; the whole
+//! path is at most `MAX_PATH` bytes; no path repeats; and the parent of every entry is a
+//! directory entry of the manifest. So no entry can be written through a symlink of the tree.
+
+use super::codec::{invalid, DecodeError, Reader, Writer};
+use super::wire::{MAX_ENTRIES, MAX_NAME, MAX_PATH};
+use md5::{Digest, Md5};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File { size: u64 },
+    Symlink { target: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+}
+
+/// One block: where its bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    pub index: u64,
+    /// Index into `Manifest::entries`.
+    pub entry: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub block_size: u32,
+    entries: Vec<Entry>,
+    /// (first block, entry index) for every file that has blocks, ascending.
+    starts: Vec<(u64, u32)>,
+    blocks: u64,
+    bytes: u64,
+}
+
+impl Manifest {
+    /// Sorts the entries and checks the path rules.
+    pub fn new(block_size: u32, mut entries: Vec<Entry>) -> Result<Manifest, String> {
+        if block_size == 0 {
+            return Err("block size 0".into());
+        }
+        entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        let mut dirs = std::collections::HashSet::new();
+        let mut prev: Option<&str> = None;
+        for e in &entries {
+            check_path(&e.path)?;
+            if prev == Some(e.path.as_str()) {
+                return Err(format!("path {:?} appears twice", e.path));
+            }
+            prev = Some(&e.path);
+            if let Some((parent, _)) = e.path.rsplit_once('/') {
+                if !dirs.contains(parent) {
+                    return Err(format!("parent of {:?} is not a directory of the tree", e.path));
+                }
+            }
+            if let Kind::Symlink { target } = &e.kind {
+                if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
+                    return Err(format!("symlink {:?} has a bad target", e.path));
+                }
+            }
+            if e.mode > 0o7777 {
+                return Err(format!("mode {:o} of {:?} is not permission bits", e.mode, e.path));
+            }
+            if e.kind == Kind::Dir {
+                dirs.insert(e.path.as_str());
+            }
+        }
+        // Sorting by bytes puts "a/b" after "a-c"; the parent check above needs the parent
+        // anywhere earlier, which byte order guarantees because a prefix sorts first.
+        let mut starts = Vec::new();
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        for (i, e) in entries.iter().enumerate() {
+            if let Kind::File { size } = e.kind {
+                if size > 0 {
+                    starts.push((blocks, i as u32));
+                    blocks += size.div_ceil(block_size as u64);
+                    bytes += size;
+                }
+            }
+        }
+        Ok(Manifest { block_size, entries, starts, blocks, bytes })
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn files(&self) -> usize {
+        self.entries.iter().filter(|e| matches!(e.kind, Kind::File { .. })).count()
+    }
+
+    pub fn block(&self, index: u64) -> Option<BlockRef> {
+        if index >= self.blocks {
+            return None;
+        }
+        let at = self.starts.partition_point(|&(first, _)| first <= index) - 1;
+        let (first, entry) = self.starts[at];
+        let Kind::File { size } = self.entries[entry as usize].kind else { return None };
+        let offset = (index - first) * self.block_size as u64;
+        let len = (size - offset).min(self.block_size as u64) as u32;
+        Some(BlockRef { index, entry, offset, len })
+    }
+
+    /// The first block and block count of entry `entry` (0 blocks for non-files).
+    pub fn entry_blocks(&self, entry: u32) -> (u64, u64) {
+        match self.starts.binary_search_by_key(&entry, |&(_, e)| e) {
+            Ok(i) => {
+                let end = self.starts.get(i + 1).map(|s| s.0).unwrap_or(self.blocks);
+                (self.starts[i].0, end - self.starts[i].0)
+            }
+            Err(_) => (0, 0),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.block_size);
+        w.u32(self.entries.len() as u32);
+        for e in &self.entries {
+            w.str(&e.path);
+            w.u32(e.mode);
+            w.i64(e.mtime);
+            w.u32(e.mtime_nsec);
+            match &e.kind {
+                Kind::Dir => w.u8(0),
+                Kind::File { size } => {
+                    w.u8(1);
+                    w.u64(*size);
+                }
+                Kind::Symlink { target } => {
+                    w.u8(2);
+                    w.str(target);
+                }
+            }
+        }
+        w.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Manifest, DecodeError> {
+        let mut r = Reader::new(buf);
+        let block_size = r.u32("block size")?;
+        if block_size == 0 || block_size > super::wire::MAX_BLOCK {
+            return Err(invalid("block size", block_size.to_string()));
+        }
+        // Each entry takes at least 4+4+8+4+1 bytes.
+        let n = r.count(MAX_ENTRIES, 21, "manifest entries")?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let path = r.str(MAX_PATH, "manifest path")?;
+            let mode = r.u32("mode")?;
+            let mtime = r.i64("mtime")?;
+            let mtime_nsec = r.u32("mtime nsec")?;
+            let kind = match r.u8("entry kind")? {
+                0 => Kind::Dir,
+                1 => Kind::File { size: r.u64("file size")? },
+                2 => Kind::Symlink { target: r.str(MAX_PATH, "symlink target")? },
+                k => return Err(invalid("entry kind", k.to_string())),
+            };
+            entries.push(Entry { path, kind, mode, mtime, mtime_nsec });
+        }
+        r.finish()?;
+        let total = entries.iter().try_fold(0u64, |acc, e| match e.kind {
+            Kind::File { size } => acc.checked_add(size),
+            _ => Some(acc),
+        });
+        if total.is_none() {
+            return Err(invalid("manifest", "file sizes overflow"));
+        }
+        Manifest::new(block_size, entries).map_err(|why| invalid("manifest", why))
+    }
+
+    /// Names the content: the same tree and block size give the same id, which is how a po
+    /// recognises a transfer it can resume.
+    pub fn id(&self) -> [u8; 16] {
+        Md5::digest(self.encode()).into()
+    }
+}
+
+pub fn check_path(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    if p.len() > MAX_PATH {
+        return Err(format!("path of {} bytes is over the limit {MAX_PATH}", p.len()));
+    }
+    if p.contains('\0') {
+        return Err(format!("path {p:?} contains NUL"));
+    }
+    if p.starts_with('/') {
+        return Err(format!("path {p:?} is absolute"));
+    }
+    for c in p.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(format!("path {p:?} has an empty, . or .. component"));
+        }
+        if c.len() > MAX_NAME {
+            return Err(format!("path {p:?} has a name over {MAX_NAME} bytes"));
+        }
+    }
+    Ok(())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, kind: Kind) -> Entry {
+        Entry { path: path.into(), kind, mode: 0o644, mtime: 1, mtime_nsec: 0 }
+    }
+
+    #[test]
+    fn blocks_map_across_files() {
+        let m = Manifest::new(
+            4,
+            vec![
+                e("b", Kind::File { size: 9 }),
+                e("a", Kind::Dir),
+                e("a/x", Kind::File { size: 4 }),
+                e("c", Kind::File { size: 0 }),
+            ],
+        )
+        .unwrap();
+        assert_eq!(m.blocks(), 4);
+        assert_eq!(m.block(0), Some(BlockRef { index: 0, entry: 1, offset: 0, len: 4 }));
+        assert_eq!(m.block(3), Some(BlockRef { index: 3, entry: 2, offset: 8, len: 1 }));
+        assert_eq!(m.block(4), None);
+        assert_eq!(m.entry_blocks(2), (1, 3));
+        assert_eq!(m.entry_blocks(3), (0, 0));
+        let back = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.id(), m.id());
+    }
+
+    #[test]
+    fn path_rules() {
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "x\0y", ""] {
+            assert!(Manifest::new(4, vec![e(bad, Kind::Dir)]).is_err(), "{bad:?}");
+        }
+        assert!(Manifest::new(4, vec![e("a", Kind::Dir), e("a", Kind::Dir)]).is_err());
+        // a file where a directory is expected, and writing through a symlink
+        assert!(Manifest::new(4, vec![e("a", Kind::File { size: 1 }), e("a/b", Kind::File { size: 1 })]).is_err());
+        let link = e("l", Kind::Symlink { target: "/etc".into() });
+        assert!(Manifest::new(4, vec![link.clone(), e("l/passwd", Kind::File { size: 1 })]).is_err());
+        assert!(Manifest::new(4, vec![link]).is_ok());
+    }
+}

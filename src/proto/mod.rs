@@ -1,0 +1,145 @@
+//! The wugui protocol, with no I/O and no clock.
+//!
+//! Each role (master, po, cac) is a state machine implementing [`Machine`]. The reactor is its
+//! only caller, and it follows one order of calls:
+//!
+//! 1. after every readiness wakeup, one [`Machine::handle_event`] per event (a connection
+//!    accepted or established, a decoded frame, a closed connection);
+//! 2. [`Machine::handle_timeout`] once `now` has reached [`Machine::poll_timeout`];
+//! 3. after each of those calls, [`Machine::poll_action`] until it returns `None`;
+//! 4. it stops when [`Machine::is_finished`] says so.
+//!
+//! Disk work that a role needs (reading source blocks, staging and publishing) goes through
+//! the [`Source`] and [`Store`] traits, so tests can run whole transfers in memory.
+
+pub mod auth;
+pub mod cac;
+pub mod class;
+pub mod codec;
+pub mod manifest;
+pub mod master;
+pub mod msg;
+pub mod po;
+pub mod wire;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use class::{ClassCfg, Verify};
+pub use manifest::{BlockRef, Manifest};
+pub use msg::{BlockHead, Msg, Payload, Sum};
+
+/// Names one connection. Ids of outbound connections are chosen by the machine (below
+/// `ACCEPTED`); the reactor gives accepted ones ids with the `ACCEPTED` bit set.
+pub type ConnId = u64;
+pub const ACCEPTED: ConnId = 1 << 63;
+
+#[derive(Debug)]
+pub enum Event {
+    Accepted {
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    /// An outbound connection is established.
+    Connected {
+        conn: ConnId,
+    },
+    Frame {
+        conn: ConnId,
+        msg: Msg,
+    },
+    /// The connection is gone: EOF, reset, a failed connect, or a frame that did not decode
+    /// (`error` says which; empty for a clean EOF). No more events come for `conn`.
+    Closed {
+        conn: ConnId,
+        error: String,
+    },
+}
+
+/// The bytes of a block, for sending.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Arc<Vec<u8>>),
+    /// `len` bytes of `file` at `offset`; `sendfile` false asks for the pread/write path.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        sendfile: bool,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+pub enum Action {
+    /// Open an outbound connection; `Connected` or `Closed` follows.
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
+    Send {
+        conn: ConnId,
+        msg: Msg,
+    },
+    /// A block frame: `head`, then `body` (by sendfile where it can).
+    SendBlock {
+        conn: ConnId,
+        head: BlockHead,
+        body: Body,
+    },
+    /// Flush what is queued, then close. No event follows.
+    Close {
+        conn: ConnId,
+    },
+    /// Bytes/s for the whole process; 0 = none.
+    SetRates {
+        upload: u64,
+        download: u64,
+    },
+}
+
+pub trait Machine {
+    fn handle_event(&mut self, now: Instant, ev: Event);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_action(&mut self) -> Option<Action>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn is_finished(&self) -> bool {
+        false
+    }
+}
+
+/// The master's view of the source tree.
+pub trait Source {
+    /// The bytes of block `b`, and their checksum computed as they are read.
+    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String>;
+    /// Whether the file of `entry` still has the size and mtime it had in the manifest.
+    fn unchanged(&mut self, entry: u32) -> Result<(), String>;
+}
+
+/// A po's staging area. Every method names a transfer that `prepare` opened.
+pub trait Store {
+    /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
+    /// staged earlier for the same manifest. Returns which blocks it holds already.
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Vec<bool>, String>;
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String>;
+    /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
+    fn seal(&mut self, transfer: u64) -> Result<(), String>;
+    /// Moves the staged tree into `dest`, then writes `flag_file`; with `mirror`, removes
+    /// what the tree lacks. Returns (files, bytes) published.
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), String>;
+    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
+    fn abort(&mut self, transfer: u64, keep: bool);
+}
