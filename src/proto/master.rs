@@ -1,1 +1,692 @@
+//! The master: asks a CAC for the class, plans the tree, pushes blocks to every po, commits.
+//!
+//! Phases: `Auth` (CACs in order, each bounded by `connect_timeout`) -> `Transfer` (every po
+//! connects, takes the offer and reports held blocks; blocks flow within a window of unacked
+//! blocks per po; READY from every live po -> COMMIT; DONE or FAILED from each) -> `Finished`.
+//! With `publish = each` pos publish alone and send DONE. The class `timeout` bounds the whole
+//! transfer; at it, `quorum` READY pos still commit.
 
+use super::class::{Publish, Verify};
+use super::cac::challenge_data;
+use super::msg::{PoStat, Reason, TransferStat};
+use super::po::bit;
+use super::{auth, earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Turns the class settings into the manifest and a source of block bytes. Called once, when
+/// the CAC has granted the class (the class adds excludes and sets the block size).
+pub type Planner = Box<dyn FnMut(&ClassCfg) -> Result<(Manifest, Box<dyn Source>), String>>;
+
+pub struct MasterSettings {
+    pub class: String,
+    pub cacs: Vec<SocketAddr>,
+    /// The class secret, for a class with `master_secret_file`.
+    pub secret: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub unix_start: u64,
+}
+
+/// Exit codes of `masterwugui` (README, `-h`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 1;
+    pub const DENIED: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const FAILED: u8 = 4;
+    pub const HOOK: u8 = 5;
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: u8,
+    /// The last stdout line.
+    pub summary: String,
+    /// One stderr line per failed po or failed hook.
+    pub po_lines: Vec<String>,
+    /// Why the transfer could not start (codes 1 and 2).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoState {
+    /// Waiting to (re)connect at `retry_at`.
+    Idle,
+    Connecting,
+    /// Offer sent, waiting for ACCEPT.
+    Offered,
+    Sending,
+    Ready,
+    /// COMMIT sent.
+    Committing,
+    Done,
+    Failed,
+}
+
+impl PoState {
+    fn name(self) -> &'static str {
+        match self {
+            PoState::Idle => "retrying",
+            PoState::Connecting => "connecting",
+            PoState::Offered => "offered",
+            PoState::Sending => "sending",
+            PoState::Ready => "ready",
+            PoState::Committing => "committing",
+            PoState::Done => "done",
+            PoState::Failed => "failed",
+        }
+    }
+    fn live(self) -> bool {
+        self != PoState::Failed
+    }
+}
+
+struct Po {
+    name: String,
+    addr: Option<SocketAddr>,
+    conn: Option<ConnId>,
+    state: PoState,
+    attempts: u32,
+    deadline: Option<Instant>,
+    have: Vec<bool>,
+    cursor: u64,
+    inflight: u64,
+    bytes: u64,
+    error: String,
+    hook_exit: Option<i32>,
+    hook_tail: String,
+}
+
+enum Phase {
+    Auth { cac: usize, conn: ConnId, deadline: Instant },
+    Transfer,
+    Finished,
+}
+
+struct Plan {
+    transfer: u64,
+    token: Vec<u8>,
+    class: ClassCfg,
+    manifest: Manifest,
+    source: Box<dyn Source>,
+    sums: Vec<Option<Sum>>,
+    started: Instant,
+    deadline: Instant,
+    window: u64,
+}
+
+const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+const PING_EVERY: Duration = Duration::from_secs(10);
+/// Bytes in flight to one po: enough to keep a fast link full between acks.
+const WINDOW_BYTES: u64 = 32 << 20;
+
+pub struct MasterMachine {
+    settings: MasterSettings,
+    planner: Planner,
+    phase: Phase,
+    plan: Option<Plan>,
+    pos: Vec<Po>,
+    cac_conn: Option<ConnId>,
+    next_conn: ConnId,
+    next_report: Option<Instant>,
+    next_ping: Option<Instant>,
+    last_done: u64,
+    rate: u64,
+    outcome: Option<Outcome>,
+    out: VecDeque<Action>,
+}
+
+impl MasterMachine {
+    pub fn new(settings: MasterSettings, planner: Planner, now: Instant) -> MasterMachine {
+        let mut m = MasterMachine {
+            settings,
+            planner,
+            phase: Phase::Finished,
+            plan: None,
+            pos: Vec::new(),
+            cac_conn: None,
+            next_conn: 1,
+            next_report: None,
+            next_ping: None,
+            last_done: 0,
+            rate: 0,
+            outcome: None,
+            out: VecDeque::new(),
+        };
+        m.ask_cac(now, 0);
+        m
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    fn conn_id(&mut self) -> ConnId {
+        self.next_conn += 1;
+        self.next_conn
+    }
+
+    fn ask_cac(&mut self, now: Instant, cac: usize) {
+        let Some(&addr) = self.settings.cacs.get(cac) else {
+            let n = self.settings.cacs.len();
+            return self.stop_early(exit::DENIED, "denied", format!("no CAC reachable (tried {n})"));
+        };
+        let conn = self.conn_id();
+        self.phase = Phase::Auth { cac, conn, deadline: now + self.settings.connect_timeout };
+        self.out.push_back(Action::Connect { conn, addr });
+    }
+
+    fn cac_failed(&mut self, now: Instant, why: &str) {
+        if let Phase::Auth { cac, conn, .. } = self.phase {
+            log::warn!("event=cac_failover role=master cac={} error=\"{why}\"", self.settings.cacs[cac]);
+            self.out.push_back(Action::Close { conn });
+            self.ask_cac(now, cac + 1);
+        }
+    }
+
+    /// The transfer never started: usage, source or CAC trouble.
+    fn stop_early(&mut self, code: u8, result: &str, error: String) {
+        log::error!("event=transfer_end class={} result={result} error=\"{error}\"", self.settings.class);
+        let summary = format!(
+            "transfer={} class={} result={result} pos=0/{} bytes=0 seconds=0.00 rate=0",
+            self.plan.as_ref().map(|p| p.transfer).unwrap_or(0),
+            self.settings.class,
+            self.pos.len()
+        );
+        if let Some(c) = self.cac_conn.take() {
+            self.out.push_back(Action::Close { conn: c });
+        }
+        self.outcome = Some(Outcome { code, summary, po_lines: Vec::new(), error: Some(error) });
+        self.phase = Phase::Finished;
+    }
+
+    fn on_grant(&mut self, now: Instant, conn: ConnId, transfer: u64, token: Vec<u8>, pos: Vec<String>, pairs: Vec<(String, String)>) {
+        let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
+            Ok(c) => c,
+            Err(e) => return self.stop_early(exit::DENIED, "denied", format!("CAC sent a bad class: {e}")),
+        };
+        self.cac_conn = Some(conn);
+        let (manifest, source) = match (self.planner)(&class) {
+            Ok(p) => p,
+            Err(e) => return self.stop_early(exit::USAGE, "failed", e),
+        };
+        let nb = manifest.blocks() as usize;
+        log::info!(
+            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={nb} verify={} p2p={}",
+            class.name,
+            pos.len(),
+            manifest.files(),
+            manifest.bytes(),
+            class.verify,
+            if class.p2p { "on(direct push)" } else { "off" }
+        );
+        self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
+        self.pos = pos
+            .into_iter()
+            .map(|name| Po {
+                addr: name.parse().ok(),
+                name,
+                conn: None,
+                state: PoState::Idle,
+                attempts: 0,
+                deadline: Some(now),
+                have: vec![false; nb],
+                cursor: 0,
+                inflight: 0,
+                bytes: 0,
+                error: String::new(),
+                hook_exit: None,
+                hook_tail: String::new(),
+            })
+            .collect();
+        let window = (WINDOW_BYTES / class.block_size as u64).max(2);
+        let deadline = now + Duration::from_secs(class.timeout);
+        self.plan = Some(Plan { transfer, token, class, manifest, source, sums: vec![None; nb], started: now, deadline, window });
+        self.phase = Phase::Transfer;
+        self.next_report = Some(now);
+        self.next_ping = Some(now + PING_EVERY);
+        for i in 0..self.pos.len() {
+            if self.pos[i].addr.is_none() {
+                let e = format!("bad po address {:?} in the class", self.pos[i].name);
+                self.po_fail(i, e);
+            }
+        }
+        if self.pos.is_empty() {
+            self.finish(now);
+        }
+    }
+
+    fn connect_po(&mut self, now: Instant, i: usize) {
+        let conn = self.conn_id();
+        let p = &mut self.pos[i];
+        let Some(addr) = p.addr else { return };
+        p.conn = Some(conn);
+        p.state = PoState::Connecting;
+        p.attempts += 1;
+        p.deadline = Some(now + self.settings.connect_timeout);
+        self.out.push_back(Action::Connect { conn, addr });
+    }
+
+    fn po_index(&self, conn: ConnId) -> Option<usize> {
+        self.pos.iter().position(|p| p.conn == Some(conn))
+    }
+
+    /// A po's connection broke: retry with backoff while `retries` allow.
+    fn po_lost(&mut self, now: Instant, i: usize, why: String) {
+        let retries = self.plan.as_ref().map(|p| p.class.retries).unwrap_or(0);
+        let p = &mut self.pos[i];
+        if let Some(c) = p.conn.take() {
+            self.out.push_back(Action::Close { conn: c });
+        }
+        if matches!(p.state, PoState::Done | PoState::Failed) {
+            return;
+        }
+        if p.attempts <= retries {
+            let backoff = Duration::from_millis(500 << p.attempts.min(6));
+            log::warn!(
+                "event=po_retry po={} attempt={} in_ms={} error=\"{why}\"",
+                p.name,
+                p.attempts,
+                backoff.as_millis()
+            );
+            p.state = PoState::Idle;
+            p.deadline = Some(now + backoff);
+            p.inflight = 0;
+        } else {
+            self.po_fail(i, why);
+        }
+    }
+
+    fn po_fail(&mut self, i: usize, error: String) {
+        let transfer = self.plan.as_ref().map(|p| p.transfer).unwrap_or(0);
+        let p = &mut self.pos[i];
+        if p.state == PoState::Failed {
+            return;
+        }
+        log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.state.name());
+        p.state = PoState::Failed;
+        p.error = error;
+        p.deadline = None;
+        if let Some(c) = p.conn.take() {
+            self.out.push_back(Action::Send { conn: c, msg: Msg::Abort { transfer, reason: "failed".into() } });
+            self.out.push_back(Action::Close { conn: c });
+        }
+    }
+
+    /// Queues blocks to po `i` until its window is full.
+    fn pump(&mut self, i: usize) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        let p = &mut self.pos[i];
+        let (Some(conn), PoState::Sending) = (p.conn, p.state) else { return };
+        let nb = plan.manifest.blocks();
+        while p.inflight < plan.window && p.cursor < nb {
+            let idx = p.cursor;
+            p.cursor += 1;
+            if p.have[idx as usize] {
+                continue;
+            }
+            let b = plan.manifest.block(idx).expect("index below blocks()");
+            let cached = plan.sums[idx as usize];
+            let verify = if cached.is_some() { Verify::None } else { plan.class.verify };
+            match plan.source.block(&b, verify, plan.class.sendfile) {
+                Ok((body, sum)) => {
+                    let sum = cached.unwrap_or(sum);
+                    plan.sums[idx as usize] = Some(sum);
+                    let head = super::BlockHead { transfer: plan.transfer, index: idx, sum };
+                    self.out.push_back(Action::SendBlock { conn, head, body });
+                    p.inflight += 1;
+                }
+                Err(e) => {
+                    // The source itself is broken: no po can get a good copy.
+                    let error = format!("source: {e}");
+                    return self.abort_all(error);
+                }
+            }
+        }
+    }
+
+    fn abort_all(&mut self, error: String) {
+        log::error!("event=transfer_abort error=\"{error}\"");
+        for i in 0..self.pos.len() {
+            if self.pos[i].state != PoState::Done {
+                self.po_fail(i, error.clone());
+            }
+        }
+    }
+
+    fn on_po_frame(&mut self, now: Instant, i: usize, msg: Msg) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        let transfer = plan.transfer;
+        let state = self.pos[i].state;
+        match (state, msg) {
+            // The po knows the token is good and says what it holds already.
+            (PoState::Offered, Msg::Accept { transfer: t, have }) if t == transfer => {
+                let nb = plan.manifest.blocks();
+                let p = &mut self.pos[i];
+                p.bytes = 0;
+                for b in 0..nb {
+                    p.have[b as usize] = bit(&have, b);
+                    if p.have[b as usize] {
+                        p.bytes += plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
+                    }
+                }
+                p.cursor = 0;
+                p.inflight = 0;
+                p.state = PoState::Sending;
+                p.deadline = None;
+                log::info!("event=po_accept transfer={transfer} po={} held_bytes={}", p.name, p.bytes);
+                self.pump(i);
+            }
+            // Acks free window space.
+            (PoState::Sending | PoState::Ready, Msg::Have { transfer: t, blocks }) if t == transfer => {
+                let p = &mut self.pos[i];
+                for b in blocks {
+                    if let Some(h) = p.have.get_mut(b as usize) {
+                        if !*h {
+                            *h = true;
+                            p.bytes += plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
+                            p.inflight = p.inflight.saturating_sub(1);
+                        }
+                    }
+                }
+                self.pump(i);
+            }
+            (PoState::Sending | PoState::Offered, Msg::Ready { transfer: t }) if t == transfer => {
+                let p = &mut self.pos[i];
+                p.state = PoState::Ready;
+                log::info!("event=po_ready transfer={transfer} po={}", p.name);
+                if plan.class.publish == Publish::Together {
+                    self.maybe_commit(now, false);
+                }
+            }
+            (PoState::Ready | PoState::Committing | PoState::Sending, Msg::Done { transfer: t, files, bytes, hook_exit, hook_tail })
+                if t == transfer =>
+            {
+                let p = &mut self.pos[i];
+                p.state = PoState::Done;
+                p.hook_exit = hook_exit;
+                p.hook_tail = hook_tail;
+                p.deadline = None;
+                log::info!("event=po_done transfer={transfer} po={} files={files} bytes={bytes}", p.name);
+                if let Some(c) = p.conn.take() {
+                    self.out.push_back(Action::Close { conn: c });
+                }
+            }
+            (_, Msg::Failed { transfer: t, error }) if t == transfer => self.po_fail(i, error),
+            (_, Msg::Denied { reason, text }) => {
+                let e = format!("refused ({}): {text}", reason.name());
+                if reason == Reason::NoCac {
+                    self.po_lost(now, i, e)
+                } else {
+                    self.po_fail(i, e)
+                }
+            }
+            (_, Msg::Ping) => {}
+            (s, other) => {
+                let e = format!("protocol: unexpected {:?} in state {}", other.ty(), s.name());
+                self.po_fail(i, e)
+            }
+        }
+        self.maybe_finish(now);
+    }
+
+    /// With `publish = together`: COMMIT once every live po is READY, or at the deadline when
+    /// `quorum` of them are.
+    fn maybe_commit(&mut self, now: Instant, deadline: bool) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        let ready = self.pos.iter().filter(|p| p.state == PoState::Ready).count();
+        let waiting = self.pos.iter().filter(|p| p.state.live() && p.state != PoState::Ready).count();
+        if ready == 0 || (waiting > 0 && !deadline) {
+            return;
+        }
+        if deadline && ready < plan.class.quorum.needed(self.pos.len()) {
+            return;
+        }
+        // Never publish a copy of a file that changed while it was read.
+        for (e, entry) in plan.manifest.entries().iter().enumerate() {
+            if matches!(entry.kind, super::manifest::Kind::File { .. }) {
+                if let Err(err) = plan.source.unchanged(e as u32) {
+                    return self.abort_all(err);
+                }
+            }
+        }
+        let transfer = plan.transfer;
+        log::info!("event=commit transfer={transfer} ready={ready} total={}", self.pos.len());
+        for p in self.pos.iter_mut().filter(|p| p.state == PoState::Ready) {
+            if let Some(conn) = p.conn {
+                self.out.push_back(Action::Send { conn, msg: Msg::Commit { transfer } });
+                p.state = PoState::Committing;
+            }
+        }
+        let _ = now;
+    }
+
+    fn maybe_finish(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Transfer) && self.pos.iter().all(|p| matches!(p.state, PoState::Done | PoState::Failed)) {
+            self.finish(now);
+        }
+    }
+
+    fn finish(&mut self, now: Instant) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        let n = self.pos.len();
+        let ok = self.pos.iter().filter(|p| p.state == PoState::Done).count();
+        let hook_failed = self.pos.iter().any(|p| p.hook_exit.is_some_and(|c| c != 0));
+        let (code, result) = if ok == 0 {
+            (exit::FAILED, "failed")
+        } else if ok < n {
+            (exit::PARTIAL, "partial")
+        } else if hook_failed {
+            (exit::HOOK, "ok")
+        } else {
+            (exit::OK, "ok")
+        };
+        let secs = now.duration_since(plan.started).as_secs_f64();
+        let bytes = plan.manifest.bytes();
+        let rate = if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 };
+        let summary = format!(
+            "transfer={} class={} result={result} pos={ok}/{n} bytes={bytes} seconds={secs:.2} rate={rate}",
+            plan.transfer, plan.class.name
+        );
+        let po_lines = self
+            .pos
+            .iter()
+            .filter(|p| p.state == PoState::Failed || p.hook_exit.is_some_and(|c| c != 0))
+            .map(|p| {
+                let result = if p.state == PoState::Failed { "failed" } else { "hook_failed" };
+                format!(
+                    "po={} result={result} error=\"{}\" hook_exit={} hook_tail=\"{}\"",
+                    p.name,
+                    p.error.replace('"', "'"),
+                    p.hook_exit.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    p.hook_tail.replace('"', "'").replace('\n', "\\n")
+                )
+            })
+            .collect();
+        log::info!("event=transfer_end {summary}");
+        let final_state = result.to_owned();
+        self.report(now, Some(&final_state));
+        if let Some(c) = self.cac_conn.take() {
+            self.out.push_back(Action::Close { conn: c });
+        }
+        for p in &mut self.pos {
+            if let Some(c) = p.conn.take() {
+                self.out.push_back(Action::Close { conn: c });
+            }
+        }
+        self.outcome = Some(Outcome { code, summary, po_lines, error: None });
+        self.phase = Phase::Finished;
+    }
+
+    /// The transfer as `wugui-stat` shows it.
+    pub fn stat(&self, now: Instant, state: Option<&str>) -> TransferStat {
+        let Some(plan) = self.plan.as_ref() else { return TransferStat::default() };
+        let done: u64 = self.pos.iter().map(|p| p.bytes).sum();
+        let live = self.pos.iter().any(|p| matches!(p.state, PoState::Sending | PoState::Offered | PoState::Connecting));
+        TransferStat {
+            transfer: plan.transfer,
+            class: plan.class.name.clone(),
+            master: String::new(),
+            state: state.unwrap_or(if live { "sending" } else { "committing" }).to_owned(),
+            total: plan.manifest.bytes(),
+            done,
+            started_unix: self.settings.unix_start,
+            elapsed_ms: now.duration_since(plan.started).as_millis() as u64,
+            rate: self.rate,
+            pos: self
+                .pos
+                .iter()
+                .map(|p| PoStat { addr: p.name.clone(), state: p.state.name().into(), bytes: p.bytes, error: p.error.clone() })
+                .collect(),
+        }
+    }
+
+    fn report(&mut self, now: Instant, state: Option<&str>) {
+        let stat = self.stat(now, state);
+        self.rate = stat.done.saturating_sub(self.last_done);
+        self.last_done = stat.done;
+        if let Some(conn) = self.cac_conn {
+            self.out.push_back(Action::Send { conn, msg: Msg::Progress { stat } });
+        }
+    }
+}
+
+impl Machine for MasterMachine {
+    fn handle_event(&mut self, now: Instant, ev: Event) {
+        match (&self.phase, ev) {
+            (Phase::Auth { conn: c, .. }, Event::Connected { conn }) if *c == conn => {
+                self.out.push_back(Action::Send { conn, msg: Msg::AuthRequest { class: self.settings.class.clone() } });
+            }
+            (Phase::Auth { conn: c, .. }, Event::Frame { conn, msg }) if *c == conn => match msg {
+                Msg::AuthGrant { transfer, token, pos, class } => self.on_grant(now, conn, transfer, token, pos, class),
+                Msg::AuthChallenge { nonce } => match &self.settings.secret {
+                    Some(s) => {
+                        let mac = auth::mac(s, &challenge_data(&nonce, &self.settings.class));
+                        self.out.push_back(Action::Send { conn, msg: Msg::AuthResponse { mac } });
+                    }
+                    None => {
+                        let e = format!("class {} needs the master secret (secret_dir/{0} in master.conf)", self.settings.class);
+                        self.stop_early(exit::DENIED, "denied", e)
+                    }
+                },
+                // A CAC that answers has spoken for all replicas.
+                Msg::Denied { reason, text } => {
+                    self.stop_early(exit::DENIED, "denied", format!("CAC refused ({}): {text}", reason.name()))
+                }
+                other => self.cac_failed(now, &format!("unexpected {:?}", other.ty())),
+            },
+            (Phase::Auth { conn: c, .. }, Event::Closed { conn, error }) if *c == conn => {
+                let why = if error.is_empty() { "closed before answering".to_owned() } else { error };
+                self.cac_failed(now, &why)
+            }
+            (Phase::Transfer, Event::Connected { conn }) => {
+                let Some(i) = self.po_index(conn) else { return };
+                let plan = self.plan.as_ref().expect("transfer phase has a plan");
+                let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest: plan.manifest.encode() };
+                self.out.push_back(Action::Send { conn, msg });
+                self.pos[i].state = PoState::Offered;
+                self.pos[i].deadline = Some(now + OFFER_TIMEOUT);
+            }
+            (Phase::Transfer, Event::Frame { conn, msg }) => {
+                if let Some(i) = self.po_index(conn) {
+                    self.on_po_frame(now, i, msg);
+                }
+            }
+            (Phase::Transfer, Event::Closed { conn, error }) => {
+                if self.cac_conn == Some(conn) {
+                    // Progress reports are best effort; the transfer goes on.
+                    log::warn!("event=cac_lost role=master error=\"{error}\"");
+                    self.cac_conn = None;
+                } else if let Some(i) = self.po_index(conn) {
+                    self.pos[i].conn = None;
+                    let why = if error.is_empty() { "po closed the connection".to_owned() } else { error };
+                    self.po_lost(now, i, why);
+                    self.maybe_commit(now, false);
+                    self.maybe_finish(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Auth { deadline, .. } if deadline <= now => self.cac_failed(now, "timed out"),
+            Phase::Transfer => {
+                let deadline = self.plan.as_ref().map(|p| p.deadline).expect("transfer has a plan");
+                if now >= deadline {
+                    let publish = self.plan.as_ref().map(|p| p.class.publish);
+                    if publish == Some(Publish::Together) {
+                        self.maybe_commit(now, true);
+                    }
+                    for i in 0..self.pos.len() {
+                        if matches!(self.pos[i].state, PoState::Done | PoState::Failed | PoState::Committing) {
+                            continue;
+                        }
+                        self.po_fail(i, "class timeout reached".into());
+                    }
+                    // Committing pos get a grace period to answer.
+                    if let Some(plan) = self.plan.as_mut() {
+                        plan.deadline = now + Duration::from_secs(30);
+                    }
+                    if self.pos.iter().all(|p| p.state != PoState::Committing) {
+                        self.finish(now);
+                        return;
+                    }
+                    for i in 0..self.pos.len() {
+                        if self.pos[i].state == PoState::Committing {
+                            self.pos[i].state = PoState::Ready;
+                        }
+                    }
+                }
+                for i in 0..self.pos.len() {
+                    if self.pos[i].deadline.is_some_and(|d| d <= now) {
+                        match self.pos[i].state {
+                            PoState::Idle => self.connect_po(now, i),
+                            PoState::Connecting => self.po_lost(now, i, "connect timed out".into()),
+                            PoState::Offered => self.po_lost(now, i, "no answer to the offer".into()),
+                            _ => self.pos[i].deadline = None,
+                        }
+                    }
+                }
+                if self.next_report.is_some_and(|t| t <= now) {
+                    self.report(now, None);
+                    self.next_report = Some(now + REPORT_EVERY);
+                }
+                if self.next_ping.is_some_and(|t| t <= now) {
+                    for p in &self.pos {
+                        if let (Some(conn), PoState::Ready | PoState::Committing) = (p.conn, p.state) {
+                            self.out.push_back(Action::Send { conn, msg: Msg::Ping });
+                        }
+                    }
+                    self.next_ping = Some(now + PING_EVERY);
+                }
+                self.maybe_finish(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Auth { deadline, .. } => Some(*deadline),
+            Phase::Transfer => earliest(
+                self.pos
+                    .iter()
+                    .map(|p| p.deadline)
+                    .chain([self.next_report, self.next_ping, self.plan.as_ref().map(|p| p.deadline)]),
+            ),
+            Phase::Finished => None,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished) && self.out.is_empty()
+    }
+}

@@ -22,6 +22,9 @@ pub mod msg;
 pub mod po;
 pub mod wire;
 
+#[cfg(test)]
+mod sim;
+
 use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,4 +145,66 @@ pub trait Store {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), String>;
     /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
+}
+
+/// Wall clock and randomness, injected so that tests are deterministic.
+pub struct Env {
+    pub unix_now: Box<dyn Fn() -> u64>,
+    pub fill_random: Box<dyn FnMut(&mut [u8])>,
+}
+
+impl Env {
+    pub fn real() -> Env {
+        Env {
+            unix_now: Box::new(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            }),
+            fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
+        }
+    }
+
+    /// A fixed clock and a seeded generator, for tests.
+    pub fn fixed(unix: u64, seed: u64) -> Env {
+        let mut x = seed | 1;
+        Env {
+            unix_now: Box::new(move || unix),
+            fill_random: Box::new(move |b| {
+                for byte in b {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *byte = x as u8;
+                }
+            }),
+        }
+    }
+
+    pub fn random_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        (self.fill_random)(&mut b);
+        u64::from_be_bytes(b)
+    }
+}
+
+/// Whether `ip` lies in `net/prefix`; IPv4-mapped IPv6 addresses count as IPv4.
+pub fn cidr_contains(net: std::net::IpAddr, prefix: u8, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr::*;
+    match (net.to_canonical(), ip.to_canonical()) {
+        (V4(n), V4(a)) => {
+            let p = prefix.min(32) as u32;
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (V6(n), V6(a)) => {
+            let p = prefix.min(128) as u32;
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The earliest of some optional deadlines.
+pub fn earliest(it: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
+    it.into_iter().flatten().min()
 }

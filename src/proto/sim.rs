@@ -1,0 +1,545 @@
+//! A socket-free network for whole transfers between real state machines: every frame is
+//! encoded and decoded, time is simulated, and faults (dead hosts, refused or blackholed
+//! addresses, corrupted frames, failing disks) are injected at will.
+
+use super::cac::{CacMachine, CacSettings, ClassAuth};
+use super::manifest::{Entry, Kind};
+use super::master::{MasterMachine, MasterSettings, Outcome};
+use super::po::{PoMachine, PoSettings};
+use super::*;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+#[derive(Default, Clone)]
+pub struct MemSource {
+    files: HashMap<u32, Arc<Vec<u8>>>,
+}
+
+impl Source for MemSource {
+    fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), String> {
+        let f = self.files.get(&b.entry).ok_or("no such file")?;
+        let data = f[b.offset as usize..b.offset as usize + b.len as usize].to_vec();
+        let sum = Sum::of(verify, &data);
+        Ok((Body::Bytes(Arc::new(data)), sum))
+    }
+    fn unchanged(&mut self, _entry: u32) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What a tree looks like, for comparing copies.
+type Tree = BTreeMap<String, String>;
+
+#[derive(Default)]
+pub struct MemStore {
+    staged: HashMap<u64, (String, Manifest, HashMap<u32, Vec<u8>>)>,
+    /// dest -> tree
+    pub published: HashMap<String, Tree>,
+    pub fail_writes: bool,
+}
+
+impl Store for MemStore {
+    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest) -> Result<Vec<bool>, String> {
+        self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
+        Ok(vec![false; m.blocks() as usize])
+    }
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
+        if self.fail_writes {
+            return Err("write x: No space left on device (os error 28)".into());
+        }
+        let (_, m, files) = self.staged.get_mut(&transfer).ok_or("not prepared")?;
+        let Kind::File { size } = m.entries()[b.entry as usize].kind else { return Err("not a file".into()) };
+        let f = files.entry(b.entry).or_insert_with(|| vec![0; size as usize]);
+        f[b.offset as usize..b.offset as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn seal(&mut self, _transfer: u64) -> Result<(), String> {
+        Ok(())
+    }
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), String> {
+        let (dest, m, files) = self.staged.remove(&transfer).ok_or("not prepared")?;
+        let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_default());
+        let out = self.published.entry(dest).or_default();
+        out.extend(tree);
+        if let Some(f) = flag_file {
+            out.insert(f.to_owned(), "flag".into());
+        }
+        Ok((m.files() as u64, m.bytes()))
+    }
+    fn abort(&mut self, transfer: u64, _keep: bool) {
+        self.staged.remove(&transfer);
+    }
+}
+
+fn tree_of(m: &Manifest, content: impl Fn(u32) -> Vec<u8>) -> Tree {
+    m.entries()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let v = match &e.kind {
+                Kind::Dir => format!("dir {:o}", e.mode),
+                Kind::File { .. } => format!("file {:o} {}", e.mode, manifest::hex(&Sum::md5(&content(i as u32)))),
+                Kind::Symlink { target } => format!("link {target}"),
+            };
+            (e.path.clone(), v)
+        })
+        .collect()
+}
+
+impl Sum {
+    fn md5(d: &[u8]) -> [u8; 16] {
+        match Sum::of(Verify::Md5, d) {
+            Sum::Md5(m) => m,
+            _ => unreachable!(),
+        }
+    }
+}
+
+enum Node {
+    Cac(CacMachine),
+    Po(PoMachine<MemStore>),
+    Master(MasterMachine),
+}
+
+impl Node {
+    fn m(&mut self) -> &mut dyn Machine {
+        match self {
+            Node::Cac(m) => m,
+            Node::Po(m) => m,
+            Node::Master(m) => m,
+        }
+    }
+}
+
+pub struct Net {
+    now: Instant,
+    nodes: Vec<(SocketAddr, Node, bool)>,
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    queue: VecDeque<(usize, Event)>,
+    next_accept: ConnId,
+    pub blackholed: HashSet<SocketAddr>,
+    /// Called on every frame in flight; returning false drops the frame.
+    pub tamper: Option<Box<dyn FnMut(usize, &mut Msg) -> bool>>,
+    pub frames: u64,
+    pub block_frames: u64,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            now: Instant::now(),
+            nodes: Vec::new(),
+            links: HashMap::new(),
+            queue: VecDeque::new(),
+            next_accept: 0,
+            blackholed: HashSet::new(),
+            tamper: None,
+            frames: 0,
+            block_frames: 0,
+        }
+    }
+
+    fn add(&mut self, addr: &str, n: Node) -> usize {
+        self.nodes.push((addr.parse().unwrap(), n, true));
+        self.nodes.len() - 1
+    }
+
+    /// The host dies: its connections close on the other side, and it answers nothing more.
+    pub fn kill(&mut self, node: usize) {
+        self.nodes[node].2 = false;
+        let dead: Vec<_> = self.links.keys().filter(|(n, _)| *n == node).copied().collect();
+        for k in dead {
+            if let Some(peer) = self.links.remove(&k) {
+                self.links.remove(&peer);
+                self.queue.push_back((peer.0, Event::Closed { conn: peer.1, error: "connection reset by peer".into() }));
+            }
+        }
+    }
+
+    fn apply(&mut self, from: usize, a: Action) {
+        match a {
+            Action::Connect { conn, addr } => {
+                let target = self.nodes.iter().position(|(a, _, alive)| *a == addr && *alive);
+                match target {
+                    _ if self.blackholed.contains(&addr) => {}
+                    Some(to) => {
+                        self.next_accept += 1;
+                        let acc = ACCEPTED | self.next_accept;
+                        self.links.insert((from, conn), (to, acc));
+                        self.links.insert((to, acc), (from, conn));
+                        let peer = SocketAddr::new(self.nodes[from].0.ip(), 40000 + (self.next_accept % 20000) as u16);
+                        self.queue.push_back((to, Event::Accepted { conn: acc, peer }));
+                        self.queue.push_back((from, Event::Connected { conn }));
+                    }
+                    None => self.queue.push_back((from, Event::Closed { conn, error: "connection refused".into() })),
+                }
+            }
+            Action::Send { conn, msg } => self.transmit(from, conn, msg),
+            Action::SendBlock { conn, head, body } => {
+                let data = match body {
+                    Body::Bytes(b) => b.to_vec(),
+                    Body::File { .. } => panic!("the simulator has no files"),
+                };
+                self.transmit(from, conn, Msg::Block { head, data: Payload::from_vec(data) });
+            }
+            Action::Close { conn } => {
+                if let Some(peer) = self.links.remove(&(from, conn)) {
+                    self.links.remove(&peer);
+                    self.queue.push_back((peer.0, Event::Closed { conn: peer.1, error: String::new() }));
+                }
+            }
+            Action::SetRates { .. } => {}
+        }
+    }
+
+    fn transmit(&mut self, from: usize, conn: ConnId, msg: Msg) {
+        let Some(&(to, peer_conn)) = self.links.get(&(from, conn)) else { return };
+        // Through the real codec, as on a socket.
+        let frame = msg.to_frame();
+        let (mut msg, used) = Msg::from_frame(&frame).unwrap().unwrap();
+        assert_eq!(used, frame.len());
+        self.frames += 1;
+        if matches!(msg, Msg::Block { .. }) {
+            self.block_frames += 1;
+        }
+        if let Some(t) = self.tamper.as_mut() {
+            if !t(to, &mut msg) {
+                return;
+            }
+        }
+        self.queue.push_back((to, Event::Frame { conn: peer_conn, msg }));
+    }
+
+    fn drain(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(a) = self.nodes[i].1.m().poll_action() {
+                if self.nodes[i].2 {
+                    self.apply(i, a);
+                }
+            }
+        }
+    }
+
+    /// One event or timer step at most `n` times.
+    fn drive_steps(&mut self, n: usize) {
+        for _ in 0..n {
+            self.drain();
+            if let Some((to, ev)) = self.queue.pop_front() {
+                if self.nodes[to].2 {
+                    let now = self.now;
+                    self.nodes[to].1.m().handle_event(now, ev);
+                }
+            }
+        }
+    }
+
+    /// Runs until node `until` finishes; panics on livelock.
+    fn drive(&mut self, until: usize, max_steps: usize) {
+        for _ in 0..max_steps {
+            self.drain();
+            if self.nodes[until].1.m().is_finished() {
+                return;
+            }
+            if let Some((to, ev)) = self.queue.pop_front() {
+                if self.nodes[to].2 {
+                    let now = self.now;
+                    self.nodes[to].1.m().handle_event(now, ev);
+                }
+                continue;
+            }
+            let next = self.nodes.iter_mut().filter(|n| n.2).filter_map(|n| n.1.m().poll_timeout()).min();
+            let Some(t) = next else { panic!("nothing to do and node {until} is not finished") };
+            self.now = self.now.max(t);
+            let now = self.now;
+            for n in self.nodes.iter_mut().filter(|n| n.2) {
+                if n.1.m().poll_timeout().is_some_and(|d| d <= now) {
+                    n.1.m().handle_timeout(now);
+                }
+            }
+        }
+        panic!("no end after {max_steps} steps: livelock");
+    }
+}
+
+struct Setup {
+    pos: usize,
+    class: ClassCfg,
+    masters: Vec<(IpAddr, u8)>,
+    cacs_for_master: Vec<&'static str>,
+    cacs_for_po: Vec<&'static str>,
+    class_name: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        let mut class = ClassCfg::new("base1");
+        class.set("dest", "/home/work/data/base").unwrap();
+        class.set("block_size", "4K").unwrap();
+        Setup {
+            pos: 5,
+            class,
+            masters: vec![("10.0.0.0".parse().unwrap(), 24)],
+            cacs_for_master: vec!["10.0.0.2:7100"],
+            cacs_for_po: vec!["10.0.0.2:7100"],
+            class_name: "base1",
+        }
+    }
+}
+
+fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
+    let mk = |p: &str, kind| Entry { path: p.into(), kind, mode: 0o644, mtime: 1_700_000_000, mtime_nsec: 5 };
+    let sizes = [("a/big.bin", 50_000u64), ("a/b/small.txt", 10), ("a/b/exact", 8192), ("empty.txt", 0), ("top.dat", 4097)];
+    let mut entries = vec![mk("a", Kind::Dir), mk("a/b", Kind::Dir), mk("a/emptydir", Kind::Dir)];
+    entries.push(mk("link", Kind::Symlink { target: "a/b/small.txt".into() }));
+    for (p, s) in sizes {
+        entries.push(mk(p, Kind::File { size: s }));
+    }
+    let m = Manifest::new(block_size, entries).unwrap();
+    let mut src = MemSource::default();
+    for (i, e) in m.entries().iter().enumerate() {
+        if let Kind::File { size } = e.kind {
+            let data: Vec<u8> = (0..size).map(|x| (x * 31 + i as u64 * 7) as u8).collect();
+            src.files.insert(i as u32, Arc::new(data));
+        }
+    }
+    let files = src.files.clone();
+    let tree = tree_of(&m, |e| files.get(&e).map(|d| d.to_vec()).unwrap_or_default());
+    (m, src, tree)
+}
+
+struct World {
+    net: Net,
+    master: usize,
+    pos: Vec<usize>,
+    tree: Tree,
+    dest: String,
+}
+
+fn world(s: Setup) -> World {
+    let mut net = Net::new();
+    let po_addrs: Vec<SocketAddr> = (0..s.pos).map(|i| format!("10.0.1.{}:7200", i + 1).parse().unwrap()).collect();
+    let settings = CacSettings {
+        key: b"cluster-key".to_vec(),
+        classes: vec![ClassAuth { cfg: s.class.clone(), pos: po_addrs.clone(), masters: s.masters.clone(), master_secret: None }],
+        token_ttl: 3600,
+    };
+    net.add("10.0.0.2:7100", Node::Cac(CacMachine::new(settings.clone(), Env::fixed(1_800_000_000, 1))));
+    net.add("10.0.0.3:7100", Node::Cac(CacMachine::new(settings, Env::fixed(1_800_000_000, 2))));
+    let mut pos = Vec::new();
+    for a in &po_addrs {
+        let ps = PoSettings {
+            advertise: Some(a.to_string()),
+            cacs: s.cacs_for_po.iter().map(|c| c.parse().unwrap()).collect(),
+            allow_dest: vec!["/home/work/data".into()],
+            root: None,
+            cac_timeout: Duration::from_secs(3),
+        };
+        pos.push(net.add(&a.to_string(), Node::Po(PoMachine::new(ps, MemStore::default()))));
+    }
+    let (m, src, tree) = sample_tree(s.class.block_size);
+    let mut planned = Some((m, src));
+    let planner: master::Planner = Box::new(move |c: &ClassCfg| {
+        let (m, src) = planned.take().ok_or("planned twice")?;
+        assert_eq!(c.block_size, m.block_size);
+        Ok((m, Box::new(src) as Box<dyn Source>))
+    });
+    let ms = MasterSettings {
+        class: s.class_name.into(),
+        cacs: s.cacs_for_master.iter().map(|c| c.parse().unwrap()).collect(),
+        secret: None,
+        connect_timeout: Duration::from_secs(3),
+        unix_start: 0,
+    };
+    let now = net.now;
+    let master = net.add("10.0.0.1:1", Node::Master(MasterMachine::new(ms, planner, now)));
+    World { net, master, pos, tree, dest: s.class.dest.clone() }
+}
+
+impl World {
+    fn run(&mut self) -> Outcome {
+        self.net.drive(self.master, 200_000);
+        match &self.net.nodes[self.master].1 {
+            Node::Master(m) => m.outcome().cloned().expect("finished master has an outcome"),
+            _ => unreachable!(),
+        }
+    }
+    fn store(&mut self, i: usize) -> &mut MemStore {
+        match &mut self.net.nodes[self.pos[i]].1 {
+            Node::Po(p) => p.store_mut(),
+            _ => unreachable!(),
+        }
+    }
+    fn published(&mut self, i: usize) -> Option<Tree> {
+        let d = self.dest.clone();
+        self.store(i).published.get(&d).cloned()
+    }
+}
+
+#[test]
+fn one_to_n_delivers_identical_trees() {
+    let mut w = world(Setup::default());
+    let o = w.run();
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.summary.contains("result=ok pos=5/5"), "{}", o.summary);
+    for i in 0..5 {
+        assert_eq!(w.published(i).as_ref(), Some(&w.tree), "po {i}");
+    }
+    // every block went to every po exactly once
+    let (m, _, _) = sample_tree(4096);
+    assert_eq!(w.net.block_frames, m.blocks() * 5);
+}
+
+#[test]
+fn every_verify_mode_and_publish_each() {
+    for (verify, publish) in [("none", "each"), ("crc32", "together"), ("md5", "each")] {
+        let mut s = Setup::default();
+        s.class.set("verify", verify).unwrap();
+        s.class.set("publish", publish).unwrap();
+        s.class.set("flag_file", "data.done").unwrap();
+        let mut w = world(s);
+        let o = w.run();
+        assert_eq!(o.code, 0, "{verify} {publish}: {o:?}");
+        let mut want = w.tree.clone();
+        want.insert("data.done".into(), "flag".into());
+        for i in 0..5 {
+            assert_eq!(w.published(i), Some(want.clone()));
+        }
+    }
+}
+
+#[test]
+fn unknown_class_and_foreign_master_are_denied() {
+    let mut w = world(Setup { class_name: "nope", ..Default::default() });
+    let o = w.run();
+    assert_eq!(o.code, 2);
+    assert!(o.error.unwrap().contains("unknown_class"));
+    let mut w = world(Setup { masters: vec![("192.168.0.0".parse().unwrap(), 16)], ..Default::default() });
+    let o = w.run();
+    assert_eq!(o.code, 2);
+    assert!(o.summary.contains("result=denied"));
+    assert!(w.published(0).is_none());
+}
+
+#[test]
+fn master_and_pos_fail_over_to_the_next_cac() {
+    // The first CAC refuses connections for the master and swallows them for the pos.
+    let mut s = Setup { cacs_for_master: vec!["10.0.0.9:7100", "10.0.0.3:7100"], ..Default::default() };
+    s.cacs_for_po = vec!["10.0.0.8:7100", "10.0.0.3:7100"];
+    let mut w = world(s);
+    w.net.blackholed.insert("10.0.0.8:7100".parse().unwrap());
+    let o = w.run();
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(w.published(4), Some(w.tree.clone()));
+    let mut w = world(Setup { cacs_for_master: vec!["10.0.0.9:7100"], ..Default::default() });
+    let o = w.run();
+    assert_eq!(o.code, 2);
+    assert!(o.error.unwrap().contains("no CAC reachable"));
+}
+
+#[test]
+fn a_failing_disk_fails_one_po_and_keeps_its_old_files() {
+    let mut w = world(Setup::default());
+    let dest = w.dest.clone();
+    let old: Tree = [("old.txt".to_string(), "file 644 x".to_string())].into();
+    w.store(2).published.insert(dest, old.clone());
+    w.store(2).fail_writes = true;
+    let o = w.run();
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.summary.contains("result=partial pos=4/5"));
+    assert_eq!(o.po_lines.len(), 1);
+    assert!(o.po_lines[0].contains("po=10.0.1.3:7200 result=failed") && o.po_lines[0].contains("No space left"));
+    assert_eq!(w.published(2), Some(old));
+    assert_eq!(w.published(0), Some(w.tree.clone()));
+}
+
+#[test]
+fn a_po_that_dies_is_reported_and_the_rest_complete() {
+    let mut w = world(Setup::default());
+    let victim = w.pos[1];
+    let mut seen = 0;
+    w.net.tamper = Some(Box::new(move |to, m| {
+        if to == victim && matches!(m, Msg::Block { .. }) {
+            seen += 1;
+        }
+        seen != 3
+    }));
+    // Run until the victim has had some blocks, then kill it.
+    for _ in 0..2000 {
+        w.net.drive_steps(1);
+    }
+    w.net.kill(victim);
+    let o = w.run();
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.po_lines[0].contains("10.0.1.2:7200"), "{:?}", o.po_lines);
+    for i in [0, 2, 3, 4] {
+        assert_eq!(w.published(i), Some(w.tree.clone()));
+    }
+}
+
+#[test]
+fn corrupted_blocks_are_caught_by_the_checksum() {
+    for verify in ["crc32", "md5"] {
+        let mut s = Setup::default();
+        s.class.set("verify", verify).unwrap();
+        let mut w = world(s);
+        let victim = w.pos[0];
+        w.net.tamper = Some(Box::new(move |to, m| {
+            if let (true, Msg::Block { data, .. }) = (to == victim, m) {
+                let at = data.start + 7 % data.len();
+                data.buf[at] ^= 0x10;
+            }
+            true
+        }));
+        let o = w.run();
+        assert_eq!(o.code, 3, "{o:?}");
+        assert!(o.po_lines[0].contains(&format!("failed its {verify} check")), "{:?}", o.po_lines);
+        assert_eq!(w.published(0), None);
+    }
+}
+
+#[test]
+fn a_tampered_token_is_refused_and_nothing_is_staged() {
+    let mut w = world(Setup::default());
+    w.net.tamper = Some(Box::new(|_, m| {
+        if let Msg::Offer { token, .. } = m {
+            let n = token.len();
+            token[n - 1] ^= 1;
+        }
+        true
+    }));
+    let o = w.run();
+    assert_eq!(o.code, 4, "{o:?}");
+    assert_eq!(o.po_lines.len(), 5);
+    assert!(o.po_lines[0].contains("bad_token"), "{:?}", o.po_lines);
+    for i in 0..5 {
+        assert!(w.store(i).staged.is_empty());
+    }
+}
+
+#[test]
+fn quorum_commits_at_the_timeout_without_a_stalled_po() {
+    let mut s = Setup::default();
+    s.class.set("quorum", "3").unwrap();
+    s.class.set("timeout", "60").unwrap();
+    let mut w = world(s);
+    // po 4 accepts but never receives its blocks.
+    let stalled = w.pos[4];
+    w.net.tamper = Some(Box::new(move |to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    let o = w.run();
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.po_lines[0].contains("timeout"), "{:?}", o.po_lines);
+    assert_eq!(w.published(0), Some(w.tree.clone()));
+    assert_eq!(w.published(4), None);
+    // without quorum, nobody publishes: all or nothing
+    let mut s = Setup::default();
+    s.class.set("timeout", "60").unwrap();
+    let mut w = world(s);
+    let stalled = w.pos[4];
+    w.net.tamper = Some(Box::new(move |to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    let o = w.run();
+    assert_eq!(o.code, 4, "{o:?}");
+    for i in 0..5 {
+        assert_eq!(w.published(i), None);
+    }
+}
