@@ -3,6 +3,7 @@
 //! `proto` holds the protocol and the role state machines (no I/O); `reactor` drives them over
 //! sockets; `sendfile` is the zero-copy data path and the only module with `unsafe`.
 #![deny(unsafe_code)]
+pub mod app;
 pub mod config;
 pub mod logging;
 pub mod proto;

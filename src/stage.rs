@@ -1,0 +1,804 @@
+//! The po's staging area: [`DiskStore`], the on-disk [`Store`].
+//!
+//! A transfer stages its files in `<dest>/.wugui-stage-<manifest id in hex>`, a hidden folder
+//! on the dest's filesystem, so publishing is one `rename` a file. The same manifest always
+//! maps to the same stage folder, which is what resume builds on.
+//!
+//! Below the dest nothing is reached by path: every directory is opened component by component
+//! from the dest's descriptor with `O_NOFOLLOW | O_DIRECTORY`, and every change is an `*at`
+//! call on such a descriptor. A symlink planted in the dest (or in the stage) is never
+//! followed; where the tree needs a directory or a file, the symlink is replaced. The dest
+//! path itself comes from the class config and is opened as given.
+//!
+//! Until `publish`, nothing in the dest outside the stage folder is touched (except that the
+//! dest itself is created when missing).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::libc;
+use nix::sys::stat::{fchmodat, fstat, fstatat, mkdirat, utimensat, FchmodatFlags, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
+
+use crate::proto::manifest::{hex, Kind};
+use crate::proto::{BlockRef, Manifest, Store};
+
+/// The prefix of every stage folder's name.
+pub const STAGE_PREFIX: &str = ".wugui-stage-";
+
+/// How many staged files a transfer keeps open for writing.
+const OPEN_FILES: usize = 32;
+
+/// The stage folder's name (inside the dest) for `manifest`.
+pub fn stage_name(manifest: &Manifest) -> String {
+    format!("{STAGE_PREFIX}{}", hex(&manifest.id()))
+}
+
+/// An owned raw descriptor, closed on drop.
+struct Fd(RawFd);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
+
+/// Turns an owned descriptor into a `File` without `unsafe`: a pipe's `OwnedFd` is made to
+/// refer to the same open file by `dup3`, and the original descriptor is closed.
+fn into_file(fd: Fd) -> io::Result<File> {
+    let (r, _w) = nix::unistd::pipe()?;
+    nix::unistd::dup3(fd.0, r.as_raw_fd(), OFlag::O_CLOEXEC)?;
+    Ok(File::from(r))
+}
+
+fn mode(bits: u32) -> Mode {
+    Mode::from_bits_truncate(bits as libc::mode_t)
+}
+
+fn mtime(sec: i64, nsec: u32) -> TimeSpec {
+    TimeSpec::new(sec as _, nsec as _)
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn is_file(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens directory `rel` (non-empty, `/`-separated) below `base`, refusing symlinks.
+fn open_dir_path(base: RawFd, rel: &str) -> io::Result<Fd> {
+    let mut cur: Option<Fd> = None;
+    for c in rel.split('/') {
+        let at = cur.as_ref().map_or(base, |f| f.0);
+        cur = Some(Fd(openat(Some(at), c, dir_flags(), Mode::empty())?));
+    }
+    cur.ok_or_else(|| io::Error::from(Errno::EINVAL))
+}
+
+/// Lstat of `name` in `dir`; `None` when it does not exist.
+fn lstat_at<P: ?Sized + nix::NixPath>(dir: RawFd, name: &P) -> io::Result<Option<libc::stat>> {
+    match fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the mode of directory `name` in `dir`, not following a symlink where the kernel
+/// and libc allow that.
+fn chmod_dir_at<P: ?Sized + nix::NixPath>(dir: RawFd, name: &P, bits: u32) -> io::Result<()> {
+    match fchmodat(Some(dir), name, mode(bits), FchmodatFlags::NoFollowSymlink) {
+        Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
+            Ok(fchmodat(Some(dir), name, mode(bits), FchmodatFlags::FollowSymlink)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// The names in directory `dir`, without `.` and `..`.
+fn list(dir: RawFd) -> io::Result<Vec<OsString>> {
+    let mut d =
+        nix::dir::Dir::openat(Some(dir), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut out = Vec::new();
+    for ent in d.iter() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in `dir`, a whole tree if it is a directory, never following a symlink.
+/// A missing `name` is no error.
+fn remove_at<P: ?Sized + nix::NixPath>(dir: RawFd, name: &P) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
+    if !is_dir(&st) {
+        return match unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+    if st.st_mode & 0o700 != 0o700 {
+        chmod_dir_at(dir, name, 0o700)?;
+    }
+    {
+        let sub = Fd(openat(Some(dir), name, dir_flags(), Mode::empty())?);
+        for n in list(sub.0)? {
+            remove_at(sub.0, n.as_os_str())?;
+        }
+    }
+    match unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes sure `name` in `dir` is a real directory (not a symlink to one), creating it with
+/// `bits` when missing and replacing whatever else is there.
+fn ensure_dir_at(dir: RawFd, name: &str, bits: u32) -> io::Result<()> {
+    match lstat_at(dir, name)? {
+        Some(st) if is_dir(&st) => {
+            if st.st_mode & 0o700 != 0o700 {
+                chmod_dir_at(dir, name, (st.st_mode & 0o7777) | 0o700)?;
+            }
+            return Ok(());
+        }
+        Some(_) => remove_at(dir, name)?,
+        None => {}
+    }
+    Ok(mkdirat(Some(dir), name, mode(bits))?)
+}
+
+/// Opens (creating it when missing) the regular file `name` in `dir` for writing, mode 0600.
+/// Anything else in the way (a symlink, a directory, a fifo) is removed first.
+fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    if let Ok(fd) = openat(Some(dir), name, flags, mode(0o600)) {
+        let f = into_file(Fd(fd))?;
+        if f.metadata()?.is_file() {
+            nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o600))?;
+            return Ok(f);
+        }
+    }
+    remove_at(dir, name)?;
+    let fd = openat(Some(dir), name, flags | OFlag::O_EXCL, mode(0o600))?;
+    into_file(Fd(fd))
+}
+
+/// Opens the regular file `rel` below `base` with `flags`, refusing symlinks anywhere.
+fn open_file_path(base: RawFd, rel: &str, flags: OFlag) -> io::Result<Fd> {
+    let (parent, name) = split(rel);
+    let parent = if parent.is_empty() { None } else { Some(open_dir_path(base, parent)?) };
+    let at = parent.as_ref().map_or(base, |f| f.0);
+    let fd =
+        Fd(openat(Some(at), name, flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?);
+    if !is_file(&fstat(fd.0)?) {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(fd)
+}
+
+/// The open directory of the last entry's parent, so walking a sorted manifest opens each
+/// directory about once.
+struct Cursor {
+    base: RawFd,
+    path: String,
+    fd: Option<Fd>,
+}
+
+impl Cursor {
+    fn new(base: RawFd) -> Cursor {
+        Cursor { base, path: String::new(), fd: None }
+    }
+
+    /// The descriptor of directory `dir` (relative to the base; "" is the base).
+    fn at(&mut self, dir: &str) -> io::Result<RawFd> {
+        if dir.is_empty() {
+            return Ok(self.base);
+        }
+        if let Some(fd) = &self.fd {
+            if self.path == dir {
+                return Ok(fd.0);
+            }
+            if let Some(rest) = dir.strip_prefix(self.path.as_str()).and_then(|r| r.strip_prefix('/')) {
+                let sub = open_dir_path(fd.0, rest)?;
+                return Ok(self.set(dir, sub));
+            }
+        }
+        self.fd = None;
+        let fd = open_dir_path(self.base, dir)?;
+        Ok(self.set(dir, fd))
+    }
+
+    fn set(&mut self, dir: &str, fd: Fd) -> RawFd {
+        let raw = fd.0;
+        self.path.clear();
+        self.path.push_str(dir);
+        self.fd = Some(fd);
+        raw
+    }
+}
+
+struct Staged {
+    dest: PathBuf,
+    dest_fd: Fd,
+    stage: String,
+    stage_fd: Fd,
+    manifest: Manifest,
+    held: Vec<bool>,
+    missing: u64,
+    /// Staged files open for writing, most recently used last.
+    open: Vec<(u32, File)>,
+    sealed: bool,
+}
+
+impl Staged {
+    fn file(&mut self, entry: u32) -> io::Result<&File> {
+        if let Some(at) = self.open.iter().position(|(e, _)| *e == entry) {
+            let hit = self.open.remove(at);
+            self.open.push(hit);
+        } else {
+            let path = &self.manifest.entries()[entry as usize].path;
+            let f = into_file(open_file_path(self.stage_fd.0, path, OFlag::O_WRONLY)?)?;
+            if self.open.len() >= OPEN_FILES {
+                self.open.remove(0);
+            }
+            self.open.push((entry, f));
+        }
+        Ok(&self.open.last().expect("just pushed").1)
+    }
+}
+
+/// The po's [`Store`] on the local disk.
+pub struct DiskStore {
+    state_dir: PathBuf,
+    transfers: HashMap<u64, Staged>,
+}
+
+impl DiskStore {
+    /// A store keeping its records in `state_dir` (created when missing).
+    pub fn new(state_dir: PathBuf) -> Result<DiskStore, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
+        Ok(DiskStore { state_dir, transfers: HashMap::new() })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The stage folder of a prepared transfer.
+    pub fn stage_dir(&self, transfer: u64) -> Option<PathBuf> {
+        self.transfers.get(&transfer).map(|t| t.dest.join(&t.stage))
+    }
+
+    fn get(&mut self, transfer: u64) -> Result<&mut Staged, String> {
+        self.transfers.get_mut(&transfer).ok_or_else(|| format!("transfer {transfer} is not prepared"))
+    }
+}
+
+impl Store for DiskStore {
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Vec<bool>, String> {
+        self.transfers.remove(&transfer);
+        let dest_path = Path::new(dest);
+        if !dest_path.is_absolute() {
+            return Err(format!("dest {dest:?} is not an absolute path"));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dest_path)
+            .map_err(|e| format!("dest {dest}: {e}"))?;
+        let dest_fd =
+            nix::fcntl::open(dest_path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map(Fd)
+                .map_err(|e| format!("dest {dest}: {}", io::Error::from(e)))?;
+        let stage = stage_name(manifest);
+        let stage_fd = ensure_dir_at(dest_fd.0, &stage, 0o700)
+            .and_then(|()| Ok(Fd(openat(Some(dest_fd.0), stage.as_str(), dir_flags(), Mode::empty())?)))
+            .map_err(|e| format!("stage {dest}/{stage}: {e}"))?;
+        let mut cur = Cursor::new(stage_fd.0);
+        for e in manifest.entries() {
+            let (parent, name) = split(&e.path);
+            let made = cur.at(parent).and_then(|dir| match e.kind {
+                Kind::Dir => ensure_dir_at(dir, name, 0o700),
+                Kind::File { size } => {
+                    let f = create_file_at(dir, name)?;
+                    if f.metadata()?.len() != size {
+                        f.set_len(size)?;
+                    }
+                    Ok(())
+                }
+                Kind::Symlink { .. } => Ok(()),
+            });
+            made.map_err(|err| format!("stage {}: {err}", e.path))?;
+        }
+        drop(cur);
+        let blocks = manifest.blocks() as usize;
+        self.transfers.insert(
+            transfer,
+            Staged {
+                dest: dest_path.to_path_buf(),
+                dest_fd,
+                stage,
+                stage_fd,
+                manifest: manifest.clone(),
+                held: vec![false; blocks],
+                missing: blocks as u64,
+                open: Vec::new(),
+                sealed: false,
+            },
+        );
+        Ok(vec![false; blocks])
+    }
+
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
+        let t = self.get(transfer)?;
+        if t.manifest.block(b.index) != Some(*b) {
+            return Err(format!("block {} does not match the manifest", b.index));
+        }
+        let path = t.manifest.entries()[b.entry as usize].path.clone();
+        if data.len() != b.len as usize {
+            return Err(format!("write {path}: block {} has {} bytes, expected {}", b.index, data.len(), b.len));
+        }
+        if t.sealed {
+            return Err(format!("write {path}: transfer {transfer} is sealed"));
+        }
+        t.file(b.entry).and_then(|f| f.write_all_at(data, b.offset)).map_err(|e| format!("write {path}: {e}"))?;
+        let held = &mut t.held[b.index as usize];
+        if !*held {
+            *held = true;
+            t.missing -= 1;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, transfer: u64) -> Result<(), String> {
+        let t = self.get(transfer)?;
+        if t.missing > 0 {
+            return Err(format!("seal: {} of {} blocks are missing", t.missing, t.held.len()));
+        }
+        t.open.clear();
+        let mut cur = Cursor::new(t.stage_fd.0);
+        for e in t.manifest.entries() {
+            let (parent, name) = split(&e.path);
+            let when = mtime(e.mtime, e.mtime_nsec);
+            let done = cur.at(parent).and_then(|dir| -> io::Result<()> {
+                match &e.kind {
+                    Kind::Dir => {}
+                    Kind::File { size } => {
+                        let fd = open_file_path(dir, name, OFlag::O_RDONLY)?;
+                        let st = fstat(fd.0)?;
+                        if st.st_size as u64 != *size {
+                            return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
+                        }
+                        nix::unistd::fdatasync(fd.0)?;
+                        nix::sys::stat::fchmod(fd.0, mode(e.mode))?;
+                        nix::sys::stat::futimens(fd.0, &TimeSpec::UTIME_OMIT, &when)?;
+                    }
+                    Kind::Symlink { target } => {
+                        remove_at(dir, name)?;
+                        symlinkat(target.as_str(), Some(dir), name)?;
+                        match utimensat(Some(dir), name, &TimeSpec::UTIME_OMIT, &when, UtimensatFlags::NoFollowSymlink)
+                        {
+                            Ok(()) | Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Ok(())
+            });
+            done.map_err(|err| format!("seal {}: {err}", e.path))?;
+        }
+        t.sealed = true;
+        Ok(())
+    }
+
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), String> {
+        let t = self.get(transfer)?;
+        if !t.sealed {
+            return Err(format!("publish: transfer {transfer} is not sealed"));
+        }
+        if let Some(flag) = flag_file {
+            crate::proto::manifest::check_path(flag).map_err(|e| format!("flag file: {e}"))?;
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        let entries = t.manifest.entries();
+
+        // Move the staged entries in, parents first.
+        {
+            let mut dcur = Cursor::new(t.dest_fd.0);
+            let mut scur = Cursor::new(t.stage_fd.0);
+            for e in entries {
+                let (parent, name) = split(&e.path);
+                let moved = dcur.at(parent).and_then(|d| -> io::Result<()> {
+                    if e.kind == Kind::Dir {
+                        return ensure_dir_at(d, name, 0o700);
+                    }
+                    if lstat_at(d, name)?.is_some_and(|st| is_dir(&st)) {
+                        remove_at(d, name)?;
+                    }
+                    let s = scur.at(parent)?;
+                    Ok(renameat(Some(s), name, Some(d), name)?)
+                });
+                moved.map_err(|err| format!("publish {}: {err}", e.path))?;
+                if let Kind::File { size } = e.kind {
+                    files += 1;
+                    bytes += size;
+                }
+            }
+        }
+
+        // Remove what the tree lacks, before directory mtimes are set.
+        if mirror {
+            let dirs: HashMap<&str, bool> = entries.iter().map(|e| (e.path.as_str(), e.kind == Kind::Dir)).collect();
+            let mut todo = vec![String::new()];
+            while let Some(dir) = todo.pop() {
+                let fd = if dir.is_empty() { None } else { Some(open_dir_path(t.dest_fd.0, &dir)) };
+                let fd = fd.transpose().map_err(|e| format!("mirror {dir}: {e}"))?;
+                let at = fd.as_ref().map_or(t.dest_fd.0, |f| f.0);
+                for n in list(at).map_err(|e| format!("mirror {dir}: {e}"))? {
+                    let rel = n.to_str().map(|n| if dir.is_empty() { n.to_string() } else { format!("{dir}/{n}") });
+                    if let Some(rel) = &rel {
+                        if dir.is_empty() && rel.starts_with(STAGE_PREFIX) || flag_file == Some(rel.as_str()) {
+                            continue;
+                        }
+                        match dirs.get(rel.as_str()) {
+                            Some(true) => {
+                                todo.push(rel.clone());
+                                continue;
+                            }
+                            Some(false) => continue,
+                            None => {}
+                        }
+                    }
+                    let shown = rel.unwrap_or_else(|| format!("{dir}/{}", n.to_string_lossy()));
+                    remove_at(at, n.as_os_str()).map_err(|e| format!("mirror: remove {shown}: {e}"))?;
+                    log::debug!("event=mirror_remove transfer={transfer} path={shown:?}");
+                }
+            }
+        }
+
+        remove_at(t.dest_fd.0, t.stage.as_str()).map_err(|e| format!("remove stage {}: {e}", t.stage))?;
+
+        // Directory modes and mtimes, deepest first (children sort after their parent).
+        for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+            let fd = open_dir_path(t.dest_fd.0, &e.path).map_err(|err| format!("publish {}: {err}", e.path))?;
+            let set = nix::sys::stat::fchmod(fd.0, mode(e.mode))
+                .and_then(|()| nix::sys::stat::futimens(fd.0, &TimeSpec::UTIME_OMIT, &mtime(e.mtime, e.mtime_nsec)));
+            match set {
+                Ok(()) => {}
+                Err(Errno::EPERM) => {
+                    log::warn!("event=publish_attr_failed transfer={transfer} path={:?} error=\"EPERM\"", e.path)
+                }
+                Err(err) => return Err(format!("publish {}: {}", e.path, io::Error::from(err))),
+            }
+        }
+
+        if let Some(flag) = flag_file {
+            write_flag(t.dest_fd.0, flag, transfer, files, bytes).map_err(|e| format!("flag file {flag}: {e}"))?;
+        }
+        let _ = nix::unistd::fsync(t.dest_fd.0);
+        self.transfers.remove(&transfer);
+        Ok((files, bytes))
+    }
+
+    fn abort(&mut self, transfer: u64, keep: bool) {
+        let Some(t) = self.transfers.remove(&transfer) else { return };
+        if !keep {
+            if let Err(e) = remove_at(t.dest_fd.0, t.stage.as_str()) {
+                log::warn!(
+                    "event=stage_remove_failed transfer={transfer} path=\"{}/{}\" error=\"{e}\"",
+                    t.dest.display(),
+                    t.stage
+                );
+            }
+        }
+    }
+}
+
+/// Writes the flag file atomically: a temporary file, synced, renamed over `flag`.
+fn write_flag(dest: RawFd, flag: &str, transfer: u64, files: u64, bytes: u64) -> io::Result<()> {
+    let (parent, name) = split(flag);
+    let parent = if parent.is_empty() { None } else { Some(open_dir_path(dest, parent)?) };
+    let at = parent.as_ref().map_or(dest, |f| f.0);
+    let tmp = ".wugui-flag.tmp";
+    remove_at(at, tmp)?;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut f = into_file(Fd(openat(Some(at), tmp, flags, mode(0o644))?))?;
+    f.write_all(format!("transfer={transfer}\nfiles={files}\nbytes={bytes}\n").as_bytes())?;
+    f.sync_data()?;
+    nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o644))?;
+    drop(f);
+    if lstat_at(at, name)?.is_some_and(|st| is_dir(&st)) {
+        remove_at(at, name)?;
+    }
+    renameat(Some(at), tmp, Some(at), name)?;
+    let _ = nix::unistd::fsync(at);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Body, Source, Verify};
+    use crate::tree::{walk, FsSource};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn scratch(tag: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wugui-stage-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Removes a test tree, read-only directories included.
+    fn cleanup(p: &Path) {
+        let parent =
+            nix::fcntl::open(p.parent().unwrap(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let parent = Fd(parent);
+        remove_at(parent.0, p.file_name().unwrap()).unwrap();
+        assert!(!p.exists());
+    }
+
+    fn write(p: &Path, data: &[u8], bits: u32) {
+        std::fs::write(p, data).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(bits)).unwrap();
+    }
+
+    fn chmod(p: &Path, bits: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(bits)).unwrap();
+    }
+
+    /// A source tree: nested dirs, an empty dir, a symlink, an empty file, various modes.
+    fn source(root: &Path) -> Manifest {
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir(root.join("empty")).unwrap();
+        std::fs::create_dir(root.join("was_file")).unwrap();
+        write(&root.join("d/e/big.bin"), &(0..10_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>(), 0o750);
+        write(&root.join("d/small"), b"small\n", 0o600);
+        write(&root.join("d/zero"), b"", 0o644);
+        write(&root.join("sub/f"), b"through?", 0o644);
+        write(&root.join("was_dir"), b"now a file", 0o640);
+        write(&root.join("was_file/x"), b"x", 0o644);
+        std::os::unix::fs::symlink("e/big.bin", root.join("d/link")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+        chmod(&root.join("d/e"), 0o750);
+        chmod(&root.join("empty"), 0o700);
+        chmod(&root.join("d"), 0o755);
+        // read-only: set last, deepest first, and replaced on a second publish
+        std::fs::create_dir_all(root.join("ro/inner")).unwrap();
+        write(&root.join("ro/inner/f"), b"read only", 0o444);
+        chmod(&root.join("ro/inner"), 0o555);
+        chmod(&root.join("ro"), 0o500);
+        walk(root, &[], 4096).unwrap().manifest
+    }
+
+    fn transfer(store: &mut DiskStore, id: u64, src: &Path, dest: &Path, m: &Manifest) {
+        let held = store.prepare(id, dest.to_str().unwrap(), m).unwrap();
+        assert_eq!(held, vec![false; m.blocks() as usize]);
+        let mut fs = FsSource::new(src.to_path_buf(), m);
+        // out of order, to exercise the cache and pwrite
+        for i in (0..m.blocks()).rev() {
+            let b = m.block(i).unwrap();
+            let (body, _) = fs.block(&b, Verify::None, true).unwrap();
+            let Body::File { file, offset, len, .. } = body else { panic!() };
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset).unwrap();
+            store.write_block(id, &b, &buf).unwrap();
+        }
+        store.seal(id).unwrap();
+    }
+
+    /// The manifest of `dest` without `ignore`, and each file's content.
+    fn snapshot(root: &Path, ignore: &[&str]) -> (Vec<crate::proto::manifest::Entry>, Vec<(String, Vec<u8>)>) {
+        let m = walk(root, &[], 4096).unwrap().manifest;
+        let entries: Vec<_> = m.entries().iter().filter(|e| !ignore.contains(&e.path.as_str())).cloned().collect();
+        let contents = entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. }))
+            .map(|e| (e.path.clone(), std::fs::read(root.join(&e.path)).unwrap()))
+            .collect();
+        (entries, contents)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn full_cycle_into_an_old_dest() {
+        let base = scratch("cycle");
+        let (src, dest, outside) = (base.join("src"), base.join("a/b/dest"), base.join("outside"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let m = source(&src);
+
+        // an old dest: an extra file, stale content, a dir where a file goes, a file where a
+        // dir goes, a planted symlink to a directory outside, another transfer's stage
+        std::fs::create_dir_all(dest.join("d")).unwrap();
+        std::fs::create_dir_all(dest.join("was_dir/inner")).unwrap();
+        write(&dest.join("was_dir/inner/old"), b"old", 0o644);
+        write(&dest.join("was_file"), b"old", 0o644);
+        write(&dest.join("d/small"), b"stale content", 0o666);
+        write(&dest.join("old.txt"), b"keep me unless mirror", 0o644);
+        std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+        std::fs::create_dir(dest.join(".wugui-stage-0123")).unwrap();
+        chmod(&dest.join("d"), 0o555);
+
+        let state = base.join("state");
+        let mut store = DiskStore::new(state.clone()).unwrap();
+        assert!(state.is_dir());
+        transfer(&mut store, 7, &src, &dest, &m);
+        let stage = store.stage_dir(7).unwrap();
+        assert_eq!(stage, dest.join(stage_name(&m)));
+        assert!(stage.is_dir());
+        // nothing outside the stage changed yet
+        assert_eq!(std::fs::read(dest.join("d/small")).unwrap(), b"stale content");
+        assert!(dest.join("sub").symlink_metadata().unwrap().file_type().is_symlink());
+
+        let (files, bytes) = store.publish(7, Some("data.done"), false).unwrap();
+        assert_eq!((files, bytes), (m.files() as u64, m.bytes()));
+        assert!(!stage.exists());
+        assert!(store.stage_dir(7).is_none());
+        assert_eq!(std::fs::read_to_string(dest.join("data.done")).unwrap().lines().next(), Some("transfer=7"));
+        assert_eq!(snapshot(&dest, &["data.done", "old.txt", ".wugui-stage-0123"]), snapshot(&src, &[]));
+        assert!(dest.join("old.txt").exists());
+        assert!(dest.join(".wugui-stage-0123").is_dir());
+        // the planted symlink was replaced, not written through
+        assert!(names(&outside).is_empty());
+        assert!(dest.join("sub").symlink_metadata().unwrap().is_dir());
+        assert_eq!(std::fs::read_link(dest.join("d/link")).unwrap(), Path::new("e/big.bin"));
+        let md = std::fs::symlink_metadata(src.join("d/link")).unwrap();
+        let got = std::fs::symlink_metadata(dest.join("d/link")).unwrap();
+        assert_eq!((got.mtime(), got.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
+
+        // again with mirror: the extra file goes, the flag file and other stages stay
+        let mut store = DiskStore::new(state).unwrap();
+        transfer(&mut store, 8, &src, &dest, &m);
+        store.publish(8, Some("data.done"), true).unwrap();
+        assert!(!dest.join("old.txt").exists());
+        assert_eq!(std::fs::read_to_string(dest.join("data.done")).unwrap().lines().next(), Some("transfer=8"));
+        assert_eq!(snapshot(&dest, &["data.done", ".wugui-stage-0123"]), snapshot(&src, &[]));
+        cleanup(&base);
+    }
+
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let base = scratch("plant");
+        let (src, dest, outside) = (base.join("src"), base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+        write(&src.join("sub/deeper/f"), b"data", 0o644);
+        write(&src.join("g"), b"gg", 0o644);
+        std::fs::create_dir_all(&outside).unwrap();
+        write(&outside.join("g"), b"precious", 0o644);
+        let m = walk(&src, &[], 3).unwrap().manifest;
+        std::fs::create_dir_all(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.join("g"), dest.join("g")).unwrap();
+
+        let mut store = DiskStore::new(base.join("state")).unwrap();
+        transfer(&mut store, 1, &src, &dest, &m);
+        store.publish(1, None, false).unwrap();
+        assert_eq!(names(&outside), ["g"]);
+        assert_eq!(std::fs::read(outside.join("g")).unwrap(), b"precious");
+        assert_eq!(std::fs::read(dest.join("sub/deeper/f")).unwrap(), b"data");
+        assert!(dest.join("g").symlink_metadata().unwrap().is_file());
+        assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
+
+        // a symlink planted as the stage dir is replaced too
+        let m2 = walk(&src, &[], 5).unwrap().manifest;
+        std::os::unix::fs::symlink(&outside, dest.join(stage_name(&m2))).unwrap();
+        store.prepare(2, dest.to_str().unwrap(), &m2).unwrap();
+        assert_eq!(names(&outside), ["g"]);
+        assert!(dest.join(stage_name(&m2)).symlink_metadata().unwrap().is_dir());
+        store.abort(2, false);
+        assert!(!dest.join(stage_name(&m2)).exists());
+        cleanup(&base);
+    }
+
+    /// `cargo test --release --lib -- --ignored many_files --nocapture`
+    #[test]
+    #[ignore]
+    fn many_files() {
+        let base = scratch("many");
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        for d in 0..1000 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for f in 0..100 {
+                std::fs::write(src.join(format!("d{d}/f{f}")), format!("{d}/{f}")).unwrap();
+            }
+        }
+        let t = std::time::Instant::now();
+        let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
+        eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
+        let mut store = DiskStore::new(base.join("state")).unwrap();
+        let t = std::time::Instant::now();
+        store.prepare(1, dest.to_str().unwrap(), &m).unwrap();
+        eprintln!("prepare: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut fs = FsSource::new(src.to_path_buf(), &m);
+        for i in 0..m.blocks() {
+            let b = m.block(i).unwrap();
+            let (body, _) = fs.block(&b, Verify::Md5, true).unwrap();
+            let Body::File { file, offset, len, .. } = body else { panic!() };
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset).unwrap();
+            store.write_block(1, &b, &buf).unwrap();
+        }
+        eprintln!("read+write: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        store.seal(1).unwrap();
+        eprintln!("seal: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        store.publish(1, Some("done"), true).unwrap();
+        eprintln!("publish: {:?}", t.elapsed());
+        cleanup(&base);
+    }
+
+    #[test]
+    fn abort_leaves_the_old_files() {
+        let base = scratch("abort");
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        std::fs::create_dir(&src).unwrap();
+        let m = source(&src);
+        std::fs::create_dir_all(dest.join("d")).unwrap();
+        write(&dest.join("d/small"), b"old", 0o644);
+        let before = snapshot(&dest, &[]);
+
+        let mut store = DiskStore::new(base.join("state")).unwrap();
+        let d = dest.to_str().unwrap();
+        store.prepare(3, d, &m).unwrap();
+        let b = m.block(0).unwrap();
+        store.write_block(3, &b, &vec![1u8; b.len as usize]).unwrap();
+        assert!(store.write_block(3, &b, &[1u8; 3]).unwrap_err().contains("expected"));
+        assert!(store.seal(3).unwrap_err().contains("missing"));
+        assert!(store.publish(3, None, false).is_err());
+        // keep: the stage stays for a resume
+        store.abort(3, true);
+        assert!(dest.join(stage_name(&m)).is_dir());
+        assert!(store.write_block(3, &b, &vec![1u8; b.len as usize]).is_err());
+        // the same manifest finds the same stage and keeps what is there
+        store.prepare(4, d, &m).unwrap();
+        let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[b.entry as usize].path)).unwrap();
+        assert_eq!(&staged[..b.len as usize], &vec![1u8; b.len as usize][..]);
+        store.abort(4, false);
+        assert_eq!(names(&dest), ["d"]);
+        assert_eq!(snapshot(&dest, &[]), before);
+        cleanup(&base);
+    }
+}

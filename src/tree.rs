@@ -1,0 +1,353 @@
+//! The master's side of the disk: walking the source tree into a [`Manifest`], and reading
+//! its blocks back for sending ([`FsSource`]).
+//!
+//! Exclude patterns are regexes *searched* (unanchored) in the path relative to the root, with
+//! `/` separators. A directory is tested both as `dir` and as `dir/`, so `(^|/)cache/` drops
+//! the directory `cache` itself along with its subtree; a dropped directory is not descended.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::proto::manifest::{Entry, Kind};
+use crate::proto::{BlockRef, Body, Manifest, Source, Sum, Verify};
+
+/// What [`walk`] found.
+#[derive(Debug)]
+pub struct Walk {
+    pub manifest: Manifest,
+    /// (relative path, why) for every device, fifo or socket left out.
+    pub skipped: Vec<(String, String)>,
+    /// How many entries an exclude pattern dropped (a dropped directory counts once).
+    pub excluded: u64,
+}
+
+/// Compiles exclude patterns; the error names the pattern that does not compile.
+pub fn compile_excludes(patterns: &[String]) -> Result<Vec<Regex>, String> {
+    patterns.iter().map(|p| Regex::new(p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))).collect()
+}
+
+fn excluded(excludes: &[Regex], rel: &str, is_dir: bool) -> bool {
+    if excludes.is_empty() {
+        return false;
+    }
+    if excludes.iter().any(|r| r.is_match(rel)) {
+        return true;
+    }
+    if is_dir {
+        let slashed = format!("{rel}/");
+        return excludes.iter().any(|r| r.is_match(&slashed));
+    }
+    false
+}
+
+fn special_kind(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block_device"
+    } else if ft.is_char_device() {
+        "char_device"
+    } else {
+        "unknown"
+    }
+}
+
+/// Opens a source file for reading without following a symlink in its last component, and
+/// without blocking should it have become a fifo.
+fn open_source(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Walks `root` into a manifest of `block_size` blocks, leaving out what `excludes` match.
+pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, String> {
+    let meta = std::fs::metadata(root).map_err(|e| format!("source {}: {e}", root.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("source {}: not a directory", root.display()));
+    }
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    let mut excluded_count = 0u64;
+    // (absolute path, relative path) of directories still to read.
+    let mut todo: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel_dir)) = todo.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| format!("source {}: {e}", dir.display()))?;
+        for de in rd {
+            let de = de.map_err(|e| format!("source {}: {e}", dir.display()))?;
+            let abs = de.path();
+            let name = de.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(format!("source {}: the name is not valid UTF-8", abs.display()));
+            };
+            let rel = if rel_dir.is_empty() { name.to_string() } else { format!("{rel_dir}/{name}") };
+            // DirEntry::metadata does not follow symlinks (lstat).
+            let md = de.metadata().map_err(|e| format!("source {}: {e}", abs.display()))?;
+            let ft = md.file_type();
+            if excluded(excludes, &rel, ft.is_dir()) {
+                excluded_count += 1;
+                continue;
+            }
+            let kind = if ft.is_dir() {
+                todo.push((abs.clone(), rel.clone()));
+                Kind::Dir
+            } else if ft.is_file() {
+                open_source(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
+                Kind::File { size: md.len() }
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
+                let target = target.into_os_string().into_string().map_err(|t| {
+                    format!(
+                        "source {}: the symlink target {} is not valid UTF-8",
+                        abs.display(),
+                        Path::new(&t).display()
+                    )
+                })?;
+                Kind::Symlink { target }
+            } else {
+                let kind = special_kind(&ft);
+                log::warn!("event=skip_special path={rel:?} kind={kind}");
+                skipped.push((rel, format!("{kind} skipped")));
+                continue;
+            };
+            entries.push(Entry {
+                path: rel,
+                kind,
+                mode: md.mode() & 0o7777,
+                mtime: md.mtime(),
+                mtime_nsec: md.mtime_nsec() as u32,
+            });
+        }
+    }
+    if entries.len() > crate::proto::wire::MAX_ENTRIES {
+        return Err(format!(
+            "source {}: {} entries, over the limit {}",
+            root.display(),
+            entries.len(),
+            crate::proto::wire::MAX_ENTRIES
+        ));
+    }
+    let manifest = Manifest::new(block_size, entries).map_err(|e| format!("source {}: {e}", root.display()))?;
+    Ok(Walk { manifest, skipped, excluded: excluded_count })
+}
+
+/// How many source files [`FsSource`] keeps open.
+const OPEN_FILES: usize = 64;
+
+/// The master's [`Source`]: reads blocks from the tree a [`walk`] described.
+pub struct FsSource {
+    root: PathBuf,
+    entries: Vec<Entry>,
+    /// Open files, most recently used last.
+    open: Vec<(u32, Arc<File>)>,
+}
+
+impl FsSource {
+    pub fn new(root: PathBuf, manifest: &Manifest) -> FsSource {
+        FsSource { root, entries: manifest.entries().to_vec(), open: Vec::with_capacity(OPEN_FILES) }
+    }
+
+    fn file(&mut self, entry: u32) -> Result<Arc<File>, String> {
+        if let Some(at) = self.open.iter().position(|(e, _)| *e == entry) {
+            let hit = self.open.remove(at);
+            let file = hit.1.clone();
+            self.open.push(hit);
+            return Ok(file);
+        }
+        let path = &self.entries[entry as usize].path;
+        let file = open_source(&self.root.join(path)).map_err(|e| format!("open {path}: {e}"))?;
+        let file = Arc::new(file);
+        if self.open.len() >= OPEN_FILES {
+            self.open.remove(0);
+        }
+        self.open.push((entry, file.clone()));
+        Ok(file)
+    }
+}
+
+impl Source for FsSource {
+    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String> {
+        let Some(e) = self.entries.get(b.entry as usize) else {
+            return Err(format!("block {}: no entry {}", b.index, b.entry));
+        };
+        let Kind::File { size } = e.kind else {
+            return Err(format!("block {}: {} is not a file", b.index, e.path));
+        };
+        if b.offset.checked_add(b.len as u64).is_none_or(|end| end > size) {
+            return Err(format!("block {}: {} bytes at {} lie beyond the end of {}", b.index, b.len, b.offset, e.path));
+        }
+        let path = e.path.clone();
+        let file = self.file(b.entry)?;
+        let sum = crate::sendfile::checksum_range(&file, b.offset, b.len as u64, verify)
+            .map_err(|e| format!("read {path}: {e}"))?;
+        Ok((Body::File { file, offset: b.offset, len: b.len as u64, sendfile }, sum))
+    }
+
+    fn unchanged(&mut self, entry: u32) -> Result<(), String> {
+        let Some(e) = self.entries.get(entry as usize) else {
+            return Err(format!("no entry {entry}"));
+        };
+        let Kind::File { size } = e.kind else { return Ok(()) };
+        let md = std::fs::symlink_metadata(self.root.join(&e.path))
+            .map_err(|err| format!("file {} changed while being sent ({err})", e.path))?;
+        if !md.is_file() {
+            return Err(format!("file {} changed while being sent (no longer a regular file)", e.path));
+        }
+        let (now_size, now_sec, now_nsec) = (md.len(), md.mtime(), md.mtime_nsec() as u32);
+        if now_size != size || now_sec != e.mtime || now_nsec != e.mtime_nsec {
+            return Err(format!(
+                "file {} changed while being sent (size {size}->{now_size}, mtime {}.{:09}->{now_sec}.{now_nsec:09})",
+                e.path, e.mtime, e.mtime_nsec
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    pub(crate) fn scratch(tag: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wugui-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn write(p: &Path, data: &[u8], mode: u32) {
+        std::fs::write(p, data).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn paths(w: &Walk) -> Vec<&str> {
+        w.manifest.entries().iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn walks_a_tree() {
+        let root = scratch("walk");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir(root.join("empty")).unwrap();
+        write(&root.join("d/e/f.bin"), &[7u8; 10], 0o750);
+        write(&root.join("top"), b"hello", 0o600);
+        write(&root.join("zero"), b"", 0o644);
+        std::os::unix::fs::symlink("../top", root.join("d/link")).unwrap();
+        nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o750)).unwrap();
+
+        let w = walk(&root, &[], 4).unwrap();
+        assert_eq!(paths(&w), ["d", "d/e", "d/e/f.bin", "d/link", "empty", "top", "zero"]);
+        assert_eq!(w.skipped, vec![("pipe".to_string(), "fifo skipped".to_string())]);
+        assert_eq!(w.excluded, 0);
+        let m = &w.manifest;
+        let by = |p: &str| m.entries().iter().find(|e| e.path == p).unwrap().clone();
+        assert_eq!(by("d").kind, Kind::Dir);
+        assert_eq!(by("d").mode, 0o750);
+        assert_eq!(by("d/e/f.bin").kind, Kind::File { size: 10 });
+        assert_eq!(by("d/e/f.bin").mode, 0o750);
+        assert_eq!(by("top").mode, 0o600);
+        assert_eq!(by("d/link").kind, Kind::Symlink { target: "../top".into() });
+        let md = std::fs::symlink_metadata(root.join("top")).unwrap();
+        assert_eq!((by("top").mtime, by("top").mtime_nsec), (md.mtime(), md.mtime_nsec() as u32));
+        // 10 bytes in blocks of 4, then 5 bytes: 3 + 2 blocks
+        assert_eq!(m.blocks(), 5);
+        assert_eq!(m.bytes(), 15);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn excludes() {
+        let root = scratch("excl");
+        std::fs::create_dir_all(root.join("cache/deep")).unwrap();
+        std::fs::create_dir_all(root.join("keep/cache")).unwrap();
+        std::fs::create_dir_all(root.join("skipme/sub")).unwrap();
+        std::fs::create_dir_all(root.join("mycache")).unwrap();
+        for f in ["a.txt", "data.txt", "b.txt", "keep/x", "keep/cache/y", "cache/deep/z", "skipme/sub/w", "mycache/v"] {
+            write(&root.join(f), b"x", 0o644);
+        }
+        let ex = compile_excludes(&["a.txt".into(), "(^|/)cache/".into(), "^skip".into()]).unwrap();
+        let w = walk(&root, &ex, 1024).unwrap();
+        assert_eq!(paths(&w), ["b.txt", "keep", "keep/x", "mycache", "mycache/v"]);
+        // a.txt, data.txt, cache, keep/cache, skipme
+        assert_eq!(w.excluded, 5);
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let err = compile_excludes(&["ok".into(), "(open".into()]).unwrap_err();
+        assert!(err.contains("(open"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let root = scratch("err");
+        let missing = root.join("nope");
+        let err = walk(&missing, &[], 4).unwrap_err();
+        assert!(err.contains(&missing.display().to_string()) && err.contains("No such file"), "{err}");
+        write(&root.join("f"), b"x", 0o644);
+        let err = walk(&root.join("f"), &[], 4).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn source_reads_blocks() {
+        let root = scratch("src");
+        std::fs::create_dir(root.join("d")).unwrap();
+        let data: Vec<u8> = (0..10u8).collect();
+        write(&root.join("d/f"), &data, 0o644);
+        write(&root.join("g"), b"abc", 0o644);
+        let w = walk(&root, &[], 4).unwrap();
+        let m = &w.manifest;
+        let mut src = FsSource::new(root.clone(), m);
+        let mut got = Vec::new();
+        for i in 0..m.blocks() {
+            let b = m.block(i).unwrap();
+            let (body, sum) = src.block(&b, Verify::Md5, true).unwrap();
+            let Body::File { file, offset, len, sendfile } = body else { panic!("not a file body") };
+            assert!(sendfile);
+            assert_eq!((offset, len), (b.offset, b.len as u64));
+            let mut buf = vec![0u8; len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).unwrap();
+            assert_eq!(sum, Sum::of(Verify::Md5, &buf));
+            got.extend_from_slice(&buf);
+        }
+        let mut want = data.clone();
+        want.extend_from_slice(b"abc");
+        assert_eq!(got, want);
+        let b = m.block(0).unwrap();
+        let (_, sum) = src.block(&b, Verify::Crc32, false).unwrap();
+        assert_eq!(sum, Sum::of(Verify::Crc32, &data[..4]));
+        for i in 0..m.entries().len() as u32 {
+            src.unchanged(i).unwrap();
+        }
+        // grow a file: unchanged() notices
+        write(&root.join("g"), b"abcd", 0o644);
+        let g = m.entries().iter().position(|e| e.path == "g").unwrap() as u32;
+        let err = src.unchanged(g).unwrap_err();
+        assert!(err.contains("g changed") && err.contains("size 3->4"), "{err}");
+        // a file swapped for a symlink is refused
+        std::fs::remove_file(root.join("g")).unwrap();
+        std::os::unix::fs::symlink("d/f", root.join("g")).unwrap();
+        let mut fresh = FsSource::new(root.clone(), m);
+        assert!(fresh.block(&m.block(m.blocks() - 1).unwrap(), Verify::None, true).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -138,7 +138,11 @@ impl CacMachine {
             (State::New | State::Served, Msg::Verify { token, po, presenter }) => {
                 match self.verify(&token, &po, &presenter) {
                     Ok((t, ca)) => {
-                        log::info!("event=verify_ok transfer={} class={} po={po} master={presenter}", t.transfer, t.class);
+                        log::info!(
+                            "event=verify_ok transfer={} class={} po={po} master={presenter}",
+                            t.transfer,
+                            t.class
+                        );
                         let msg = Msg::VerifyOk { transfer: t.transfer, class_name: t.class, class: ca.cfg.to_pairs() };
                         self.out.push_back(Action::Send { conn, msg });
                     }

@@ -6,8 +6,8 @@
 //! With `publish = each` pos publish alone and send DONE. The class `timeout` bounds the whole
 //! transfer; at it, `quorum` READY pos still commit.
 
-use super::class::{Publish, Verify};
 use super::cac::challenge_data;
+use super::class::{Publish, Verify};
 use super::msg::{PoStat, Reason, TransferStat};
 use super::po::bit;
 use super::{auth, earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
@@ -202,7 +202,15 @@ impl MasterMachine {
         self.phase = Phase::Finished;
     }
 
-    fn on_grant(&mut self, now: Instant, conn: ConnId, transfer: u64, token: Vec<u8>, pos: Vec<String>, pairs: Vec<(String, String)>) {
+    fn on_grant(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        transfer: u64,
+        token: Vec<u8>,
+        pos: Vec<String>,
+        pairs: Vec<(String, String)>,
+    ) {
         let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
             Err(e) => return self.stop_early(exit::DENIED, "denied", format!("CAC sent a bad class: {e}")),
@@ -243,7 +251,17 @@ impl MasterMachine {
             .collect();
         let window = (WINDOW_BYTES / class.block_size as u64).max(2);
         let deadline = now + Duration::from_secs(class.timeout);
-        self.plan = Some(Plan { transfer, token, class, manifest, source, sums: vec![None; nb], started: now, deadline, window });
+        self.plan = Some(Plan {
+            transfer,
+            token,
+            class,
+            manifest,
+            source,
+            sums: vec![None; nb],
+            started: now,
+            deadline,
+            window,
+        });
         self.phase = Phase::Transfer;
         self.next_report = Some(now);
         self.next_ping = Some(now + PING_EVERY);
@@ -401,9 +419,10 @@ impl MasterMachine {
                     self.maybe_commit(now, false);
                 }
             }
-            (PoState::Ready | PoState::Committing | PoState::Sending, Msg::Done { transfer: t, files, bytes, hook_exit, hook_tail })
-                if t == transfer =>
-            {
+            (
+                PoState::Ready | PoState::Committing | PoState::Sending,
+                Msg::Done { transfer: t, files, bytes, hook_exit, hook_tail },
+            ) if t == transfer => {
                 let p = &mut self.pos[i];
                 p.state = PoState::Done;
                 p.hook_exit = hook_exit;
@@ -464,7 +483,9 @@ impl MasterMachine {
     }
 
     fn maybe_finish(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Transfer) && self.pos.iter().all(|p| matches!(p.state, PoState::Done | PoState::Failed)) {
+        if matches!(self.phase, Phase::Transfer)
+            && self.pos.iter().all(|p| matches!(p.state, PoState::Done | PoState::Failed))
+        {
             self.finish(now);
         }
     }
@@ -524,7 +545,8 @@ impl MasterMachine {
     pub fn stat(&self, now: Instant, state: Option<&str>) -> TransferStat {
         let Some(plan) = self.plan.as_ref() else { return TransferStat::default() };
         let done: u64 = self.pos.iter().map(|p| p.bytes).sum();
-        let live = self.pos.iter().any(|p| matches!(p.state, PoState::Sending | PoState::Offered | PoState::Connecting));
+        let live =
+            self.pos.iter().any(|p| matches!(p.state, PoState::Sending | PoState::Offered | PoState::Connecting));
         TransferStat {
             transfer: plan.transfer,
             class: plan.class.name.clone(),
@@ -538,7 +560,12 @@ impl MasterMachine {
             pos: self
                 .pos
                 .iter()
-                .map(|p| PoStat { addr: p.name.clone(), state: p.state.name().into(), bytes: p.bytes, error: p.error.clone() })
+                .map(|p| PoStat {
+                    addr: p.name.clone(),
+                    state: p.state.name().into(),
+                    bytes: p.bytes,
+                    error: p.error.clone(),
+                })
                 .collect(),
         }
     }
@@ -567,7 +594,10 @@ impl Machine for MasterMachine {
                         self.out.push_back(Action::Send { conn, msg: Msg::AuthResponse { mac } });
                     }
                     None => {
-                        let e = format!("class {} needs the master secret (secret_dir/{0} in master.conf)", self.settings.class);
+                        let e = format!(
+                            "class {} needs the master secret (secret_dir/{0} in master.conf)",
+                            self.settings.class
+                        );
                         self.stop_early(exit::DENIED, "denied", e)
                     }
                 },
@@ -584,7 +614,11 @@ impl Machine for MasterMachine {
             (Phase::Transfer, Event::Connected { conn }) => {
                 let Some(i) = self.po_index(conn) else { return };
                 let plan = self.plan.as_ref().expect("transfer phase has a plan");
-                let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest: plan.manifest.encode() };
+                let msg = Msg::Offer {
+                    token: plan.token.clone(),
+                    po: self.pos[i].name.clone(),
+                    manifest: plan.manifest.encode(),
+                };
                 self.out.push_back(Action::Send { conn, msg });
                 self.pos[i].state = PoState::Offered;
                 self.pos[i].deadline = Some(now + OFFER_TIMEOUT);
@@ -676,12 +710,11 @@ impl Machine for MasterMachine {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Auth { deadline, .. } => Some(*deadline),
-            Phase::Transfer => earliest(
-                self.pos
-                    .iter()
-                    .map(|p| p.deadline)
-                    .chain([self.next_report, self.next_ping, self.plan.as_ref().map(|p| p.deadline)]),
-            ),
+            Phase::Transfer => earliest(self.pos.iter().map(|p| p.deadline).chain([
+                self.next_report,
+                self.next_ping,
+                self.plan.as_ref().map(|p| p.deadline),
+            ])),
             Phase::Finished => None,
         }
     }

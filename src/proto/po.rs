@@ -25,6 +25,9 @@ pub struct PoSettings {
     /// Demo/test mode: every dest is taken below this directory.
     pub root: Option<String>,
     pub cac_timeout: Duration,
+    /// Bytes/s over all transfers of this host; 0 = none.
+    pub max_upload_rate: u64,
+    pub max_download_rate: u64,
 }
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -98,6 +101,7 @@ pub struct PoMachine<S: Store> {
 
 impl<S: Store> PoMachine<S> {
     pub fn new(settings: PoSettings, store: S) -> PoMachine<S> {
+        let rates = Action::SetRates { upload: settings.max_upload_rate, download: settings.max_download_rate };
         PoMachine {
             settings,
             store,
@@ -105,7 +109,7 @@ impl<S: Store> PoMachine<S> {
             pending: HashMap::new(),
             transfers: HashMap::new(),
             next_conn: 1,
-            out: VecDeque::new(),
+            out: VecDeque::from([rates]),
         }
     }
 
@@ -119,6 +123,8 @@ impl<S: Store> PoMachine<S> {
 
     /// SIGHUP: new settings for new transfers; live ones go on.
     pub fn reload(&mut self, settings: PoSettings) {
+        let (upload, download) = (settings.max_upload_rate, settings.max_download_rate);
+        self.out.push_back(Action::SetRates { upload, download });
         self.settings = settings;
     }
 
@@ -143,7 +149,11 @@ impl<S: Store> PoMachine<S> {
         self.next_conn += 1;
         self.conns.insert(
             conn,
-            Conn { peer: Some(addr), kind: ConnKind::Cac { master, cac }, deadline: Some(now + self.settings.cac_timeout) },
+            Conn {
+                peer: Some(addr),
+                kind: ConnKind::Cac { master, cac },
+                deadline: Some(now + self.settings.cac_timeout),
+            },
         );
         self.out.push_back(Action::Connect { conn, addr });
     }
@@ -152,7 +162,10 @@ impl<S: Store> PoMachine<S> {
     fn cac_failed(&mut self, now: Instant, conn: ConnId, why: &str) {
         if let Some(Conn { kind: ConnKind::Cac { master, cac }, peer, .. }) = self.conns.remove(&conn) {
             self.out.push_back(Action::Close { conn });
-            log::warn!("event=cac_failover role=po cac={} error=\"{why}\"", peer.map(|p| p.to_string()).unwrap_or_default());
+            log::warn!(
+                "event=cac_failover role=po cac={} error=\"{why}\"",
+                peer.map(|p| p.to_string()).unwrap_or_default()
+            );
             if self.pending.contains_key(&master) {
                 self.ask_cac(now, master, cac + 1);
             }
@@ -177,7 +190,14 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// The CAC vouched for the offer on `master`.
-    fn on_verified(&mut self, now: Instant, master: ConnId, transfer: u64, pairs: &[(String, String)], class_name: &str) {
+    fn on_verified(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        pairs: &[(String, String)],
+        class_name: &str,
+    ) {
         let Some(p) = self.pending.remove(&master) else { return };
         // The token names the transfer; the CAC has checked its MAC.
         if Token::decode(&p.token).map(|t| t.transfer) != Ok(transfer) {
@@ -191,8 +211,16 @@ impl<S: Store> PoMachine<S> {
             return self.refuse(master, Reason::BadManifest, "manifest block size differs from the class".into());
         }
         let Some(dest) = self.dest_for(&class.dest) else {
-            log::warn!("event=offer_refused transfer={transfer} class={} reason=dest_not_allowed dest={}", class.name, class.dest);
-            return self.refuse(master, Reason::DestNotAllowed, format!("dest {} is outside allow_dest on this po", class.dest));
+            log::warn!(
+                "event=offer_refused transfer={transfer} class={} reason=dest_not_allowed dest={}",
+                class.name,
+                class.dest
+            );
+            return self.refuse(
+                master,
+                Reason::DestNotAllowed,
+                format!("dest {} is outside allow_dest on this po", class.dest),
+            );
         };
         // A master that reconnects to a live transfer keeps its progress.
         if let Some(t) = self.transfers.get_mut(&transfer) {
@@ -424,7 +452,8 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::Accepted { conn, peer } => {
-                self.conns.insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
+                self.conns
+                    .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
             }
             Event::Connected { conn } => {
                 let Some(Conn { kind: ConnKind::Cac { master, .. }, .. }) = self.conns.get(&conn) else { return };
@@ -437,7 +466,9 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 match (&c.kind, msg) {
-                    (ConnKind::New, Msg::Offer { token, po, manifest }) => self.on_offer(now, conn, token, po, &manifest),
+                    (ConnKind::New, Msg::Offer { token, po, manifest }) => {
+                        self.on_offer(now, conn, token, po, &manifest)
+                    }
                     (ConnKind::New | ConnKind::Stat, Msg::StatQuery) => {
                         c.kind = ConnKind::Stat;
                         c.deadline = Some(now + MASTER_IDLE);

@@ -152,7 +152,8 @@ impl Net {
         for k in dead {
             if let Some(peer) = self.links.remove(&k) {
                 self.links.remove(&peer);
-                self.queue.push_back((peer.0, Event::Closed { conn: peer.1, error: "connection reset by peer".into() }));
+                self.queue
+                    .push_back((peer.0, Event::Closed { conn: peer.1, error: "connection reset by peer".into() }));
             }
         }
     }
@@ -289,7 +290,8 @@ impl Default for Setup {
 
 fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
     let mk = |p: &str, kind| Entry { path: p.into(), kind, mode: 0o644, mtime: 1_700_000_000, mtime_nsec: 5 };
-    let sizes = [("a/big.bin", 50_000u64), ("a/b/small.txt", 10), ("a/b/exact", 8192), ("empty.txt", 0), ("top.dat", 4097)];
+    let sizes =
+        [("a/big.bin", 50_000u64), ("a/b/small.txt", 10), ("a/b/exact", 8192), ("empty.txt", 0), ("top.dat", 4097)];
     let mut entries = vec![mk("a", Kind::Dir), mk("a/b", Kind::Dir), mk("a/emptydir", Kind::Dir)];
     entries.push(mk("link", Kind::Symlink { target: "a/b/small.txt".into() }));
     for (p, s) in sizes {
@@ -321,7 +323,12 @@ fn world(s: Setup) -> World {
     let po_addrs: Vec<SocketAddr> = (0..s.pos).map(|i| format!("10.0.1.{}:7200", i + 1).parse().unwrap()).collect();
     let settings = CacSettings {
         key: b"cluster-key".to_vec(),
-        classes: vec![ClassAuth { cfg: s.class.clone(), pos: po_addrs.clone(), masters: s.masters.clone(), master_secret: None }],
+        classes: vec![ClassAuth {
+            cfg: s.class.clone(),
+            pos: po_addrs.clone(),
+            masters: s.masters.clone(),
+            master_secret: None,
+        }],
         token_ttl: 3600,
     };
     net.add("10.0.0.2:7100", Node::Cac(CacMachine::new(settings.clone(), Env::fixed(1_800_000_000, 1))));
@@ -334,6 +341,8 @@ fn world(s: Setup) -> World {
             allow_dest: vec!["/home/work/data".into()],
             root: None,
             cac_timeout: Duration::from_secs(3),
+            max_upload_rate: 0,
+            max_download_rate: 0,
         };
         pos.push(net.add(&a.to_string(), Node::Po(PoMachine::new(ps, MemStore::default()))));
     }

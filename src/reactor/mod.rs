@@ -1,1 +1,771 @@
+//! The reactor: one mio `Poll` loop per process, driving one [`Machine`].
+//!
+//! It owns every socket, the signal fd, the token buckets and the timers; the machine owns the
+//! protocol. One loop turn is:
+//!
+//! 1. `poll`, with the timeout of the nearest deadline (the machine's, the buckets', closing
+//!    connections', a paused accept), rounded up to a whole millisecond, or zero when some
+//!    connection still has readiness it did not use up (its budget ran out);
+//! 2. readiness events: accept, connect completions, signals; the readiness flags they carry
+//!    are recorded and the connection is put in the work list;
+//! 3. reactor timers that are due (compared with `now`, never inferred from an empty event
+//!    list): refilled buckets put their waiting connections back in the work list;
+//! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
+//!    within a per-wakeup budget;
+//! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`.
+//!
+//! After every machine call, its actions are drained and applied. Readiness we *have*
+//! (`Conn::readable`/`writable`) is set by events and cleared only on `WouldBlock`; readiness
+//! we *want* is derived (something queued, a bucket with tokens), and every socket is
+//! registered once, edge-triggered, for both. When a bucket runs dry the connection simply
+//! stops and waits for the bucket's timer; as the socket never stopped being ready, no event
+//! would wake it, so the timer puts it back in the work list.
 
+mod bucket;
+mod conn;
+#[cfg(test)]
+mod tests;
+
+pub use bucket::TokenBucket;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::proto::msg::block_frame_head;
+use crate::proto::{Action, Body, ConnId, Event, Machine, Msg, ACCEPTED};
+use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Tokens of connections are `FIRST_CONN + slot`.
+const FIRST_CONN: usize = 2;
+
+/// A closing connection whose queue makes no progress for this long is dropped.
+const CLOSE_STALL: Duration = Duration::from_secs(10);
+/// How long a closed connection waits for the peer's EOF after our FIN.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+/// How long a finished machine's last frames get to go out.
+const FINISH_FLUSH: Duration = Duration::from_secs(5);
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// A connection stopped by an empty bucket waits until at least this much is available.
+const MIN_CHUNK: u64 = 16 << 10;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Informational: the machines do their own timeouts.
+    pub idle_timeout: Option<Duration>,
+    /// Accepted connections beyond this many open ones are closed at once (0 = no limit).
+    pub max_conns: usize,
+}
+
+/// What a signal handler tells the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Flush what is queued (for at most a few seconds) and return.
+    Stop,
+}
+
+/// Runs `machine` until `machine.is_finished()` or `on_signal` returns `Control::Stop`; then
+/// writes out what is queued (bounded by a few seconds) and returns.
+///
+/// `signals` are blocked in the calling thread and read through a signalfd, so call this from
+/// the main thread before spawning threads. They stay blocked after `run` returns.
+pub fn run<M: Machine>(
+    machine: &mut M,
+    listener: Option<std::net::TcpListener>,
+    opts: &Options,
+    signals: &[Signal],
+    on_signal: &mut dyn FnMut(&mut M, Signal) -> Control,
+) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let listener = match listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry().register(&mut l, LISTENER, Interest::READABLE)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let sigfd = if signals.is_empty() {
+        None
+    } else {
+        let mut set = SigSet::empty();
+        for s in signals {
+            set.add(*s);
+        }
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        // mio's `SourceFd` needs its `os-ext` feature, which this crate does not enable. Any mio
+        // source whose fd is a duplicate of the signalfd registers it just as well: epoll only
+        // looks at the file. The wrapper is never used for I/O; signals are read from `fd`.
+        let dup = fd.as_fd().try_clone_to_owned()?;
+        let mut src = mio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(dup));
+        poll.registry().register(&mut src, SIGNALS, Interest::READABLE)?;
+        Some((fd, src))
+    };
+    log::debug!("event=reactor_start listen={} idle_timeout={:?}", listener.is_some(), opts.idle_timeout);
+    let mut r = Reactor {
+        poll,
+        listener,
+        sigfd,
+        max_conns: opts.max_conns,
+        slots: Vec::new(),
+        free: Vec::new(),
+        ids: HashMap::new(),
+        accepted: 0,
+        next_accepted: 0,
+        events: VecDeque::new(),
+        work: Vec::new(),
+        closing: HashSet::new(),
+        stage: vec![0u8; STAGING],
+        frames: Vec::new(),
+        up: None,
+        down: None,
+        up_waiting: Vec::new(),
+        down_waiting: Vec::new(),
+        up_wake: None,
+        down_wake: None,
+        accept_resume: None,
+        emfile_logged: None,
+        finishing: None,
+    };
+    r.run(machine, on_signal)
+}
+
+struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    /// The signalfd, and the mio source that registers it (see `run`).
+    sigfd: Option<(SignalFd, mio::net::UnixStream)>,
+    max_conns: usize,
+    /// Connections by slot (token `FIRST_CONN + slot`); `free` lists empty slots.
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    ids: HashMap<ConnId, usize>,
+    /// Accepted connections open now, and the counter that names the next one.
+    accepted: usize,
+    next_accepted: u64,
+    /// Events waiting for the machine, in order.
+    events: VecDeque<Event>,
+    /// Slots to service in the next turn (each at most once: `Conn::queued`).
+    work: Vec<usize>,
+    /// Slots whose connections are closing (they have a deadline).
+    closing: HashSet<usize>,
+    /// The staging buffer every connection reads small frames into.
+    stage: Vec<u8>,
+    frames: Vec<Msg>,
+    up: Option<TokenBucket>,
+    down: Option<TokenBucket>,
+    up_waiting: Vec<usize>,
+    down_waiting: Vec<usize>,
+    up_wake: Option<Instant>,
+    down_wake: Option<Instant>,
+    accept_resume: Option<Instant>,
+    emfile_logged: Option<Instant>,
+    /// Set once the machine is finished (or a signal said stop): the deadline for flushing.
+    finishing: Option<Instant>,
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// The time until `deadline`, rounded up to a whole millisecond so that poll never wakes
+/// just before it and spins.
+fn timeout_until(now: Instant, deadline: Instant) -> Duration {
+    let d = deadline.saturating_duration_since(now);
+    Duration::from_millis(d.as_nanos().div_ceil(1_000_000).min(u64::MAX as u128) as u64)
+}
+
+fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == nix::libc::EMFILE || c == nix::libc::ENFILE)
+}
+
+impl Reactor {
+    fn run<M: Machine>(&mut self, m: &mut M, on_signal: &mut dyn FnMut(&mut M, Signal) -> Control) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut stop = false;
+        // The machine may have work before any I/O (a master's connects).
+        self.drain_actions(m);
+        self.deliver(m);
+        loop {
+            if self.finishing.is_none() && (stop || m.is_finished()) {
+                self.begin_finish(Instant::now());
+            }
+            if let Some(until) = self.finishing {
+                if self.slots.iter().all(Option::is_none) {
+                    return Ok(());
+                }
+                if Instant::now() >= until {
+                    let left = self.slots.iter().flatten().count();
+                    log::warn!("event=reactor_exit conns_left={left} error=\"queued frames not flushed in time\"");
+                    return Ok(());
+                }
+            }
+
+            // 1. Poll until the nearest deadline.
+            let now = Instant::now();
+            let timeout = if !self.work.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline(m).map(|d| timeout_until(now, d))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                events.clear();
+            }
+
+            // 2. Readiness.
+            let mut accept = false;
+            let mut sigs = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => accept = true,
+                    SIGNALS => sigs = true,
+                    Token(t) => self.on_ready(t - FIRST_CONN, ev),
+                }
+            }
+            if accept {
+                self.accept_all(Instant::now());
+            }
+            self.deliver(m);
+            if sigs {
+                for sig in self.read_signals() {
+                    log::debug!("event=signal signal={sig}");
+                    if on_signal(m, sig) == Control::Stop {
+                        stop = true;
+                    }
+                    self.drain_actions(m);
+                    self.deliver(m);
+                }
+            }
+
+            // 3. Reactor timers.
+            let now = Instant::now();
+            self.fire_timers(now);
+
+            // 4. Connections with work.
+            for slot in std::mem::take(&mut self.work) {
+                self.service(m, slot);
+            }
+
+            // 5. The machine's timer.
+            if self.finishing.is_none() {
+                if let Some(d) = m.poll_timeout() {
+                    let now = Instant::now();
+                    if now >= d {
+                        m.handle_timeout(now);
+                        self.drain_actions(m);
+                        self.deliver(m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_deadline<M: Machine>(&self, m: &M) -> Option<Instant> {
+        let mut d = if self.finishing.is_none() { m.poll_timeout() } else { self.finishing };
+        d = earliest(d, self.up_wake);
+        d = earliest(d, self.down_wake);
+        d = earliest(d, self.accept_resume);
+        for &slot in &self.closing {
+            if let Some(c) = &self.slots[slot] {
+                d = earliest(d, c.deadline());
+            }
+        }
+        d
+    }
+
+    fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn mark(&mut self, slot: usize) {
+        if let Some(c) = self.conn(slot) {
+            if !c.queued {
+                c.queued = true;
+                self.work.push(slot);
+            }
+        }
+    }
+
+    fn insert(&mut self, mut c: Conn) -> io::Result<usize> {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            &mut c.stream,
+            Token(FIRST_CONN + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(slot);
+            return Err(e);
+        }
+        self.ids.insert(c.id, slot);
+        if c.id & ACCEPTED != 0 {
+            self.accepted += 1;
+        }
+        if c.deadline().is_some() {
+            self.closing.insert(slot);
+        }
+        self.slots[slot] = Some(c);
+        Ok(slot)
+    }
+
+    /// Drops a connection (closing its socket). No event is queued here.
+    fn remove(&mut self, slot: usize) -> Option<Conn> {
+        let mut c = self.slots.get_mut(slot)?.take()?;
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.ids.remove(&c.id);
+        self.closing.remove(&slot);
+        self.free.push(slot);
+        if c.id & ACCEPTED != 0 {
+            self.accepted -= 1;
+        }
+        log::debug!("event=conn_drop conn={} peer={}", c.id, c.peer_str());
+        Some(c)
+    }
+
+    /// Drops a connection the peer or the network ended, and tells the machine (unless it
+    /// closed the connection itself, in which case nothing more is said).
+    fn fail(&mut self, slot: usize, error: String) {
+        let Some(c) = self.remove(slot) else { return };
+        let told = matches!(c.state, State::Open | State::Connecting { close_since: None });
+        if !error.is_empty() {
+            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), error.escape_debug());
+        }
+        if told && self.finishing.is_none() {
+            self.events.push_back(Event::Closed { conn: c.id, error });
+        }
+    }
+
+    fn set_state(&mut self, slot: usize, state: State) {
+        let Some(c) = self.conn(slot) else { return };
+        log::debug!("event=conn_state conn={} state={:?}=>{:?}", c.id, c.state, state);
+        c.state = state;
+        let closing = c.deadline().is_some();
+        if closing {
+            self.closing.insert(slot);
+        } else {
+            self.closing.remove(&slot);
+        }
+    }
+
+    fn on_ready(&mut self, slot: usize, ev: &mio::event::Event) {
+        let Some(c) = self.conn(slot) else { return };
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            c.readable = true;
+        }
+        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+            c.writable = true;
+        }
+        if let State::Connecting { close_since } = c.state {
+            if !c.writable {
+                return;
+            }
+            // mio: on the first writable event, an error or a peer address settles it.
+            let res = match c.stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => c.stream.peer_addr(),
+            };
+            match res {
+                Ok(peer) => {
+                    let _ = c.stream.set_nodelay(true);
+                    c.peer = Some(peer);
+                    let id = c.id;
+                    log::debug!("event=conn_connected conn={id} peer={peer}");
+                    match close_since {
+                        None => {
+                            self.set_state(slot, State::Open);
+                            self.events.push_back(Event::Connected { conn: id });
+                        }
+                        Some(_) => self.set_state(slot, State::Flushing { progress: Instant::now() }),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected && !(ev.is_error() || ev.is_write_closed()) => {
+                    // Not settled yet; another writable event will come.
+                    c.writable = false;
+                    return;
+                }
+                Err(e) => {
+                    let e = if e.kind() == io::ErrorKind::NotConnected {
+                        "connection failed".into()
+                    } else {
+                        e.to_string()
+                    };
+                    self.fail(slot, format!("connect: {e}"));
+                    return;
+                }
+            }
+        }
+        self.mark(slot);
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_resume.is_some() || self.finishing.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else { return };
+            let (stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of file descriptors (or something stranger): pause, rather than spin
+                    // on a listener that stays readable. The timer retries the accept.
+                    let what = if is_fd_limit(&e) { "fd_limit" } else { "other" };
+                    if self.emfile_logged.is_none_or(|t| now >= t + Duration::from_secs(1)) {
+                        log::warn!("event=accept_error kind={what} error=\"{e}\" action=pause_accept");
+                        self.emfile_logged = Some(now);
+                    }
+                    self.accept_resume = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            };
+            if self.max_conns > 0 && self.accepted >= self.max_conns {
+                log::warn!("event=conn_refused peer={peer} open={} max_conns={}", self.accepted, self.max_conns);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let id = ACCEPTED | self.next_accepted;
+            self.next_accepted += 1;
+            let mut c = Conn::new(id, stream, Some(peer), State::Open);
+            // Readiness from before registration is not lost with epoll, but reading once
+            // costs nothing and does not depend on that.
+            c.readable = true;
+            c.writable = true;
+            match self.insert(c) {
+                Ok(slot) => {
+                    log::debug!("event=conn_accepted conn={id} peer={peer}");
+                    self.events.push_back(Event::Accepted { conn: id, peer });
+                    self.mark(slot);
+                }
+                Err(e) => log::warn!("event=conn_error conn={id} peer={peer} error=\"register: {e}\""),
+            }
+        }
+    }
+
+    fn read_signals(&mut self) -> Vec<Signal> {
+        let mut out = Vec::new();
+        let Some((fd, _)) = &self.sigfd else { return out };
+        loop {
+            match fd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(s) => out.push(s),
+                    Err(_) => log::debug!("event=signal_unknown signo={}", info.ssi_signo),
+                },
+                Ok(None) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::warn!("event=signal_error error=\"{e}\"");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.up_wake.is_some_and(|t| now >= t) {
+            self.up_wake = None;
+            for slot in std::mem::take(&mut self.up_waiting) {
+                if let Some(c) = self.conn(slot) {
+                    c.up_wait = false;
+                }
+                self.mark(slot);
+            }
+        }
+        if self.down_wake.is_some_and(|t| now >= t) {
+            self.down_wake = None;
+            for slot in std::mem::take(&mut self.down_waiting) {
+                if let Some(c) = self.conn(slot) {
+                    c.down_wait = false;
+                }
+                self.mark(slot);
+            }
+        }
+        if self.accept_resume.is_some_and(|t| now >= t) {
+            self.accept_resume = None;
+            self.accept_all(now);
+        }
+        let due: Vec<usize> = self
+            .closing
+            .iter()
+            .copied()
+            .filter(|&s| self.slots[s].as_ref().and_then(Conn::deadline).is_some_and(|d| now >= d))
+            .collect();
+        for slot in due {
+            let Some(c) = self.conn(slot) else { continue };
+            if !matches!(c.state, State::Draining { .. }) {
+                log::warn!(
+                    "event=conn_error conn={} peer={} error=\"closing: queue stalled for {}s, dropped\"",
+                    c.id,
+                    c.peer_str(),
+                    CLOSE_STALL.as_secs()
+                );
+            }
+            self.remove(slot);
+        }
+    }
+
+    /// A bucket ran dry for `slot`: park it until the bucket's timer.
+    fn wait_up(&mut self, slot: usize, now: Instant) {
+        let at = self.up.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
+        self.up_wake = earliest(self.up_wake, Some(at));
+        if let Some(c) = self.conn(slot) {
+            if !c.up_wait {
+                c.up_wait = true;
+                self.up_waiting.push(slot);
+            }
+        }
+    }
+
+    fn wait_down(&mut self, slot: usize, now: Instant) {
+        let at = self.down.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
+        self.down_wake = earliest(self.down_wake, Some(at));
+        if let Some(c) = self.conn(slot) {
+            if !c.down_wait {
+                c.down_wait = true;
+                self.down_waiting.push(slot);
+            }
+        }
+    }
+
+    /// One turn's reading and writing for one connection.
+    fn service<M: Machine>(&mut self, m: &mut M, slot: usize) {
+        let Some(c) = self.conn(slot) else { return };
+        c.queued = false;
+        let now = Instant::now();
+
+        // Read.
+        match c.state {
+            State::Connecting { .. } => return,
+            State::Open if c.readable && !c.down_wait => {
+                let mut frames = std::mem::take(&mut self.frames);
+                let c = self.slots[slot].as_mut().expect("conn present");
+                let end = conn::read_frames(c, &mut self.stage, &mut self.down, now, &mut frames);
+                let id = c.id;
+                for msg in frames.drain(..) {
+                    self.events.push_back(Event::Frame { conn: id, msg });
+                }
+                self.frames = frames;
+                match end {
+                    ReadEnd::Drained => {}
+                    ReadEnd::Budget => self.mark(slot),
+                    ReadEnd::Throttled => self.wait_down(slot, now),
+                    ReadEnd::Eof(e) | ReadEnd::Failed(e) => self.fail(slot, e),
+                }
+                self.deliver(m);
+            }
+            State::Draining { .. } if c.readable => {
+                let c = self.slots[slot].as_mut().expect("conn present");
+                match conn::discard_input(c, &mut self.stage) {
+                    ReadEnd::Eof(_) | ReadEnd::Failed(_) => {
+                        self.remove(slot);
+                    }
+                    ReadEnd::Budget => self.mark(slot),
+                    _ => {}
+                }
+                return;
+            }
+            _ => {}
+        }
+
+        // Write. The machine may have closed or dropped the connection meanwhile.
+        let Some(c) = self.conn(slot) else { return };
+        if !matches!(c.state, State::Open | State::Flushing { .. }) {
+            return;
+        }
+        if c.writable && !c.up_wait && !c.out.is_empty() {
+            let c = self.slots[slot].as_mut().expect("conn present");
+            let (end, n) = conn::write_out(c, &mut self.up, now);
+            if n > 0 {
+                if let State::Flushing { .. } = c.state {
+                    c.state = State::Flushing { progress: now };
+                }
+            }
+            match end {
+                WriteEnd::Empty | WriteEnd::Blocked => {}
+                WriteEnd::Budget => self.mark(slot),
+                WriteEnd::Throttled => self.wait_up(slot, now),
+                WriteEnd::Failed(e) => {
+                    self.fail(slot, e);
+                    self.deliver(m);
+                    return;
+                }
+            }
+        }
+        // A closed connection whose queue is out: send our FIN and wait for the peer's.
+        let Some(c) = self.conn(slot) else { return };
+        if matches!(c.state, State::Flushing { .. }) && c.out.is_empty() {
+            let _ = c.stream.shutdown(Shutdown::Write);
+            let readable = c.readable;
+            self.set_state(slot, State::Draining { until: now + DRAIN_LINGER });
+            if readable {
+                self.mark(slot);
+            }
+        }
+    }
+
+    fn drain_actions<M: Machine>(&mut self, m: &mut M) {
+        while let Some(a) = m.poll_action() {
+            self.apply(a);
+        }
+    }
+
+    /// Hands queued events to the machine, applying its actions after each.
+    fn deliver<M: Machine>(&mut self, m: &mut M) {
+        while let Some(ev) = self.events.pop_front() {
+            if self.finishing.is_none() && m.is_finished() {
+                self.begin_finish(Instant::now());
+            }
+            if self.finishing.is_some() {
+                self.events.clear();
+                return;
+            }
+            m.handle_event(Instant::now(), ev);
+            self.drain_actions(m);
+        }
+    }
+
+    fn apply(&mut self, a: Action) {
+        let now = Instant::now();
+        match a {
+            Action::Connect { conn, addr } => self.connect(conn, addr),
+            Action::Send { conn, msg } => {
+                let Some(c) = self.sendable(conn, "send") else { return };
+                c.push_bytes(Arc::new(msg.to_frame()));
+                let slot = self.ids[&conn];
+                self.mark(slot);
+            }
+            Action::SendBlock { conn, head, body } => {
+                let len = body.len();
+                let Ok(len32) = u32::try_from(len) else {
+                    log::warn!("event=send_error conn={conn} error=\"block of {len} bytes is too long\"");
+                    return;
+                };
+                let Some(c) = self.sendable(conn, "send_block") else { return };
+                c.push_bytes(Arc::new(block_frame_head(&head, len32)));
+                match body {
+                    Body::Bytes(b) => c.push_bytes(b),
+                    Body::File { file, offset, len, sendfile } => c.push_file(file, offset, len, sendfile),
+                }
+                let slot = self.ids[&conn];
+                self.mark(slot);
+            }
+            Action::Close { conn } => {
+                // No event follows a close, not even one already read.
+                self.events.retain(|e| match e {
+                    Event::Accepted { conn: c, .. }
+                    | Event::Connected { conn: c }
+                    | Event::Frame { conn: c, .. }
+                    | Event::Closed { conn: c, .. } => *c != conn,
+                });
+                let Some(&slot) = self.ids.get(&conn) else {
+                    log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
+                    return;
+                };
+                self.close(slot, now);
+            }
+            Action::SetRates { upload, download } => {
+                log::debug!("event=set_rates upload={upload} download={download}");
+                let bucket = |rate: u64, old: Option<TokenBucket>| match rate {
+                    0 => None,
+                    r if old.as_ref().is_some_and(|b| b.rate() == r) => old,
+                    r => Some(TokenBucket::new(r, TokenBucket::default_burst(r))),
+                };
+                self.up = bucket(upload, self.up.take());
+                self.down = bucket(download, self.down.take());
+                // Let everyone waiting try again under the new rates.
+                self.up_wake = Some(now);
+                self.down_wake = Some(now);
+            }
+        }
+    }
+
+    /// The connection `conn` if frames may still be queued on it.
+    fn sendable(&mut self, conn: ConnId, what: &str) -> Option<&mut Conn> {
+        let slot = self.ids.get(&conn).copied();
+        let c = slot.and_then(|s| self.slots[s].as_mut());
+        match c {
+            Some(c) if matches!(c.state, State::Open | State::Connecting { close_since: None }) => Some(c),
+            _ => {
+                log::debug!("event=action_ignored action={what} conn={conn} error=\"unknown or closed connection\"");
+                None
+            }
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        if self.ids.contains_key(&conn) {
+            log::debug!("event=action_ignored action=connect conn={conn} error=\"connection id in use\"");
+            return;
+        }
+        if self.finishing.is_some() {
+            return;
+        }
+        let res = TcpStream::connect(addr)
+            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
+        match res {
+            Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
+            Err(e) => {
+                log::debug!("event=conn_error conn={conn} peer={addr} error=\"connect: {e}\"");
+                self.events.push_back(Event::Closed { conn, error: format!("connect: {e}") });
+            }
+        }
+    }
+
+    /// The machine is done with `slot`: flush, then FIN; no more events.
+    fn close(&mut self, slot: usize, now: Instant) {
+        let Some(c) = self.conn(slot) else { return };
+        match c.state {
+            State::Connecting { close_since: None } => {
+                if c.out.is_empty() {
+                    self.remove(slot);
+                } else {
+                    self.set_state(slot, State::Connecting { close_since: Some(now) });
+                }
+            }
+            State::Open => {
+                self.set_state(slot, State::Flushing { progress: now });
+                self.mark(slot);
+            }
+            State::Connecting { close_since: Some(_) } | State::Flushing { .. } | State::Draining { .. } => {}
+        }
+    }
+
+    /// The machine is finished: stop accepting, close every connection after its queue.
+    fn begin_finish(&mut self, now: Instant) {
+        log::debug!("event=reactor_finish conns={}", self.ids.len());
+        self.finishing = Some(now + FINISH_FLUSH);
+        self.events.clear();
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let slots: Vec<usize> = self.ids.values().copied().collect();
+        for slot in slots {
+            self.close(slot, now);
+        }
+    }
+}

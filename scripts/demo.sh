@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A real distribution on this machine: builds wugui, starts a CAC and 3 pos on 127.0.0.1 with
+# generated configs, pushes a generated tree with the seed's own command line, shows
+# wugui-stat, checks every copy and cleans up. Usage: scripts/demo.sh [SIZE_MB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mb=${1:-64}
+cargo build --release --quiet
+bin=$PWD/target/release
+work=$(mktemp -d /tmp/wugui-demo.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== generating a ${size_mb} MiB tree in $work/src"
+src=$work/src
+mkdir -p "$src/index/deep/er" "$src/conf" "$src/empty/dir" "$src/sub"
+head -c $((size_mb * 1024 * 1024 * 9 / 10)) /dev/urandom > "$src/index/big.bin"
+for i in $(seq 1 40); do head -c $((RANDOM * 4)) /dev/urandom > "$src/index/deep/er/part-$i"; done
+echo "threads = 8" > "$src/conf/base.conf"; chmod 640 "$src/conf/base.conf"
+ln -s index/big.bin "$src/latest"
+for f in a.txt b.txt sub/c.txt data.txt; do echo "excluded" > "$src/$f"; done
+
+echo "== starting a CAC and 3 pos on 127.0.0.1"
+echo "demo-cluster-key-$RANDOM$RANDOM" > "$work/cluster.key"
+cac_port=$(free_port)
+po_ports=(); for i in 1 2 3; do po_ports+=("$(free_port)"); done
+cat > "$work/cac.conf" <<CONF
+[cac]
+listen = 127.0.0.1:$cac_port
+secret_file = $work/cluster.key
+log = $work/cac.log
+
+[class base1]
+po = 127.0.0.1:${po_ports[0]}, 127.0.0.1:${po_ports[1]}, 127.0.0.1:${po_ports[2]}
+dest = /home/work/data/base
+masters = 127.0.0.0/8
+block_size = 4M
+verify = md5
+flag_file = data.done
+CONF
+"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 & pids+=($!)
+for i in 0 1 2; do
+    mkdir -p "$work/po$i/state"
+    cat > "$work/po$i.conf" <<CONF
+[po]
+listen = 127.0.0.1:${po_ports[$i]}
+cac = 127.0.0.1:$cac_port
+state_dir = $work/po$i/state
+allow_dest = /home/work/data
+log = $work/po$i/po.log
+root = $work/po$i
+CONF
+    "$bin/wugui-po" -f "$work/po$i.conf" > "$work/po$i.out" 2>&1 & pids+=($!)
+done
+cat > "$work/master.conf" <<CONF
+[master]
+cac = 127.0.0.1:$cac_port
+log = $work/master.log
+CONF
+for f in cac.out po0.out po1.out po2.out; do
+    for _ in $(seq 1 100); do grep -q '^listening=' "$work/$f" && break; sleep 0.05; done
+    grep -q '^listening=' "$work/$f" || { echo "a daemon did not start:"; cat "$work/$f"; exit 1; }
+done
+
+echo "== masterwugui -c base1 -x a.txt b.txt c.txt -p $src"
+"$bin/masterwugui" -f "$work/master.conf" -c base1 -x a.txt b.txt c.txt -p "$src" &
+mpid=$!
+sleep 0.5
+echo "== wugui-stat -s 127.0.0.1:$cac_port (while it runs)"
+"$bin/wugui-stat" -s "127.0.0.1:$cac_port" || true
+rc=0; wait $mpid || rc=$?
+echo "== masterwugui exited $rc"
+echo "== wugui-stat -s 127.0.0.1:$cac_port (after)"
+"$bin/wugui-stat" -s "127.0.0.1:$cac_port"
+
+echo "== checking the copies"
+ok=1
+listing() { (cd "$1" && find . -path ./data.done -prune -o \( -type f -o -type l -o -type d \) -printf '%p %y %m %s %l\n' | sort); }
+contents() { (cd "$1" && find . -type f ! -name data.done -exec md5sum {} + | sort -k2); }
+want_list=$(listing "$src" | grep -v -E '(^\./(a|b|data)\.txt |^\./sub/c\.txt )')
+want_sums=$(contents "$src" | grep -v -E ' \./(a|b|data)\.txt$| \./sub/c\.txt$')
+for i in 0 1 2; do
+    d=$work/po$i/home/work/data/base
+    if [ "$(listing "$d")" == "$want_list" ] && [ "$(contents "$d")" == "$want_sums" ] && [ -f "$d/data.done" ]; then
+        echo "po$i: identical ($(du -sh "$d" | cut -f1)), excluded files absent, flag file present"
+    else
+        echo "po$i: DIFFERS"; ok=0
+        diff <(echo "$want_list") <(listing "$d") | head -20 || true
+    fi
+done
+[ $rc -eq 0 ] && [ $ok -eq 1 ] && echo "== demo OK" || { echo "== demo FAILED (see logs in $work)"; trap - EXIT; exit 1; }

@@ -1,0 +1,269 @@
+//! `masterwugui`: one transfer, from a shell script.
+
+use crate::config;
+use crate::proto::master::{exit, MasterMachine, MasterSettings, Planner};
+use crate::proto::{ClassCfg, Event, Machine, Source};
+use crate::reactor::{self, Control};
+use crate::tree;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const HELP_TAIL: &str = "\
+Pushes the tree under DIR to every po of CLASS, as the class config on the CAC says.
+
+Exclude patterns (-x, and the class's exclude lines) are regexes SEARCHED in each path
+relative to DIR, with / separators, as grep does: `a.txt` also drops `data.txt`; write
+'(^|/)a\\.txt$' for one exact name. A matching directory drops its whole subtree. Every
+word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
+
+Exit codes (the first that applies, in the order 1, 2, 4, 3, 5, 0):
+  0  every po committed and every hook succeeded
+  1  usage, config or source error
+  2  no CAC reachable, unknown class, or refused
+  3  some pos committed and some failed
+  4  no po committed, or the transfer timed out
+  5  every po committed but a hook failed
+
+The last stdout line is the summary:
+  transfer=ID class=C result=ok|partial|failed|denied pos=OK/N bytes=N seconds=S rate=B/S
+Before it, stderr has one `po=ADDR result=... error=...` line per failed po or hook.
+";
+
+struct Args {
+    class: String,
+    dir: PathBuf,
+    excludes: Vec<String>,
+    conf: PathBuf,
+}
+
+/// The seed's `-x a b c`: every word after -x up to the next flag is a pattern. Rewritten to
+/// repeated `-x PAT` before getopts sees it.
+fn expand_x(args: Vec<String>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "-x" {
+            let mut n = 0;
+            while let Some(p) = it.next_if(|w| !w.starts_with('-') || w == "-") {
+                out.push("-x".into());
+                out.push(p);
+                n += 1;
+            }
+            if n == 0 {
+                return Err("-x needs at least one pattern".into());
+            }
+        } else {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_args() -> Result<Args, ExitCode> {
+    let mut o = getopts::Options::new();
+    o.optopt("c", "", "the class to push (configured on the CAC)", "CLASS");
+    o.optopt("p", "", "the source directory", "DIR");
+    o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
+    o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
+    o.optflag("h", "help", "this help");
+    o.optflag("v", "version", "print the version");
+    let usage_err = |e: String| {
+        eprintln!("masterwugui: {e} (try -h)");
+        ExitCode::from(exit::USAGE)
+    };
+    let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
+    let m = o.parse(&args).map_err(|e| usage_err(e.to_string()))?;
+    if m.opt_present("h") {
+        print!("{}", o.usage("Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE]"));
+        print!("\n{HELP_TAIL}");
+        return Err(ExitCode::SUCCESS);
+    }
+    if m.opt_present("v") {
+        println!("masterwugui {}", super::VERSION);
+        return Err(ExitCode::SUCCESS);
+    }
+    if !m.free.is_empty() {
+        return Err(usage_err(format!("unexpected argument {:?}", m.free[0])));
+    }
+    let class = m.opt_str("c").ok_or_else(|| usage_err("-c CLASS is required".into()))?;
+    let dir = m.opt_str("p").ok_or_else(|| usage_err("-p DIR is required".into()))?;
+    Ok(Args {
+        class,
+        dir: PathBuf::from(dir),
+        excludes: m.opt_strs("x"),
+        conf: config::config_path("master", m.opt_str("f").as_deref()),
+    })
+}
+
+/// The machine plus the progress display: a bar on a TTY, a line every few seconds otherwise.
+struct Cli {
+    m: MasterMachine,
+    tty: bool,
+    next: Instant,
+    shown: bool,
+}
+
+impl Cli {
+    fn show(&mut self, now: Instant) {
+        let s = self.m.stat(now, None);
+        if s.total == 0 && s.pos.is_empty() {
+            return;
+        }
+        let n = s.pos.len().max(1) as u64;
+        let want = s.total * n;
+        let pct = if want == 0 { 100 } else { s.done * 100 / want };
+        let ready = s.pos.iter().filter(|p| matches!(p.state.as_str(), "ready" | "committing" | "done")).count();
+        let failed = s.pos.iter().filter(|p| p.state == "failed").count();
+        let secs = s.elapsed_ms as f64 / 1000.0;
+        let rate = if secs > 0.0 { (s.done as f64 / secs) as u64 } else { 0 };
+        if self.tty {
+            let w = 30;
+            let fill = (pct as usize * w / 100).min(w);
+            eprint!(
+                "\r[{}{}] {pct:3}% {}/{} {}/s pos ready {ready}/{} failed {failed}  ",
+                "#".repeat(fill),
+                " ".repeat(w - fill),
+                super::human(s.done),
+                super::human(want),
+                super::human(rate),
+                s.pos.len()
+            );
+            self.shown = true;
+        } else {
+            eprintln!(
+                "progress transfer={} pct={pct} bytes={} of={want} rate={rate} ready={ready}/{} failed={failed} secs={secs:.1}",
+                s.transfer,
+                s.done,
+                s.pos.len()
+            );
+        }
+        let _ = std::io::stderr().flush();
+    }
+}
+
+impl Machine for Cli {
+    fn handle_event(&mut self, now: Instant, ev: Event) {
+        self.m.handle_event(now, ev)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next {
+            self.show(now);
+            self.next = now + if self.tty { Duration::from_millis(250) } else { Duration::from_secs(5) };
+        }
+        if self.m.poll_timeout().is_some_and(|t| t <= now) {
+            self.m.handle_timeout(now)
+        }
+    }
+    fn poll_action(&mut self) -> Option<crate::proto::Action> {
+        self.m.poll_action()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::proto::earliest([self.m.poll_timeout(), (!self.m.is_finished()).then_some(self.next)])
+    }
+    fn is_finished(&self) -> bool {
+        self.m.is_finished()
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("masterwugui: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+fn run(a: Args) -> Result<u8, String> {
+    let cfg = config::load_master(&a.conf).map_err(|e| e.to_string())?;
+    if let Some(p) = &cfg.log {
+        crate::logging::init_from_env_or(Some(p), log::LevelFilter::Info)
+            .map_err(|e| format!("cannot open log {}: {e}", p.display()))?;
+    } else {
+        crate::logging::init_from_env_or(None, log::LevelFilter::Warn).map_err(|e| e.to_string())?;
+    }
+    // Check what we can before asking a CAC, so a typo costs nothing.
+    let meta = std::fs::metadata(&a.dir).map_err(|e| format!("source {}: {e}", a.dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("source {} is not a directory", a.dir.display()));
+    }
+    std::fs::read_dir(&a.dir).map_err(|e| format!("source {}: {e}", a.dir.display()))?;
+    tree::compile_excludes(&a.excludes)?;
+    let secret = match cfg.class_secret_file(&a.class) {
+        Some(p) if p.exists() => Some(config::read_secret(&p)?),
+        _ => None,
+    };
+    let root = a.dir.clone();
+    let cli_excludes = a.excludes.clone();
+    let planner: Planner = Box::new(move |class: &ClassCfg| {
+        let mut pats = cli_excludes.clone();
+        pats.extend(class.exclude.iter().cloned());
+        let ex = tree::compile_excludes(&pats)?;
+        let w = tree::walk(&root, &ex, class.block_size)?;
+        for (p, why) in &w.skipped {
+            eprintln!("masterwugui: skipped {p}: {why}");
+        }
+        let src = tree::FsSource::new(root.clone(), &w.manifest);
+        Ok((w.manifest, Box::new(src) as Box<dyn Source>))
+    });
+    let settings = MasterSettings {
+        class: a.class.clone(),
+        cacs: cfg.cac.clone(),
+        secret,
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        unix_start: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let now = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut cli =
+        Cli { m: MasterMachine::new(settings, planner, now), tty, next: now + Duration::from_secs(1), shown: false };
+    let mut on_signal = |_: &mut Cli, sig: nix::sys::signal::Signal| {
+        log::warn!("event=stop role=master signal={sig}");
+        Control::Stop
+    };
+    use nix::sys::signal::Signal::*;
+    reactor::run(&mut cli, None, &reactor::Options::default(), &[SIGINT, SIGTERM], &mut on_signal)
+        .map_err(|e| format!("event loop: {e}"))?;
+    if cli.shown {
+        cli.show(Instant::now());
+        eprintln!();
+    }
+    let Some(o) = cli.m.outcome().cloned() else {
+        println!("transfer=0 class={} result=failed pos=0/0 bytes=0 seconds=0.00 rate=0", a.class);
+        eprintln!("masterwugui: interrupted");
+        return Ok(exit::FAILED);
+    };
+    if let Some(e) = &o.error {
+        eprintln!("masterwugui: {e}");
+    }
+    for l in &o.po_lines {
+        eprintln!("{l}");
+    }
+    println!("{}", o.summary);
+    Ok(o.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_x;
+
+    #[test]
+    fn seed_exclude_syntax() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            expand_x(a(&["-c", "base1", "-x", "a.txt", "b.txt", "c.txt", "-p", "/d"])).unwrap(),
+            a(&["-c", "base1", "-x", "a.txt", "-x", "b.txt", "-x", "c.txt", "-p", "/d"])
+        );
+        assert!(expand_x(a(&["-x", "-p", "/d"])).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! What each binary does: argument parsing, config loading, then the reactor. The files in
+//! `src/bin/` only call `main` here.
+
+pub mod cac;
+pub mod master;
+pub mod po;
+pub mod stat;
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `-f FILE`, `-h`, `-v` for the daemons; returns the config path, or the exit code to use.
+pub fn daemon_args(role: &str, about: &str) -> Result<std::path::PathBuf, ExitCode> {
+    let mut o = getopts::Options::new();
+    o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/<role>.conf)", "FILE");
+    o.optflag("h", "help", "this help");
+    o.optflag("v", "version", "print the version");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let m = match o.parse(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("wugui-{role}: {e} (try -h)");
+            return Err(ExitCode::from(1));
+        }
+    };
+    if m.opt_present("h") {
+        let brief = format!(
+            "Usage: wugui-{role} [-f FILE]\n\n{about}\nStays in the foreground. SIGHUP reloads the config (a bad one is refused and the old one\nstays), SIGUSR1 reopens the log file, SIGTERM stops."
+        );
+        print!("{}", o.usage(&brief));
+        return Err(ExitCode::SUCCESS);
+    }
+    if m.opt_present("v") {
+        println!("wugui-{role} {VERSION}");
+        return Err(ExitCode::SUCCESS);
+    }
+    Ok(crate::config::config_path(role, m.opt_str("f").as_deref()))
+}
+
+/// Binds the daemon's port and announces it on stdout (tests bind port 0 and read it back).
+pub fn listen(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
+    match TcpListener::bind(addr) {
+        Ok(l) => {
+            let local = l.local_addr().unwrap_or(addr);
+            println!("listening={local}");
+            log::info!("event=listen role={role} addr={local} version={VERSION}");
+            Ok(l)
+        }
+        Err(e) => {
+            eprintln!("wugui-{role}: cannot listen on {addr}: {e}");
+            log::error!("event=listen_failed role={role} addr={addr} error=\"{e}\"");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn init_log(role: &str, path: Option<&std::path::Path>) -> Result<(), ExitCode> {
+    crate::logging::init_from_env_or(path, log::LevelFilter::Info).map_err(|e| {
+        let p = path.map(|p| p.display().to_string()).unwrap_or_default();
+        eprintln!("wugui-{role}: cannot open log {p}: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// 1.5G, 12.0M, 512K, 100B.
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < U.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", U[u])
+    }
+}
+
+pub fn signals() -> [nix::sys::signal::Signal; 4] {
+    use nix::sys::signal::Signal::*;
+    [SIGHUP, SIGUSR1, SIGTERM, SIGINT]
+}

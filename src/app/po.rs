@@ -1,0 +1,85 @@
+//! `wugui-po`: the daemon on every downstream host.
+
+use crate::config::{self, PoConfig};
+use crate::proto::po::{PoMachine, PoSettings};
+use crate::reactor::{self, Control};
+use crate::stage::DiskStore;
+use nix::sys::signal::Signal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `bound` is the address actually bound (port 0 becomes a real port).
+pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
+    // A po listening on a wildcard address presents the address the master dialled.
+    let advertise = c.advertise.or((!bound.ip().is_unspecified()).then_some(bound));
+    PoSettings {
+        advertise: advertise.map(|a| a.to_string()),
+        cacs: c.cac.clone(),
+        allow_dest: c.allow_dest.iter().map(|p| p.display().to_string()).collect(),
+        root: c.root.as_ref().map(|p| p.display().to_string()),
+        cac_timeout: Duration::from_secs(3),
+        max_upload_rate: c.max_upload_rate,
+        max_download_rate: c.max_download_rate,
+    }
+}
+
+pub fn main() -> ExitCode {
+    let path = match super::daemon_args("po", "The po: receives transfers, verifies, stages and publishes them.") {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let cfg = match config::load_po(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wugui-po: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(code) = super::init_log("po", cfg.log.as_deref()) {
+        return code;
+    }
+    let store = match DiskStore::new(cfg.state_dir.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wugui-po: state_dir {}: {e}", cfg.state_dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match super::listen("po", cfg.listen) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let bound = listener.local_addr().unwrap_or(cfg.listen);
+    log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
+    let mut machine = PoMachine::new(settings(&cfg, bound), store);
+    let opts = reactor::Options::default();
+    let mut on_signal = |m: &mut PoMachine<DiskStore>, sig: Signal| match sig {
+        Signal::SIGHUP => {
+            match config::load_po(&path) {
+                Ok(c) => {
+                    log::info!("event=config_reload role=po config={}", path.display());
+                    m.reload(settings(&c, bound));
+                }
+                Err(e) => log::error!("event=config_refused role=po error=\"{e}\""),
+            }
+            Control::Continue
+        }
+        Signal::SIGUSR1 => {
+            let _ = crate::logging::reopen();
+            Control::Continue
+        }
+        _ => {
+            log::info!("event=stop role=po signal={sig}");
+            Control::Stop
+        }
+    };
+    match reactor::run(&mut machine, Some(listener), &opts, &super::signals(), &mut on_signal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event=fatal role=po error=\"{e}\"");
+            eprintln!("wugui-po: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

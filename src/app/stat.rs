@@ -1,0 +1,166 @@
+//! `wugui-stat`: live transfer status from a CAC or a po.
+
+use crate::proto::msg::TransferStat;
+use crate::proto::{wire, Msg, Payload};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One StatQuery over a fresh connection (blocking, bounded by timeouts).
+pub fn query(addr: &str) -> Result<Vec<TransferStat>, String> {
+    let sa = crate::config::resolve(addr)?;
+    let mut s = TcpStream::connect_timeout(&sa, TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(TIMEOUT)).ok();
+    s.set_write_timeout(Some(TIMEOUT)).ok();
+    s.write_all(&Msg::StatQuery.to_frame()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut head).map_err(|e| format!("{addr}: no answer: {e}"))?;
+    let h = wire::parse_header(&head).map_err(|e| format!("{addr}: {e}"))?.ok_or("short header")?;
+    let mut body = vec![0u8; h.len as usize];
+    s.read_exact(&mut body).map_err(|e| format!("{addr}: {e}"))?;
+    match Msg::decode(h.ty, Payload::from_vec(body)).map_err(|e| format!("{addr}: {e}"))? {
+        Msg::StatReply { transfers } => Ok(transfers),
+        Msg::Denied { reason, text } => Err(format!("{addr} refused ({}): {text}", reason.name())),
+        other => Err(format!("{addr}: unexpected {:?}", other.ty())),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+pub fn to_json(ts: &[TransferStat]) -> String {
+    let items: Vec<String> = ts
+        .iter()
+        .map(|t| {
+            let pos: Vec<String> = t
+                .pos
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{\"addr\":{},\"state\":{},\"bytes\":{},\"error\":{}}}",
+                        json_str(&p.addr),
+                        json_str(&p.state),
+                        p.bytes,
+                        json_str(&p.error)
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"transfer\":\"{:016x}\",\"class\":{},\"master\":{},\"state\":{},\"total\":{},\"done\":{},\"started_unix\":{},\"elapsed_ms\":{},\"rate\":{},\"pos\":[{}]}}",
+                t.transfer,
+                json_str(&t.class),
+                json_str(&t.master),
+                json_str(&t.state),
+                t.total,
+                t.done,
+                t.started_unix,
+                t.elapsed_ms,
+                t.rate,
+                pos.join(",")
+            )
+        })
+        .collect();
+    format!("{{\"transfers\":[{}]}}", items.join(","))
+}
+
+pub fn to_table(ts: &[TransferStat]) -> String {
+    use super::human;
+    let mut o = format!(
+        "{:<16}  {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
+        "TRANSFER", "CLASS", "STATE", "PCT", "DONE/TOTAL", "RATE", "ETA", "AGE", "MASTER"
+    );
+    for t in ts {
+        let n = t.pos.len().max(1) as u64;
+        let want = t.total * n;
+        let pct = if want == 0 { 100 } else { t.done.min(want) * 100 / want };
+        let eta = if t.rate > 0 && want > t.done { format!("{}s", (want - t.done) / t.rate) } else { "-".into() };
+        o += &format!(
+            "{:016x}  {:<12} {:<11} {:>4}% {:>17} {:>7}/s {:>7} {:>5}s  {}\n",
+            t.transfer,
+            t.class,
+            t.state,
+            pct,
+            format!("{}/{}", human(t.done), human(want)),
+            human(t.rate),
+            eta,
+            t.elapsed_ms / 1000,
+            t.master
+        );
+        for p in &t.pos {
+            let pp = if t.total == 0 { 100 } else { p.bytes.min(t.total) * 100 / t.total };
+            let err = if p.error.is_empty() { String::new() } else { format!("  error={}", p.error) };
+            o += &format!("    po {:<24} {:<11} {:>4}% {:>9}{err}\n", p.addr, p.state, pp, human(p.bytes));
+        }
+    }
+    if ts.is_empty() {
+        o += "(no transfers)\n";
+    }
+    o
+}
+
+pub fn main() -> ExitCode {
+    let mut o = getopts::Options::new();
+    o.optopt("s", "", "the CAC or po to ask", "HOST:PORT");
+    o.optflag("", "json", "print JSON for scripts");
+    o.optflag("w", "", "refresh like top until interrupted");
+    o.optopt("i", "", "refresh interval in seconds with -w (default 1)", "SECS");
+    o.optflag("h", "help", "this help");
+    o.optflag("v", "version", "print the version");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let m = match o.parse(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("wugui-stat: {e} (try -h)");
+            return ExitCode::from(1);
+        }
+    };
+    if m.opt_present("h") {
+        print!("{}", o.usage("Usage: wugui-stat -s HOST:PORT [--json] [-w [-i SECS]]\n\nShows the transfers a CAC (all that its masters report) or a po (what arrives there) knows."));
+        return ExitCode::SUCCESS;
+    }
+    if m.opt_present("v") {
+        println!("wugui-stat {}", super::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    let Some(addr) = m.opt_str("s") else {
+        eprintln!("wugui-stat: -s HOST:PORT is required (try -h)");
+        return ExitCode::from(1);
+    };
+    let json = m.opt_present("json");
+    let interval = m.opt_str("i").and_then(|s| s.parse::<f64>().ok()).filter(|s| *s >= 0.1).unwrap_or(1.0);
+    loop {
+        let out = match query(&addr) {
+            Ok(ts) if json => to_json(&ts) + "\n",
+            Ok(ts) => to_table(&ts),
+            Err(e) => {
+                eprintln!("wugui-stat: {e}");
+                if !m.opt_present("w") {
+                    return ExitCode::from(2);
+                }
+                String::new()
+            }
+        };
+        if !m.opt_present("w") {
+            print!("{out}");
+            return ExitCode::SUCCESS;
+        }
+        // Clear the screen and home the cursor, as top does.
+        print!("\x1b[H\x1b[2J{addr}  every {interval}s\n\n{out}");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs_f64(interval));
+    }
+}

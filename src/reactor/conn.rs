@@ -1,0 +1,468 @@
+//! One connection: its state, the readiness it has, its frame reader and its out-queue.
+//!
+//! Reading and writing are free functions over a `Conn` plus the process-wide pieces they
+//! share (the staging buffer, the token buckets), so the reactor can lend them out while it
+//! holds other borrows.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use nix::sys::socket::{sendmsg, MsgFlags};
+
+use super::bucket::TokenBucket;
+use crate::proto::wire::{self, MsgType, HEADER_LEN};
+use crate::proto::{ConnId, Msg, Payload};
+use crate::sendfile;
+
+/// Size of the reactor's staging buffer for reads.
+pub const STAGING: usize = 64 << 10;
+/// Per connection and wakeup: at most this many read or write calls ...
+const OPS_BUDGET: usize = 64;
+/// ... and at most this many bytes, so one fast connection cannot starve the others.
+const BYTES_BUDGET: u64 = 16 << 20;
+/// Most buffers gathered into one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+/// One item of the out-queue, with a cursor.
+pub enum Out {
+    /// `buf[pos..]` is still to be written. Invariant: `pos < buf.len()` (empty buffers are
+    /// never queued, and an item is popped as soon as its last byte is written).
+    Bytes { buf: Arc<Vec<u8>>, pos: usize },
+    /// `remaining` bytes of `file` starting at `offset` are still to be written. Invariant:
+    /// `remaining > 0`. `sendfile` false asks for the pread/write path.
+    File { file: Arc<File>, offset: u64, remaining: u64, sendfile: bool },
+}
+
+/// Where a connection is in its life. Every transition is logged at debug level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// `connect(2)` is in progress; the first writable event settles it. `close_since` is set
+    /// when the machine closed it meanwhile (then it is flushed and closed, without events).
+    Connecting { close_since: Option<Instant> },
+    /// Established: frames flow both ways and events go to the machine.
+    Open,
+    /// The machine closed it (or finished): the queue is written out, then our FIN is sent.
+    /// Nothing is read and no event follows. `progress` is when bytes last moved.
+    Flushing { progress: Instant },
+    /// Our FIN is sent; input is discarded until the peer's EOF or `until`, so that closing
+    /// with unread input does not reset the connection under data the peer has yet to read.
+    Draining { until: Instant },
+}
+
+/// A frame whose payload did not fit what was buffered: read straight into its own buffer.
+struct Partial {
+    ty: MsgType,
+    /// Exactly the payload length.
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub stream: TcpStream,
+    pub peer: Option<SocketAddr>,
+    pub state: State,
+    /// Readiness we have: set by events, cleared only on `WouldBlock`.
+    pub readable: bool,
+    pub writable: bool,
+    /// In the reactor's work list.
+    pub queued: bool,
+    /// Waiting for the upload (download) bucket; in the reactor's waiting list.
+    pub up_wait: bool,
+    pub down_wait: bool,
+    pub out: VecDeque<Out>,
+    /// False once the kernel refused sendfile for this connection: use pread/write for good.
+    pub sendfile_ok: bool,
+    scratch: Vec<u8>,
+    /// Start of a frame header that was cut off at the end of a read (`head_len < HEADER_LEN`).
+    head: [u8; HEADER_LEN],
+    head_len: usize,
+    partial: Option<Partial>,
+}
+
+/// Why a read pass stopped.
+#[derive(Debug)]
+pub enum ReadEnd {
+    /// `WouldBlock`: the readable flag is cleared.
+    Drained,
+    /// The per-wakeup budget ran out while still readable.
+    Budget,
+    /// The download bucket is empty.
+    Throttled,
+    /// The peer closed; the string is empty for a clean EOF between frames.
+    Eof(String),
+    /// A read error or bytes that are not our protocol.
+    Failed(String),
+}
+
+/// Why a write pass stopped.
+#[derive(Debug)]
+pub enum WriteEnd {
+    /// The out-queue is empty.
+    Empty,
+    /// `WouldBlock`: the writable flag is cleared.
+    Blocked,
+    Budget,
+    /// The upload bucket is empty.
+    Throttled,
+    Failed(String),
+}
+
+impl Conn {
+    pub fn new(id: ConnId, stream: TcpStream, peer: Option<SocketAddr>, state: State) -> Conn {
+        Conn {
+            id,
+            stream,
+            peer,
+            state,
+            readable: false,
+            writable: false,
+            queued: false,
+            up_wait: false,
+            down_wait: false,
+            out: VecDeque::new(),
+            sendfile_ok: true,
+            scratch: Vec::new(),
+            head: [0; HEADER_LEN],
+            head_len: 0,
+            partial: None,
+        }
+    }
+
+    pub fn peer_str(&self) -> String {
+        self.peer.map_or_else(|| "-".to_string(), |p| p.to_string())
+    }
+
+    pub fn push_bytes(&mut self, buf: Arc<Vec<u8>>) {
+        if !buf.is_empty() {
+            self.out.push_back(Out::Bytes { buf, pos: 0 });
+        }
+    }
+
+    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64, sendfile: bool) {
+        if len > 0 {
+            self.out.push_back(Out::File { file, offset, remaining: len, sendfile });
+        }
+    }
+
+    /// When this connection gives up waiting, if it is closing.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Connecting { close_since: Some(t) } => Some(t + super::CLOSE_STALL),
+            State::Flushing { progress } => Some(progress + super::CLOSE_STALL),
+            State::Draining { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection ended inside a frame.
+    fn mid_frame(&self) -> bool {
+        self.head_len > 0 || self.partial.is_some()
+    }
+}
+
+fn take(bucket: &mut Option<TokenBucket>, now: Instant, want: u64) -> u64 {
+    match bucket {
+        Some(b) => b.take(now, want),
+        None => want,
+    }
+}
+
+fn refund(bucket: &mut Option<TokenBucket>, n: u64) {
+    if let Some(b) = bucket {
+        b.refund(n);
+    }
+}
+
+/// Reads and decodes frames into `frames` until `WouldBlock`, the budget, the bucket, EOF or an
+/// error. Complete frames read before an EOF or error are still in `frames`.
+pub fn read_frames(
+    c: &mut Conn,
+    stage: &mut [u8],
+    down: &mut Option<TokenBucket>,
+    now: Instant,
+    frames: &mut Vec<Msg>,
+) -> ReadEnd {
+    let mut bytes = 0u64;
+    for _ in 0..OPS_BUDGET {
+        if bytes >= BYTES_BUDGET {
+            return ReadEnd::Budget;
+        }
+        if let Some(p) = &mut c.partial {
+            // Read the rest of a big payload straight into its own buffer: no second copy.
+            let want = (p.buf.len() - p.filled) as u64;
+            let granted = take(down, now, want);
+            if granted == 0 {
+                return ReadEnd::Throttled;
+            }
+            let end = p.filled + granted as usize;
+            let n = match (&c.stream).read(&mut p.buf[p.filled..end]) {
+                Ok(n) => n,
+                Err(e) => {
+                    refund(down, granted);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            c.readable = false;
+                            return ReadEnd::Drained;
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return ReadEnd::Failed(e.to_string()),
+                    }
+                }
+            };
+            refund(down, granted - n as u64);
+            if n == 0 {
+                let (filled, len) = (p.filled, p.buf.len());
+                return ReadEnd::Eof(format!("peer closed the connection inside a frame ({filled} of {len} bytes)"));
+            }
+            bytes += n as u64;
+            p.filled += n;
+            if p.filled == p.buf.len() {
+                let p = c.partial.take().expect("partial frame present");
+                match Msg::decode(p.ty, Payload::from_vec(p.buf)) {
+                    Ok(m) => frames.push(m),
+                    Err(e) => return ReadEnd::Failed(e.to_string()),
+                }
+            }
+            continue;
+        }
+
+        // Small frames: read into the staging buffer behind any cut-off header.
+        let hl = c.head_len;
+        stage[..hl].copy_from_slice(&c.head[..hl]);
+        let granted = take(down, now, (stage.len() - hl) as u64);
+        if granted == 0 {
+            return ReadEnd::Throttled;
+        }
+        let n = match (&c.stream).read(&mut stage[hl..hl + granted as usize]) {
+            Ok(n) => n,
+            Err(e) => {
+                refund(down, granted);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        c.readable = false;
+                        return ReadEnd::Drained;
+                    }
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return ReadEnd::Failed(e.to_string()),
+                }
+            }
+        };
+        refund(down, granted - n as u64);
+        if n == 0 {
+            return if c.mid_frame() {
+                ReadEnd::Eof(format!("peer closed the connection inside a frame header ({hl} bytes)"))
+            } else {
+                ReadEnd::Eof(String::new())
+            };
+        }
+        bytes += n as u64;
+        let end = hl + n;
+        let mut pos = 0;
+        c.head_len = 0;
+        loop {
+            let h = match wire::parse_header(&stage[pos..end]) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    // A header cut off by the end of the read: keep it for the next one.
+                    let left = end - pos;
+                    c.head[..left].copy_from_slice(&stage[pos..end]);
+                    c.head_len = left;
+                    break;
+                }
+                Err(e) => return ReadEnd::Failed(e.to_string()),
+            };
+            let body = pos + HEADER_LEN;
+            let len = h.len as usize;
+            if end - body >= len {
+                match Msg::decode(h.ty, Payload::from_vec(stage[body..body + len].to_vec())) {
+                    Ok(m) => frames.push(m),
+                    Err(e) => return ReadEnd::Failed(e.to_string()),
+                }
+                pos = body + len;
+            } else {
+                // `len` was checked against the type's limit by `parse_header`.
+                let mut buf = vec![0u8; len];
+                let have = end - body;
+                buf[..have].copy_from_slice(&stage[body..end]);
+                c.partial = Some(Partial { ty: h.ty, buf, filled: have });
+                break;
+            }
+        }
+    }
+    ReadEnd::Budget
+}
+
+/// Reads and throws away input (a connection we are closing). `Eof` on EOF or error.
+pub fn discard_input(c: &mut Conn, stage: &mut [u8]) -> ReadEnd {
+    for _ in 0..OPS_BUDGET {
+        match (&c.stream).read(stage) {
+            Ok(0) => return ReadEnd::Eof(String::new()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                return ReadEnd::Drained;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadEnd::Failed(e.to_string()),
+        }
+    }
+    ReadEnd::Budget
+}
+
+/// Writes the out-queue until it is empty, `WouldBlock`, the budget or the bucket. Returns
+/// also how many bytes went out.
+pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (WriteEnd, u64) {
+    let mut total = 0u64;
+    for _ in 0..OPS_BUDGET {
+        if total >= BYTES_BUDGET {
+            return (WriteEnd::Budget, total);
+        }
+        let Some(front) = c.out.front_mut() else { return (WriteEnd::Empty, total) };
+        let res = match front {
+            Out::Bytes { .. } => {
+                // Gather the run of byte buffers at the front into one sendmsg.
+                let mut want = 0u64;
+                let mut items = 0;
+                for o in c.out.iter().take(MAX_IOV) {
+                    match o {
+                        Out::Bytes { buf, pos } => want += (buf.len() - pos) as u64,
+                        Out::File { .. } => break,
+                    }
+                    items += 1;
+                }
+                let granted = take(up, now, want);
+                if granted == 0 {
+                    return (WriteEnd::Throttled, total);
+                }
+                let mut iov = Vec::with_capacity(items);
+                let mut left = granted as usize;
+                for o in c.out.iter().take(items) {
+                    if left == 0 {
+                        break;
+                    }
+                    if let Out::Bytes { buf, pos } = o {
+                        let s = &buf[*pos..(*pos + left).min(buf.len())];
+                        left -= s.len();
+                        iov.push(IoSlice::new(s));
+                    }
+                }
+                // More follows (a block body, or bytes the bucket held back): let the kernel
+                // put it in the same segments.
+                let more = granted < want || c.out.len() > items;
+                let mut flags = MsgFlags::MSG_NOSIGNAL;
+                if more {
+                    flags |= MsgFlags::from_bits_retain(nix::libc::MSG_MORE);
+                }
+                let r = sendmsg::<()>(c.stream.as_raw_fd(), &iov, &[], flags, None).map_err(io::Error::from);
+                (granted, r, false)
+            }
+            Out::File { file, offset, remaining, sendfile } => {
+                let want = (*remaining).min(BYTES_BUDGET);
+                let granted = take(up, now, want);
+                if granted == 0 {
+                    return (WriteEnd::Throttled, total);
+                }
+                let count = granted as usize;
+                let mut r = None;
+                if *sendfile && c.sendfile_ok {
+                    match sendfile::send_file(c.stream.as_fd(), file, offset, count) {
+                        Err(e) if sendfile::is_unsupported(&e) => {
+                            log::debug!(
+                                "event=sendfile_fallback conn={} peer={} error=\"{e}\"",
+                                c.id,
+                                c.peer.map_or_else(|| "-".to_string(), |p| p.to_string())
+                            );
+                            c.sendfile_ok = false;
+                        }
+                        other => r = Some(other),
+                    }
+                }
+                let r = match r {
+                    Some(r) => r,
+                    None => sendfile::copy_file_rw(c.stream.as_fd(), file, offset, count, &mut c.scratch),
+                };
+                (granted, r, true)
+            }
+        };
+        let (granted, r, is_file) = res;
+        match r {
+            Ok(0) => {
+                refund(up, granted);
+                let why = if is_file {
+                    "source file ended before the block did (it changed)"
+                } else {
+                    "socket took no bytes"
+                };
+                return (WriteEnd::Failed(why.into()), total);
+            }
+            Ok(n) => {
+                refund(up, granted - n as u64);
+                total += n as u64;
+                advance(&mut c.out, n);
+            }
+            Err(e) => {
+                refund(up, granted);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        c.writable = false;
+                        return (WriteEnd::Blocked, total);
+                    }
+                    io::ErrorKind::Interrupted => {}
+                    _ => return (WriteEnd::Failed(e.to_string()), total),
+                }
+            }
+        }
+    }
+    (WriteEnd::Budget, total)
+}
+
+/// Moves the queue's cursors past `n` written bytes. A `File` item's offset was advanced by
+/// the send itself; only its `remaining` is counted down here.
+fn advance(out: &mut VecDeque<Out>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else { return };
+        match front {
+            Out::Bytes { buf, pos } => {
+                let left = buf.len() - *pos;
+                if n < left {
+                    *pos += n;
+                    return;
+                }
+                n -= left;
+                out.pop_front();
+            }
+            Out::File { remaining, .. } => {
+                debug_assert!(n as u64 <= *remaining);
+                *remaining -= (n as u64).min(*remaining);
+                if *remaining == 0 {
+                    out.pop_front();
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_moves_cursors() {
+        let mut q = VecDeque::new();
+        q.push_back(Out::Bytes { buf: Arc::new(vec![1, 2, 3]), pos: 0 });
+        q.push_back(Out::Bytes { buf: Arc::new(vec![4, 5]), pos: 0 });
+        advance(&mut q, 4);
+        assert_eq!(q.len(), 1);
+        assert!(matches!(q.front(), Some(Out::Bytes { pos: 1, .. })));
+        advance(&mut q, 1);
+        assert!(q.is_empty());
+    }
+}

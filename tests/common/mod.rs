@@ -1,0 +1,278 @@
+//! Real processes on 127.0.0.1: a CAC and some pos with generated configs in a temp dir.
+//! Children are killed by PID when the cluster is dropped.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "masterwugui" => env!("CARGO_BIN_EXE_masterwugui").into(),
+        "wugui-po" => env!("CARGO_BIN_EXE_wugui-po").into(),
+        "wugui-cac" => env!("CARGO_BIN_EXE_wugui-cac").into(),
+        "wugui-stat" => env!("CARGO_BIN_EXE_wugui-stat").into(),
+        _ => panic!("no binary {name}"),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("wugui-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago (bound to 0, read back, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin -f conf` and waits for its `listening=` line.
+    pub fn start(name: &str, conf: &Path, log: PathBuf) -> Daemon {
+        let mut child =
+            Command::new(bin(name)).arg("-f").arg(conf).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if !line.starts_with("listening=") {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).ok();
+            panic!("{name} did not start: stdout {line:?} stderr {err:?}");
+        }
+        let addr = line.trim().trim_start_matches("listening=").to_string();
+        Daemon { child, addr, log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub cac: Daemon,
+    pub pos: Vec<Daemon>,
+    pub po_roots: Vec<PathBuf>,
+    pub master_conf: PathBuf,
+    pub dest: String,
+}
+
+pub struct Opts {
+    pub pos: usize,
+    /// Extra `key = value` lines for class base1.
+    pub class_extra: Vec<String>,
+    pub masters: String,
+    pub allow_dest: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { pos: 3, class_extra: vec![], masters: "127.0.0.0/8".into(), allow_dest: "/home/work/data".into() }
+    }
+}
+
+impl Cluster {
+    pub fn start(tag: &str, o: Opts) -> Cluster {
+        let dir = TempDir::new(tag);
+        let d = dir.path().to_path_buf();
+        fs::write(d.join("cluster.key"), "test-cluster-key\n").unwrap();
+        let cac_port = free_port();
+        let po_ports: Vec<u16> = (0..o.pos).map(|_| free_port()).collect();
+        let po_list: Vec<String> = po_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let dest = "/home/work/data/base".to_string();
+        let mut cac = format!(
+            "[cac]\nlisten = 127.0.0.1:{cac_port}\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = {}\ndest = {dest}\nmasters = {}\nblock_size = 64K\n",
+            d.join("cluster.key").display(),
+            d.join("cac.log").display(),
+            po_list.join(", "),
+            o.masters
+        );
+        for l in &o.class_extra {
+            cac += l;
+            cac += "\n";
+        }
+        fs::write(d.join("cac.conf"), &cac).unwrap();
+        let cac_d = Daemon::start("wugui-cac", &d.join("cac.conf"), d.join("cac.log"));
+        let mut pos = Vec::new();
+        let mut po_roots = Vec::new();
+        for (i, port) in po_ports.iter().enumerate() {
+            let root = d.join(format!("po{i}"));
+            fs::create_dir_all(root.join("state")).unwrap();
+            let conf = format!(
+                "[po]\nlisten = 127.0.0.1:{port}\ncac = {}\nstate_dir = {}\nallow_dest = {}\nlog = {}\nroot = {}\n",
+                cac_d.addr,
+                root.join("state").display(),
+                o.allow_dest,
+                root.join("po.log").display(),
+                root.display()
+            );
+            let cp = d.join(format!("po{i}.conf"));
+            fs::write(&cp, conf).unwrap();
+            pos.push(Daemon::start("wugui-po", &cp, root.join("po.log")));
+            po_roots.push(root);
+        }
+        let master_conf = d.join("master.conf");
+        fs::write(&master_conf, format!("[master]\ncac = {}\nlog = {}\n", cac_d.addr, d.join("master.log").display()))
+            .unwrap();
+        Cluster { dir, cac: cac_d, pos, po_roots, master_conf, dest }
+    }
+
+    /// Where po `i` puts the class dest.
+    pub fn po_dest(&self, i: usize) -> PathBuf {
+        self.po_roots[i].join(self.dest.trim_start_matches('/'))
+    }
+
+    pub fn master(&self, args: &[&str]) -> Output {
+        master_with(&self.master_conf, args)
+    }
+}
+
+pub fn master_with(conf: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(bin("masterwugui"));
+    c.arg("-f").arg(conf).args(args).stdin(Stdio::null());
+    run_bounded(c, Duration::from_secs(120))
+}
+
+/// Runs a command to completion, killing it after `limit`.
+pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("command ran over {limit:?}: stderr {}", String::from_utf8_lossy(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Every entry below `root`: type, mode, mtime (files and dirs), content hash, link target.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            let v = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                go(root, &p, out);
+                format!("dir {mode:o} {}", m.mtime())
+            } else {
+                let data = fs::read(&p).unwrap();
+                format!("file {mode:o} {} {} {:x}", m.mtime(), data.len(), crc(&data))
+            };
+            out.insert(rel, v);
+        }
+    }
+    go(root, root, &mut out);
+    out
+}
+
+fn crc(d: &[u8]) -> u64 {
+    // FNV-1a: enough to tell copies apart in a test.
+    d.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// The seed's data dir: nested dirs, an empty dir, a symlink, assorted modes and mtimes,
+/// a multi-block file, and the files the seed command excludes.
+pub fn seed_tree(root: &Path) {
+    let w = |p: &str, data: &[u8], mode: u32| {
+        let f = root.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(&f, data).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w("index/part-0000", &bytes(1, 300_000), 0o644);
+    w("index/part-0001", &bytes(2, 65_536), 0o600);
+    w("index/deep/er/still.bin", &bytes(3, 70_001), 0o755);
+    w("conf/base.conf", b"threads = 8\n", 0o640);
+    w("empty.file", b"", 0o644);
+    w("a.txt", b"excluded", 0o644);
+    w("b.txt", b"excluded", 0o644);
+    w("sub/c.txt", b"excluded", 0o644);
+    w("data.txt", b"excluded too: a.txt is searched, not anchored", 0o644);
+    w("keep.dat", b"kept", 0o644);
+    fs::create_dir_all(root.join("empty/dir")).unwrap();
+    std::os::unix::fs::symlink("index/part-0000", root.join("latest")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::set_permissions(root.join("index/deep"), fs::Permissions::from_mode(0o750)).unwrap();
+    // Fixed mtimes, so the copy's must match.
+    for p in ["index/part-0000", "conf/base.conf", "keep.dat"] {
+        let t = nix::sys::time::TimeSpec::new(1_600_000_000, 0);
+        nix::sys::stat::utimensat(None, &root.join(p), &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+            .unwrap();
+    }
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

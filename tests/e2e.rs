@@ -1,0 +1,195 @@
+//! The four binaries as real processes on 127.0.0.1.
+
+mod common;
+use common::*;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+fn expected(src: &std::path::Path, dropped: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let mut want = snapshot(src);
+    for d in dropped {
+        assert!(want.remove(*d).is_some(), "{d} not in the source");
+    }
+    want
+}
+
+#[test]
+fn seed_command_delivers_identical_trees_to_three_pos() {
+    let c = Cluster::start("seed", Opts::default());
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let want = expected(&src, &["a.txt", "b.txt", "sub/c.txt", "data.txt"]);
+    // The seed's own command line, with -p last as in the article.
+    let o = c.master(&["-c", "base1", "-x", "a.txt", "b.txt", "c.txt", "-p", src.to_str().unwrap()]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "stdout {out} stderr {err}");
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("transfer=") && last.contains(" class=base1 result=ok pos=3/3 bytes="), "{last}");
+    for i in 0..3 {
+        assert_eq!(snapshot(&c.po_dest(i)), want, "po {i}");
+        assert!(c.pos[i].log_text().contains("event=publish"), "po {i} log");
+    }
+    let cac_log = c.cac.log_text();
+    assert!(cac_log.contains("event=auth_grant") && cac_log.contains("event=verify_ok"), "{cac_log}");
+    // The CAC keeps the finished transfer for wugui-stat.
+    let stat = run_bounded(
+        {
+            let mut s = Command::new(bin("wugui-stat"));
+            s.args(["-s", &c.cac.addr, "--json"]);
+            s
+        },
+        Duration::from_secs(10),
+    );
+    let js = text(&stat.stdout);
+    assert!(js.contains("\"class\":\"base1\"") && js.contains("\"state\":\"ok\""), "{js}");
+}
+
+#[test]
+fn verify_modes_sendfile_off_and_publish_each() {
+    for (verify, sendfile, publish) in [("none", "on", "each"), ("crc32", "off", "together"), ("md5", "on", "together")]
+    {
+        let extra = vec![
+            format!("verify = {verify}"),
+            format!("sendfile = {sendfile}"),
+            format!("publish = {publish}"),
+            "flag_file = data.done".into(),
+        ];
+        let c = Cluster::start("modes", Opts { pos: 2, class_extra: extra, ..Default::default() });
+        let src = c.dir.path().join("src");
+        seed_tree(&src);
+        let mut want = snapshot(&src);
+        let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{verify}: {}", text(&o.stderr));
+        for i in 0..2 {
+            let mut got = snapshot(&c.po_dest(i));
+            assert!(got.remove("data.done").is_some(), "flag file");
+            // The flag file changes the dest root only, which the snapshot leaves out.
+            want.retain(|k, _| k != "data.done");
+            assert_eq!(got, want, "{verify} po {i}");
+        }
+    }
+}
+
+#[test]
+fn republish_replaces_files_and_keeps_others_with_mirror_off() {
+    let c = Cluster::start("again", Opts { pos: 1, ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    fs::write(c.po_dest(0).join("local-only.txt"), b"mine").unwrap();
+    fs::write(src.join("keep.dat"), b"a new version").unwrap();
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(fs::read(c.po_dest(0).join("keep.dat")).unwrap(), b"a new version");
+    assert_eq!(fs::read(c.po_dest(0).join("local-only.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn clear_errors_and_exit_codes() {
+    let c = Cluster::start("errors", Opts { pos: 1, ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let s = src.to_str().unwrap();
+    // unknown class: 2
+    let o = c.master(&["-c", "nope", "-p", s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown_class"), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("result=denied"));
+    // missing source: 1, before any CAC is asked
+    let o = c.master(&["-c", "base1", "-p", "/nonexistent/src"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("source /nonexistent/src"), "{}", text(&o.stderr));
+    // usage: 1
+    let o = c.master(&["-p", s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("-c CLASS"));
+    // bad regex: 1
+    let o = c.master(&["-c", "base1", "-x", "(", "-p", s]);
+    assert_eq!(o.status.code(), Some(1));
+    // no CAC reachable: 2
+    let conf = c.dir.path().join("nocac.conf");
+    fs::write(&conf, format!("[master]\ncac = 127.0.0.1:{}\nconnect_timeout = 1\n", free_port())).unwrap();
+    let o = master_with(&conf, &["-c", "base1", "-p", s]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("no CAC reachable"), "{}", text(&o.stderr));
+    // a bad master config names file:line: 1
+    fs::write(&conf, "[master]\ncac = 127.0.0.1:1\nbogus = 1\n").unwrap();
+    let o = master_with(&conf, &["-c", "base1", "-p", s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("nocac.conf:3"), "{}", text(&o.stderr));
+    // help lists the exit codes
+    let o = master_with(&conf, &["-h"]);
+    assert_eq!(o.status.code(), Some(0));
+    for code in ["0  every po", "1  usage", "2  no CAC", "3  some pos", "4  no po", "5  every po"] {
+        assert!(text(&o.stdout).contains(code), "help lacks {code}");
+    }
+}
+
+#[test]
+fn a_daemon_with_a_bad_config_refuses_to_start() {
+    let d = TempDir::new("badconf");
+    let conf = d.path().join("cac.conf");
+    fs::write(&conf, "[cac]\nlisten = 127.0.0.1:0\nsecret_file = /nonexistent/key\n").unwrap();
+    let o = run_bounded(
+        {
+            let mut c = Command::new(bin("wugui-cac"));
+            c.arg("-f").arg(&conf);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("cac.conf:3"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_dest_outside_allow_dest_is_refused() {
+    let c = Cluster::start("allow", Opts { pos: 2, allow_dest: "/srv/elsewhere".into(), ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("dest_not_allowed"), "{}", text(&o.stderr));
+    assert!(!c.po_dest(0).exists());
+}
+
+#[test]
+fn one_unwritable_po_fails_alone_and_the_others_complete() {
+    let c = Cluster::start("unwritable", Opts::default());
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    // po 1's dest parent is a regular file: nothing can be created there.
+    let parent = c.po_dest(1).parent().unwrap().to_path_buf();
+    fs::create_dir_all(parent.parent().unwrap()).unwrap();
+    fs::write(&parent, b"not a directory").unwrap();
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(text(&o.stdout).contains("result=partial pos=2/3"));
+    let line = err.lines().find(|l| l.starts_with("po=")).unwrap();
+    assert!(line.contains(&c.pos[1].addr) && line.contains("result=failed"), "{line}");
+    assert_eq!(fs::read(&parent).unwrap(), b"not a directory");
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&c.po_dest(2)));
+}
+
+#[test]
+fn stat_shows_a_po_and_the_cac() {
+    let c = Cluster::start("stat", Opts { pos: 1, ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    for addr in [&c.cac.addr, &c.pos[0].addr] {
+        let mut s = Command::new(bin("wugui-stat"));
+        s.args(["-s", addr]);
+        let o = run_bounded(s, Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(0));
+        let t = text(&o.stdout);
+        assert!(t.contains("TRANSFER") && t.contains("base1"), "{t}");
+    }
+    let mut s = Command::new(bin("wugui-stat"));
+    s.args(["-s", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(run_bounded(s, Duration::from_secs(10)).status.code(), Some(2));
+}
