@@ -113,7 +113,7 @@ impl Cli {
         }
         let n = s.pos.len().max(1) as u64;
         let want = s.total * n;
-        let pct = if want == 0 { 100 } else { s.done * 100 / want };
+        let pct = (s.done * 100).checked_div(want).unwrap_or(100);
         let ready = s.pos.iter().filter(|p| matches!(p.state.as_str(), "ready" | "committing" | "done")).count();
         let failed = s.pos.iter().filter(|p| p.state == "failed").count();
         let secs = s.elapsed_ms as f64 / 1000.0;

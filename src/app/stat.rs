@@ -60,7 +60,7 @@ pub fn to_json(ts: &[TransferStat]) -> String {
                 })
                 .collect();
             format!(
-                "{{\"transfer\":\"{:016x}\",\"class\":{},\"master\":{},\"state\":{},\"total\":{},\"done\":{},\"started_unix\":{},\"elapsed_ms\":{},\"rate\":{},\"pos\":[{}]}}",
+                "{{\"transfer\":\"{}\",\"class\":{},\"master\":{},\"state\":{},\"total\":{},\"done\":{},\"started_unix\":{},\"elapsed_ms\":{},\"rate\":{},\"pos\":[{}]}}",
                 t.transfer,
                 json_str(&t.class),
                 json_str(&t.master),
@@ -80,16 +80,16 @@ pub fn to_json(ts: &[TransferStat]) -> String {
 pub fn to_table(ts: &[TransferStat]) -> String {
     use super::human;
     let mut o = format!(
-        "{:<16}  {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
+        "{:<20} {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
         "TRANSFER", "CLASS", "STATE", "PCT", "DONE/TOTAL", "RATE", "ETA", "AGE", "MASTER"
     );
     for t in ts {
         let n = t.pos.len().max(1) as u64;
         let want = t.total * n;
-        let pct = if want == 0 { 100 } else { t.done.min(want) * 100 / want };
+        let pct = (t.done.min(want) * 100).checked_div(want).unwrap_or(100);
         let eta = if t.rate > 0 && want > t.done { format!("{}s", (want - t.done) / t.rate) } else { "-".into() };
         o += &format!(
-            "{:016x}  {:<12} {:<11} {:>4}% {:>17} {:>7}/s {:>7} {:>5}s  {}\n",
+            "{:<20} {:<12} {:<11} {:>4}% {:>17} {:>7}/s {:>7} {:>5}s  {}\n",
             t.transfer,
             t.class,
             t.state,
@@ -101,7 +101,7 @@ pub fn to_table(ts: &[TransferStat]) -> String {
             t.master
         );
         for p in &t.pos {
-            let pp = if t.total == 0 { 100 } else { p.bytes.min(t.total) * 100 / t.total };
+            let pp = (p.bytes.min(t.total) * 100).checked_div(t.total).unwrap_or(100);
             let err = if p.error.is_empty() { String::new() } else { format!("  error={}", p.error) };
             o += &format!("    po {:<24} {:<11} {:>4}% {:>9}{err}\n", p.addr, p.state, pp, human(p.bytes));
         }

@@ -164,6 +164,10 @@ impl CacMachine {
                     return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
                 }
                 let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed");
+                let mut stat = stat;
+                if stat.master.is_empty() {
+                    stat.master = peer.ip().to_string();
+                }
                 self.transfers.insert(stat.transfer, Live { stat, updated: now, finished });
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.state = State::Master;

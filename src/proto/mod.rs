@@ -150,8 +150,10 @@ pub trait Store {
 /// Wall clock and randomness, injected so that tests are deterministic.
 pub struct Env {
     pub unix_now: Box<dyn Fn() -> u64>,
-    pub fill_random: Box<dyn FnMut(&mut [u8])>,
+    pub fill_random: RandomFn,
 }
+
+pub type RandomFn = Box<dyn FnMut(&mut [u8])>;
 
 impl Env {
     pub fn real() -> Env {

@@ -31,9 +31,11 @@ impl Source for MemSource {
 /// What a tree looks like, for comparing copies.
 type Tree = BTreeMap<String, String>;
 
+type Staged = (String, Manifest, HashMap<u32, Vec<u8>>);
+
 #[derive(Default)]
 pub struct MemStore {
-    staged: HashMap<u64, (String, Manifest, HashMap<u32, Vec<u8>>)>,
+    staged: HashMap<u64, Staged>,
     /// dest -> tree
     pub published: HashMap<String, Tree>,
     pub fail_writes: bool,
@@ -96,6 +98,7 @@ impl Sum {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Node {
     Cac(CacMachine),
     Po(PoMachine<MemStore>),
@@ -112,6 +115,8 @@ impl Node {
     }
 }
 
+type Tamper = Box<dyn FnMut(usize, &mut Msg) -> bool>;
+
 pub struct Net {
     now: Instant,
     nodes: Vec<(SocketAddr, Node, bool)>,
@@ -120,7 +125,7 @@ pub struct Net {
     next_accept: ConnId,
     pub blackholed: HashSet<SocketAddr>,
     /// Called on every frame in flight; returning false drops the frame.
-    pub tamper: Option<Box<dyn FnMut(usize, &mut Msg) -> bool>>,
+    pub tamper: Option<Tamper>,
     pub frames: u64,
     pub block_frames: u64,
 }
