@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod master;
 pub mod msg;
 pub mod po;
+pub mod swarm;
 pub mod wire;
 
 #[cfg(test)]

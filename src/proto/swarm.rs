@@ -1,0 +1,470 @@
+//! The master's P2P scheduler: a pure function of the swarm's state.
+//!
+//! It knows which po holds which block (the HAVE stream), which transfers are in flight, and
+//! who is busy. `schedule` returns new assignments "send block b from X to po r" that keep
+//! every uplink busy:
+//!
+//! - **Scatter.** The master sends each block once, to the po that has had the fewest fresh
+//!   blocks so far, so every po gets a share from the start and can serve it at once.
+//! - **Exchange.** Each po with a free upload slot serves its rarest block to a neighbour
+//!   lacking it (rarest first keeps every block available from several places).
+//! - **Slow pos** (download rate under half the median) get no fresh blocks and serve only
+//!   blocks nobody else can, so they are never anyone's only source.
+//! - **Faults.** A po that served a corrupt block `MAX_FAULTS` times is no longer a source.
+//!   A dead po's blocks no longer count, and what only it held goes back to the master.
+//! - **End-game.** When no fresh block is left, the master's idle uplink serves the rarest
+//!   block that a po still lacks.
+//!
+//! The neighbour graph is fixed at the start: po i links to i ± 2^k (mod n), at most `peers`
+//! links per po, so n pos cost O(n) connections.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Src {
+    Master,
+    Po(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assign {
+    pub from: Src,
+    pub to: u32,
+    pub block: u64,
+}
+
+pub const MAX_FAULTS: u32 = 3;
+/// Concurrent uploads per po and downloads per po.
+const UP_SLOTS: u8 = 2;
+const DOWN_SLOTS: u8 = 2;
+const MASTER_SLOTS: u8 = 2;
+
+#[derive(Debug, Clone)]
+struct Node {
+    have: Vec<bool>,
+    held: u64,
+    /// Joined and able to serve (accepted, peers dialled).
+    live: bool,
+    up: u8,
+    down: u8,
+    faults: u32,
+    fresh: u64,
+    /// The fastest assignment this po took part in, either way: a fast po has some fast
+    /// ones even when its partners are slow, a slow po never does.
+    best: Option<f64>,
+}
+
+pub struct Swarm {
+    nodes: Vec<Node>,
+    neighbours: Vec<Vec<u32>>,
+    /// Live holders of each block.
+    count: Vec<u32>,
+    /// Sent by the master at least once.
+    scattered: Vec<bool>,
+    next_fresh: u64,
+    inflight: HashMap<(u32, u64), (Src, Instant)>,
+    master_up: u8,
+    blocks: u64,
+    /// Blocks the master has sent, scatter and end-game together.
+    pub master_sent: u64,
+}
+
+impl Swarm {
+    pub fn new(n: usize, blocks: u64, peers: u32) -> Swarm {
+        let node = Node {
+            have: vec![false; blocks as usize],
+            held: 0,
+            live: false,
+            up: 0,
+            down: 0,
+            faults: 0,
+            fresh: 0,
+            best: None,
+        };
+        Swarm {
+            nodes: vec![node; n],
+            neighbours: graph(n, peers as usize),
+            count: vec![0; blocks as usize],
+            scattered: vec![false; blocks as usize],
+            next_fresh: 0,
+            inflight: HashMap::new(),
+            master_up: 0,
+            blocks,
+            master_sent: 0,
+        }
+    }
+
+    pub fn neighbours(&self, i: u32) -> &[u32] {
+        &self.neighbours[i as usize]
+    }
+
+    pub fn is_live(&self, i: u32) -> bool {
+        self.nodes[i as usize].live
+    }
+
+    pub fn complete(&self, i: u32) -> bool {
+        self.nodes[i as usize].held == self.blocks
+    }
+
+    /// Po `i` joined holding `have` (a resume).
+    pub fn join(&mut self, i: u32, have: &[bool]) {
+        let n = &mut self.nodes[i as usize];
+        if n.live {
+            return;
+        }
+        n.live = true;
+        for (b, h) in have.iter().enumerate().take(self.blocks as usize) {
+            if *h && !n.have[b] {
+                n.have[b] = true;
+                n.held += 1;
+                self.count[b] += 1;
+            }
+        }
+    }
+
+    /// Po `i` holds block `b` now; returns who sent it, if it was an assignment.
+    pub fn have(&mut self, i: u32, b: u64, now: Instant) -> Option<Src> {
+        let started = self.inflight.get(&(i, b)).map(|(_, t)| *t);
+        let from = self.finish(i, b);
+        if let (Some(t), Some(from)) = (started, from) {
+            let d = now.duration_since(t).as_secs_f64();
+            let best = |old: Option<f64>| Some(old.map_or(d, |o| o.min(d)));
+            self.nodes[i as usize].best = best(self.nodes[i as usize].best);
+            if let Src::Po(s) = from {
+                self.nodes[s as usize].best = best(self.nodes[s as usize].best);
+            }
+        }
+        let n = &mut self.nodes[i as usize];
+        if (b as usize) < n.have.len() && !n.have[b as usize] {
+            n.have[b as usize] = true;
+            n.held += 1;
+            if n.live {
+                self.count[b as usize] += 1;
+            }
+        }
+        from
+    }
+
+    /// Ends the assignment (i, b), freeing both slots.
+    fn finish(&mut self, i: u32, b: u64) -> Option<Src> {
+        let (from, _) = self.inflight.remove(&(i, b))?;
+        let r = &mut self.nodes[i as usize];
+        r.down = r.down.saturating_sub(1);
+        match from {
+            Src::Master => self.master_up = self.master_up.saturating_sub(1),
+            Src::Po(s) => {
+                let s = &mut self.nodes[s as usize];
+                s.up = s.up.saturating_sub(1);
+            }
+        }
+        Some(from)
+    }
+
+    /// The assignment (to, b) did not happen (sender lacked it, no connection, ...).
+    pub fn cancel(&mut self, to: u32, b: u64) {
+        self.finish(to, b);
+    }
+
+    /// Po `to` got a corrupt copy of `b` from `from`.
+    pub fn bad(&mut self, to: u32, b: u64, from: Src) {
+        self.finish(to, b);
+        if let Src::Po(s) = from {
+            self.nodes[s as usize].faults += 1;
+        }
+    }
+
+    pub fn faults(&self, i: u32) -> u32 {
+        self.nodes[i as usize].faults
+    }
+
+    /// Po `i` is gone: its assignments are cancelled and its blocks no longer count.
+    pub fn leave(&mut self, i: u32) {
+        let gone: Vec<(u32, u64)> = self
+            .inflight
+            .iter()
+            .filter(|((r, _), (s, _))| *r == i || *s == Src::Po(i))
+            .map(|(k, _)| *k)
+            .collect();
+        for (r, b) in gone {
+            self.finish(r, b);
+        }
+        let n = &mut self.nodes[i as usize];
+        if !n.live {
+            return;
+        }
+        n.live = false;
+        for (b, h) in n.have.iter().enumerate() {
+            if *h {
+                self.count[b] -= 1;
+                // Nobody else holds it: the master must send it again.
+                if self.count[b] == 0 {
+                    self.scattered[b] = false;
+                    self.next_fresh = self.next_fresh.min(b as u64);
+                }
+            }
+        }
+    }
+
+    /// Pos whose fastest transfer took over 2.5 times the median are slow.
+    fn slow(&self) -> Vec<bool> {
+        let mut known: Vec<f64> = self.nodes.iter().filter_map(|n| n.best).collect();
+        if known.len() < 3 {
+            return vec![false; self.nodes.len()];
+        }
+        known.sort_by(|a, b| a.total_cmp(b));
+        let median = known[known.len() / 2];
+        self.nodes
+            .iter()
+            .map(|n| n.held < self.blocks && n.best.is_some_and(|d| d > 2.5 * median))
+            .collect()
+    }
+
+    fn wants(&self, r: usize, b: usize) -> bool {
+        let n = &self.nodes[r];
+        n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64))
+    }
+
+    fn start(&mut self, a: Assign, now: Instant) {
+        self.inflight.insert((a.to, a.block), (a.from, now));
+        self.nodes[a.to as usize].down += 1;
+        match a.from {
+            Src::Master => {
+                self.master_up += 1;
+                self.master_sent += 1;
+            }
+            Src::Po(s) => self.nodes[s as usize].up += 1,
+        }
+    }
+
+    /// New assignments for every free slot.
+    pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
+        let mut out = Vec::new();
+        let slow = self.slow();
+        // 1. Scatter: fresh blocks from the master, to the fast po that has had fewest.
+        while self.master_up < MASTER_SLOTS {
+            while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
+                self.next_fresh += 1;
+            }
+            if self.next_fresh >= self.blocks {
+                break;
+            }
+            let b = self.next_fresh as usize;
+            // A slow po gets fresh blocks only when every po is slow.
+            let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
+            let to = (0..self.nodes.len())
+                .filter(|&r| self.nodes[r].down < DOWN_SLOTS && self.wants(r, b) && (!slow[r] || !any_fast))
+                .min_by_key(|&r| (self.nodes[r].fresh, self.nodes[r].down, r));
+            let Some(to) = to else { break };
+            self.scattered[b] = true;
+            self.nodes[to].fresh += 1;
+            let a = Assign { from: Src::Master, to: to as u32, block: b as u64 };
+            self.start(a, now);
+            out.push(a);
+        }
+        // 2. Exchange: every free uplink serves its rarest block to a neighbour lacking it.
+        for s in 0..self.nodes.len() {
+            let sn = &self.nodes[s];
+            if !sn.live || sn.faults >= MAX_FAULTS || sn.held == 0 {
+                continue;
+            }
+            while self.nodes[s].up < UP_SLOTS {
+                let mut best: Option<(u32, usize, (u64, u32))> = None;
+                for &r in &self.neighbours[s] {
+                    let rn = &self.nodes[r as usize];
+                    if !rn.live || rn.down >= DOWN_SLOTS {
+                        continue;
+                    }
+                    for b in 0..self.blocks as usize {
+                        if !self.nodes[s].have[b] || !self.wants(r as usize, b) {
+                            continue;
+                        }
+                        // A slow po serves only what nobody else holds.
+                        if slow[s] && self.count[b] > 1 {
+                            continue;
+                        }
+                        let key = (self.nodes[r as usize].held, self.count[b]);
+                        if best.is_none_or(|(_, _, k)| key < k) {
+                            best = Some((r, b, key));
+                        }
+                    }
+                }
+                let Some((r, b, _)) = best else { break };
+                let a = Assign { from: Src::Po(s as u32), to: r, block: b as u64 };
+                self.start(a, now);
+                out.push(a);
+            }
+        }
+        // 3. End-game: the master's idle uplink serves the rarest block a po still lacks.
+        while self.master_up < MASTER_SLOTS && self.next_fresh >= self.blocks {
+            let mut best: Option<(usize, usize, u32)> = None;
+            for r in 0..self.nodes.len() {
+                if self.nodes[r].down >= DOWN_SLOTS || !self.nodes[r].live {
+                    continue;
+                }
+                for b in 0..self.blocks as usize {
+                    if self.wants(r, b) && best.is_none_or(|(_, _, k)| self.count[b] < k) {
+                        best = Some((r, b, self.count[b]));
+                    }
+                }
+            }
+            let Some((r, b, _)) = best else { break };
+            let a = Assign { from: Src::Master, to: r as u32, block: b as u64 };
+            self.start(a, now);
+            out.push(a);
+        }
+        out
+    }
+
+    /// Assignments older than `limit`: the caller may cancel them (a stalled sender).
+    pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<(u32, u64, Src)> {
+        self.inflight
+            .iter()
+            .filter(|(_, (_, t))| now.duration_since(*t) > limit)
+            .map(|((r, b), (s, _))| (*r, *b, *s))
+            .collect()
+    }
+}
+
+/// A full mesh up to `peers + 1` pos; beyond that a ring (so the graph is connected) plus
+/// seeded random matchings up to `peers` links each, which keeps the diameter logarithmic.
+pub fn graph(n: usize, peers: usize) -> Vec<Vec<u32>> {
+    let mut g: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let link = |g: &mut Vec<Vec<u32>>, i: usize, j: usize| {
+        if i != j && !g[i].contains(&(j as u32)) && g[i].len() < peers && g[j].len() < peers {
+            g[i].push(j as u32);
+            g[j].push(i as u32);
+        }
+    };
+    if n <= peers + 1 {
+        for i in 0..n {
+            for j in i + 1..n {
+                link(&mut g, i, j);
+            }
+        }
+        return g;
+    }
+    for i in 0..n {
+        link(&mut g, i, (i + 1) % n);
+    }
+    let mut x: u64 = 0x2545f4914f6cdd1d ^ n as u64;
+    let mut rnd = move |m: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % m as u64) as usize
+    };
+    for _ in 0..peers * 4 {
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, rnd(i + 1));
+        }
+        for pair in order.chunks(2) {
+            if let [a, b] = pair {
+                link(&mut g, *a, *b);
+            }
+        }
+        if g.iter().all(|e| e.len() >= peers) {
+            break;
+        }
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every link (and the master's) moves one block per tick; returns ticks and master copies.
+    fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u32, u64)>) -> (u64, f64, Vec<u64>) {
+        let mut s = Swarm::new(n, blocks, peers);
+        let t0 = Instant::now();
+        for i in 0..n as u32 {
+            s.join(i, &[]);
+        }
+        let mut pending: Vec<(u64, Assign)> = Vec::new();
+        let mut done_at = vec![0u64; n];
+        for tick in 0..100_000u64 {
+            let now = t0 + Duration::from_millis(tick * 10);
+            if let Some((d, at)) = dead_at {
+                if tick == at {
+                    s.leave(d);
+                    pending.retain(|(_, a)| a.to != d && a.from != Src::Po(d));
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _)| *t <= tick);
+            pending = later;
+            for (_, a) in due {
+                s.have(a.to, a.block, now);
+                if s.complete(a.to) && done_at[a.to as usize] == 0 {
+                    done_at[a.to as usize] = tick;
+                }
+            }
+            if (0..n as u32).filter(|i| Some(*i) != dead_at.map(|d| d.0)).all(|i| s.complete(i)) {
+                return (tick, s.master_sent as f64 / blocks as f64, done_at);
+            }
+            for a in s.schedule(now) {
+                // Two slots share a link, so one block takes two ticks; a slow po four times that.
+                let slow_link =
+                    slow.contains(&a.to) || matches!(a.from, Src::Po(p) if slow.contains(&p));
+                pending.push((tick + if slow_link { 8 } else { 2 }, a));
+            }
+            if pending.is_empty() && tick > 0 {
+                let lacking: Vec<(u32, u64, u8, u8)> = (0..n as u32).filter(|i| !s.complete(*i)).map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up)).collect();
+                panic!("stuck at tick {tick}: {lacking:?} master_up={} inflight={}", s.master_up, s.inflight.len());
+            }
+        }
+        panic!("no end");
+    }
+
+    #[test]
+    fn graph_is_bounded_and_connected() {
+        for (n, p) in [(2, 8), (9, 8), (16, 8), (1000, 8), (1000, 16)] {
+            let g = graph(n, p);
+            assert!(g.iter().all(|e| e.len() <= p), "n={n}");
+            let mut seen = vec![false; n];
+            let mut stack = vec![0usize];
+            while let Some(i) = stack.pop() {
+                if !std::mem::replace(&mut seen[i], true) {
+                    stack.extend(g[i].iter().map(|j| *j as usize));
+                }
+            }
+            assert!(seen.iter().all(|s| *s), "n={n} not connected");
+        }
+    }
+
+    #[test]
+    fn n_pos_take_about_as_long_as_one() {
+        // Ideal: the master sends `blocks` blocks, two ticks each, over its two slots.
+        for n in [1usize, 4, 8, 16] {
+            let (ticks, copies, _) = simulate(n, 256, 8, &[], None);
+            let ideal = 256.0;
+            assert!((ticks as f64) < ideal * 1.06, "n={n}: {ticks} ticks");
+            assert!(copies <= 1.02, "n={n}: master sent {copies} copies");
+        }
+    }
+
+    #[test]
+    fn a_thousand_pos() {
+        // The epidemic bound is 32 + 2·log2(1000) ≈ 52 ticks.
+        let (ticks, copies, _) = simulate(1000, 32, 8, &[], None);
+        assert!(ticks <= 60, "{ticks} ticks");
+        assert!(copies < 2.0, "{copies} copies");
+    }
+
+    #[test]
+    fn a_slow_po_does_not_slow_the_others() {
+        let (_, _, done) = simulate(8, 256, 8, &[3], None);
+        for (i, t) in done.iter().enumerate() {
+            if i != 3 {
+                assert!((*t as f64) < 256.0 * 1.25, "po {i} done at {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_po_is_routed_around() {
+        let (ticks, _, _) = simulate(8, 128, 8, &[], Some((2, 40)));
+        assert!(ticks < 128 * 2, "{ticks}");
+    }
+}
