@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use regex::Regex;
 
+use crate::logging::kv_quote;
+
 use crate::proto::manifest::{Entry, Kind};
 use crate::proto::{BlockRef, Body, Manifest, Source, Sum, Verify};
 
@@ -117,7 +119,7 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
                 Kind::Symlink { target }
             } else {
                 let kind = special_kind(&ft);
-                log::warn!("event=skip_special path={rel:?} kind={kind}");
+                log::warn!("event=skip_special path={} kind={kind}", kv_quote(&rel));
                 skipped.push((rel, format!("{kind} skipped")));
                 continue;
             };

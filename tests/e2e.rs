@@ -193,3 +193,24 @@ fn stat_shows_a_po_and_the_cac() {
     s.args(["-s", &format!("127.0.0.1:{}", free_port())]);
     assert_eq!(run_bounded(s, Duration::from_secs(10)).status.code(), Some(2));
 }
+
+#[test]
+fn p2p_swarm_delivers_identical_trees() {
+    let extra = vec!["p2p = on".into(), "verify = crc32".into(), "block_size = 16K".into(), "publish = each".into()];
+    let c = Cluster::start("p2p", Opts { pos: 5, class_extra: extra, ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let want = snapshot(&src);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    for i in 0..5 {
+        assert_eq!(snapshot(&c.po_dest(i)), want, "po {i}");
+    }
+    let master_log = std::fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    assert!(master_log.contains("p2p=on"), "{master_log}");
+    // Direct push uploads 5 copies; in the swarm the pos serve each other (on loopback the
+    // master is never the bottleneck, so its end-game help is generous).
+    let end = master_log.lines().find(|l| l.contains("event=transfer_end")).unwrap();
+    let field = |k: &str| -> f64 { end.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().parse().unwrap() };
+    assert!(field("src_copies=") < 3.5, "{end}");
+}

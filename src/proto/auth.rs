@@ -124,6 +124,11 @@ pub fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Constant-time check of a challenge response.
 pub fn verify_mac(key: &[u8], data: &[u8], tag: &[u8]) -> bool {
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");

@@ -10,6 +10,7 @@ use super::cac::challenge_data;
 use super::class::{Publish, Verify};
 use super::msg::{PoStat, Reason, TransferStat};
 use super::po::bit;
+use super::swarm::{self, Src, Swarm};
 use super::{auth, earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ struct Plan {
     started: Instant,
     deadline: Instant,
     window: u64,
+    /// With `p2p = on`: who holds what, and who sends what next.
+    swarm: Option<Swarm>,
 }
 
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,6 +124,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Bytes in flight to one po: enough to keep a fast link full between acks.
 const WINDOW_BYTES: u64 = 32 << 20;
+/// A block between pos that has not arrived after this is sent again from elsewhere.
+const STALL: Duration = Duration::from_secs(30);
 
 pub struct MasterMachine {
     settings: MasterSettings,
@@ -134,6 +139,9 @@ pub struct MasterMachine {
     next_ping: Option<Instant>,
     last_done: u64,
     rate: u64,
+    /// Blocks this master uploaded itself, and their bytes.
+    sent_blocks: u64,
+    sent_bytes: u64,
     outcome: Option<Outcome>,
     out: VecDeque<Action>,
 }
@@ -152,6 +160,8 @@ impl MasterMachine {
             next_ping: None,
             last_done: 0,
             rate: 0,
+            sent_blocks: 0,
+            sent_bytes: 0,
             outcome: None,
             out: VecDeque::new(),
         };
@@ -228,7 +238,7 @@ impl MasterMachine {
             manifest.files(),
             manifest.bytes(),
             class.verify,
-            if class.p2p { "on(direct push)" } else { "off" }
+            if class.p2p { "on" } else { "off" }
         );
         self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
         self.pos = pos
@@ -251,6 +261,7 @@ impl MasterMachine {
             .collect();
         let window = (WINDOW_BYTES / class.block_size as u64).max(2);
         let deadline = now + Duration::from_secs(class.timeout);
+        let swarm = class.p2p.then(|| Swarm::new(self.pos.len(), nb as u64, class.peers));
         self.plan = Some(Plan {
             transfer,
             token,
@@ -261,6 +272,7 @@ impl MasterMachine {
             started: now,
             deadline,
             window,
+            swarm,
         });
         self.phase = Phase::Transfer;
         self.next_report = Some(now);
@@ -294,6 +306,9 @@ impl MasterMachine {
     /// A po's connection broke: retry with backoff while `retries` allow.
     fn po_lost(&mut self, now: Instant, i: usize, why: String) {
         let retries = self.plan.as_ref().map(|p| p.class.retries).unwrap_or(0);
+        if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+            sw.leave(i as u32);
+        }
         let p = &mut self.pos[i];
         if let Some(c) = p.conn.take() {
             self.out.push_back(Action::Close { conn: c });
@@ -324,6 +339,10 @@ impl MasterMachine {
             return;
         }
         log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.state.name());
+        if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+            sw.leave(i as u32);
+        }
+        let p = &mut self.pos[i];
         p.state = PoState::Failed;
         p.error = error;
         p.deadline = None;
@@ -353,6 +372,8 @@ impl MasterMachine {
                     let sum = cached.unwrap_or(sum);
                     plan.sums[idx as usize] = Some(sum);
                     let head = super::BlockHead { transfer: plan.transfer, index: idx, sum };
+                    self.sent_blocks += 1;
+                    self.sent_bytes += body.len();
                     self.out.push_back(Action::SendBlock { conn, head, body });
                     p.inflight += 1;
                 }
@@ -363,6 +384,64 @@ impl MasterMachine {
                 }
             }
         }
+    }
+
+    /// Turns the swarm's new assignments into block sends and push orders. Checksums go to
+    /// every po before any po can be asked to serve the block.
+    fn schedule(&mut self, now: Instant) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        let Some(sw) = plan.swarm.as_mut() else { return };
+        let assigns = sw.schedule(now);
+        let mut sums = Vec::new();
+        let mut sends = Vec::new();
+        for a in assigns {
+            let b = plan.manifest.block(a.block).expect("swarm blocks are in the manifest");
+            let conn = match a.from {
+                Src::Master => self.pos[a.to as usize].conn,
+                Src::Po(s) => self.pos[s as usize].conn,
+            };
+            let Some(conn) = conn.filter(|_| self.pos[a.to as usize].conn.is_some()) else {
+                sw.cancel(a.to, a.block, now);
+                continue;
+            };
+            let cached = plan.sums[a.block as usize];
+            let want_body = a.from == Src::Master;
+            let push = Msg::Push { transfer: plan.transfer, block: a.block, to: a.to };
+            if cached.is_some() && !want_body {
+                sends.push(Action::Send { conn, msg: push });
+                continue;
+            }
+            let verify = if cached.is_some() { Verify::None } else { plan.class.verify };
+            match plan.source.block(&b, verify, plan.class.sendfile) {
+                Ok((body, sum)) => {
+                    let sum = cached.unwrap_or(sum);
+                    if cached.is_none() {
+                        plan.sums[a.block as usize] = Some(sum);
+                        sums.push((a.block, sum));
+                    }
+                    sends.push(if want_body {
+                        self.sent_blocks += 1;
+                        self.sent_bytes += body.len();
+                        let head = super::BlockHead { transfer: plan.transfer, index: a.block, sum };
+                        Action::SendBlock { conn, head, body }
+                    } else {
+                        Action::Send { conn, msg: push }
+                    });
+                }
+                Err(e) => return self.abort_all(format!("source: {e}")),
+            }
+        }
+        if !sums.is_empty() && plan.class.verify != Verify::None {
+            let live =
+                |s: PoState| matches!(s, PoState::Sending | PoState::Ready | PoState::Committing | PoState::Done);
+            for p in self.pos.iter().filter(|p| live(p.state)) {
+                if let Some(conn) = p.conn {
+                    let msg = Msg::Sums { transfer: plan.transfer, sums: sums.clone() };
+                    self.out.push_back(Action::Send { conn, msg });
+                }
+            }
+        }
+        self.out.extend(sends);
     }
 
     fn abort_all(&mut self, error: String) {
@@ -395,12 +474,37 @@ impl MasterMachine {
                 p.state = PoState::Sending;
                 p.deadline = None;
                 log::info!("event=po_accept transfer={transfer} po={} held_bytes={}", p.name, p.bytes);
-                self.pump(i);
+                if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                    sw.join(i as u32, &self.pos[i].have);
+                    // Dial the neighbours that joined before; later ones dial us.
+                    let dial = sw
+                        .neighbours(i as u32)
+                        .iter()
+                        .filter(|&&j| j as usize != i && sw.is_live(j))
+                        .map(|&j| (j, self.pos[j as usize].name.clone()))
+                        .collect();
+                    let conn = self.pos[i].conn.expect("accepting po is connected");
+                    self.out.push_back(Action::Send { conn, msg: Msg::Peers { transfer, me: i as u32, dial } });
+                    // A late joiner needs every checksum sent so far.
+                    let plan = self.plan.as_ref().expect("checked above");
+                    let sums: Vec<(u64, Sum)> =
+                        plan.sums.iter().enumerate().filter_map(|(b, s)| s.map(|s| (b as u64, s))).collect();
+                    if !sums.is_empty() && plan.class.verify != Verify::None {
+                        self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums } });
+                    }
+                    self.schedule(now);
+                } else {
+                    self.pump(i);
+                }
             }
-            // Acks free window space.
+            // Acks free window space, or swarm slots.
             (PoState::Sending | PoState::Ready, Msg::Have { transfer: t, blocks }) if t == transfer => {
+                let plan = self.plan.as_mut().expect("checked above");
                 let p = &mut self.pos[i];
                 for b in blocks {
+                    if let Some(sw) = plan.swarm.as_mut() {
+                        sw.have(i as u32, b, now);
+                    }
                     if let Some(h) = p.have.get_mut(b as usize) {
                         if !*h {
                             *h = true;
@@ -409,7 +513,34 @@ impl MasterMachine {
                         }
                     }
                 }
-                self.pump(i);
+                if plan.swarm.is_some() {
+                    self.schedule(now);
+                } else {
+                    self.pump(i);
+                }
+            }
+            // A push that could not happen: the slots are free again.
+            (_, Msg::Unsent { transfer: t, block, to, why }) if t == transfer => {
+                log::debug!(
+                    "event=push_unsent transfer={transfer} po={} block={block} to={to} why=\"{why}\"",
+                    self.pos[i].name
+                );
+                if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                    sw.cancel(to, block, now);
+                }
+                self.schedule(now);
+            }
+            // A peer served a corrupt block: fetch it elsewhere; repeated faults exclude it.
+            (_, Msg::Bad { transfer: t, block, from }) if t == transfer => {
+                let src = self.pos.get(from as usize).map(|p| p.name.clone()).unwrap_or_default();
+                log::warn!("event=block_bad transfer={transfer} po={} block={block} source={src}", self.pos[i].name);
+                if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                    sw.bad(i as u32, block, Src::Po(from));
+                    if sw.faults(from) == swarm::MAX_FAULTS {
+                        log::error!("event=peer_excluded transfer={transfer} po={src} faults={}", swarm::MAX_FAULTS);
+                    }
+                }
+                self.schedule(now);
             }
             (PoState::Sending | PoState::Offered, Msg::Ready { transfer: t }) if t == transfer => {
                 let p = &mut self.pos[i];
@@ -429,8 +560,11 @@ impl MasterMachine {
                 p.hook_tail = hook_tail;
                 p.deadline = None;
                 log::info!("event=po_done transfer={transfer} po={} files={files} bytes={bytes}", p.name);
-                if let Some(c) = p.conn.take() {
-                    self.out.push_back(Action::Close { conn: c });
+                // In a swarm a finished po still serves its neighbours.
+                if plan.swarm.is_none() {
+                    if let Some(c) = p.conn.take() {
+                        self.out.push_back(Action::Close { conn: c });
+                    }
                 }
             }
             (_, Msg::Failed { transfer: t, error }) if t == transfer => self.po_fail(i, error),
@@ -526,7 +660,13 @@ impl MasterMachine {
                 )
             })
             .collect();
-        log::info!("event=transfer_end {summary}");
+        log::info!(
+            "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
+            plan.manifest.blocks(),
+            self.sent_blocks,
+            self.sent_bytes,
+            self.sent_bytes as f64 / bytes.max(1) as f64
+        );
         let final_state = result.to_owned();
         self.report(now, Some(&final_state));
         if let Some(c) = self.cac_conn.take() {
@@ -688,6 +828,14 @@ impl Machine for MasterMachine {
                 if self.next_report.is_some_and(|t| t <= now) {
                     self.report(now, None);
                     self.next_report = Some(now + REPORT_EVERY);
+                    // A transfer between two pos that never finishes is given to someone else.
+                    if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                        for (to, b, from) in sw.stalled(now, STALL) {
+                            log::warn!("event=push_stalled block={b} to={to} from={from:?}");
+                            sw.cancel(to, b, now);
+                        }
+                    }
+                    self.schedule(now);
                 }
                 if self.next_ping.is_some_and(|t| t <= now) {
                     for p in &self.pos {

@@ -146,6 +146,8 @@ pub trait Store {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), String>;
     /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
+    /// The bytes of a block this po holds (staged or published), for serving a peer.
+    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String>;
 }
 
 /// Wall clock and randomness, injected so that tests are deterministic.

@@ -256,6 +256,41 @@ pub enum Msg {
         transfers: Vec<TransferStat>,
     },
     Ping,
+    /// master -> po: you are po `me` of the swarm; dial these neighbours (index, address).
+    Peers {
+        transfer: u64,
+        me: u32,
+        dial: Vec<(u32, String)>,
+    },
+    /// po -> po, first on a peer connection: the transfer token, and who I am.
+    PeerHello {
+        token: Vec<u8>,
+        me: u32,
+    },
+    /// master -> every po: checksums of blocks, for verifying what peers send.
+    Sums {
+        transfer: u64,
+        sums: Vec<(u64, Sum)>,
+    },
+    /// master -> po: send block `block` to po `to`.
+    Push {
+        transfer: u64,
+        block: u64,
+        to: u32,
+    },
+    /// po -> master: that push did not happen.
+    Unsent {
+        transfer: u64,
+        block: u64,
+        to: u32,
+        why: String,
+    },
+    /// po -> master: po `from` sent a corrupt `block`.
+    Bad {
+        transfer: u64,
+        block: u64,
+        from: u32,
+    },
 }
 
 impl Msg {
@@ -281,6 +316,12 @@ impl Msg {
             Msg::StatQuery => MsgType::StatQuery,
             Msg::StatReply { .. } => MsgType::StatReply,
             Msg::Ping => MsgType::Ping,
+            Msg::Peers { .. } => MsgType::Peers,
+            Msg::PeerHello { .. } => MsgType::PeerHello,
+            Msg::Sums { .. } => MsgType::Sums,
+            Msg::Push { .. } => MsgType::Push,
+            Msg::Unsent { .. } => MsgType::Unsent,
+            Msg::Bad { .. } => MsgType::Bad,
         }
     }
 
@@ -361,6 +402,43 @@ impl Msg {
             Msg::StatReply { transfers } => {
                 w.u32(transfers.len() as u32);
                 transfers.iter().for_each(|t| encode_stat(w, t));
+            }
+            Msg::Peers { transfer, me, dial } => {
+                w.u64(*transfer);
+                w.u32(*me);
+                w.u32(dial.len() as u32);
+                for (i, a) in dial {
+                    w.u32(*i);
+                    w.str(a);
+                }
+            }
+            Msg::PeerHello { token, me } => {
+                w.bytes(token);
+                w.u32(*me);
+            }
+            Msg::Sums { transfer, sums } => {
+                w.u64(*transfer);
+                w.u32(sums.len() as u32);
+                for (b, s) in sums {
+                    w.u64(*b);
+                    s.encode(w);
+                }
+            }
+            Msg::Push { transfer, block, to } => {
+                w.u64(*transfer);
+                w.u64(*block);
+                w.u32(*to);
+            }
+            Msg::Unsent { transfer, block, to, why } => {
+                w.u64(*transfer);
+                w.u64(*block);
+                w.u32(*to);
+                w.str(why);
+            }
+            Msg::Bad { transfer, block, from } => {
+                w.u64(*transfer);
+                w.u64(*block);
+                w.u32(*from);
             }
         }
     }
@@ -452,6 +530,36 @@ impl Msg {
                 Msg::StatReply { transfers }
             }
             MsgType::Ping => Msg::Ping,
+            MsgType::Peers => {
+                let transfer = r.u64("transfer")?;
+                let me = r.u32("po index")?;
+                let n = r.count(1024, 8, "peer list")?;
+                let mut dial = Vec::with_capacity(n);
+                for _ in 0..n {
+                    dial.push((r.u32("peer index")?, r.str(MAX_NAME, "peer address")?));
+                }
+                Msg::Peers { transfer, me, dial }
+            }
+            MsgType::PeerHello => {
+                Msg::PeerHello { token: r.bytes(MAX_TOKEN, "token")?.to_vec(), me: r.u32("po index")? }
+            }
+            MsgType::Sums => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 9, 9, "checksums")?;
+                let mut sums = Vec::with_capacity(n);
+                for _ in 0..n {
+                    sums.push((r.u64("block index")?, Sum::decode(&mut r)?));
+                }
+                Msg::Sums { transfer, sums }
+            }
+            MsgType::Push => Msg::Push { transfer: r.u64("transfer")?, block: r.u64("block")?, to: r.u32("po index")? },
+            MsgType::Unsent => Msg::Unsent {
+                transfer: r.u64("transfer")?,
+                block: r.u64("block")?,
+                to: r.u32("po index")?,
+                why: r.str(MAX_TEXT, "reason")?,
+            },
+            MsgType::Bad => Msg::Bad { transfer: r.u64("transfer")?, block: r.u64("block")?, from: r.u32("po index")? },
             MsgType::Block => unreachable!("handled above"),
         };
         r.finish()?;
@@ -598,6 +706,12 @@ mod tests {
             Msg::StatQuery,
             Msg::StatReply { transfers: vec![stat] },
             Msg::Ping,
+            Msg::Peers { transfer: 1, me: 2, dial: vec![(3, "127.0.0.1:9".into())] },
+            Msg::PeerHello { token: vec![9; 40], me: 4 },
+            Msg::Sums { transfer: 1, sums: vec![(0, Sum::Crc32(5)), (7, Sum::Md5([1; 16])), (9, Sum::None)] },
+            Msg::Push { transfer: 1, block: 2, to: 3 },
+            Msg::Unsent { transfer: 1, block: 2, to: 3, why: "no link".into() },
+            Msg::Bad { transfer: 1, block: 2, from: 3 },
         ]
     }
 

@@ -10,7 +10,7 @@ use super::auth::Token;
 use super::class::Publish;
 use super::manifest::hex;
 use super::msg::{Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Store, Sum};
+use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ enum ConnKind {
     Cac { master: ConnId, cac: usize },
     /// A `wugui-stat` client.
     Stat,
+    /// A neighbour in the swarm of `transfer`: po `idx`, once the token was presented.
+    Peer { transfer: u64, idx: u32 },
 }
 
 struct Conn {
@@ -87,7 +89,20 @@ struct Transfer {
     state: TState,
     started: Instant,
     error: String,
+    token: Vec<u8>,
+    /// Swarm: our index, links to neighbours by index, pushes waiting for a link, the master's
+    /// checksums, and peer blocks waiting for their checksum.
+    me: Option<u32>,
+    peers: HashMap<u32, ConnId>,
+    waiting: HashMap<u32, Vec<(u64, Instant)>>,
+    sums: Vec<Option<Sum>>,
+    parked: Vec<(ConnId, u32, super::BlockHead, Payload)>,
 }
+
+/// Peer blocks held back until their checksum arrives, per transfer.
+const MAX_PARKED: usize = 8;
+/// A push for a neighbour whose link never comes up is given back to the master.
+const LINK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct PoMachine<S: Store> {
     settings: PoSettings,
@@ -261,6 +276,13 @@ impl<S: Store> PoMachine<S> {
             hex(&p.manifest.id()[..6])
         );
         let have = bitmap(&held);
+        let nb = p.manifest.blocks();
+        if class.rate_limit > 0 {
+            // The class caps what this host uploads to peers for the transfer.
+            let cap = self.settings.max_upload_rate;
+            let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
+            self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
+        }
         self.transfers.insert(
             transfer,
             Transfer {
@@ -273,6 +295,12 @@ impl<S: Store> PoMachine<S> {
                 state: TState::Receiving,
                 started: now,
                 error: String::new(),
+                token: p.token,
+                me: None,
+                peers: HashMap::new(),
+                waiting: HashMap::new(),
+                sums: vec![None; nb as usize],
+                parked: Vec::new(),
             },
         );
         self.set_master(master, transfer, now);
@@ -302,38 +330,173 @@ impl<S: Store> PoMachine<S> {
         })
     }
 
-    fn on_block(&mut self, conn: ConnId, head: super::BlockHead, data: &[u8]) {
+    /// A block from the master (`from` None) or from neighbour `from`. The master's blocks
+    /// carry the checksum to check; a neighbour's are checked against the master's `Sums`.
+    fn on_block(&mut self, conn: ConnId, from: Option<u32>, head: super::BlockHead, data: Payload) {
         let Some(t) = self.transfers.get_mut(&head.transfer) else {
             return self.refuse(conn, Reason::Protocol, format!("block for unknown transfer {}", head.transfer));
         };
-        if t.state != TState::Receiving {
-            return;
-        }
         let Some(b) = t.manifest.block(head.index) else {
             return self.fail(head.transfer, format!("block {} is past the end of the manifest", head.index));
         };
-        if t.held[b.index as usize] {
+        if t.state != TState::Receiving || t.held[b.index as usize] {
             return;
         }
         if data.len() != b.len as usize {
             return self.fail(head.transfer, format!("block {} has {} bytes, expected {}", b.index, data.len(), b.len));
         }
-        let sum = Sum::of(t.class.verify, data);
-        if sum != head.sum && t.class.verify != super::Verify::None {
+        let verify = t.class.verify;
+        let want = match from {
+            None => {
+                t.sums[b.index as usize] = Some(head.sum);
+                head.sum
+            }
+            Some(_) if verify == super::Verify::None => Sum::None,
+            Some(p) => match t.sums[b.index as usize] {
+                Some(s) => s,
+                None if t.parked.len() < MAX_PARKED => return t.parked.push((conn, p, head, data)),
+                None => {
+                    // Give the assignment back; the master will send it again later.
+                    let (transfer, block, master, me) = (head.transfer, b.index, t.master, t.me.unwrap_or(0));
+                    if let Some(m) = master {
+                        self.send(m, Msg::Unsent { transfer, block, to: me, why: "no checksum yet".into() });
+                    }
+                    return;
+                }
+            },
+        };
+        if verify != super::Verify::None && Sum::of(verify, data.bytes()) != want {
             let path = t.manifest.entries()[b.entry as usize].path.clone();
-            let verify = t.class.verify;
-            log::warn!("event=block_bad transfer={} block={} path={path} source=master", head.transfer, b.index);
-            return self.fail(head.transfer, format!("block {} of {path} failed its {verify} check", b.index));
+            let source = from.map(|p| format!("po#{p}")).unwrap_or_else(|| "master".into());
+            log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
+            return match (from, t.master) {
+                // A bad peer: fetch the block elsewhere, and let the master count the fault.
+                (Some(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
+                _ => self.fail(head.transfer, format!("block {} of {path} failed its {verify} check", b.index)),
+            };
         }
-        if let Err(e) = self.store.write_block(head.transfer, &b, data) {
+        if let Err(e) = self.store.write_block(head.transfer, &b, data.bytes()) {
             return self.fail(head.transfer, e);
         }
         let t = self.transfers.get_mut(&head.transfer).expect("checked above");
         t.held[b.index as usize] = true;
         t.nheld += 1;
         t.bytes += b.len as u64;
-        self.send(conn, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
+        if let Some(m) = t.master {
+            self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
+        }
         self.maybe_ready(head.transfer);
+    }
+
+    /// The master gave us our place in the swarm: dial the neighbours it named.
+    fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, dial: Vec<(u32, String)>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        t.me = Some(me);
+        for (idx, addr) in dial {
+            let Ok(addr) = addr.parse::<SocketAddr>() else { continue };
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.peers.insert(idx, conn);
+            }
+            let kind = ConnKind::Peer { transfer, idx };
+            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
+            self.out.push_back(Action::Connect { conn, addr });
+        }
+    }
+
+    /// A neighbour dialled us and presents the token of a transfer we are part of.
+    fn on_peer_hello(&mut self, now: Instant, conn: ConnId, token: &[u8], idx: u32) {
+        let found = self.transfers.iter().find(|(_, t)| super::auth::ct_eq(&t.token, token)).map(|(id, _)| *id);
+        let Some(transfer) = found else {
+            log::warn!("event=peer_refused reason=bad_token");
+            return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.kind = ConnKind::Peer { transfer, idx };
+            c.deadline = None;
+        }
+        if let Some(t) = self.transfers.get_mut(&transfer) {
+            t.peers.insert(idx, conn);
+        }
+        self.flush_waiting(now, transfer, idx);
+    }
+
+    /// The master asks us to send `block` to neighbour `to`.
+    fn on_push(&mut self, now: Instant, transfer: u64, block: u64, to: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let linked = t
+            .peers
+            .get(&to)
+            .and_then(|c| self.conns.get(c))
+            .is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none());
+        if !linked {
+            // The link is still coming up (we dial, or they will): hold the push a while.
+            t.waiting.entry(to).or_default().push((block, now));
+            return;
+        }
+        self.serve(transfer, block, to);
+    }
+
+    fn serve(&mut self, transfer: u64, block: u64, to: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let (Some(&conn), Some(b)) = (t.peers.get(&to), t.manifest.block(block)) else { return };
+        let unsent = |why: String| Msg::Unsent { transfer, block, to, why };
+        if !t.held.get(block as usize).copied().unwrap_or(false) {
+            if let Some(m) = t.master {
+                self.send(m, unsent("not held".into()));
+            }
+            return;
+        }
+        let sum = t.sums[block as usize].unwrap_or(Sum::None);
+        let master = t.master;
+        match self.store.block_body(transfer, &b) {
+            Ok(body) => {
+                let head = super::BlockHead { transfer, index: block, sum };
+                self.out.push_back(Action::SendBlock { conn, head, body });
+            }
+            Err(e) => {
+                log::warn!("event=serve_failed transfer={transfer} block={block} error=\"{e}\"");
+                if let Some(m) = master {
+                    self.send(m, unsent(e));
+                }
+            }
+        }
+    }
+
+    fn flush_waiting(&mut self, _now: Instant, transfer: u64, idx: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
+            self.serve(transfer, block, idx);
+        }
+    }
+
+    /// Checksums from the master; parked peer blocks can be checked now.
+    fn on_sums(&mut self, transfer: u64, sums: Vec<(u64, Sum)>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for (b, s) in sums {
+            if let Some(slot) = t.sums.get_mut(b as usize) {
+                *slot = Some(s);
+            }
+        }
+        let parked = std::mem::take(&mut t.parked);
+        for (conn, from, head, data) in parked {
+            self.on_block(conn, Some(from), head, data);
+        }
+    }
+
+    /// A neighbour's link is gone: pushes to it go back to the master.
+    fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.peers.get(&idx) == Some(&conn) {
+            t.peers.remove(&idx);
+        }
+        let master = t.master;
+        for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
+            if let Some(m) = master {
+                self.send(m, Msg::Unsent { transfer, block, to: idx, why: "peer link lost".into() });
+            }
+        }
     }
 
     /// Seals a transfer that holds every block, and publishes it at once with `publish = each`.
@@ -385,9 +548,12 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
-    fn on_master_frame(&mut self, conn: ConnId, transfer: Option<u64>, msg: Msg) {
+    fn on_master_frame(&mut self, now: Instant, conn: ConnId, transfer: Option<u64>, msg: Msg) {
         match msg {
-            Msg::Block { head, data } if Some(head.transfer) == transfer => self.on_block(conn, head, data.bytes()),
+            Msg::Block { head, data } if Some(head.transfer) == transfer => self.on_block(conn, None, head, data),
+            Msg::Peers { transfer: t, me, dial } if Some(t) == transfer => self.on_peers(now, t, me, dial),
+            Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
+            Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
             Msg::Commit { transfer: t } if Some(t) == transfer => {
                 let ready = self.transfers.get(&t).map(|x| x.state);
                 match ready {
@@ -456,6 +622,16 @@ impl<S: Store> Machine for PoMachine<S> {
                     .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
             }
             Event::Connected { conn } => {
+                if let Some(Conn { kind: ConnKind::Peer { transfer, idx, .. }, .. }) = self.conns.get(&conn) {
+                    let (transfer, idx) = (*transfer, *idx);
+                    let Some(t) = self.transfers.get(&transfer) else { return };
+                    let msg = Msg::PeerHello { token: t.token.clone(), me: t.me.unwrap_or(0) };
+                    self.send(conn, msg);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.deadline = None;
+                    }
+                    return self.flush_waiting(now, transfer, idx);
+                }
                 let Some(Conn { kind: ConnKind::Cac { master, .. }, .. }) = self.conns.get(&conn) else { return };
                 let master = *master;
                 let presenter = self.conns.get(&master).and_then(|c| c.peer).map(|p| p.ip().to_string());
@@ -469,6 +645,12 @@ impl<S: Store> Machine for PoMachine<S> {
                     (ConnKind::New, Msg::Offer { token, po, manifest }) => {
                         self.on_offer(now, conn, token, po, &manifest)
                     }
+                    (ConnKind::New, Msg::PeerHello { token, me }) => self.on_peer_hello(now, conn, &token, me),
+                    (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
+                        let idx = *idx;
+                        self.on_block(conn, Some(idx), head, data)
+                    }
+                    (ConnKind::Peer { .. }, Msg::Ping) => {}
                     (ConnKind::New | ConnKind::Stat, Msg::StatQuery) => {
                         c.kind = ConnKind::Stat;
                         c.deadline = Some(now + MASTER_IDLE);
@@ -479,7 +661,7 @@ impl<S: Store> Machine for PoMachine<S> {
                         if transfer.is_some() {
                             c.deadline = Some(now + MASTER_IDLE);
                         }
-                        self.on_master_frame(conn, transfer, msg)
+                        self.on_master_frame(now, conn, transfer, msg)
                     }
                     (ConnKind::Cac { master, .. }, Msg::VerifyOk { transfer, class_name, class }) => {
                         let master = *master;
@@ -531,6 +713,11 @@ impl<S: Store> Machine for PoMachine<S> {
                             }
                         }
                     }
+                    ConnKind::Peer { transfer, idx, .. } => {
+                        self.conns.remove(&conn);
+                        log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        self.peer_lost(transfer, idx, conn);
+                    }
                     _ => {
                         self.conns.remove(&conn);
                     }
@@ -551,6 +738,27 @@ impl<S: Store> Machine for PoMachine<S> {
                     self.out.push_back(Action::Close { conn });
                 }
                 None => {}
+            }
+        }
+        // Pushes whose link never came up go back to the master.
+        let ids: Vec<u64> = self.transfers.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.transfers.get_mut(&id) else { continue };
+            let mut expired = Vec::new();
+            for (idx, list) in t.waiting.iter_mut() {
+                list.retain(|(b, at)| {
+                    let keep = now.duration_since(*at) < LINK_WAIT;
+                    if !keep {
+                        expired.push((*idx, *b));
+                    }
+                    keep
+                });
+            }
+            t.waiting.retain(|_, l| !l.is_empty());
+            if let Some(m) = t.master {
+                for (to, block) in expired {
+                    self.send(m, Msg::Unsent { transfer: id, block, to, why: "no link to that peer".into() });
+                }
             }
         }
         // Whole-transfer timeout: a transfer nobody finished is dropped, its blocks kept.
@@ -583,6 +791,9 @@ impl<S: Store> Machine for PoMachine<S> {
                 .filter(|t| t.master.is_none())
                 .map(|t| Some(t.started + Duration::from_secs(t.class.timeout))),
         );
-        earliest([t, exp])
+        let waits = earliest(
+            self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
+        );
+        earliest([t, exp, waits])
     }
 }

@@ -36,6 +36,8 @@ type Staged = (String, Manifest, HashMap<u32, Vec<u8>>);
 #[derive(Default)]
 pub struct MemStore {
     staged: HashMap<u64, Staged>,
+    /// Published files stay readable for serving peers.
+    served: HashMap<u64, HashMap<u32, Vec<u8>>>,
     /// dest -> tree
     pub published: HashMap<String, Tree>,
     pub fail_writes: bool,
@@ -62,6 +64,7 @@ impl Store for MemStore {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), String> {
         let (dest, m, files) = self.staged.remove(&transfer).ok_or("not prepared")?;
         let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_default());
+        self.served.insert(transfer, files);
         let out = self.published.entry(dest).or_default();
         out.extend(tree);
         if let Some(f) = flag_file {
@@ -71,6 +74,14 @@ impl Store for MemStore {
     }
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.staged.remove(&transfer);
+    }
+    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String> {
+        let files = match self.staged.get(&transfer) {
+            Some((_, _, f)) => f,
+            None => self.served.get(&transfer).ok_or("unknown transfer")?,
+        };
+        let f = files.get(&b.entry).ok_or("block not held")?;
+        Ok(Body::Bytes(Arc::new(f[b.offset as usize..b.offset as usize + b.len as usize].to_vec())))
     }
 }
 
@@ -115,7 +126,8 @@ impl Node {
     }
 }
 
-type Tamper = Box<dyn FnMut(usize, &mut Msg) -> bool>;
+/// (from node, to node, frame): false drops the frame.
+type Tamper = Box<dyn FnMut(usize, usize, &mut Msg) -> bool>;
 
 pub struct Net {
     now: Instant,
@@ -128,6 +140,10 @@ pub struct Net {
     pub tamper: Option<Tamper>,
     pub frames: u64,
     pub block_frames: u64,
+    /// Block frames by sending node.
+    pub blocks_from: HashMap<usize, u64>,
+    /// Frames by type, to explain a livelock.
+    pub by_type: BTreeMap<String, u64>,
 }
 
 impl Net {
@@ -142,6 +158,8 @@ impl Net {
             tamper: None,
             frames: 0,
             block_frames: 0,
+            blocks_from: HashMap::new(),
+            by_type: BTreeMap::new(),
         }
     }
 
@@ -206,11 +224,13 @@ impl Net {
         let (mut msg, used) = Msg::from_frame(&frame).unwrap().unwrap();
         assert_eq!(used, frame.len());
         self.frames += 1;
+        *self.by_type.entry(format!("{:?}", msg.ty())).or_default() += 1;
         if matches!(msg, Msg::Block { .. }) {
             self.block_frames += 1;
+            *self.blocks_from.entry(from).or_default() += 1;
         }
         if let Some(t) = self.tamper.as_mut() {
-            if !t(to, &mut msg) {
+            if !t(from, to, &mut msg) {
                 return;
             }
         }
@@ -264,7 +284,7 @@ impl Net {
                 }
             }
         }
-        panic!("no end after {max_steps} steps: livelock");
+        panic!("no end after {max_steps} steps: livelock; frames {:?}", self.by_type);
     }
 }
 
@@ -472,7 +492,7 @@ fn a_po_that_dies_is_reported_and_the_rest_complete() {
     let mut w = world(Setup::default());
     let victim = w.pos[1];
     let mut seen = 0;
-    w.net.tamper = Some(Box::new(move |to, m| {
+    w.net.tamper = Some(Box::new(move |_, to, m| {
         if to == victim && matches!(m, Msg::Block { .. }) {
             seen += 1;
         }
@@ -498,7 +518,7 @@ fn corrupted_blocks_are_caught_by_the_checksum() {
         s.class.set("verify", verify).unwrap();
         let mut w = world(s);
         let victim = w.pos[0];
-        w.net.tamper = Some(Box::new(move |to, m| {
+        w.net.tamper = Some(Box::new(move |_, to, m| {
             if let (true, Msg::Block { data, .. }) = (to == victim, m) {
                 let at = data.start + 7 % data.len();
                 data.buf[at] ^= 0x10;
@@ -515,7 +535,7 @@ fn corrupted_blocks_are_caught_by_the_checksum() {
 #[test]
 fn a_tampered_token_is_refused_and_nothing_is_staged() {
     let mut w = world(Setup::default());
-    w.net.tamper = Some(Box::new(|_, m| {
+    w.net.tamper = Some(Box::new(|_, _, m| {
         if let Msg::Offer { token, .. } = m {
             let n = token.len();
             token[n - 1] ^= 1;
@@ -539,7 +559,7 @@ fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     let mut w = world(s);
     // po 4 accepts but never receives its blocks.
     let stalled = w.pos[4];
-    w.net.tamper = Some(Box::new(move |to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
     let o = w.run();
     assert_eq!(o.code, 3, "{o:?}");
     assert!(o.po_lines[0].contains("timeout"), "{:?}", o.po_lines);
@@ -550,10 +570,86 @@ fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     s.class.set("timeout", "60").unwrap();
     let mut w = world(s);
     let stalled = w.pos[4];
-    w.net.tamper = Some(Box::new(move |to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
     let o = w.run();
     assert_eq!(o.code, 4, "{o:?}");
     for i in 0..5 {
         assert_eq!(w.published(i), None);
+    }
+}
+
+fn p2p_setup(pos: usize) -> Setup {
+    let mut s = Setup { pos, ..Default::default() };
+    s.class.set("p2p", "on").unwrap();
+    s.class.set("verify", "crc32").unwrap();
+    s
+}
+
+#[test]
+fn p2p_delivers_identical_trees_and_the_master_sends_each_block_about_once() {
+    for (n, publish) in [(1, "together"), (4, "each"), (8, "together"), (12, "each")] {
+        let mut s = p2p_setup(n);
+        s.class.set("publish", publish).unwrap();
+        let mut w = world(s);
+        let o = w.run();
+        assert_eq!(o.code, 0, "n={n}: {o:?}");
+        for i in 0..n {
+            assert_eq!(w.published(i).as_ref(), Some(&w.tree), "n={n} po {i}");
+        }
+        let (m, _, _) = sample_tree(4096);
+        let from_master = w.net.blocks_from.get(&w.master).copied().unwrap_or(0);
+        let total = w.net.block_frames;
+        assert!(from_master <= m.blocks() * 3 / 2, "n={n}: master sent {from_master} of {} blocks", m.blocks());
+        assert!(total >= m.blocks() * n as u64, "n={n}: {total} block frames");
+    }
+}
+
+#[test]
+fn p2p_routes_around_a_dead_po() {
+    let mut w = world(p2p_setup(8));
+    let victim = w.pos[5];
+    for _ in 0..600 {
+        w.net.drive_steps(1);
+    }
+    w.net.kill(victim);
+    let o = w.run();
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.po_lines.iter().any(|l| l.contains("10.0.1.6:7200")), "{:?}", o.po_lines);
+    for i in [0, 1, 2, 3, 4, 6, 7] {
+        assert_eq!(w.published(i), Some(w.tree.clone()), "po {i}");
+    }
+}
+
+#[test]
+fn p2p_a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
+    let mut w = world(p2p_setup(6));
+    let liar = w.pos[2];
+    let corrupted = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let c2 = corrupted.clone();
+    w.net.tamper = Some(Box::new(move |from, _, m| {
+        if let (true, Msg::Block { data, .. }) = (from == liar, m) {
+            let at = data.start + 3 % data.len();
+            data.buf[at] ^= 0x55;
+            c2.set(c2.get() + 1);
+        }
+        true
+    }));
+    let o = w.run();
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(corrupted.get() > 0, "the liar never served anything");
+    assert!(corrupted.get() <= 3 + 2 * 2, "the liar kept serving: {}", corrupted.get());
+    for i in 0..6 {
+        assert_eq!(w.published(i), Some(w.tree.clone()), "po {i}");
+    }
+}
+
+#[test]
+fn p2p_without_verification_still_delivers() {
+    let mut s = p2p_setup(5);
+    s.class.set("verify", "none").unwrap();
+    let mut w = world(s);
+    assert_eq!(w.run().code, 0);
+    for i in 0..5 {
+        assert_eq!(w.published(i), Some(w.tree.clone()));
     }
 }

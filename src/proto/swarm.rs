@@ -35,6 +35,7 @@ pub struct Assign {
 }
 
 pub const MAX_FAULTS: u32 = 3;
+pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// Concurrent uploads per po and downloads per po.
 const UP_SLOTS: u8 = 2;
 const DOWN_SLOTS: u8 = 2;
@@ -66,6 +67,8 @@ pub struct Swarm {
     inflight: HashMap<(u32, u64), (Src, Instant)>,
     master_up: u8,
     blocks: u64,
+    /// Links (sender, receiver) that just failed a push, and until when to leave them alone.
+    cooldown: HashMap<(Src, u32), Instant>,
     /// Blocks the master has sent, scatter and end-game together.
     pub master_sent: u64,
 }
@@ -91,6 +94,7 @@ impl Swarm {
             inflight: HashMap::new(),
             master_up: 0,
             blocks,
+            cooldown: HashMap::new(),
             master_sent: 0,
         }
     }
@@ -107,16 +111,17 @@ impl Swarm {
         self.nodes[i as usize].held == self.blocks
     }
 
-    /// Po `i` joined holding `have` (a resume).
+    /// Po `i` joined (or came back) holding `have` (a resume).
     pub fn join(&mut self, i: u32, have: &[bool]) {
         let n = &mut self.nodes[i as usize];
         if n.live {
             return;
         }
         n.live = true;
-        for (b, h) in have.iter().enumerate().take(self.blocks as usize) {
-            if *h && !n.have[b] {
-                n.have[b] = true;
+        n.held = 0;
+        for b in 0..self.blocks as usize {
+            n.have[b] = have.get(b).copied().unwrap_or(false);
+            if n.have[b] {
                 n.held += 1;
                 self.count[b] += 1;
             }
@@ -161,9 +166,12 @@ impl Swarm {
         Some(from)
     }
 
-    /// The assignment (to, b) did not happen (sender lacked it, no connection, ...).
-    pub fn cancel(&mut self, to: u32, b: u64) {
-        self.finish(to, b);
+    /// The assignment (to, b) did not happen (sender lacked it, no connection, ...). The
+    /// link rests for `COOLDOWN` so that a broken one is not retried in a tight loop.
+    pub fn cancel(&mut self, to: u32, b: u64, now: Instant) {
+        if let Some(from) = self.finish(to, b) {
+            self.cooldown.insert((from, to), now + COOLDOWN);
+        }
     }
 
     /// Po `to` got a corrupt copy of `b` from `from`.
@@ -180,12 +188,8 @@ impl Swarm {
 
     /// Po `i` is gone: its assignments are cancelled and its blocks no longer count.
     pub fn leave(&mut self, i: u32) {
-        let gone: Vec<(u32, u64)> = self
-            .inflight
-            .iter()
-            .filter(|((r, _), (s, _))| *r == i || *s == Src::Po(i))
-            .map(|(k, _)| *k)
-            .collect();
+        let gone: Vec<(u32, u64)> =
+            self.inflight.iter().filter(|((r, _), (s, _))| *r == i || *s == Src::Po(i)).map(|(k, _)| *k).collect();
         for (r, b) in gone {
             self.finish(r, b);
         }
@@ -214,10 +218,7 @@ impl Swarm {
         }
         known.sort_by(|a, b| a.total_cmp(b));
         let median = known[known.len() / 2];
-        self.nodes
-            .iter()
-            .map(|n| n.held < self.blocks && n.best.is_some_and(|d| d > 2.5 * median))
-            .collect()
+        self.nodes.iter().map(|n| n.held < self.blocks && n.best.is_some_and(|d| d > 2.5 * median)).collect()
     }
 
     fn wants(&self, r: usize, b: usize) -> bool {
@@ -238,9 +239,11 @@ impl Swarm {
     }
 
     /// New assignments for every free slot.
+    #[allow(clippy::needless_range_loop)] // indices name pos in several parallel tables
     pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
         let mut out = Vec::new();
         let slow = self.slow();
+        self.cooldown.retain(|_, until| *until > now);
         // 1. Scatter: fresh blocks from the master, to the fast po that has had fewest.
         while self.master_up < MASTER_SLOTS {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
@@ -272,7 +275,7 @@ impl Swarm {
                 let mut best: Option<(u32, usize, (u64, u32))> = None;
                 for &r in &self.neighbours[s] {
                     let rn = &self.nodes[r as usize];
-                    if !rn.live || rn.down >= DOWN_SLOTS {
+                    if !rn.live || rn.down >= DOWN_SLOTS || self.cooldown.contains_key(&(Src::Po(s as u32), r)) {
                         continue;
                     }
                     for b in 0..self.blocks as usize {
@@ -405,12 +408,14 @@ mod tests {
             }
             for a in s.schedule(now) {
                 // Two slots share a link, so one block takes two ticks; a slow po four times that.
-                let slow_link =
-                    slow.contains(&a.to) || matches!(a.from, Src::Po(p) if slow.contains(&p));
+                let slow_link = slow.contains(&a.to) || matches!(a.from, Src::Po(p) if slow.contains(&p));
                 pending.push((tick + if slow_link { 8 } else { 2 }, a));
             }
             if pending.is_empty() && tick > 0 {
-                let lacking: Vec<(u32, u64, u8, u8)> = (0..n as u32).filter(|i| !s.complete(*i)).map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up)).collect();
+                let lacking: Vec<(u32, u64, u8, u8)> = (0..n as u32)
+                    .filter(|i| !s.complete(*i))
+                    .map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up))
+                    .collect();
                 panic!("stuck at tick {tick}: {lacking:?} master_up={} inflight={}", s.master_up, s.inflight.len());
             }
         }

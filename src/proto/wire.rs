@@ -58,6 +58,12 @@ pub enum MsgType {
     StatQuery = 18,
     StatReply = 19,
     Ping = 20,
+    Peers = 21,
+    PeerHello = 22,
+    Sums = 23,
+    Push = 24,
+    Unsent = 25,
+    Bad = 26,
 }
 
 impl MsgType {
@@ -84,6 +90,12 @@ impl MsgType {
             18 => StatQuery,
             19 => StatReply,
             20 => Ping,
+            21 => Peers,
+            22 => PeerHello,
+            23 => Sums,
+            24 => Push,
+            25 => Unsent,
+            26 => Bad,
             _ => return None,
         })
     }

@@ -121,12 +121,15 @@ impl Cluster {
         let po_list: Vec<String> = po_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let dest = "/home/work/data/base".to_string();
         let mut cac = format!(
-            "[cac]\nlisten = 127.0.0.1:{cac_port}\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = {}\ndest = {dest}\nmasters = {}\nblock_size = 64K\n",
+            "[cac]\nlisten = 127.0.0.1:{cac_port}\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = {}\ndest = {dest}\nmasters = {}\n",
             d.join("cluster.key").display(),
             d.join("cac.log").display(),
             po_list.join(", "),
             o.masters
         );
+        if !o.class_extra.iter().any(|l| l.starts_with("block_size")) {
+            cac += "block_size = 64K\n";
+        }
         for l in &o.class_extra {
             cac += l;
             cac += "\n";
