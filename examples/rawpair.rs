@@ -3,8 +3,10 @@
 //! connection on 127.0.0.1; a receiver thread reads it into a 1 MiB buffer and writes it to
 //! OUTDIR/copy (as a po writes blocks to its staging file). No framing, no checksums.
 //!
-//! Usage: `rawpair FILE OUTDIR`. Prints `rawpair bytes=N seconds=S rate=BYTES_PER_S`, where the
-//! time runs from the connect to the receiver's last write.
+//! Usage: `rawpair FILE OUTDIR [--fsync]`. Prints `rawpair bytes=N seconds=S rate=BYTES_PER_S`,
+//! where the time runs from the connect to the receiver's last write. With `--fsync` the
+//! receiver also `fdatasync`s the copy before the clock stops (as a po does when it seals a
+//! transfer), for a baseline that pays for the disk too.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -17,7 +19,7 @@ use std::time::Instant;
 const BUF: usize = 1 << 20;
 const CHUNK: usize = 1 << 30;
 
-fn receive(listener: TcpListener, out: PathBuf) -> io::Result<u64> {
+fn receive(listener: TcpListener, out: PathBuf, sync: bool) -> io::Result<u64> {
     let (mut sock, _) = listener.accept()?;
     let mut file = File::create(out)?;
     let mut buf = vec![0u8; BUF];
@@ -31,6 +33,9 @@ fn receive(listener: TcpListener, out: PathBuf) -> io::Result<u64> {
         };
         file.write_all(&buf[..n])?;
         total += n as u64;
+    }
+    if sync {
+        file.sync_data()?;
     }
     Ok(total)
 }
@@ -53,33 +58,29 @@ fn send(addr: std::net::SocketAddr, path: &Path) -> io::Result<u64> {
     Ok(len)
 }
 
-fn run(file: &Path, outdir: &Path) -> io::Result<(u64, f64)> {
+fn run(file: &Path, outdir: &Path, sync: bool) -> io::Result<(u64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let out = outdir.join("copy");
     let start = Instant::now();
-    let receiver = thread::spawn(move || receive(listener, out));
+    let receiver = thread::spawn(move || receive(listener, out, sync));
     let sent = send(addr, file)?;
-    let got = receiver
-        .join()
-        .map_err(|_| io::Error::new(io::ErrorKind::Other, "receiver panicked"))??;
+    let got = receiver.join().map_err(|_| io::Error::other("receiver panicked"))??;
     let secs = start.elapsed().as_secs_f64();
     if got != sent {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("sent {sent} bytes, received {got}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("sent {sent} bytes, received {got}")));
     }
     Ok((got, secs))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        eprintln!("usage: rawpair FILE OUTDIR");
+    let sync = args.len() == 4 && args[3] == "--fsync";
+    if args.len() != 3 && !sync {
+        eprintln!("usage: rawpair FILE OUTDIR [--fsync]");
         return ExitCode::from(2);
     }
-    match run(Path::new(&args[1]), Path::new(&args[2])) {
+    match run(Path::new(&args[1]), Path::new(&args[2]), sync) {
         Ok((bytes, secs)) => {
             let rate = bytes as f64 / secs.max(1e-9);
             println!("rawpair bytes={bytes} seconds={secs:.3} rate={rate:.0}");

@@ -87,6 +87,9 @@ struct Po {
     name: String,
     addr: Option<SocketAddr>,
     conn: Option<ConnId>,
+    /// Swarm mode: the master's blocks travel on their own connection, so that push orders
+    /// and checksums on `conn` never wait behind megabytes of block data.
+    data: Option<ConnId>,
     state: PoState,
     attempts: u32,
     deadline: Option<Instant>,
@@ -247,6 +250,7 @@ impl MasterMachine {
                 addr: name.parse().ok(),
                 name,
                 conn: None,
+                data: None,
                 state: PoState::Idle,
                 attempts: 0,
                 deadline: Some(now),
@@ -300,7 +304,7 @@ impl MasterMachine {
     }
 
     fn po_index(&self, conn: ConnId) -> Option<usize> {
-        self.pos.iter().position(|p| p.conn == Some(conn))
+        self.pos.iter().position(|p| p.conn == Some(conn) || p.data == Some(conn))
     }
 
     /// A po's connection broke: retry with backoff while `retries` allow.
@@ -310,7 +314,7 @@ impl MasterMachine {
             sw.leave(i as u32);
         }
         let p = &mut self.pos[i];
-        if let Some(c) = p.conn.take() {
+        for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
             self.out.push_back(Action::Close { conn: c });
         }
         if matches!(p.state, PoState::Done | PoState::Failed) {
@@ -348,6 +352,9 @@ impl MasterMachine {
         p.deadline = None;
         if let Some(c) = p.conn.take() {
             self.out.push_back(Action::Send { conn: c, msg: Msg::Abort { transfer, reason: "failed".into() } });
+            self.out.push_back(Action::Close { conn: c });
+        }
+        if let Some(c) = p.data.take() {
             self.out.push_back(Action::Close { conn: c });
         }
     }
@@ -397,7 +404,7 @@ impl MasterMachine {
         for a in assigns {
             let b = plan.manifest.block(a.block).expect("swarm blocks are in the manifest");
             let conn = match a.from {
-                Src::Master => self.pos[a.to as usize].conn,
+                Src::Master => self.pos[a.to as usize].data,
                 Src::Po(s) => self.pos[s as usize].conn,
             };
             let Some(conn) = conn.filter(|_| self.pos[a.to as usize].conn.is_some()) else {
@@ -474,13 +481,15 @@ impl MasterMachine {
                 p.state = PoState::Sending;
                 p.deadline = None;
                 log::info!("event=po_accept transfer={transfer} po={} held_bytes={}", p.name, p.bytes);
-                if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
-                    sw.join(i as u32, &self.pos[i].have);
-                    // Dial the neighbours that joined before; later ones dial us.
+                if let Some(sw) = self.plan.as_ref().and_then(|p| p.swarm.as_ref()) {
+                    // Dial the neighbours that accepted before; later ones dial us.
+                    let accepted = |s: PoState| {
+                        matches!(s, PoState::Sending | PoState::Ready | PoState::Committing | PoState::Done)
+                    };
                     let dial = sw
                         .neighbours(i as u32)
                         .iter()
-                        .filter(|&&j| j as usize != i && sw.is_live(j))
+                        .filter(|&&j| j as usize != i && accepted(self.pos[j as usize].state))
                         .map(|&j| (j, self.pos[j as usize].name.clone()))
                         .collect();
                     let conn = self.pos[i].conn.expect("accepting po is connected");
@@ -492,7 +501,11 @@ impl MasterMachine {
                     if !sums.is_empty() && plan.class.verify != Verify::None {
                         self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums } });
                     }
-                    self.schedule(now);
+                    // The po joins the swarm once the data connection is up.
+                    let data = self.conn_id();
+                    self.pos[i].data = Some(data);
+                    let addr = self.pos[i].addr.expect("a connected po has an address");
+                    self.out.push_back(Action::Connect { conn: data, addr });
                 } else {
                     self.pump(i);
                 }
@@ -673,7 +686,7 @@ impl MasterMachine {
             self.out.push_back(Action::Close { conn: c });
         }
         for p in &mut self.pos {
-            if let Some(c) = p.conn.take() {
+            for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
                 self.out.push_back(Action::Close { conn: c });
             }
         }
@@ -753,7 +766,15 @@ impl Machine for MasterMachine {
             }
             (Phase::Transfer, Event::Connected { conn }) => {
                 let Some(i) = self.po_index(conn) else { return };
-                let plan = self.plan.as_ref().expect("transfer phase has a plan");
+                let plan = self.plan.as_mut().expect("transfer phase has a plan");
+                if self.pos[i].data == Some(conn) {
+                    let msg = Msg::PeerHello { token: plan.token.clone(), me: swarm::MASTER_PEER };
+                    self.out.push_back(Action::Send { conn, msg });
+                    if let Some(sw) = plan.swarm.as_mut() {
+                        sw.join(i as u32, &self.pos[i].have);
+                    }
+                    return self.schedule(now);
+                }
                 let msg = Msg::Offer {
                     token: plan.token.clone(),
                     po: self.pos[i].name.clone(),
@@ -774,7 +795,11 @@ impl Machine for MasterMachine {
                     log::warn!("event=cac_lost role=master error=\"{error}\"");
                     self.cac_conn = None;
                 } else if let Some(i) = self.po_index(conn) {
-                    self.pos[i].conn = None;
+                    if self.pos[i].conn == Some(conn) {
+                        self.pos[i].conn = None;
+                    } else {
+                        self.pos[i].data = None;
+                    }
                     let why = if error.is_empty() { "po closed the connection".to_owned() } else { error };
                     self.po_lost(now, i, why);
                     self.maybe_commit(now, false);

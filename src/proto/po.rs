@@ -45,6 +45,8 @@ enum ConnKind {
     Stat,
     /// A neighbour in the swarm of `transfer`: po `idx`, once the token was presented.
     Peer { transfer: u64, idx: u32 },
+    /// The master's block stream for `transfer` in a swarm.
+    MasterData { transfer: u64 },
 }
 
 struct Conn {
@@ -413,8 +415,15 @@ impl<S: Store> PoMachine<S> {
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.kind = ConnKind::Peer { transfer, idx };
+            c.kind = if idx == super::swarm::MASTER_PEER {
+                ConnKind::MasterData { transfer }
+            } else {
+                ConnKind::Peer { transfer, idx }
+            };
             c.deadline = None;
+        }
+        if idx == super::swarm::MASTER_PEER {
+            return;
         }
         if let Some(t) = self.transfers.get_mut(&transfer) {
             t.peers.insert(idx, conn);
@@ -650,7 +659,10 @@ impl<S: Store> Machine for PoMachine<S> {
                         let idx = *idx;
                         self.on_block(conn, Some(idx), head, data)
                     }
-                    (ConnKind::Peer { .. }, Msg::Ping) => {}
+                    (ConnKind::MasterData { transfer }, Msg::Block { head, data }) if head.transfer == *transfer => {
+                        self.on_block(conn, None, head, data)
+                    }
+                    (ConnKind::Peer { .. } | ConnKind::MasterData { .. }, Msg::Ping) => {}
                     (ConnKind::New | ConnKind::Stat, Msg::StatQuery) => {
                         c.kind = ConnKind::Stat;
                         c.deadline = Some(now + MASTER_IDLE);

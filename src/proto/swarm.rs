@@ -35,11 +35,23 @@ pub struct Assign {
 }
 
 pub const MAX_FAULTS: u32 = 3;
+/// The index the master presents on its data connection to a po.
+pub const MASTER_PEER: u32 = u32::MAX;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
-/// Concurrent uploads per po and downloads per po.
+/// Blocks assigned ahead per po upload, per po download, and for the master's uplink: deep
+/// enough to cover the control loop (HAVE to the master, push order to the sender) while a
+/// link stays busy.
 const UP_SLOTS: u8 = 2;
 const DOWN_SLOTS: u8 = 2;
 const MASTER_SLOTS: u8 = 2;
+
+fn slots() -> (u8, u8, u8) {
+    // Tuning knob for lab experiments; not documented.
+    match std::env::var("WUGUI_SLOTS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect::<Vec<u8>>()) {
+        Some(v) if v.len() == 3 => (v[0], v[1], v[2]),
+        _ => (UP_SLOTS, DOWN_SLOTS, MASTER_SLOTS),
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -67,6 +79,9 @@ pub struct Swarm {
     inflight: HashMap<(u32, u64), (Src, Instant)>,
     master_up: u8,
     blocks: u64,
+    up_slots: u8,
+    down_slots: u8,
+    master_slots: u8,
     /// Links (sender, receiver) that just failed a push, and until when to leave them alone.
     cooldown: HashMap<(Src, u32), Instant>,
     /// Blocks the master has sent, scatter and end-game together.
@@ -94,6 +109,9 @@ impl Swarm {
             inflight: HashMap::new(),
             master_up: 0,
             blocks,
+            up_slots: slots().0,
+            down_slots: slots().1,
+            master_slots: slots().2,
             cooldown: HashMap::new(),
             master_sent: 0,
         }
@@ -245,7 +263,7 @@ impl Swarm {
         let slow = self.slow();
         self.cooldown.retain(|_, until| *until > now);
         // 1. Scatter: fresh blocks from the master, to the fast po that has had fewest.
-        while self.master_up < MASTER_SLOTS {
+        while self.master_up < self.master_slots {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
                 self.next_fresh += 1;
             }
@@ -256,7 +274,7 @@ impl Swarm {
             // A slow po gets fresh blocks only when every po is slow.
             let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
             let to = (0..self.nodes.len())
-                .filter(|&r| self.nodes[r].down < DOWN_SLOTS && self.wants(r, b) && (!slow[r] || !any_fast))
+                .filter(|&r| self.nodes[r].down < self.down_slots && self.wants(r, b) && (!slow[r] || !any_fast))
                 .min_by_key(|&r| (self.nodes[r].fresh, self.nodes[r].down, r));
             let Some(to) = to else { break };
             self.scattered[b] = true;
@@ -271,11 +289,11 @@ impl Swarm {
             if !sn.live || sn.faults >= MAX_FAULTS || sn.held == 0 {
                 continue;
             }
-            while self.nodes[s].up < UP_SLOTS {
+            while self.nodes[s].up < self.up_slots {
                 let mut best: Option<(u32, usize, (u64, u32))> = None;
                 for &r in &self.neighbours[s] {
                     let rn = &self.nodes[r as usize];
-                    if !rn.live || rn.down >= DOWN_SLOTS || self.cooldown.contains_key(&(Src::Po(s as u32), r)) {
+                    if !rn.live || rn.down >= self.down_slots || self.cooldown.contains_key(&(Src::Po(s as u32), r)) {
                         continue;
                     }
                     for b in 0..self.blocks as usize {
@@ -299,10 +317,10 @@ impl Swarm {
             }
         }
         // 3. End-game: the master's idle uplink serves the rarest block a po still lacks.
-        while self.master_up < MASTER_SLOTS && self.next_fresh >= self.blocks {
+        while self.master_up < self.master_slots && self.next_fresh >= self.blocks {
             let mut best: Option<(usize, usize, u32)> = None;
             for r in 0..self.nodes.len() {
-                if self.nodes[r].down >= DOWN_SLOTS || !self.nodes[r].live {
+                if self.nodes[r].down >= self.down_slots || !self.nodes[r].live {
                     continue;
                 }
                 for b in 0..self.blocks as usize {

@@ -155,6 +155,15 @@ pub fn copy_file_rw(
 }
 
 /// Writes all of `data` at `offset` of `file`.
+/// Takes ownership of a descriptor that a raw syscall wrapper (nix 0.29's `openat`) just
+/// returned, so that it is closed exactly once by the `File`.
+pub fn file_from_raw(fd: std::os::fd::RawFd) -> File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes a descriptor it just opened and has not shared or closed; from
+    // here on the returned `File` is its only owner and closes it on drop.
+    unsafe { File::from_raw_fd(fd) }
+}
+
 pub fn pwrite_all(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     file.write_all_at(data, offset)
 }

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Core data-path benchmark: one CAC and one po on 127.0.0.1, a single big file.
+#
+# Every throughput figure is a ratio against a baseline measured in the same run (the machine
+# may be small and noisy), and the cases are interleaved per repetition so that baseline and
+# wugui see the same conditions:
+#   raw_pair     examples/rawpair.rs: sendfile sender -> read+write receiver (file in a temp dir)
+#   raw_pair_fsync  the same, plus fdatasync of the copy before the clock stops (a po fdatasyncs
+#                each file when it seals a transfer, so this is the like-for-like baseline; info)
+#   md5sum       single-core `md5sum FILE` on the warm file
+#   verify_none  wugui, verify = none,  sendfile = on; target >= 0.70 of raw_pair
+#   verify_crc32 wugui, verify = crc32, sendfile = on; target >= 0.65 of raw_pair
+#   verify_md5   wugui, verify = md5,   sendfile = on; target >= 0.65 of md5sum
+#   rate_limit   wugui, rate_limit = 10M over 64 MiB; achieved bytes/seconds within +-3% of 10 MiB/s
+#   po_rss_anon  the po's peak RssAnon (sampled every ~50 ms) while receiving SIZE_MB; <= 48 MiB
+# Each throughput is the BEST of RUNS repetitions (median also printed; the wugui cases run in a
+# rotating order). wugui's rate is the
+# summary line's bytes/seconds (primary; covers connect, publish and commit) and also bytes over
+# the wall time of the masterwugui process. Each wugui run uses a fresh po (fresh root and state
+# dir) so everything is transferred every time. cpu_* keys are CPU seconds / wall seconds of the
+# process over the run (1.00 = one core busy).
+#
+# Usage: scripts/bench-core.sh [SIZE_MB]   (default 1024; env RUNS=3, BENCH_TMP=/tmp: where the
+# temp dir goes, e.g. BENCH_TMP=/dev/shm to take the disk out of both the baseline and wugui)
+# Per-run details go to stderr; the figures (key=value, one a line) to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mb=${1:-1024}
+runs=${RUNS:-3}
+rl_mb=64
+cargo build --release --quiet --bins --examples
+bin=$PWD/target/release
+rawpair=$bin/examples/rawpair
+work=$(mktemp -d "${BENCH_TMP:-/tmp}/wugui-bench.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+log() { echo "# $*" >&2; }
+calc() { awk "BEGIN { printf \"%s\", $1 }"; }
+mib() { calc "sprintf(\"%.1f\", $1 / 1048576)"; }
+now() { date +%s.%N; }
+tck=$(getconf CLK_TCK)
+# CPU seconds (user+sys) a live process has used so far.
+cpu_of() { awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / t }' "/proc/$1/stat"; }
+
+need_kb=$(((size_mb * 2 + rl_mb + 256) * 1024))
+avail_kb=$(df -Pk "$work" | awk 'NR==2 { print $4 }')
+if [ "$avail_kb" -lt "$need_kb" ]; then
+    echo "not enough room in $work: ${avail_kb} KiB free, need ${need_kb} KiB" >&2
+    exit 1
+fi
+
+log "generating a ${size_mb} MiB file and a ${rl_mb} MiB file in $work"
+mkdir -p "$work/src" "$work/src_rl" "$work/raw"
+src_file=$work/src/big.bin
+head -c $((size_mb * 1024 * 1024)) /dev/urandom > "$src_file"
+head -c $((rl_mb * 1024 * 1024)) /dev/urandom > "$work/src_rl/small.bin"
+size_bytes=$(stat -c %s "$src_file")
+sync
+
+echo "bench-cluster-key-$RANDOM$RANDOM$RANDOM" > "$work/cluster.key"
+cac_port=$(free_port)
+po_port=$(free_port)
+{
+    cat <<CONF
+[cac]
+listen = 127.0.0.1:$cac_port
+secret_file = $work/cluster.key
+log = $work/cac.log
+CONF
+    for v in none crc32 md5; do
+        cat <<CONF
+
+[class verify_$v]
+po = 127.0.0.1:$po_port
+dest = /bench/$v
+masters = 127.0.0.0/8
+p2p = off
+block_size = 4M
+verify = $v
+sendfile = on
+rate_limit = 0
+timeout = 1200
+CONF
+    done
+    cat <<CONF
+
+[class rate_limit]
+po = 127.0.0.1:$po_port
+dest = /bench/rl
+masters = 127.0.0.0/8
+p2p = off
+block_size = 4M
+verify = none
+sendfile = on
+rate_limit = 10M
+timeout = 1200
+CONF
+} > "$work/cac.conf"
+cat > "$work/master.conf" <<CONF
+[master]
+cac = 127.0.0.1:$cac_port
+log = $work/master.log
+CONF
+
+wait_listening() { # OUTFILE PID
+    for _ in $(seq 1 200); do
+        grep -q '^listening=' "$1" && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "a daemon did not start:" >&2
+    cat "$1" >&2
+    exit 1
+}
+
+"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 &
+cac_pid=$!
+pids+=("$cac_pid")
+wait_listening "$work/cac.out" "$cac_pid"
+
+# Writes the largest RssAnon (kB) of PID seen so far to OUT, every ~50 ms, until killed.
+sample_rss() {
+    local pid=$1 out=$2 peak=0 k v _
+    while [ -r "/proc/$pid/status" ]; do
+        while read -r k v _; do
+            if [ "$k" = "RssAnon:" ]; then
+                if [ "$v" -gt "$peak" ]; then
+                    peak=$v
+                    echo "$peak" > "$out"
+                fi
+                break
+            fi
+        done < "/proc/$pid/status" 2>/dev/null || true
+        sleep 0.05
+    done
+}
+
+warm() { cat "$1" > /dev/null; }
+
+# run_wugui CLASS SRCDIR TAG: one transfer to a fresh po. Sets R_RATE R_WALL_RATE R_BYTES R_SECS
+# R_RSS_KB R_CPU_MASTER R_CPU_PO.
+run_wugui() {
+    local class=$1 srcdir=$2 tag=$3
+    local d=$work/run-$tag
+    mkdir -p "$d/root" "$d/state"
+    cat > "$d/po.conf" <<CONF
+[po]
+listen = 127.0.0.1:$po_port
+cac = 127.0.0.1:$cac_port
+state_dir = $d/state
+allow_dest = /bench
+log = $d/po.log
+root = $d/root
+CONF
+    "$bin/wugui-po" -f "$d/po.conf" > "$d/po.out" 2>&1 &
+    local po_pid=$!
+    pids+=("$po_pid")
+    wait_listening "$d/po.out" "$po_pid"
+    sample_rss "$po_pid" "$d/rss" &
+    local smp_pid=$!
+    pids+=("$smp_pid")
+    local po_cpu0 t0 t1 rc=0
+    po_cpu0=$(cpu_of "$po_pid")
+    t0=$(now)
+    TIMEFORMAT='%R %U %S'
+    { time "$bin/masterwugui" -f "$work/master.conf" -c "$class" -p "$srcdir" > "$d/master.out" 2> "$d/master.err"; } \
+        2> "$d/master.time" || rc=$?
+    t1=$(now)
+    local po_cpu1
+    po_cpu1=$(cpu_of "$po_pid")
+    kill "$smp_pid" 2>/dev/null || true
+    wait "$smp_pid" 2>/dev/null || true
+    kill "$po_pid" 2>/dev/null || true
+    wait "$po_pid" 2>/dev/null || true
+    local summary
+    summary=$(tail -n 1 "$d/master.out")
+    if [ $rc -ne 0 ] || ! grep -q 'result=ok' <<< "$summary"; then
+        echo "masterwugui failed (exit $rc) in $class: $summary" >&2
+        cat "$d/master.err" >&2
+        tail -n 20 "$d/po.log" >&2 2>/dev/null || true
+        trap - EXIT
+        echo "logs kept in $work" >&2
+        cleanup_daemons_only
+        exit 1
+    fi
+    R_BYTES=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<< "$summary")
+    R_SECS=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<< "$summary")
+    R_RATE=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' <<< "$summary")
+    local wall user sys
+    read -r wall user sys < "$d/master.time"
+    R_WALL_RATE=$(calc "$R_BYTES / ($t1 - $t0)")
+    R_CPU_MASTER=$(calc "sprintf(\"%.2f\", ($user + $sys) / $wall)")
+    R_CPU_PO=$(calc "sprintf(\"%.2f\", ($po_cpu1 - $po_cpu0) / $wall)")
+    R_RSS_KB=$(cat "$d/rss" 2>/dev/null || echo 0)
+    if [ "$R_BYTES" -ne "$(find "$srcdir" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')" ]; then
+        echo "byte count mismatch in $class: $summary" >&2
+        exit 1
+    fi
+    log "run case=$class tag=$tag $summary wall_s=$wall wall_rate_mib_s=$(mib "$R_WALL_RATE") cpu_master=$R_CPU_MASTER cpu_po=$R_CPU_PO po_rss_anon_mib=$(calc "sprintf(\"%.1f\", $R_RSS_KB / 1024)")"
+    rm -rf "$d"
+}
+cleanup_daemons_only() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+best() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+raw_rates="" rawf_rates="" md5_rates=""
+declare -A rates wall_rates cpu_m cpu_p rss
+for v in none crc32 md5; do rates[$v]="" wall_rates[$v]="" cpu_m[$v]="" cpu_p[$v]="" rss[$v]=0; done
+raw_cpu=""
+
+for i in $(seq 1 "$runs"); do
+    warm "$src_file"
+    TIMEFORMAT='%R %U %S'
+    { time "$rawpair" "$src_file" "$work/raw" > "$work/raw.out"; } 2> "$work/raw.time"
+    r=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$work/raw.out")
+    read -r wall user sys < "$work/raw.time"
+    c=$(calc "sprintf(\"%.2f\", ($user + $sys) / $wall)")
+    raw_rates+=" $r"
+    raw_cpu+=" $c"
+    log "run case=raw_pair rep=$i $(cat "$work/raw.out") cpu=$c"
+    rm -f "$work/raw/copy"
+
+    warm "$src_file"
+    "$rawpair" "$src_file" "$work/raw" --fsync > "$work/raw.out"
+    rawf_rates+=" $(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$work/raw.out")"
+    log "run case=raw_pair_fsync rep=$i $(cat "$work/raw.out")"
+    rm -f "$work/raw/copy"
+
+    warm "$src_file"
+    t0=$(now)
+    md5sum "$src_file" > /dev/null
+    t1=$(now)
+    r=$(calc "$size_bytes / ($t1 - $t0)")
+    md5_rates+=" $r"
+    log "run case=md5sum rep=$i seconds=$(calc "$t1 - $t0") rate_mib_s=$(mib "$r")"
+
+    # rotate the order each repetition so no case always runs right after the raw pairs
+    order=(none crc32 md5)
+    for k in 0 1 2; do
+        v=${order[$(((k + i - 1) % 3))]}
+        warm "$src_file"
+        run_wugui "verify_$v" "$work/src" "$v-$i"
+        rates[$v]+=" $R_RATE"
+        wall_rates[$v]+=" $R_WALL_RATE"
+        cpu_m[$v]+=" $R_CPU_MASTER"
+        cpu_p[$v]+=" $R_CPU_PO"
+        [ "$R_RSS_KB" -gt "${rss[$v]}" ] && rss[$v]=$R_RSS_KB
+    done
+done
+
+raw_best=$(best <<< "$raw_rates")
+md5_best=$(best <<< "$md5_rates")
+echo "case=raw_pair size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$raw_best") median_mib_s=$(mib "$(median <<< "$raw_rates")") cpu=$(median <<< "$raw_cpu")"
+rawf_best=$(best <<< "$rawf_rates")
+echo "case=raw_pair_fsync size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$rawf_best") median_mib_s=$(mib "$(median <<< "$rawf_rates")")"
+echo "case=md5sum size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$md5_best") median_mib_s=$(mib "$(median <<< "$md5_rates")")"
+for v in none crc32 md5; do
+    b=$(best <<< "${rates[$v]}")
+    wb=$(best <<< "${wall_rates[$v]}")
+    if [ "$v" = md5 ]; then base=$md5_best bname=md5sum target=0.65; else base=$raw_best bname=raw target=0.70; fi
+    [ "$v" = crc32 ] && target=0.65
+    ratio=$(calc "sprintf(\"%.3f\", $b / $base)")
+    wratio=$(calc "sprintf(\"%.3f\", $wb / $base)")
+    pass=$(calc "($ratio >= $target) ? 1 : 0")
+    extra=""
+    [ "$v" != md5 ] && extra=" ratio_vs_raw_fsync=$(calc "sprintf(\"%.3f\", $b / $rawf_best)")"
+    echo "case=verify_$v size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$b") median_mib_s=$(mib "$(median <<< "${rates[$v]}")") wall_rate_mib_s=$(mib "$wb") ratio_vs_$bname=$ratio wall_ratio_vs_$bname=$wratio target=$target pass=$pass$extra cpu_master=$(median <<< "${cpu_m[$v]}") cpu_po=$(median <<< "${cpu_p[$v]}")"
+done
+
+run_wugui rate_limit "$work/src_rl" rl
+want=10485760
+err=$(calc "sprintf(\"%.2f\", ($R_RATE - $want) * 100 / $want)")
+pass=$(calc "($err <= 3 && $err >= -3) ? 1 : 0")
+echo "case=rate_limit size_mib=$rl_mb limit=$want achieved=$R_RATE seconds=$R_SECS wall_achieved=$(calc "sprintf(\"%.0f\", $R_WALL_RATE)") error_pct=$err target_pct=3 pass=$pass"
+
+peak=0
+for v in none crc32 md5; do [ "${rss[$v]}" -gt "$peak" ] && peak=${rss[$v]}; done
+peak_mib=$(calc "sprintf(\"%.1f\", $peak / 1024)")
+pass=$(calc "($peak_mib <= 48) ? 1 : 0")
+echo "case=po_rss_anon size_mib=$size_mb peak_mib=$peak_mib none_mib=$(calc "sprintf(\"%.1f\", ${rss[none]} / 1024)") crc32_mib=$(calc "sprintf(\"%.1f\", ${rss[crc32]} / 1024)") md5_mib=$(calc "sprintf(\"%.1f\", ${rss[md5]} / 1024)") target=48 pass=$pass"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# wugui in the network lab (../shared/bench): a CAC on h0, a po on every receiver, the master
+# on h0. Called by the lab's contenders/wugui.sh as: netlab-contender.sh setup|run|teardown,
+# with the environment documented in the lab's README.
+#
+# The class: p2p = on, verify = crc32, the default block size, publish = each. Extra class
+# lines come from WUGUI_CLASS_EXTRA, separated by ';' (e.g. "p2p = off;rate_limit = 5M").
+# Each receiver is marked done at the moment its po logged event=publish (the log's own
+# timestamp), so host_done shows every po's own time.
+set -euo pipefail
+source "$BENCH_DIR/lib.sh"
+root=${WUGUI_ROOT:?}
+bin=${WUGUI_BIN:-$root/target/release}
+port_cac=7100
+port_po=7200
+conf=$RUN_DIR/wugui
+mkdir -p "$conf"
+
+case "$1" in
+setup)
+    for b in wugui-cac wugui-po masterwugui; do
+        [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release in $root" >&2; exit 2; }
+    done
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$conf/cluster.key"
+    pos=""
+    for a in $RECV_ADDRS; do pos+="${pos:+, }$a:$port_po"; done
+    {
+        echo "[cac]"
+        echo "listen = $SRC_ADDR:$port_cac"
+        echo "secret_file = $conf/cluster.key"
+        echo "log = $conf/cac.log"
+        echo
+        echo "[class bench]"
+        echo "po = $pos"
+        echo "dest = /data"
+        echo "masters = 198.18.0.0/24"
+        echo "p2p = on"
+        echo "verify = crc32"
+        echo "publish = each"
+        echo "timeout = ${BENCH_TIMEOUT:-300}"
+        IFS=';' read -ra extra <<< "${WUGUI_CLASS_EXTRA:-}"
+        for l in "${extra[@]}"; do [ -n "${l// /}" ] && echo "$l"; done
+    } > "$conf/cac.conf"
+    start_bg "$SRC_HOST" wugui-cac "$bin/wugui-cac" -f "$conf/cac.conf"
+    for h in $RECV_HOSTS; do
+        d=$(host_dir "$h")
+        mkdir -p "$d/state"
+        cat > "$conf/$h.conf" <<CONF
+[po]
+listen = $(host_addr "$h"):$port_po
+cac = $SRC_ADDR:$port_cac
+state_dir = $d/state
+allow_dest = /data
+root = $d
+log = $conf/$h.log
+CONF
+        start_bg "$h" "wugui-po-$h" "$bin/wugui-po" -f "$conf/$h.conf"
+    done
+    echo "[master]" > "$conf/master.conf"
+    echo "cac = $SRC_ADDR:$port_cac" >> "$conf/master.conf"
+    echo "log = $conf/master.log" >> "$conf/master.conf"
+    wait_listen "$SRC_HOST" $port_cac 20
+    for h in $RECV_HOSTS; do wait_listen "$h" $port_po 20; done
+    ;;
+run)
+    in_host "$SRC_HOST" "$bin/masterwugui" -f "$conf/master.conf" -c bench -p "$SRC_DIR" \
+        > "$conf/master.out" 2> "$conf/master.err" &
+    mpid=$!
+    # Mark each receiver done with the timestamp of its own publish event.
+    pending=" $RECV_HOSTS "
+    deadline=$((SECONDS + ${BENCH_TIMEOUT:-300}))
+    while [ -n "${pending// /}" ] && [ $SECONDS -lt $deadline ]; do
+        for h in $pending; do
+            line=$(grep -m1 'event=publish ' "$conf/$h.log" 2>/dev/null || true)
+            if [ -n "$line" ]; then
+                date -d "${line%% *}" +%s.%N > "$BENCH_DONE_DIR/$h"
+                pending=${pending/ $h / }
+            fi
+        done
+        kill -0 $mpid 2>/dev/null || { [ -n "${pending// /}" ] && sleep 0.2; kill -0 $mpid 2>/dev/null || break; }
+        sleep 0.02
+    done
+    rc=0; wait $mpid || rc=$?
+    summary=$(tail -n1 "$conf/master.out" || true)
+    end=$(grep -m1 'event=transfer_end' "$conf/master.log" || true)
+    copies=$(sed -n 's/.* src_copies=\([0-9.]*\).*/\1/p' <<< "$end")
+    add_result wugui_exit "$rc"
+    [ -n "$copies" ] && add_result master_copies "$copies"
+    [ $rc -eq 0 ] || { echo "masterwugui exited $rc: $summary" >&2; cat "$conf/master.err" >&2; }
+    # Keep the logs next to the harness's for a failed or --keep run.
+    cp "$conf"/*.log "$conf"/master.* "$BENCH_LOG_DIR/" 2>/dev/null || true
+    [ $rc -eq 0 ]
+    ;;
+teardown)
+    ;;
+esac
