@@ -375,14 +375,18 @@ impl Store for DiskStore {
         if t.manifest.block(b.index) != Some(*b) {
             return Err(format!("block {} does not match the manifest", b.index));
         }
-        let path = t.manifest.entries()[b.entry as usize].path.clone();
         if data.len() != b.len as usize {
-            return Err(format!("write {path}: block {} has {} bytes, expected {}", b.index, data.len(), b.len));
+            return Err(format!("write: block {} has {} bytes, expected {}", b.index, data.len(), b.len));
         }
         if t.sealed {
-            return Err(format!("write {path}: transfer {transfer} is sealed"));
+            return Err(format!("write: transfer {transfer} is sealed"));
         }
-        t.file(b.entry).and_then(|f| f.write_all_at(data, b.offset)).map_err(|e| format!("write {path}: {e}"))?;
+        for seg in t.manifest.segments(b) {
+            let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
+            if let Err(e) = t.file(seg.entry).and_then(|f| f.write_all_at(piece, seg.offset)) {
+                return Err(format!("write {}: {e}", t.manifest.entries()[seg.entry as usize].path));
+            }
+        }
         let held = &mut t.held[b.index as usize];
         if !*held {
             *held = true;
@@ -541,13 +545,21 @@ impl Store for DiskStore {
     }
 
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<crate::proto::Body, String> {
-        let f = self.open_for_serving(transfer, b.entry).map_err(|e| format!("serve block {}: {e}", b.index))?;
-        Ok(crate::proto::Body::File {
-            file: std::sync::Arc::new(f),
-            offset: b.offset,
-            len: b.len as u64,
-            sendfile: true,
-        })
+        let segments = match self.transfers.get(&transfer) {
+            Some(t) => t.manifest.segments(b),
+            None => self
+                .published
+                .iter()
+                .find(|(id, _, _)| *id == transfer)
+                .map(|(_, _, m)| m.segments(b))
+                .unwrap_or_default(),
+        };
+        let mut ranges = Vec::with_capacity(segments.len());
+        for seg in segments {
+            let f = self.open_for_serving(transfer, seg.entry).map_err(|e| format!("serve block {}: {e}", b.index))?;
+            ranges.push((std::sync::Arc::new(f), seg.offset, seg.len as u64));
+        }
+        Ok(crate::proto::Body::Files { ranges, sendfile: true })
     }
 
     fn abort(&mut self, transfer: u64, keep: bool) {
@@ -674,9 +686,7 @@ mod tests {
         for i in (0..m.blocks()).rev() {
             let b = m.block(i).unwrap();
             let (body, _) = fs.block(&b, Verify::None, true).unwrap();
-            let Body::File { file, offset, len, .. } = body else { panic!() };
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, offset).unwrap();
+            let buf = crate::sendfile::body_bytes(&body).unwrap();
             store.write_block(id, &b, &buf).unwrap();
         }
         store.seal(id).unwrap();
@@ -816,9 +826,7 @@ mod tests {
         for i in 0..m.blocks() {
             let b = m.block(i).unwrap();
             let (body, _) = fs.block(&b, Verify::Md5, true).unwrap();
-            let Body::File { file, offset, len, .. } = body else { panic!() };
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, offset).unwrap();
+            let buf = crate::sendfile::body_bytes(&body).unwrap();
             store.write_block(1, &b, &buf).unwrap();
         }
         eprintln!("read+write: {:?}", t.elapsed());
@@ -855,8 +863,9 @@ mod tests {
         assert!(store.write_block(3, &b, &vec![1u8; b.len as usize]).is_err());
         // the same manifest finds the same stage and keeps what is there
         store.prepare(4, d, &m).unwrap();
-        let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[b.entry as usize].path)).unwrap();
-        assert_eq!(&staged[..b.len as usize], &vec![1u8; b.len as usize][..]);
+        let seg = m.segments(&b)[0];
+        let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[seg.entry as usize].path)).unwrap();
+        assert_eq!(&staged[..seg.len as usize], &vec![1u8; seg.len as usize][..]);
         store.abort(4, false);
         assert_eq!(names(&dest), ["d"]);
         assert_eq!(snapshot(&dest, &[]), before);

@@ -140,6 +140,14 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
             crate::proto::wire::MAX_ENTRIES
         ));
     }
+    // block_size 0 is the class's `auto`: chosen from the tree's size.
+    let block_size = match block_size {
+        0 => {
+            let bytes = entries.iter().map(|e| if let Kind::File { size } = e.kind { size } else { 0 }).sum();
+            crate::proto::class::auto_block_size(bytes)
+        }
+        b => b,
+    };
     let manifest = Manifest::new(block_size, entries).map_err(|e| format!("source {}: {e}", root.display()))?;
     Ok(Walk { manifest, skipped, excluded: excluded_count })
 }
@@ -150,14 +158,14 @@ const OPEN_FILES: usize = 64;
 /// The master's [`Source`]: reads blocks from the tree a [`walk`] described.
 pub struct FsSource {
     root: PathBuf,
-    entries: Vec<Entry>,
+    manifest: Manifest,
     /// Open files, most recently used last.
     open: Vec<(u32, Arc<File>)>,
 }
 
 impl FsSource {
     pub fn new(root: PathBuf, manifest: &Manifest) -> FsSource {
-        FsSource { root, entries: manifest.entries().to_vec(), open: Vec::with_capacity(OPEN_FILES) }
+        FsSource { root, manifest: manifest.clone(), open: Vec::with_capacity(OPEN_FILES) }
     }
 
     fn file(&mut self, entry: u32) -> Result<Arc<File>, String> {
@@ -167,7 +175,7 @@ impl FsSource {
             self.open.push(hit);
             return Ok(file);
         }
-        let path = &self.entries[entry as usize].path;
+        let path = &self.manifest.entries()[entry as usize].path;
         let file = open_source(&self.root.join(path)).map_err(|e| format!("open {path}: {e}"))?;
         let file = Arc::new(file);
         if self.open.len() >= OPEN_FILES {
@@ -180,24 +188,25 @@ impl FsSource {
 
 impl Source for FsSource {
     fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String> {
-        let Some(e) = self.entries.get(b.entry as usize) else {
-            return Err(format!("block {}: no entry {}", b.index, b.entry));
-        };
-        let Kind::File { size } = e.kind else {
-            return Err(format!("block {}: {} is not a file", b.index, e.path));
-        };
-        if b.offset.checked_add(b.len as u64).is_none_or(|end| end > size) {
-            return Err(format!("block {}: {} bytes at {} lie beyond the end of {}", b.index, b.len, b.offset, e.path));
+        let mut ranges = Vec::new();
+        for seg in self.manifest.segments(b) {
+            ranges.push((self.file(seg.entry)?, seg.offset, seg.len as u64));
         }
-        let path = e.path.clone();
-        let file = self.file(b.entry)?;
-        let sum = crate::sendfile::checksum_range(&file, b.offset, b.len as u64, verify)
-            .map_err(|e| format!("read {path}: {e}"))?;
-        Ok((Body::File { file, offset: b.offset, len: b.len as u64, sendfile }, sum))
+        let path = |i: usize| self.manifest.entries()[self.manifest.segments(b)[i].entry as usize].path.clone();
+        let refs: Vec<(&File, u64, u64)> = ranges.iter().map(|(f, o, l)| (&**f, *o, *l)).collect();
+        let sum = crate::sendfile::checksum_ranges(&refs, verify).map_err(|e| format!("read {}: {e}", path(0)))?;
+        let body = match ranges.len() {
+            1 => {
+                let (file, offset, len) = ranges.pop().expect("one range");
+                Body::File { file, offset, len, sendfile }
+            }
+            _ => Body::Files { ranges, sendfile },
+        };
+        Ok((body, sum))
     }
 
     fn unchanged(&mut self, entry: u32) -> Result<(), String> {
-        let Some(e) = self.entries.get(entry as usize) else {
+        let Some(e) = self.manifest.entries().get(entry as usize) else {
             return Err(format!("no entry {entry}"));
         };
         let Kind::File { size } = e.kind else { return Ok(()) };
@@ -270,8 +279,8 @@ mod tests {
         assert_eq!(by("d/link").kind, Kind::Symlink { target: "../top".into() });
         let md = std::fs::symlink_metadata(root.join("top")).unwrap();
         assert_eq!((by("top").mtime, by("top").mtime_nsec), (md.mtime(), md.mtime_nsec() as u32));
-        // 10 bytes in blocks of 4, then 5 bytes: 3 + 2 blocks
-        assert_eq!(m.blocks(), 5);
+        // 10 bytes then 5 bytes make one stream of 15: 4 blocks of 4
+        assert_eq!(m.blocks(), 4);
         assert_eq!(m.bytes(), 15);
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -323,11 +332,9 @@ mod tests {
         for i in 0..m.blocks() {
             let b = m.block(i).unwrap();
             let (body, sum) = src.block(&b, Verify::Md5, true).unwrap();
-            let Body::File { file, offset, len, sendfile } = body else { panic!("not a file body") };
-            assert!(sendfile);
-            assert_eq!((offset, len), (b.offset, b.len as u64));
-            let mut buf = vec![0u8; len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).unwrap();
+            assert!(matches!(body, Body::File { sendfile: true, .. } | Body::Files { sendfile: true, .. }));
+            let buf = crate::sendfile::body_bytes(&body).unwrap();
+            assert_eq!(buf.len(), b.len as usize);
             assert_eq!(sum, Sum::of(Verify::Md5, &buf));
             got.extend_from_slice(&buf);
         }

@@ -44,6 +44,7 @@ pub struct ClassCfg {
     pub dest: String,
     pub p2p: bool,
     pub peers: u32,
+    /// Bytes; 0 = auto (`auto_block_size`).
     pub block_size: u32,
     /// Bytes/s per sending host and transfer; 0 = none.
     pub rate_limit: u64,
@@ -68,7 +69,7 @@ impl ClassCfg {
             dest: String::new(),
             p2p: false,
             peers: 8,
-            block_size: 4 << 20,
+            block_size: 0,
             rate_limit: 0,
             verify: Verify::Md5,
             sendfile: true,
@@ -99,6 +100,7 @@ impl ClassCfg {
             }
             "p2p" => self.p2p = parse_bool(v)?,
             "peers" => self.peers = parse_num(v, 1, 64)? as u32,
+            "block_size" if v == "auto" => self.block_size = 0,
             "block_size" => {
                 let b = parse_size(v)?;
                 if !(4096..=super::wire::MAX_BLOCK as u64).contains(&b) {
@@ -169,7 +171,7 @@ impl ClassCfg {
             ("dest".into(), self.dest.clone()),
             ("p2p".into(), onoff(self.p2p)),
             ("peers".into(), self.peers.to_string()),
-            ("block_size".into(), self.block_size.to_string()),
+            ("block_size".into(), if self.block_size == 0 { "auto".into() } else { self.block_size.to_string() }),
             ("rate_limit".into(), self.rate_limit.to_string()),
             ("verify".into(), self.verify.to_string()),
             ("sendfile".into(), onoff(self.sendfile)),
@@ -222,6 +224,12 @@ impl fmt::Display for Quorum {
             Quorum::Percent(p) => write!(f, "{p}%"),
         }
     }
+}
+
+/// The block size for a tree of `bytes` when the class says `auto`: about 512 blocks, so a
+/// swarm pipelines well, within 256 KiB..16 MiB, so per-block costs stay small.
+pub fn auto_block_size(bytes: u64) -> u32 {
+    (bytes / 512).next_power_of_two().clamp(256 << 10, 16 << 20) as u32
 }
 
 pub fn parse_bool(v: &str) -> Result<bool, String> {
@@ -286,5 +294,9 @@ mod tests {
         assert_eq!(c.set("nonsense", "1"), Ok(false));
         assert_eq!(parse_size("10M"), Ok(10 << 20));
         assert_eq!(Quorum::Percent(50).needed(3), 2);
+        assert_eq!(auto_block_size(64 << 20), 256 << 10);
+        assert_eq!(auto_block_size(1 << 30), 2 << 20);
+        assert_eq!(auto_block_size(200 << 30), 16 << 20);
+        assert!(c.set("block_size", "auto").is_ok() && c.block_size == 0);
     }
 }

@@ -1,8 +1,10 @@
 //! The manifest: the tree a transfer moves, and how its files split into blocks.
 //!
 //! Entries are sorted by path bytes, so every parent directory comes before its children.
-//! Blocks are numbered across the whole tree: file after file in entry order, each file cut
-//! into `block_size` pieces (the last may be shorter; an empty file has none).
+//! Blocks are fixed slices of the *stream*: every file's bytes one after another in entry
+//! order. So a block may hold the end of one file and several small files after it (20,000
+//! files of 10 KiB make 50 blocks of 4 MiB, not 20,000), and only the last block is short.
+//! `segments` says which file bytes a block holds.
 //!
 //! Path rules, checked by `Manifest::new` and so by every decode: a path is relative, its
 //! components are non-empty, not `.` or `..`, at most `MAX_NAME` bytes, free of NUL; the whole
@@ -30,21 +32,32 @@ pub struct Entry {
     pub mtime_nsec: u32,
 }
 
-/// One block: where its bytes live.
+/// One block: a slice of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRef {
     pub index: u64,
-    /// Index into `Manifest::entries`.
-    pub entry: u32,
+    /// Where the block starts in the stream.
     pub offset: u64,
     pub len: u32,
+}
+
+/// The part of a block that lies in one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Index into `Manifest::entries`.
+    pub entry: u32,
+    /// Offset in the file.
+    pub offset: u64,
+    pub len: u32,
+    /// Offset in the block.
+    pub at: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub block_size: u32,
     entries: Vec<Entry>,
-    /// (first block, entry index) for every file that has blocks, ascending.
+    /// (stream offset, entry index) for every non-empty file, ascending.
     starts: Vec<(u64, u32)>,
     blocks: u64,
     bytes: u64,
@@ -85,16 +98,16 @@ impl Manifest {
         // Sorting by bytes puts "a/b" after "a-c"; the parent check above needs the parent
         // anywhere earlier, which byte order guarantees because a prefix sorts first.
         let mut starts = Vec::new();
-        let (mut blocks, mut bytes) = (0u64, 0u64);
+        let mut bytes = 0u64;
         for (i, e) in entries.iter().enumerate() {
             if let Kind::File { size } = e.kind {
                 if size > 0 {
-                    starts.push((blocks, i as u32));
-                    blocks += size.div_ceil(block_size as u64);
-                    bytes += size;
+                    starts.push((bytes, i as u32));
+                    bytes = bytes.checked_add(size).ok_or("file sizes overflow")?;
                 }
             }
         }
+        let blocks = bytes.div_ceil(block_size as u64);
         Ok(Manifest { block_size, entries, starts, blocks, bytes })
     }
 
@@ -115,20 +128,45 @@ impl Manifest {
         if index >= self.blocks {
             return None;
         }
-        let at = self.starts.partition_point(|&(first, _)| first <= index) - 1;
-        let (first, entry) = self.starts[at];
-        let Kind::File { size } = self.entries[entry as usize].kind else { return None };
-        let offset = (index - first) * self.block_size as u64;
-        let len = (size - offset).min(self.block_size as u64) as u32;
-        Some(BlockRef { index, entry, offset, len })
+        let offset = index * self.block_size as u64;
+        let len = (self.bytes - offset).min(self.block_size as u64) as u32;
+        Some(BlockRef { index, offset, len })
     }
 
-    /// The first block and block count of entry `entry` (0 blocks for non-files).
+    /// The file pieces that make up block `b`, in stream order.
+    pub fn segments(&self, b: &BlockRef) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let end = b.offset + b.len as u64;
+        let mut i = self.starts.partition_point(|&(start, _)| start <= b.offset).saturating_sub(1);
+        while let Some(&(start, entry)) = self.starts.get(i) {
+            if start >= end {
+                break;
+            }
+            let Kind::File { size } = self.entries[entry as usize].kind else { break };
+            let from = b.offset.max(start);
+            let to = end.min(start + size);
+            if to > from {
+                out.push(Segment {
+                    entry,
+                    offset: from - start,
+                    len: (to - from) as u32,
+                    at: (from - b.offset) as u32,
+                });
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The blocks that hold bytes of entry `entry`: (first, count); (0, 0) for non-files.
     pub fn entry_blocks(&self, entry: u32) -> (u64, u64) {
         match self.starts.binary_search_by_key(&entry, |&(_, e)| e) {
             Ok(i) => {
-                let end = self.starts.get(i + 1).map(|s| s.0).unwrap_or(self.blocks);
-                (self.starts[i].0, end - self.starts[i].0)
+                let Kind::File { size } = self.entries[entry as usize].kind else { return (0, 0) };
+                let start = self.starts[i].0;
+                let bs = self.block_size as u64;
+                let first = start / bs;
+                (first, (start + size).div_ceil(bs) - first)
             }
             Err(_) => (0, 0),
         }
@@ -246,12 +284,26 @@ mod tests {
             ],
         )
         .unwrap();
+        // stream: a/x (4 bytes) then b (9 bytes) = 13 bytes, 4 blocks of 4
         assert_eq!(m.blocks(), 4);
-        assert_eq!(m.block(0), Some(BlockRef { index: 0, entry: 1, offset: 0, len: 4 }));
-        assert_eq!(m.block(3), Some(BlockRef { index: 3, entry: 2, offset: 8, len: 1 }));
+        assert_eq!(m.block(0), Some(BlockRef { index: 0, offset: 0, len: 4 }));
+        assert_eq!(m.block(3), Some(BlockRef { index: 3, offset: 12, len: 1 }));
         assert_eq!(m.block(4), None);
+        let seg = |entry, offset, len, at| Segment { entry, offset, len, at };
+        assert_eq!(m.segments(&m.block(0).unwrap()), vec![seg(1, 0, 4, 0)]);
+        assert_eq!(m.segments(&m.block(1).unwrap()), vec![seg(2, 0, 4, 0)]);
+        assert_eq!(m.segments(&m.block(3).unwrap()), vec![seg(2, 8, 1, 0)]);
         assert_eq!(m.entry_blocks(2), (1, 3));
         assert_eq!(m.entry_blocks(3), (0, 0));
+        // many small files share one block
+        let mut es = vec![e("d", Kind::Dir)];
+        es.extend((0..10).map(|i| e(&format!("d/f{i}"), Kind::File { size: 3 })));
+        let m = Manifest::new(8, es).unwrap();
+        assert_eq!(m.blocks(), 4);
+        let s1 = m.segments(&m.block(1).unwrap());
+        assert_eq!(s1, vec![seg(3, 2, 1, 0), seg(4, 0, 3, 1), seg(5, 0, 3, 4), seg(6, 0, 1, 7)]);
+        let total: u32 = (0..4).flat_map(|i| m.segments(&m.block(i).unwrap())).map(|s| s.len).sum();
+        assert_eq!(total as u64, m.bytes());
         let back = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.id(), m.id());

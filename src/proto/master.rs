@@ -123,7 +123,7 @@ struct Plan {
 }
 
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Bytes in flight to one po: enough to keep a fast link full between acks.
 const WINDOW_BYTES: u64 = 32 << 20;
@@ -855,6 +855,7 @@ impl Machine for MasterMachine {
                     self.next_report = Some(now + REPORT_EVERY);
                     // A transfer between two pos that never finishes is given to someone else.
                     if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                        log::debug!("event=swarm_state {}", sw.debug_line());
                         for (to, b, from) in sw.stalled(now, STALL) {
                             log::warn!("event=push_stalled block={b} to={to} from={from:?}");
                             sw.cancel(to, b, now);

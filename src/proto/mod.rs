@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use class::{ClassCfg, Verify};
-pub use manifest::{BlockRef, Manifest};
+pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 
 /// Names one connection. Ids of outbound connections are chosen by the machine (below
@@ -73,6 +73,11 @@ pub enum Body {
         len: u64,
         sendfile: bool,
     },
+    /// A block that spans several files: (file, offset, len) one after another.
+    Files {
+        ranges: Vec<(Arc<File>, u64, u64)>,
+        sendfile: bool,
+    },
 }
 
 impl Body {
@@ -80,6 +85,7 @@ impl Body {
         match self {
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
+            Body::Files { ranges, .. } => ranges.iter().map(|r| r.2).sum(),
         }
     }
     pub fn is_empty(&self) -> bool {

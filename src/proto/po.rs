@@ -224,7 +224,7 @@ impl<S: Store> PoMachine<S> {
             Ok(c) => c,
             Err(e) => return self.refuse(master, Reason::Protocol, format!("CAC sent a bad class: {e}")),
         };
-        if class.block_size != p.manifest.block_size {
+        if class.block_size != 0 && class.block_size != p.manifest.block_size {
             return self.refuse(master, Reason::BadManifest, "manifest block size differs from the class".into());
         }
         let Some(dest) = self.dest_for(&class.dest) else {
@@ -368,7 +368,8 @@ impl<S: Store> PoMachine<S> {
             },
         };
         if verify != super::Verify::None && Sum::of(verify, data.bytes()) != want {
-            let path = t.manifest.entries()[b.entry as usize].path.clone();
+            let first = t.manifest.segments(&b).first().map(|s| s.entry).unwrap_or(0);
+            let path = t.manifest.entries()[first as usize].path.clone();
             let source = from.map(|p| format!("po#{p}")).unwrap_or_else(|| "master".into());
             log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
             return match (from, t.master) {

@@ -14,12 +14,16 @@ use std::time::Duration;
 #[derive(Default, Clone)]
 pub struct MemSource {
     files: HashMap<u32, Arc<Vec<u8>>>,
+    manifest: Option<Manifest>,
 }
 
 impl Source for MemSource {
     fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), String> {
-        let f = self.files.get(&b.entry).ok_or("no such file")?;
-        let data = f[b.offset as usize..b.offset as usize + b.len as usize].to_vec();
+        let mut data = Vec::new();
+        for seg in self.manifest.as_ref().ok_or("no manifest")?.segments(b) {
+            let f = self.files.get(&seg.entry).ok_or("no such file")?;
+            data.extend_from_slice(&f[seg.offset as usize..seg.offset as usize + seg.len as usize]);
+        }
         let sum = Sum::of(verify, &data);
         Ok((Body::Bytes(Arc::new(data)), sum))
     }
@@ -37,7 +41,7 @@ type Staged = (String, Manifest, HashMap<u32, Vec<u8>>);
 pub struct MemStore {
     staged: HashMap<u64, Staged>,
     /// Published files stay readable for serving peers.
-    served: HashMap<u64, HashMap<u32, Vec<u8>>>,
+    served: HashMap<u64, (Manifest, HashMap<u32, Vec<u8>>)>,
     /// dest -> tree
     pub published: HashMap<String, Tree>,
     pub fail_writes: bool,
@@ -53,9 +57,12 @@ impl Store for MemStore {
             return Err("write x: No space left on device (os error 28)".into());
         }
         let (_, m, files) = self.staged.get_mut(&transfer).ok_or("not prepared")?;
-        let Kind::File { size } = m.entries()[b.entry as usize].kind else { return Err("not a file".into()) };
-        let f = files.entry(b.entry).or_insert_with(|| vec![0; size as usize]);
-        f[b.offset as usize..b.offset as usize + data.len()].copy_from_slice(data);
+        for seg in m.segments(b) {
+            let Kind::File { size } = m.entries()[seg.entry as usize].kind else { return Err("not a file".into()) };
+            let f = files.entry(seg.entry).or_insert_with(|| vec![0; size as usize]);
+            let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
+            f[seg.offset as usize..seg.offset as usize + seg.len as usize].copy_from_slice(piece);
+        }
         Ok(())
     }
     fn seal(&mut self, _transfer: u64) -> Result<(), String> {
@@ -64,7 +71,7 @@ impl Store for MemStore {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), String> {
         let (dest, m, files) = self.staged.remove(&transfer).ok_or("not prepared")?;
         let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_default());
-        self.served.insert(transfer, files);
+        self.served.insert(transfer, (m.clone(), files));
         let out = self.published.entry(dest).or_default();
         out.extend(tree);
         if let Some(f) = flag_file {
@@ -76,12 +83,16 @@ impl Store for MemStore {
         self.staged.remove(&transfer);
     }
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String> {
-        let files = match self.staged.get(&transfer) {
-            Some((_, _, f)) => f,
-            None => self.served.get(&transfer).ok_or("unknown transfer")?,
+        let (m, files) = match self.staged.get(&transfer) {
+            Some((_, m, f)) => (m, f),
+            None => self.served.get(&transfer).map(|(m, f)| (m, f)).ok_or("unknown transfer")?,
         };
-        let f = files.get(&b.entry).ok_or("block not held")?;
-        Ok(Body::Bytes(Arc::new(f[b.offset as usize..b.offset as usize + b.len as usize].to_vec())))
+        let mut data = Vec::new();
+        for seg in m.segments(b) {
+            let f = files.get(&seg.entry).ok_or("block not held")?;
+            data.extend_from_slice(&f[seg.offset as usize..seg.offset as usize + seg.len as usize]);
+        }
+        Ok(Body::Bytes(Arc::new(data)))
     }
 }
 
@@ -201,10 +212,7 @@ impl Net {
             }
             Action::Send { conn, msg } => self.transmit(from, conn, msg),
             Action::SendBlock { conn, head, body } => {
-                let data = match body {
-                    Body::Bytes(b) => b.to_vec(),
-                    Body::File { .. } => panic!("the simulator has no files"),
-                };
+                let data = crate::sendfile::body_bytes(&body).expect("the simulator's bodies are in memory");
                 self.transmit(from, conn, Msg::Block { head, data: Payload::from_vec(data) });
             }
             Action::Close { conn } => {
@@ -330,6 +338,7 @@ fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
             src.files.insert(i as u32, Arc::new(data));
         }
     }
+    src.manifest = Some(m.clone());
     let files = src.files.clone();
     let tree = tree_of(&m, |e| files.get(&e).map(|d| d.to_vec()).unwrap_or_default());
     (m, src, tree)
@@ -375,7 +384,7 @@ fn world(s: Setup) -> World {
     let mut planned = Some((m, src));
     let planner: master::Planner = Box::new(move |c: &ClassCfg| {
         let (m, src) = planned.take().ok_or("planned twice")?;
-        assert_eq!(c.block_size, m.block_size);
+        assert!(c.block_size == 0 || c.block_size == m.block_size);
         Ok((m, Box::new(src) as Box<dyn Source>))
     });
     let ms = MasterSettings {

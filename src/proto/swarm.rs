@@ -337,6 +337,21 @@ impl Swarm {
         out
     }
 
+    /// One line per po for the debug log: slots in use, blocks held, fastest transfer, slow.
+    pub fn debug_line(&self) -> String {
+        let slow = self.slow();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let best = n.best.map(|b| format!("{:.0}ms", b * 1000.0)).unwrap_or_else(|| "-".into());
+                format!("{i}:up{}/down{}/held{}/best{best}{}", n.up, n.down, n.held, if slow[i] { "/SLOW" } else { "" })
+            })
+            .collect();
+        format!("master_up={} inflight={} {}", self.master_up, self.inflight.len(), nodes.join(" "))
+    }
+
     /// Assignments older than `limit`: the caller may cancel them (a stalled sender).
     pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<(u32, u64, Src)> {
         self.inflight

@@ -670,6 +670,11 @@ impl Reactor {
                 match body {
                     Body::Bytes(b) => c.push_bytes(b),
                     Body::File { file, offset, len, sendfile } => c.push_file(file, offset, len, sendfile),
+                    Body::Files { ranges, sendfile } => {
+                        for (file, offset, len) in ranges {
+                            c.push_file(file, offset, len, sendfile);
+                        }
+                    }
                 }
                 let slot = self.ids[&conn];
                 self.mark(slot);

@@ -30,36 +30,12 @@ fn source_changed(what: &str, offset: u64, len: u64, size: u64) -> io::Error {
     )
 }
 
-/// The checksum of `len` bytes of `file` at `offset`, read through a private mapping.
+/// The checksum of `len` bytes of `file` at `offset`.
 ///
 /// Errors with `UnexpectedEof` when the file is shorter than `offset + len` (it changed since
 /// the manifest was made), and with `InvalidInput` when `len` exceeds `MAX_MAP`.
 pub fn checksum_range(file: &File, offset: u64, len: u64, verify: Verify) -> io::Result<Sum> {
-    if verify == Verify::None {
-        return Ok(Sum::None);
-    }
-    if len > MAX_MAP {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("checksum range of {len} bytes too long")));
-    }
-    let size = file.metadata()?.len();
-    let end = offset.checked_add(len).ok_or_else(|| source_changed("checksum", offset, len, size))?;
-    if end > size {
-        return Err(source_changed("checksum", offset, len, size));
-    }
-    if len == 0 {
-        return Ok(Sum::of(verify, &[]));
-    }
-    // SAFETY: the mapping is read-only and private, lives only inside this function, and no
-    // reference into it escapes. `offset + len` was within the file at the fstat above. The
-    // remaining risk is another process changing the file while it is mapped: a write changes
-    // the bytes we hash (the master then notices the new mtime via `Source::unchanged` and fails
-    // the block), and a truncation below `offset + len` between the fstat and the last access
-    // would raise SIGBUS. wugui documents that sources must not be truncated during a push;
-    // there is no way to rule this out for a mapping, which is why the range is checked first.
-    let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map(file)? };
-    // Only a hint: the checksum reads the range once, front to back.
-    let _ = map.advise(Advice::Sequential);
-    Ok(Sum::of(verify, &map))
+    checksum_ranges(&[(file, offset, len)], verify)
 }
 
 /// Exactly `len` bytes of `file` at `offset` (a pread loop). `UnexpectedEof` if the file is
@@ -155,6 +131,80 @@ pub fn copy_file_rw(
 }
 
 /// Writes all of `data` at `offset` of `file`.
+/// The checksum of several file ranges read one after another, as one block.
+pub fn checksum_ranges(ranges: &[(&File, u64, u64)], verify: Verify) -> io::Result<Sum> {
+    use md5::Digest;
+    match verify {
+        Verify::None => Ok(Sum::None),
+        Verify::Crc32 => {
+            let mut h = crc32fast::Hasher::new();
+            for &(f, off, len) in ranges {
+                with_map(f, off, len, |b| h.update(b))?;
+            }
+            Ok(Sum::Crc32(h.finalize()))
+        }
+        Verify::Md5 => {
+            let mut h = md5::Md5::new();
+            for &(f, off, len) in ranges {
+                with_map(f, off, len, |b| h.update(b))?;
+            }
+            Ok(Sum::Md5(h.finalize().into()))
+        }
+    }
+}
+
+/// Calls `f` with the bytes of a file range: small ranges are read (an mmap per tiny file
+/// costs more than it saves), large ones are mapped.
+fn with_map(file: &File, offset: u64, len: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    if len > MAX_MAP {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("checksum range of {len} bytes too long")));
+    }
+    let size = file.metadata()?.len();
+    let end = offset.checked_add(len).ok_or_else(|| source_changed("checksum", offset, len, size))?;
+    if end > size {
+        return Err(source_changed("checksum", offset, len, size));
+    }
+    if len <= 64 << 10 {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        f(&buf);
+        return Ok(());
+    }
+    // SAFETY: the mapping is read-only and private, lives only inside this function, and no
+    // reference into it escapes. `offset + len` was within the file at the fstat above. The
+    // remaining risk is another process changing the file while it is mapped: a write changes
+    // the bytes we hash (the master then notices the new mtime via `Source::unchanged` and fails
+    // the transfer), and a truncation below `offset + len` between the fstat and the last access
+    // would raise SIGBUS. wugui documents that sources must not be truncated during a push;
+    // there is no way to rule this out for a mapping, which is why the range is checked first.
+    let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map(file)? };
+    // Only a hint: the checksum reads the range once, front to back.
+    let _ = map.advise(Advice::Sequential);
+    f(&map);
+    Ok(())
+}
+
+/// All the bytes of a block body (tests, diagnostics and the simulator's network).
+pub fn body_bytes(body: &crate::proto::Body) -> io::Result<Vec<u8>> {
+    use crate::proto::Body;
+    let mut out = Vec::new();
+    let mut take = |f: &File, off: u64, len: u64| -> io::Result<()> {
+        let at = out.len();
+        out.resize(at + len as usize, 0);
+        f.read_exact_at(&mut out[at..], off)
+    };
+    match body {
+        Body::Bytes(b) => return Ok(b.to_vec()),
+        Body::File { file, offset, len, .. } => take(file, *offset, *len)?,
+        Body::Files { ranges, .. } => {
+            for (f, off, len) in ranges {
+                take(f, *off, *len)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Takes ownership of a descriptor that a raw syscall wrapper (nix 0.29's `openat`) just
 /// returned, so that it is closed exactly once by the `File`.
 pub fn file_from_raw(fd: std::os::fd::RawFd) -> File {
