@@ -263,7 +263,7 @@ impl MasterMachine {
                 hook_tail: String::new(),
             })
             .collect();
-        let window = (WINDOW_BYTES / class.block_size as u64).max(2);
+        let window = (WINDOW_BYTES / manifest.block_size as u64).max(2);
         let deadline = now + Duration::from_secs(class.timeout);
         let swarm = class.p2p.then(|| Swarm::new(self.pos.len(), nb as u64, class.peers));
         self.plan = Some(Plan {

@@ -380,7 +380,7 @@ fn world(s: Setup) -> World {
         };
         pos.push(net.add(&a.to_string(), Node::Po(PoMachine::new(ps, MemStore::default()))));
     }
-    let (m, src, tree) = sample_tree(s.class.block_size);
+    let (m, src, tree) = sample_tree(if s.class.block_size == 0 { 4096 } else { s.class.block_size });
     let mut planned = Some((m, src));
     let planner: master::Planner = Box::new(move |c: &ClassCfg| {
         let (m, src) = planned.take().ok_or("planned twice")?;

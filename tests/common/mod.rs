@@ -127,9 +127,6 @@ impl Cluster {
             po_list.join(", "),
             o.masters
         );
-        if !o.class_extra.iter().any(|l| l.starts_with("block_size")) {
-            cac += "block_size = 64K\n";
-        }
         for l in &o.class_extra {
             cac += l;
             cac += "\n";
