@@ -61,6 +61,50 @@ pub struct Payload {
     pub start: usize,
 }
 
+/// Block-sized buffers are recycled: a dropped payload gives its buffer back, and the reactor
+/// takes one for the next big frame. Fresh allocations of megabytes cost page faults and
+/// zeroing on every block; a recycled buffer costs neither.
+const POOL_MIN: usize = 64 << 10;
+const POOL_KEEP: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of exactly `len` bytes; its contents are unspecified (the caller overwrites them).
+pub fn take_buffer(len: usize) -> Vec<u8> {
+    if len >= POOL_MIN {
+        let reused = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|b| b.capacity() >= len)?;
+            Some(p.swap_remove(i))
+        });
+        if let Some(mut b) = reused {
+            if b.len() >= len {
+                b.truncate(len);
+            } else {
+                b.resize(len, 0);
+            }
+            return b;
+        }
+    }
+    vec![0; len]
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        if self.buf.capacity() >= POOL_MIN {
+            let b = std::mem::take(&mut self.buf);
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_KEEP {
+                    p.push(b);
+                }
+            });
+        }
+    }
+}
+
 impl Payload {
     pub fn from_vec(buf: Vec<u8>) -> Payload {
         Payload { buf, start: 0 }
@@ -454,7 +498,9 @@ impl Msg {
                 return Err(invalid("block", "no data"));
             }
             let start = payload.start + used;
-            return Ok(Msg::Block { head, data: Payload { buf: payload.buf, start } });
+            let mut payload = payload;
+            let buf = std::mem::take(&mut payload.buf);
+            return Ok(Msg::Block { head, data: Payload { buf, start } });
         }
         let mut r = Reader::new(payload.bytes());
         let m = match ty {

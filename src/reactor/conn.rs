@@ -288,7 +288,7 @@ pub fn read_frames(
                 pos = body + len;
             } else {
                 // `len` was checked against the type's limit by `parse_header`.
-                let mut buf = vec![0u8; len];
+                let mut buf = crate::proto::msg::take_buffer(len);
                 let have = end - body;
                 buf[..have].copy_from_slice(&stage[body..end]);
                 c.partial = Some(Partial { ty: h.ty, buf, filled: have });
