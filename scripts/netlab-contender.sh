@@ -34,11 +34,12 @@ setup)
         echo "po = $pos"
         echo "dest = /data"
         echo "masters = 198.18.0.0/24"
-        echo "p2p = on"
-        echo "verify = crc32"
-        echo "publish = each"
-        echo "timeout = ${BENCH_TIMEOUT:-300}"
+        # The adapter's defaults, each unless WUGUI_CLASS_EXTRA sets that key.
         IFS=';' read -ra extra <<< "${WUGUI_CLASS_EXTRA:-}"
+        for kv in "p2p = on" "verify = crc32" "publish = each" "timeout = ${BENCH_TIMEOUT:-300}"; do
+            key=${kv%% *}
+            printf '%s\n' "${extra[@]}" | grep -qE "^ *$key *=" || echo "$kv"
+        done
         for l in "${extra[@]}"; do [ -n "${l// /}" ] && echo "$l"; done
     } > "$conf/cac.conf"
     start_bg "$SRC_HOST" wugui-cac "$bin/wugui-cac" -f "$conf/cac.conf"
