@@ -618,7 +618,7 @@ fn write_flag(dest: RawFd, flag: &str, transfer: u64, files: u64, bytes: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Body, Source, Verify};
+    use crate::proto::{Source, Verify};
     use crate::tree::{walk, FsSource};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

@@ -214,3 +214,65 @@ fn p2p_swarm_delivers_identical_trees() {
     let field = |k: &str| -> f64 { end.split(' ').find_map(|f| f.strip_prefix(k)).unwrap().parse().unwrap() };
     assert!(field("src_copies=") < 3.5, "{end}");
 }
+
+#[test]
+fn hooks_run_after_publish_and_their_failures_reach_the_master() {
+    // The hook records its environment; on po1 it fails with a message.
+    let script = "#!/bin/sh\nenv | grep ^WUGUI_ | sort > \"$WUGUI_DEST/../hook.env\"\n\
+                  case \"$WUGUI_DEST\" in */po1/*) echo 'reload failed: port busy'; exit 3;; esac\necho reloaded\n";
+    let o = Opts {
+        hook: Some(("reload.sh", script.into())),
+        class_extra: vec!["hook = reload.sh".into()],
+        ..Default::default()
+    };
+    let c = Cluster::start("hooks", o);
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let line = err.lines().find(|l| l.starts_with("po=")).expect("a per-po line");
+    assert!(line.contains(&c.pos[1].addr) && line.contains("result=hook_failed"), "{line}");
+    assert!(line.contains("hook_exit=3") && line.contains("reload failed: port busy"), "{line}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("po=")).count(), 1, "{err}");
+    let env = fs::read_to_string(c.po_dest(0).parent().unwrap().join("hook.env")).unwrap();
+    assert!(env.contains("WUGUI_CLASS=base1") && env.contains("WUGUI_FILES=") && env.contains("WUGUI_BYTES="), "{env}");
+    assert!(env.contains(&format!("WUGUI_DEST={}", c.po_dest(0).display())), "{env}");
+    assert!(c.pos[1].log_text().contains("event=hook_failed"));
+}
+
+#[test]
+fn a_hook_outside_hook_dir_is_refused() {
+    let o = Opts { pos: 1, class_extra: vec!["hook = escape.sh".into()], ..Default::default() };
+    let c = Cluster::start("hookesc", o);
+    // A symlink in hook_dir that points outside it.
+    let outside = c.dir.path().join("evil.sh");
+    fs::write(&outside, "#!/bin/sh\ntouch /tmp/wugui-evil-ran\n").unwrap();
+    std::os::unix::fs::symlink(&outside, c.po_roots[0].join("hooks/escape.sh")).unwrap();
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("outside hook_dir"), "{err}");
+    assert!(!std::path::Path::new("/tmp/wugui-evil-ran").exists());
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_at_hook_timeout() {
+    let o = Opts {
+        pos: 1,
+        hook: Some(("slow.sh", "#!/bin/sh\necho starting\nexec sleep 30\n".into())),
+        class_extra: vec!["hook = slow.sh".into(), "hook_timeout = 1".into()],
+        ..Default::default()
+    };
+    let c = Cluster::start("hookslow", o);
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let t = std::time::Instant::now();
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("hook_exit=-1") && err.contains("killed after 1s") && err.contains("starting"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "the hook was not killed");
+}

@@ -18,7 +18,13 @@ fn lab() -> Option<PathBuf> {
         return None;
     }
     for tool in ["ip", "tc", "ping"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| !o.status.success()).unwrap_or(true) {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
             eprintln!("skipped: {tool} is not installed (apt-get install iproute2 iputils-ping)");
             return None;
         }
@@ -27,7 +33,7 @@ fn lab() -> Option<PathBuf> {
 }
 
 /// One lab cell; returns the harness's result line.
-fn cell(bench: &PathBuf, n: u32, size_mb: u32, rate: &str, extra: &str, host_rates: &str) -> String {
+fn cell(bench: &std::path::Path, n: u32, size_mb: u32, rate: &str, extra: &str, host_rates: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_masterwugui")).parent().unwrap().to_path_buf();
     let mut c = Command::new(bench.join("run.sh"));

@@ -23,6 +23,8 @@ const FILE: &str = "fuzz.conf";
 fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Per process, so that parallel jobs never see a half-written file; scripts/fuzz.sh points
+        // TMPDIR into fuzz/target/ and removes it afterwards.
         let d = std::env::temp_dir().join(format!("wugui-fuzz-config-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("create the fixture directory");
         for (name, text) in [

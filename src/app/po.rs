@@ -19,6 +19,7 @@ pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
         allow_dest: c.allow_dest.iter().map(|p| p.display().to_string()).collect(),
         root: c.root.as_ref().map(|p| p.display().to_string()),
         cac_timeout: Duration::from_secs(3),
+        hook_dir: c.hook_dir.as_ref().map(|p| p.display().to_string()),
         max_upload_rate: c.max_upload_rate,
         max_download_rate: c.max_download_rate,
     }

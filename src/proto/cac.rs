@@ -267,7 +267,7 @@ impl Machine for CacMachine {
             Event::Closed { conn, .. } => {
                 self.conns.remove(&conn);
             }
-            Event::Connected { .. } => {}
+            Event::Connected { .. } | Event::HookDone { .. } => {}
         }
     }
 

@@ -42,6 +42,13 @@ pub const ACCEPTED: ConnId = 1 << 63;
 
 #[derive(Debug)]
 pub enum Event {
+    /// A hook started by `Action::RunHook` ended: its exit code (-1 when it was killed or
+    /// could not run) and the tail of its output.
+    HookDone {
+        id: u64,
+        exit: i32,
+        tail: String,
+    },
     Accepted {
         conn: ConnId,
         peer: SocketAddr,
@@ -118,6 +125,15 @@ pub enum Action {
     SetRates {
         upload: u64,
         download: u64,
+    },
+    /// Runs `dir/name` (it must resolve inside `dir`) with `env`, killed after `timeout`;
+    /// `Event::HookDone` follows.
+    RunHook {
+        id: u64,
+        dir: String,
+        name: String,
+        env: Vec<(String, String)>,
+        timeout: std::time::Duration,
     },
 }
 

@@ -25,6 +25,8 @@ pub struct PoSettings {
     /// Demo/test mode: every dest is taken below this directory.
     pub root: Option<String>,
     pub cac_timeout: Duration,
+    /// Where class hooks live; a class hook runs only from here.
+    pub hook_dir: Option<String>,
     /// Bytes/s over all transfers of this host; 0 = none.
     pub max_upload_rate: u64,
     pub max_download_rate: u64,
@@ -92,6 +94,9 @@ struct Transfer {
     started: Instant,
     error: String,
     token: Vec<u8>,
+    dest: String,
+    /// The hook's result once it ran (None: no hook, or still running).
+    hook: Option<(i32, String)>,
     /// Swarm: our index, links to neighbours by index, pushes waiting for a link, the master's
     /// checksums, and peer blocks waiting for their checksum.
     me: Option<u32>,
@@ -250,8 +255,12 @@ impl<S: Store> PoMachine<S> {
                 if state != TState::Receiving {
                     self.send(master, Msg::Ready { transfer });
                 }
-                if state == TState::Published {
-                    self.send(master, Msg::Done { transfer, files, bytes, hook_exit: None, hook_tail: String::new() });
+                // A published transfer answers DONE again once its hook (if any) has run.
+                let hook_pending =
+                    self.transfers.get(&transfer).is_some_and(|t| t.class.hook.is_some() && t.hook.is_none());
+                if state == TState::Published && !hook_pending {
+                    let _ = (files, bytes);
+                    self.report_done(transfer);
                 }
                 return;
             }
@@ -298,6 +307,8 @@ impl<S: Store> PoMachine<S> {
                 started: now,
                 error: String::new(),
                 token: p.token,
+                dest: dest.clone(),
+                hook: None,
                 me: None,
                 peers: HashMap::new(),
                 waiting: HashMap::new(),
@@ -538,12 +549,49 @@ impl<S: Store> PoMachine<S> {
             Ok((files, bytes)) => {
                 t.state = TState::Published;
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
-                if let Some(m) = t.master {
-                    self.send(m, Msg::Done { transfer, files, bytes, hook_exit: None, hook_tail: String::new() });
-                }
+                let Some(name) = t.class.hook.clone() else { return self.report_done(transfer) };
+                let Some(dir) = self.settings.hook_dir.clone() else {
+                    t.hook = Some((-1, format!("hook {name}: this po has no hook_dir")));
+                    return self.report_done(transfer);
+                };
+                let env = vec![
+                    ("WUGUI_TRANSFER".to_string(), transfer.to_string()),
+                    ("WUGUI_CLASS".to_string(), t.class.name.clone()),
+                    ("WUGUI_DEST".to_string(), t.dest.clone()),
+                    ("WUGUI_FILES".to_string(), files.to_string()),
+                    ("WUGUI_BYTES".to_string(), bytes.to_string()),
+                ];
+                let timeout = Duration::from_secs(t.class.hook_timeout);
+                self.out.push_back(Action::RunHook { id: transfer, dir, name, env, timeout });
             }
             Err(e) => self.fail(transfer, format!("publish: {e}")),
         }
+    }
+
+    /// DONE to the master, with the hook's result when there was one.
+    fn report_done(&mut self, transfer: u64) {
+        let Some(t) = self.transfers.get(&transfer) else { return };
+        let (files, bytes) = (t.manifest.files() as u64, t.manifest.bytes());
+        let (hook_exit, hook_tail) = match &t.hook {
+            Some((c, tail)) => (Some(*c), tail.clone()),
+            None => (None, String::new()),
+        };
+        if let Some(m) = t.master {
+            self.send(m, Msg::Done { transfer, files, bytes, hook_exit, hook_tail });
+        }
+    }
+
+    fn on_hook_done(&mut self, transfer: u64, exit: i32, tail: String) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let name = t.class.hook.clone().unwrap_or_default();
+        if exit == 0 {
+            log::info!("event=hook_done transfer={transfer} hook={name} exit=0");
+        } else {
+            let last = tail.lines().last().unwrap_or("").replace('"', "'");
+            log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
+        }
+        t.hook = Some((exit, tail));
+        self.report_done(transfer);
     }
 
     /// This po gives up on `transfer`; what was published before stays.
@@ -627,6 +675,7 @@ pub fn bit(map: &[u8], i: u64) -> bool {
 impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
+            Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
             Event::Accepted { conn, peer } => {
                 self.conns
                     .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });

@@ -222,6 +222,10 @@ impl Net {
                 }
             }
             Action::SetRates { .. } => {}
+            // The simulator's hooks succeed at once, saying what they would run.
+            Action::RunHook { id, name, .. } => {
+                self.queue.push_back((from, Event::HookDone { id, exit: 0, tail: format!("ran {name}") }))
+            }
         }
     }
 
@@ -375,6 +379,7 @@ fn world(s: Setup) -> World {
             allow_dest: vec!["/home/work/data".into()],
             root: None,
             cac_timeout: Duration::from_secs(3),
+            hook_dir: Some("/etc/wugui/hooks".into()),
             max_upload_rate: 0,
             max_download_rate: 0,
         };

@@ -23,6 +23,7 @@
 
 mod bucket;
 mod conn;
+mod hooks;
 #[cfg(test)]
 mod tests;
 
@@ -140,6 +141,7 @@ pub fn run<M: Machine>(
         accept_resume: None,
         emfile_logged: None,
         finishing: None,
+        hooks: Vec::new(),
     };
     r.run(machine, on_signal)
 }
@@ -176,6 +178,8 @@ struct Reactor {
     emfile_logged: Option<Instant>,
     /// Set once the machine is finished (or a signal said stop): the deadline for flushing.
     finishing: Option<Instant>,
+    /// Running hooks, checked every `hooks::POLL`.
+    hooks: Vec<hooks::Hook>,
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -261,6 +265,8 @@ impl Reactor {
             // 3. Reactor timers.
             let now = Instant::now();
             self.fire_timers(now);
+            self.poll_hooks(now);
+            self.deliver(m);
 
             // 4. Connections with work.
             for slot in std::mem::take(&mut self.work) {
@@ -281,11 +287,26 @@ impl Reactor {
         }
     }
 
+    fn poll_hooks(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.hooks.len() {
+            if let Some((exit, tail)) = self.hooks[i].poll(now) {
+                let h = self.hooks.swap_remove(i);
+                self.events.push_back(Event::HookDone { id: h.id, exit, tail });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     fn next_deadline<M: Machine>(&self, m: &M) -> Option<Instant> {
         let mut d = if self.finishing.is_none() { m.poll_timeout() } else { self.finishing };
         d = earliest(d, self.up_wake);
         d = earliest(d, self.down_wake);
         d = earliest(d, self.accept_resume);
+        if !self.hooks.is_empty() {
+            d = earliest(d, Some(Instant::now() + hooks::POLL));
+        }
         for &slot in &self.closing {
             if let Some(c) = &self.slots[slot] {
                 d = earliest(d, c.deadline());
@@ -686,12 +707,28 @@ impl Reactor {
                     | Event::Connected { conn: c }
                     | Event::Frame { conn: c, .. }
                     | Event::Closed { conn: c, .. } => *c != conn,
+                    Event::HookDone { .. } => true,
                 });
                 let Some(&slot) = self.ids.get(&conn) else {
                     log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
                     return;
                 };
                 self.close(slot, now);
+            }
+            Action::RunHook { id, dir, name, env, timeout } => {
+                let started = hooks::resolve(std::path::Path::new(&dir), &name).and_then(|p| {
+                    hooks::spawn(id, &p, &env, timeout, Instant::now()).map_err(|e| format!("hook {name}: {e}"))
+                });
+                match started {
+                    Ok(h) => {
+                        log::info!("event=hook_start id={id} hook={name}");
+                        self.hooks.push(h);
+                    }
+                    Err(tail) => {
+                        log::warn!("event=hook_refused id={id} hook={name} error=\"{tail}\"");
+                        self.events.push_back(Event::HookDone { id, exit: -1, tail });
+                    }
+                }
             }
             Action::SetRates { upload, download } => {
                 log::debug!("event=set_rates upload={upload} download={download}");

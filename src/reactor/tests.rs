@@ -95,6 +95,7 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::Close { .. } => Action::Close { conn },
         Action::Connect { addr, .. } => Action::Connect { conn, addr: *addr },
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
+        Action::RunHook { .. } => unreachable!("scripts run no hooks"),
     }
 }
 
@@ -122,7 +123,7 @@ impl Machine for Script {
                     self.actions.push_back(a);
                 }
             }
-            Event::Closed { .. } => {}
+            Event::Closed { .. } | Event::HookDone { .. } => {}
         }
         self.events.push((now, ev));
         if self.finish_after_closed > 0 && self.closed().len() >= self.finish_after_closed {
@@ -448,4 +449,62 @@ fn rate_accuracy() {
     eprintln!("{} bytes in {took:.3} s: {:.3} MiB/s (want {})", got.len(), rate / 1048576.0, RATE >> 20);
     assert!((rate - RATE as f64).abs() / (RATE as f64) < 0.03);
     std::fs::remove_file(path).unwrap();
+}
+
+/// Runs hooks and records what comes back.
+struct Hooks {
+    actions: VecDeque<Action>,
+    done: Vec<(u64, i32, String)>,
+    want: usize,
+}
+
+impl Machine for Hooks {
+    fn handle_event(&mut self, _now: Instant, ev: Event) {
+        if let Event::HookDone { id, exit, tail } = ev {
+            self.done.push((id, exit, tail));
+        }
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn is_finished(&self) -> bool {
+        self.done.len() >= self.want
+    }
+}
+
+#[test]
+fn hooks_run_off_the_loop_and_report_exit_and_output() {
+    let dir = std::env::temp_dir().join(format!("wugui-hooks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("hooks")).unwrap();
+    let script = |name: &str, body: &str| {
+        let p = dir.join("hooks").join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    script("ok.sh", "#!/bin/sh\necho \"class=$WUGUI_CLASS\"\n");
+    script("bad.sh", "#!/bin/sh\necho oops >&2\nexit 7\n");
+    let hook = |id, name: &str| Action::RunHook {
+        id,
+        dir: dir.join("hooks").display().to_string(),
+        name: name.into(),
+        env: vec![("WUGUI_CLASS".into(), "base1".into())],
+        timeout: Duration::from_secs(10),
+    };
+    let mut m = Hooks {
+        actions: [hook(1, "ok.sh"), hook(2, "bad.sh"), hook(3, "../ok.sh"), hook(4, "missing")].into(),
+        done: vec![],
+        want: 4,
+    };
+    run(&mut m, None, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+    m.done.sort_by_key(|d| d.0);
+    assert_eq!(m.done[0], (1, 0, "class=base1".into()));
+    assert_eq!(m.done[1], (2, 7, "oops".into()));
+    assert_eq!(m.done[2].1, -1, "{:?}", m.done[2]);
+    assert_eq!(m.done[3].1, -1, "{:?}", m.done[3]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

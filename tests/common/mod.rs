@@ -103,11 +103,19 @@ pub struct Opts {
     pub class_extra: Vec<String>,
     pub masters: String,
     pub allow_dest: String,
+    /// A hook script (name, body) put in every po's hook_dir.
+    pub hook: Option<(&'static str, String)>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { pos: 3, class_extra: vec![], masters: "127.0.0.0/8".into(), allow_dest: "/home/work/data".into() }
+        Opts {
+            pos: 3,
+            class_extra: vec![],
+            masters: "127.0.0.0/8".into(),
+            allow_dest: "/home/work/data".into(),
+            hook: None,
+        }
     }
 }
 
@@ -138,13 +146,20 @@ impl Cluster {
         for (i, port) in po_ports.iter().enumerate() {
             let root = d.join(format!("po{i}"));
             fs::create_dir_all(root.join("state")).unwrap();
+            fs::create_dir_all(root.join("hooks")).unwrap();
+            if let Some((name, body)) = &o.hook {
+                let h = root.join("hooks").join(name);
+                fs::write(&h, body).unwrap();
+                fs::set_permissions(&h, fs::Permissions::from_mode(0o755)).unwrap();
+            }
             let conf = format!(
-                "[po]\nlisten = 127.0.0.1:{port}\ncac = {}\nstate_dir = {}\nallow_dest = {}\nlog = {}\nroot = {}\n",
+                "[po]\nlisten = 127.0.0.1:{port}\ncac = {}\nstate_dir = {}\nallow_dest = {}\nlog = {}\nroot = {}\nhook_dir = {}\n",
                 cac_d.addr,
                 root.join("state").display(),
                 o.allow_dest,
                 root.join("po.log").display(),
-                root.display()
+                root.display(),
+                root.join("hooks").display()
             );
             let cp = d.join(format!("po{i}.conf"));
             fs::write(&cp, conf).unwrap();

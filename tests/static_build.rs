@@ -1,0 +1,411 @@
+//! Packaging: the static build (`scripts/build-static.sh`), the install script
+//! (`scripts/install.sh`) and the example configs (`scripts/examples/`).
+//!
+//! `static_build_makes_four_static_binaries` runs a full release build, so it runs only with
+//! `WUGUI_TEST_STATIC=1`, or in CI (`CI=true`) as root; otherwise it prints why it skips. The
+//! other tests are quick and always run, with the binaries cargo built for the tests.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BINS: [&str; 4] = ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"];
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A full release build of the four binaries from scratch, with room for a slow machine.
+const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn test_bin(name: &str) -> PathBuf {
+    match name {
+        "masterwugui" => env!("CARGO_BIN_EXE_masterwugui").into(),
+        "wugui-po" => env!("CARGO_BIN_EXE_wugui-po").into(),
+        "wugui-cac" => env!("CARGO_BIN_EXE_wugui-cac").into(),
+        "wugui-stat" => env!("CARGO_BIN_EXE_wugui-stat").into(),
+        _ => panic!("no binary {name}"),
+    }
+}
+
+/// A fresh directory below cargo's per-test temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let p = base.join(format!("static-{tag}-{}-{nanos}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd` in its own process group with stdout and stderr in files of `dir`; after
+/// `limit` the whole group (the script and the cargo it started) is killed.
+fn run_limited(mut cmd: Command, dir: &Path, tag: &str, limit: Duration) -> (ExitStatus, String, String) {
+    use std::os::unix::process::CommandExt;
+    let (out_path, err_path) = (dir.join(format!("{tag}.out")), dir.join(format!("{tag}.err")));
+    cmd.stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{tag}: cannot start: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            kill_group(&mut child);
+            let err = fs::read_to_string(&err_path).unwrap_or_default();
+            panic!("{tag}: still running after {limit:?}, killed; stderr tail:\n{}", tail(&err, 40));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    (status, fs::read_to_string(&out_path).unwrap_or_default(), fs::read_to_string(&err_path).unwrap_or_default())
+}
+
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `Some(reason)` when the slow static build test should not run here.
+fn static_skip_reason() -> Option<String> {
+    if std::env::var("WUGUI_TEST_STATIC").as_deref() == Ok("1") {
+        return None;
+    }
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if ci && is_root() {
+        return None;
+    }
+    Some(format!(
+        "skipped: the static build is a full release build; set WUGUI_TEST_STATIC=1 to run it \
+         (it also runs in CI as root; here CI={} root={})",
+        ci,
+        is_root()
+    ))
+}
+
+fn is_root() -> bool {
+    // The effective uid is the second field of `Uid:` in /proc/self/status.
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)) == Some("0")
+}
+
+/// Whether `path` is an ELF executable without a program interpreter (PT_INTERP): a static
+/// or static-pie binary, which no dynamic loader or shared library is needed to run.
+fn elf_is_static(path: &Path) -> Result<bool, String> {
+    let mut head = Vec::new();
+    fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut head)).map_err(|e| e.to_string())?;
+    if head.len() < 64 || &head[..4] != b"\x7fELF" {
+        return Err("not an ELF file".into());
+    }
+    if head[4] != 2 || head[5] != 1 {
+        return Err("not a 64-bit little-endian ELF".into());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(head[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    let mut saw_load = false;
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        let Some(ph) = head.get(o..o + 4) else { return Err("program headers beyond the first MiB".into()) };
+        match u32::from_le_bytes(ph.try_into().unwrap()) {
+            1 => saw_load = true,  // PT_LOAD
+            3 => return Ok(false), // PT_INTERP: needs ld-linux.so
+            _ => {}
+        }
+    }
+    if !saw_load {
+        return Err("no PT_LOAD segment".into());
+    }
+    Ok(true)
+}
+
+/// `-v` of `bin` prints `NAME VERSION`.
+fn check_version(bin: &Path, name: &str) {
+    let o = Command::new(bin).arg("-v").output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{} -v: {:?} {out} {}", bin.display(), o.status, text(&o.stderr));
+    assert_eq!(out.trim(), format!("{name} {VERSION}"), "{} -v", bin.display());
+}
+
+#[test]
+fn static_build_makes_four_static_binaries() {
+    if let Some(why) = static_skip_reason() {
+        eprintln!("static_build_makes_four_static_binaries: {why}");
+        return;
+    }
+    let s = Scratch::new("build");
+    let dist = s.0.join("dist");
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/build-static.sh")).arg("--out").arg(&dist).current_dir(repo());
+    // Its own target dir: the release build of this very test run holds the lock of the normal one.
+    cmd.env("CARGO_TARGET_DIR", repo().join("target/static"));
+    let (status, out, err) = run_limited(cmd, &s.0, "build-static", BUILD_LIMIT);
+    assert!(status.success(), "build-static.sh: {status:?}\nstdout:\n{out}\nstderr tail:\n{}", tail(&err, 40));
+
+    for name in BINS {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("binary={name} ")))
+            .unwrap_or_else(|| panic!("no binary={name} line in:\n{out}"));
+        let bytes: u64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("bytes="))
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| panic!("no bytes= in {line:?}"));
+        assert!(line.split_whitespace().any(|w| w == "static=1"), "{line}");
+        let bin = dist.join(name);
+        assert_eq!(fs::metadata(&bin).unwrap().len(), bytes, "{line}");
+        assert_eq!(elf_is_static(&bin), Ok(true), "{} has a PT_INTERP header", bin.display());
+        check_version(&bin, name);
+    }
+
+    // And install.sh puts them (and the rest) into a prefix, the same way twice.
+    let prefix = s.0.join("prefix");
+    let install = |tag: &str| {
+        let mut c = Command::new("bash");
+        c.arg(repo().join("scripts/install.sh")).arg(&prefix).arg("--configs").arg("--from").arg(&dist);
+        let (status, out, err) = run_limited(c, &s.0, tag, Duration::from_secs(60));
+        assert!(status.success(), "install.sh: {status:?} {out} {err}");
+        out
+    };
+    install("install1");
+    let again = install("install2");
+    assert!(!again.lines().any(|l| l.starts_with("installed ") || l.starts_with("updated ")), "{again}");
+    for name in BINS {
+        let bin = prefix.join("bin").join(name);
+        assert_eq!(elf_is_static(&bin), Ok(true), "{}", bin.display());
+        check_version(&bin, name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example configs parse: each daemon starts with them and listens.
+
+/// The example config `name`, with its system paths moved into `dir` and `listen` on port 0.
+fn example_conf(name: &str, dir: &Path) -> PathBuf {
+    let text = fs::read_to_string(repo().join("scripts/examples").join(name)).unwrap();
+    let etc = dir.join("etc");
+    let text = text
+        .replace("/etc/wugui", etc.to_str().unwrap())
+        .replace("/var/log/wugui", dir.join("log").to_str().unwrap())
+        .replace("/var/lib/wugui", dir.join("state").to_str().unwrap());
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("listen =") { "listen = 127.0.0.1:0".to_owned() } else { l.to_owned() })
+        .collect();
+    let path = dir.join(name);
+    fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+/// Replaces the value of `key` (a line `key = ...`) in the config at `path`.
+fn set_key(path: &Path, key: &str, value: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, _)) if k.trim() == key && !l.trim_start().starts_with('#') => {
+                found = true;
+                format!("{key} = {value}")
+            }
+            _ => l.to_owned(),
+        })
+        .collect();
+    assert!(found, "no {key} in {}", path.display());
+    fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// A running daemon, killed on drop.
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Daemon {
+    /// Starts `bin -f conf` and waits (bounded) for its `listening=ADDR` line.
+    fn start(bin: &str, conf: &Path) -> Daemon {
+        let mut child = Command::new(test_bin(bin))
+            .arg("-f")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("listening=") {
+                    let _ = tx.send(a.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(addr) => Daemon { child, addr },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                let _ = child.wait();
+                panic!("{bin} -f {} did not listen: {err}", conf.display());
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn example_configs_parse_and_the_daemons_listen() {
+    let s = Scratch::new("examples");
+    let dir = &s.0;
+    for d in ["etc/secrets", "etc/hooks", "log", "state", "src/sub"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::write(dir.join("etc/cluster.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    fs::write(dir.join("etc/secrets/base1"), "base1-secret\n").unwrap();
+    fs::write(dir.join("src/sub/f.txt"), "hello\n").unwrap();
+
+    let cac = Daemon::start("wugui-cac", &example_conf("cac.conf", dir));
+    let po_conf = example_conf("po.conf", dir);
+    set_key(&po_conf, "cac", &cac.addr);
+    let po = Daemon::start("wugui-po", &po_conf);
+    assert!(po.addr.starts_with("127.0.0.1:"), "{}", po.addr);
+
+    // master.conf parses if the master gets as far as asking the CAC: the example class lets
+    // only 10.0.0.0/24 and 10.1.2.3 push, so 127.0.0.1 is refused (exit 2), not a config
+    // error (exit 1).
+    let master_conf = example_conf("master.conf", dir);
+    set_key(&master_conf, "cac", &cac.addr);
+    let mut cmd = Command::new(test_bin("masterwugui"));
+    cmd.arg("-f").arg(&master_conf).args(["-c", "base1", "-p"]).arg(dir.join("src"));
+    let (status, out, err) = run_limited(cmd, dir, "master", Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "stdout {out} stderr {err}");
+    assert!(out.lines().last().unwrap_or("").contains("class=base1 result=denied"), "stdout {out} stderr {err}");
+    let cac_log = fs::read_to_string(dir.join("log/cac.log")).unwrap_or_default();
+    assert!(cac_log.contains("event=cac_start") && cac_log.contains("classes=2"), "{cac_log}");
+}
+
+#[test]
+fn example_hook_reads_its_environment_and_exits_0() {
+    let s = Scratch::new("hook");
+    let o = Command::new(repo().join("scripts/examples/hooks/reload.sh"))
+        .env("TMPDIR", &s.0)
+        .env("WUGUI_TRANSFER", "42")
+        .env("WUGUI_CLASS", "base1")
+        .env("WUGUI_DEST", &s.0)
+        .env("WUGUI_FILES", "3")
+        .env("WUGUI_BYTES", "1024")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("transfer=42 class=base1") && out.contains("files=3 bytes=1024"), "{out}");
+    let marker = fs::read_to_string(s.0.join("wugui-hook-base1.last")).unwrap();
+    assert!(marker.contains("transfer=42"), "{marker}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// install.sh, with the test binaries standing in for the static ones.
+
+fn install(prefix: &Path, from: &Path, dir: &Path, tag: &str) -> String {
+    let mut c = Command::new("bash");
+    c.arg(repo().join("scripts/install.sh")).arg(prefix).arg("--configs").arg("--from").arg(from);
+    let (status, out, err) = run_limited(c, dir, tag, Duration::from_secs(60));
+    assert!(status.success(), "install.sh: {status:?}\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn install_script_is_idempotent_and_keeps_edited_configs() {
+    let s = Scratch::new("install");
+    let from = s.0.join("dist");
+    fs::create_dir_all(&from).unwrap();
+    for name in BINS {
+        fs::copy(test_bin(name), from.join(name)).unwrap();
+    }
+    let prefix = s.0.join("prefix");
+    let first = install(&prefix, &from, &s.0, "install1");
+    let want = [
+        "bin/masterwugui",
+        "bin/wugui-po",
+        "bin/wugui-cac",
+        "bin/wugui-stat",
+        "etc/wugui/cac.conf",
+        "etc/wugui/po.conf",
+        "etc/wugui/master.conf",
+        "etc/wugui/hooks/reload.sh",
+        "lib/systemd/system/wugui-po.service",
+        "lib/systemd/system/wugui-cac.service",
+        "etc/init.d/wugui-po",
+        "etc/init.d/wugui-cac",
+    ];
+    for f in want {
+        let p = prefix.join(f);
+        assert!(p.is_file(), "{} missing after:\n{first}", p.display());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["bin/wugui-po", "etc/wugui/hooks/reload.sh", "etc/init.d/wugui-po"] {
+        let mode = fs::metadata(prefix.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111, "{f} is not executable: {mode:o}");
+    }
+    check_version(&prefix.join("bin/wugui-cac"), "wugui-cac");
+    // The unit and the init script run the installed binary with the installed config.
+    let unit = fs::read_to_string(prefix.join("lib/systemd/system/wugui-po.service")).unwrap();
+    let exec = format!(
+        "ExecStart={} -f {}",
+        prefix.join("bin/wugui-po").display(),
+        prefix.join("etc/wugui/po.conf").display()
+    );
+    assert!(unit.lines().any(|l| l == exec), "{unit}");
+    let init = fs::read_to_string(prefix.join("etc/init.d/wugui-cac")).unwrap();
+    assert!(init.contains(&format!("DAEMON={}", prefix.join("bin/wugui-cac").display())), "{init}");
+
+    // Again: nothing changes.
+    let second = install(&prefix, &from, &s.0, "install2");
+    let changed: Vec<&str> =
+        second.lines().filter(|l| l.starts_with("installed ") || l.starts_with("updated ")).collect();
+    assert!(changed.is_empty(), "second run changed {changed:?}");
+
+    // An edited config is kept; the new example goes beside it.
+    let po_conf = prefix.join("etc/wugui/po.conf");
+    let edited = fs::read_to_string(&po_conf).unwrap() + "# edited by the admin\n";
+    fs::write(&po_conf, &edited).unwrap();
+    let third = install(&prefix, &from, &s.0, "install3");
+    assert_eq!(fs::read_to_string(&po_conf).unwrap(), edited, "{third}");
+    let example = fs::read_to_string(prefix.join("etc/wugui/po.conf.example")).unwrap();
+    assert!(!example.contains("edited by the admin") && example.contains("[po]"), "{example}");
+    assert!(third.lines().any(|l| l.starts_with("kept ") && l.contains("po.conf")), "{third}");
+}
