@@ -248,12 +248,55 @@ struct Staged {
     manifest: Manifest,
     held: Vec<bool>,
     missing: u64,
+    /// The resume record in the state dir, and when it was last written.
+    record: PathBuf,
+    checkpointed: std::time::Instant,
+    dirty: bool,
     /// Staged files open for writing, most recently used last.
     open: Vec<(u32, File)>,
     sealed: bool,
 }
 
+/// How often a po makes its held blocks durable for a resume.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const RECORD_MAGIC: &[u8; 4] = b"WGH1";
+
+/// The held blocks recorded for `manifest`, if a record of that exact manifest exists.
+fn read_record(path: &Path, manifest: &Manifest) -> Option<Vec<bool>> {
+    let b = std::fs::read(path).ok()?;
+    let blocks = manifest.blocks() as usize;
+    if b.len() != 4 + 16 + 8 + blocks.div_ceil(8) || &b[..4] != RECORD_MAGIC || b[4..20] != manifest.id() {
+        return None;
+    }
+    if u64::from_be_bytes(b[20..28].try_into().ok()?) != blocks as u64 {
+        return None;
+    }
+    Some((0..blocks).map(|i| b[28 + i / 8] & (1 << (i % 8)) != 0).collect())
+}
+
 impl Staged {
+    /// Makes the staged data durable, then records which blocks it holds: a block in the
+    /// record is always on disk. The record is replaced atomically.
+    fn checkpoint(&mut self) -> io::Result<()> {
+        self.checkpointed = std::time::Instant::now();
+        if !self.dirty {
+            return Ok(());
+        }
+        nix::unistd::syncfs(self.stage_fd.0)?;
+        let mut b = Vec::with_capacity(28 + self.held.len() / 8 + 1);
+        b.extend_from_slice(RECORD_MAGIC);
+        b.extend_from_slice(&self.manifest.id());
+        b.extend_from_slice(&(self.held.len() as u64).to_be_bytes());
+        b.extend_from_slice(&crate::proto::po::bitmap(&self.held));
+        let tmp = self.record.with_extension("tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&b)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &self.record)?;
+        self.dirty = false;
+        Ok(())
+    }
+
     fn file(&mut self, entry: u32) -> io::Result<&File> {
         if let Some(at) = self.open.iter().position(|(e, _)| *e == entry) {
             let hit = self.open.remove(at);
@@ -353,6 +396,18 @@ impl Store for DiskStore {
             started.elapsed().as_millis()
         );
         let blocks = manifest.blocks() as usize;
+        // Another transfer of the same tree (a master that died and was run again) hands its
+        // stage over: its record is written first, so nothing durable is lost.
+        let same: Vec<u64> = self.transfers.iter().filter(|(_, t)| t.stage == stage).map(|(id, _)| *id).collect();
+        for id in same {
+            self.abort(id, true);
+        }
+        let record = self.state_dir.join(format!("{}.held", stage.trim_start_matches('.')));
+        let held = read_record(&record, manifest).unwrap_or_else(|| vec![false; blocks]);
+        let missing = held.iter().filter(|h| !**h).count() as u64;
+        if missing < blocks as u64 {
+            log::info!("event=resume transfer={transfer} held={}/{blocks}", blocks as u64 - missing);
+        }
         self.transfers.insert(
             transfer,
             Staged {
@@ -361,13 +416,16 @@ impl Store for DiskStore {
                 stage,
                 stage_fd,
                 manifest: manifest.clone(),
-                held: vec![false; blocks],
-                missing: blocks as u64,
+                held: held.clone(),
+                missing,
+                record,
+                checkpointed: std::time::Instant::now(),
+                dirty: false,
                 open: Vec::new(),
                 sealed: false,
             },
         );
-        Ok(vec![false; blocks])
+        Ok(held)
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
@@ -391,6 +449,13 @@ impl Store for DiskStore {
         if !*held {
             *held = true;
             t.missing -= 1;
+            t.dirty = true;
+        }
+        // The resume record: at most about once a second, so its cost stays bounded.
+        if t.checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            if let Err(e) = t.checkpoint() {
+                log::warn!("event=checkpoint_failed transfer={transfer} error={}", kv_quote(&e.to_string()));
+            }
         }
         Ok(())
     }
@@ -443,6 +508,11 @@ impl Store for DiskStore {
         // 100,000 small files that is about 2 s, where an fdatasync per file took 10-30 s.
         nix::unistd::syncfs(t.stage_fd.0).map_err(|e| format!("seal: syncfs: {e}"))?;
         t.sealed = true;
+        // A po that dies while it waits for COMMIT comes back holding everything.
+        t.dirty = true;
+        if let Err(e) = t.checkpoint() {
+            log::warn!("event=checkpoint_failed transfer={transfer} error={}", kv_quote(&e.to_string()));
+        }
         Ok(())
     }
 
@@ -536,6 +606,7 @@ impl Store for DiskStore {
         }
         let _ = nix::unistd::fsync(t.dest_fd.0);
         if let Some(t) = self.transfers.remove(&transfer) {
+            let _ = std::fs::remove_file(&t.record);
             if self.published.len() >= SERVED {
                 self.published.remove(0);
             }
@@ -564,8 +635,13 @@ impl Store for DiskStore {
 
     fn abort(&mut self, transfer: u64, keep: bool) {
         self.published.retain(|(id, _, _)| *id != transfer);
-        let Some(t) = self.transfers.remove(&transfer) else { return };
-        if !keep {
+        let Some(mut t) = self.transfers.remove(&transfer) else { return };
+        if keep {
+            if let Err(e) = t.checkpoint() {
+                log::warn!("event=checkpoint_failed transfer={transfer} error={}", kv_quote(&e.to_string()));
+            }
+        } else {
+            let _ = std::fs::remove_file(&t.record);
             if let Err(e) = remove_at(t.dest_fd.0, t.stage.as_str()) {
                 log::warn!(
                     "event=stage_remove_failed transfer={transfer} path={} error={}",

@@ -266,6 +266,18 @@ impl<S: Store> PoMachine<S> {
             }
             self.transfers.remove(&transfer);
         }
+        // A rerun of the same tree by a new master replaces a transfer whose master is gone.
+        let id = p.manifest.id();
+        let stale: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.master.is_none() && t.manifest.id() == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for old in stale {
+            log::info!("event=transfer_replaced transfer={old} by={transfer}");
+            self.transfers.remove(&old);
+        }
         let held = match self.store.prepare(transfer, &dest, &p.manifest) {
             Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
             Ok(_) => vec![false; p.manifest.blocks() as usize],

@@ -510,7 +510,13 @@ impl Reactor {
     fn fire_timers(&mut self, now: Instant) {
         if self.up_wake.is_some_and(|t| now >= t) {
             self.up_wake = None;
-            for slot in std::mem::take(&mut self.up_waiting) {
+            // The first serviced takes what the bucket holds, and runs dry first again: rotate,
+            // so that connections sharing a bucket take turns instead of one starving the rest.
+            let mut waiting = std::mem::take(&mut self.up_waiting);
+            if !waiting.is_empty() {
+                waiting.rotate_left(1);
+            }
+            for slot in waiting {
                 if let Some(c) = self.conn(slot) {
                     c.up_wait = false;
                 }
@@ -519,7 +525,11 @@ impl Reactor {
         }
         if self.down_wake.is_some_and(|t| now >= t) {
             self.down_wake = None;
-            for slot in std::mem::take(&mut self.down_waiting) {
+            let mut waiting = std::mem::take(&mut self.down_waiting);
+            if !waiting.is_empty() {
+                waiting.rotate_left(1);
+            }
+            for slot in waiting {
                 if let Some(c) = self.conn(slot) {
                     c.down_wait = false;
                 }
