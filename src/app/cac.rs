@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
     };
     log::info!("event=cac_start config={} classes={}", path.display(), cfg.classes.len());
     let mut machine = CacMachine::new(settings(&cfg), Env::real());
-    let opts = reactor::Options::default();
+    let opts = super::daemon_options("cac");
     let mut on_signal = |m: &mut CacMachine, sig: Signal| match sig {
         Signal::SIGHUP => {
             match config::load_cac(&path) {

@@ -39,6 +39,22 @@ pub fn daemon_args(role: &str, about: &str) -> Result<std::path::PathBuf, ExitCo
     Ok(crate::config::config_path(role, m.opt_str("f").as_deref()))
 }
 
+/// Reactor options for a daemon: the soft fd limit is raised to the hard one, and accepted
+/// connections are capped below it, leaving room for files, peers and the CACs.
+pub fn daemon_options(role: &str) -> crate::reactor::Options {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let mut limit = 1024;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        limit = soft;
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            limit = hard;
+        }
+    }
+    let max_conns = (limit.saturating_sub(256) as usize).clamp(64, 100_000);
+    log::info!("event=limits role={role} nofile={limit} max_conns={max_conns}");
+    crate::reactor::Options { max_conns, ..Default::default() }
+}
+
 /// Binds the daemon's port and announces it on stdout (tests bind port 0 and read it back).
 pub fn listen(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
     match TcpListener::bind(addr) {

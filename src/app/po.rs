@@ -54,7 +54,7 @@ pub fn main() -> ExitCode {
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
-    let opts = reactor::Options::default();
+    let opts = super::daemon_options("po");
     let mut on_signal = |m: &mut PoMachine<DiskStore>, sig: Signal| match sig {
         Signal::SIGHUP => {
             match config::load_po(&path) {

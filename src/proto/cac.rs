@@ -264,8 +264,16 @@ impl Machine for CacMachine {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE });
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
-            Event::Closed { conn, .. } => {
-                self.conns.remove(&conn);
+            Event::Closed { conn, error } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    if !error.is_empty() {
+                        log::warn!(
+                            "event=protocol_error role=cac peer={} error=\"{}\"",
+                            c.peer,
+                            error.replace('"', "'")
+                        );
+                    }
+                }
             }
             Event::Connected { .. } | Event::HookDone { .. } => {}
         }

@@ -93,10 +93,15 @@ impl ClassCfg {
                 if !v.starts_with('/') {
                     return Err(format!("dest must be an absolute path, not {v:?}"));
                 }
-                self.dest = v.trim_end_matches('/').to_owned();
-                if self.dest.is_empty() {
+                let d = v.trim_end_matches('/');
+                if d.ends_with(char::is_whitespace) {
+                    // "/a /" would be "/a " here and "/a" once trimmed again on a po.
+                    return Err(format!("dest {v:?} has white space before a trailing /"));
+                }
+                if d.is_empty() {
                     return Err("dest must not be /".into());
                 }
+                self.dest = d.to_owned();
             }
             "p2p" => self.p2p = parse_bool(v)?,
             "peers" => self.peers = parse_num(v, 1, 64)? as u32,
@@ -290,6 +295,7 @@ mod tests {
         assert!(c.set("block_size", "1").is_err());
         assert!(c.set("verify", "sha1").is_err());
         assert!(c.set("dest", "rel/path").is_err());
+        assert!(c.set("dest", "/a /").is_err(), "found by the config fuzz target");
         assert!(c.set("exclude", "(").is_err());
         assert_eq!(c.set("nonsense", "1"), Ok(false));
         assert_eq!(parse_size("10M"), Ok(10 << 20));

@@ -792,7 +792,18 @@ impl<S: Store> Machine for PoMachine<S> {
                         log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
                         self.peer_lost(transfer, idx, conn);
                     }
-                    _ => {
+                    ConnKind::New | ConnKind::Stat => {
+                        // A stranger that sent garbage: one line saying who and why.
+                        if let (false, Some(c)) = (error.is_empty(), self.conns.remove(&conn)) {
+                            let peer = c.peer.map(|p| p.to_string()).unwrap_or_default();
+                            log::warn!(
+                                "event=protocol_error role=po peer={peer} error=\"{}\"",
+                                error.replace('"', "'")
+                            );
+                        }
+                        self.conns.remove(&conn);
+                    }
+                    ConnKind::MasterData { .. } => {
                         self.conns.remove(&conn);
                     }
                 }

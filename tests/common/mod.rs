@@ -105,6 +105,8 @@ pub struct Opts {
     pub allow_dest: String,
     /// A hook script (name, body) put in every po's hook_dir.
     pub hook: Option<(&'static str, String)>,
+    /// CAC addresses each po asks before the real one (failover tests).
+    pub po_cacs_before: Vec<String>,
 }
 
 impl Default for Opts {
@@ -115,6 +117,7 @@ impl Default for Opts {
             masters: "127.0.0.0/8".into(),
             allow_dest: "/home/work/data".into(),
             hook: None,
+            po_cacs_before: vec![],
         }
     }
 }
@@ -154,7 +157,7 @@ impl Cluster {
             }
             let conf = format!(
                 "[po]\nlisten = 127.0.0.1:{port}\ncac = {}\nstate_dir = {}\nallow_dest = {}\nlog = {}\nroot = {}\nhook_dir = {}\n",
-                cac_d.addr,
+                o.po_cacs_before.iter().chain([&cac_d.addr]).cloned().collect::<Vec<_>>().join(", "),
                 root.join("state").display(),
                 o.allow_dest,
                 root.join("po.log").display(),

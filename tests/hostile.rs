@@ -1,0 +1,127 @@
+//! Faults and hostile peers against the real binaries: CAC failover, the master's
+//! challenge-response, and garbage, idle and slowloris connections during a transfer.
+
+mod common;
+use common::*;
+use std::fs;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+#[test]
+fn masters_and_pos_fail_over_past_refusing_and_blackholed_cacs() {
+    // A CAC that accepts connections and never answers, and one that refuses them.
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_addr = hole.local_addr().unwrap().to_string();
+    let refused = format!("127.0.0.1:{}", free_port());
+    let o = Opts { pos: 2, po_cacs_before: vec![hole_addr.clone(), refused.clone()], ..Default::default() };
+    let c = Cluster::start("failover", o);
+    let conf = c.dir.path().join("failover-master.conf");
+    fs::write(&conf, format!("[master]\ncac = {refused}, {hole_addr}, {}\nconnect_timeout = 1\n", c.cac.addr)).unwrap();
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let t = Instant::now();
+    let out = master_with(&conf, &["-c", "base1", "-p", src.to_str().unwrap()]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for i in 0..2 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src));
+        let log = c.pos[i].log_text();
+        assert_eq!(log.matches("event=cac_failover").count(), 2, "{log}");
+    }
+    // master: refused at once, blackhole after connect_timeout (1 s); pos: 3 s on the blackhole.
+    eprintln!("failover: the whole transfer took {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    drop(hole);
+}
+
+#[test]
+fn a_class_with_a_master_secret_needs_the_right_secret() {
+    let d = TempDir::new("secret-files");
+    fs::write(d.path().join("base1.secret"), "s3cret-for-base1\n").unwrap();
+    let extra = vec![format!("master_secret_file = {}", d.path().join("base1.secret").display())];
+    let c = Cluster::start("secret", Opts { pos: 1, class_extra: extra, ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let s = src.to_str().unwrap();
+    let with_secret = |secret: Option<&str>| {
+        let dir = c.dir.path().join(format!("secrets-{}", secret.unwrap_or("none")));
+        fs::create_dir_all(&dir).unwrap();
+        if let Some(v) = secret {
+            fs::write(dir.join("base1"), v).unwrap();
+        }
+        let conf = dir.join("master.conf");
+        fs::write(&conf, format!("[master]\ncac = {}\nsecret_dir = {}\n", c.cac.addr, dir.display())).unwrap();
+        master_with(&conf, &["-c", "base1", "-p", s])
+    };
+    let o = with_secret(None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("needs the master secret"), "{}", text(&o.stderr));
+    let o = with_secret(Some("wrong"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("challenge_failed"), "{}", text(&o.stderr));
+    assert!(c.cac.log_text().contains("reason=challenge_failed"));
+    let o = with_secret(Some("s3cret-for-base1"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
+}
+
+#[test]
+fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(8192), hard);
+    let mut c = Cluster::start("hostile", Opts { pos: 2, ..Default::default() });
+    let targets = [c.cac.addr.clone(), c.pos[0].addr.clone()];
+    let mut held = Vec::new();
+    let mut cases = 0;
+    for t in &targets {
+        // 400 idle connections each.
+        for _ in 0..400 {
+            if let Ok(s) = TcpStream::connect(t) {
+                held.push(s);
+                cases += 1;
+            }
+        }
+        // 100 of garbage each: random bytes, a wrong magic, a huge declared length.
+        for i in 0..100u64 {
+            if let Ok(mut s) = TcpStream::connect(t) {
+                let junk = match i % 3 {
+                    0 => bytes(i, 64),
+                    1 => b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+                    _ => vec![b'W', b'G', 1, 8, 0xff, 0xff, 0xff, 0xff],
+                };
+                let _ = s.write_all(&junk);
+                held.push(s);
+                cases += 1;
+            }
+        }
+    }
+    // Slowloris: a valid header start, one byte a second, on a thread.
+    let slow: Vec<TcpStream> = (0..10).filter_map(|i| TcpStream::connect(&targets[i % 2]).ok()).collect();
+    cases += slow.len();
+    let slow_thread = std::thread::spawn(move || {
+        let mut slow = slow;
+        for b in b"WG\x01\x12\x00\x00\x00\x00" {
+            for s in &mut slow {
+                let _ = s.write_all(&[*b]);
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for i in 0..2 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src));
+    }
+    slow_thread.join().unwrap();
+    for d in [&mut c.cac, &mut c.pos[0]] {
+        assert!(d.child.try_wait().unwrap().is_none(), "a daemon died");
+    }
+    let logs = c.cac.log_text() + &c.pos[0].log_text();
+    assert!(logs.contains("event=protocol_error") || logs.contains("event=conn_error"), "garbage went unlogged");
+    eprintln!("hostile cases tried: {cases}");
+    drop(held);
+}
