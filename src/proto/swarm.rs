@@ -38,12 +38,15 @@ pub const MAX_FAULTS: u32 = 3;
 /// The index the master presents on its data connection to a po.
 pub const MASTER_PEER: u32 = u32::MAX;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
+/// Extra download slots a po keeps for blocks that only one po holds, so the newest blocks
+/// spread at once instead of queueing behind common ones (the tail of a transfer).
+const RARE_EXTRA: u8 = 2;
 /// Blocks assigned ahead per po upload, per po download, and for the master's uplink: deep
 /// enough to cover the control loop (HAVE to the master, push order to the sender) while a
 /// link stays busy.
-const UP_SLOTS: u8 = 2;
-const DOWN_SLOTS: u8 = 2;
-const MASTER_SLOTS: u8 = 2;
+const UP_SLOTS: u8 = 4;
+const DOWN_SLOTS: u8 = 4;
+const MASTER_SLOTS: u8 = 4;
 
 fn slots() -> (u8, u8, u8) {
     // Tuning knob for lab experiments; not documented.
@@ -293,11 +296,12 @@ impl Swarm {
                 let mut best: Option<(u32, usize, (u64, u32))> = None;
                 for &r in &self.neighbours[s] {
                     let rn = &self.nodes[r as usize];
-                    if !rn.live || rn.down >= self.down_slots || self.cooldown.contains_key(&(Src::Po(s as u32), r)) {
+                    let full = rn.down >= self.down_slots;
+                    if !rn.live || rn.down >= self.down_slots + RARE_EXTRA || self.cooldown.contains_key(&(Src::Po(s as u32), r)) {
                         continue;
                     }
                     for b in 0..self.blocks as usize {
-                        if !self.nodes[s].have[b] || !self.wants(r as usize, b) {
+                        if !self.nodes[s].have[b] || !self.wants(r as usize, b) || (full && self.count[b] > 1) {
                             continue;
                         }
                         // A slow po serves only what nobody else holds.
