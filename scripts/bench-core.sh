@@ -5,8 +5,9 @@
 # may be small and noisy), and the cases are interleaved per repetition so that baseline and
 # wugui see the same conditions:
 #   raw_pair     examples/rawpair.rs: sendfile sender -> read+write receiver (file in a temp dir)
-#   raw_pair_fsync  the same, plus fdatasync of the copy before the clock stops (a po fdatasyncs
-#                each file when it seals a transfer, so this is the like-for-like baseline; info)
+#   raw_pair_fsync  the same, plus fdatasync of the copy before the clock stops (a po with
+#                fsync = on, the default, syncs its stage before publish: the like-for-like
+#                baseline for that setting; info)
 #   md5sum       single-core `md5sum FILE` on the warm file
 #   verify_none  wugui, verify = none,  sendfile = on; target >= 0.70 of raw_pair
 #   verify_crc32 wugui, verify = crc32, sendfile = on; target >= 0.65 of raw_pair
@@ -21,7 +22,8 @@
 # process over the run (1.00 = one core busy).
 #
 # Usage: scripts/bench-core.sh [SIZE_MB]   (default 1024; env RUNS=3, BENCH_TMP=/tmp: where the
-# temp dir goes, e.g. BENCH_TMP=/dev/shm to take the disk out of both the baseline and wugui)
+# temp dir goes, e.g. BENCH_TMP=/dev/shm to take the disk out of both the baseline and wugui;
+# PO_FSYNC=off runs the po with fsync = off, like for like with raw_pair)
 # Per-run details go to stderr; the figures (key=value, one a line) to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -158,6 +160,7 @@ state_dir = $d/state
 allow_dest = /bench
 log = $d/po.log
 root = $d/root
+fsync = ${PO_FSYNC:-on}
 CONF
     "$bin/wugui-po" -f "$d/po.conf" > "$d/po.out" 2>&1 &
     local po_pid=$!

@@ -106,6 +106,8 @@ pub struct PoConfig {
     /// Bytes/s over all transfers of this host; 0 = none.
     pub max_upload_rate: u64,
     pub max_download_rate: u64,
+    /// Make staged data durable before publish and for resume records (default on).
+    pub fsync: bool,
     /// Demos and tests: every dest is taken below this absolute directory.
     pub root: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
@@ -709,6 +711,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
     let mut log = None;
     let mut max_upload_rate = 0;
     let mut max_download_rate = 0;
+    let mut fsync = true;
     let mut root = None;
     let mut metrics_listen = None;
     let mut advertise = None;
@@ -731,6 +734,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
             "log" => log = Some(parse_path(v, base_dir).map_err(err)?),
             "max_upload_rate" => max_upload_rate = parse_size(v).map_err(err)?,
             "max_download_rate" => max_download_rate = parse_size(v).map_err(err)?,
+            "fsync" => fsync = crate::proto::class::parse_bool(v).map_err(err)?,
             "root" => root = Some(parse_abs_path(v).map_err(err)?),
             "metrics_listen" => metrics_listen = Some(parse_addr(v, true).map_err(err)?),
             "advertise" => {
@@ -752,6 +756,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
         log,
         max_upload_rate,
         max_download_rate,
+        fsync,
         root,
         metrics_listen,
         advertise,

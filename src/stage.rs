@@ -252,6 +252,7 @@ struct Staged {
     record: PathBuf,
     checkpointed: std::time::Instant,
     dirty: bool,
+    sync: bool,
     /// Staged files open for writing, most recently used last.
     open: Vec<(u32, File)>,
     sealed: bool,
@@ -279,7 +280,7 @@ impl Staged {
     /// record is always on disk. The record is replaced atomically.
     fn checkpoint(&mut self) -> io::Result<()> {
         self.checkpointed = std::time::Instant::now();
-        if !self.dirty {
+        if !self.dirty || !self.sync {
             return Ok(());
         }
         nix::unistd::syncfs(self.stage_fd.0)?;
@@ -325,6 +326,8 @@ impl Staged {
 /// The po's [`Store`] on the local disk.
 pub struct DiskStore {
     state_dir: PathBuf,
+    /// po.conf `fsync`: make data durable before publish, and keep resume records.
+    sync: bool,
     transfers: HashMap<u64, Staged>,
     /// Recently published transfers: their files can still be served to peers.
     published: Vec<(u64, Fd, Manifest)>,
@@ -341,7 +344,14 @@ impl DiskStore {
             .mode(0o700)
             .create(&state_dir)
             .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
-        Ok(DiskStore { state_dir, transfers: HashMap::new(), published: Vec::new() })
+        Ok(DiskStore { state_dir, sync: true, transfers: HashMap::new(), published: Vec::new() })
+    }
+
+    /// po.conf `fsync = off`: no syncfs before publish and no resume records (a record is
+    /// only true once its data is on disk). For RAM disks, or data verified downstream.
+    pub fn without_sync(mut self) -> DiskStore {
+        self.sync = false;
+        self
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -421,6 +431,7 @@ impl Store for DiskStore {
                 record,
                 checkpointed: std::time::Instant::now(),
                 dirty: false,
+                sync: self.sync,
                 open: Vec::new(),
                 sealed: false,
             },
@@ -506,7 +517,9 @@ impl Store for DiskStore {
         }
         // One syncfs writes all staged data back in bulk before anything is published: with
         // 100,000 small files that is about 2 s, where an fdatasync per file took 10-30 s.
-        nix::unistd::syncfs(t.stage_fd.0).map_err(|e| format!("seal: syncfs: {e}"))?;
+        if t.sync {
+            nix::unistd::syncfs(t.stage_fd.0).map_err(|e| format!("seal: syncfs: {e}"))?;
+        }
         t.sealed = true;
         // A po that dies while it waits for COMMIT comes back holding everything.
         t.dirty = true;

@@ -55,7 +55,9 @@ fn verify_modes_sendfile_off_and_publish_each() {
             format!("publish = {publish}"),
             "flag_file = data.done".into(),
         ];
-        let c = Cluster::start("modes", Opts { pos: 2, class_extra: extra, ..Default::default() });
+        // Also the po's fsync = off (no syncfs before publish, no resume records).
+        let po_extra = if verify == "none" { vec!["fsync = off".to_string()] } else { vec![] };
+        let c = Cluster::start("modes", Opts { pos: 2, class_extra: extra, po_extra, ..Default::default() });
         let src = c.dir.path().join("src");
         seed_tree(&src);
         let mut want = snapshot(&src);

@@ -41,7 +41,8 @@ pub fn main() -> ExitCode {
         return code;
     }
     let store = match DiskStore::new(cfg.state_dir.clone()) {
-        Ok(s) => s,
+        Ok(s) if cfg.fsync => s,
+        Ok(s) => s.without_sync(),
         Err(e) => {
             eprintln!("wugui-po: state_dir {}: {e}", cfg.state_dir.display());
             return ExitCode::from(1);

@@ -107,6 +107,8 @@ pub struct Opts {
     pub hook: Option<(&'static str, String)>,
     /// CAC addresses each po asks before the real one (failover tests).
     pub po_cacs_before: Vec<String>,
+    /// Extra `key = value` lines for every po.conf.
+    pub po_extra: Vec<String>,
 }
 
 impl Default for Opts {
@@ -118,6 +120,7 @@ impl Default for Opts {
             allow_dest: "/home/work/data".into(),
             hook: None,
             po_cacs_before: vec![],
+            po_extra: vec![],
         }
     }
 }
@@ -165,7 +168,7 @@ impl Cluster {
                 root.join("hooks").display()
             );
             let cp = d.join(format!("po{i}.conf"));
-            fs::write(&cp, conf).unwrap();
+            fs::write(&cp, conf + &o.po_extra.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
             pos.push(Daemon::start("wugui-po", &cp, root.join("po.log")));
             po_roots.push(root);
         }
