@@ -451,6 +451,15 @@ impl MasterMachine {
         self.out.extend(sends);
     }
 
+    /// The first source file whose size or mtime differs from the manifest.
+    fn changed_source(&mut self) -> Option<String> {
+        let plan = self.plan.as_mut()?;
+        let files: Vec<u32> = (0..plan.manifest.entries().len() as u32)
+            .filter(|&e| matches!(plan.manifest.entries()[e as usize].kind, super::manifest::Kind::File { .. }))
+            .collect();
+        files.into_iter().find_map(|e| plan.source.unchanged(e).err())
+    }
+
     fn abort_all(&mut self, error: String) {
         log::error!("event=transfer_abort error=\"{error}\"");
         for i in 0..self.pos.len() {
@@ -580,7 +589,14 @@ impl MasterMachine {
                     }
                 }
             }
-            (_, Msg::Failed { transfer: t, error }) if t == transfer => self.po_fail(i, error),
+            (_, Msg::Failed { transfer: t, error }) if t == transfer => {
+                // A po's checksum failure is most often a source file changing under us: then
+                // no po can get a good copy, and the error should say so.
+                match self.changed_source() {
+                    Some(e) => self.abort_all(e),
+                    None => self.po_fail(i, error),
+                }
+            }
             (_, Msg::Denied { reason, text }) => {
                 let e = format!("refused ({}): {text}", reason.name());
                 if reason == Reason::NoCac {
@@ -611,13 +627,10 @@ impl MasterMachine {
             return;
         }
         // Never publish a copy of a file that changed while it was read.
-        for (e, entry) in plan.manifest.entries().iter().enumerate() {
-            if matches!(entry.kind, super::manifest::Kind::File { .. }) {
-                if let Err(err) = plan.source.unchanged(e as u32) {
-                    return self.abort_all(err);
-                }
-            }
+        if let Some(err) = self.changed_source() {
+            return self.abort_all(err);
         }
+        let Some(plan) = self.plan.as_ref() else { return };
         let transfer = plan.transfer;
         log::info!("event=commit transfer={transfer} ready={ready} total={}", self.pos.len());
         for p in self.pos.iter_mut().filter(|p| p.state == PoState::Ready) {
