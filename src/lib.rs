@@ -6,6 +6,7 @@
 pub mod app;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod proto;
 pub mod reactor;
 pub mod sendfile;

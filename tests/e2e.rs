@@ -353,3 +353,39 @@ fn a_rerun_after_the_master_is_killed_sends_only_what_is_missing() {
     // 12 MiB at 2 MiB/s from scratch would take 6 s; about half is left.
     eprintln!("rerun took {:?}", t.elapsed());
 }
+
+#[test]
+fn a_po_serves_prometheus_metrics() {
+    let port = free_port();
+    let o = Opts { pos: 1, po_extra: vec![format!("metrics_listen = 127.0.0.1:{port}")], ..Default::default() };
+    let c = Cluster::start("metrics", o);
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let m = get("/metrics");
+    assert!(m.starts_with("HTTP/1.0 200"), "{m}");
+    let value = |name: &str| -> u64 {
+        let l = m.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name}"));
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let total: u64 = snapshot(&src)
+        .keys()
+        .map(|k| fs::symlink_metadata(src.join(k)).unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert_eq!(value("wugui_bytes_received_total"), total);
+    assert_eq!(value("wugui_transfers_published_total"), 1);
+    assert_eq!(value("wugui_transfers_active"), 0);
+    assert!(m.contains("# TYPE wugui_verify_failures_total counter"));
+    assert!(get("/").starts_with("HTTP/1.0 404"));
+}

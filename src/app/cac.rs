@@ -46,6 +46,15 @@ pub fn main() -> ExitCode {
     log::info!("event=cac_start config={} classes={}", path.display(), cfg.classes.len());
     let mut machine = CacMachine::new(settings(&cfg), Env::real());
     let opts = super::daemon_options("cac");
+    if let Some(addr) = cfg.metrics_listen {
+        match crate::metrics::serve(addr, "cac") {
+            Ok(bound) => super::announce(&format!("metrics={bound}")),
+            Err(e) => {
+                eprintln!("wugui-cac: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut on_signal = |m: &mut CacMachine, sig: Signal| match sig {
         Signal::SIGHUP => {
             match config::load_cac(&path) {

@@ -55,12 +55,20 @@ pub fn daemon_options(role: &str) -> crate::reactor::Options {
     crate::reactor::Options { max_conns, ..Default::default() }
 }
 
+/// A line on stdout for whoever started the daemon. A daemon must not die because its stdout
+/// was closed (println! panics on EPIPE), so errors are ignored.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
 /// Binds the daemon's port and announces it on stdout (tests bind port 0 and read it back).
 pub fn listen(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
     match TcpListener::bind(addr) {
         Ok(l) => {
             let local = l.local_addr().unwrap_or(addr);
-            println!("listening={local}");
+            announce(&format!("listening={local}"));
             log::info!("event=listen role={role} addr={local} version={VERSION}");
             Ok(l)
         }

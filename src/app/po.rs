@@ -56,6 +56,15 @@ pub fn main() -> ExitCode {
     log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
     let opts = super::daemon_options("po");
+    if let Some(addr) = cfg.metrics_listen {
+        match crate::metrics::serve(addr, "po") {
+            Ok(bound) => super::announce(&format!("metrics={bound}")),
+            Err(e) => {
+                eprintln!("wugui-po: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut on_signal = |m: &mut PoMachine<DiskStore>, sig: Signal| match sig {
         Signal::SIGHUP => {
             match config::load_po(&path) {

@@ -88,6 +88,13 @@ impl CacMachine {
     }
 
     fn deny(&mut self, conn: ConnId, reason: Reason, text: String) {
+        match reason {
+            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed => {
+                crate::metrics::AUTH_DENIED.inc()
+            }
+            Reason::Protocol => crate::metrics::PROTOCOL_ERRORS.inc(),
+            _ => crate::metrics::VERIFY_DENIED.inc(),
+        }
         self.out.push_back(Action::Send { conn, msg: Msg::Denied { reason, text } });
         self.out.push_back(Action::Close { conn });
         self.conns.remove(&conn);
@@ -138,6 +145,7 @@ impl CacMachine {
             (State::New | State::Served, Msg::Verify { token, po, presenter }) => {
                 match self.verify(&token, &po, &presenter) {
                     Ok((t, ca)) => {
+                        crate::metrics::VERIFY_OK.inc();
                         log::info!(
                             "event=verify_ok transfer={} class={} po={po} master={presenter}",
                             t.transfer,
@@ -201,6 +209,7 @@ impl CacMachine {
         (self.env.fill_random)(&mut nonce);
         let expiry = (self.env.unix_now)() + self.settings.token_ttl;
         let token = Token::issue(&self.settings.key, transfer, class, peer.ip(), expiry, nonce);
+        crate::metrics::AUTH_GRANTED.inc();
         log::info!("event=auth_grant transfer={transfer} class={class} master={} pos={}", peer.ip(), ca.pos.len());
         let stat = TransferStat {
             transfer,
@@ -272,6 +281,7 @@ impl Machine for CacMachine {
                             c.peer,
                             error.replace('"', "'")
                         );
+                        crate::metrics::PROTOCOL_ERRORS.inc();
                     }
                 }
             }

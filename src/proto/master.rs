@@ -381,6 +381,8 @@ impl MasterMachine {
                     let head = super::BlockHead { transfer: plan.transfer, index: idx, sum };
                     self.sent_blocks += 1;
                     self.sent_bytes += body.len();
+                    crate::metrics::BLOCKS_SENT.inc();
+                    crate::metrics::BYTES_SENT.add(body.len());
                     self.out.push_back(Action::SendBlock { conn, head, body });
                     p.inflight += 1;
                 }
@@ -429,6 +431,8 @@ impl MasterMachine {
                     sends.push(if want_body {
                         self.sent_blocks += 1;
                         self.sent_bytes += body.len();
+                        crate::metrics::BLOCKS_SENT.inc();
+                        crate::metrics::BYTES_SENT.add(body.len());
                         let head = super::BlockHead { transfer: plan.transfer, index: a.block, sum };
                         Action::SendBlock { conn, head, body }
                     } else {

@@ -300,6 +300,7 @@ impl<S: Store> PoMachine<S> {
         );
         let have = bitmap(&held);
         let nb = p.manifest.blocks();
+        crate::metrics::TRANSFERS_ACTIVE.inc();
         if class.rate_limit > 0 {
             // The class caps what this host uploads to peers for the transfer.
             let cap = self.settings.max_upload_rate;
@@ -395,6 +396,7 @@ impl<S: Store> PoMachine<S> {
             let path = t.manifest.entries()[first as usize].path.clone();
             let source = from.map(|p| format!("po#{p}")).unwrap_or_else(|| "master".into());
             log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
+            crate::metrics::VERIFY_FAILURES.inc();
             return match (from, t.master) {
                 // A bad peer: fetch the block elsewhere, and let the master count the fault.
                 (Some(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
@@ -408,6 +410,8 @@ impl<S: Store> PoMachine<S> {
         t.held[b.index as usize] = true;
         t.nheld += 1;
         t.bytes += b.len as u64;
+        crate::metrics::BYTES_RECEIVED.add(b.len as u64);
+        crate::metrics::BLOCKS_RECEIVED.inc();
         if let Some(m) = t.master {
             self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
         }
@@ -436,6 +440,7 @@ impl<S: Store> PoMachine<S> {
         let found = self.transfers.iter().find(|(_, t)| super::auth::ct_eq(&t.token, token)).map(|(id, _)| *id);
         let Some(transfer) = found else {
             log::warn!("event=peer_refused reason=bad_token");
+            crate::metrics::PEER_ERRORS.inc();
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -486,6 +491,8 @@ impl<S: Store> PoMachine<S> {
         match self.store.block_body(transfer, &b) {
             Ok(body) => {
                 let head = super::BlockHead { transfer, index: block, sum };
+                crate::metrics::BYTES_SENT.add(body.len());
+                crate::metrics::BLOCKS_SENT.inc();
                 self.out.push_back(Action::SendBlock { conn, head, body });
             }
             Err(e) => {
@@ -560,6 +567,8 @@ impl<S: Store> PoMachine<S> {
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
             Ok((files, bytes)) => {
                 t.state = TState::Published;
+                crate::metrics::TRANSFERS_PUBLISHED.inc();
+                crate::metrics::TRANSFERS_ACTIVE.dec();
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
                 let Some(name) = t.class.hook.clone() else { return self.report_done(transfer) };
                 let Some(dir) = self.settings.hook_dir.clone() else {
@@ -601,6 +610,7 @@ impl<S: Store> PoMachine<S> {
         } else {
             let last = tail.lines().last().unwrap_or("").replace('"', "'");
             log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
+            crate::metrics::HOOK_FAILURES.inc();
         }
         t.hook = Some((exit, tail));
         self.report_done(transfer);
@@ -610,6 +620,10 @@ impl<S: Store> PoMachine<S> {
     fn fail(&mut self, transfer: u64, error: String) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
+        if matches!(t.state, TState::Receiving | TState::Ready) {
+            crate::metrics::TRANSFERS_FAILED.inc();
+            crate::metrics::TRANSFERS_ACTIVE.dec();
+        }
         t.state = TState::Failed;
         t.error = error.clone();
         self.store.abort(transfer, true);
@@ -790,6 +804,9 @@ impl<S: Store> Machine for PoMachine<S> {
                     ConnKind::Peer { transfer, idx, .. } => {
                         self.conns.remove(&conn);
                         log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        if !error.is_empty() {
+                            crate::metrics::PEER_ERRORS.inc();
+                        }
                         self.peer_lost(transfer, idx, conn);
                     }
                     ConnKind::New | ConnKind::Stat => {
@@ -800,6 +817,7 @@ impl<S: Store> Machine for PoMachine<S> {
                                 "event=protocol_error role=po peer={peer} error=\"{}\"",
                                 error.replace('"', "'")
                             );
+                            crate::metrics::PROTOCOL_ERRORS.inc();
                         }
                         self.conns.remove(&conn);
                     }
@@ -857,6 +875,7 @@ impl<S: Store> Machine for PoMachine<S> {
         for id in stale {
             if let Some(t) = self.transfers.remove(&id) {
                 if matches!(t.state, TState::Receiving | TState::Ready) {
+                    crate::metrics::TRANSFERS_ACTIVE.dec();
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
                     self.store.abort(id, true);
                 }

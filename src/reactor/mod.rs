@@ -568,6 +568,7 @@ impl Reactor {
             if !c.up_wait {
                 c.up_wait = true;
                 self.up_waiting.push(slot);
+                crate::metrics::RATE_LIMIT_WAITS.inc();
             }
         }
     }
@@ -579,6 +580,7 @@ impl Reactor {
             if !c.down_wait {
                 c.down_wait = true;
                 self.down_waiting.push(slot);
+                crate::metrics::RATE_LIMIT_WAITS.inc();
             }
         }
     }

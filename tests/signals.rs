@@ -1,0 +1,280 @@
+//! The daemons' signals on real processes: SIGHUP reloads the config (a bad one is refused and the
+//! old one stays, live transfers go on), SIGUSR1 reopens the log file, SIGTERM stops cleanly.
+
+mod common;
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn signal(d: &Daemon, sig: Signal) {
+    kill(Pid::from_raw(d.child.id() as i32), sig).unwrap();
+}
+
+/// Waits (bounded) until `d`'s log has `needle` at least `n` times.
+fn wait_log(d: &Daemon, needle: &str, n: usize) {
+    let start = Instant::now();
+    while d.log_text().matches(needle).count() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {needle:?} in log:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) until the child has exited, and returns its status code.
+fn wait_exit(d: &mut Daemon, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(start.elapsed() < limit, "still running {limit:?} after the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(d: &mut Daemon) -> bool {
+    d.child.try_wait().unwrap().is_none()
+}
+
+/// The daemons block their signals only when their event loop starts, a moment after
+/// `listening=`; the `event=limits` line is logged just before that. Waiting for it and a little
+/// more keeps these tests about reload, not about that start-up window.
+fn settled(d: &Daemon) {
+    wait_log(d, "event=limits", 1);
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "stdout {} stderr {}", text(&o.stdout), text(&o.stderr));
+}
+
+fn cac_conf(c: &Cluster) -> std::path::PathBuf {
+    c.dir.path().join("cac.conf")
+}
+
+fn small_tree(root: &Path, seed: u64) {
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::write(root.join("d/one.bin"), bytes(seed, 100_000)).unwrap();
+    fs::write(root.join("two.txt"), format!("seed {seed}\n")).unwrap();
+}
+
+#[test]
+fn sighup_on_the_cac_adds_a_class() {
+    let c = Cluster::start("hup-cac", Opts { pos: 2, ..Default::default() });
+    settled(&c.cac);
+    let src = c.dir.path().join("src");
+    small_tree(&src, 1);
+    // Before the reload base2 is unknown.
+    let o = c.master(&["-c", "base2", "-p", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("unknown_class"), "{}", text(&o.stderr));
+
+    let old = fs::read_to_string(cac_conf(&c)).unwrap();
+    let po_line = old.lines().find(|l| l.starts_with("po =")).unwrap().to_string();
+    let new = format!("{old}\n[class base2]\n{po_line}\ndest = /home/work/data/base2\nmasters = 127.0.0.0/8\n");
+    fs::write(cac_conf(&c), new).unwrap();
+    signal(&c.cac, Signal::SIGHUP);
+    wait_log(&c.cac, "event=config_reload", 1);
+    let log = c.cac.log_text();
+    let line = log.lines().find(|l| l.contains("event=config_reload")).unwrap();
+    assert!(line.contains("role=cac") && line.contains("classes=2"), "{line}");
+
+    let o = c.master(&["-c", "base2", "-p", src.to_str().unwrap()]);
+    ok(&o);
+    let want = snapshot(&src);
+    for (i, root) in c.po_roots.iter().enumerate() {
+        assert_eq!(snapshot(&root.join("home/work/data/base2")), want, "po {i}");
+    }
+    // The old class still works.
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    ok(&o);
+    assert_eq!(snapshot(&c.po_dest(0)), want);
+}
+
+#[test]
+fn sighup_with_a_bad_config_keeps_the_old_one() {
+    let mut c = Cluster::start("hup-bad", Opts { pos: 1, ..Default::default() });
+    settled(&c.cac);
+    let old = fs::read_to_string(cac_conf(&c)).unwrap();
+    // The bad line goes right after `[class base1]`.
+    let mut lines: Vec<&str> = old.lines().collect();
+    let at = lines.iter().position(|l| *l == "[class base1]").unwrap() + 1;
+    lines.insert(at, "bogus line without equals");
+    let bad_line = at + 1; // 1-based
+    fs::write(cac_conf(&c), lines.join("\n") + "\n").unwrap();
+    signal(&c.cac, Signal::SIGHUP);
+    wait_log(&c.cac, "event=config_refused", 1);
+    let log = c.cac.log_text();
+    let line = log.lines().find(|l| l.contains("event=config_refused")).unwrap();
+    assert!(line.contains(&format!("cac.conf:{bad_line}")), "wanted cac.conf:{bad_line} in {line}");
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(!log.contains("event=config_reload"), "{log}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(&mut c.cac), "the CAC died on a bad config");
+
+    // The old config still serves base1.
+    let src = c.dir.path().join("src");
+    small_tree(&src, 2);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    ok(&o);
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
+
+    // Fixing the file and another SIGHUP takes the new config.
+    fs::write(cac_conf(&c), &old).unwrap();
+    signal(&c.cac, Signal::SIGHUP);
+    wait_log(&c.cac, "event=config_reload", 1);
+    assert!(alive(&mut c.cac));
+}
+
+#[test]
+fn sighup_on_a_po_keeps_a_live_transfer() {
+    let extra = vec!["rate_limit = 2M".to_string(), "block_size = 256K".to_string()];
+    let c = Cluster::start("hup-po", Opts { pos: 2, class_extra: extra, ..Default::default() });
+    for p in &c.pos {
+        settled(p);
+    }
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), bytes(7, 8 << 20)).unwrap();
+    fs::write(src.join("small.txt"), b"small\n").unwrap();
+    let want = snapshot(&src);
+
+    let conf = c.master_conf.clone();
+    let s = src.to_str().unwrap().to_string();
+    let started = Instant::now();
+    let t = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", &s]));
+    // Both pos have taken the offer, then a second more.
+    for p in &c.pos {
+        wait_log(p, "event=transfer_accept", 1);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!t.is_finished(), "the transfer finished before the SIGHUP; it should take several seconds");
+    for p in &c.pos {
+        signal(p, Signal::SIGHUP);
+    }
+    for p in &c.pos {
+        wait_log(p, "event=config_reload", 1);
+    }
+    assert!(!t.is_finished(), "the transfer finished before the reloads were logged");
+    let o = t.join().unwrap();
+    ok(&o);
+    // 16 MiB at 2 MiB/s from the master: the rate limit was in force, so the SIGHUP came mid-way.
+    assert!(started.elapsed() > Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(text(&o.stdout).contains("result=ok pos=2/2"), "{}", text(&o.stdout));
+    for (i, p) in c.pos.iter().enumerate() {
+        assert_eq!(snapshot(&c.po_dest(i)), want, "po {i}");
+        let log = p.log_text();
+        let reload = log.find("event=config_reload").unwrap();
+        let publish = log.find("event=publish").expect("no publish");
+        assert!(reload < publish, "po {i}: the reload was not mid-transfer:\n{log}");
+        for bad in ["event=transfer_abort", "event=po_failed", "event=master_lost"] {
+            assert!(!log.contains(bad), "po {i}: {bad}:\n{log}");
+        }
+    }
+}
+
+#[test]
+fn sigusr1_reopens_the_po_log() {
+    let c = Cluster::start("usr1", Opts { pos: 1, ..Default::default() });
+    settled(&c.pos[0]);
+    let log = c.pos[0].log.clone();
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated).unwrap();
+    signal(&c.pos[0], Signal::SIGUSR1);
+    wait_for("po.log to be created again", Duration::from_secs(10), || log.exists());
+
+    let src = c.dir.path().join("src");
+    small_tree(&src, 3);
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    ok(&o);
+    wait_log(&c.pos[0], "event=publish", 1);
+    let new = fs::read_to_string(&log).unwrap();
+    let old = fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("event=po_start") && old.contains("event=listen"), "{old}");
+    for e in ["event=publish", "event=transfer_accept"] {
+        assert!(new.contains(e), "{e} not in the new po.log:\n{new}");
+        assert!(!old.contains(e), "{e} went to the rotated po.log.1:\n{old}");
+    }
+    assert!(!new.contains("event=po_start"), "{new}");
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
+}
+
+#[test]
+fn sigterm_stops_the_daemons_cleanly() {
+    let mut c = Cluster::start("term", Opts { pos: 1, ..Default::default() });
+    settled(&c.cac);
+    settled(&c.pos[0]);
+    // One transfer first, so the CAC has served connections before it stops.
+    let src = c.dir.path().join("src");
+    small_tree(&src, 4);
+    ok(&c.master(&["-c", "base1", "-p", src.to_str().unwrap()]));
+
+    signal(&c.cac, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut c.cac, Duration::from_secs(5)), Some(0));
+    let log = c.cac.log_text();
+    let line = log.lines().find(|l| l.contains("event=stop")).unwrap_or_else(|| panic!("no stop:\n{log}"));
+    assert!(line.contains("role=cac") && line.contains("signal=SIGTERM"), "{line}");
+
+    signal(&c.pos[0], Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut c.pos[0], Duration::from_secs(5)), Some(0));
+    let log = c.pos[0].log_text();
+    assert!(log.lines().any(|l| l.contains("event=stop") && l.contains("role=po")), "{log}");
+}
+
+/// A SIGHUP (as from `systemctl reload` or a logrotate postrotate) that arrives once the daemon
+/// has announced `listening=` must not kill it. Each daemon is started 10 times and signalled
+/// as soon as the line is read.
+#[test]
+#[ignore = "bug: the daemons print listening= (app::listen) before reactor::run blocks SIGHUP/SIGUSR1/SIGTERM; \
+            a SIGHUP in that window takes the default action and kills the daemon"]
+fn sighup_right_after_listening_does_not_kill_the_daemons() {
+    let dir = TempDir::new("hup-early");
+    let d = dir.path();
+    fs::write(d.join("cluster.key"), "k\n").unwrap();
+    fs::create_dir_all(d.join("state")).unwrap();
+    let cac_conf = d.join("cac.conf");
+    fs::write(
+        &cac_conf,
+        format!(
+            "[cac]\nlisten = 127.0.0.1:0\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = 127.0.0.1:1\n\
+             dest = /home/work/data/base\nmasters = 127.0.0.0/8\n",
+            d.join("cluster.key").display(),
+            d.join("cac.log").display()
+        ),
+    )
+    .unwrap();
+    let po_conf = d.join("po.conf");
+    fs::write(
+        &po_conf,
+        format!(
+            "[po]\nlisten = 127.0.0.1:0\ncac = 127.0.0.1:1\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\n",
+            d.join("state").display(),
+            d.join("po.log").display()
+        ),
+    )
+    .unwrap();
+    let mut killed = Vec::new();
+    for (bin, conf, log) in [("wugui-cac", &cac_conf, "cac.log"), ("wugui-po", &po_conf, "po.log")] {
+        for _ in 0..10 {
+            let mut dm = Daemon::start(bin, conf, d.join(log));
+            signal(&dm, Signal::SIGHUP);
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(st) = dm.child.try_wait().unwrap() {
+                killed.push(format!("{bin}: {st}"));
+            }
+        }
+    }
+    assert!(
+        killed.is_empty(),
+        "{} of 20 daemons died of a SIGHUP sent just after listening=:\n{}",
+        killed.len(),
+        killed.join("\n")
+    );
+}
