@@ -389,3 +389,22 @@ fn a_po_serves_prometheus_metrics() {
     assert!(m.contains("# TYPE wugui_verify_failures_total counter"));
     assert!(get("/").starts_with("HTTP/1.0 404"));
 }
+
+#[test]
+fn dry_run_reports_what_would_go_and_sends_nothing() {
+    let c = Cluster::start("dryrun", Opts { class_extra: vec!["rate_limit = 1M".into()], ..Default::default() });
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    let out = c.master(&["--dry-run", "-c", "base1", "-x", "a.txt", "-p", src.to_str().unwrap()]);
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first = o.lines().next().unwrap();
+    assert!(first.starts_with("dry-run class=base1 files=") && first.contains("p2p=off"), "{o}");
+    assert_eq!(o.lines().filter(|l| l.starts_with("po 127.0.0.1:")).count(), 3, "{o}");
+    assert!(o.contains("estimate seconds=") && o.contains("3 copies"), "{o}");
+    assert!(o.lines().last().unwrap().contains("result=dry-run pos=0/3"), "{o}");
+    for i in 0..3 {
+        assert!(!c.po_dest(i).exists(), "po {i} got something");
+        assert!(!c.pos[i].log_text().contains("event=transfer_accept"));
+    }
+}

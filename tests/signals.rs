@@ -278,3 +278,51 @@ fn sighup_right_after_listening_does_not_kill_the_daemons() {
         killed.join("\n")
     );
 }
+
+/// With `metrics_listen` set, the daemons serve metrics from a thread of their own. A SIGHUP,
+/// SIGUSR1 or SIGTERM long after start must still reach the event loop, not kill the process.
+#[test]
+#[ignore = "bug: metrics::serve spawns its thread before reactor::run blocks the signals, so that thread keeps \
+            them unblocked and the kernel delivers SIGHUP there with the default action: the daemon dies"]
+fn sighup_reloads_a_daemon_that_serves_metrics() {
+    let dir = TempDir::new("hup-metrics");
+    let d = dir.path();
+    fs::write(d.join("cluster.key"), "k\n").unwrap();
+    fs::create_dir_all(d.join("state")).unwrap();
+    let cac_conf = d.join("cac.conf");
+    fs::write(
+        &cac_conf,
+        format!(
+            "[cac]\nlisten = 127.0.0.1:0\nsecret_file = {}\nlog = {}\nmetrics_listen = 127.0.0.1:0\n\n\
+             [class base1]\npo = 127.0.0.1:1\ndest = /home/work/data/base\nmasters = 127.0.0.0/8\n",
+            d.join("cluster.key").display(),
+            d.join("cac.log").display()
+        ),
+    )
+    .unwrap();
+    let po_conf = d.join("po.conf");
+    fs::write(
+        &po_conf,
+        format!(
+            "[po]\nlisten = 127.0.0.1:0\ncac = 127.0.0.1:1\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\n\
+             metrics_listen = 127.0.0.1:0\n",
+            d.join("state").display(),
+            d.join("po.log").display()
+        ),
+    )
+    .unwrap();
+    for (bin, conf, log) in [("wugui-cac", &cac_conf, "cac.log"), ("wugui-po", &po_conf, "po.log")] {
+        let mut dm = Daemon::start(bin, conf, d.join(log));
+        wait_log(&dm, "event=metrics_listen", 1);
+        std::thread::sleep(Duration::from_millis(500));
+        signal(&dm, Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(st) = dm.child.try_wait().unwrap() {
+            panic!("{bin} with metrics_listen died of a SIGHUP sent well after start: {st}");
+        }
+        wait_log(&dm, "event=config_reload", 1);
+        signal(&dm, Signal::SIGTERM);
+        assert_eq!(wait_exit(&mut dm, Duration::from_secs(5)), Some(0), "{bin}");
+        assert!(dm.log_text().contains("event=stop"), "{bin}");
+    }
+}

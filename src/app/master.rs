@@ -36,6 +36,7 @@ struct Args {
     dir: PathBuf,
     excludes: Vec<String>,
     conf: PathBuf,
+    dry_run: bool,
 }
 
 /// The seed's `-x a b c`: every word after -x up to the next flag is a pattern. Rewritten to
@@ -67,6 +68,7 @@ fn parse_args() -> Result<Args, ExitCode> {
     o.optopt("p", "", "the source directory", "DIR");
     o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
+    o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
     o.optflag("h", "help", "this help");
     o.optflag("v", "version", "print the version");
     let usage_err = |e: String| {
@@ -76,7 +78,7 @@ fn parse_args() -> Result<Args, ExitCode> {
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
     let m = o.parse(&args).map_err(|e| usage_err(e.to_string()))?;
     if m.opt_present("h") {
-        print!("{}", o.usage("Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE]"));
+        print!("{}", o.usage("Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run]"));
         print!("\n{HELP_TAIL}");
         return Err(ExitCode::SUCCESS);
     }
@@ -94,6 +96,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         dir: PathBuf::from(dir),
         excludes: m.opt_strs("x"),
         conf: config::config_path("master", m.opt_str("f").as_deref()),
+        dry_run: m.opt_present("n"),
     })
 }
 
@@ -222,6 +225,7 @@ fn run(a: Args) -> Result<u8, String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        dry_run: a.dry_run,
     };
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -248,6 +252,9 @@ fn run(a: Args) -> Result<u8, String> {
     }
     for l in &o.po_lines {
         eprintln!("{l}");
+    }
+    for l in &o.plan {
+        println!("{l}");
     }
     println!("{}", o.summary);
     Ok(o.code)

@@ -171,7 +171,7 @@ impl CacMachine {
                 if !allowed {
                     return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
                 }
-                let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed");
+                let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
                 let mut stat = stat;
                 if stat.master.is_empty() {
                     stat.master = peer.ip().to_string();

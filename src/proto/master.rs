@@ -27,6 +27,8 @@ pub struct MasterSettings {
     pub secret: Option<Vec<u8>>,
     pub connect_timeout: Duration,
     pub unix_start: u64,
+    /// Ask the CAC and plan, then report what would go and send nothing.
+    pub dry_run: bool,
 }
 
 /// Exit codes of `masterwugui` (README, `-h`).
@@ -48,6 +50,8 @@ pub struct Outcome {
     pub po_lines: Vec<String>,
     /// Why the transfer could not start (codes 1 and 2).
     pub error: Option<String>,
+    /// With a dry run: what would go, for stdout before the summary.
+    pub plan: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +215,7 @@ impl MasterMachine {
         if let Some(c) = self.cac_conn.take() {
             self.out.push_back(Action::Close { conn: c });
         }
-        self.outcome = Some(Outcome { code, summary, po_lines: Vec::new(), error: Some(error) });
+        self.outcome = Some(Outcome { code, summary, po_lines: Vec::new(), error: Some(error), plan: Vec::new() });
         self.phase = Phase::Finished;
     }
 
@@ -233,6 +237,9 @@ impl MasterMachine {
             Ok(p) => p,
             Err(e) => return self.stop_early(exit::USAGE, "failed", e),
         };
+        if self.settings.dry_run {
+            return self.dry_run(now, conn, transfer, &class, &manifest, &pos);
+        }
         let nb = manifest.blocks() as usize;
         log::info!(
             "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={nb} verify={} p2p={}",
@@ -290,6 +297,61 @@ impl MasterMachine {
         if self.pos.is_empty() {
             self.finish(now);
         }
+    }
+
+    /// What a transfer would move, and how long it would take at the class rate.
+    fn dry_run(&mut self, now: Instant, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
+        use super::manifest::Kind;
+        let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
+        let (files, dirs) = (count(|k| matches!(k, Kind::File { .. })), count(|k| matches!(k, Kind::Dir)));
+        let links = count(|k| matches!(k, Kind::Symlink { .. }));
+        let n = pos.len() as u64;
+        let mut plan = vec![format!(
+            "dry-run class={} files={files} dirs={dirs} symlinks={links} bytes={} blocks={} block_size={} p2p={} verify={} publish={}",
+            class.name,
+            m.bytes(),
+            m.blocks(),
+            m.block_size,
+            if class.p2p { "on" } else { "off" },
+            class.verify,
+            if class.publish == Publish::Each { "each" } else { "together" }
+        )];
+        plan.extend(pos.iter().map(|p| format!("po {p} dest={}", class.dest)));
+        // The master's upload carries one copy in a swarm, one per po otherwise.
+        let copies = if class.p2p { 1 } else { n.max(1) };
+        plan.push(if class.rate_limit > 0 {
+            let secs = (m.bytes() * copies) as f64 / class.rate_limit as f64;
+            format!(
+                "estimate seconds={secs:.1} at rate_limit={} bytes/s ({copies} cop{} from the master)",
+                class.rate_limit,
+                if copies == 1 { "y" } else { "ies" }
+            )
+        } else {
+            format!(
+                "estimate: no class rate_limit; the master uploads {copies} cop{} of {} bytes",
+                if copies == 1 { "y" } else { "ies" },
+                m.bytes()
+            )
+        });
+        let summary = format!(
+            "transfer={transfer} class={} result=dry-run pos=0/{n} bytes={} seconds=0.00 rate=0",
+            class.name,
+            m.bytes()
+        );
+        log::info!("event=dry_run {summary}");
+        let stat = super::msg::TransferStat {
+            transfer,
+            class: class.name.clone(),
+            state: "dry-run".into(),
+            total: m.bytes(),
+            started_unix: self.settings.unix_start,
+            ..Default::default()
+        };
+        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat } });
+        self.out.push_back(Action::Close { conn: cac });
+        let _ = now;
+        self.outcome = Some(Outcome { code: exit::OK, summary, po_lines: Vec::new(), error: None, plan });
+        self.phase = Phase::Finished;
     }
 
     fn connect_po(&mut self, now: Instant, i: usize) {
@@ -707,7 +769,7 @@ impl MasterMachine {
                 self.out.push_back(Action::Close { conn: c });
             }
         }
-        self.outcome = Some(Outcome { code, summary, po_lines, error: None });
+        self.outcome = Some(Outcome { code, summary, po_lines, error: None, plan: Vec::new() });
         self.phase = Phase::Finished;
     }
 

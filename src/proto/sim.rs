@@ -398,6 +398,7 @@ fn world(s: Setup) -> World {
         secret: None,
         connect_timeout: Duration::from_secs(3),
         unix_start: 0,
+        dry_run: false,
     };
     let now = net.now;
     let master = net.add("10.0.0.1:1", Node::Master(MasterMachine::new(ms, planner, now)));
