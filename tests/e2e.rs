@@ -241,6 +241,11 @@ fn hooks_run_after_publish_and_their_failures_reach_the_master() {
     assert!(env.contains("WUGUI_CLASS=base1") && env.contains("WUGUI_FILES=") && env.contains("WUGUI_BYTES="), "{env}");
     assert!(env.contains(&format!("WUGUI_DEST={}", c.po_dest(0).display())), "{env}");
     assert!(c.pos[1].log_text().contains("event=hook_failed"));
+    // ... and wugui-stat against the CAC shows it too.
+    let mut s = Command::new(bin("wugui-stat"));
+    s.args(["-s", &c.cac.addr]);
+    let table = text(&run_bounded(s, Duration::from_secs(10)).stdout);
+    assert!(table.contains("hook_exit=3 reload failed: port busy"), "{table}");
 }
 
 #[test]

@@ -232,8 +232,6 @@ fn sigterm_stops_the_daemons_cleanly() {
 /// has announced `listening=` must not kill it. Each daemon is started 10 times and signalled
 /// as soon as the line is read.
 #[test]
-#[ignore = "bug: the daemons print listening= (app::listen) before reactor::run blocks SIGHUP/SIGUSR1/SIGTERM; \
-            a SIGHUP in that window takes the default action and kills the daemon"]
 fn sighup_right_after_listening_does_not_kill_the_daemons() {
     let dir = TempDir::new("hup-early");
     let d = dir.path();
@@ -282,8 +280,6 @@ fn sighup_right_after_listening_does_not_kill_the_daemons() {
 /// With `metrics_listen` set, the daemons serve metrics from a thread of their own. A SIGHUP,
 /// SIGUSR1 or SIGTERM long after start must still reach the event loop, not kill the process.
 #[test]
-#[ignore = "bug: metrics::serve spawns its thread before reactor::run blocks the signals, so that thread keeps \
-            them unblocked and the kernel delivers SIGHUP there with the default action: the daemon dies"]
 fn sighup_reloads_a_daemon_that_serves_metrics() {
     let dir = TempDir::new("hup-metrics");
     let d = dir.path();
@@ -311,6 +307,7 @@ fn sighup_reloads_a_daemon_that_serves_metrics() {
         ),
     )
     .unwrap();
+    let mut died = Vec::new();
     for (bin, conf, log) in [("wugui-cac", &cac_conf, "cac.log"), ("wugui-po", &po_conf, "po.log")] {
         let mut dm = Daemon::start(bin, conf, d.join(log));
         wait_log(&dm, "event=metrics_listen", 1);
@@ -318,11 +315,13 @@ fn sighup_reloads_a_daemon_that_serves_metrics() {
         signal(&dm, Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(300));
         if let Some(st) = dm.child.try_wait().unwrap() {
-            panic!("{bin} with metrics_listen died of a SIGHUP sent well after start: {st}");
+            died.push(format!("{bin}: {st}"));
+            continue;
         }
         wait_log(&dm, "event=config_reload", 1);
         signal(&dm, Signal::SIGTERM);
         assert_eq!(wait_exit(&mut dm, Duration::from_secs(5)), Some(0), "{bin}");
         assert!(dm.log_text().contains("event=stop"), "{bin}");
     }
+    assert!(died.is_empty(), "with metrics_listen, a SIGHUP well after start killed:\n{}", died.join("\n"));
 }

@@ -104,6 +104,20 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// Blocks the daemon signals in this thread before anything else happens: the reactor reads
+/// them from a signalfd, and a signal that came before it (right after `listening=`), or that the
+/// kernel gave to a thread that did not block it (the metrics thread), would otherwise take its
+/// default action and kill the daemon. Threads spawned later inherit the mask.
+pub fn block_signals() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals() {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        eprintln!("wugui: cannot block signals: {e}");
+    }
+}
+
 pub fn signals() -> [nix::sys::signal::Signal; 4] {
     use nix::sys::signal::Signal::*;
     [SIGHUP, SIGUSR1, SIGTERM, SIGINT]

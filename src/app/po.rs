@@ -26,6 +26,7 @@ pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
 }
 
 pub fn main() -> ExitCode {
+    super::block_signals();
     let path = match super::daemon_args("po", "The po: receives transfers, verifies, stages and publishes them.") {
         Ok(p) => p,
         Err(code) => return code,

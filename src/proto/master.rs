@@ -127,7 +127,7 @@ struct Plan {
 }
 
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
-const REPORT_EVERY: Duration = Duration::from_millis(500);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Bytes in flight to one po: enough to keep a fast link full between acks.
 const WINDOW_BYTES: u64 = 32 << 20;
@@ -145,6 +145,7 @@ pub struct MasterMachine {
     next_report: Option<Instant>,
     next_ping: Option<Instant>,
     last_done: u64,
+    last_report: Option<Instant>,
     rate: u64,
     /// Blocks this master uploaded itself, and their bytes.
     sent_blocks: u64,
@@ -166,6 +167,7 @@ impl MasterMachine {
             next_report: None,
             next_ping: None,
             last_done: 0,
+            last_report: None,
             rate: 0,
             sent_blocks: 0,
             sent_bytes: 0,
@@ -796,16 +798,37 @@ impl MasterMachine {
                     addr: p.name.clone(),
                     state: p.state.name().into(),
                     bytes: p.bytes,
-                    error: p.error.clone(),
+                    // A failed hook shows in wugui-stat as in the master's stderr line.
+                    error: match p.hook_exit {
+                        Some(c) if c != 0 => {
+                            format!("hook_exit={c} {}", p.hook_tail.lines().last().unwrap_or(""))
+                        }
+                        _ => p.error.clone(),
+                    },
                 })
                 .collect(),
         }
     }
 
     fn report(&mut self, now: Instant, state: Option<&str>) {
+        // Bytes/s over the last interval while running; the whole transfer's average at the end.
+        let done: u64 = self.pos.iter().map(|p| p.bytes).sum();
+        let per_sec = |bytes: u64, since: Instant| {
+            let secs = now.duration_since(since).as_secs_f64();
+            if secs > 0.0 {
+                (bytes as f64 / secs) as u64
+            } else {
+                0
+            }
+        };
+        self.rate = match (state, self.last_report, self.plan.as_ref()) {
+            (Some(_), _, Some(plan)) => per_sec(done, plan.started),
+            (None, Some(t), _) => per_sec(done.saturating_sub(self.last_done), t),
+            _ => 0,
+        };
+        self.last_done = done;
+        self.last_report = Some(now);
         let stat = self.stat(now, state);
-        self.rate = stat.done.saturating_sub(self.last_done);
-        self.last_done = stat.done;
         if let Some(conn) = self.cac_conn {
             self.out.push_back(Action::Send { conn, msg: Msg::Progress { stat } });
         }
