@@ -413,3 +413,16 @@ fn dry_run_reports_what_would_go_and_sends_nothing() {
         assert!(!c.pos[i].log_text().contains("event=transfer_accept"));
     }
 }
+
+#[test]
+fn every_binary_has_help_and_version() {
+    for b in ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"] {
+        for (flag, want) in [("-h", "Usage:"), ("-v", "0.1.0")] {
+            let mut c = Command::new(bin(b));
+            c.arg(flag);
+            let o = run_bounded(c, Duration::from_secs(10));
+            assert_eq!(o.status.code(), Some(0), "{b} {flag}");
+            assert!(text(&o.stdout).contains(want), "{b} {flag}: {}", text(&o.stdout));
+        }
+    }
+}

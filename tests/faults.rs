@@ -71,3 +71,28 @@ fn a_source_file_that_changes_while_it_is_sent_is_never_published() {
         assert!(!c.po_dest(i).join("big.bin").exists());
     }
 }
+
+#[test]
+fn a_cac_restart_does_not_break_a_running_transfer() {
+    let extra = vec!["rate_limit = 2M".into(), "block_size = 256K".into()];
+    let mut c = Cluster::start("cacrestart", Opts { pos: 2, class_extra: extra, ..Default::default() });
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), bytes(8, 6 << 20)).unwrap();
+    let conf = c.master_conf.clone();
+    let s = src.clone();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(1200));
+    // The CAC goes down mid-transfer and comes back on the same address.
+    c.cac.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = c.cac.log.clone();
+    c.cac = Daemon::start("wugui-cac", &c.dir.path().join("cac.conf"), log);
+    let out = master.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for i in 0..2 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+    let mlog = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    assert!(mlog.contains("event=cac_lost"), "{mlog}");
+}

@@ -125,3 +125,97 @@ fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
     eprintln!("hostile cases tried: {cases}");
     drop(held);
 }
+
+/// Frames over a blocking socket, for the rogue clients.
+fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
+    s.write_all(&m.to_frame()).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
+    use std::io::Read;
+    use wugui::proto::{wire, Msg, Payload};
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut head).ok()?;
+    let h = wire::parse_header(&head).ok()??;
+    let mut body = vec![0u8; h.len as usize];
+    s.read_exact(&mut body).ok()?;
+    Msg::decode(h.ty, Payload::from_vec(body)).ok()
+}
+
+/// A manifest encoded by hand, so that it can break the rules `Manifest::new` enforces.
+fn evil_manifest(entries: &[(&str, u8, &str)]) -> Vec<u8> {
+    let mut w = wugui::proto::codec::Writer::new();
+    w.u32(4096);
+    w.u32(entries.len() as u32);
+    for (path, kind, target) in entries {
+        w.str(path);
+        w.u32(0o644);
+        w.i64(0);
+        w.u32(0);
+        w.u8(*kind);
+        match kind {
+            1 => w.u64(10),
+            2 => w.str(target),
+            _ => {}
+        }
+    }
+    w.buf
+}
+
+#[test]
+fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
+    use wugui::proto::msg::Reason;
+    use wugui::proto::Msg;
+    let c = Cluster::start("rogue", Opts { pos: 1, ..Default::default() });
+    let outside = c.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let o = outside.display().to_string();
+    let long = "n".repeat(300);
+    let cases: Vec<Vec<(&str, u8, &str)>> = vec![
+        vec![("../escape.txt", 1, "")],
+        vec![("a", 0, ""), ("a/../../escape.txt", 1, "")],
+        vec![("/tmp/wugui-rogue-abs.txt", 1, "")],
+        vec![("", 1, "")],
+        vec![("a//b", 1, "")],
+        vec![("x\0y", 1, "")],
+        vec![("dup", 1, ""), ("dup", 1, "")],
+        vec![("f", 1, ""), ("f/under-a-file", 1, "")],
+        // A symlink out of the dest, then a file written through it.
+        vec![("link", 2, o.as_str()), ("link/planted.txt", 1, "")],
+        vec![(long.as_str(), 1, "")],
+    ];
+    let mut refused = 0;
+    for (i, entries) in cases.iter().enumerate() {
+        // The CAC grants this master (its address is allowed) a real token.
+        let mut cac = TcpStream::connect(&c.cac.addr).unwrap();
+        send(&mut cac, &Msg::AuthRequest { class: "base1".into() });
+        let Some(Msg::AuthGrant { token, .. }) = recv(&mut cac) else { panic!("no grant") };
+        let mut po = TcpStream::connect(&c.pos[0].addr).unwrap();
+        let manifest = evil_manifest(entries);
+        send(&mut po, &Msg::Offer { token, po: c.pos[0].addr.clone(), manifest });
+        match recv(&mut po) {
+            Some(Msg::Denied { reason: Reason::BadManifest, text }) => {
+                eprintln!("case {i}: refused: {text}");
+                refused += 1;
+            }
+            other => panic!("case {i} {entries:?}: not refused: {other:?}"),
+        }
+    }
+    assert_eq!(refused, cases.len());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "something was written outside");
+    assert!(!c.po_dest(0).parent().unwrap().join("escape.txt").exists());
+    assert!(!std::path::Path::new("/tmp/wugui-rogue-abs.txt").exists());
+    let log = c.pos[0].log_text();
+    assert_eq!(log.matches("reason=bad_manifest").count(), cases.len(), "one log line per refusal");
+    // A stranger without a token gets a reason too, and the po keeps serving.
+    let mut po = TcpStream::connect(&c.pos[0].addr).unwrap();
+    send(
+        &mut po,
+        &Msg::Offer { token: vec![1, 2, 3], po: c.pos[0].addr.clone(), manifest: evil_manifest(&[("ok", 1, "")]) },
+    );
+    assert!(matches!(recv(&mut po), Some(Msg::Denied { reason: Reason::BadToken, .. })));
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    assert_eq!(c.master(&["-c", "base1", "-p", src.to_str().unwrap()]).status.code(), Some(0));
+}
