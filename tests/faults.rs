@@ -94,5 +94,10 @@ fn a_cac_restart_does_not_break_a_running_transfer() {
         assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
     }
     let mlog = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
-    assert!(mlog.contains("event=cac_lost"), "{mlog}");
+    assert!(mlog.contains("event=cac_lost") && mlog.contains("event=cac_reconnected"), "{mlog}");
+    // The restarted CAC learned the transfer from the master's reports.
+    let mut s = Command::new(bin("wugui-stat"));
+    s.args(["-s", &c.cac.addr]);
+    let table = text(&run_bounded(s, Duration::from_secs(10)).stdout);
+    assert!(table.contains("base1") && table.contains(" ok "), "{table}");
 }

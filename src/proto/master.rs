@@ -141,6 +141,10 @@ pub struct MasterMachine {
     plan: Option<Plan>,
     pos: Vec<Po>,
     cac_conn: Option<ConnId>,
+    /// After losing the CAC: a connection being made for progress reports, and which CAC of
+    /// the list to try next.
+    cac_redial: Option<ConnId>,
+    next_cac: usize,
     next_conn: ConnId,
     next_report: Option<Instant>,
     next_ping: Option<Instant>,
@@ -163,6 +167,8 @@ impl MasterMachine {
             plan: None,
             pos: Vec::new(),
             cac_conn: None,
+            cac_redial: None,
+            next_cac: 0,
             next_conn: 1,
             next_report: None,
             next_ping: None,
@@ -866,6 +872,15 @@ impl Machine for MasterMachine {
                 let why = if error.is_empty() { "closed before answering".to_owned() } else { error };
                 self.cac_failed(now, &why)
             }
+            (Phase::Transfer, Event::Connected { conn }) if self.cac_redial == Some(conn) => {
+                log::info!("event=cac_reconnected role=master");
+                self.cac_redial = None;
+                self.cac_conn = Some(conn);
+            }
+            (Phase::Transfer, Event::Closed { conn, .. }) if self.cac_redial == Some(conn) => {
+                self.cac_redial = None;
+                self.next_cac += 1;
+            }
             (Phase::Transfer, Event::Connected { conn }) => {
                 let Some(i) = self.po_index(conn) else { return };
                 let plan = self.plan.as_mut().expect("transfer phase has a plan");
@@ -953,6 +968,13 @@ impl Machine for MasterMachine {
                     }
                 }
                 if self.next_report.is_some_and(|t| t <= now) {
+                    // Progress reports are best effort: a lost CAC is dialled again, in turn.
+                    if self.cac_conn.is_none() && self.cac_redial.is_none() && !self.settings.cacs.is_empty() {
+                        let addr = self.settings.cacs[self.next_cac % self.settings.cacs.len()];
+                        let conn = self.conn_id();
+                        self.cac_redial = Some(conn);
+                        self.out.push_back(Action::Connect { conn, addr });
+                    }
                     self.report(now, None);
                     self.next_report = Some(now + REPORT_EVERY);
                     // A transfer between two pos that never finishes is given to someone else.
