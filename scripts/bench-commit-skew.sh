@@ -59,7 +59,7 @@ PY
 wait_listening() { # OUTFILE PID
     local _
     for _ in $(seq 1 200); do
-        grep -q '^listening=' "$1" && return 0
+        grep -qs '^listening=' "$1" && return 0
         kill -0 "$2" 2>/dev/null || break
         sleep 0.05
     done
@@ -186,8 +186,12 @@ CONF
 cac = 127.0.0.1:$cac_port
 log = $rd/master.log
 CONF
+    # in the background and waited for, so that a signal to this script is handled at once
     timeout -k 5 "$master_timeout" "$bin/masterwugui" -f "$rd/master.conf" -c skew -p "$src" \
-        > "$rd/master.out" 2> "$rd/master.err" || rc=$?
+        > "$rd/master.out" 2> "$rd/master.err" &
+    local mpid=$!
+    pids+=("$mpid")
+    wait "$mpid" || rc=$?
     out=$(grep -E '^transfer=[0-9]+ ' "$rd/master.out" | tail -1 || true)
     log "p2p=$p2p run=$run masterwugui exited $rc: $out"
     seconds=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<< "$out")

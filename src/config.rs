@@ -802,29 +802,8 @@ mod tests {
     use crate::proto::class::{Publish, Quorum};
     use crate::proto::Verify;
     use std::net::{Ipv4Addr, Ipv6Addr};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "wugui-config-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     const SAMPLE_CAC: &str = r"# cac.conf
 [cac]
@@ -894,7 +873,7 @@ log = /var/log/wugui/master.log
 ";
 
     fn cac_dir() -> TempDir {
-        let d = TempDir::new();
+        let d = TempDir::new("config");
         std::fs::write(d.0.join("cluster.key"), "s3cret\n").unwrap();
         std::fs::write(d.0.join("base1.secret"), "m\r\n").unwrap();
         d

@@ -12,3 +12,6 @@ pub mod reactor;
 pub mod sendfile;
 pub mod stage;
 pub mod tree;
+
+#[cfg(test)]
+mod testutil;

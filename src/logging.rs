@@ -263,7 +263,6 @@ pub fn log_path() -> Option<&'static Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     fn at(secs: u64, ms: u32) -> SystemTime {
@@ -331,26 +330,7 @@ mod tests {
         assert_eq!(parse_level("loud"), None);
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "wugui-logging-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn read_lines(p: &Path) -> Vec<String> {
         std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
@@ -364,7 +344,7 @@ mod tests {
 
     #[test]
     fn append_rename_reopen() {
-        let d = TempDir::new();
+        let d = TempDir::new("logging");
         let p = d.0.join("po.log");
         std::fs::write(&p, "old line\n").unwrap();
         let sink = LogSink::open(&p).unwrap();
@@ -388,7 +368,7 @@ mod tests {
 
     #[test]
     fn failed_reopen_keeps_the_old_file() {
-        let d = TempDir::new();
+        let d = TempDir::new("logging");
         let sub = d.0.join("logs");
         std::fs::create_dir(&sub).unwrap();
         let p = sub.join("cac.log");
@@ -408,7 +388,7 @@ mod tests {
 
     #[test]
     fn open_in_missing_directory_is_a_clear_error() {
-        let d = TempDir::new();
+        let d = TempDir::new("logging");
         let e = LogSink::open(&d.0.join("nope/x.log")).err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("does not exist"), "{e}");
@@ -417,7 +397,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_do_not_interleave() {
-        let d = TempDir::new();
+        let d = TempDir::new("logging");
         let p = d.0.join("shared.log");
         let sinks: Vec<LogSink> = (0..4).map(|_| LogSink::open(&p).unwrap()).collect();
         std::thread::scope(|s| {
@@ -441,7 +421,7 @@ mod tests {
 
     #[test]
     fn logger_filters_by_level() {
-        let d = TempDir::new();
+        let d = TempDir::new("logging");
         let p = d.0.join("l.log");
         let logger = Logger { sink: LogSink::open(&p).unwrap(), level: LevelFilter::Info };
         let rec = |level: Level, msg: &str| {

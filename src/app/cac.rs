@@ -3,8 +3,6 @@
 use crate::config::{self, CacConfig};
 use crate::proto::cac::{CacMachine, CacSettings, ClassAuth};
 use crate::proto::Env;
-use crate::reactor::{self, Control};
-use nix::sys::signal::Signal;
 use std::process::ExitCode;
 
 pub fn settings(c: &CacConfig) -> CacSettings {
@@ -46,42 +44,9 @@ pub fn main() -> ExitCode {
     };
     log::info!("event=cac_start config={} classes={}", path.display(), cfg.classes.len());
     let mut machine = CacMachine::new(settings(&cfg), Env::real());
-    let opts = super::daemon_options("cac");
-    if let Some(addr) = cfg.metrics_listen {
-        match crate::metrics::serve(addr, "cac") {
-            Ok(bound) => super::announce(&format!("metrics={bound}")),
-            Err(e) => {
-                eprintln!("wugui-cac: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    let mut on_signal = |m: &mut CacMachine, sig: Signal| match sig {
-        Signal::SIGHUP => {
-            match config::load_cac(&path) {
-                Ok(c) => {
-                    log::info!("event=config_reload role=cac config={} classes={}", path.display(), c.classes.len());
-                    m.reload(settings(&c));
-                }
-                Err(e) => log::error!("event=config_refused role=cac error=\"{e}\""),
-            }
-            Control::Continue
-        }
-        Signal::SIGUSR1 => {
-            let _ = crate::logging::reopen();
-            Control::Continue
-        }
-        _ => {
-            log::info!("event=stop role=cac signal={sig}");
-            Control::Stop
-        }
-    };
-    match reactor::run(&mut machine, Some(listener), &opts, &super::signals(), &mut on_signal) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("event=fatal role=cac error=\"{e}\"");
-            eprintln!("wugui-cac: {e}");
-            ExitCode::from(1)
-        }
-    }
+    super::run_daemon("cac", &mut machine, listener, cfg.metrics_listen, |m| {
+        let c = config::load_cac(&path).map_err(|e| e.to_string())?;
+        m.reload(settings(&c));
+        Ok(format!("config={} classes={}", path.display(), c.classes.len()))
+    })
 }

@@ -55,6 +55,55 @@ pub fn daemon_options(role: &str) -> crate::reactor::Options {
     crate::reactor::Options { max_conns, ..Default::default() }
 }
 
+/// The tail of every daemon's main: the metrics endpoint if configured, then the event loop.
+/// SIGHUP calls `reload` (Ok: a detail for the log line; Err: the config's file:line error, and
+/// the old config stays), SIGUSR1 reopens the log, SIGTERM and SIGINT stop.
+pub fn run_daemon<M: crate::proto::Machine>(
+    role: &'static str,
+    machine: &mut M,
+    listener: TcpListener,
+    metrics: Option<std::net::SocketAddr>,
+    mut reload: impl FnMut(&mut M) -> Result<String, String>,
+) -> ExitCode {
+    use crate::reactor::{self, Control};
+    use nix::sys::signal::Signal;
+    let opts = daemon_options(role);
+    if let Some(addr) = metrics {
+        match crate::metrics::serve(addr, role) {
+            Ok(bound) => announce(&format!("metrics={bound}")),
+            Err(e) => {
+                eprintln!("wugui-{role}: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut on_signal = |m: &mut M, sig: Signal| match sig {
+        Signal::SIGHUP => {
+            match reload(m) {
+                Ok(detail) => log::info!("event=config_reload role={role} {detail}"),
+                Err(e) => log::error!("event=config_refused role={role} error=\"{e}\""),
+            }
+            Control::Continue
+        }
+        Signal::SIGUSR1 => {
+            let _ = crate::logging::reopen();
+            Control::Continue
+        }
+        _ => {
+            log::info!("event=stop role={role} signal={sig}");
+            Control::Stop
+        }
+    };
+    match reactor::run(machine, Some(listener), &opts, &signals(), &mut on_signal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event=fatal role={role} error=\"{e}\"");
+            eprintln!("wugui-{role}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// A line on stdout for whoever started the daemon. A daemon must not die because its stdout
 /// was closed (println! panics on EPIPE), so errors are ignored.
 pub fn announce(line: &str) {

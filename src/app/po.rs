@@ -2,9 +2,7 @@
 
 use crate::config::{self, PoConfig};
 use crate::proto::po::{PoMachine, PoSettings};
-use crate::reactor::{self, Control};
 use crate::stage::DiskStore;
-use nix::sys::signal::Signal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,42 +54,9 @@ pub fn main() -> ExitCode {
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
-    let opts = super::daemon_options("po");
-    if let Some(addr) = cfg.metrics_listen {
-        match crate::metrics::serve(addr, "po") {
-            Ok(bound) => super::announce(&format!("metrics={bound}")),
-            Err(e) => {
-                eprintln!("wugui-po: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    let mut on_signal = |m: &mut PoMachine<DiskStore>, sig: Signal| match sig {
-        Signal::SIGHUP => {
-            match config::load_po(&path) {
-                Ok(c) => {
-                    log::info!("event=config_reload role=po config={}", path.display());
-                    m.reload(settings(&c, bound));
-                }
-                Err(e) => log::error!("event=config_refused role=po error=\"{e}\""),
-            }
-            Control::Continue
-        }
-        Signal::SIGUSR1 => {
-            let _ = crate::logging::reopen();
-            Control::Continue
-        }
-        _ => {
-            log::info!("event=stop role=po signal={sig}");
-            Control::Stop
-        }
-    };
-    match reactor::run(&mut machine, Some(listener), &opts, &super::signals(), &mut on_signal) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("event=fatal role=po error=\"{e}\"");
-            eprintln!("wugui-po: {e}");
-            ExitCode::from(1)
-        }
-    }
+    super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
+        let c = config::load_po(&path).map_err(|e| e.to_string())?;
+        m.reload(settings(&c, bound));
+        Ok(format!("config={}", path.display()))
+    })
 }
