@@ -101,3 +101,76 @@ fn a_cac_restart_does_not_break_a_running_transfer() {
     let table = text(&run_bounded(s, Duration::from_secs(10)).stdout);
     assert!(table.contains("base1") && table.contains(" ok "), "{table}");
 }
+
+fn swarm_cluster(tag: &str, extra: &[&str]) -> (Cluster, std::path::PathBuf) {
+    let mut class_extra: Vec<String> = vec!["p2p = on".into(), "verify = crc32".into(), "block_size = 256K".into()];
+    class_extra.extend(extra.iter().map(|s| s.to_string()));
+    let c = Cluster::start(tag, Opts { pos: 4, class_extra, ..Default::default() });
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), bytes(10, 8 << 20)).unwrap();
+    fs::write(src.join("small.txt"), b"small").unwrap();
+    (c, src)
+}
+
+#[test]
+fn a_po_that_dies_in_a_swarm_is_routed_around() {
+    let (mut c, src) = swarm_cluster("swarmdeath", &["rate_limit = 2M", "retries = 0"]);
+    let conf = c.master_conf.clone();
+    let s = src.clone();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(1500));
+    c.pos[2].kill();
+    let out = master.join().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.lines().any(|l| l.starts_with(&format!("po={} result=failed", c.pos[2].addr))), "{err}");
+    for i in [0, 1, 3] {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+}
+
+#[test]
+fn a_stalled_po_does_not_hold_the_others_past_the_timeout() {
+    // quorum 3 of 4: at the class timeout the three READY pos commit, the stalled one fails.
+    let (c, src) = swarm_cluster("stall", &["timeout = 6", "quorum = 3", "rate_limit = 8M"]);
+    let conf = c.master_conf.clone();
+    let s = src.clone();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(400));
+    let victim = nix::unistd::Pid::from_raw(c.pos[1].child.id() as i32);
+    nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t = std::time::Instant::now();
+    let out = master.join().unwrap();
+    let _ = nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGCONT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(40), "took {:?}", t.elapsed());
+    assert!(err.contains(&format!("po={} result=failed", c.pos[1].addr)), "{err}");
+    for i in [0, 2, 3] {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+    assert!(!c.po_dest(1).join("big.bin").exists(), "the stalled po published");
+}
+
+#[test]
+fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
+    let (mut c, src) = swarm_cluster("liar", &["rate_limit = 8M"]);
+    // po 2 comes back as a liar: every block it serves to a peer is corrupt.
+    c.pos[2].kill();
+    let log = c.pos[2].log.clone();
+    c.pos[2] =
+        Daemon::start_env("wugui-po", &c.dir.path().join("po2.conf"), log, &[("WUGUI_FAILPOINT", "corrupt_serve")]);
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for i in 0..4 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+    let bad: usize = [0, 1, 3].iter().map(|&i| c.pos[i].log_text().matches("event=block_bad").count()).sum();
+    assert!(bad > 0, "nobody caught the liar");
+    let mlog = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    assert!(mlog.contains(&format!("source={}", c.pos[2].addr)), "the master did not name the source");
+    // After three faults it is no longer a source, so the damage stays bounded.
+    assert!(mlog.contains("event=peer_excluded"), "{mlog}");
+    assert!(bad <= 3 + 2 * 4, "{bad} corrupt blocks: the liar kept serving");
+}

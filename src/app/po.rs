@@ -53,10 +53,49 @@ pub fn main() -> ExitCode {
     };
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
+    if std::env::var("WUGUI_FAILPOINT").as_deref() == Ok("corrupt_serve") {
+        log::warn!("event=failpoint name=corrupt_serve: this po corrupts every block it serves to peers");
+        let mut machine = PoMachine::new(settings(&cfg, bound), CorruptServe(store));
+        return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
+            let c = config::load_po(&path).map_err(|e| e.to_string())?;
+            m.reload(settings(&c, bound));
+            Ok(format!("config={}", path.display()))
+        });
+    }
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
     super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
         let c = config::load_po(&path).map_err(|e| e.to_string())?;
         m.reload(settings(&c, bound));
         Ok(format!("config={}", path.display()))
     })
+}
+
+/// Fault injection for tests (`WUGUI_FAILPOINT=corrupt_serve`): a po that flips a byte in every
+/// block it serves to a peer, as a po with bad memory or a bad disk would.
+struct CorruptServe(DiskStore);
+
+impl crate::proto::Store for CorruptServe {
+    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest) -> Result<Vec<bool>, String> {
+        self.0.prepare(t, dest, m)
+    }
+    fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), String> {
+        self.0.write_block(t, b, data)
+    }
+    fn seal(&mut self, t: u64) -> Result<(), String> {
+        self.0.seal(t)
+    }
+    fn publish(&mut self, t: u64, flag: Option<&str>, mirror: bool) -> Result<(u64, u64), String> {
+        self.0.publish(t, flag, mirror)
+    }
+    fn abort(&mut self, t: u64, keep: bool) {
+        self.0.abort(t, keep)
+    }
+    fn block_body(&mut self, t: u64, b: &crate::proto::BlockRef) -> Result<crate::proto::Body, String> {
+        let body = self.0.block_body(t, b)?;
+        let mut bytes = crate::sendfile::body_bytes(&body).map_err(|e| e.to_string())?;
+        if let Some(x) = bytes.first_mut() {
+            *x ^= 0xff;
+        }
+        Ok(crate::proto::Body::Bytes(std::sync::Arc::new(bytes)))
+    }
 }

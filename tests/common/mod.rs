@@ -58,8 +58,19 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin -f conf` and waits for its `listening=` line.
     pub fn start(name: &str, conf: &Path, log: PathBuf) -> Daemon {
-        let mut child =
-            Command::new(bin(name)).arg("-f").arg(conf).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        Daemon::start_env(name, conf, log, &[])
+    }
+
+    /// Starts a daemon with extra environment (failpoints).
+    pub fn start_env(name: &str, conf: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(bin(name))
+            .envs(env.iter().copied())
+            .arg("-f")
+            .arg(conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
