@@ -426,3 +426,27 @@ fn every_binary_has_help_and_version() {
         }
     }
 }
+
+#[test]
+fn the_master_draws_a_progress_bar_on_a_tty() {
+    if Command::new("sh").args(["-c", "command -v script"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("skipped: util-linux script (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let c = Cluster::start("tty", Opts { pos: 1, class_extra: vec!["rate_limit = 2M".into()], ..Default::default() });
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f.bin"), bytes(4, 3 << 20)).unwrap();
+    let cmd = format!("{} -f {} -c base1 -p {}", bin("masterwugui").display(), c.master_conf.display(), src.display());
+    let mut s = Command::new("script");
+    s.args(["-qec", &cmd, "/dev/null"]);
+    let o = run_bounded(s, Duration::from_secs(60));
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // A bar redrawn in place with \r, ending at 100%.
+    assert!(out.contains("\r[") && out.contains("100%") && out.contains("result=ok"), "{out:?}");
+    // Without a TTY: plain progress lines instead.
+    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert!(text(&o.stderr).contains("progress transfer="), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("\r["));
+}
