@@ -638,9 +638,20 @@ impl Store for DiskStore {
                 .map(|(_, _, m)| m.segments(b))
                 .unwrap_or_default(),
         };
+        let err = |e: io::Error| format!("serve block {}: {e}", b.index);
+        // Many small pieces are read now: a queued body must not hold a descriptor per piece.
+        if segments.len() > crate::tree::PIECES_BY_FILE {
+            let mut data = vec![0u8; b.len as usize];
+            for seg in segments {
+                let f = self.open_for_serving(transfer, seg.entry).map_err(err)?;
+                let at = seg.at as usize;
+                f.read_exact_at(&mut data[at..at + seg.len as usize], seg.offset).map_err(err)?;
+            }
+            return Ok(crate::proto::Body::Bytes(std::sync::Arc::new(data)));
+        }
         let mut ranges = Vec::with_capacity(segments.len());
         for seg in segments {
-            let f = self.open_for_serving(transfer, seg.entry).map_err(|e| format!("serve block {}: {e}", b.index))?;
+            let f = self.open_for_serving(transfer, seg.entry).map_err(err)?;
             ranges.push((std::sync::Arc::new(f), seg.offset, seg.len as u64));
         }
         Ok(crate::proto::Body::Files { ranges, sendfile: true })

@@ -6,7 +6,7 @@
 //! the directory `cache` itself along with its subtree; a dropped directory is not descended.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -156,6 +156,9 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
 const OPEN_FILES: usize = 64;
 
 /// The master's [`Source`]: reads blocks from the tree a [`walk`] described.
+/// A block of more pieces than this is sent from memory rather than by sendfile per piece.
+pub const PIECES_BY_FILE: usize = 4;
+
 pub struct FsSource {
     root: PathBuf,
     manifest: Manifest,
@@ -188,13 +191,27 @@ impl FsSource {
 
 impl Source for FsSource {
     fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String> {
+        let segments = self.manifest.segments(b);
+        // A block of many small files is read into memory once (and checksummed from there):
+        // holding a descriptor per piece for every queued block would run out of them.
+        if segments.len() > PIECES_BY_FILE {
+            let mut data = vec![0u8; b.len as usize];
+            for seg in &segments {
+                let f = self.file(seg.entry)?;
+                let at = seg.at as usize;
+                f.read_exact_at(&mut data[at..at + seg.len as usize], seg.offset)
+                    .map_err(|e| format!("read {}: {e}", self.manifest.entries()[seg.entry as usize].path))?;
+            }
+            let sum = Sum::of(verify, &data);
+            return Ok((Body::Bytes(Arc::new(data)), sum));
+        }
         let mut ranges = Vec::new();
-        for seg in self.manifest.segments(b) {
+        for seg in &segments {
             ranges.push((self.file(seg.entry)?, seg.offset, seg.len as u64));
         }
-        let path = |i: usize| self.manifest.entries()[self.manifest.segments(b)[i].entry as usize].path.clone();
         let refs: Vec<(&File, u64, u64)> = ranges.iter().map(|(f, o, l)| (&**f, *o, *l)).collect();
-        let sum = crate::sendfile::checksum_ranges(&refs, verify).map_err(|e| format!("read {}: {e}", path(0)))?;
+        let sum = crate::sendfile::checksum_ranges(&refs, verify)
+            .map_err(|e| format!("read {}: {e}", self.manifest.entries()[segments[0].entry as usize].path))?;
         let body = match ranges.len() {
             1 => {
                 let (file, offset, len) = ranges.pop().expect("one range");

@@ -450,3 +450,30 @@ fn the_master_draws_a_progress_bar_on_a_tty() {
     assert!(text(&o.stderr).contains("progress transfer="), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("\r["));
 }
+
+#[test]
+fn thousands_of_small_files_share_blocks_within_a_small_fd_limit() {
+    let c = Cluster::start("smallfiles", Opts { pos: 2, ..Default::default() });
+    let src = c.dir.path().join("src");
+    for d in 0..10 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..300 {
+            fs::write(src.join(format!("d{d}/f{f}")), bytes(d * 1000 + f, 100 + (f as usize % 50))).unwrap();
+        }
+    }
+    // 3,000 files in a couple of blocks, and a master allowed only 256 descriptors: a block's
+    // pieces must not each hold one while it waits to be sent.
+    let cmd = format!(
+        "ulimit -n 256 && exec {} -f {} -c base1 -p {}",
+        bin("masterwugui").display(),
+        c.master_conf.display(),
+        src.display()
+    );
+    let mut m = Command::new("sh");
+    m.args(["-c", &cmd]);
+    let out = run_bounded(m, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for i in 0..2 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+}

@@ -192,6 +192,7 @@ fn run(a: Args) -> Result<u8, String> {
     } else {
         crate::logging::init_from_env_or(None, log::LevelFilter::Warn).map_err(|e| e.to_string())?;
     }
+    super::raise_fd_limit();
     // Check what we can before asking a CAC, so a typo costs nothing.
     let meta = std::fs::metadata(&a.dir).map_err(|e| format!("source {}: {e}", a.dir.display()))?;
     if !meta.is_dir() {

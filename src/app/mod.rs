@@ -39,17 +39,20 @@ pub fn daemon_args(role: &str, about: &str) -> Result<std::path::PathBuf, ExitCo
     Ok(crate::config::config_path(role, m.opt_str("f").as_deref()))
 }
 
+/// Raises the soft limit on open files to the hard one; returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() => hard,
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 /// Reactor options for a daemon: the soft fd limit is raised to the hard one, and accepted
 /// connections are capped below it, leaving room for files, peers and the CACs.
 pub fn daemon_options(role: &str) -> crate::reactor::Options {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let mut limit = 1024;
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        limit = soft;
-        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-            limit = hard;
-        }
-    }
+    let limit = raise_fd_limit();
     let max_conns = (limit.saturating_sub(256) as usize).clamp(64, 100_000);
     log::info!("event=limits role={role} nofile={limit} max_conns={max_conns}");
     crate::reactor::Options { max_conns, ..Default::default() }
