@@ -133,7 +133,7 @@ fn a_po_that_dies_in_a_swarm_is_routed_around() {
 #[test]
 fn a_stalled_po_does_not_hold_the_others_past_the_timeout() {
     // quorum 3 of 4: at the class timeout the three READY pos commit, the stalled one fails.
-    let (c, src) = swarm_cluster("stall", &["timeout = 6", "quorum = 3", "rate_limit = 8M"]);
+    let (c, src) = swarm_cluster("stall", &["timeout = 12", "quorum = 3", "rate_limit = 8M"]);
     let conf = c.master_conf.clone();
     let s = src.clone();
     let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));

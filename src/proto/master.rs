@@ -131,8 +131,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Bytes in flight to one po: enough to keep a fast link full between acks.
 const WINDOW_BYTES: u64 = 32 << 20;
-/// A block between pos that has not arrived after this is sent again from elsewhere.
-const STALL: Duration = Duration::from_secs(30);
+/// The least time a block between pos may take before it is sent again from elsewhere (the
+/// swarm scales it up with the transfers it has seen).
+const STALL_FLOOR: Duration = Duration::from_secs(3);
 
 pub struct MasterMachine {
     settings: MasterSettings,
@@ -980,9 +981,13 @@ impl Machine for MasterMachine {
                     // A transfer between two pos that never finishes is given to someone else.
                     if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
                         log::debug!("event=swarm_state {}", sw.debug_line());
-                        for (to, b, from) in sw.stalled(now, STALL) {
-                            log::warn!("event=push_stalled block={b} to={to} from={from:?}");
-                            sw.cancel(to, b, now);
+                        let limit = sw.stall_limit(STALL_FLOOR);
+                        for (to, b, from) in sw.stalled(now, limit) {
+                            log::warn!(
+                                "event=push_stalled block={b} to={to} from={from:?} limit_ms={}",
+                                limit.as_millis()
+                            );
+                            sw.stall(to, b, now);
                         }
                     }
                     self.schedule(now);

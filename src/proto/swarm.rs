@@ -367,6 +367,27 @@ impl Swarm {
             .map(|((r, b), (s, _))| (*r, *b, *s))
             .collect()
     }
+
+    /// How long an assignment may take before it counts as stalled: 20 times the median of
+    /// each po's fastest transfer, and at least `floor` (a block is slow on a slow link, but a
+    /// stopped po never finishes one).
+    pub fn stall_limit(&self, floor: Duration) -> Duration {
+        let mut best: Vec<f64> = self.nodes.iter().filter_map(|n| n.best).collect();
+        if best.is_empty() {
+            return floor * 10;
+        }
+        best.sort_by(|a, b| a.total_cmp(b));
+        floor.max(Duration::from_secs_f64(best[best.len() / 2] * 20.0))
+    }
+
+    /// A stalled assignment: the slots are freed, the link rests, and a po that stalls as a
+    /// sender counts a fault, so that a stopped po stops being anyone's source.
+    pub fn stall(&mut self, to: u32, b: u64, now: Instant) {
+        if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|(s, _)| *s) {
+            self.nodes[s as usize].faults += 1;
+        }
+        self.cancel(to, b, now);
+    }
 }
 
 /// A full mesh up to `peers + 1` pos; beyond that a ring (so the graph is connected) plus
@@ -508,6 +529,34 @@ mod tests {
                 assert!((*t as f64) < 256.0 * 1.25, "po {i} done at {t}");
             }
         }
+    }
+
+    #[test]
+    fn a_stopped_sender_stops_being_a_source() {
+        let mut s = Swarm::new(3, 4, 8);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            s.join(i, &[]);
+        }
+        s.join(0, &[]);
+        // po 0 got every block and then stopped answering.
+        for b in 0..4 {
+            s.have(0, b, t0);
+        }
+        let first = s.schedule(t0);
+        assert!(first.iter().any(|a| a.from == Src::Po(0)));
+        let later = t0 + Duration::from_secs(60);
+        for (to, b, _) in s.stalled(later, s.stall_limit(Duration::from_secs(3))) {
+            s.stall(to, b, later);
+        }
+        assert!(s.faults(0) >= 1);
+        // after enough stalls it serves nothing
+        for _ in 0..MAX_FAULTS {
+            s.nodes[0].faults += 1;
+        }
+        let next = s.schedule(later + Duration::from_secs(2));
+        assert!(next.iter().all(|a| a.from != Src::Po(0)), "{next:?}");
+        assert!(next.iter().any(|a| a.from == Src::Master), "the master must resend what only po 0 had");
     }
 
     #[test]
