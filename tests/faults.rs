@@ -171,6 +171,8 @@ fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
     let mlog = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
     assert!(mlog.contains(&format!("source={}", c.pos[2].addr)), "the master did not name the source");
     // After three faults it is no longer a source, so the damage stays bounded.
-    assert!(mlog.contains("event=peer_excluded"), "{mlog}");
+    if bad >= 3 {
+        assert!(mlog.contains("event=peer_excluded"), "{mlog}");
+    }
     assert!(bad <= 3 + 2 * 4, "{bad} corrupt blocks: the liar kept serving");
 }
