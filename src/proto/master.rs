@@ -247,7 +247,7 @@ impl MasterMachine {
             Err(e) => return self.stop_early(exit::USAGE, "failed", e),
         };
         if self.settings.dry_run {
-            return self.dry_run(now, conn, transfer, &class, &manifest, &pos);
+            return self.dry_run(conn, transfer, &class, &manifest, &pos);
         }
         let nb = manifest.blocks() as usize;
         log::info!(
@@ -309,7 +309,7 @@ impl MasterMachine {
     }
 
     /// What a transfer would move, and how long it would take at the class rate.
-    fn dry_run(&mut self, now: Instant, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
+    fn dry_run(&mut self, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
         use super::manifest::Kind;
         let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
         let (files, dirs) = (count(|k| matches!(k, Kind::File { .. })), count(|k| matches!(k, Kind::Dir)));
@@ -358,7 +358,6 @@ impl MasterMachine {
         };
         self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat } });
         self.out.push_back(Action::Close { conn: cac });
-        let _ = now;
         self.outcome = Some(Outcome { code: exit::OK, summary, po_lines: Vec::new(), error: None, plan });
         self.phase = Phase::Finished;
     }
@@ -644,7 +643,7 @@ impl MasterMachine {
                 p.state = PoState::Ready;
                 log::info!("event=po_ready transfer={transfer} po={}", p.name);
                 if plan.class.publish == Publish::Together {
-                    self.maybe_commit(now, false);
+                    self.maybe_commit(false);
                 }
             }
             (
@@ -691,7 +690,7 @@ impl MasterMachine {
 
     /// With `publish = together`: COMMIT once every live po is READY, or at the deadline when
     /// `quorum` of them are.
-    fn maybe_commit(&mut self, now: Instant, deadline: bool) {
+    fn maybe_commit(&mut self, deadline: bool) {
         let Some(plan) = self.plan.as_mut() else { return };
         let ready = self.pos.iter().filter(|p| p.state == PoState::Ready).count();
         let waiting = self.pos.iter().filter(|p| p.state.live() && p.state != PoState::Ready).count();
@@ -714,7 +713,6 @@ impl MasterMachine {
                 p.state = PoState::Committing;
             }
         }
-        let _ = now;
     }
 
     fn maybe_finish(&mut self, now: Instant) {
@@ -920,7 +918,7 @@ impl Machine for MasterMachine {
                     }
                     let why = if error.is_empty() { "po closed the connection".to_owned() } else { error };
                     self.po_lost(now, i, why);
-                    self.maybe_commit(now, false);
+                    self.maybe_commit(false);
                     self.maybe_finish(now);
                 }
             }
@@ -936,7 +934,7 @@ impl Machine for MasterMachine {
                 if now >= deadline {
                     let publish = self.plan.as_ref().map(|p| p.class.publish);
                     if publish == Some(Publish::Together) {
-                        self.maybe_commit(now, true);
+                        self.maybe_commit(true);
                     }
                     for i in 0..self.pos.len() {
                         if matches!(self.pos[i].state, PoState::Done | PoState::Failed | PoState::Committing) {

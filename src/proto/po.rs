@@ -249,7 +249,7 @@ impl<S: Store> PoMachine<S> {
             if t.state != TState::Failed && t.manifest.id() == p.manifest.id() {
                 t.master = Some(master);
                 let have = bitmap(&t.held);
-                let (state, files, bytes) = (t.state, t.manifest.files() as u64, t.manifest.bytes());
+                let state = t.state;
                 self.set_master(master, transfer, now);
                 self.send(master, Msg::Accept { transfer, have });
                 if state != TState::Receiving {
@@ -259,7 +259,6 @@ impl<S: Store> PoMachine<S> {
                 let hook_pending =
                     self.transfers.get(&transfer).is_some_and(|t| t.class.hook.is_some() && t.hook.is_none());
                 if state == TState::Published && !hook_pending {
-                    let _ = (files, bytes);
                     self.report_done(transfer);
                 }
                 return;
