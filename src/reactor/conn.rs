@@ -180,6 +180,38 @@ fn refund(bucket: &mut Option<TokenBucket>, n: u64) {
     }
 }
 
+/// One read into `buf`, at most what the download bucket grants (unused tokens go back).
+/// `Ok(None)`: interrupted, read again; `Err`: how this turn's reading ends.
+fn read_metered(
+    stream: &TcpStream,
+    readable: &mut bool,
+    buf: &mut [u8],
+    down: &mut Option<TokenBucket>,
+    now: Instant,
+) -> Result<Option<usize>, ReadEnd> {
+    let granted = take(down, now, buf.len() as u64);
+    if granted == 0 {
+        return Err(ReadEnd::Throttled);
+    }
+    match (&*stream).read(&mut buf[..granted as usize]) {
+        Ok(n) => {
+            refund(down, granted - n as u64);
+            Ok(Some(n))
+        }
+        Err(e) => {
+            refund(down, granted);
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    *readable = false;
+                    Err(ReadEnd::Drained)
+                }
+                io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(ReadEnd::Failed(e.to_string())),
+            }
+        }
+    }
+}
+
 /// Reads and decodes frames into `frames` until `WouldBlock`, the budget, the bucket, EOF or an
 /// error. Complete frames read before an EOF or error are still in `frames`.
 pub fn read_frames(
@@ -196,27 +228,11 @@ pub fn read_frames(
         }
         if let Some(p) = &mut c.partial {
             // Read the rest of a big payload straight into its own buffer: no second copy.
-            let want = (p.buf.len() - p.filled) as u64;
-            let granted = take(down, now, want);
-            if granted == 0 {
-                return ReadEnd::Throttled;
-            }
-            let end = p.filled + granted as usize;
-            let n = match (&c.stream).read(&mut p.buf[p.filled..end]) {
-                Ok(n) => n,
-                Err(e) => {
-                    refund(down, granted);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            c.readable = false;
-                            return ReadEnd::Drained;
-                        }
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return ReadEnd::Failed(e.to_string()),
-                    }
-                }
+            let n = match read_metered(&c.stream, &mut c.readable, &mut p.buf[p.filled..], down, now) {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(end) => return end,
             };
-            refund(down, granted - n as u64);
             if n == 0 {
                 let (filled, len) = (p.filled, p.buf.len());
                 return ReadEnd::Eof(format!("peer closed the connection inside a frame ({filled} of {len} bytes)"));
@@ -236,25 +252,11 @@ pub fn read_frames(
         // Small frames: read into the staging buffer behind any cut-off header.
         let hl = c.head_len;
         stage[..hl].copy_from_slice(&c.head[..hl]);
-        let granted = take(down, now, (stage.len() - hl) as u64);
-        if granted == 0 {
-            return ReadEnd::Throttled;
-        }
-        let n = match (&c.stream).read(&mut stage[hl..hl + granted as usize]) {
-            Ok(n) => n,
-            Err(e) => {
-                refund(down, granted);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        c.readable = false;
-                        return ReadEnd::Drained;
-                    }
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return ReadEnd::Failed(e.to_string()),
-                }
-            }
+        let n = match read_metered(&c.stream, &mut c.readable, &mut stage[hl..], down, now) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(end) => return end,
         };
-        refund(down, granted - n as u64);
         if n == 0 {
             return if c.mid_frame() {
                 ReadEnd::Eof(format!("peer closed the connection inside a frame header ({hl} bytes)"))
