@@ -477,3 +477,28 @@ fn thousands_of_small_files_share_blocks_within_a_small_fd_limit() {
         assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
     }
 }
+
+#[test]
+fn a_finished_swarm_leaves_no_connections_open_on_the_pos() {
+    let extra = vec!["p2p = on".into(), "verify = crc32".into(), "block_size = 64K".into()];
+    let c = Cluster::start("linkleak", Opts { pos: 4, class_extra: extra, ..Default::default() });
+    let sockets = |i: usize| {
+        fs::read_dir(format!("/proc/{}/fd", c.pos[i].child.id()))
+            .map(|d| {
+                d.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                    .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before: Vec<usize> = (0..4).map(sockets).collect();
+    let src = c.dir.path().join("src");
+    seed_tree(&src);
+    for _ in 0..2 {
+        let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    for i in 0..4 {
+        wait_for("peer links to close", Duration::from_secs(10), || sockets(i) <= before[i]);
+    }
+}

@@ -524,6 +524,28 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
+    /// Closes the peer links and the master's data link of `transfer`.
+    fn close_swarm_links(&mut self, transfer: u64) {
+        let links: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.kind {
+                ConnKind::Peer { transfer: t, .. } | ConnKind::MasterData { transfer: t } => t == transfer,
+                _ => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in links {
+            self.conns.remove(&conn);
+            self.out.push_back(Action::Close { conn });
+        }
+        if let Some(t) = self.transfers.get_mut(&transfer) {
+            t.peers.clear();
+            t.waiting.clear();
+            t.parked.clear();
+        }
+    }
+
     /// A neighbour's link is gone: pushes to it go back to the master.
     fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
@@ -785,6 +807,12 @@ impl<S: Store> Machine for PoMachine<S> {
                         self.conns.remove(&conn);
                         self.pending.remove(&conn);
                         // Staged blocks stay for a master that comes back; what was published stays.
+                        // The swarm's links go: only this master could schedule them.
+                        if let Some(id) =
+                            transfer.filter(|t| self.transfers.get(t).is_some_and(|x| x.master == Some(conn)))
+                        {
+                            self.close_swarm_links(id);
+                        }
                         if let Some(t) = transfer.and_then(|t| self.transfers.get_mut(&t)) {
                             if t.master == Some(conn) {
                                 t.master = None;
@@ -802,7 +830,10 @@ impl<S: Store> Machine for PoMachine<S> {
                     }
                     ConnKind::Peer { transfer, idx, .. } => {
                         self.conns.remove(&conn);
-                        log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        let receiving = self.transfers.get(&transfer).is_some_and(|t| t.state == TState::Receiving);
+                        if receiving || !error.is_empty() {
+                            log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        }
                         if !error.is_empty() {
                             crate::metrics::PEER_ERRORS.inc();
                         }
