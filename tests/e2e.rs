@@ -498,7 +498,7 @@ fn a_finished_swarm_leaves_no_connections_open_on_the_pos() {
         let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
-    for i in 0..4 {
-        wait_for("peer links to close", Duration::from_secs(10), || sockets(i) <= before[i]);
+    for (i, b) in before.iter().enumerate() {
+        wait_for("peer links to close", Duration::from_secs(10), || sockets(i) <= *b);
     }
 }
