@@ -11,7 +11,7 @@ use super::class::{Publish, Verify};
 use super::msg::{PoStat, Reason, TransferStat};
 use super::po::bit;
 use super::swarm::{self, Src, Swarm};
-use super::{auth, earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
+use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -85,6 +85,10 @@ impl PoState {
     fn live(self) -> bool {
         self != PoState::Failed
     }
+    /// Accepted the offer and not failed since: in the swarm, and sent every checksum.
+    fn joined(self) -> bool {
+        matches!(self, PoState::Sending | PoState::Ready | PoState::Committing | PoState::Done)
+    }
 }
 
 struct Po {
@@ -124,6 +128,35 @@ struct Plan {
     window: u64,
     /// With `p2p = on`: who holds what, and who sends what next.
     swarm: Option<Swarm>,
+    /// Blocks this master uploaded itself, and their bytes.
+    sent_blocks: u64,
+    sent_bytes: u64,
+}
+
+impl Plan {
+    /// Block `idx` from the source with its checksum, computed on the first read and cached
+    /// after; `fresh` says that this read computed it.
+    fn read_block(&mut self, idx: u64) -> Result<(Body, Sum, bool), String> {
+        let b = self.manifest.block(idx).expect("block indices come from the manifest");
+        let cached = self.sums[idx as usize];
+        let verify = if cached.is_some() { Verify::None } else { self.class.verify };
+        let (body, sum) = self.source.block(&b, verify, self.class.sendfile).map_err(|e| format!("source: {e}"))?;
+        let sum = cached.unwrap_or(sum);
+        self.sums[idx as usize] = Some(sum);
+        Ok((body, sum, cached.is_none()))
+    }
+
+    /// A block frame from the master to `conn`, counted as sent. Also returns the checksum
+    /// when this read computed it (the swarm sends it to every po).
+    fn send_block(&mut self, conn: ConnId, idx: u64) -> Result<(Action, Option<(u64, Sum)>), String> {
+        let (body, sum, fresh) = self.read_block(idx)?;
+        self.sent_blocks += 1;
+        self.sent_bytes += body.len();
+        crate::metrics::BLOCKS_SENT.inc();
+        crate::metrics::BYTES_SENT.add(body.len());
+        let head = super::BlockHead { transfer: self.transfer, index: idx, sum };
+        Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
+    }
 }
 
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -152,9 +185,6 @@ pub struct MasterMachine {
     last_done: u64,
     last_report: Option<Instant>,
     rate: u64,
-    /// Blocks this master uploaded itself, and their bytes.
-    sent_blocks: u64,
-    sent_bytes: u64,
     outcome: Option<Outcome>,
     out: VecDeque<Action>,
 }
@@ -176,8 +206,6 @@ impl MasterMachine {
             last_done: 0,
             last_report: None,
             rate: 0,
-            sent_blocks: 0,
-            sent_bytes: 0,
             outcome: None,
             out: VecDeque::new(),
         };
@@ -293,6 +321,8 @@ impl MasterMachine {
             deadline,
             window,
             swarm,
+            sent_blocks: 0,
+            sent_bytes: 0,
         });
         self.phase = Phase::Transfer;
         self.next_report = Some(now);
@@ -441,26 +471,13 @@ impl MasterMachine {
             if p.have[idx as usize] {
                 continue;
             }
-            let b = plan.manifest.block(idx).expect("index below blocks()");
-            let cached = plan.sums[idx as usize];
-            let verify = if cached.is_some() { Verify::None } else { plan.class.verify };
-            match plan.source.block(&b, verify, plan.class.sendfile) {
-                Ok((body, sum)) => {
-                    let sum = cached.unwrap_or(sum);
-                    plan.sums[idx as usize] = Some(sum);
-                    let head = super::BlockHead { transfer: plan.transfer, index: idx, sum };
-                    self.sent_blocks += 1;
-                    self.sent_bytes += body.len();
-                    crate::metrics::BLOCKS_SENT.inc();
-                    crate::metrics::BYTES_SENT.add(body.len());
-                    self.out.push_back(Action::SendBlock { conn, head, body });
+            match plan.send_block(conn, idx) {
+                Ok((send, _)) => {
+                    self.out.push_back(send);
                     p.inflight += 1;
                 }
-                Err(e) => {
-                    // The source itself is broken: no po can get a good copy.
-                    let error = format!("source: {e}");
-                    return self.abort_all(error);
-                }
+                // The source itself is broken: no po can get a good copy.
+                Err(e) => return self.abort_all(e),
             }
         }
     }
@@ -469,53 +486,40 @@ impl MasterMachine {
     /// every po before any po can be asked to serve the block.
     fn schedule(&mut self, now: Instant) {
         let Some(plan) = self.plan.as_mut() else { return };
-        let Some(sw) = plan.swarm.as_mut() else { return };
-        let assigns = sw.schedule(now);
+        let Some(assigns) = plan.swarm.as_mut().map(|sw| sw.schedule(now)) else { return };
         let mut sums = Vec::new();
         let mut sends = Vec::new();
         for a in assigns {
-            let b = plan.manifest.block(a.block).expect("swarm blocks are in the manifest");
             let conn = match a.from {
                 Src::Master => self.pos[a.to as usize].data,
                 Src::Po(s) => self.pos[s as usize].conn,
             };
             let Some(conn) = conn.filter(|_| self.pos[a.to as usize].conn.is_some()) else {
-                sw.cancel(a.to, a.block, now);
+                if let Some(sw) = plan.swarm.as_mut() {
+                    sw.cancel(a.to, a.block, now);
+                }
                 continue;
             };
-            let cached = plan.sums[a.block as usize];
-            let want_body = a.from == Src::Master;
-            let push = Msg::Push { transfer: plan.transfer, block: a.block, to: a.to };
-            if cached.is_some() && !want_body {
-                sends.push(Action::Send { conn, msg: push });
-                continue;
-            }
-            let verify = if cached.is_some() { Verify::None } else { plan.class.verify };
-            match plan.source.block(&b, verify, plan.class.sendfile) {
-                Ok((body, sum)) => {
-                    let sum = cached.unwrap_or(sum);
-                    if cached.is_none() {
-                        plan.sums[a.block as usize] = Some(sum);
-                        sums.push((a.block, sum));
-                    }
-                    sends.push(if want_body {
-                        self.sent_blocks += 1;
-                        self.sent_bytes += body.len();
-                        crate::metrics::BLOCKS_SENT.inc();
-                        crate::metrics::BYTES_SENT.add(body.len());
-                        let head = super::BlockHead { transfer: plan.transfer, index: a.block, sum };
-                        Action::SendBlock { conn, head, body }
-                    } else {
-                        Action::Send { conn, msg: push }
-                    });
+            let sent = if a.from == Src::Master {
+                plan.send_block(conn, a.block).map(|(send, fresh)| (send, fresh.map(|f| f.1)))
+            } else {
+                // A po serves it; its checksum must be known (and sent) first.
+                let push = Action::Send { conn, msg: Msg::Push { transfer: plan.transfer, block: a.block, to: a.to } };
+                match plan.sums[a.block as usize] {
+                    Some(_) => Ok((push, None)),
+                    None => plan.read_block(a.block).map(|(_, sum, _)| (push, Some(sum))),
                 }
-                Err(e) => return self.abort_all(format!("source: {e}")),
+            };
+            match sent {
+                Ok((send, fresh)) => {
+                    sums.extend(fresh.map(|sum| (a.block, sum)));
+                    sends.push(send);
+                }
+                Err(e) => return self.abort_all(e),
             }
         }
         if !sums.is_empty() && plan.class.verify != Verify::None {
-            let live =
-                |s: PoState| matches!(s, PoState::Sending | PoState::Ready | PoState::Committing | PoState::Done);
-            for p in self.pos.iter().filter(|p| live(p.state)) {
+            for p in self.pos.iter().filter(|p| p.state.joined()) {
                 if let Some(conn) = p.conn {
                     let msg = Msg::Sums { transfer: plan.transfer, sums: sums.clone() };
                     self.out.push_back(Action::Send { conn, msg });
@@ -566,13 +570,10 @@ impl MasterMachine {
                 log::info!("event=po_accept transfer={transfer} po={} held_bytes={}", p.name, p.bytes);
                 if let Some(sw) = self.plan.as_ref().and_then(|p| p.swarm.as_ref()) {
                     // Dial the neighbours that accepted before; later ones dial us.
-                    let accepted = |s: PoState| {
-                        matches!(s, PoState::Sending | PoState::Ready | PoState::Committing | PoState::Done)
-                    };
                     let dial = sw
                         .neighbours(i as u32)
                         .iter()
-                        .filter(|&&j| j as usize != i && accepted(self.pos[j as usize].state))
+                        .filter(|&&j| j as usize != i && self.pos[j as usize].state.joined())
                         .map(|&j| (j, self.pos[j as usize].name.clone()))
                         .collect();
                     let conn = self.pos[i].conn.expect("accepting po is connected");
@@ -762,9 +763,9 @@ impl MasterMachine {
         log::info!(
             "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
             plan.manifest.blocks(),
-            self.sent_blocks,
-            self.sent_bytes,
-            self.sent_bytes as f64 / bytes.max(1) as f64
+            plan.sent_blocks,
+            plan.sent_bytes,
+            plan.sent_bytes as f64 / bytes.max(1) as f64
         );
         let final_state = result.to_owned();
         self.report(now, Some(&final_state));
