@@ -69,23 +69,10 @@ fn parse_args() -> Result<Args, ExitCode> {
     o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
     o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
-    o.optflag("h", "help", "this help");
-    o.optflag("v", "version", "print the version");
-    let usage_err = |e: String| {
-        eprintln!("masterwugui: {e} (try -h)");
-        ExitCode::from(exit::USAGE)
-    };
+    let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let m = o.parse(&args).map_err(|e| usage_err(e.to_string()))?;
-    if m.opt_present("h") {
-        print!("{}", o.usage("Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run]"));
-        print!("\n{HELP_TAIL}");
-        return Err(ExitCode::SUCCESS);
-    }
-    if m.opt_present("v") {
-        println!("masterwugui {}", super::VERSION);
-        return Err(ExitCode::SUCCESS);
-    }
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run]";
+    let m = super::parse_args(o, "masterwugui", brief, &format!("\n{HELP_TAIL}"), &args)?;
     if !m.free.is_empty() {
         return Err(usage_err(format!("unexpected argument {:?}", m.free[0])));
     }

@@ -11,31 +11,44 @@ use std::process::ExitCode;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Parses `args` with `o` plus `-h` and `-v`. `Err` is the exit code to use: 0 after the help
+/// (`brief`, the options, then `tail`) or the version, 1 after a usage error.
+pub fn parse_args(
+    mut o: getopts::Options,
+    tool: &str,
+    brief: &str,
+    tail: &str,
+    args: &[String],
+) -> Result<getopts::Matches, ExitCode> {
+    o.optflag("h", "help", "this help");
+    o.optflag("v", "version", "print the version");
+    let m = o.parse(args).map_err(|e| usage_error(tool, &e.to_string()))?;
+    if m.opt_present("h") {
+        print!("{}{tail}", o.usage(brief));
+        return Err(ExitCode::SUCCESS);
+    }
+    if m.opt_present("v") {
+        println!("{tool} {VERSION}");
+        return Err(ExitCode::SUCCESS);
+    }
+    Ok(m)
+}
+
+/// One line naming the tool and the mistake; exit code 1.
+pub fn usage_error(tool: &str, e: &str) -> ExitCode {
+    eprintln!("{tool}: {e} (try -h)");
+    ExitCode::from(1)
+}
+
 /// `-f FILE`, `-h`, `-v` for the daemons; returns the config path, or the exit code to use.
 pub fn daemon_args(role: &str, about: &str) -> Result<std::path::PathBuf, ExitCode> {
     let mut o = getopts::Options::new();
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/<role>.conf)", "FILE");
-    o.optflag("h", "help", "this help");
-    o.optflag("v", "version", "print the version");
+    let brief = format!(
+        "Usage: wugui-{role} [-f FILE]\n\n{about}\nStays in the foreground. SIGHUP reloads the config (a bad one is refused and the old one\nstays), SIGUSR1 reopens the log file, SIGTERM stops."
+    );
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let m = match o.parse(&args) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("wugui-{role}: {e} (try -h)");
-            return Err(ExitCode::from(1));
-        }
-    };
-    if m.opt_present("h") {
-        let brief = format!(
-            "Usage: wugui-{role} [-f FILE]\n\n{about}\nStays in the foreground. SIGHUP reloads the config (a bad one is refused and the old one\nstays), SIGUSR1 reopens the log file, SIGTERM stops."
-        );
-        print!("{}", o.usage(&brief));
-        return Err(ExitCode::SUCCESS);
-    }
-    if m.opt_present("v") {
-        println!("wugui-{role} {VERSION}");
-        return Err(ExitCode::SUCCESS);
-    }
+    let m = parse_args(o, &format!("wugui-{role}"), &brief, "", &args)?;
     Ok(crate::config::config_path(role, m.opt_str("f").as_deref()))
 }
 

@@ -118,27 +118,14 @@ pub fn main() -> ExitCode {
     o.optflag("", "json", "print JSON for scripts");
     o.optflag("w", "", "refresh like top until interrupted");
     o.optopt("i", "", "refresh interval in seconds with -w (default 1)", "SECS");
-    o.optflag("h", "help", "this help");
-    o.optflag("v", "version", "print the version");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let m = match o.parse(&args) {
+    let brief = "Usage: wugui-stat -s HOST:PORT [--json] [-w [-i SECS]]\n\nShows the transfers a CAC (all that its masters report) or a po (what arrives there) knows.";
+    let m = match super::parse_args(o, "wugui-stat", brief, "", &args) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("wugui-stat: {e} (try -h)");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    if m.opt_present("h") {
-        print!("{}", o.usage("Usage: wugui-stat -s HOST:PORT [--json] [-w [-i SECS]]\n\nShows the transfers a CAC (all that its masters report) or a po (what arrives there) knows."));
-        return ExitCode::SUCCESS;
-    }
-    if m.opt_present("v") {
-        println!("wugui-stat {}", super::VERSION);
-        return ExitCode::SUCCESS;
-    }
     let Some(addr) = m.opt_str("s") else {
-        eprintln!("wugui-stat: -s HOST:PORT is required (try -h)");
-        return ExitCode::from(1);
+        return super::usage_error("wugui-stat", "-s HOST:PORT is required");
     };
     let json = m.opt_present("json");
     let interval = m.opt_str("i").and_then(|s| s.parse::<f64>().ok()).filter(|s| *s >= 0.1).unwrap_or(1.0);
