@@ -275,7 +275,109 @@ fn read_record(path: &Path, manifest: &Manifest) -> Option<Vec<bool>> {
     Some((0..blocks).map(|i| b[28 + i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
+/// Incremental transfer stops hashing the old copy after this long and fetches the rest, so
+/// that the master, waiting for the po's answer to its offer, does not give up on it.
+const REUSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A file of the published copy, for incremental transfer: open, and whether its size and
+/// mtime equal the manifest's (then it is taken as unchanged without hashing, as rsync does).
+struct Old {
+    file: File,
+    size: u64,
+    same: bool,
+}
+
 impl Staged {
+    /// Copies into the stage every missing block that the published copy holds at the same
+    /// place: its files unchanged by size and mtime, or the block's bytes matching the
+    /// master's MD5. Those blocks never travel. Symlinks in the dest are not followed.
+    fn reuse_dest(&mut self, transfer: u64, sums: &[u8]) {
+        use md5::Digest;
+        let started = std::time::Instant::now();
+        let (mut reused, mut bytes, mut hashed) = (0u64, 0u64, 0u64);
+        let mut old: HashMap<u32, Option<Old>> = HashMap::new();
+        let mut buf = Vec::new();
+        let mut stopped = false;
+        for i in 0..self.held.len() {
+            if self.held[i] {
+                continue;
+            }
+            if started.elapsed() > REUSE_BUDGET {
+                stopped = true;
+                break;
+            }
+            let b = self.manifest.block(i as u64).expect("index below blocks()");
+            let segs = self.manifest.segments(&b);
+            // Blocks go in stream order: files before this block's first are done with.
+            if let Some(first) = segs.first() {
+                old.retain(|e, _| *e >= first.entry);
+            }
+            buf.resize(b.len as usize, 0);
+            let mut same = true;
+            let mut ok = true;
+            for seg in &segs {
+                let o = old.entry(seg.entry).or_insert_with(|| {
+                    let e = &self.manifest.entries()[seg.entry as usize];
+                    let fd = open_file_path(self.dest_fd.0, &e.path, OFlag::O_RDONLY).ok()?;
+                    let st = fstat(fd.0).ok()?;
+                    let size = st.st_size as u64;
+                    let same = Kind::File { size } == e.kind
+                        && st.st_mtime == e.mtime
+                        && st.st_mtime_nsec as u32 == e.mtime_nsec;
+                    Some(Old { file: into_file(fd).ok()?, size, same })
+                });
+                let Some(o) = o else {
+                    ok = false;
+                    break;
+                };
+                let piece = &mut buf[seg.at as usize..seg.at as usize + seg.len as usize];
+                if o.size < seg.offset + seg.len as u64 || o.file.read_exact_at(piece, seg.offset).is_err() {
+                    ok = false;
+                    break;
+                }
+                same &= o.same;
+            }
+            if !ok {
+                continue;
+            }
+            if !same {
+                hashed += b.len as u64;
+                if md5::Md5::digest(&buf)[..] != sums[i * 16..i * 16 + 16] {
+                    continue;
+                }
+            }
+            let mut written = true;
+            for seg in &segs {
+                let piece = &buf[seg.at as usize..seg.at as usize + seg.len as usize];
+                if let Err(e) = self.file(seg.entry).and_then(|f| f.write_all_at(piece, seg.offset)) {
+                    log::warn!(
+                        "event=delta_failed transfer={transfer} path={} error={}",
+                        kv_quote(&self.manifest.entries()[seg.entry as usize].path),
+                        kv_quote(&e.to_string())
+                    );
+                    written = false;
+                    break;
+                }
+            }
+            if !written {
+                break;
+            }
+            self.held[i] = true;
+            self.missing -= 1;
+            self.dirty = true;
+            reused += 1;
+            bytes += b.len as u64;
+        }
+        if stopped {
+            log::warn!("event=delta_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
+        }
+        log::info!(
+            "event=delta transfer={transfer} reused={reused}/{} bytes={bytes} hashed={hashed} ms={}",
+            self.held.len(),
+            started.elapsed().as_millis()
+        );
+    }
+
     /// Makes the staged data durable, then records which blocks it holds: a block in the
     /// record is always on disk. The record is replaced atomically.
     fn checkpoint(&mut self) -> io::Result<()> {
@@ -369,7 +471,7 @@ impl DiskStore {
 }
 
 impl Store for DiskStore {
-    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Vec<bool>, String> {
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, sums: &[u8]) -> Result<Vec<bool>, String> {
         let started = std::time::Instant::now();
         self.transfers.remove(&transfer);
         let dest_path = Path::new(dest);
@@ -418,24 +520,26 @@ impl Store for DiskStore {
         if missing < blocks as u64 {
             log::info!("event=resume transfer={transfer} held={}/{blocks}", blocks as u64 - missing);
         }
-        self.transfers.insert(
-            transfer,
-            Staged {
-                dest: dest_path.to_path_buf(),
-                dest_fd,
-                stage,
-                stage_fd,
-                manifest: manifest.clone(),
-                held: held.clone(),
-                missing,
-                record,
-                checkpointed: std::time::Instant::now(),
-                dirty: false,
-                sync: self.sync,
-                open: Vec::new(),
-                sealed: false,
-            },
-        );
+        let mut t = Staged {
+            dest: dest_path.to_path_buf(),
+            dest_fd,
+            stage,
+            stage_fd,
+            manifest: manifest.clone(),
+            held,
+            missing,
+            record,
+            checkpointed: std::time::Instant::now(),
+            dirty: false,
+            sync: self.sync,
+            open: Vec::new(),
+            sealed: false,
+        };
+        if !sums.is_empty() && t.missing > 0 {
+            t.reuse_dest(transfer, sums);
+        }
+        let held = t.held.clone();
+        self.transfers.insert(transfer, t);
         Ok(held)
     }
 
@@ -779,7 +883,7 @@ mod tests {
     }
 
     fn transfer(store: &mut DiskStore, id: u64, src: &Path, dest: &Path, m: &Manifest) {
-        let held = store.prepare(id, dest.to_str().unwrap(), m).unwrap();
+        let held = store.prepare(id, dest.to_str().unwrap(), m, &[]).unwrap();
         assert_eq!(held, vec![false; m.blocks() as usize]);
         let mut fs = FsSource::new(src.to_path_buf(), m);
         // out of order, to exercise the cache and pwrite
@@ -868,6 +972,88 @@ mod tests {
         cleanup(&base);
     }
 
+    /// Bytes that differ from block to block and from seed to seed.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delta_reuses_what_the_published_copy_holds() {
+        let base = scratch("delta");
+        let (src, dest, outside) = (base.join("src"), base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let edited = noise(40 << 10, 1);
+        write(&src.join("edited.bin"), &edited, 0o644);
+        write(&src.join("grown.log"), &noise(10 << 10, 2), 0o644);
+        write(&src.join("same.bin"), &noise(40 << 10, 3), 0o644);
+        let m1 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut store = DiskStore::new(base.join("state")).unwrap();
+        transfer(&mut store, 1, &src, &dest, &m1);
+        store.publish(1, None, false).unwrap();
+        let v1: HashMap<String, Vec<u8>> = ["edited.bin", "grown.log", "same.bin"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::read(dest.join(n)).unwrap()))
+            .collect();
+
+        // Version 2: one 4K range edited in place, a log appended to, a new file, and a file
+        // whose old copy is a planted symlink to identical bytes outside the dest.
+        let mut e2 = edited.clone();
+        e2[20_000..24_000].copy_from_slice(&noise(4000, 9));
+        write(&src.join("edited.bin"), &e2, 0o644);
+        let mut grown = v1["grown.log"].clone();
+        grown.extend(noise(10 << 10, 4));
+        write(&src.join("grown.log"), &grown, 0o644);
+        write(&src.join("new.txt"), b"new", 0o644);
+        let evil = noise(8192, 5);
+        write(&src.join("evil.bin"), &evil, 0o644);
+        write(&outside.join("evil.bin"), &evil, 0o644);
+        std::os::unix::fs::symlink(outside.join("evil.bin"), dest.join("evil.bin")).unwrap();
+        let m2 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut fs = FsSource::new(src.clone(), &m2);
+        let mut sums = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..m2.blocks() {
+            let b = m2.block(i).unwrap();
+            let (body, sum) = fs.block(&b, Verify::Md5, false).unwrap();
+            let crate::proto::Sum::Md5(d) = sum else { panic!("md5") };
+            sums.extend_from_slice(&d);
+            // The oracle: every piece of the block is at the same place in a version 1 file.
+            let data = crate::sendfile::body_bytes(&body).unwrap();
+            want.push(m2.segments(&b).iter().all(|s| {
+                let old = v1.get(&m2.entries()[s.entry as usize].path);
+                let (from, to) = (s.offset as usize, s.offset as usize + s.len as usize);
+                old.is_some_and(|o| o.len() >= to && o[from..to] == data[s.at as usize..s.at as usize + s.len as usize])
+            }));
+        }
+        let held = store.prepare(2, dest.to_str().unwrap(), &m2, &sums).unwrap();
+        assert_eq!(held, want);
+        let kept = held.iter().filter(|h| **h).count();
+        assert!(kept >= 18 && kept < held.len(), "kept {kept} of {}", held.len());
+        // the symlinked old copy was not read
+        let (first, n) = m2.entry_blocks(m2.entries().iter().position(|e| e.path == "evil.bin").unwrap() as u32);
+        assert!((first..first + n).any(|i| !held[i as usize]));
+
+        for i in (0..m2.blocks()).filter(|&i| !held[i as usize]) {
+            let b = m2.block(i).unwrap();
+            let (body, _) = fs.block(&b, Verify::None, true).unwrap();
+            store.write_block(2, &b, &crate::sendfile::body_bytes(&body).unwrap()).unwrap();
+        }
+        store.seal(2).unwrap();
+        store.publish(2, None, false).unwrap();
+        assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
+        assert_eq!(std::fs::read(outside.join("evil.bin")).unwrap(), evil);
+        cleanup(&base);
+    }
+
     #[test]
     fn planted_symlinks_are_not_followed() {
         let base = scratch("plant");
@@ -894,7 +1080,7 @@ mod tests {
         // a symlink planted as the stage dir is replaced too
         let m2 = walk(&src, &[], 5).unwrap().manifest;
         std::os::unix::fs::symlink(&outside, dest.join(stage_name(&m2))).unwrap();
-        store.prepare(2, dest.to_str().unwrap(), &m2).unwrap();
+        store.prepare(2, dest.to_str().unwrap(), &m2, &[]).unwrap();
         assert_eq!(names(&outside), ["g"]);
         assert!(dest.join(stage_name(&m2)).symlink_metadata().unwrap().is_dir());
         store.abort(2, false);
@@ -919,7 +1105,7 @@ mod tests {
         eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
         let mut store = DiskStore::new(base.join("state")).unwrap();
         let t = std::time::Instant::now();
-        store.prepare(1, dest.to_str().unwrap(), &m).unwrap();
+        store.prepare(1, dest.to_str().unwrap(), &m, &[]).unwrap();
         eprintln!("prepare: {:?}", t.elapsed());
         let t = std::time::Instant::now();
         let mut fs = FsSource::new(src.to_path_buf(), &m);
@@ -951,7 +1137,7 @@ mod tests {
 
         let mut store = DiskStore::new(base.join("state")).unwrap();
         let d = dest.to_str().unwrap();
-        store.prepare(3, d, &m).unwrap();
+        store.prepare(3, d, &m, &[]).unwrap();
         let b = m.block(0).unwrap();
         store.write_block(3, &b, &vec![1u8; b.len as usize]).unwrap();
         assert!(store.write_block(3, &b, &[1u8; 3]).unwrap_err().contains("expected"));
@@ -962,7 +1148,7 @@ mod tests {
         assert!(dest.join(stage_name(&m)).is_dir());
         assert!(store.write_block(3, &b, &vec![1u8; b.len as usize]).is_err());
         // the same manifest finds the same stage and keeps what is there
-        store.prepare(4, d, &m).unwrap();
+        store.prepare(4, d, &m, &[]).unwrap();
         let seg = m.segments(&b)[0];
         let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[seg.entry as usize].path)).unwrap();
         assert_eq!(&staged[..seg.len as usize], &vec![1u8; seg.len as usize][..]);

@@ -502,3 +502,52 @@ fn a_finished_swarm_leaves_no_connections_open_on_the_pos() {
         wait_for("peer links to close", Duration::from_secs(10), || sockets(i) <= *b);
     }
 }
+
+/// The `master_bytes=` figure of the master's last `transfer_end` line.
+fn master_bytes(c: &Cluster) -> u64 {
+    let t = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    let l =
+        t.lines().rev().find(|l| l.contains("event=transfer_end")).unwrap_or_else(|| panic!("no transfer_end: {t}"));
+    let v = l.split(' ').find_map(|kv| kv.strip_prefix("master_bytes=")).expect("master_bytes");
+    v.parse().unwrap()
+}
+
+#[test]
+fn a_second_run_sends_only_the_changed_blocks() {
+    let extra = vec!["block_size = 64K".into()];
+    let c = Cluster::start("delta", Opts { pos: 2, class_extra: extra, ..Default::default() });
+    let src = big_tree(&c, 4);
+    let args = ["-c", "base1", "-p", src.to_str().unwrap()];
+    let out = c.master(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(master_bytes(&c) >= 2 * (4 << 20));
+
+    // Two 1000-byte edits in place (two 64K blocks), and a new small file.
+    let mut big = fs::read(src.join("d/big.bin")).unwrap();
+    big[100_000..101_000].copy_from_slice(&bytes(77, 1000));
+    big[3_000_000..3_001_000].copy_from_slice(&bytes(78, 1000));
+    fs::write(src.join("d/big.bin"), &big).unwrap();
+    fs::write(src.join("new.txt"), b"new").unwrap();
+    let out = c.master(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sent = master_bytes(&c);
+    eprintln!("second run: the master sent {sent} bytes");
+    // Each po needs the two edited blocks and the block with the new file and small.txt.
+    assert!(sent <= 2 * 3 * (64 << 10), "sent {sent} bytes for two changed blocks");
+    for i in 0..2 {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+        assert!(c.pos[i].log_text().contains("event=delta"), "po {i} did not reuse its copy");
+    }
+
+    // With `delta = off` everything travels again.
+    let extra = vec!["block_size = 64K".into(), "delta = off".into()];
+    let c = Cluster::start("nodelta", Opts { pos: 1, class_extra: extra, ..Default::default() });
+    let src = big_tree(&c, 1);
+    let args = ["-c", "base1", "-p", src.to_str().unwrap()];
+    for _ in 0..2 {
+        let out = c.master(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(master_bytes(&c) >= 1 << 20);
+    }
+    assert!(!c.pos[0].log_text().contains("event=delta"));
+}

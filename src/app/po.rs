@@ -75,8 +75,8 @@ pub fn main() -> ExitCode {
 struct CorruptServe(DiskStore);
 
 impl crate::proto::Store for CorruptServe {
-    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest) -> Result<Vec<bool>, String> {
-        self.0.prepare(t, dest, m)
+    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest, sums: &[u8]) -> Result<Vec<bool>, String> {
+        self.0.prepare(t, dest, m, sums)
     }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), String> {
         self.0.write_block(t, b, data)

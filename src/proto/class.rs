@@ -60,6 +60,8 @@ pub struct ClassCfg {
     pub publish: Publish,
     pub quorum: Quorum,
     pub mirror: bool,
+    /// Incremental transfer: a po keeps the blocks its published copy already has.
+    pub delta: bool,
 }
 
 impl ClassCfg {
@@ -82,6 +84,7 @@ impl ClassCfg {
             publish: Publish::Together,
             quorum: Quorum::All,
             mirror: false,
+            delta: true,
         }
     }
 
@@ -165,6 +168,7 @@ impl ClassCfg {
                 }
             }
             "mirror" => self.mirror = parse_bool(v)?,
+            "delta" => self.delta = parse_bool(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -188,6 +192,7 @@ impl ClassCfg {
             ("publish".into(), if self.publish == Publish::Each { "each" } else { "together" }.into()),
             ("quorum".into(), self.quorum.to_string()),
             ("mirror".into(), onoff(self.mirror)),
+            ("delta".into(), onoff(self.delta)),
         ];
         p.extend(self.exclude.iter().map(|e| ("exclude".to_string(), e.clone())));
         p

@@ -14,6 +14,7 @@ use super::swarm::{self, Src, Swarm};
 use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Turns the class settings into the manifest and a source of block bytes. Called once, when
@@ -121,6 +122,8 @@ struct Plan {
     token: Vec<u8>,
     class: ClassCfg,
     manifest: Manifest,
+    /// The encoded manifest and the delta sums, shared by every offer.
+    offer: (Arc<Vec<u8>>, Arc<Vec<u8>>),
     source: Box<dyn Source>,
     sums: Vec<Option<Sum>>,
     started: Instant,
@@ -278,6 +281,22 @@ impl MasterMachine {
             return self.dry_run(conn, transfer, &class, &manifest, &pos);
         }
         let nb = manifest.blocks() as usize;
+        let mut sums = vec![None; nb];
+        let mut source = source;
+        let delta = if class.delta {
+            match delta_sums(&manifest, source.as_mut(), transfer) {
+                Ok(d) => d,
+                Err(e) => return self.stop_early(exit::FAILED, "failed", e),
+            }
+        } else {
+            Vec::new()
+        };
+        if class.verify == Verify::Md5 {
+            // The delta sums are the blocks' MD5s: no need to hash them again while sending.
+            for (i, c) in delta.chunks_exact(16).enumerate() {
+                sums[i] = Some(Sum::Md5(c.try_into().expect("16 bytes")));
+            }
+        }
         log::info!(
             "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={nb} verify={} p2p={}",
             class.name,
@@ -314,9 +333,10 @@ impl MasterMachine {
             transfer,
             token,
             class,
+            offer: (Arc::new(manifest.encode()), Arc::new(delta)),
             manifest,
             source,
-            sums: vec![None; nb],
+            sums,
             started: now,
             deadline,
             window,
@@ -841,6 +861,22 @@ impl MasterMachine {
     }
 }
 
+/// Every block's MD5, one after another: a po compares them with what its published copy
+/// holds at the same place, and keeps what matches (incremental transfer). One read of the
+/// source before anything is offered.
+fn delta_sums(manifest: &Manifest, source: &mut dyn Source, transfer: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(manifest.blocks() as usize * 16);
+    for i in 0..manifest.blocks() {
+        let b = manifest.block(i).expect("index below blocks()");
+        match source.block(&b, Verify::Md5, false).map_err(|e| format!("source: {e}"))? {
+            (_, Sum::Md5(d)) => out.extend_from_slice(&d),
+            _ => return Err(format!("source: no MD5 for block {i}")),
+        }
+    }
+    log::info!("event=delta_sums transfer={transfer} blocks={} bytes={}", manifest.blocks(), manifest.bytes());
+    Ok(out)
+}
+
 impl Machine for MasterMachine {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match (&self.phase, ev) {
@@ -895,7 +931,8 @@ impl Machine for MasterMachine {
                 let msg = Msg::Offer {
                     token: plan.token.clone(),
                     po: self.pos[i].name.clone(),
-                    manifest: plan.manifest.encode(),
+                    manifest: plan.offer.0.clone(),
+                    sums: plan.offer.1.clone(),
                 };
                 self.out.push_back(Action::Send { conn, msg });
                 self.pos[i].state = PoState::Offered;

@@ -158,8 +158,10 @@ pub trait Source {
 /// A po's staging area. Every method names a transfer that `prepare` opened.
 pub trait Store {
     /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
-    /// staged earlier for the same manifest. Returns which blocks it holds already.
-    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Vec<bool>, String>;
+    /// staged earlier for the same manifest. With delta `sums` (each block's MD5), it also
+    /// takes the blocks that the published copy in `dest` already holds at the same place.
+    /// Returns which blocks it holds already.
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, sums: &[u8]) -> Result<Vec<bool>, String>;
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String>;
     /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
     fn seal(&mut self, transfer: u64) -> Result<(), String>;

@@ -2,6 +2,7 @@
 
 use super::codec::{invalid, DecodeError, Reader, Writer};
 use super::wire::{self, MsgType, MAX_ADDRS, MAX_CLASS_PAIRS, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TOKEN};
+use std::sync::Arc;
 
 /// A block's checksum, as the master computed it from the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,11 +248,13 @@ pub enum Msg {
         class_name: String,
         class: Vec<(String, String)>,
     },
-    /// master -> po
+    /// master -> po. The encoded manifest and the delta sums (16-byte MD5s, one per block, or
+    /// none) are shared by every po's offer, so 1,000 pos do not cost 1,000 copies.
     Offer {
         token: Vec<u8>,
         po: String,
-        manifest: Vec<u8>,
+        manifest: Arc<Vec<u8>>,
+        sums: Arc<Vec<u8>>,
     },
     /// po -> master: I take it; these blocks I already hold (a bitmap, bit i = block i).
     Accept {
@@ -379,6 +382,20 @@ impl Msg {
         w.buf
     }
 
+    /// The whole frame as buffers to send one after another. An offer's shared parts are
+    /// not copied.
+    pub fn to_frame_parts(&self) -> Vec<Arc<Vec<u8>>> {
+        let Msg::Offer { token, po, manifest, sums } = self else { return vec![Arc::new(self.to_frame())] };
+        let mut w = Writer::new();
+        let len = 4 + token.len() + 4 + po.len() + 4 + manifest.len() + 4 + sums.len();
+        wire::write_header(&mut w.buf, self.ty(), len as u32);
+        w.bytes(token);
+        w.str(po);
+        w.u32(manifest.len() as u32);
+        let sums_len = (sums.len() as u32).to_be_bytes().to_vec();
+        vec![Arc::new(w.buf), manifest.clone(), Arc::new(sums_len), sums.clone()]
+    }
+
     fn encode_payload(&self, w: &mut Writer) {
         match self {
             Msg::AuthRequest { class } => w.str(class),
@@ -405,10 +422,11 @@ impl Msg {
                 w.str(class_name);
                 encode_pairs(w, class);
             }
-            Msg::Offer { token, po, manifest } => {
+            Msg::Offer { token, po, manifest, sums } => {
                 w.bytes(token);
                 w.str(po);
                 w.bytes(manifest);
+                w.bytes(sums);
             }
             Msg::Accept { transfer, have } => {
                 w.u64(*transfer);
@@ -535,7 +553,8 @@ impl Msg {
             MsgType::Offer => Msg::Offer {
                 token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
                 po: r.str(MAX_NAME, "po address")?,
-                manifest: r.bytes(wire::MAX_OFFER as usize, "manifest")?.to_vec(),
+                manifest: Arc::new(r.bytes(wire::MAX_OFFER as usize, "manifest")?.to_vec()),
+                sums: Arc::new(r.bytes(wire::MAX_OFFER as usize, "delta sums")?.to_vec()),
             },
             MsgType::Accept => Msg::Accept {
                 transfer: r.u64("transfer")?,
@@ -736,7 +755,7 @@ mod tests {
             Msg::Denied { reason: Reason::BadToken, text: "no".into() },
             Msg::Verify { token: vec![1], po: "p".into(), presenter: "1.2.3.4".into() },
             Msg::VerifyOk { transfer: 1, class_name: "c".into(), class: vec![] },
-            Msg::Offer { token: vec![1], po: "p".into(), manifest: vec![0; 10] },
+            Msg::Offer { token: vec![1], po: "p".into(), manifest: Arc::new(vec![0; 10]), sums: Arc::new(vec![3; 16]) },
             Msg::Accept { transfer: 1, have: vec![0xff] },
             Msg::Block {
                 head: BlockHead { transfer: 1, index: 2, sum: Sum::Md5([7; 16]) },
@@ -772,6 +791,8 @@ mod tests {
     fn every_message_round_trips() {
         for m in samples() {
             let f = m.to_frame();
+            let parts: Vec<u8> = m.to_frame_parts().iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(parts, f, "{m:?} in parts");
             let (back, used) = Msg::from_frame(&f).unwrap().unwrap();
             assert_eq!(used, f.len());
             assert_eq!(norm(back), m);

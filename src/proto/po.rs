@@ -62,6 +62,8 @@ struct Pending {
     token: Vec<u8>,
     po: String,
     manifest: Manifest,
+    /// Delta sums: each block's MD5, or empty.
+    sums: std::sync::Arc<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,16 +196,29 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
-    fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, manifest: &[u8]) {
+    fn on_offer(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        token: Vec<u8>,
+        po: String,
+        manifest: &[u8],
+        sums: std::sync::Arc<Vec<u8>>,
+    ) {
         let manifest = match Manifest::decode(manifest) {
-            Ok(m) => m,
+            Ok(m) if sums.is_empty() || sums.len() as u64 == m.blocks() * 16 => m,
+            Ok(m) => {
+                let e = format!("{} bytes of delta sums for {} blocks", sums.len(), m.blocks());
+                log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
+                return self.refuse(conn, Reason::BadManifest, e);
+            }
             Err(e) => {
                 log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
                 return self.refuse(conn, Reason::BadManifest, e.to_string());
             }
         };
         let po = self.settings.advertise.clone().unwrap_or(po);
-        self.pending.insert(conn, Pending { token, po, manifest });
+        self.pending.insert(conn, Pending { token, po, manifest, sums });
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kind = ConnKind::Master { transfer: None };
             c.deadline = None;
@@ -277,7 +292,7 @@ impl<S: Store> PoMachine<S> {
             log::info!("event=transfer_replaced transfer={old} by={transfer}");
             self.transfers.remove(&old);
         }
-        let held = match self.store.prepare(transfer, &dest, &p.manifest) {
+        let held = match self.store.prepare(transfer, &dest, &p.manifest, &p.sums) {
             Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
             Ok(_) => vec![false; p.manifest.blocks() as usize],
             Err(e) => {
@@ -748,8 +763,8 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 match (&c.kind, msg) {
-                    (ConnKind::New, Msg::Offer { token, po, manifest }) => {
-                        self.on_offer(now, conn, token, po, &manifest)
+                    (ConnKind::New, Msg::Offer { token, po, manifest, sums }) => {
+                        self.on_offer(now, conn, token, po, &manifest, sums)
                     }
                     (ConnKind::New, Msg::PeerHello { token, me }) => self.on_peer_hello(now, conn, &token, me),
                     (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {

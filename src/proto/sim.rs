@@ -48,7 +48,8 @@ pub struct MemStore {
 }
 
 impl Store for MemStore {
-    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest) -> Result<Vec<bool>, String> {
+    /// Delta sums are ignored here: the disk store's tests cover them.
+    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _sums: &[u8]) -> Result<Vec<bool>, String> {
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
         Ok(vec![false; m.blocks() as usize])
     }

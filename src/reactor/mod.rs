@@ -688,7 +688,9 @@ impl Reactor {
             Action::Connect { conn, addr } => self.connect(conn, addr),
             Action::Send { conn, msg } => {
                 let Some(c) = self.sendable(conn, "send") else { return };
-                c.push_bytes(Arc::new(msg.to_frame()));
+                for part in msg.to_frame_parts().into_iter().filter(|p| !p.is_empty()) {
+                    c.push_bytes(part);
+                }
                 let slot = self.ids[&conn];
                 self.mark(slot);
             }
