@@ -349,7 +349,7 @@ impl Staged {
             let mut written = true;
             for seg in &segs {
                 let piece = &buf[seg.at as usize..seg.at as usize + seg.len as usize];
-                if let Err(e) = self.file(seg.entry).and_then(|f| f.write_all_at(piece, seg.offset)) {
+                if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
                     log::warn!(
                         "event=delta_failed transfer={transfer} path={} error={}",
                         kv_quote(&self.manifest.entries()[seg.entry as usize].path),
@@ -397,6 +397,37 @@ impl Staged {
         f.sync_data()?;
         std::fs::rename(&tmp, &self.record)?;
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes `piece` at `offset` of the staged file of `entry`. In a sparse file, pages of
+    /// zeros are left unwritten: the file is fresh, so they stay holes.
+    fn write_piece(&mut self, entry: u32, piece: &[u8], offset: u64) -> io::Result<()> {
+        const PAGE: u64 = 4096;
+        let sparse = self.manifest.entries()[entry as usize].sparse.is_some();
+        let f = self.file(entry)?;
+        if !sparse {
+            return f.write_all_at(piece, offset);
+        }
+        // Runs of pages (aligned in the file) holding a non-zero byte, one write each.
+        let mut run: Option<usize> = None;
+        let mut i = 0;
+        while i < piece.len() {
+            let end = piece.len().min(i + (PAGE - (offset + i as u64) % PAGE) as usize);
+            let zero = piece[i..end].iter().all(|&b| b == 0);
+            match (zero, run) {
+                (false, None) => run = Some(i),
+                (true, Some(from)) => {
+                    f.write_all_at(&piece[from..i], offset + from as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+            i = end;
+        }
+        if let Some(from) = run {
+            f.write_all_at(&piece[from..], offset + from as u64)?;
+        }
         Ok(())
     }
 
@@ -515,11 +546,18 @@ impl Store for DiskStore {
             self.abort(id, true);
         }
         let record = self.state_dir.join(format!("{}.held", stage.trim_start_matches('.')));
-        let held = read_record(&record, manifest).unwrap_or_else(|| vec![false; blocks]);
-        let missing = held.iter().filter(|h| !**h).count() as u64;
-        if missing < blocks as u64 {
-            log::info!("event=resume transfer={transfer} held={}/{blocks}", blocks as u64 - missing);
+        let mut held = read_record(&record, manifest).unwrap_or_else(|| vec![false; blocks]);
+        let resumed = held.iter().filter(|h| **h).count();
+        if resumed > 0 {
+            log::info!("event=resume transfer={transfer} held={resumed}/{blocks}");
         }
+        // Blocks wholly in holes are zeros: the stage file's own holes at seal.
+        if manifest.entries().iter().any(|e| e.sparse.is_some()) {
+            for (i, h) in held.iter_mut().enumerate() {
+                *h = *h || manifest.is_hole(&manifest.block(i as u64).expect("index below blocks()"));
+            }
+        }
+        let missing = held.iter().filter(|h| !**h).count() as u64;
         let mut t = Staged {
             dest: dest_path.to_path_buf(),
             dest_fd,
@@ -556,7 +594,7 @@ impl Store for DiskStore {
         }
         for seg in t.manifest.segments(b) {
             let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
-            if let Err(e) = t.file(seg.entry).and_then(|f| f.write_all_at(piece, seg.offset)) {
+            if let Err(e) = t.write_piece(seg.entry, piece, seg.offset) {
                 return Err(format!("write {}: {e}", t.manifest.entries()[seg.entry as usize].path));
             }
         }
@@ -591,14 +629,20 @@ impl Store for DiskStore {
                     Kind::File { size } => {
                         let fd = match open_file_path(dir, name, OFlag::O_RDONLY) {
                             Ok(fd) => fd,
-                            // An empty file has no blocks, so nothing created it yet.
-                            Err(e) if e.kind() == io::ErrorKind::NotFound && *size == 0 => {
+                            // An empty file (or one all holes) had no block to create it.
+                            Err(err) if err.kind() == io::ErrorKind::NotFound && (*size == 0 || e.sparse.is_some()) => {
                                 drop(create_file_at(dir, name)?);
                                 open_file_path(dir, name, OFlag::O_RDONLY)?
                             }
                             Err(e) => return Err(e),
                         };
-                        let st = fstat(fd.0)?;
+                        let mut st = fstat(fd.0)?;
+                        if e.sparse.is_some() && (st.st_size as u64) < *size {
+                            // A sparse file ends in a hole that no write reached.
+                            let w = into_file(open_file_path(dir, name, OFlag::O_WRONLY)?)?;
+                            w.set_len(*size)?;
+                            st = fstat(fd.0)?;
+                        }
                         if st.st_size as u64 != *size {
                             return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
                         }

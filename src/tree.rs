@@ -73,6 +73,39 @@ fn open_source(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Holes shorter than this are sent as zeros, to keep extent lists short.
+const MIN_HOLE: u64 = 64 << 10;
+
+/// The data extents of a file with holes (SEEK_DATA/SEEK_HOLE), or `None` when it has no
+/// useful holes or the filesystem cannot say.
+fn data_extents(f: &File, size: u64) -> Option<Vec<(u64, u64)>> {
+    use nix::unistd::{lseek, Whence};
+    let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+    let mut ext: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let start = match lseek(fd, at as i64, Whence::SeekData) {
+            Ok(o) => o as u64,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(_) => return None,
+        };
+        let end = (lseek(fd, start as i64, Whence::SeekHole).ok()? as u64).min(size);
+        if end <= start {
+            return None;
+        }
+        match ext.last_mut() {
+            Some((o, l)) if start - (*o + *l) < MIN_HOLE => *l = end - *o,
+            _ => ext.push((start, end - start)),
+        }
+        if ext.len() > crate::proto::manifest::MAX_EXTENTS {
+            return None;
+        }
+        at = end;
+    }
+    let data: u64 = ext.iter().map(|e| e.1).sum();
+    (data < size).then_some(ext)
+}
+
 /// Walks `root` into a manifest of `block_size` blocks, leaving out what `excludes` match.
 pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("source {}: {e}", root.display()))?;
@@ -101,11 +134,16 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
                 excluded_count += 1;
                 continue;
             }
+            let mut sparse = None;
             let kind = if ft.is_dir() {
                 todo.push((abs.clone(), rel.clone()));
                 Kind::Dir
             } else if ft.is_file() {
-                open_source(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
+                let f = open_source(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
+                // Fewer blocks than bytes: holes, which stay holes on every po.
+                if md.blocks() * 512 < md.len() {
+                    sparse = data_extents(&f, md.len());
+                }
                 Kind::File { size: md.len() }
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
@@ -129,6 +167,7 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
                 mode: md.mode() & 0o7777,
                 mtime: md.mtime(),
                 mtime_nsec: md.mtime_nsec() as u32,
+                sparse,
             });
         }
     }

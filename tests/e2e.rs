@@ -551,3 +551,59 @@ fn a_second_run_sends_only_the_changed_blocks() {
     }
     assert!(!c.pos[0].log_text().contains("event=delta"));
 }
+
+/// The data extents of `f` (SEEK_DATA/SEEK_HOLE).
+fn extents(f: &fs::File) -> Vec<(u64, u64)> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    let size = f.metadata().unwrap().len();
+    let (fd, mut at, mut out) = (f.as_raw_fd(), 0u64, Vec::new());
+    while at < size {
+        let Ok(start) = lseek(fd, at as i64, Whence::SeekData) else { break };
+        let end = lseek(fd, start, Whence::SeekHole).unwrap() as u64;
+        out.push((start as u64, end - start as u64));
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn a_6_gib_sparse_file_arrives_identical_and_still_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let c = Cluster::start("sparse", Opts { pos: 1, ..Default::default() });
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let img = src.join("vm.img");
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(6 << 30).unwrap();
+    for (i, at) in [0u64, 3 << 30, (6 << 30) - (1 << 20)].into_iter().enumerate() {
+        f.write_all_at(&bytes(i as u64 + 1, 1 << 20), at).unwrap();
+    }
+    drop(f);
+    fs::write(src.join("small.txt"), b"dense").unwrap();
+    if fs::metadata(&img).unwrap().blocks() * 512 > 64 << 20 {
+        eprintln!("skipped: the temp dir's filesystem does not keep holes");
+        return;
+    }
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let copy = c.po_dest(0).join("vm.img");
+    let (a, b) = (fs::File::open(&img).unwrap(), fs::File::open(&copy).unwrap());
+    assert_eq!(a.metadata().unwrap().len(), b.metadata().unwrap().len());
+    let used = b.metadata().unwrap().blocks() * 512;
+    eprintln!("6 GiB sparse: the copy uses {used} bytes of disk, the master sent {}", master_bytes(&c));
+    assert!(used <= 8 << 20, "the copy uses {used} bytes of disk");
+    // Identical: outside both files' data extents both read as zeros, inside compare bytes.
+    let mut ranges = extents(&a);
+    ranges.extend(extents(&b));
+    assert!(!ranges.is_empty());
+    for (off, len) in ranges {
+        let (mut x, mut y) = (vec![0u8; len as usize], vec![0u8; len as usize]);
+        a.read_exact_at(&mut x, off).unwrap();
+        b.read_exact_at(&mut y, off).unwrap();
+        assert!(x == y, "bytes differ in {off}+{len}");
+    }
+    assert_eq!(fs::read(c.po_dest(0).join("small.txt")).unwrap(), b"dense");
+    // Only the three data blocks travelled (the master's log says how much it sent).
+    assert!(master_bytes(&c) < 64 << 20, "the master sent {} bytes", master_bytes(&c));
+}

@@ -13,6 +13,9 @@
 
 use super::codec::{invalid, DecodeError, Reader, Writer};
 use super::wire::{MAX_ENTRIES, MAX_NAME, MAX_PATH};
+
+/// Most data extents a sparse file may list.
+pub const MAX_EXTENTS: usize = 4096;
 use md5::{Digest, Md5};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,9 @@ pub struct Entry {
     pub mode: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
+    /// A sparse file's data extents (offset, len), ascending and apart; the rest is holes.
+    /// `None`: all data.
+    pub sparse: Option<Vec<(u64, u64)>>,
 }
 
 /// One block: a slice of the stream.
@@ -86,6 +92,22 @@ impl Manifest {
             if let Kind::Symlink { target } = &e.kind {
                 if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
                     return Err(format!("symlink {:?} has a bad target", e.path));
+                }
+            }
+            if let Some(ext) = &e.sparse {
+                let Kind::File { size } = e.kind else {
+                    return Err(format!("{:?} has data extents but is not a file", e.path));
+                };
+                if ext.len() > MAX_EXTENTS {
+                    return Err(format!("{:?} has {} data extents, over {MAX_EXTENTS}", e.path, ext.len()));
+                }
+                let mut end = 0u64;
+                for (i, &(off, len)) in ext.iter().enumerate() {
+                    let apart = i == 0 || off > end;
+                    if len == 0 || !apart || off.checked_add(len).is_none_or(|x| x > size) {
+                        return Err(format!("{:?} has a bad data extent {off}+{len}", e.path));
+                    }
+                    end = off + len;
                 }
             }
             if e.mode > 0o7777 {
@@ -158,6 +180,19 @@ impl Manifest {
         out
     }
 
+    /// Whether block `b` lies wholly in holes of sparse files: all zeros, never sent.
+    pub fn is_hole(&self, b: &BlockRef) -> bool {
+        self.segments(b).iter().all(|s| self.in_hole(s.entry, s.offset, s.len as u64))
+    }
+
+    /// Whether bytes `off..off+len` of entry `entry` lie in a hole.
+    pub fn in_hole(&self, entry: u32, off: u64, len: u64) -> bool {
+        let Some(ext) = &self.entries[entry as usize].sparse else { return false };
+        // the first extent ending after `off` must start at or after the range's end
+        let i = ext.partition_point(|&(o, l)| o + l <= off);
+        ext.get(i).is_none_or(|&(o, _)| o >= off + len)
+    }
+
     /// The blocks that hold bytes of entry `entry`: (first, count); (0, 0) for non-files.
     pub fn entry_blocks(&self, entry: u32) -> (u64, u64) {
         match self.starts.binary_search_by_key(&entry, |&(_, e)| e) {
@@ -183,10 +218,21 @@ impl Manifest {
             w.u32(e.mtime_nsec);
             match &e.kind {
                 Kind::Dir => w.u8(0),
-                Kind::File { size } => {
-                    w.u8(1);
-                    w.u64(*size);
-                }
+                Kind::File { size } => match &e.sparse {
+                    None => {
+                        w.u8(1);
+                        w.u64(*size);
+                    }
+                    Some(ext) => {
+                        w.u8(3);
+                        w.u64(*size);
+                        w.u32(ext.len() as u32);
+                        for &(off, len) in ext {
+                            w.u64(off);
+                            w.u64(len);
+                        }
+                    }
+                },
                 Kind::Symlink { target } => {
                     w.u8(2);
                     w.str(target);
@@ -210,13 +256,24 @@ impl Manifest {
             let mode = r.u32("mode")?;
             let mtime = r.i64("mtime")?;
             let mtime_nsec = r.u32("mtime nsec")?;
+            let mut sparse = None;
             let kind = match r.u8("entry kind")? {
                 0 => Kind::Dir,
                 1 => Kind::File { size: r.u64("file size")? },
                 2 => Kind::Symlink { target: r.str(MAX_PATH, "symlink target")? },
+                3 => {
+                    let size = r.u64("file size")?;
+                    let n = r.count(MAX_EXTENTS, 16, "data extents")?;
+                    let mut ext = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        ext.push((r.u64("extent offset")?, r.u64("extent length")?));
+                    }
+                    sparse = Some(ext);
+                    Kind::File { size }
+                }
                 k => return Err(invalid("entry kind", k.to_string())),
             };
-            entries.push(Entry { path, kind, mode, mtime, mtime_nsec });
+            entries.push(Entry { path, kind, mode, mtime, mtime_nsec, sparse });
         }
         r.finish()?;
         let total = entries.iter().try_fold(0u64, |acc, e| match e.kind {
@@ -269,7 +326,7 @@ mod tests {
     use super::*;
 
     fn e(path: &str, kind: Kind) -> Entry {
-        Entry { path: path.into(), kind, mode: 0o644, mtime: 1, mtime_nsec: 0 }
+        Entry { path: path.into(), kind, mode: 0o644, mtime: 1, mtime_nsec: 0, sparse: None }
     }
 
     #[test]
@@ -307,6 +364,29 @@ mod tests {
         let back = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.id(), m.id());
+    }
+
+    #[test]
+    fn sparse_files_name_their_holes() {
+        let mut f = e("f", Kind::File { size: 40 });
+        f.sparse = Some(vec![(4, 4), (30, 2)]);
+        let mut hole = e("g", Kind::File { size: 8 });
+        hole.sparse = Some(vec![]);
+        let m = Manifest::new(4, vec![f.clone(), hole, e("h", Kind::File { size: 4 })]).unwrap();
+        let holes: Vec<bool> = (0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect();
+        // f: blocks 0..10 with data in 1 and 7; g: blocks 10, 11 all hole; h: block 12 dense
+        let want: Vec<bool> = (0..13).map(|i| ![1, 7, 12].contains(&i)).collect();
+        assert_eq!(holes, want);
+        assert!(m.in_hole(0, 8, 22) && !m.in_hole(0, 7, 1) && !m.in_hole(0, 8, 23));
+        let back = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        for bad in [vec![(0, 0)], vec![(0, 4), (4, 4)], vec![(8, 4), (0, 4)], vec![(38, 4)], vec![(u64::MAX, 2)]] {
+            f.sparse = Some(bad.clone());
+            assert!(Manifest::new(4, vec![f.clone()]).is_err(), "{bad:?}");
+        }
+        let mut d = e("d", Kind::Dir);
+        d.sparse = Some(vec![]);
+        assert!(Manifest::new(4, vec![d]).is_err());
     }
 
     #[test]

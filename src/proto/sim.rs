@@ -51,7 +51,7 @@ impl Store for MemStore {
     /// Delta sums are ignored here: the disk store's tests cover them.
     fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _sums: &[u8]) -> Result<Vec<bool>, String> {
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
-        Ok(vec![false; m.blocks() as usize])
+        Ok((0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect())
     }
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
         if self.fail_writes {
@@ -71,7 +71,12 @@ impl Store for MemStore {
     }
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), String> {
         let (dest, m, files) = self.staged.remove(&transfer).ok_or("not prepared")?;
-        let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_default());
+        // A file that no block reached is empty, or all holes.
+        let size = |e: u32| match m.entries()[e as usize].kind {
+            Kind::File { size } => size as usize,
+            _ => 0,
+        };
+        let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_else(|| vec![0; size(e)]));
         self.served.insert(transfer, (m.clone(), files));
         let out = self.published.entry(dest).or_default();
         out.extend(tree);
@@ -327,7 +332,8 @@ impl Default for Setup {
 }
 
 fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
-    let mk = |p: &str, kind| Entry { path: p.into(), kind, mode: 0o644, mtime: 1_700_000_000, mtime_nsec: 5 };
+    let mk =
+        |p: &str, kind| Entry { path: p.into(), kind, mode: 0o644, mtime: 1_700_000_000, mtime_nsec: 5, sparse: None };
     let sizes =
         [("a/big.bin", 50_000u64), ("a/b/small.txt", 10), ("a/b/exact", 8192), ("empty.txt", 0), ("top.dat", 4097)];
     let mut entries = vec![mk("a", Kind::Dir), mk("a/b", Kind::Dir), mk("a/emptydir", Kind::Dir)];
@@ -335,11 +341,17 @@ fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
     for (p, s) in sizes {
         entries.push(mk(p, Kind::File { size: s }));
     }
+    // A sparse file: 100 bytes of data 20,000 bytes in, holes around them.
+    let mut img = mk("vm.img", Kind::File { size: 40_960 });
+    img.sparse = Some(vec![(20_000, 100)]);
+    entries.push(img);
     let m = Manifest::new(block_size, entries).unwrap();
     let mut src = MemSource::default();
     for (i, e) in m.entries().iter().enumerate() {
         if let Kind::File { size } = e.kind {
-            let data: Vec<u8> = (0..size).map(|x| (x * 31 + i as u64 * 7) as u8).collect();
+            let data: Vec<u8> = (0..size)
+                .map(|x| if m.in_hole(i as u32, x, 1) { 0 } else { (x * 31 + i as u64 * 7) as u8 | 1 })
+                .collect();
             src.files.insert(i as u32, Arc::new(data));
         }
     }
@@ -435,9 +447,11 @@ fn one_to_n_delivers_identical_trees() {
     for i in 0..5 {
         assert_eq!(w.published(i).as_ref(), Some(&w.tree), "po {i}");
     }
-    // every block went to every po exactly once
+    // every block went to every po exactly once, except those wholly in holes
     let (m, _, _) = sample_tree(4096);
-    assert_eq!(w.net.block_frames, m.blocks() * 5);
+    let holes = (0..m.blocks()).filter(|&i| m.is_hole(&m.block(i).unwrap())).count() as u64;
+    assert!(holes >= 8, "{holes} hole blocks");
+    assert_eq!(w.net.block_frames, (m.blocks() - holes) * 5);
 }
 
 #[test]
@@ -613,12 +627,13 @@ fn p2p_delivers_identical_trees_and_the_master_sends_each_block_about_once() {
             assert_eq!(w.published(i).as_ref(), Some(&w.tree), "n={n} po {i}");
         }
         let (m, _, _) = sample_tree(4096);
+        let data = (0..m.blocks()).filter(|&i| !m.is_hole(&m.block(i).unwrap())).count() as u64;
         let from_master = w.net.blocks_from.get(&w.master).copied().unwrap_or(0);
         let total = w.net.block_frames;
         // The simulated network is instant, so the master end-game is generous; a direct push
         // would send n copies. The lab measures src_copies under real bandwidth.
         assert!(from_master <= m.blocks() * 2, "n={n}: master sent {from_master} of {} blocks", m.blocks());
-        assert!(total >= m.blocks() * n as u64, "n={n}: {total} block frames");
+        assert!(total >= data * n as u64, "n={n}: {total} block frames");
     }
 }
 

@@ -145,6 +145,8 @@ impl Swarm {
             if n.have[b] {
                 n.held += 1;
                 self.count[b] += 1;
+                // Held already (a resume, a delta, a hole): it spreads by exchange.
+                self.scattered[b] = true;
             }
         }
     }
@@ -557,6 +559,30 @@ mod tests {
         let next = s.schedule(later + Duration::from_secs(2));
         assert!(next.iter().all(|a| a.from != Src::Po(0)), "{next:?}");
         assert!(next.iter().any(|a| a.from == Src::Master), "the master must resend what only po 0 had");
+    }
+
+    #[test]
+    fn blocks_every_po_holds_already_are_skipped() {
+        // A resume, a delta or holes: every po joins holding blocks 0, 1 and 5.
+        let mut s = Swarm::new(3, 6, 8);
+        let t0 = Instant::now();
+        let have = [true, true, false, false, false, true];
+        for i in 0..3 {
+            s.join(i, &have);
+        }
+        for tick in 0..100u64 {
+            let now = t0 + Duration::from_millis(tick);
+            for a in s.schedule(now) {
+                assert!(!have[a.block as usize], "{a:?}");
+                s.have(a.to, a.block, now);
+            }
+            if (0..3).all(|i| s.complete(i)) {
+                // three scattered, and the end-game's idle slots
+                assert!(s.master_sent <= 3 + MASTER_SLOTS as u64, "{}", s.master_sent);
+                return;
+            }
+        }
+        panic!("the swarm stalled on blocks every po held");
     }
 
     #[test]
