@@ -202,7 +202,7 @@ CONF
     R_CPU_MASTER=$(calc "sprintf(\"%.2f\", ($user + $sys) / $wall)")
     R_CPU_PO=$(calc "sprintf(\"%.2f\", ($po_cpu1 - $po_cpu0) / $wall)")
     R_RSS_KB=$(cat "$d/rss" 2>/dev/null || echo 0)
-    if [ "$R_BYTES" -ne "$(find "$srcdir" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')" ]; then
+    if [ "$R_BYTES" -ne "$(find "$srcdir" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }')" ]; then
         echo "byte count mismatch in $class: $summary" >&2
         exit 1
     fi

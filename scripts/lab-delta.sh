@@ -27,9 +27,9 @@
 #
 # Environment: WUGUI_BIN (default target/release of this checkout), BENCH_DIR (the lab,
 # default /work/shared/bench), NETLAB_PREFIX (wgdl), DELTA_TARGET (0.07), CHUNK_KB (64),
-# CHANGE_SEED (which blocks and where in them, 1), MASTER_TIMEOUT (180 s per run),
-# WUGUI_CLASS_EXTRA (extra class lines, ';'-separated), KEEP=1 keeps the temp dir (logs, the
-# list of changed ranges in conf/changes.txt) and prints its path.
+# CHANGE_SEED (which blocks and where in them, 1), MASTER_TIMEOUT (180: the class timeout;
+# each run is stopped 15 s later), WUGUI_CLASS_EXTRA (extra class lines, ';'-separated),
+# KEEP=1 keeps the temp dir (logs, the changed ranges in conf/changes.txt) and prints its path.
 # Needs root and python3. Traffic stays inside the lab (198.18.0.0/24).
 set -euo pipefail
 
@@ -166,7 +166,8 @@ wait_listen() {
 }
 
 # run_master TAG [ARGS...]: masterwugui on h0 in the background, waited for (bounded by
-# MASTER_TIMEOUT); sets master_exit (a code or "timeout"), t_start and t_end.
+# MASTER_TIMEOUT + 15 s, so that the class timeout ends it first); sets master_exit (a code,
+# or "timeout" when we had to stop it), t_start and t_end.
 # (netlab.sh exec and ip netns exec both exec, so $! is the master itself.)
 run_master() {
     local tag=$1 mpid rc deadline
@@ -176,10 +177,10 @@ run_master() {
         >"$conf/master.$tag.out" 2>"$conf/master.$tag.err" &
     mpid=$!
     pids+=("$mpid")
-    deadline=$((SECONDS + MASTER_TIMEOUT))
+    deadline=$((SECONDS + MASTER_TIMEOUT + 15))
     while [ $SECONDS -lt $deadline ] && kill -0 "$mpid" 2>/dev/null; do sleep 0.05; done
     if kill -0 "$mpid" 2>/dev/null; then
-        echo "lab-delta: master ($tag) still running after ${MASTER_TIMEOUT} s" >&2
+        echo "lab-delta: master ($tag) still running after $((MASTER_TIMEOUT + 15)) s" >&2
         kill -TERM "$mpid" 2>/dev/null || true
         master_exit=timeout
         wait "$mpid" 2>/dev/null || true
@@ -200,7 +201,7 @@ trees_ok() {
     local h ok=1
     tree_manifest "$tmp/src" > "$conf/src.md5"
     for h in $recv; do
-        if ! [ -d "$tmp/$h/data" ] || ! cmp -s "$conf/src.md5" <(tree_manifest "$tmp/$h/data"); then
+        if ! [ -d "$tmp/$h/data" ] || ! cmp -s "$conf/src.md5" <(tree_manifest "$tmp/$h/data" 2>/dev/null); then
             echo "lab-delta: $h's tree differs from the source" >&2
             ok=0
         fi

@@ -445,7 +445,8 @@ fn the_master_draws_a_progress_bar_on_a_tty() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     // A bar redrawn in place with \r, ending at 100%.
     assert!(out.contains("\r[") && out.contains("100%") && out.contains("result=ok"), "{out:?}");
-    // Without a TTY: plain progress lines instead.
+    // Without a TTY: plain progress lines instead (new bytes, so that they travel).
+    fs::write(src.join("f.bin"), bytes(5, 3 << 20)).unwrap();
     let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
     assert!(text(&o.stderr).contains("progress transfer="), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("\r["));
