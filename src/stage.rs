@@ -256,6 +256,8 @@ struct Staged {
     /// Staged files open for writing, most recently used last.
     open: Vec<(u32, File)>,
     sealed: bool,
+    /// Delta: blocks the published copy may hold in changed files, to check.
+    candidates: Vec<u64>,
 }
 
 /// How often a po makes its held blocks durable for a resume.
@@ -275,7 +277,7 @@ fn read_record(path: &Path, manifest: &Manifest) -> Option<Vec<bool>> {
     Some((0..blocks).map(|i| b[28 + i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
-/// Incremental transfer stops hashing the old copy after this long and fetches the rest, so
+/// Incremental transfer stops reading the old copy after this long and fetches the rest, so
 /// that the master, waiting for the po's answer to its offer, does not give up on it.
 const REUSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -287,66 +289,87 @@ struct Old {
     same: bool,
 }
 
+/// The published copy's files, opened once each while blocks are visited in stream order.
+struct OldFiles(HashMap<u32, Option<Old>>);
+
+impl OldFiles {
+    /// Whether the published copy has every piece of block `b` at the same place, and
+    /// whether all those files look unchanged by size and mtime.
+    fn covers(&mut self, t: &Staged, segs: &[crate::proto::Segment]) -> Option<bool> {
+        // Files before this block's first are done with.
+        if let Some(first) = segs.first() {
+            self.0.retain(|e, _| *e >= first.entry);
+        }
+        let mut same = true;
+        for seg in segs {
+            let o = self.0.entry(seg.entry).or_insert_with(|| {
+                let e = &t.manifest.entries()[seg.entry as usize];
+                let fd = open_file_path(t.dest_fd.0, &e.path, OFlag::O_RDONLY).ok()?;
+                let st = fstat(fd.0).ok()?;
+                let size = st.st_size as u64;
+                let same =
+                    Kind::File { size } == e.kind && st.st_mtime == e.mtime && st.st_mtime_nsec as u32 == e.mtime_nsec;
+                Some(Old { file: into_file(fd).ok()?, size, same })
+            });
+            let o = o.as_ref()?;
+            if o.size < seg.offset + seg.len as u64 {
+                return None;
+            }
+            same &= o.same;
+        }
+        Some(same)
+    }
+
+    /// Block `b`'s bytes from the published copy (after `covers` said yes).
+    fn read(&self, segs: &[crate::proto::Segment], buf: &mut [u8]) -> io::Result<()> {
+        for seg in segs {
+            let o = self.0.get(&seg.entry).and_then(|o| o.as_ref()).ok_or_else(|| io::Error::other("not open"))?;
+            o.file.read_exact_at(&mut buf[seg.at as usize..seg.at as usize + seg.len as usize], seg.offset)?;
+        }
+        Ok(())
+    }
+}
+
 impl Staged {
-    /// Copies into the stage every missing block that the published copy holds at the same
-    /// place: its files unchanged by size and mtime, or the block's bytes matching the
-    /// master's MD5. Those blocks never travel. Symlinks in the dest are not followed.
-    fn reuse_dest(&mut self, transfer: u64, sums: &[u8]) {
+    /// Incremental transfer, from the published copy in the dest (symlinks not followed):
+    /// with `sums` None, takes every missing block whose files are unchanged by size and
+    /// mtime and returns the blocks the copy may hold in changed files (to check); with
+    /// `sums`, takes those of the listed blocks whose bytes match their MD5. Taken blocks
+    /// are copied into the stage and never travel.
+    fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, [u8; 16])]>) -> Vec<u64> {
         use md5::Digest;
         let started = std::time::Instant::now();
         let (mut reused, mut bytes, mut hashed) = (0u64, 0u64, 0u64);
-        let mut old: HashMap<u32, Option<Old>> = HashMap::new();
+        let mut old = OldFiles(HashMap::new());
+        let mut candidates = Vec::new();
         let mut buf = Vec::new();
+        let todo: Vec<(u64, Option<[u8; 16]>)> = match sums {
+            None => (0..self.held.len() as u64).map(|i| (i, None)).collect(),
+            Some(s) => s.iter().map(|(i, d)| (*i, Some(*d))).collect(),
+        };
         let mut stopped = false;
-        for i in 0..self.held.len() {
-            if self.held[i] {
-                continue;
-            }
+        for (i, want) in todo {
+            let Some(b) = self.manifest.block(i).filter(|_| !self.held[i as usize]) else { continue };
             if started.elapsed() > REUSE_BUDGET {
                 stopped = true;
                 break;
             }
-            let b = self.manifest.block(i as u64).expect("index below blocks()");
             let segs = self.manifest.segments(&b);
-            // Blocks go in stream order: files before this block's first are done with.
-            if let Some(first) = segs.first() {
-                old.retain(|e, _| *e >= first.entry);
-            }
-            buf.resize(b.len as usize, 0);
-            let mut same = true;
-            let mut ok = true;
-            for seg in &segs {
-                let o = old.entry(seg.entry).or_insert_with(|| {
-                    let e = &self.manifest.entries()[seg.entry as usize];
-                    let fd = open_file_path(self.dest_fd.0, &e.path, OFlag::O_RDONLY).ok()?;
-                    let st = fstat(fd.0).ok()?;
-                    let size = st.st_size as u64;
-                    let same = Kind::File { size } == e.kind
-                        && st.st_mtime == e.mtime
-                        && st.st_mtime_nsec as u32 == e.mtime_nsec;
-                    Some(Old { file: into_file(fd).ok()?, size, same })
-                });
-                let Some(o) = o else {
-                    ok = false;
-                    break;
-                };
-                let piece = &mut buf[seg.at as usize..seg.at as usize + seg.len as usize];
-                if o.size < seg.offset + seg.len as u64 || o.file.read_exact_at(piece, seg.offset).is_err() {
-                    ok = false;
-                    break;
-                }
-                same &= o.same;
-            }
-            if !ok {
+            let Some(same) = old.covers(self, &segs) else { continue };
+            if !same && want.is_none() {
+                candidates.push(i);
                 continue;
             }
-            if !same {
+            buf.resize(b.len as usize, 0);
+            if old.read(&segs, &mut buf).is_err() {
+                continue;
+            }
+            if let Some(d) = want {
                 hashed += b.len as u64;
-                if md5::Md5::digest(&buf)[..] != sums[i * 16..i * 16 + 16] {
+                if md5::Md5::digest(&buf)[..] != d[..] {
                     continue;
                 }
             }
-            let mut written = true;
             for seg in &segs {
                 let piece = &buf[seg.at as usize..seg.at as usize + seg.len as usize];
                 if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
@@ -355,14 +378,10 @@ impl Staged {
                         kv_quote(&self.manifest.entries()[seg.entry as usize].path),
                         kv_quote(&e.to_string())
                     );
-                    written = false;
-                    break;
+                    return Vec::new();
                 }
             }
-            if !written {
-                break;
-            }
-            self.held[i] = true;
+            self.held[i as usize] = true;
             self.missing -= 1;
             self.dirty = true;
             reused += 1;
@@ -372,10 +391,13 @@ impl Staged {
             log::warn!("event=delta_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         log::info!(
-            "event=delta transfer={transfer} reused={reused}/{} bytes={bytes} hashed={hashed} ms={}",
+            "event=delta transfer={transfer} phase={} reused={reused}/{} bytes={bytes} hashed={hashed} to_check={} ms={}",
+            if sums.is_some() { "check" } else { "quick" },
             self.held.len(),
+            candidates.len(),
             started.elapsed().as_millis()
         );
+        candidates
     }
 
     /// Makes the staged data durable, then records which blocks it holds: a block in the
@@ -502,7 +524,7 @@ impl DiskStore {
 }
 
 impl Store for DiskStore {
-    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, sums: &[u8]) -> Result<Vec<bool>, String> {
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool) -> Result<Vec<bool>, String> {
         let started = std::time::Instant::now();
         self.transfers.remove(&transfer);
         let dest_path = Path::new(dest);
@@ -572,13 +594,25 @@ impl Store for DiskStore {
             sync: self.sync,
             open: Vec::new(),
             sealed: false,
+            candidates: Vec::new(),
         };
-        if !sums.is_empty() && t.missing > 0 {
-            t.reuse_dest(transfer, sums);
+        if delta && t.missing > 0 {
+            t.candidates = t.reuse_dest(transfer, None);
         }
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
         Ok(held)
+    }
+
+    fn delta_candidates(&mut self, transfer: u64) -> Vec<u64> {
+        self.transfers.get_mut(&transfer).map(|t| std::mem::take(&mut t.candidates)).unwrap_or_default()
+    }
+
+    fn delta_check(&mut self, transfer: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
+        let before = t.held.clone();
+        t.reuse_dest(transfer, Some(sums));
+        (0..t.held.len()).filter(|&i| t.held[i] && !before[i]).map(|i| i as u64).collect()
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
@@ -927,7 +961,7 @@ mod tests {
     }
 
     fn transfer(store: &mut DiskStore, id: u64, src: &Path, dest: &Path, m: &Manifest) {
-        let held = store.prepare(id, dest.to_str().unwrap(), m, &[]).unwrap();
+        let held = store.prepare(id, dest.to_str().unwrap(), m, false).unwrap();
         assert_eq!(held, vec![false; m.blocks() as usize]);
         let mut fs = FsSource::new(src.to_path_buf(), m);
         // out of order, to exercise the cache and pwrite
@@ -1063,13 +1097,13 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("evil.bin"), dest.join("evil.bin")).unwrap();
         let m2 = walk(&src, &[], 4096).unwrap().manifest;
         let mut fs = FsSource::new(src.clone(), &m2);
-        let mut sums = Vec::new();
+        let mut md5 = HashMap::new();
         let mut want = Vec::new();
         for i in 0..m2.blocks() {
             let b = m2.block(i).unwrap();
             let (body, sum) = fs.block(&b, Verify::Md5, false).unwrap();
             let crate::proto::Sum::Md5(d) = sum else { panic!("md5") };
-            sums.extend_from_slice(&d);
+            md5.insert(i, d);
             // The oracle: every piece of the block is at the same place in a version 1 file.
             let data = crate::sendfile::body_bytes(&body).unwrap();
             want.push(m2.segments(&b).iter().all(|s| {
@@ -1078,7 +1112,19 @@ mod tests {
                 old.is_some_and(|o| o.len() >= to && o[from..to] == data[s.at as usize..s.at as usize + s.len as usize])
             }));
         }
-        let held = store.prepare(2, dest.to_str().unwrap(), &m2, &sums).unwrap();
+        // Quick phase: blocks wholly in same.bin (same size and mtime) are taken unread.
+        let mut held = store.prepare(2, dest.to_str().unwrap(), &m2, true).unwrap();
+        let same = m2.entries().iter().position(|e| e.path == "same.bin").unwrap() as u32;
+        let (first, n) = m2.entry_blocks(same);
+        assert!((first + 1..first + n - 1).all(|i| held[i as usize]));
+        // Check phase: the master's MD5s for the candidates in changed files.
+        let check = store.delta_candidates(2);
+        assert!(!check.is_empty() && check.iter().all(|&i| !held[i as usize]));
+        let sums: Vec<(u64, [u8; 16])> = check.iter().map(|&i| (i, md5[&i])).collect();
+        for i in store.delta_check(2, &sums) {
+            assert!(check.contains(&i) && !held[i as usize]);
+            held[i as usize] = true;
+        }
         assert_eq!(held, want);
         let kept = held.iter().filter(|h| **h).count();
         assert!(kept >= 18 && kept < held.len(), "kept {kept} of {}", held.len());
@@ -1124,7 +1170,7 @@ mod tests {
         // a symlink planted as the stage dir is replaced too
         let m2 = walk(&src, &[], 5).unwrap().manifest;
         std::os::unix::fs::symlink(&outside, dest.join(stage_name(&m2))).unwrap();
-        store.prepare(2, dest.to_str().unwrap(), &m2, &[]).unwrap();
+        store.prepare(2, dest.to_str().unwrap(), &m2, false).unwrap();
         assert_eq!(names(&outside), ["g"]);
         assert!(dest.join(stage_name(&m2)).symlink_metadata().unwrap().is_dir());
         store.abort(2, false);
@@ -1149,7 +1195,7 @@ mod tests {
         eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
         let mut store = DiskStore::new(base.join("state")).unwrap();
         let t = std::time::Instant::now();
-        store.prepare(1, dest.to_str().unwrap(), &m, &[]).unwrap();
+        store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
         eprintln!("prepare: {:?}", t.elapsed());
         let t = std::time::Instant::now();
         let mut fs = FsSource::new(src.to_path_buf(), &m);
@@ -1181,7 +1227,7 @@ mod tests {
 
         let mut store = DiskStore::new(base.join("state")).unwrap();
         let d = dest.to_str().unwrap();
-        store.prepare(3, d, &m, &[]).unwrap();
+        store.prepare(3, d, &m, false).unwrap();
         let b = m.block(0).unwrap();
         store.write_block(3, &b, &vec![1u8; b.len as usize]).unwrap();
         assert!(store.write_block(3, &b, &[1u8; 3]).unwrap_err().contains("expected"));
@@ -1192,7 +1238,7 @@ mod tests {
         assert!(dest.join(stage_name(&m)).is_dir());
         assert!(store.write_block(3, &b, &vec![1u8; b.len as usize]).is_err());
         // the same manifest finds the same stage and keeps what is there
-        store.prepare(4, d, &m, &[]).unwrap();
+        store.prepare(4, d, &m, false).unwrap();
         let seg = m.segments(&b)[0];
         let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[seg.entry as usize].path)).unwrap();
         assert_eq!(&staged[..seg.len as usize], &vec![1u8; seg.len as usize][..]);

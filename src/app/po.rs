@@ -75,8 +75,14 @@ pub fn main() -> ExitCode {
 struct CorruptServe(DiskStore);
 
 impl crate::proto::Store for CorruptServe {
-    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest, sums: &[u8]) -> Result<Vec<bool>, String> {
-        self.0.prepare(t, dest, m, sums)
+    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest, delta: bool) -> Result<Vec<bool>, String> {
+        self.0.prepare(t, dest, m, delta)
+    }
+    fn delta_candidates(&mut self, t: u64) -> Vec<u64> {
+        self.0.delta_candidates(t)
+    }
+    fn delta_check(&mut self, t: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+        self.0.delta_check(t, sums)
     }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), String> {
         self.0.write_block(t, b, data)

@@ -122,8 +122,10 @@ struct Plan {
     token: Vec<u8>,
     class: ClassCfg,
     manifest: Manifest,
-    /// The encoded manifest and the delta sums, shared by every offer.
-    offer: (Arc<Vec<u8>>, Arc<Vec<u8>>),
+    /// The encoded manifest, shared by every offer.
+    offer: Arc<Vec<u8>>,
+    /// Delta: MD5s of the blocks pos asked about, computed once.
+    md5: std::collections::HashMap<u64, [u8; 16]>,
     source: Box<dyn Source>,
     sums: Vec<Option<Sum>>,
     started: Instant,
@@ -147,6 +149,21 @@ impl Plan {
         let sum = cached.unwrap_or(sum);
         self.sums[idx as usize] = Some(sum);
         Ok((body, sum, cached.is_none()))
+    }
+
+    /// Block `idx`'s MD5 for a po's delta check (None: no such block); computed once.
+    fn md5_of(&mut self, idx: u64) -> Result<Option<[u8; 16]>, String> {
+        let Some(b) = self.manifest.block(idx) else { return Ok(None) };
+        if let Some(d) = self.md5.get(&idx) {
+            return Ok(Some(*d));
+        }
+        let (_, sum) = self.source.block(&b, Verify::Md5, false).map_err(|e| format!("source: {e}"))?;
+        let Sum::Md5(d) = sum else { return Err(format!("source: no MD5 for block {idx}")) };
+        self.md5.insert(idx, d);
+        if self.class.verify == Verify::Md5 {
+            self.sums[idx as usize] = Some(sum);
+        }
+        Ok(Some(d))
     }
 
     /// A block frame from the master to `conn`, counted as sent. Also returns the checksum
@@ -281,22 +298,6 @@ impl MasterMachine {
             return self.dry_run(conn, transfer, &class, &manifest, &pos);
         }
         let nb = manifest.blocks() as usize;
-        let mut sums = vec![None; nb];
-        let mut source = source;
-        let delta = if class.delta {
-            match delta_sums(&manifest, source.as_mut(), transfer) {
-                Ok(d) => d,
-                Err(e) => return self.stop_early(exit::FAILED, "failed", e),
-            }
-        } else {
-            Vec::new()
-        };
-        if class.verify == Verify::Md5 {
-            // The delta sums are the blocks' MD5s: no need to hash them again while sending.
-            for (i, c) in delta.chunks_exact(16).enumerate() {
-                sums[i] = Some(Sum::Md5(c.try_into().expect("16 bytes")));
-            }
-        }
         log::info!(
             "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={nb} verify={} p2p={}",
             class.name,
@@ -333,10 +334,11 @@ impl MasterMachine {
             transfer,
             token,
             class,
-            offer: (Arc::new(manifest.encode()), Arc::new(delta)),
+            offer: Arc::new(manifest.encode()),
+            md5: std::collections::HashMap::new(),
             manifest,
             source,
-            sums,
+            sums: vec![None; nb],
             started: now,
             deadline,
             window,
@@ -572,6 +574,24 @@ impl MasterMachine {
         let transfer = plan.transfer;
         let state = self.pos[i].state;
         match (state, msg) {
+            // Delta: the po's published copy may hold these blocks; their MD5s decide.
+            (PoState::Offered, Msg::Check { transfer: t, blocks }) if t == transfer => {
+                let plan = self.plan.as_mut().expect("checked above");
+                let mut sums = Vec::with_capacity(blocks.len());
+                for b in blocks {
+                    match plan.md5_of(b) {
+                        Ok(Some(d)) => sums.push((b, d)),
+                        Ok(None) => {}
+                        Err(e) => return self.abort_all(e),
+                    }
+                }
+                let p = &mut self.pos[i];
+                log::info!("event=delta_check transfer={transfer} po={} blocks={}", p.name, sums.len());
+                p.deadline = Some(now + OFFER_TIMEOUT);
+                if let Some(conn) = p.conn {
+                    self.out.push_back(Action::Send { conn, msg: Msg::CheckSums { transfer, sums } });
+                }
+            }
             // The po knows the token is good and says what it holds already.
             (PoState::Offered, Msg::Accept { transfer: t, have }) if t == transfer => {
                 let nb = plan.manifest.blocks();
@@ -861,27 +881,6 @@ impl MasterMachine {
     }
 }
 
-/// Every block's MD5, one after another: a po compares them with what its published copy
-/// holds at the same place, and keeps what matches (incremental transfer). One read of the
-/// source before anything is offered.
-fn delta_sums(manifest: &Manifest, source: &mut dyn Source, transfer: u64) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(manifest.blocks() as usize * 16);
-    for i in 0..manifest.blocks() {
-        let b = manifest.block(i).expect("index below blocks()");
-        if manifest.is_hole(&b) {
-            // every po holds it already
-            out.extend_from_slice(&[0; 16]);
-            continue;
-        }
-        match source.block(&b, Verify::Md5, false).map_err(|e| format!("source: {e}"))? {
-            (_, Sum::Md5(d)) => out.extend_from_slice(&d),
-            _ => return Err(format!("source: no MD5 for block {i}")),
-        }
-    }
-    log::info!("event=delta_sums transfer={transfer} blocks={} bytes={}", manifest.blocks(), manifest.bytes());
-    Ok(out)
-}
-
 impl Machine for MasterMachine {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match (&self.phase, ev) {
@@ -936,8 +935,7 @@ impl Machine for MasterMachine {
                 let msg = Msg::Offer {
                     token: plan.token.clone(),
                     po: self.pos[i].name.clone(),
-                    manifest: plan.offer.0.clone(),
-                    sums: plan.offer.1.clone(),
+                    manifest: plan.offer.clone(),
                 };
                 self.out.push_back(Action::Send { conn, msg });
                 self.pos[i].state = PoState::Offered;

@@ -158,10 +158,20 @@ pub trait Source {
 /// A po's staging area. Every method names a transfer that `prepare` opened.
 pub trait Store {
     /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
-    /// staged earlier for the same manifest. With delta `sums` (each block's MD5), it also
-    /// takes the blocks that the published copy in `dest` already holds at the same place.
-    /// Returns which blocks it holds already.
-    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, sums: &[u8]) -> Result<Vec<bool>, String>;
+    /// staged earlier for the same manifest. With `delta`, it also takes the blocks that the
+    /// published copy in `dest` holds at the same place in files that still have the
+    /// manifest's size and mtime. Returns which blocks it holds already.
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool) -> Result<Vec<bool>, String>;
+    /// Delta, after `prepare`: missing blocks that the published copy may hold in files of
+    /// another size or mtime, to check against the master's MD5s.
+    fn delta_candidates(&mut self, _transfer: u64) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Delta: takes the listed blocks whose bytes in the published copy match their MD5.
+    /// Returns the blocks taken.
+    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+        Vec::new()
+    }
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String>;
     /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
     fn seal(&mut self, transfer: u64) -> Result<(), String>;

@@ -248,13 +248,23 @@ pub enum Msg {
         class_name: String,
         class: Vec<(String, String)>,
     },
-    /// master -> po. The encoded manifest and the delta sums (16-byte MD5s, one per block, or
-    /// none) are shared by every po's offer, so 1,000 pos do not cost 1,000 copies.
+    /// master -> po. The encoded manifest is shared by every po's offer, so 1,000 pos do not
+    /// cost 1,000 copies.
     Offer {
         token: Vec<u8>,
         po: String,
         manifest: Arc<Vec<u8>>,
-        sums: Arc<Vec<u8>>,
+    },
+    /// po -> master, before ACCEPT (delta): my published copy may hold these blocks; send
+    /// their MD5s.
+    Check {
+        transfer: u64,
+        blocks: Vec<u64>,
+    },
+    /// master -> po: the MD5s asked for by CHECK.
+    CheckSums {
+        transfer: u64,
+        sums: Vec<(u64, [u8; 16])>,
     },
     /// po -> master: I take it; these blocks I already hold (a bitmap, bit i = block i).
     Accept {
@@ -351,6 +361,8 @@ impl Msg {
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyOk { .. } => MsgType::VerifyOk,
             Msg::Offer { .. } => MsgType::Offer,
+            Msg::Check { .. } => MsgType::Check,
+            Msg::CheckSums { .. } => MsgType::CheckSums,
             Msg::Accept { .. } => MsgType::Accept,
             Msg::Block { .. } => MsgType::Block,
             Msg::Have { .. } => MsgType::Have,
@@ -385,15 +397,14 @@ impl Msg {
     /// The whole frame as buffers to send one after another. An offer's shared parts are
     /// not copied.
     pub fn to_frame_parts(&self) -> Vec<Arc<Vec<u8>>> {
-        let Msg::Offer { token, po, manifest, sums } = self else { return vec![Arc::new(self.to_frame())] };
+        let Msg::Offer { token, po, manifest } = self else { return vec![Arc::new(self.to_frame())] };
         let mut w = Writer::new();
-        let len = 4 + token.len() + 4 + po.len() + 4 + manifest.len() + 4 + sums.len();
+        let len = 4 + token.len() + 4 + po.len() + 4 + manifest.len();
         wire::write_header(&mut w.buf, self.ty(), len as u32);
         w.bytes(token);
         w.str(po);
         w.u32(manifest.len() as u32);
-        let sums_len = (sums.len() as u32).to_be_bytes().to_vec();
-        vec![Arc::new(w.buf), manifest.clone(), Arc::new(sums_len), sums.clone()]
+        vec![Arc::new(w.buf), manifest.clone()]
     }
 
     fn encode_payload(&self, w: &mut Writer) {
@@ -422,11 +433,23 @@ impl Msg {
                 w.str(class_name);
                 encode_pairs(w, class);
             }
-            Msg::Offer { token, po, manifest, sums } => {
+            Msg::Offer { token, po, manifest } => {
                 w.bytes(token);
                 w.str(po);
                 w.bytes(manifest);
-                w.bytes(sums);
+            }
+            Msg::Check { transfer, blocks } => {
+                w.u64(*transfer);
+                w.u32(blocks.len() as u32);
+                blocks.iter().for_each(|b| w.u64(*b));
+            }
+            Msg::CheckSums { transfer, sums } => {
+                w.u64(*transfer);
+                w.u32(sums.len() as u32);
+                for (b, d) in sums {
+                    w.u64(*b);
+                    w.raw(d);
+                }
             }
             Msg::Accept { transfer, have } => {
                 w.u64(*transfer);
@@ -554,8 +577,25 @@ impl Msg {
                 token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
                 po: r.str(MAX_NAME, "po address")?,
                 manifest: Arc::new(r.bytes(wire::MAX_OFFER as usize, "manifest")?.to_vec()),
-                sums: Arc::new(r.bytes(wire::MAX_OFFER as usize, "delta sums")?.to_vec()),
             },
+            MsgType::Check => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 8, 8, "check list")?;
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push(r.u64("block index")?);
+                }
+                Msg::Check { transfer, blocks }
+            }
+            MsgType::CheckSums => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 24, 24, "check sums")?;
+                let mut sums = Vec::with_capacity(n);
+                for _ in 0..n {
+                    sums.push((r.u64("block index")?, r.array("md5")?));
+                }
+                Msg::CheckSums { transfer, sums }
+            }
             MsgType::Accept => Msg::Accept {
                 transfer: r.u64("transfer")?,
                 have: r.bytes(wire::MAX_CONTROL as usize, "have bitmap")?.to_vec(),
@@ -755,7 +795,9 @@ mod tests {
             Msg::Denied { reason: Reason::BadToken, text: "no".into() },
             Msg::Verify { token: vec![1], po: "p".into(), presenter: "1.2.3.4".into() },
             Msg::VerifyOk { transfer: 1, class_name: "c".into(), class: vec![] },
-            Msg::Offer { token: vec![1], po: "p".into(), manifest: Arc::new(vec![0; 10]), sums: Arc::new(vec![3; 16]) },
+            Msg::Offer { token: vec![1], po: "p".into(), manifest: Arc::new(vec![0; 10]) },
+            Msg::Check { transfer: 1, blocks: vec![3, 9] },
+            Msg::CheckSums { transfer: 1, sums: vec![(3, [7; 16]), (9, [8; 16])] },
             Msg::Accept { transfer: 1, have: vec![0xff] },
             Msg::Block {
                 head: BlockHead { transfer: 1, index: 2, sum: Sum::Md5([7; 16]) },

@@ -62,8 +62,6 @@ struct Pending {
     token: Vec<u8>,
     po: String,
     manifest: Manifest,
-    /// Delta sums: each block's MD5, or empty.
-    sums: std::sync::Arc<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +104,8 @@ struct Transfer {
     waiting: HashMap<u32, Vec<(u64, Instant)>>,
     sums: Vec<Option<Sum>>,
     parked: Vec<(ConnId, u32, super::BlockHead, Payload)>,
+    /// Delta: blocks asked about with CHECK; ACCEPT waits for their MD5s.
+    checking: Vec<u64>,
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.
@@ -196,29 +196,16 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
-    fn on_offer(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        token: Vec<u8>,
-        po: String,
-        manifest: &[u8],
-        sums: std::sync::Arc<Vec<u8>>,
-    ) {
+    fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, manifest: &[u8]) {
         let manifest = match Manifest::decode(manifest) {
-            Ok(m) if sums.is_empty() || sums.len() as u64 == m.blocks() * 16 => m,
-            Ok(m) => {
-                let e = format!("{} bytes of delta sums for {} blocks", sums.len(), m.blocks());
-                log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
-                return self.refuse(conn, Reason::BadManifest, e);
-            }
+            Ok(m) => m,
             Err(e) => {
                 log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
                 return self.refuse(conn, Reason::BadManifest, e.to_string());
             }
         };
         let po = self.settings.advertise.clone().unwrap_or(po);
-        self.pending.insert(conn, Pending { token, po, manifest, sums });
+        self.pending.insert(conn, Pending { token, po, manifest });
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kind = ConnKind::Master { transfer: None };
             c.deadline = None;
@@ -265,7 +252,11 @@ impl<S: Store> PoMachine<S> {
                 t.master = Some(master);
                 let have = bitmap(&t.held);
                 let state = t.state;
+                let checking = t.checking.clone();
                 self.set_master(master, transfer, now);
+                if !checking.is_empty() {
+                    return self.send(master, Msg::Check { transfer, blocks: checking });
+                }
                 self.send(master, Msg::Accept { transfer, have });
                 if state != TState::Receiving {
                     self.send(master, Msg::Ready { transfer });
@@ -292,7 +283,7 @@ impl<S: Store> PoMachine<S> {
             log::info!("event=transfer_replaced transfer={old} by={transfer}");
             self.transfers.remove(&old);
         }
-        let held = match self.store.prepare(transfer, &dest, &p.manifest, &p.sums) {
+        let held = match self.store.prepare(transfer, &dest, &p.manifest, class.delta) {
             Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
             Ok(_) => vec![false; p.manifest.blocks() as usize],
             Err(e) => {
@@ -341,10 +332,44 @@ impl<S: Store> PoMachine<S> {
                 waiting: HashMap::new(),
                 sums: vec![None; nb as usize],
                 parked: Vec::new(),
+                checking: Vec::new(),
             },
         );
         self.set_master(master, transfer, now);
+        let check = self.store.delta_candidates(transfer);
+        if !check.is_empty() {
+            // Delta: the published copy may hold these; their MD5s decide, then ACCEPT.
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.checking = check.clone();
+            }
+            return self.send(master, Msg::Check { transfer, blocks: check });
+        }
         self.send(master, Msg::Accept { transfer, have });
+        self.maybe_ready(transfer);
+    }
+
+    /// The master's MD5s for the blocks of our CHECK: keep what matches, then ACCEPT.
+    fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, [u8; 16])>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.checking.is_empty() || t.state != TState::Receiving {
+            return;
+        }
+        let asked: std::collections::HashSet<u64> = std::mem::take(&mut t.checking).into_iter().collect();
+        let mut sums: Vec<(u64, [u8; 16])> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
+        sums.sort_unstable_by_key(|(b, _)| *b);
+        for b in self.store.delta_check(transfer, &sums) {
+            let Some(t) = self.transfers.get_mut(&transfer) else { return };
+            if let Some(h) = t.held.get_mut(b as usize).filter(|h| !**h) {
+                *h = true;
+                t.nheld += 1;
+                t.bytes += t.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
+            }
+        }
+        let Some(t) = self.transfers.get(&transfer) else { return };
+        let have = bitmap(&t.held);
+        if let Some(m) = t.master {
+            self.send(m, Msg::Accept { transfer, have });
+        }
         self.maybe_ready(transfer);
     }
 
@@ -674,6 +699,7 @@ impl<S: Store> PoMachine<S> {
             Msg::Peers { transfer: t, me, dial } if Some(t) == transfer => self.on_peers(now, t, me, dial),
             Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
             Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
+            Msg::CheckSums { transfer: t, sums } if Some(t) == transfer => self.on_check_sums(t, sums),
             Msg::Commit { transfer: t } if Some(t) == transfer => {
                 let ready = self.transfers.get(&t).map(|x| x.state);
                 match ready {
@@ -763,8 +789,8 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 match (&c.kind, msg) {
-                    (ConnKind::New, Msg::Offer { token, po, manifest, sums }) => {
-                        self.on_offer(now, conn, token, po, &manifest, sums)
+                    (ConnKind::New, Msg::Offer { token, po, manifest }) => {
+                        self.on_offer(now, conn, token, po, &manifest)
                     }
                     (ConnKind::New, Msg::PeerHello { token, me }) => self.on_peer_hello(now, conn, &token, me),
                     (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {

@@ -48,8 +48,8 @@ pub struct MemStore {
 }
 
 impl Store for MemStore {
-    /// Delta sums are ignored here: the disk store's tests cover them.
-    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _sums: &[u8]) -> Result<Vec<bool>, String> {
+    /// Delta is left out here: the disk store's tests cover it.
+    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, String> {
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
         Ok((0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect())
     }

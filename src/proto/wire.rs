@@ -64,6 +64,8 @@ pub enum MsgType {
     Push = 24,
     Unsent = 25,
     Bad = 26,
+    Check = 27,
+    CheckSums = 28,
 }
 
 impl MsgType {
@@ -96,6 +98,8 @@ impl MsgType {
             24 => Push,
             25 => Unsent,
             26 => Bad,
+            27 => Check,
+            28 => CheckSums,
             _ => return None,
         })
     }
