@@ -440,9 +440,12 @@ impl Staged {
             if self.left[i] > 0 {
                 continue;
             }
+            // Usually still open from the write; reopened when the cache let it go.
+            let fd = match self.file(seg.entry) {
+                Ok(f) => f.as_raw_fd(),
+                Err(_) => continue,
+            };
             let e = &self.manifest.entries()[i];
-            let Some((_, f)) = self.open.iter().find(|(x, _)| *x == seg.entry) else { continue };
-            let fd = f.as_raw_fd();
             let set = nix::sys::stat::fchmod(fd, mode(e.mode))
                 .and_then(|()| nix::sys::stat::futimens(fd, &TimeSpec::UTIME_OMIT, &mtime(e.mtime, e.mtime_nsec)));
             match set {
