@@ -64,7 +64,11 @@ struct Node {
     live: bool,
     up: u8,
     down: u8,
+    /// Corrupt blocks served: never forgiven.
     faults: u32,
+    /// Pushes that stalled since its last good one: a stopped po keeps them, a po on a busy
+    /// host clears them with its next good push.
+    stalls: u32,
     fresh: u64,
     /// The fastest assignment this po took part in, either way: a fast po has some fast
     /// ones even when its partners are slow, a slow po never does.
@@ -91,7 +95,19 @@ pub struct Swarm {
     cooldown: HashMap<(Src, u32), Instant>,
     /// Blocks the master has sent, scatter and end-game together.
     pub master_sent: u64,
+    /// Pos whose uplink may have work since the last `schedule` (a slot freed, a block
+    /// arrived), so that an event costs O(peers), not O(pos); a full pass runs now and then.
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    next_full: Option<Instant>,
+    /// A master slot freed since the last end-game search.
+    master_freed: bool,
+    /// `slow()` as of the last full pass.
+    slow_cache: Vec<bool>,
 }
+
+/// How often `schedule` looks at every po, not only the dirty ones.
+const FULL_PASS: Duration = Duration::from_millis(200);
 
 impl Swarm {
     pub fn new(n: usize, blocks: u64, peers: u32) -> Swarm {
@@ -102,6 +118,7 @@ impl Swarm {
             up: 0,
             down: 0,
             faults: 0,
+            stalls: 0,
             fresh: 0,
             best: None,
         };
@@ -120,6 +137,11 @@ impl Swarm {
             master_slots: slots().2,
             cooldown: HashMap::new(),
             master_sent: 0,
+            dirty: vec![false; n],
+            dirty_list: Vec::new(),
+            next_full: None,
+            master_freed: true,
+            slow_cache: vec![false; n],
         }
     }
 
@@ -137,10 +159,12 @@ impl Swarm {
 
     /// Po `i` joined (or came back) holding `have` (a resume).
     pub fn join(&mut self, i: u32, have: &[bool]) {
-        let n = &mut self.nodes[i as usize];
-        if n.live {
+        if self.nodes[i as usize].live {
             return;
         }
+        self.touch_around(i);
+        self.master_freed = true;
+        let n = &mut self.nodes[i as usize];
         n.live = true;
         n.held = 0;
         for b in 0..self.blocks as usize {
@@ -158,6 +182,10 @@ impl Swarm {
     pub fn have(&mut self, i: u32, b: u64, now: Instant) -> Option<Src> {
         let started = self.inflight.get(&(i, b)).map(|(_, t)| *t);
         let from = self.finish(i, b);
+        self.touch(i);
+        if let Some(Src::Po(s)) = from {
+            self.nodes[s as usize].stalls = 0;
+        }
         if let (Some(t), Some(from)) = (started, from) {
             let d = now.duration_since(t).as_secs_f64();
             let best = |old: Option<f64>| Some(old.map_or(d, |o| o.min(d)));
@@ -181,16 +209,42 @@ impl Swarm {
     fn finish(&mut self, i: u32, b: u64) -> Option<Src> {
         let (from, _) = self.inflight.remove(&(i, b))?;
         self.moving[b as usize] -= 1;
+        // The receiver's download slot is free: its neighbours may send to it.
+        self.touch_around(i);
         let r = &mut self.nodes[i as usize];
         r.down = r.down.saturating_sub(1);
         match from {
-            Src::Master => self.master_up = self.master_up.saturating_sub(1),
+            Src::Master => {
+                self.master_up = self.master_up.saturating_sub(1);
+                self.master_freed = true;
+            }
             Src::Po(s) => {
+                self.touch(s);
                 let s = &mut self.nodes[s as usize];
                 s.up = s.up.saturating_sub(1);
             }
         }
         Some(from)
+    }
+
+    fn touch(&mut self, i: u32) {
+        if !std::mem::replace(&mut self.dirty[i as usize], true) {
+            self.dirty_list.push(i);
+        }
+    }
+
+    /// Po `i` and its neighbours, the pos that may send to it.
+    fn touch_around(&mut self, i: u32) {
+        self.touch(i);
+        for k in 0..self.neighbours[i as usize].len() {
+            self.touch(self.neighbours[i as usize][k]);
+        }
+    }
+
+    /// Whether po `s` may serve blocks: live, no corrupt blocks or stalls past the limit.
+    fn serves(&self, s: usize) -> bool {
+        let n = &self.nodes[s];
+        n.live && n.faults < MAX_FAULTS && n.stalls < MAX_FAULTS
     }
 
     /// The assignment (to, b) did not happen (sender lacked it, no connection, ...). The
@@ -211,6 +265,10 @@ impl Swarm {
 
     pub fn faults(&self, i: u32) -> u32 {
         self.nodes[i as usize].faults
+    }
+
+    pub fn stalls(&self, i: u32) -> u32 {
+        self.nodes[i as usize].stalls
     }
 
     /// Po `i` is gone: its assignments are cancelled and its blocks no longer count.
@@ -270,8 +328,13 @@ impl Swarm {
     #[allow(clippy::needless_range_loop)] // indices name pos in several parallel tables
     pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
         let mut out = Vec::new();
-        let slow = self.slow();
-        self.cooldown.retain(|_, until| *until > now);
+        let full = self.next_full.is_none_or(|t| t <= now);
+        if full {
+            self.next_full = Some(now + FULL_PASS);
+            self.slow_cache = self.slow();
+            self.cooldown.retain(|_, until| *until > now);
+        }
+        let slow = std::mem::take(&mut self.slow_cache);
         // 1. Scatter: fresh blocks from the master, to the fast po that has had fewest.
         while self.master_up < self.master_slots {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
@@ -294,9 +357,18 @@ impl Swarm {
             out.push(a);
         }
         // 2. Exchange: every free uplink serves its rarest block to a neighbour lacking it.
-        for s in 0..self.nodes.len() {
-            let sn = &self.nodes[s];
-            if !sn.live || sn.faults >= MAX_FAULTS || sn.held == 0 {
+        let senders: Vec<u32> =
+            if full { (0..self.nodes.len() as u32).collect() } else { std::mem::take(&mut self.dirty_list) };
+        for &i in &self.dirty_list {
+            self.dirty[i as usize] = false;
+        }
+        self.dirty_list.clear();
+        for &s in &senders {
+            self.dirty[s as usize] = false;
+        }
+        for s in senders {
+            let s = s as usize;
+            if !self.serves(s) || self.nodes[s].held == 0 {
                 continue;
             }
             while self.nodes[s].up < self.up_slots {
@@ -306,7 +378,7 @@ impl Swarm {
                     let full = rn.down >= self.down_slots;
                     if !rn.live
                         || rn.down >= self.down_slots + RARE_EXTRA
-                        || self.cooldown.contains_key(&(Src::Po(s as u32), r))
+                        || self.cooldown.get(&(Src::Po(s as u32), r)).is_some_and(|t| *t > now)
                     {
                         continue;
                     }
@@ -334,7 +406,8 @@ impl Swarm {
         // cannot get from a neighbour: one whose only copy is still on its way would be a
         // second scatter, and one a good neighbour holds will come by exchange. So the master
         // sends each block about once, which is what matters when few blocks travel (delta).
-        while self.master_up < self.master_slots && self.next_fresh >= self.blocks {
+        let search = full || std::mem::take(&mut self.master_freed);
+        while search && self.master_up < self.master_slots && self.next_fresh >= self.blocks {
             let mut best: Option<(usize, usize, u32)> = None;
             for r in 0..self.nodes.len() {
                 if self.nodes[r].down >= self.down_slots || !self.nodes[r].live {
@@ -345,12 +418,10 @@ impl Swarm {
                         continue;
                     }
                     let near = self.neighbours[r].iter().any(|&s| {
-                        let n = &self.nodes[s as usize];
-                        n.live
-                            && n.have[b]
-                            && n.faults < MAX_FAULTS
+                        self.nodes[s as usize].have[b]
+                            && self.serves(s as usize)
                             && !slow[s as usize]
-                            && !self.cooldown.contains_key(&(Src::Po(s), r as u32))
+                            && !self.cooldown.get(&(Src::Po(s), r as u32)).is_some_and(|t| *t > now)
                     });
                     if !near && best.is_none_or(|(_, _, k)| self.count[b] < k) {
                         best = Some((r, b, self.count[b]));
@@ -362,6 +433,7 @@ impl Swarm {
             self.start(a, now);
             out.push(a);
         }
+        self.slow_cache = slow;
         out
     }
 
@@ -405,7 +477,7 @@ impl Swarm {
     /// sender counts a fault, so that a stopped po stops being anyone's source.
     pub fn stall(&mut self, to: u32, b: u64, now: Instant) {
         if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|(s, _)| *s) {
-            self.nodes[s as usize].faults += 1;
+            self.nodes[s as usize].stalls += 1;
         }
         self.cancel(to, b, now);
     }
@@ -570,14 +642,36 @@ mod tests {
         for (to, b, _) in s.stalled(later, s.stall_limit(Duration::from_secs(3))) {
             s.stall(to, b, later);
         }
-        assert!(s.faults(0) >= 1);
-        // after enough stalls it serves nothing
+        assert!(s.stalls(0) >= 1 && s.faults(0) == 0);
+        // after enough stalls in a row it serves nothing
         for _ in 0..MAX_FAULTS {
-            s.nodes[0].faults += 1;
+            s.nodes[0].stalls += 1;
         }
         let next = s.schedule(later + Duration::from_secs(2));
         assert!(next.iter().all(|a| a.from != Src::Po(0)), "{next:?}");
         assert!(next.iter().any(|a| a.from == Src::Master), "the master must resend what only po 0 had");
+    }
+
+    #[test]
+    fn a_good_push_forgives_earlier_stalls_but_not_corrupt_blocks() {
+        let mut s = Swarm::new(3, 8, 8);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            s.join(i, &[]);
+        }
+        s.have(0, 0, t0);
+        let a = s.schedule(t0);
+        let push = a.iter().find(|a| a.from == Src::Po(0)).copied().expect("po 0 serves block 0");
+        s.stall(push.to, push.block, t0 + Duration::from_secs(10));
+        s.stall(push.to, push.block, t0 + Duration::from_secs(10)); // no longer in flight: no-op
+        assert_eq!(s.stalls(0), 1);
+        // a busy host's push that does arrive clears the count
+        let t1 = t0 + Duration::from_secs(20);
+        let again = s.schedule(t1).into_iter().find(|a| a.from == Src::Po(0)).expect("po 0 serves again");
+        s.have(again.to, again.block, t1);
+        assert_eq!(s.stalls(0), 0);
+        s.bad(1, 0, Src::Po(0));
+        assert_eq!(s.faults(0), 1);
     }
 
     #[test]
