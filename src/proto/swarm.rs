@@ -421,7 +421,7 @@ impl Swarm {
                         self.nodes[s as usize].have[b]
                             && self.serves(s as usize)
                             && !slow[s as usize]
-                            && !self.cooldown.get(&(Src::Po(s), r as u32)).is_some_and(|t| *t > now)
+                            && self.cooldown.get(&(Src::Po(s), r as u32)).is_none_or(|t| *t <= now)
                     });
                     if !near && best.is_none_or(|(_, _, k)| self.count[b] < k) {
                         best = Some((r, b, self.count[b]));
