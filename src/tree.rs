@@ -142,7 +142,7 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
                 let f = open_source(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
                 // Fewer blocks than bytes: holes, which stay holes on every po.
                 if md.blocks() * 512 < md.len() {
-                    sparse = data_extents(&f, md.len());
+                    sparse = data_extents(&f, md.len()).map(Vec::into_boxed_slice);
                 }
                 Kind::File { size: md.len() }
             } else if ft.is_symlink() {

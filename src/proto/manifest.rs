@@ -35,7 +35,7 @@ pub struct Entry {
     pub mtime_nsec: u32,
     /// A sparse file's data extents (offset, len), ascending and apart; the rest is holes.
     /// `None`: all data.
-    pub sparse: Option<Vec<(u64, u64)>>,
+    pub sparse: Option<Box<[(u64, u64)]>>,
 }
 
 /// One block: a slice of the stream.
@@ -268,7 +268,7 @@ impl Manifest {
                     for _ in 0..n {
                         ext.push((r.u64("extent offset")?, r.u64("extent length")?));
                     }
-                    sparse = Some(ext);
+                    sparse = Some(ext.into_boxed_slice());
                     Kind::File { size }
                 }
                 k => return Err(invalid("entry kind", k.to_string())),
@@ -369,9 +369,9 @@ mod tests {
     #[test]
     fn sparse_files_name_their_holes() {
         let mut f = e("f", Kind::File { size: 40 });
-        f.sparse = Some(vec![(4, 4), (30, 2)]);
+        f.sparse = Some(vec![(4, 4), (30, 2)].into());
         let mut hole = e("g", Kind::File { size: 8 });
-        hole.sparse = Some(vec![]);
+        hole.sparse = Some(vec![].into());
         let m = Manifest::new(4, vec![f.clone(), hole, e("h", Kind::File { size: 4 })]).unwrap();
         let holes: Vec<bool> = (0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect();
         // f: blocks 0..10 with data in 1 and 7; g: blocks 10, 11 all hole; h: block 12 dense
@@ -381,11 +381,11 @@ mod tests {
         let back = Manifest::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         for bad in [vec![(0, 0)], vec![(0, 4), (4, 4)], vec![(8, 4), (0, 4)], vec![(38, 4)], vec![(u64::MAX, 2)]] {
-            f.sparse = Some(bad.clone());
+            f.sparse = Some(bad.clone().into());
             assert!(Manifest::new(4, vec![f.clone()]).is_err(), "{bad:?}");
         }
         let mut d = e("d", Kind::Dir);
-        d.sparse = Some(vec![]);
+        d.sparse = Some(vec![].into());
         assert!(Manifest::new(4, vec![d]).is_err());
     }
 

@@ -122,8 +122,11 @@ struct Plan {
     token: Vec<u8>,
     class: ClassCfg,
     manifest: Manifest,
-    /// The encoded manifest, shared by every offer.
-    offer: Arc<Vec<u8>>,
+    /// The encoded manifest, shared by the offers in flight; made again for a later one
+    /// (a retry), so that it does not stay in memory for the whole transfer.
+    offer: std::sync::Weak<Vec<u8>>,
+    /// Blocks read into memory, while some connection still holds them.
+    in_memory: std::collections::HashMap<u64, std::sync::Weak<Vec<u8>>>,
     /// Delta: MD5s of the blocks pos asked about, computed once.
     md5: std::collections::HashMap<u64, [u8; 16]>,
     source: Box<dyn Source>,
@@ -144,8 +147,19 @@ impl Plan {
     fn read_block(&mut self, idx: u64) -> Result<(Body, Sum, bool), String> {
         let b = self.manifest.block(idx).expect("block indices come from the manifest");
         let cached = self.sums[idx as usize];
+        // A block read into memory (many small files) and still queued for some po is sent
+        // to the next one from the same buffer: memory stays about one window, not one per po.
+        if let (Some(sum), Some(bytes)) = (cached, self.in_memory.get(&idx).and_then(|w| w.upgrade())) {
+            return Ok((Body::Bytes(bytes), sum, false));
+        }
         let verify = if cached.is_some() { Verify::None } else { self.class.verify };
         let (body, sum) = self.source.block(&b, verify, self.class.sendfile).map_err(|e| format!("source: {e}"))?;
+        if let Body::Bytes(bytes) = &body {
+            if self.in_memory.len() >= 4096 {
+                self.in_memory.retain(|_, w| w.strong_count() > 0);
+            }
+            self.in_memory.insert(idx, Arc::downgrade(bytes));
+        }
         let sum = cached.unwrap_or(sum);
         self.sums[idx as usize] = Some(sum);
         Ok((body, sum, cached.is_none()))
@@ -334,8 +348,9 @@ impl MasterMachine {
             transfer,
             token,
             class,
-            offer: Arc::new(manifest.encode()),
+            offer: std::sync::Weak::new(),
             md5: std::collections::HashMap::new(),
+            in_memory: std::collections::HashMap::new(),
             manifest,
             source,
             sums: vec![None; nb],
@@ -935,7 +950,11 @@ impl Machine for MasterMachine {
                 let msg = Msg::Offer {
                     token: plan.token.clone(),
                     po: self.pos[i].name.clone(),
-                    manifest: plan.offer.clone(),
+                    manifest: plan.offer.upgrade().unwrap_or_else(|| {
+                        let m = Arc::new(plan.manifest.encode());
+                        plan.offer = Arc::downgrade(&m);
+                        m
+                    }),
                 };
                 self.out.push_back(Action::Send { conn, msg });
                 self.pos[i].state = PoState::Offered;

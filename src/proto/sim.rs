@@ -343,7 +343,7 @@ fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
     }
     // A sparse file: 100 bytes of data 20,000 bytes in, holes around them.
     let mut img = mk("vm.img", Kind::File { size: 40_960 });
-    img.sparse = Some(vec![(20_000, 100)]);
+    img.sparse = Some(vec![(20_000, 100)].into());
     entries.push(img);
     let m = Manifest::new(block_size, entries).unwrap();
     let mut src = MemSource::default();
