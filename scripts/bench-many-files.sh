@@ -21,15 +21,8 @@ for b in wugui-cac wugui-po masterwugui; do
     [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release" >&2; exit 2; }
 done
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+. scripts/local.sh
 work=$(mktemp -d "${TMPDIR:-/dev/shm}/wugui-files.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 python3 - "$work/src" "$files" "$size" <<'PY'
 import os, sys
@@ -79,10 +72,8 @@ po_pids=()
 for i in $(seq 0 $((npos - 1))); do
     "$bin/wugui-po" -f "$work/po$i.conf" > "$work/po$i.out" 2>&1 & pids+=($!); po_pids+=($!)
 done
-for f in cac.out $(for i in $(seq 0 $((npos - 1))); do echo "po$i.out"; done); do
-    for _ in $(seq 1 100); do grep -q '^listening=' "$work/$f" && break; sleep 0.05; done
-    grep -q '^listening=' "$work/$f" || { echo "a daemon did not start:"; cat "$work/$f"; exit 1; }
-done
+# shellcheck disable=SC2046 # one word a file
+wait_listening "$work" cac.out $(for i in $(seq 0 $((npos - 1))); do echo "po$i.out"; done)
 
 t0=$(date +%s.%N)
 rc=0

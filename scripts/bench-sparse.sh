@@ -21,15 +21,8 @@ bin=${WUGUI_BIN:-$PWD/target/release}
 for b in wugui-cac wugui-po masterwugui; do
     [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release" >&2; exit 2; }
 done
+. scripts/local.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/wugui-sparse.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 src=$work/src
 mkdir -p "$src"
@@ -73,10 +66,7 @@ CONF
 printf '[master]\ncac = 127.0.0.1:%s\nlog = %s/master.log\n' "$cac_port" "$work" > "$work/master.conf"
 "$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 & pids+=($!)
 "$bin/wugui-po" -f "$work/po.conf" > "$work/po.out" 2>&1 & pids+=($!)
-for f in cac.out po.out; do
-    for _ in $(seq 1 100); do grep -q '^listening=' "$work/$f" && break; sleep 0.05; done
-    grep -q '^listening=' "$work/$f" || { echo "a daemon did not start:"; cat "$work/$f"; exit 1; }
-done
+wait_listening "$work" cac.out po.out
 
 t0=$(date +%s.%N)
 rc=0

@@ -7,15 +7,8 @@ cd "$(dirname "$0")/.."
 size_mb=${1:-64}
 cargo build --release --quiet
 bin=$PWD/target/release
+. scripts/local.sh
 work=$(mktemp -d /tmp/wugui-demo.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== generating a ${size_mb} MiB tree in $work/src"
 src=$work/src
@@ -63,10 +56,7 @@ cat > "$work/master.conf" <<CONF
 cac = 127.0.0.1:$cac_port
 log = $work/master.log
 CONF
-for f in cac.out po0.out po1.out po2.out; do
-    for _ in $(seq 1 100); do grep -q '^listening=' "$work/$f" && break; sleep 0.05; done
-    grep -q '^listening=' "$work/$f" || { echo "a daemon did not start:"; cat "$work/$f"; exit 1; }
-done
+wait_listening "$work" cac.out po0.out po1.out po2.out
 
 echo "== masterwugui -c base1 -x a.txt b.txt c.txt -p $src"
 "$bin/masterwugui" -f "$work/master.conf" -c base1 -x a.txt b.txt c.txt -p "$src" &

@@ -1150,29 +1150,16 @@ mod tests {
         cleanup(&base);
     }
 
-    /// Bytes that differ from block to block and from seed to seed.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn delta_reuses_what_the_published_copy_holds() {
         let base = scratch("delta");
         let (src, dest, outside) = (base.join("src"), base.join("dest"), base.join("outside"));
         std::fs::create_dir_all(&src).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
-        let edited = noise(40 << 10, 1);
+        let edited = crate::testutil::noise(40 << 10, 1);
         write(&src.join("edited.bin"), &edited, 0o644);
-        write(&src.join("grown.log"), &noise(10 << 10, 2), 0o644);
-        write(&src.join("same.bin"), &noise(40 << 10, 3), 0o644);
+        write(&src.join("grown.log"), &crate::testutil::noise(10 << 10, 2), 0o644);
+        write(&src.join("same.bin"), &crate::testutil::noise(40 << 10, 3), 0o644);
         let m1 = walk(&src, &[], 4096).unwrap().manifest;
         let mut store = DiskStore::new(base.join("state")).unwrap();
         transfer(&mut store, 1, &src, &dest, &m1);
@@ -1185,13 +1172,13 @@ mod tests {
         // Version 2: one 4K range edited in place, a log appended to, a new file, and a file
         // whose old copy is a planted symlink to identical bytes outside the dest.
         let mut e2 = edited.clone();
-        e2[20_000..24_000].copy_from_slice(&noise(4000, 9));
+        e2[20_000..24_000].copy_from_slice(&crate::testutil::noise(4000, 9));
         write(&src.join("edited.bin"), &e2, 0o644);
         let mut grown = v1["grown.log"].clone();
-        grown.extend(noise(10 << 10, 4));
+        grown.extend(crate::testutil::noise(10 << 10, 4));
         write(&src.join("grown.log"), &grown, 0o644);
         write(&src.join("new.txt"), b"new", 0o644);
-        let evil = noise(8192, 5);
+        let evil = crate::testutil::noise(8192, 5);
         write(&src.join("evil.bin"), &evil, 0o644);
         write(&outside.join("evil.bin"), &evil, 0o644);
         std::os::unix::fs::symlink(outside.join("evil.bin"), dest.join("evil.bin")).unwrap();
