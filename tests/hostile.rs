@@ -145,19 +145,25 @@ fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
 }
 
 /// A manifest encoded by hand, so that it can break the rules `Manifest::new` enforces.
+/// A manifest in the wire's compact form, built by hand so that it can break every rule.
 fn evil_manifest(entries: &[(&str, u8, &str)]) -> Vec<u8> {
     let mut w = wugui::proto::codec::Writer::new();
     w.u32(4096);
     w.u32(entries.len() as u32);
     for (path, kind, target) in entries {
-        w.str(path);
-        w.u32(0o644);
-        w.i64(0);
-        w.u32(0);
+        w.var(0); // no prefix shared with the previous path
+        w.var(path.len() as u64);
+        w.raw(path.as_bytes());
+        w.var(0o644);
+        w.var(0);
+        w.var(0);
         w.u8(*kind);
         match kind {
-            1 => w.u64(10),
-            2 => w.str(target),
+            1 => w.var(10),
+            2 => {
+                w.var(target.len() as u64);
+                w.raw(target.as_bytes());
+            }
             _ => {}
         }
     }

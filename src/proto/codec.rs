@@ -92,6 +92,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A LEB128 varint (at most 10 bytes, no overflow).
+    pub fn var(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            if i == 9 && b > 1 {
+                return Err(invalid(what, "varint overflows 64 bits"));
+            }
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(invalid(what, "varint longer than 10 bytes"))
+    }
+
     /// A u32 length prefix followed by that many bytes, at most `max`.
     pub fn bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(what)? as usize;
@@ -158,6 +174,14 @@ impl Writer {
     }
     pub fn bool(&mut self, v: bool) {
         self.u8(v as u8);
+    }
+    /// A LEB128 varint: small numbers take one byte.
+    pub fn var(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
     }
     pub fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);

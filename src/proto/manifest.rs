@@ -207,37 +207,51 @@ impl Manifest {
         }
     }
 
+    /// The compact form sent with every offer. Paths are front-coded (the bytes shared with
+    /// the previous path, then the rest) and numbers are varints, mtimes as the difference
+    /// from the previous entry's: 20,000 files take about 22 bytes each, not 52.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u32(self.block_size);
         w.u32(self.entries.len() as u32);
+        let (mut prev, mut prev_mtime): (&str, i64) = ("", 0);
         for e in &self.entries {
-            w.str(&e.path);
-            w.u32(e.mode);
-            w.i64(e.mtime);
-            w.u32(e.mtime_nsec);
-            match &e.kind {
-                Kind::Dir => w.u8(0),
-                Kind::File { size } => match &e.sparse {
-                    None => {
-                        w.u8(1);
-                        w.u64(*size);
-                    }
-                    Some(ext) => {
-                        w.u8(3);
-                        w.u64(*size);
-                        w.u32(ext.len() as u32);
-                        for &(off, len) in ext {
-                            w.u64(off);
-                            w.u64(len);
-                        }
-                    }
-                },
-                Kind::Symlink { target } => {
+            let mut shared = prev.bytes().zip(e.path.bytes()).take_while(|(a, b)| a == b).count();
+            while !e.path.is_char_boundary(shared) {
+                shared -= 1;
+            }
+            w.var(shared as u64);
+            w.var((e.path.len() - shared) as u64);
+            w.raw(&e.path.as_bytes()[shared..]);
+            w.var(e.mode as u64);
+            let d = e.mtime.wrapping_sub(prev_mtime);
+            w.var(((d << 1) ^ (d >> 63)) as u64); // zigzag
+            w.var(e.mtime_nsec as u64);
+            match (&e.kind, &e.sparse) {
+                (Kind::Dir, _) => w.u8(0),
+                (Kind::File { size }, None) => {
+                    w.u8(1);
+                    w.var(*size);
+                }
+                (Kind::Symlink { target }, _) => {
                     w.u8(2);
-                    w.str(target);
+                    w.var(target.len() as u64);
+                    w.raw(target.as_bytes());
+                }
+                (Kind::File { size }, Some(ext)) => {
+                    w.u8(3);
+                    w.var(*size);
+                    w.var(ext.len() as u64);
+                    let mut end = 0;
+                    for &(off, len) in ext.iter() {
+                        w.var(off - end); // extents ascend and are apart
+                        w.var(len);
+                        end = off + len;
+                    }
                 }
             }
+            prev = &e.path;
+            prev_mtime = e.mtime;
         }
         w.buf
     }
@@ -248,25 +262,51 @@ impl Manifest {
         if block_size == 0 || block_size > super::wire::MAX_BLOCK {
             return Err(invalid("block size", block_size.to_string()));
         }
-        // Each entry takes at least 4+4+8+4+1 bytes.
-        let n = r.count(MAX_ENTRIES, 21, "manifest entries")?;
-        let mut entries = Vec::with_capacity(n);
+        // Each entry takes at least 6 bytes.
+        let n = r.count(MAX_ENTRIES, 6, "manifest entries")?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(n);
+        let mut prev_mtime = 0i64;
         for _ in 0..n {
-            let path = r.str(MAX_PATH, "manifest path")?;
-            let mode = r.u32("mode")?;
-            let mtime = r.i64("mtime")?;
-            let mtime_nsec = r.u32("mtime nsec")?;
+            let shared = r.var("path prefix")? as usize;
+            let rest = r.var("path length")? as usize;
+            let prev = entries.last().map_or("", |e| e.path.as_str());
+            if shared > prev.len() || shared.saturating_add(rest) > MAX_PATH {
+                return Err(invalid("manifest path", "bad prefix or length"));
+            }
+            let mut path = prev.as_bytes()[..shared].to_vec();
+            path.extend_from_slice(r.take(rest, "manifest path")?);
+            let path = String::from_utf8(path).map_err(|_| invalid("manifest path", "not UTF-8"))?;
+            let mode = u32::try_from(r.var("mode")?).map_err(|_| invalid("mode", "too big"))?;
+            let z = r.var("mtime")?;
+            let mtime = prev_mtime.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+            prev_mtime = mtime;
+            let mtime_nsec = u32::try_from(r.var("mtime nsec")?).map_err(|_| invalid("mtime nsec", "too big"))?;
             let mut sparse = None;
             let kind = match r.u8("entry kind")? {
                 0 => Kind::Dir,
-                1 => Kind::File { size: r.u64("file size")? },
-                2 => Kind::Symlink { target: r.str(MAX_PATH, "symlink target")? },
+                1 => Kind::File { size: r.var("file size")? },
+                2 => {
+                    let len = r.var("symlink target")? as usize;
+                    if len > MAX_PATH {
+                        return Err(invalid("symlink target", "too long"));
+                    }
+                    let t = std::str::from_utf8(r.take(len, "symlink target")?)
+                        .map_err(|_| invalid("symlink target", "not UTF-8"))?;
+                    Kind::Symlink { target: t.to_owned() }
+                }
                 3 => {
-                    let size = r.u64("file size")?;
-                    let n = r.count(MAX_EXTENTS, 16, "data extents")?;
+                    let size = r.var("file size")?;
+                    let n = r.var("data extents")? as usize;
+                    if n > MAX_EXTENTS || n.saturating_mul(2) > r.left() {
+                        return Err(invalid("data extents", n.to_string()));
+                    }
                     let mut ext = Vec::with_capacity(n);
+                    let mut end = 0u64;
                     for _ in 0..n {
-                        ext.push((r.u64("extent offset")?, r.u64("extent length")?));
+                        let off = end.checked_add(r.var("extent offset")?).ok_or(invalid("extent", "overflows"))?;
+                        let len = r.var("extent length")?;
+                        end = off.checked_add(len).ok_or(invalid("extent", "overflows"))?;
+                        ext.push((off, len));
                     }
                     sparse = Some(ext.into_boxed_slice());
                     Kind::File { size }
@@ -387,6 +427,61 @@ mod tests {
         let mut d = e("d", Kind::Dir);
         d.sparse = Some(vec![].into());
         assert!(Manifest::new(4, vec![d]).is_err());
+    }
+
+    #[test]
+    fn the_wire_form_is_compact_and_checked() {
+        // Shared prefixes cut inside a multi-byte character, mtimes before 1970 and far apart.
+        let mut es = vec![e("d", Kind::Dir), e("d/é1", Kind::File { size: 1 << 40 })];
+        es.push(Entry { mtime: -5, mtime_nsec: 999_999_999, ..e("d/é2", Kind::File { size: 0 }) });
+        es.push(Entry { mtime: i64::MAX, ..e("d/ê", Kind::Symlink { target: "é1".into() }) });
+        es.push(Entry { mtime: i64::MIN, ..e("d/ë", Kind::Dir) });
+        let m = Manifest::new(4096, es).unwrap();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        // 20,000 files in the lab's layout: about 22 bytes an entry
+        let mut es: Vec<Entry> = vec![e("tree", Kind::Dir)];
+        for k in 0..20_000u64 {
+            let (a, b) = (format!("tree/d{:02}", k % 8), format!("tree/d{:02}/d{:02}", k % 8, (k / 8) % 5));
+            for d in [a, b] {
+                if !es.iter().any(|x| x.path == d) {
+                    es.push(e(&d, Kind::Dir));
+                }
+            }
+            let f = format!("tree/d{:02}/d{:02}/f{k:04}.dat", k % 8, (k / 8) % 5);
+            es.push(Entry {
+                mtime: 1_764_000_000 + (k as i64 % 3),
+                mtime_nsec: (k * 7919) as u32,
+                ..e(&f, Kind::File { size: 1024 + k })
+            });
+        }
+        let m = Manifest::new(4096, es).unwrap();
+        let n = m.encode().len();
+        eprintln!("20,000 files: {n} bytes of manifest ({} an entry)", n / m.entries().len());
+        assert!(n < 20_050 * 26, "{n} bytes");
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        // A prefix longer than the previous path, a varint past 64 bits, a prefix that leaves
+        // broken UTF-8: refused, never a panic.
+        let mut w = Writer::new();
+        w.u32(4096);
+        w.u32(1);
+        w.var(3);
+        let bad_prefix = w.buf.clone();
+        assert!(Manifest::decode(&bad_prefix).is_err());
+        let mut w = Writer::new();
+        w.u32(4096);
+        w.u32(1);
+        w.raw(&[0xff; 11]);
+        assert!(Manifest::decode(&w.buf).is_err());
+        let good = Manifest::new(4, vec![e("é", Kind::Dir)]).unwrap().encode();
+        let mut w = Writer::new();
+        w.raw(&good[..4]);
+        w.u32(2);
+        w.raw(&good[8..]);
+        w.var(1); // one byte of "é", then "x"
+        w.var(1);
+        w.raw(b"x");
+        w.raw(&good[8 + 4..]);
+        assert!(Manifest::decode(&w.buf).is_err());
     }
 
     #[test]
