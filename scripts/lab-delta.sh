@@ -37,164 +37,23 @@ N=${1:-4}
 SIZE_MB=${2:-64}
 RATE=${3:-100mbit}
 CHANGED_PCT=${4:-5}
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${WUGUI_BIN:-$here/target/release}
-BENCH_DIR=${BENCH_DIR:-/work/shared/bench}
-NETLAB=$BENCH_DIR/netlab.sh
 export NETLAB_PREFIX=${NETLAB_PREFIX:-wgdl}
+# shellcheck source=lab.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/lab.sh"
 TARGET=${DELTA_TARGET:-0.07}
 CHUNK_KB=${CHUNK_KB:-64}
 CHANGE_SEED=${CHANGE_SEED:-1}
-MASTER_TIMEOUT=${MASTER_TIMEOUT:-180}
-port_cac=7100
-port_po=7200
-src_addr=198.18.0.10
 
-die() { echo "lab-delta: $*" >&2; exit 2; }
 if ! [[ "$N" =~ ^[0-9]+$ ]] || [ "$N" -lt 1 ]; then die "N must be >= 1"; fi
 [[ "$SIZE_MB" =~ ^[0-9]+$ ]] || die "SIZE_MB must be a whole number"
 [[ "$CHANGED_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "CHANGED_PCT must be a number"
 [[ "$CHUNK_KB" =~ ^[1-9][0-9]*$ ]] || die "CHUNK_KB must be >= 1"
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for b in wugui-cac wugui-po masterwugui; do
-    [ -x "$bin/$b" ] || die "no $bin/$b: run cargo build --release"
-done
-[ -x "$NETLAB" ] || die "no $NETLAB"
+lab_check
 command -v python3 >/dev/null || die "needs python3"
 
-addr() { echo "198.18.0.$((10 + ${1#h}))"; }
-# rx/tx HOST: bytes received/sent by HOST's eth0 (read inside its namespace)
-rx() { "$NETLAB" exec "$1" cat /sys/class/net/eth0/statistics/rx_bytes; }
-tx() { "$NETLAB" exec "$1" cat /sys/class/net/eth0/statistics/tx_bytes; }
-now() { date +%s.%N; }
-tree_manifest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum); }
-ratio() { awk -v x="$1" -v s="$2" 'BEGIN {printf "%.3f", x / s}'; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
-
-tmp=""
-lab_up=0
-pids=()
-# forget PID: a child we have reaped leaves the list, so cleanup never signals a reused PID
-forget() {
-    local p keep=()
-    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-cleanup() {
-    local rc=$? p alive deadline
-    trap - EXIT INT TERM
-    # our processes, by PID: TERM, then KILL after 5 s
-    alive=()
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
-    if [ ${#alive[@]} -gt 0 ]; then
-        kill -TERM "${alive[@]}" 2>/dev/null || true
-        deadline=$((SECONDS + 5))
-        while [ $SECONDS -lt $deadline ]; do
-            local any=0
-            for p in "${alive[@]}"; do kill -0 "$p" 2>/dev/null && any=1; done
-            [ $any = 0 ] && break
-            sleep 0.1
-        done
-        kill -KILL "${alive[@]}" 2>/dev/null || true
-    fi
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ $lab_up = 1 ]; then "$NETLAB" down || true; fi
-    if [ -n "$tmp" ]; then
-        if [ "${KEEP:-0}" = 1 ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/wgdl.XXXXXX")
-conf=$tmp/conf
-mkdir -p "$conf"
-
-# ---- lab and data set ------------------------------------------------------------------
-"$NETLAB" up "$N" --rate "$RATE"
-lab_up=1
-python3 "$BENCH_DIR/gendata.py" "$SIZE_MB" "$tmp/src" >/dev/null
-data_bytes=$(find "$tmp/src" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
-
-# ---- configs -----------------------------------------------------------------------------
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$conf/cluster.key"
-recv=""
-for i in $(seq 1 "$N"); do recv+="${recv:+ }h$i"; done
-pos=""
-for h in $recv; do pos+="${pos:+, }$(addr "$h"):$port_po"; done
-{
-    echo "[cac]"
-    echo "listen = $src_addr:$port_cac"
-    echo "secret_file = $conf/cluster.key"
-    echo "log = $conf/cac.log"
-    echo
-    echo "[class bench]"
-    echo "po = $pos"
-    echo "dest = /data"
-    echo "masters = 198.18.0.0/24"
-    # our defaults, each unless WUGUI_CLASS_EXTRA sets that key (as netlab-contender.sh does)
-    IFS=';' read -ra extra <<< "${WUGUI_CLASS_EXTRA:-}"
-    for kv in "p2p = on" "verify = crc32" "publish = each" "timeout = $MASTER_TIMEOUT"; do
-        key=${kv%% *}
-        printf '%s\n' "${extra[@]}" | grep -qE "^ *$key *=" || echo "$kv"
-    done
-    for l in "${extra[@]}"; do if [ -n "${l// /}" ]; then echo "$l"; fi; done
-} > "$conf/cac.conf"
-for h in $recv; do
-    d=$tmp/$h
-    mkdir -p "$d/state"
-    cat > "$conf/$h.conf" <<CONF
-[po]
-listen = $(addr "$h"):$port_po
-cac = $src_addr:$port_cac
-state_dir = $d/state
-allow_dest = /data
-root = $d
-log = $conf/$h.log
-CONF
-done
-printf '[master]\ncac = %s:%s\nlog = %s/master.log\n' "$src_addr" "$port_cac" "$conf" > "$conf/master.conf"
-
-# wait_listen HOST PORT TIMEOUT
-wait_listen() {
-    local deadline=$((SECONDS + $3))
-    until "$NETLAB" exec "$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q .; do
-        [ $SECONDS -lt $deadline ] || die "$1: nothing listens on port $2 after $3 s"
-        sleep 0.05
-    done
-}
-
-# run_master TAG [ARGS...]: masterwugui on h0 in the background, waited for (bounded by
-# MASTER_TIMEOUT + 15 s, so that the class timeout ends it first); sets master_exit (a code,
-# or "timeout" when we had to stop it), t_start and t_end.
-# (netlab.sh exec and ip netns exec both exec, so $! is the master itself.)
-run_master() {
-    local tag=$1 mpid rc deadline
-    shift
-    t_start=$(now)
-    "$NETLAB" exec h0 "$bin/masterwugui" -f "$conf/master.conf" -c bench -p "$tmp/src" "$@" \
-        >"$conf/master.$tag.out" 2>"$conf/master.$tag.err" &
-    mpid=$!
-    pids+=("$mpid")
-    deadline=$((SECONDS + MASTER_TIMEOUT + 15))
-    while [ $SECONDS -lt $deadline ] && kill -0 "$mpid" 2>/dev/null; do sleep 0.05; done
-    if kill -0 "$mpid" 2>/dev/null; then
-        echo "lab-delta: master ($tag) still running after $((MASTER_TIMEOUT + 15)) s" >&2
-        kill -TERM "$mpid" 2>/dev/null || true
-        master_exit=timeout
-        wait "$mpid" 2>/dev/null || true
-    else
-        rc=0; wait "$mpid" || rc=$?
-        master_exit=$rc
-    fi
-    forget "$mpid"
-    t_end=$(now)
-    if [ "$master_exit" != 0 ]; then
-        echo "lab-delta: master ($tag) exited $master_exit" >&2
-        tail -n 5 "$conf/master.$tag.err" >&2 || true
-    fi
-}
+# ---- lab, data set, configs ----------------------------------------------------------------
+lab_start wgdl
+write_confs "$recv" "$tmp" "${WUGUI_CLASS_EXTRA:-}" "timeout = $MASTER_TIMEOUT"
 
 # trees_ok: 1 iff every po's tree has the source's md5sum listing
 trees_ok() {
@@ -213,14 +72,7 @@ trees_ok() {
 last_end() { grep 'event=transfer_end' "$conf/master.log" 2>/dev/null | tail -n1 | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
 # ---- daemons -----------------------------------------------------------------------------
-"$NETLAB" exec h0 "$bin/wugui-cac" -f "$conf/cac.conf" >"$conf/cac.out" 2>&1 &
-pids+=("$!")
-for h in $recv; do
-    "$NETLAB" exec "$h" "$bin/wugui-po" -f "$conf/$h.conf" >"$conf/$h.out" 2>&1 &
-    pids+=("$!")
-done
-wait_listen h0 $port_cac 20
-for h in $recv; do wait_listen "$h" $port_po 20; done
+start_daemons ""
 
 # ---- the block size, from a dry run -------------------------------------------------------
 # stdout: "dry-run class=bench files=F dirs=D symlinks=L bytes=B blocks=K block_size=BS ..."

@@ -8,11 +8,13 @@
 # Each receiver is marked done at the moment its po logged event=publish (the log's own
 # timestamp), so host_done shows every po's own time.
 set -euo pipefail
+# lab.sh (write_confs, the ports) first: lib.sh's helpers of the same names replace its own.
+# shellcheck source=lab.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/lab.sh"
+# shellcheck source=/dev/null
 source "$BENCH_DIR/lib.sh"
 root=${WUGUI_ROOT:?}
 bin=${WUGUI_BIN:-$root/target/release}
-port_cac=7100
-port_po=7200
 conf=$RUN_DIR/wugui
 mkdir -p "$conf"
 
@@ -21,45 +23,10 @@ setup)
     for b in wugui-cac wugui-po masterwugui; do
         [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release in $root" >&2; exit 2; }
     done
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$conf/cluster.key"
-    pos=""
-    for a in $RECV_ADDRS; do pos+="${pos:+, }$a:$port_po"; done
-    {
-        echo "[cac]"
-        echo "listen = $SRC_ADDR:$port_cac"
-        echo "secret_file = $conf/cluster.key"
-        echo "log = $conf/cac.log"
-        echo
-        echo "[class bench]"
-        echo "po = $pos"
-        echo "dest = /data"
-        echo "masters = 198.18.0.0/24"
-        # The adapter's defaults, each unless WUGUI_CLASS_EXTRA sets that key.
-        IFS=';' read -ra extra <<< "${WUGUI_CLASS_EXTRA:-}"
-        for kv in "p2p = on" "verify = crc32" "publish = each" "timeout = ${BENCH_TIMEOUT:-300}"; do
-            key=${kv%% *}
-            printf '%s\n' "${extra[@]}" | grep -qE "^ *$key *=" || echo "$kv"
-        done
-        for l in "${extra[@]}"; do [ -n "${l// /}" ] && echo "$l"; done
-    } > "$conf/cac.conf"
+    src_addr=${SRC_ADDR:?}
+    write_confs "$RECV_HOSTS" "$RUN_DIR" "${WUGUI_CLASS_EXTRA:-}" "timeout = ${BENCH_TIMEOUT:-300}"
     start_bg "$SRC_HOST" wugui-cac "$bin/wugui-cac" -f "$conf/cac.conf"
-    for h in $RECV_HOSTS; do
-        d=$(host_dir "$h")
-        mkdir -p "$d/state"
-        cat > "$conf/$h.conf" <<CONF
-[po]
-listen = $(host_addr "$h"):$port_po
-cac = $SRC_ADDR:$port_cac
-state_dir = $d/state
-allow_dest = /data
-root = $d
-log = $conf/$h.log
-CONF
-        start_bg "$h" "wugui-po-$h" "$bin/wugui-po" -f "$conf/$h.conf"
-    done
-    echo "[master]" > "$conf/master.conf"
-    echo "cac = $SRC_ADDR:$port_cac" >> "$conf/master.conf"
-    echo "log = $conf/master.log" >> "$conf/master.conf"
+    for h in $RECV_HOSTS; do start_bg "$h" "wugui-po-$h" "$bin/wugui-po" -f "$conf/$h.conf"; done
     wait_listen "$SRC_HOST" $port_cac 20
     for h in $RECV_HOSTS; do wait_listen "$h" $port_po 20; done
     ;;
