@@ -231,3 +231,40 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
     seed_tree(&src);
     assert_eq!(c.master(&["-c", "base1", "-p", src.to_str().unwrap()]).status.code(), Some(0));
 }
+
+/// A po that asks for the delta sums of junk (repeats, blocks past the end) gets each real
+/// block once, with the right MD5, and the others finish without it.
+#[test]
+fn a_po_asking_for_junk_delta_sums_gets_only_real_blocks() {
+    use md5::Digest;
+    use wugui::proto::{auth::Token, Msg};
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let list = std::env::temp_dir().join(format!("wugui-junkcheck-{}.pos", std::process::id()));
+    fs::write(&list, format!("{fake_addr}\n")).unwrap();
+    let extra = vec![format!("po_file = {}", list.display()), "block_size = 64K".into(), "retries = 0".into()];
+    let c = Cluster::start("junkcheck", Opts { pos: 1, class_extra: extra, ..Default::default() });
+    let _ = fs::remove_file(&list); // read at start
+    let src = c.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = bytes(7, 256 << 10);
+    fs::write(src.join("f.bin"), &data).unwrap();
+    let conf = c.master_conf.clone();
+    let s = src.to_str().unwrap().to_owned();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", &s]));
+    let (mut po, _) = fake.accept().unwrap();
+    let Some(Msg::Offer { token, .. }) = recv(&mut po) else { panic!("no offer") };
+    let transfer = Token::decode(&token).unwrap().transfer;
+    send(&mut po, &Msg::Check { transfer, blocks: vec![3, 3, 0, 99, u64::MAX, 0] });
+    let Some(Msg::CheckSums { transfer: t, sums }) = recv(&mut po) else { panic!("no sums") };
+    assert_eq!(t, transfer);
+    let blocks: Vec<u64> = sums.iter().map(|(b, _)| *b).collect();
+    assert_eq!(blocks, vec![0, 3]);
+    let want: [u8; 16] = md5::Md5::digest(&data[..64 << 10]).into();
+    assert_eq!(sums[0].1, want);
+    drop(po);
+    drop(fake);
+    let out = master.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(fs::read(c.po_dest(0).join("f.bin")).unwrap(), data);
+}

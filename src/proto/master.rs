@@ -590,8 +590,12 @@ impl MasterMachine {
         let state = self.pos[i].state;
         match (state, msg) {
             // Delta: the po's published copy may hold these blocks; their MD5s decide.
-            (PoState::Offered, Msg::Check { transfer: t, blocks }) if t == transfer => {
+            (PoState::Offered, Msg::Check { transfer: t, mut blocks }) if t == transfer => {
                 let plan = self.plan.as_mut().expect("checked above");
+                // Each block once, and only real ones: the answer must fit one frame.
+                blocks.sort_unstable();
+                blocks.dedup();
+                blocks.retain(|&b| b < plan.manifest.blocks());
                 let mut sums = Vec::with_capacity(blocks.len());
                 for b in blocks {
                     match plan.md5_of(b) {

@@ -336,7 +336,9 @@ impl<S: Store> PoMachine<S> {
             },
         );
         self.set_master(master, transfer, now);
-        let check = self.store.delta_candidates(transfer);
+        let mut check = self.store.delta_candidates(transfer);
+        // The master's answer (24 bytes a block) must fit one frame; the rest just travels.
+        check.truncate((super::wire::MAX_CONTROL as usize - 64) / 24);
         if !check.is_empty() {
             // Delta: the published copy may hold these; their MD5s decide, then ACCEPT.
             if let Some(t) = self.transfers.get_mut(&transfer) {
