@@ -17,11 +17,9 @@ cd "$(dirname "$0")/.."
 files=${1:-100000}
 size=${2:-512}
 bin=${WUGUI_BIN:-$PWD/target/release}
-for b in wugui-cac wugui-po masterwugui; do
-    [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release" >&2; exit 2; }
-done
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 . scripts/local.sh
+need_bins "$bin"
 work=$(mktemp -d "${TMPDIR:-/dev/shm}/wugui-files.XXXXXX")
 
 python3 - "$work/src" "$files" "$size" <<'PY'

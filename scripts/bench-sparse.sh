@@ -18,10 +18,8 @@ cd "$(dirname "$0")/.."
 size_gb=${1:-200}
 data_mb=${2:-8}
 bin=${WUGUI_BIN:-$PWD/target/release}
-for b in wugui-cac wugui-po masterwugui; do
-    [ -x "$bin/$b" ] || { echo "no $bin/$b: run cargo build --release" >&2; exit 2; }
-done
 . scripts/local.sh
+need_bins "$bin"
 work=$(mktemp -d "${TMPDIR:-/tmp}/wugui-sparse.XXXXXX")
 
 src=$work/src

@@ -2,7 +2,7 @@
 # local.sh - sourced by the scripts that run wugui daemons on 127.0.0.1 (demo, benches).
 #
 # Gives: `pids` (add every background child's PID) and `work` (the temp dir), both cleaned up
-# on exit by `local_cleanup`; `free_port`; `wait_listening DIR FILE...`.
+# on exit by `local_cleanup`; `free_port`; `wait_listening DIR FILE...`; `need_bins DIR`.
 
 pids=()
 work=""
@@ -26,5 +26,13 @@ wait_listening() {
     for f in "$@"; do
         for _ in $(seq 1 100); do grep -q '^listening=' "$dir/$f" && break; sleep 0.05; done
         grep -q '^listening=' "$dir/$f" || { echo "a daemon did not start:"; cat "$dir/$f"; exit 1; }
+    done
+}
+
+# need_bins DIR: exits 2 unless the daemons and the master are built in DIR.
+need_bins() {
+    local b
+    for b in wugui-cac wugui-po masterwugui; do
+        [ -x "$1/$b" ] || { echo "no $1/$b: run cargo build --release" >&2; exit 2; }
     done
 }

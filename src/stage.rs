@@ -340,13 +340,13 @@ impl Staged {
     /// with `sums` None, takes every missing block whose files are unchanged by size and
     /// mtime and returns the blocks the copy may hold in changed files (to check); with
     /// `sums`, takes those of the listed blocks whose bytes match their MD5. Taken blocks
-    /// are copied into the stage and never travel.
-    fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, [u8; 16])]>) -> Vec<u64> {
+    /// are copied into the stage and never travel. Returns (taken, to check).
+    fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, [u8; 16])]>) -> (Vec<u64>, Vec<u64>) {
         use md5::Digest;
         let started = std::time::Instant::now();
-        let (mut reused, mut bytes, mut hashed) = (0u64, 0u64, 0u64);
+        let (mut bytes, mut hashed) = (0u64, 0u64);
         let mut old = OldFiles(HashMap::new());
-        let mut candidates = Vec::new();
+        let (mut taken, mut candidates) = (Vec::new(), Vec::new());
         let mut buf = Vec::new();
         let todo: Vec<(u64, Option<[u8; 16]>)> = match sums {
             None => (0..self.held.len() as u64).map(|i| (i, None)).collect(),
@@ -375,35 +375,51 @@ impl Staged {
                     continue;
                 }
             }
-            for seg in &segs {
-                let piece = &buf[seg.at as usize..seg.at as usize + seg.len as usize];
-                if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
-                    log::warn!(
-                        "event=delta_failed transfer={transfer} path={} error={}",
-                        kv_quote(&self.manifest.entries()[seg.entry as usize].path),
-                        kv_quote(&e.to_string())
-                    );
-                    return Vec::new();
-                }
+            if let Err((path, e)) = self.put(transfer, i, &segs, &buf) {
+                log::warn!(
+                    "event=delta_failed transfer={transfer} path={} error={}",
+                    kv_quote(&path),
+                    kv_quote(&e.to_string())
+                );
+                break;
             }
-            self.held[i as usize] = true;
-            self.missing -= 1;
-            self.dirty = true;
-            self.wrote(transfer, &segs);
-            reused += 1;
+            taken.push(i);
             bytes += b.len as u64;
         }
         if stopped {
             log::warn!("event=delta_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         log::info!(
-            "event=delta transfer={transfer} phase={} reused={reused}/{} bytes={bytes} hashed={hashed} to_check={} ms={}",
+            "event=delta transfer={transfer} phase={} reused={}/{} bytes={bytes} hashed={hashed} to_check={} ms={}",
             if sums.is_some() { "check" } else { "quick" },
+            taken.len(),
             self.held.len(),
             candidates.len(),
             started.elapsed().as_millis()
         );
-        candidates
+        (taken, candidates)
+    }
+
+    /// Writes block `index` (its pieces `segs`, bytes `data`) into the stage and counts it
+    /// held. On error, the path that failed.
+    fn put(
+        &mut self,
+        transfer: u64,
+        index: u64,
+        segs: &[crate::proto::Segment],
+        data: &[u8],
+    ) -> Result<(), (String, io::Error)> {
+        for seg in segs {
+            let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
+            if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
+                return Err((self.manifest.entries()[seg.entry as usize].path.clone(), e));
+            }
+        }
+        self.held[index as usize] = true;
+        self.missing -= 1;
+        self.dirty = true;
+        self.wrote(transfer, segs);
+        Ok(())
     }
 
     /// Makes the staged data durable, then records which blocks it holds: a block in the
@@ -661,7 +677,7 @@ impl Store for DiskStore {
             }
         }
         if delta && t.missing > 0 {
-            t.candidates = t.reuse_dest(transfer, None);
+            t.candidates = t.reuse_dest(transfer, None).1;
         }
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
@@ -674,9 +690,7 @@ impl Store for DiskStore {
 
     fn delta_check(&mut self, transfer: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
-        let before = t.held.clone();
-        t.reuse_dest(transfer, Some(sums));
-        (0..t.held.len()).filter(|&i| t.held[i] && !before[i]).map(|i| i as u64).collect()
+        t.reuse_dest(transfer, Some(sums)).0
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
@@ -694,16 +708,7 @@ impl Store for DiskStore {
             return Ok(());
         }
         let segs = t.manifest.segments(b);
-        for seg in &segs {
-            let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
-            if let Err(e) = t.write_piece(seg.entry, piece, seg.offset) {
-                return Err(format!("write {}: {e}", t.manifest.entries()[seg.entry as usize].path));
-            }
-        }
-        t.held[b.index as usize] = true;
-        t.missing -= 1;
-        t.dirty = true;
-        t.wrote(transfer, &segs);
+        t.put(transfer, b.index, &segs, data).map_err(|(path, e)| format!("write {path}: {e}"))?;
         // The resume record: at most about once a second, so its cost stays bounded.
         if t.checkpointed.elapsed() >= CHECKPOINT_EVERY {
             if let Err(e) = t.checkpoint() {

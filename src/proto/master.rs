@@ -165,19 +165,19 @@ impl Plan {
         Ok((body, sum, cached.is_none()))
     }
 
-    /// Block `idx`'s MD5 for a po's delta check (None: no such block); computed once.
-    fn md5_of(&mut self, idx: u64) -> Result<Option<[u8; 16]>, String> {
-        let Some(b) = self.manifest.block(idx) else { return Ok(None) };
+    /// Block `idx`'s MD5 for a po's delta check; computed once.
+    fn md5_of(&mut self, idx: u64) -> Result<[u8; 16], String> {
         if let Some(d) = self.md5.get(&idx) {
-            return Ok(Some(*d));
+            return Ok(*d);
         }
+        let b = self.manifest.block(idx).expect("block indices come from the manifest");
         let (_, sum) = self.source.block(&b, Verify::Md5, false).map_err(|e| format!("source: {e}"))?;
         let Sum::Md5(d) = sum else { return Err(format!("source: no MD5 for block {idx}")) };
         self.md5.insert(idx, d);
         if self.class.verify == Verify::Md5 {
             self.sums[idx as usize] = Some(sum);
         }
-        Ok(Some(d))
+        Ok(d)
     }
 
     /// A block frame from the master to `conn`, counted as sent. Also returns the checksum
@@ -599,8 +599,7 @@ impl MasterMachine {
                 let mut sums = Vec::with_capacity(blocks.len());
                 for b in blocks {
                     match plan.md5_of(b) {
-                        Ok(Some(d)) => sums.push((b, d)),
-                        Ok(None) => {}
+                        Ok(d) => sums.push((b, d)),
                         Err(e) => return self.abort_all(e),
                     }
                 }

@@ -108,6 +108,17 @@ struct Transfer {
     checking: Vec<u64>,
 }
 
+impl Transfer {
+    /// Block `b` is verified and staged.
+    fn hold(&mut self, b: u64) {
+        if let Some(h) = self.held.get_mut(b as usize).filter(|h| !**h) {
+            *h = true;
+            self.nheld += 1;
+            self.bytes += self.manifest.block(b).map_or(0, |x| x.len as u64);
+        }
+    }
+}
+
 /// Peer blocks held back until their checksum arrives, per transfer.
 const MAX_PARKED: usize = 8;
 /// A push for a neighbour whose link never comes up is given back to the master.
@@ -359,15 +370,11 @@ impl<S: Store> PoMachine<S> {
         let asked: std::collections::HashSet<u64> = std::mem::take(&mut t.checking).into_iter().collect();
         let mut sums: Vec<(u64, [u8; 16])> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
         sums.sort_unstable_by_key(|(b, _)| *b);
-        for b in self.store.delta_check(transfer, &sums) {
-            let Some(t) = self.transfers.get_mut(&transfer) else { return };
-            if let Some(h) = t.held.get_mut(b as usize).filter(|h| !**h) {
-                *h = true;
-                t.nheld += 1;
-                t.bytes += t.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
-            }
+        let taken = self.store.delta_check(transfer, &sums);
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for b in taken {
+            t.hold(b);
         }
-        let Some(t) = self.transfers.get(&transfer) else { return };
         let have = bitmap(&t.held);
         if let Some(m) = t.master {
             self.send(m, Msg::Accept { transfer, have });
@@ -448,9 +455,7 @@ impl<S: Store> PoMachine<S> {
             return self.fail(head.transfer, e);
         }
         let t = self.transfers.get_mut(&head.transfer).expect("checked above");
-        t.held[b.index as usize] = true;
-        t.nheld += 1;
-        t.bytes += b.len as u64;
+        t.hold(b.index);
         crate::metrics::BYTES_RECEIVED.add(b.len as u64);
         crate::metrics::BLOCKS_RECEIVED.inc();
         if let Some(m) = t.master {
