@@ -825,6 +825,9 @@ impl MasterMachine {
             plan.sent_bytes,
             plan.sent_bytes as f64 / bytes.max(1) as f64
         );
+        if let Some(sw) = plan.swarm.as_ref() {
+            log::debug!("event=swarm_diag {}", sw.diag_line());
+        }
         let final_state = result.to_owned();
         self.report(now, Some(&final_state));
         if let Some(c) = self.cac_conn.take() {

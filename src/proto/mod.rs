@@ -24,6 +24,8 @@ pub mod swarm;
 pub mod wire;
 
 #[cfg(test)]
+mod fluid;
+#[cfg(test)]
 mod sim;
 
 use std::fs::File;

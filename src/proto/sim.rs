@@ -670,7 +670,8 @@ fn p2p_a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
     let o = w.run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(corrupted.get() > 0, "the liar never served anything");
-    assert!(corrupted.get() <= 3 + 2 * 2, "the liar kept serving: {}", corrupted.get());
+    // MAX_FAULTS, plus what its links had queued when it was excluded (3 links, 2 deep).
+    assert!(corrupted.get() <= 3 + 3 * 2, "the liar kept serving: {}", corrupted.get());
     for i in 0..6 {
         assert_eq!(w.published(i), Some(w.tree.clone()), "po {i}");
     }

@@ -1,22 +1,32 @@
 //! The master's P2P scheduler: a pure function of the swarm's state.
 //!
 //! It knows which po holds which block (the HAVE stream), which transfers are in flight, and
-//! who is busy. `schedule` returns new assignments "send block b from X to po r" that keep
-//! every uplink busy:
+//! which links are busy. `schedule` returns new assignments "send block b from X to po r".
+//! It thinks in links (sender -> receiver), each a TCP connection carrying blocks one after
+//! another, because the network lab showed what fills links: a few long-lived flows per host
+//! (a static mesh of 3 flows per host carries 94 of 100 Mbit/s into every host), while many
+//! short ones share badly and each waits for the control loop (HAVE to the master, push order
+//! back: 20-40 ms under load).
 //!
+//! - **Plan.** At the start every po gets `LINKS` planned receivers among its neighbours,
+//!   and `LINKS` planned senders (i -> i+1..i+3 in a full mesh), so every uplink and every
+//!   downlink carries the same few flows.
+//! - **Depth.** A link queues `DEPTH` blocks, so the next one is in the sender's socket
+//!   when a block lands, and the link stays busy while the control loop runs.
 //! - **Scatter.** The master sends each block once, to the po that has had the fewest fresh
-//!   blocks so far, so every po gets a share from the start and can serve it at once.
-//! - **Exchange.** Each po with a free upload slot serves its rarest block to a neighbour
-//!   lacking it (rarest first keeps every block available from several places).
-//! - **Slow pos** (download rate under half the median) get no fresh blocks and serve only
-//!   blocks nobody else can, so they are never anyone's only source.
+//!   blocks so far, so every po has blocks of its own to serve from the start.
+//! - **Exchange.** Each po keeps its planned links filled with its rarest blocks (rarest
+//!   first keeps every block available from several places). A po whose planned receivers
+//!   need nothing from it serves the neediest other neighbour instead, up to `LINKS` links.
+//! - **Slow pos** (whose fastest block took over 2.5 times the median) get no fresh blocks and
+//!   serve only blocks nobody else holds, so they are never anyone's only source.
 //! - **Faults.** A po that served a corrupt block `MAX_FAULTS` times is no longer a source.
 //!   A dead po's blocks no longer count, and what only it held goes back to the master.
-//! - **End-game.** When no fresh block is left, the master's idle uplink serves the rarest
-//!   block that a po still lacks.
+//! - **End-game.** When every block has left the master, its idle uplink sends what no
+//!   serving po holds, and within a small budget helps the pos that lack most.
 //!
-//! The neighbour graph is fixed at the start: po i links to i ± 2^k (mod n), at most `peers`
-//! links per po, so n pos cost O(n) connections.
+//! The neighbour graph is fixed at the start (a ring plus random matchings, at most `peers`
+//! links per po), so n pos cost O(n) connections.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,23 +48,18 @@ pub const MAX_FAULTS: u32 = 3;
 /// The index the master presents on its data connection to a po.
 pub const MASTER_PEER: u32 = u32::MAX;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
-/// Extra download slots a po keeps for blocks that only one po holds, so the newest blocks
-/// spread at once instead of queueing behind common ones (the tail of a transfer).
-const RARE_EXTRA: u8 = 2;
-/// Blocks assigned ahead per po upload, per po download, and for the master's uplink: deep
-/// enough to cover the control loop (HAVE to the master, push order to the sender) while a
-/// link stays busy.
-const UP_SLOTS: u8 = 4;
-const DOWN_SLOTS: u8 = 4;
-const MASTER_SLOTS: u8 = 4;
-
-fn slots() -> (u8, u8, u8) {
-    // Tuning knob for lab experiments; not documented.
-    match std::env::var("WUGUI_SLOTS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect::<Vec<u8>>()) {
-        Some(v) if v.len() == 3 => (v[0], v[1], v[2]),
-        _ => (UP_SLOTS, DOWN_SLOTS, MASTER_SLOTS),
-    }
-}
+/// Links each po serves at once, and receives on from other pos (one more when a planned
+/// sender has nothing for it). Few long-lived flows fill a link; many short ones queue up.
+const LINKS: usize = 3;
+/// Blocks queued on one link, one behind the other: the next one is already in the sender's
+/// socket when a block lands, so the link stays busy while the HAVE travels to the master and
+/// the next push order travels back.
+const DEPTH: u8 = 2;
+/// The master keeps at least this many blocks queued in all, so one fast link (a single po)
+/// is as busy as many slow ones.
+const MASTER_QUEUE: usize = 8;
+/// Pos the master feeds at once; beyond that the swarm spreads the blocks.
+const MASTER_LINKS: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -62,8 +67,9 @@ struct Node {
     held: u64,
     /// Joined and able to serve (accepted, peers dialled).
     live: bool,
-    up: u8,
-    down: u8,
+    /// Open links out (to pos) and in (from pos and the master).
+    up: usize,
+    down: usize,
     /// Corrupt blocks served: never forgiven.
     faults: u32,
     /// Pushes that stalled since its last good one: a stopped po keeps them, a po on a busy
@@ -78,6 +84,8 @@ struct Node {
 pub struct Swarm {
     nodes: Vec<Node>,
     neighbours: Vec<Vec<u32>>,
+    /// The planned links out of each po: a balanced graph, `LINKS` out and in per po.
+    plan: Vec<Vec<u32>>,
     /// Live holders of each block.
     count: Vec<u32>,
     /// Sent by the master at least once.
@@ -86,24 +94,28 @@ pub struct Swarm {
     moving: Vec<u32>,
     next_fresh: u64,
     inflight: HashMap<(u32, u64), (Src, Instant)>,
-    master_up: u8,
+    /// Blocks queued per open link (sender, receiver).
+    links: HashMap<(Src, u32), u8>,
+    /// Pos the master has an open link to.
+    master_links: usize,
     blocks: u64,
-    up_slots: u8,
-    down_slots: u8,
-    master_slots: u8,
     /// Links (sender, receiver) that just failed a push, and until when to leave them alone.
     cooldown: HashMap<(Src, u32), Instant>,
-    /// Blocks the master has sent, scatter and end-game together.
+    /// Blocks the master has sent, scatter and end-game together; of those, fresh ones and
+    /// extra copies sent to speed up the end.
     pub master_sent: u64,
+    fresh_sent: u64,
+    extra: u64,
     /// Pos whose uplink may have work since the last `schedule` (a slot freed, a block
     /// arrived), so that an event costs O(peers), not O(pos); a full pass runs now and then.
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
     next_full: Option<Instant>,
-    /// A master slot freed since the last end-game search.
+    /// A master link freed room since the last end-game search.
     master_freed: bool,
     /// `slow()` as of the last full pass.
     slow_cache: Vec<bool>,
+    diag: Diag,
 }
 
 /// How often `schedule` looks at every po, not only the dirty ones.
@@ -122,26 +134,29 @@ impl Swarm {
             fresh: 0,
             best: None,
         };
+        let neighbours = graph(n, peers as usize);
         Swarm {
             nodes: vec![node; n],
-            neighbours: graph(n, peers as usize),
+            plan: plan(&neighbours, LINKS),
+            neighbours,
             count: vec![0; blocks as usize],
             scattered: vec![false; blocks as usize],
             moving: vec![0; blocks as usize],
             next_fresh: 0,
             inflight: HashMap::new(),
-            master_up: 0,
+            links: HashMap::new(),
+            master_links: 0,
             blocks,
-            up_slots: slots().0,
-            down_slots: slots().1,
-            master_slots: slots().2,
             cooldown: HashMap::new(),
             master_sent: 0,
+            fresh_sent: 0,
+            extra: 0,
             dirty: vec![false; n],
             dirty_list: Vec::new(),
             next_full: None,
             master_freed: true,
             slow_cache: vec![false; n],
+            diag: Diag::new(n),
         }
     }
 
@@ -188,6 +203,7 @@ impl Swarm {
         }
         if let (Some(t), Some(from)) = (started, from) {
             let d = now.duration_since(t).as_secs_f64();
+            self.diag.took(from, d);
             let best = |old: Option<f64>| Some(old.map_or(d, |o| o.min(d)));
             self.nodes[i as usize].best = best(self.nodes[i as usize].best);
             if let Src::Po(s) = from {
@@ -205,23 +221,24 @@ impl Swarm {
         from
     }
 
-    /// Ends the assignment (i, b), freeing both slots.
+    /// Ends the assignment (i, b); a link whose queue empties closes.
     fn finish(&mut self, i: u32, b: u64) -> Option<Src> {
         let (from, _) = self.inflight.remove(&(i, b))?;
         self.moving[b as usize] -= 1;
-        // The receiver's download slot is free: its neighbours may send to it.
+        // The link has room again: its sender, and the receiver's other senders, may act.
         self.touch_around(i);
-        let r = &mut self.nodes[i as usize];
-        r.down = r.down.saturating_sub(1);
         match from {
-            Src::Master => {
-                self.master_up = self.master_up.saturating_sub(1);
-                self.master_freed = true;
-            }
-            Src::Po(s) => {
-                self.touch(s);
-                let s = &mut self.nodes[s as usize];
-                s.up = s.up.saturating_sub(1);
+            Src::Master => self.master_freed = true,
+            Src::Po(s) => self.touch(s),
+        }
+        let l = self.links.get_mut(&(from, i)).expect("an assignment has a link");
+        *l -= 1;
+        if *l == 0 {
+            self.links.remove(&(from, i));
+            self.nodes[i as usize].down -= 1;
+            match from {
+                Src::Master => self.master_links -= 1,
+                Src::Po(s) => self.nodes[s as usize].up -= 1,
             }
         }
         Some(from)
@@ -311,22 +328,60 @@ impl Swarm {
         n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64))
     }
 
+    fn queued(&self, from: Src, to: u32) -> u8 {
+        self.links.get(&(from, to)).copied().unwrap_or(0)
+    }
+
+    fn cooling(&self, from: Src, to: u32, now: Instant) -> bool {
+        self.cooldown.get(&(from, to)).is_some_and(|t| *t > now)
+    }
+
+    /// How deep the master's links may queue: `depth`, or more when it feeds few pos.
+    fn master_depth(&self) -> u8 {
+        let links = self.master_links.max(1);
+        (MASTER_QUEUE.div_ceil(links) as u8).max(DEPTH)
+    }
+
     fn start(&mut self, a: Assign, now: Instant) {
+        let l = self.links.entry((a.from, a.to)).or_insert(0);
+        *l += 1;
+        if *l == 1 {
+            self.nodes[a.to as usize].down += 1;
+            match a.from {
+                Src::Master => self.master_links += 1,
+                Src::Po(s) => self.nodes[s as usize].up += 1,
+            }
+        }
         self.inflight.insert((a.to, a.block), (a.from, now));
         self.moving[a.block as usize] += 1;
-        self.nodes[a.to as usize].down += 1;
-        match a.from {
-            Src::Master => {
-                self.master_up += 1;
-                self.master_sent += 1;
-            }
-            Src::Po(s) => self.nodes[s as usize].up += 1,
+        if a.from == Src::Master {
+            self.master_sent += 1;
         }
     }
 
-    /// New assignments for every free slot.
+    /// The rarest block `s` holds that `r` lacks (only ones nobody else holds when `s` is
+    /// slow).
+    fn pick(&self, s: usize, r: usize, slow: bool) -> Option<usize> {
+        (0..self.blocks as usize)
+            .filter(|&b| self.nodes[s].have[b] && self.wants(r, b) && (!slow || self.count[b] <= 1))
+            .min_by_key(|&b| (self.count[b], b))
+    }
+
+    /// Fills link `s -> r` up to `depth` blocks; returns whether it carries any.
+    fn fill(&mut self, s: usize, r: u32, slow: bool, now: Instant, out: &mut Vec<Assign>) -> bool {
+        while self.queued(Src::Po(s as u32), r) < DEPTH {
+            let Some(b) = self.pick(s, r as usize, slow) else { break };
+            let a = Assign { from: Src::Po(s as u32), to: r, block: b as u64 };
+            self.start(a, now);
+            out.push(a);
+        }
+        self.queued(Src::Po(s as u32), r) > 0
+    }
+
+    /// New assignments for every link with room.
     #[allow(clippy::needless_range_loop)] // indices name pos in several parallel tables
     pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
+        self.diag.sample(now, &self.nodes);
         let mut out = Vec::new();
         let full = self.next_full.is_none_or(|t| t <= now);
         if full {
@@ -336,7 +391,8 @@ impl Swarm {
         }
         let slow = std::mem::take(&mut self.slow_cache);
         // 1. Scatter: fresh blocks from the master, to the fast po that has had fewest.
-        while self.master_up < self.master_slots {
+        let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
+        loop {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
                 self.next_fresh += 1;
             }
@@ -344,19 +400,33 @@ impl Swarm {
                 break;
             }
             let b = self.next_fresh as usize;
+            let depth = self.master_depth();
+            let room = |r: usize| {
+                let q = self.queued(Src::Master, r as u32);
+                if q > 0 {
+                    q < depth
+                } else {
+                    self.master_links < MASTER_LINKS
+                }
+            };
             // A slow po gets fresh blocks only when every po is slow.
-            let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
             let to = (0..self.nodes.len())
-                .filter(|&r| self.nodes[r].down < self.down_slots && self.wants(r, b) && (!slow[r] || !any_fast))
-                .min_by_key(|&r| (self.nodes[r].fresh, self.nodes[r].down, r));
+                .filter(|&r| room(r) && self.wants(r, b) && (!slow[r] || !any_fast))
+                .min_by_key(|&r| (self.nodes[r].fresh, self.queued(Src::Master, r as u32), r));
             let Some(to) = to else { break };
             self.scattered[b] = true;
             self.nodes[to].fresh += 1;
+            self.fresh_sent += 1;
             let a = Assign { from: Src::Master, to: to as u32, block: b as u64 };
             self.start(a, now);
             out.push(a);
         }
-        // 2. Exchange: every free uplink serves its rarest block to a neighbour lacking it.
+        if self.next_fresh >= self.blocks && self.diag.scattered.is_none() {
+            self.diag.scattered = Some(now);
+        }
+        // 2. Exchange: every po keeps its planned links busy with its rarest blocks; a po
+        // whose planned receivers need nothing from it (or are gone) links to the neediest
+        // other neighbour that has room.
         let senders: Vec<u32> =
             if full { (0..self.nodes.len() as u32).collect() } else { std::mem::take(&mut self.dirty_list) };
         for &i in &self.dirty_list {
@@ -371,73 +441,102 @@ impl Swarm {
             if !self.serves(s) || self.nodes[s].held == 0 {
                 continue;
             }
-            while self.nodes[s].up < self.up_slots {
-                let mut best: Option<(u32, usize, (u64, u32))> = None;
-                for &r in &self.neighbours[s] {
-                    let rn = &self.nodes[r as usize];
-                    let full = rn.down >= self.down_slots;
-                    if !rn.live
-                        || rn.down >= self.down_slots + RARE_EXTRA
-                        || self.cooldown.get(&(Src::Po(s as u32), r)).is_some_and(|t| *t > now)
-                    {
-                        continue;
-                    }
+            for k in 0..self.plan[s].len() {
+                let r = self.plan[s][k];
+                if self.nodes[r as usize].live && !self.cooling(Src::Po(s as u32), r, now) {
+                    self.fill(s, r, slow[s], now, &mut out);
+                }
+            }
+            // Links beyond the plan, while the planned ones leave room: refill the open ones
+            // (the rest drain and close), then open new ones.
+            for k in 0..self.neighbours[s].len() {
+                let r = self.neighbours[s][k];
+                if self.nodes[s].up <= LINKS && self.queued(Src::Po(s as u32), r) > 0 && !self.plan[s].contains(&r) {
+                    self.fill(s, r, slow[s], now, &mut out);
+                }
+            }
+            while self.nodes[s].up < LINKS {
+                let r = self.neighbours[s]
+                    .iter()
+                    .copied()
+                    .filter(|&r| {
+                        let rn = &self.nodes[r as usize];
+                        rn.live
+                            && self.queued(Src::Po(s as u32), r) == 0
+                            && rn.down <= LINKS
+                            && !self.cooling(Src::Po(s as u32), r, now)
+                            && self.pick(s, r as usize, slow[s]).is_some()
+                    })
+                    .min_by_key(|&r| (self.nodes[r as usize].down, self.nodes[r as usize].held, r));
+                let Some(r) = r else { break };
+                self.fill(s, r, slow[s], now, &mut out);
+            }
+        }
+        // 3. End-game, once every block has left the master: its idle uplink sends what no
+        // serving po holds (a dead or excluded po's blocks), then, within a budget of one block
+        // in 16 of those it scattered, the rarest block a po cannot get from a neighbour, then
+        // the rarest block the po lacking most still waits for. A block whose only copy is on
+        // its way is not sent again. The budget keeps `src_copies` near 1, and a delta, where
+        // few blocks travel, near its minimum.
+        let search = full || std::mem::take(&mut self.master_freed);
+        if search && self.next_fresh >= self.blocks {
+            let held_by_server: Vec<bool> = (0..self.blocks as usize)
+                .map(|b| (0..self.nodes.len()).any(|s| self.nodes[s].have[b] && self.serves(s)))
+                .collect();
+            loop {
+                let depth = self.master_depth();
+                let room = |sw: &Swarm, r: usize| {
+                    let q = sw.queued(Src::Master, r as u32);
+                    sw.nodes[r].live && if q > 0 { q < depth } else { sw.master_links < MASTER_LINKS }
+                };
+                let budget = self.extra < self.fresh_sent / 16;
+                let mut best: Option<(usize, usize, (bool, u32))> = None;
+                for r in (0..self.nodes.len()).filter(|&r| room(self, r)) {
                     for b in 0..self.blocks as usize {
-                        if !self.nodes[s].have[b] || !self.wants(r as usize, b) || (full && self.count[b] > 1) {
+                        if !self.wants(r, b) || (self.count[b] == 0 && self.moving[b] > 0) {
                             continue;
                         }
-                        // A slow po serves only what nobody else holds.
-                        if slow[s] && self.count[b] > 1 {
+                        let orphan = !held_by_server[b];
+                        let key = (!orphan, self.count[b]);
+                        if best.is_some_and(|(_, _, k)| key >= k) || (!orphan && !budget) {
                             continue;
                         }
-                        let key = (self.nodes[r as usize].held, self.count[b]);
-                        if best.is_none_or(|(_, _, k)| key < k) {
+                        let near = self.neighbours[r].iter().any(|&s| {
+                            self.nodes[s as usize].have[b]
+                                && self.serves(s as usize)
+                                && !slow[s as usize]
+                                && !self.cooling(Src::Po(s), r as u32, now)
+                        });
+                        if orphan || !near {
                             best = Some((r, b, key));
                         }
                     }
                 }
-                let Some((r, b, _)) = best else { break };
-                let a = Assign { from: Src::Po(s as u32), to: r, block: b as u64 };
+                if best.is_none() && budget {
+                    let needy = (0..self.nodes.len())
+                        .filter(|&r| room(self, r) && self.nodes[r].held < self.blocks)
+                        .min_by_key(|&r| (self.nodes[r].held, r));
+                    best = needy.and_then(|r| {
+                        (0..self.blocks as usize)
+                            .filter(|&b| self.wants(r, b) && self.count[b] > 0)
+                            .min_by_key(|&b| (self.count[b], b))
+                            .map(|b| (r, b, (true, 0)))
+                    });
+                }
+                let Some((r, b, (copy, _))) = best else { break };
+                if copy {
+                    self.extra += 1;
+                }
+                let a = Assign { from: Src::Master, to: r as u32, block: b as u64 };
                 self.start(a, now);
                 out.push(a);
             }
-        }
-        // 3. End-game: the master's idle uplink serves the rarest block a po still lacks and
-        // cannot get from a neighbour: one whose only copy is still on its way would be a
-        // second scatter, and one a good neighbour holds will come by exchange. So the master
-        // sends each block about once, which is what matters when few blocks travel (delta).
-        let search = full || std::mem::take(&mut self.master_freed);
-        while search && self.master_up < self.master_slots && self.next_fresh >= self.blocks {
-            let mut best: Option<(usize, usize, u32)> = None;
-            for r in 0..self.nodes.len() {
-                if self.nodes[r].down >= self.down_slots || !self.nodes[r].live {
-                    continue;
-                }
-                for b in 0..self.blocks as usize {
-                    if !self.wants(r, b) || (self.count[b] == 0 && self.moving[b] > 0) {
-                        continue;
-                    }
-                    let near = self.neighbours[r].iter().any(|&s| {
-                        self.nodes[s as usize].have[b]
-                            && self.serves(s as usize)
-                            && !slow[s as usize]
-                            && self.cooldown.get(&(Src::Po(s), r as u32)).is_none_or(|t| *t <= now)
-                    });
-                    if !near && best.is_none_or(|(_, _, k)| self.count[b] < k) {
-                        best = Some((r, b, self.count[b]));
-                    }
-                }
-            }
-            let Some((r, b, _)) = best else { break };
-            let a = Assign { from: Src::Master, to: r as u32, block: b as u64 };
-            self.start(a, now);
-            out.push(a);
         }
         self.slow_cache = slow;
         out
     }
 
-    /// One line per po for the debug log: slots in use, blocks held, fastest transfer, slow.
+    /// One line per po for the debug log: links, blocks held, fastest transfer, slow.
     pub fn debug_line(&self) -> String {
         let slow = self.slow();
         let nodes: Vec<String> = self
@@ -449,7 +548,12 @@ impl Swarm {
                 format!("{i}:up{}/down{}/held{}/best{best}{}", n.up, n.down, n.held, if slow[i] { "/SLOW" } else { "" })
             })
             .collect();
-        format!("master_up={} inflight={} {}", self.master_up, self.inflight.len(), nodes.join(" "))
+        format!("master_links={} inflight={} {}", self.master_links, self.inflight.len(), nodes.join(" "))
+    }
+
+    /// How the links were used, for the log at the end of a transfer.
+    pub fn diag_line(&self) -> String {
+        self.diag.line()
     }
 
     /// Assignments older than `limit`: the caller may cancel them (a stalled sender).
@@ -481,6 +585,94 @@ impl Swarm {
         }
         self.cancel(to, b, now);
     }
+}
+
+/// Time-weighted link counts per po and assignment times, for `event=swarm_diag`.
+struct Diag {
+    at: Option<(Instant, Instant)>,
+    /// Per po: seconds x links out, seconds x links in, seconds with no link out.
+    links: Vec<[f64; 3]>,
+    /// Seconds from assignment to HAVE: the master's blocks, the pos'.
+    took: (Vec<f32>, Vec<f32>),
+    /// When the master had assigned every block once.
+    scattered: Option<Instant>,
+}
+
+impl Diag {
+    fn new(n: usize) -> Diag {
+        Diag { at: None, links: vec![[0.0; 3]; n], took: (Vec::new(), Vec::new()), scattered: None }
+    }
+
+    fn sample(&mut self, now: Instant, nodes: &[Node]) {
+        let (t0, last) = self.at.unwrap_or((now, now));
+        let dt = now.duration_since(last).as_secs_f64();
+        for (d, n) in self.links.iter_mut().zip(nodes) {
+            d[0] += dt * n.up as f64;
+            d[1] += dt * n.down as f64;
+            if n.up == 0 {
+                d[2] += dt;
+            }
+        }
+        self.at = Some((t0, now));
+    }
+
+    fn took(&mut self, from: Src, d: f64) {
+        match from {
+            Src::Master => self.took.0.push(d as f32),
+            Src::Po(_) => self.took.1.push(d as f32),
+        }
+    }
+
+    fn line(&self) -> String {
+        let secs = self.at.map_or(1.0, |(a, b)| b.duration_since(a).as_secs_f64().max(1e-3));
+        let ms = |v: &Vec<f32>| {
+            let mut v = v.clone();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let at = |q: f64| v.get(((v.len().max(1) - 1) as f64 * q) as usize).map_or(0.0, |x| x * 1000.0);
+            format!("{:.0}/{:.0}/{:.0}", at(0.1), at(0.5), at(0.9))
+        };
+        let per: Vec<String> =
+            self.links.iter().map(|d| format!("{:.1}/{:.1}/{:.2}", d[0] / secs, d[1] / secs, d[2] / secs)).collect();
+        let scatter = match (self.at, self.scattered) {
+            (Some((t0, _)), Some(t)) => format!("{:.2}", t.duration_since(t0).as_secs_f64()),
+            _ => "-".into(),
+        };
+        format!(
+            "secs={secs:.2} scattered_s={scatter} master_ms={} po_ms={} out/in/idle={}",
+            ms(&self.took.0),
+            ms(&self.took.1),
+            per.join(",")
+        )
+    }
+}
+
+/// A balanced plan of links: po i serves `k` of its neighbours and is served by `k`, as far
+/// as the neighbour graph allows. In a full mesh that is i -> i+1 .. i+k; otherwise each po
+/// in turn picks the neighbour served least so far.
+fn plan(g: &[Vec<u32>], k: usize) -> Vec<Vec<u32>> {
+    let n = g.len();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
+    if g.iter().enumerate().all(|(i, e)| e.len() + 1 == n || (e.is_empty() && n == 1) || i >= n) {
+        for (i, o) in out.iter_mut().enumerate() {
+            o.extend((1..=k.min(n - 1)).map(|d| ((i + d) % n) as u32));
+        }
+        return out;
+    }
+    let mut served = vec![0usize; n];
+    for _ in 0..k {
+        for i in 0..n {
+            let r = g[i]
+                .iter()
+                .copied()
+                .filter(|r| !out[i].contains(r) && served[*r as usize] < k)
+                .min_by_key(|r| (served[*r as usize], (*r as usize + n - i) % n));
+            if let Some(r) = r {
+                out[i].push(r);
+                served[r as usize] += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A full mesh up to `peers + 1` pos; beyond that a ring (so the graph is connected) plus
@@ -532,47 +724,60 @@ pub fn graph(n: usize, peers: usize) -> Vec<Vec<u32>> {
 mod tests {
     use super::*;
 
-    /// Every link (and the master's) moves one block per tick; returns ticks and master copies.
+    /// Every uplink (the master's too) and every downlink moves one block per tick, a slow
+    /// po's one every four ticks; blocks on a link go in order. Returns ticks, master copies
+    /// and when each po was done.
     fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u32, u64)>) -> (u64, f64, Vec<u64>) {
         let mut s = Swarm::new(n, blocks, peers);
         let t0 = Instant::now();
         for i in 0..n as u32 {
             s.join(i, &[]);
         }
-        let mut pending: Vec<(u64, Assign)> = Vec::new();
+        let mut pending: Vec<Assign> = Vec::new();
         let mut done_at = vec![0u64; n];
         for tick in 0..100_000u64 {
             let now = t0 + Duration::from_millis(tick * 10);
             if let Some((d, at)) = dead_at {
                 if tick == at {
                     s.leave(d);
-                    pending.retain(|(_, a)| a.to != d && a.from != Src::Po(d));
+                    pending.retain(|a| a.to != d && a.from != Src::Po(d));
                 }
             }
-            let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _)| *t <= tick);
+            let free = |p: u32| !slow.contains(&p) || tick % 4 == 0;
+            let mut sent: HashMap<Src, ()> = HashMap::new();
+            let mut got = vec![false; n];
+            let mut later = Vec::new();
+            for a in std::mem::take(&mut pending) {
+                let sender_free = match a.from {
+                    Src::Master => true,
+                    Src::Po(p) => free(p),
+                };
+                if sender_free && free(a.to) && !got[a.to as usize] && sent.insert(a.from, ()).is_none() {
+                    got[a.to as usize] = true;
+                    s.have(a.to, a.block, now);
+                    if s.complete(a.to) && done_at[a.to as usize] == 0 {
+                        done_at[a.to as usize] = tick;
+                    }
+                } else {
+                    // This sender or receiver is busy this tick; the link waits.
+                    later.push(a);
+                }
+            }
             pending = later;
-            for (_, a) in due {
-                s.have(a.to, a.block, now);
-                if s.complete(a.to) && done_at[a.to as usize] == 0 {
-                    done_at[a.to as usize] = tick;
-                }
-            }
             if (0..n as u32).filter(|i| Some(*i) != dead_at.map(|d| d.0)).all(|i| s.complete(i)) {
                 return (tick, s.master_sent as f64 / blocks as f64, done_at);
             }
-            for a in s.schedule(now) {
-                // UP_SLOTS blocks share a link, so one block takes that many ticks (a link moves a
-                // block a tick); on a slow po's link four times that.
-                let slow_link = slow.contains(&a.to) || matches!(a.from, Src::Po(p) if slow.contains(&p));
-                let t = UP_SLOTS as u64;
-                pending.push((tick + if slow_link { 4 * t } else { t }, a));
-            }
+            pending.extend(s.schedule(now));
             if pending.is_empty() && tick > 0 {
-                let lacking: Vec<(u32, u64, u8, u8)> = (0..n as u32)
+                let lacking: Vec<(u32, u64, usize, usize)> = (0..n as u32)
                     .filter(|i| !s.complete(*i))
                     .map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up))
                     .collect();
-                panic!("stuck at tick {tick}: {lacking:?} master_up={} inflight={}", s.master_up, s.inflight.len());
+                panic!(
+                    "stuck at tick {tick}: {lacking:?} master_links={} inflight={}",
+                    s.master_links,
+                    s.inflight.len()
+                );
             }
         }
         panic!("no end");
@@ -596,13 +801,38 @@ mod tests {
 
     #[test]
     fn n_pos_take_about_as_long_as_one() {
-        // Ideal: the master sends `blocks` blocks, two ticks each, over its two slots.
+        // The flow model of the lab (links shared max-min fairly, 10 ms to report a block and
+        // 20 ms to order a push): within 15% of one uplink sending everything once (the model
+        // gives 1.00, 1.02, 1.06 and 1.13), with the master sending little more than one copy.
+        for n in [1usize, 4, 8, 16] {
+            let lab = crate::proto::fluid::Lab::uniform(n, 93.0);
+            let o = lab.run();
+            let end = o.done.iter().cloned().fold(0.0, f64::max) / lab.ideal();
+            assert!(end < 1.15, "n={n}: {end:.3} of ideal");
+            assert!(o.master_copies <= 1.07, "n={n}: the master sent {} copies", o.master_copies);
+        }
+        // In ticks, where every uplink and downlink moves one block a tick.
         for n in [1usize, 4, 8, 16] {
             let (ticks, copies, _) = simulate(n, 256, 8, &[], None);
-            let ideal = 256.0;
-            eprintln!("n={n}: {ticks} ticks for an ideal {ideal}, master copies {copies:.3}");
-            assert!((ticks as f64) < ideal * 1.08, "n={n}: {ticks} ticks");
-            assert!(copies <= 1.05, "n={n}: master sent {copies} copies");
+            assert!((ticks as f64) < 256.0 * 1.25, "n={n}: {ticks} ticks");
+            assert!(copies <= 1.07, "n={n}: master sent {copies} copies");
+        }
+    }
+
+    #[test]
+    fn the_plan_is_balanced() {
+        for (n, peers) in [(2, 8), (4, 8), (9, 8), (16, 8), (30, 8), (1000, 8)] {
+            let g = graph(n, peers);
+            let p = plan(&g, LINKS);
+            let mut into = vec![0; n];
+            for (i, out) in p.iter().enumerate() {
+                assert!(out.len() <= LINKS && out.len() + 1 >= LINKS.min(n - 1), "n={n}: po {i} serves {out:?}");
+                for r in out {
+                    assert!(g[i].contains(r), "n={n}: {i} -> {r} is not a neighbour");
+                    into[*r as usize] += 1;
+                }
+            }
+            assert!(into.iter().all(|k| *k <= LINKS && *k + 1 >= LINKS.min(n - 1)), "n={n}: {into:?}");
         }
     }
 
@@ -621,6 +851,13 @@ mod tests {
             if i != 3 {
                 assert!((*t as f64) < 256.0 * 1.25, "po {i} done at {t}");
             }
+        }
+        // The flow model, with po 2 on a quarter of the rate.
+        let mut lab = crate::proto::fluid::Lab::uniform(8, 93.0);
+        lab.rate[2] /= 4.0;
+        let o = lab.run();
+        for (i, t) in o.done.iter().enumerate() {
+            assert!(i == 2 || *t / lab.ideal() < 1.2, "po {i} done at {:.3} of ideal", t / lab.ideal());
         }
     }
 

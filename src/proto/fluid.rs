@@ -1,0 +1,247 @@
+//! A flow-level model of the network lab, to judge the swarm scheduler without the lab.
+//!
+//! Every host has an uplink and a downlink of the same rate. Blocks on one (sender, receiver)
+//! link travel one after another, as on a TCP connection; the blocks at the heads of all links
+//! share the links' capacity max-min fairly (what TCP converges to). Control messages take
+//! time: a HAVE reaches the master `have_lat` after the block landed, and a push order reaches
+//! its sender `push_lat` after the master decided. The scheduler is the real [`Swarm`].
+
+use super::swarm::{Assign, Src, Swarm};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+pub struct Lab {
+    pub pos: usize,
+    pub blocks: u64,
+    pub block_bytes: f64,
+    /// Bytes per second of each po's uplink and downlink, and the master's uplink.
+    pub rate: Vec<f64>,
+    pub master_rate: f64,
+    pub have_lat: f64,
+    pub push_lat: f64,
+    pub peers: u32,
+}
+
+pub struct Outcome {
+    /// Seconds until each po held every block.
+    pub done: Vec<f64>,
+    pub master_copies: f64,
+    /// Mean fraction of its capacity each po's uplink carried until the last po finished.
+    pub up_use: f64,
+    /// When the master sent its last byte.
+    pub master_end: f64,
+    /// Per 0.5 s window: master tx, mean po rx, mean po tx (fractions of the rate).
+    pub timeline: Vec<(f64, f64, f64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// A push order reaches sender `s` (the link `s -> to` queues block `b`).
+    Queue(u32, u32, u64),
+    /// Po `to`'s HAVE for `b` reaches the master.
+    Have(u32, u64),
+}
+
+const M: u32 = u32::MAX;
+
+impl Lab {
+    pub fn uniform(pos: usize, rate_mbit: f64) -> Lab {
+        let r = rate_mbit * 1e6 / 8.0;
+        Lab {
+            pos,
+            blocks: 256,
+            block_bytes: 262144.0,
+            rate: vec![r; pos],
+            master_rate: r,
+            have_lat: 0.010,
+            push_lat: 0.020,
+            peers: 8,
+        }
+    }
+
+    /// The time S / rate of one uplink sending every block once.
+    pub fn ideal(&self) -> f64 {
+        self.blocks as f64 * self.block_bytes / self.master_rate
+    }
+
+    pub fn run(&self) -> Outcome {
+        let n = self.pos;
+        let mut sw = Swarm::new(n, self.blocks, self.peers);
+        let t0 = Instant::now();
+        let at = |t: f64| t0 + Duration::from_secs_f64(t);
+        for i in 0..n as u32 {
+            sw.join(i, &[]);
+        }
+        // Per link (sender, receiver): the blocks queued, the head's bytes left.
+        let mut links: BTreeMap<(u32, u32), (VecDeque<u64>, f64)> = BTreeMap::new();
+        let mut events: Vec<(f64, Ev)> = Vec::new();
+        let mut done = vec![f64::NAN; n];
+        let mut held = vec![0u64; n];
+        let mut landed = vec![vec![false; self.blocks as usize]; n];
+        let mut sent = vec![0f64; n];
+        let mut t = 0.0;
+        let mut master_end = 0.0;
+        let mut timeline: Vec<(f64, f64, f64)> = Vec::new();
+        let decide = |sw: &mut Swarm,
+                      t: f64,
+                      events: &mut Vec<(f64, Ev)>,
+                      links: &mut BTreeMap<(u32, u32), (VecDeque<u64>, f64)>| {
+            for Assign { from, to, block } in sw.schedule(at(t)) {
+                match from {
+                    Src::Master => links.entry((M, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(block),
+                    Src::Po(s) => events.push((t + self.push_lat, Ev::Queue(s, to, block))),
+                }
+            }
+        };
+        decide(&mut sw, t, &mut events, &mut links);
+        for _ in 0..10_000_000 {
+            if done.iter().all(|d| !d.is_nan()) {
+                break;
+            }
+            // Heads start with a full block.
+            for (q, left) in links.values_mut() {
+                if *left <= 0.0 && !q.is_empty() {
+                    *left = self.block_bytes;
+                }
+            }
+            // A link's head flows once its sender holds the block (pushes ordered ahead wait).
+            let heads: Vec<(u32, u32)> = links
+                .iter()
+                .filter(|((s, _), (q, _))| q.front().is_some_and(|b| *s == M || landed[*s as usize][*b as usize]))
+                .map(|(k, _)| *k)
+                .collect();
+            let rates = self.max_min(&heads);
+            let next_done = heads.iter().zip(&rates).map(|(k, r)| links[k].1 / r).fold(f64::INFINITY, f64::min);
+            let next_ev = events.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
+            let dt = next_done.min(next_ev - t);
+            assert!(dt.is_finite(), "the swarm stalled at {t:.3}s: held {held:?}");
+            let w = (t / 0.5) as usize;
+            if timeline.len() <= w {
+                timeline.resize(w + 1, (0.0, 0.0, 0.0));
+            }
+            t += dt;
+            for (k, r) in heads.iter().zip(&rates) {
+                let x = r * dt / 0.5 / self.master_rate;
+                if k.0 == M {
+                    timeline[w].0 += x;
+                    master_end = t;
+                } else {
+                    timeline[w].2 += x / n as f64;
+                }
+                timeline[w].1 += x / n as f64;
+                let l = links.get_mut(k).unwrap();
+                l.1 -= r * dt;
+                if k.0 != M {
+                    sent[k.0 as usize] += r * dt;
+                }
+                if l.1 <= 1e-6 {
+                    let b = l.0.pop_front().unwrap();
+                    l.1 = 0.0;
+                    landed[k.1 as usize][b as usize] = true;
+                    events.push((t + self.have_lat, Ev::Have(k.1, b)));
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.0 <= t + 1e-12);
+            events = later;
+            let mut any = false;
+            for (_, e) in due {
+                match e {
+                    Ev::Queue(s, to, b) => {
+                        links.entry((s, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(b)
+                    }
+                    Ev::Have(to, b) => {
+                        sw.have(to, b, at(t));
+                        held[to as usize] += 1;
+                        if sw.complete(to) && done[to as usize].is_nan() {
+                            done[to as usize] = t;
+                        }
+                        any = true;
+                    }
+                }
+            }
+            if any {
+                decide(&mut sw, t, &mut events, &mut links);
+            }
+        }
+        let end = done.iter().cloned().fold(0.0, f64::max);
+        let up_use = (0..n).map(|i| sent[i] / (self.rate[i] * end)).sum::<f64>() / n as f64;
+        Outcome { done, master_copies: sw.master_sent as f64 / self.blocks as f64, up_use, master_end, timeline }
+    }
+
+    /// Max-min fair rates of the flows (sender, receiver) under the uplink and downlink limits
+    /// (progressive filling).
+    fn max_min(&self, flows: &[(u32, u32)]) -> Vec<f64> {
+        let n = self.pos;
+        // Resources: 0..n uplinks of pos, n the master's uplink, n+1.. downlinks.
+        let res = |f: &(u32, u32)| [if f.0 == M { n } else { f.0 as usize }, n + 1 + f.1 as usize];
+        let mut cap: Vec<f64> =
+            self.rate.iter().copied().chain([self.master_rate]).chain(self.rate.iter().copied()).collect();
+        let mut rate = vec![0.0; flows.len()];
+        let mut fixed = vec![false; flows.len()];
+        loop {
+            let mut users = vec![0usize; cap.len()];
+            for (f, _) in flows.iter().zip(&fixed).filter(|(_, x)| !**x) {
+                for r in res(f) {
+                    users[r] += 1;
+                }
+            }
+            let Some((tight, share)) = (0..cap.len())
+                .filter(|&r| users[r] > 0)
+                .map(|r| (r, cap[r] / users[r] as f64))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                return rate;
+            };
+            for (k, f) in flows.iter().enumerate() {
+                if !fixed[k] && res(f).contains(&tight) {
+                    fixed[k] = true;
+                    rate[k] = share;
+                    for r in res(f) {
+                        cap[r] -= share;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints the model's ratios for the lab's cells:
+    /// `cargo test --release --lib fluid -- --nocapture --ignored`; FLUID_HAVE_MS and
+    /// FLUID_PUSH_MS change the control latencies, FLUID_TIMELINE=1 prints rates over time.
+    #[test]
+    #[ignore]
+    fn lab_cells() {
+        let ms = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(d) / 1e3;
+        let lab = |n: usize| Lab {
+            have_lat: ms("FLUID_HAVE_MS", 10.0),
+            push_lat: ms("FLUID_PUSH_MS", 20.0),
+            ..Lab::uniform(n, 93.0)
+        };
+        for n in [1usize, 4, 8, 16] {
+            let lab = lab(n);
+            let o = lab.run();
+            let end = o.done.iter().cloned().fold(0.0, f64::max);
+            eprintln!(
+                "n={n} ratio={:.3} master_copies={:.3} up_use={:.2}",
+                end / lab.ideal(),
+                o.master_copies,
+                o.up_use
+            );
+            if std::env::var("FLUID_TIMELINE").is_ok() {
+                eprintln!("  master_end={:.3}", o.master_end / lab.ideal());
+                for (w, (m, rx, tx)) in o.timeline.iter().enumerate() {
+                    eprintln!("  t={:.1} master={m:.2} po_rx={rx:.2} po_tx={tx:.2}", w as f64 * 0.5);
+                }
+            }
+        }
+        let mut lab = lab(8);
+        lab.rate[2] /= 4.0;
+        let o = lab.run();
+        let worst = o.done.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, d)| *d).fold(0.0, f64::max);
+        eprintln!("slow h3: others {:.3} slow {:.3}", worst / lab.ideal(), o.done[2] / lab.ideal());
+    }
+}
