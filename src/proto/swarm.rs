@@ -647,32 +647,44 @@ impl Diag {
 }
 
 /// A balanced plan of links: po i serves `k` of its neighbours and is served by `k`, as far
-/// as the neighbour graph allows. In a full mesh that is i -> i+1 .. i+k; otherwise each po
-/// in turn picks the neighbour served least so far.
+/// as the neighbour graph allows. In a full mesh that is i -> i+1 .. i+k; otherwise it is `k`
+/// maximum matchings of senders to receivers (Kuhn's augmenting paths), each over the
+/// neighbour pairs not used yet, so no po ends up with fewer senders than the others.
 fn plan(g: &[Vec<u32>], k: usize) -> Vec<Vec<u32>> {
     let n = g.len();
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
-    if g.iter().enumerate().all(|(i, e)| e.len() + 1 == n || (e.is_empty() && n == 1) || i >= n) {
-        for (i, o) in out.iter_mut().enumerate() {
-            o.extend((1..=k.min(n - 1)).map(|d| ((i + d) % n) as u32));
-        }
-        return out;
+    if g.iter().all(|e| e.len() + 1 == n) {
+        return (0..n).map(|i| (1..=k.min(n - 1)).map(|d| ((i + d) % n) as u32).collect()).collect();
     }
-    let mut served = vec![0usize; n];
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
     for _ in 0..k {
-        for i in 0..n {
-            let r = g[i]
-                .iter()
-                .copied()
-                .filter(|r| !out[i].contains(r) && served[*r as usize] < k)
-                .min_by_key(|r| (served[*r as usize], (*r as usize + n - i) % n));
-            if let Some(r) = r {
-                out[i].push(r);
-                served[r as usize] += 1;
+        // sender of each receiver in this round
+        let mut sender: Vec<Option<u32>> = vec![None; n];
+        for s in 0..n {
+            let mut seen = vec![false; n];
+            augment(s, g, &out, &mut seen, &mut sender);
+        }
+        for (r, s) in sender.iter().enumerate() {
+            if let Some(s) = s {
+                out[*s as usize].push(r as u32);
             }
         }
     }
     out
+}
+
+/// Finds receivers for sender `s` along an augmenting path (one round of `plan`).
+fn augment(s: usize, g: &[Vec<u32>], out: &[Vec<u32>], seen: &mut [bool], sender: &mut [Option<u32>]) -> bool {
+    for &r in &g[s] {
+        if seen[r as usize] || out[s].contains(&r) {
+            continue;
+        }
+        seen[r as usize] = true;
+        if sender[r as usize].is_none_or(|o| augment(o as usize, g, out, seen, sender)) {
+            sender[r as usize] = Some(s as u32);
+            return true;
+        }
+    }
+    false
 }
 
 /// A full mesh up to `peers + 1` pos; beyond that a ring (so the graph is connected) plus
@@ -826,13 +838,13 @@ mod tests {
             let p = plan(&g, LINKS);
             let mut into = vec![0; n];
             for (i, out) in p.iter().enumerate() {
-                assert!(out.len() <= LINKS && out.len() + 1 >= LINKS.min(n - 1), "n={n}: po {i} serves {out:?}");
+                assert_eq!(out.len(), LINKS.min(n - 1), "n={n}: po {i} serves {out:?}");
                 for r in out {
                     assert!(g[i].contains(r), "n={n}: {i} -> {r} is not a neighbour");
                     into[*r as usize] += 1;
                 }
             }
-            assert!(into.iter().all(|k| *k <= LINKS && *k + 1 >= LINKS.min(n - 1)), "n={n}: {into:?}");
+            assert!(into.iter().all(|k| *k == LINKS.min(n - 1)), "n={n}: {into:?}");
         }
     }
 
