@@ -28,7 +28,7 @@
 //! The neighbour graph is fixed at the start (a ring plus random matchings, at most `peers`
 //! links per po), so n pos cost O(n) connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,8 +94,11 @@ pub struct Swarm {
     moving: Vec<u32>,
     next_fresh: u64,
     inflight: HashMap<(u32, u64), (Src, Instant)>,
-    /// Blocks queued per open link (sender, receiver).
-    links: HashMap<(Src, u32), u8>,
+    /// Blocks queued per open link (sender, receiver), in the order they travel.
+    links: HashMap<(Src, u32), VecDeque<u64>>,
+    /// The latest time the caller gave: when a link's head block lands, the next one's clock
+    /// starts then, so a queued block is not taken for a stalled one.
+    clock: Option<Instant>,
     /// Pos the master has an open link to.
     master_links: usize,
     blocks: u64,
@@ -145,6 +148,7 @@ impl Swarm {
             next_fresh: 0,
             inflight: HashMap::new(),
             links: HashMap::new(),
+            clock: None,
             master_links: 0,
             blocks,
             cooldown: HashMap::new(),
@@ -195,6 +199,7 @@ impl Swarm {
 
     /// Po `i` holds block `b` now; returns who sent it, if it was an assignment.
     pub fn have(&mut self, i: u32, b: u64, now: Instant) -> Option<Src> {
+        self.clock = Some(now);
         let started = self.inflight.get(&(i, b)).map(|(_, t)| *t);
         let from = self.finish(i, b);
         self.touch(i);
@@ -231,9 +236,15 @@ impl Swarm {
             Src::Master => self.master_freed = true,
             Src::Po(s) => self.touch(s),
         }
-        let l = self.links.get_mut(&(from, i)).expect("an assignment has a link");
-        *l -= 1;
-        if *l == 0 {
+        let q = self.links.get_mut(&(from, i)).expect("an assignment has a link");
+        let at = q.iter().position(|x| *x == b).expect("a link queues its blocks");
+        q.remove(at);
+        if let (0, Some(&next), Some(now)) = (at, q.front(), self.clock) {
+            if let Some(e) = self.inflight.get_mut(&(i, next)) {
+                e.1 = e.1.max(now);
+            }
+        }
+        if q.is_empty() {
             self.links.remove(&(from, i));
             self.nodes[i as usize].down -= 1;
             match from {
@@ -267,6 +278,7 @@ impl Swarm {
     /// The assignment (to, b) did not happen (sender lacked it, no connection, ...). The
     /// link rests for `COOLDOWN` so that a broken one is not retried in a tight loop.
     pub fn cancel(&mut self, to: u32, b: u64, now: Instant) {
+        self.clock = Some(now);
         if let Some(from) = self.finish(to, b) {
             self.cooldown.insert((from, to), now + COOLDOWN);
         }
@@ -329,7 +341,7 @@ impl Swarm {
     }
 
     fn queued(&self, from: Src, to: u32) -> u8 {
-        self.links.get(&(from, to)).copied().unwrap_or(0)
+        self.links.get(&(from, to)).map_or(0, |q| q.len() as u8)
     }
 
     fn cooling(&self, from: Src, to: u32, now: Instant) -> bool {
@@ -343,9 +355,9 @@ impl Swarm {
     }
 
     fn start(&mut self, a: Assign, now: Instant) {
-        let l = self.links.entry((a.from, a.to)).or_insert(0);
-        *l += 1;
-        if *l == 1 {
+        let q = self.links.entry((a.from, a.to)).or_default();
+        q.push_back(a.block);
+        if q.len() == 1 {
             self.nodes[a.to as usize].down += 1;
             match a.from {
                 Src::Master => self.master_links += 1,
@@ -381,6 +393,7 @@ impl Swarm {
     /// New assignments for every link with room.
     #[allow(clippy::needless_range_loop)] // indices name pos in several parallel tables
     pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
+        self.clock = Some(now);
         self.diag.sample(now, &self.nodes);
         let mut out = Vec::new();
         let full = self.next_full.is_none_or(|t| t <= now);
@@ -899,6 +912,23 @@ mod tests {
         let next = s.schedule(later + Duration::from_secs(2));
         assert!(next.iter().all(|a| a.from != Src::Po(0)), "{next:?}");
         assert!(next.iter().any(|a| a.from == Src::Master), "the master must resend what only po 0 had");
+    }
+
+    #[test]
+    fn a_queued_block_is_timed_from_when_it_reaches_the_head_of_its_link() {
+        let mut s = Swarm::new(2, 4, 8);
+        let t0 = Instant::now();
+        s.join(0, &[true; 4]);
+        s.join(1, &[]);
+        let first = s.schedule(t0);
+        assert_eq!(first.len(), DEPTH as usize, "{first:?}");
+        assert!(first.iter().all(|a| a.from == Src::Po(0) && a.to == 1));
+        let limit = Duration::from_secs(3);
+        // the head lands after 2.5 s; the block behind it has waited as long, but only started
+        s.have(1, first[0].block, t0 + Duration::from_millis(2500));
+        assert!(s.stalled(t0 + Duration::from_secs(4), limit).is_empty());
+        let late = s.stalled(t0 + Duration::from_secs(6), limit);
+        assert_eq!(late.len(), 1, "{late:?}");
     }
 
     #[test]
