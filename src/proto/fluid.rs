@@ -77,7 +77,6 @@ impl Lab {
         let mut events: Vec<(f64, Ev)> = Vec::new();
         let mut done = vec![f64::NAN; n];
         let mut held = vec![0u64; n];
-        let mut landed = vec![vec![false; self.blocks as usize]; n];
         let mut sent = vec![0f64; n];
         let mut t = 0.0;
         let mut master_end = 0.0;
@@ -104,12 +103,7 @@ impl Lab {
                     *left = self.block_bytes;
                 }
             }
-            // A link's head flows once its sender holds the block (pushes ordered ahead wait).
-            let heads: Vec<(u32, u32)> = links
-                .iter()
-                .filter(|((s, _), (q, _))| q.front().is_some_and(|b| *s == M || landed[*s as usize][*b as usize]))
-                .map(|(k, _)| *k)
-                .collect();
+            let heads: Vec<(u32, u32)> = links.iter().filter(|(_, (q, _))| !q.is_empty()).map(|(k, _)| *k).collect();
             let rates = self.max_min(&heads);
             let next_done = heads.iter().zip(&rates).map(|(k, r)| links[k].1 / r).fold(f64::INFINITY, f64::min);
             let next_ev = events.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
@@ -137,7 +131,6 @@ impl Lab {
                 if l.1 <= 1e-6 {
                     let b = l.0.pop_front().unwrap();
                     l.1 = 0.0;
-                    landed[k.1 as usize][b as usize] = true;
                     events.push((t + self.have_lat, Ev::Have(k.1, b)));
                 }
             }

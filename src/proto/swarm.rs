@@ -348,10 +348,15 @@ impl Swarm {
         self.cooldown.get(&(from, to)).is_some_and(|t| *t > now)
     }
 
-    /// How deep the master's links may queue: `depth`, or more when it feeds few pos.
-    fn master_depth(&self) -> u8 {
-        let links = self.master_links.max(1);
-        (MASTER_QUEUE.div_ceil(links) as u8).max(DEPTH)
+    /// Whether the master's link to po `r` may take one more block: an open link queues
+    /// `DEPTH` blocks, or more while the master feeds few pos; a new one needs a free link.
+    fn master_room(&self, r: usize) -> bool {
+        let q = self.queued(Src::Master, r as u32) as usize;
+        if q > 0 {
+            q < MASTER_QUEUE.div_ceil(self.master_links).max(DEPTH as usize)
+        } else {
+            self.master_links < MASTER_LINKS
+        }
     }
 
     fn start(&mut self, a: Assign, now: Instant) {
@@ -379,25 +384,25 @@ impl Swarm {
             .min_by_key(|&b| (self.count[b], b))
     }
 
-    /// Fills link `s -> r` up to `depth` blocks; returns whether it carries any.
-    fn fill(&mut self, s: usize, r: u32, slow: bool, now: Instant, out: &mut Vec<Assign>) -> bool {
+    /// Fills link `s -> r` up to `DEPTH` blocks.
+    fn fill(&mut self, s: usize, r: u32, slow: bool, now: Instant, out: &mut Vec<Assign>) {
         while self.queued(Src::Po(s as u32), r) < DEPTH {
             let Some(b) = self.pick(s, r as usize, slow) else { break };
             let a = Assign { from: Src::Po(s as u32), to: r, block: b as u64 };
             self.start(a, now);
             out.push(a);
         }
-        self.queued(Src::Po(s as u32), r) > 0
     }
 
     /// New assignments for every link with room.
     #[allow(clippy::needless_range_loop)] // indices name pos in several parallel tables
     pub fn schedule(&mut self, now: Instant) -> Vec<Assign> {
         self.clock = Some(now);
-        self.diag.sample(now, &self.nodes);
         let mut out = Vec::new();
         let full = self.next_full.is_none_or(|t| t <= now);
         if full {
+            // Link use is sampled on full passes only: an event must stay O(peers).
+            self.diag.sample(now, &self.nodes);
             self.next_full = Some(now + FULL_PASS);
             self.slow_cache = self.slow();
             self.cooldown.retain(|_, until| *until > now);
@@ -413,18 +418,9 @@ impl Swarm {
                 break;
             }
             let b = self.next_fresh as usize;
-            let depth = self.master_depth();
-            let room = |r: usize| {
-                let q = self.queued(Src::Master, r as u32);
-                if q > 0 {
-                    q < depth
-                } else {
-                    self.master_links < MASTER_LINKS
-                }
-            };
             // A slow po gets fresh blocks only when every po is slow.
             let to = (0..self.nodes.len())
-                .filter(|&r| room(r) && self.wants(r, b) && (!slow[r] || !any_fast))
+                .filter(|&r| self.master_room(r) && self.wants(r, b) && (!slow[r] || !any_fast))
                 .min_by_key(|&r| (self.nodes[r].fresh, self.queued(Src::Master, r as u32), r));
             let Some(to) = to else { break };
             self.scattered[b] = true;
@@ -497,14 +493,9 @@ impl Swarm {
                 .map(|b| (0..self.nodes.len()).any(|s| self.nodes[s].have[b] && self.serves(s)))
                 .collect();
             loop {
-                let depth = self.master_depth();
-                let room = |sw: &Swarm, r: usize| {
-                    let q = sw.queued(Src::Master, r as u32);
-                    sw.nodes[r].live && if q > 0 { q < depth } else { sw.master_links < MASTER_LINKS }
-                };
                 let budget = self.extra < self.fresh_sent / 16;
                 let mut best: Option<(usize, usize, (bool, u32))> = None;
-                for r in (0..self.nodes.len()).filter(|&r| room(self, r)) {
+                for r in (0..self.nodes.len()).filter(|&r| self.master_room(r)) {
                     for b in 0..self.blocks as usize {
                         if !self.wants(r, b) || (self.count[b] == 0 && self.moving[b] > 0) {
                             continue;
@@ -527,7 +518,7 @@ impl Swarm {
                 }
                 if best.is_none() && budget {
                     let needy = (0..self.nodes.len())
-                        .filter(|&r| room(self, r) && self.nodes[r].held < self.blocks)
+                        .filter(|&r| self.nodes[r].live && self.master_room(r) && self.nodes[r].held < self.blocks)
                         .min_by_key(|&r| (self.nodes[r].held, r));
                     best = needy.and_then(|r| {
                         (0..self.blocks as usize)
@@ -600,20 +591,24 @@ impl Swarm {
     }
 }
 
+const TOOK_BUCKETS: usize = 500;
+
 /// Time-weighted link counts per po and assignment times, for `event=swarm_diag`.
 struct Diag {
     at: Option<(Instant, Instant)>,
     /// Per po: seconds x links out, seconds x links in, seconds with no link out.
     links: Vec<[f64; 3]>,
-    /// Seconds from assignment to HAVE: the master's blocks, the pos'.
-    took: (Vec<f32>, Vec<f32>),
+    /// Times from assignment (or reaching the head of its link) to HAVE, in 10 ms buckets up
+    /// to 5 s: the master's blocks, the pos'. Fixed size, however long the transfer.
+    took: [Box<[u32; TOOK_BUCKETS]>; 2],
     /// When the master had assigned every block once.
     scattered: Option<Instant>,
 }
 
 impl Diag {
     fn new(n: usize) -> Diag {
-        Diag { at: None, links: vec![[0.0; 3]; n], took: (Vec::new(), Vec::new()), scattered: None }
+        let none = || Box::new([0; TOOK_BUCKETS]);
+        Diag { at: None, links: vec![[0.0; 3]; n], took: [none(), none()], scattered: None }
     }
 
     fn sample(&mut self, now: Instant, nodes: &[Node]) {
@@ -630,19 +625,26 @@ impl Diag {
     }
 
     fn took(&mut self, from: Src, d: f64) {
-        match from {
-            Src::Master => self.took.0.push(d as f32),
-            Src::Po(_) => self.took.1.push(d as f32),
-        }
+        let h = &mut self.took[usize::from(from != Src::Master)];
+        h[((d * 100.0) as usize).min(TOOK_BUCKETS - 1)] += 1;
     }
 
     fn line(&self) -> String {
         let secs = self.at.map_or(1.0, |(a, b)| b.duration_since(a).as_secs_f64().max(1e-3));
-        let ms = |v: &Vec<f32>| {
-            let mut v = v.clone();
-            v.sort_by(|a, b| a.total_cmp(b));
-            let at = |q: f64| v.get(((v.len().max(1) - 1) as f64 * q) as usize).map_or(0.0, |x| x * 1000.0);
-            format!("{:.0}/{:.0}/{:.0}", at(0.1), at(0.5), at(0.9))
+        // 10th, 50th and 90th percentiles, as the upper edge of their bucket
+        let ms = |h: &[u32; TOOK_BUCKETS]| {
+            let total: u64 = h.iter().map(|c| *c as u64).sum();
+            let at = |q: f64| {
+                let want = (total as f64 * q).ceil().max(1.0) as u64;
+                let mut seen = 0;
+                h.iter()
+                    .position(|c| {
+                        seen += *c as u64;
+                        seen >= want
+                    })
+                    .map_or(0, |i| (i + 1) * 10)
+            };
+            format!("{}/{}/{}", at(0.1), at(0.5), at(0.9))
         };
         let per: Vec<String> =
             self.links.iter().map(|d| format!("{:.1}/{:.1}/{:.2}", d[0] / secs, d[1] / secs, d[2] / secs)).collect();
@@ -652,8 +654,8 @@ impl Diag {
         };
         format!(
             "secs={secs:.2} scattered_s={scatter} master_ms={} po_ms={} out/in/idle={}",
-            ms(&self.took.0),
-            ms(&self.took.1),
+            ms(&self.took[0]),
+            ms(&self.took[1]),
             per.join(",")
         )
     }
@@ -769,7 +771,7 @@ mod tests {
                 }
             }
             let free = |p: u32| !slow.contains(&p) || tick % 4 == 0;
-            let mut sent: HashMap<Src, ()> = HashMap::new();
+            let mut sent: std::collections::HashSet<Src> = std::collections::HashSet::new();
             let mut got = vec![false; n];
             let mut later = Vec::new();
             for a in std::mem::take(&mut pending) {
@@ -777,7 +779,7 @@ mod tests {
                     Src::Master => true,
                     Src::Po(p) => free(p),
                 };
-                if sender_free && free(a.to) && !got[a.to as usize] && sent.insert(a.from, ()).is_none() {
+                if sender_free && free(a.to) && !got[a.to as usize] && sent.insert(a.from) {
                     got[a.to as usize] = true;
                     s.have(a.to, a.block, now);
                     if s.complete(a.to) && done_at[a.to as usize] == 0 {
@@ -828,7 +830,7 @@ mod tests {
     fn n_pos_take_about_as_long_as_one() {
         // The flow model of the lab (links shared max-min fairly, 10 ms to report a block and
         // 20 ms to order a push): within 15% of one uplink sending everything once (the model
-        // gives 1.00, 1.02, 1.06 and 1.13), with the master sending little more than one copy.
+        // gives 1.00, 1.02, 1.06 and 1.11), with the master sending little more than one copy.
         for n in [1usize, 4, 8, 16] {
             let lab = crate::proto::fluid::Lab::uniform(n, 93.0);
             let o = lab.run();
