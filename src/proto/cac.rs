@@ -11,6 +11,7 @@
 //! - `Progress` (master): updates the transfer table. `StatQuery`: `StatReply`.
 
 use super::auth::{self, Token, TokenError};
+use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
 use super::{earliest, Action, ClassCfg, ConnId, Env, Event, Machine, Msg};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -25,6 +26,12 @@ pub struct ClassAuth {
     /// CIDR networks allowed to push.
     pub masters: Vec<(IpAddr, u8)>,
     pub master_secret: Option<Vec<u8>>,
+}
+
+impl ClassAuth {
+    fn master_allowed(&self, ip: IpAddr) -> bool {
+        self.masters.iter().any(|&(addr, prefix)| Cidr { addr, prefix }.contains(ip))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +119,7 @@ impl CacMachine {
                     log::warn!("event=auth_denied class={class} master={} reason=unknown_class", peer.ip());
                     return self.deny(conn, Reason::UnknownClass, format!("no class {class:?} on this CAC"));
                 };
-                if !ca.masters.iter().any(|&(n, p)| super::cidr_contains(n, p, peer.ip())) {
+                if !ca.master_allowed(peer.ip()) {
                     log::warn!("event=auth_denied class={class} master={} reason=master_not_allowed", peer.ip());
                     return self.deny(
                         conn,
@@ -165,9 +172,7 @@ impl CacMachine {
             }
             // Progress from a master about a transfer of a class it may push.
             (State::Master | State::New, Msg::Progress { stat }) => {
-                let allowed = self
-                    .class(&stat.class)
-                    .is_some_and(|ca| ca.masters.iter().any(|&(n, p)| super::cidr_contains(n, p, peer.ip())));
+                let allowed = self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip()));
                 if !allowed {
                     return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
                 }

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod cac;
+pub mod cidr;
 pub mod class;
 pub mod codec;
 pub mod manifest;
@@ -224,24 +225,6 @@ impl Env {
         let mut b = [0u8; 8];
         (self.fill_random)(&mut b);
         u64::from_be_bytes(b)
-    }
-}
-
-/// Whether `ip` lies in `net/prefix`; IPv4-mapped IPv6 addresses count as IPv4.
-pub fn cidr_contains(net: std::net::IpAddr, prefix: u8, ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr::*;
-    match (net.to_canonical(), ip.to_canonical()) {
-        (V4(n), V4(a)) => {
-            let p = prefix.min(32) as u32;
-            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (V6(n), V6(a)) => {
-            let p = prefix.min(128) as u32;
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
     }
 }
 
