@@ -9,10 +9,8 @@ use std::time::Duration;
 
 /// `bound` is the address actually bound (port 0 becomes a real port).
 pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
-    // A po listening on a wildcard address presents the address the master dialled.
-    let advertise = c.advertise.or((!bound.ip().is_unspecified()).then_some(bound));
     PoSettings {
-        advertise: advertise.map(|a| a.to_string()),
+        advertise: c.advertise_addr(bound).map(|a| a.to_string()),
         cacs: c.cac.clone(),
         allow_dest: c.allow_dest.iter().map(|p| p.display().to_string()).collect(),
         root: c.root.as_ref().map(|p| p.display().to_string()),
