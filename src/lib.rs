@@ -1,7 +1,8 @@
 //! wugui: push a directory tree from one producer to many hosts.
 //!
 //! `proto` holds the protocol and the role state machines (no I/O); `reactor` drives them over
-//! sockets; `sendfile` is the zero-copy data path and the only module with `unsafe`.
+//! sockets; `store` and `tree` are the po's and the master's disk; `sys` holds the system calls
+//! beyond std (the zero-copy data path among them) and is the only module with `unsafe`.
 #![deny(unsafe_code)]
 pub mod app;
 pub mod config;
@@ -9,8 +10,9 @@ pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod reactor;
-pub mod sendfile;
-pub mod stage;
+pub mod store;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod tree;
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! the directory `cache` itself along with its subtree; a dropped directory is not descended.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ use regex::Regex;
 use crate::logging::kv_quote;
 
 use crate::proto::manifest::{Entry, Kind};
-use crate::proto::{BlockRef, Body, Manifest, Source, Sum, Verify};
+use crate::proto::{BlockRef, Body, Manifest, Source, SourceError, Sum, Verify};
+use crate::store::files::{self, OpenFiles};
 
 /// What [`walk`] found.
 #[derive(Debug)]
@@ -171,6 +173,12 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
             });
         }
     }
+    let manifest = manifest_of(root, entries, block_size)?;
+    Ok(Walk { manifest, skipped, excluded: excluded_count })
+}
+
+/// The manifest of the walked `entries`, within the wire's limits.
+fn manifest_of(root: &Path, entries: Vec<Entry>, block_size: u32) -> Result<Manifest, String> {
     if entries.len() > crate::proto::wire::MAX_ENTRIES {
         return Err(format!(
             "source {}: {} entries, over the limit {}",
@@ -187,96 +195,62 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
         }
         b => b,
     };
-    let manifest = Manifest::new(block_size, entries).map_err(|e| format!("source {}: {e}", root.display()))?;
-    Ok(Walk { manifest, skipped, excluded: excluded_count })
+    Manifest::new(block_size, entries).map_err(|e| format!("source {}: {e}", root.display()))
 }
 
 /// How many source files [`FsSource`] keeps open.
 const OPEN_FILES: usize = 64;
 
 /// The master's [`Source`]: reads blocks from the tree a [`walk`] described.
-/// A block of more pieces than this is sent from memory rather than by sendfile per piece.
-pub const PIECES_BY_FILE: usize = 4;
-
 pub struct FsSource {
     root: PathBuf,
     manifest: Manifest,
-    /// Open files, most recently used last.
-    open: Vec<(u32, Arc<File>)>,
+    open: OpenFiles<Arc<OwnedFd>>,
 }
 
 impl FsSource {
     pub fn new(root: PathBuf, manifest: &Manifest) -> FsSource {
-        FsSource { root, manifest: manifest.clone(), open: Vec::with_capacity(OPEN_FILES) }
+        FsSource { root, manifest: manifest.clone(), open: OpenFiles::new(OPEN_FILES) }
     }
 
-    fn file(&mut self, entry: u32) -> Result<Arc<File>, String> {
-        if let Some(at) = self.open.iter().position(|(e, _)| *e == entry) {
-            let hit = self.open.remove(at);
-            let file = hit.1.clone();
-            self.open.push(hit);
-            return Ok(file);
-        }
-        let path = &self.manifest.entries()[entry as usize].path;
-        let file = open_source(&self.root.join(path)).map_err(|e| format!("open {path}: {e}"))?;
-        let file = Arc::new(file);
-        if self.open.len() >= OPEN_FILES {
-            self.open.remove(0);
-        }
-        self.open.push((entry, file.clone()));
-        Ok(file)
+    fn changed(&self, path: &str, why: String) -> SourceError {
+        SourceError::Changed { path: path.to_string(), why }
     }
 }
 
 impl Source for FsSource {
-    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String> {
+    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError> {
         let segments = self.manifest.segments(b);
-        // A block of many small files is read into memory once (and checksummed from there):
-        // holding a descriptor per piece for every queued block would run out of them.
-        if segments.len() > PIECES_BY_FILE {
-            let mut data = vec![0u8; b.len as usize];
-            for seg in &segments {
-                let f = self.file(seg.entry)?;
-                let at = seg.at as usize;
-                f.read_exact_at(&mut data[at..at + seg.len as usize], seg.offset)
-                    .map_err(|e| format!("read {}: {e}", self.manifest.entries()[seg.entry as usize].path))?;
-            }
-            let sum = Sum::of(verify, &data);
-            return Ok((Body::Bytes(Arc::new(data)), sum));
-        }
-        let mut ranges = Vec::new();
-        for seg in &segments {
-            ranges.push((self.file(seg.entry)?, seg.offset, seg.len as u64));
-        }
-        let refs: Vec<(&File, u64, u64)> = ranges.iter().map(|(f, o, l)| (&**f, *o, *l)).collect();
-        let sum = crate::sendfile::checksum_ranges(&refs, verify)
-            .map_err(|e| format!("read {}: {e}", self.manifest.entries()[segments[0].entry as usize].path))?;
-        let body = match ranges.len() {
-            1 => {
-                let (file, offset, len) = ranges.pop().expect("one range");
-                Body::File { file, offset, len, sendfile }
-            }
-            _ => Body::Files { ranges, sendfile },
+        let (root, manifest, open) = (&self.root, &self.manifest, &mut self.open);
+        let path = |entry: u32| &manifest.entries()[entry as usize].path;
+        let io = |what: &str, entry: u32, e: std::io::Error| SourceError::Io {
+            what: format!("{what} {}", path(entry)),
+            error: e.to_string(),
         };
+        let file = |entry: u32| {
+            let open_one = || open_source(&root.join(path(entry))).map(|f| Arc::new(OwnedFd::from(f)));
+            open.get(entry, open_one).cloned().map_err(|e| io("open", entry, e))
+        };
+        let body = files::body_of(b.len as u64, &segments, sendfile, file, |entry, e| io("read", entry, e))?;
+        let sum = files::checksum(&body, verify).map_err(|e| io("read", segments[0].entry, e))?;
         Ok((body, sum))
     }
 
-    fn unchanged(&mut self, entry: u32) -> Result<(), String> {
+    fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
         let Some(e) = self.manifest.entries().get(entry as usize) else {
-            return Err(format!("no entry {entry}"));
+            return Err(SourceError::Refused(format!("no entry {entry}")));
         };
         let Kind::File { size } = e.kind else { return Ok(()) };
-        let md = std::fs::symlink_metadata(self.root.join(&e.path))
-            .map_err(|err| format!("file {} changed while being sent ({err})", e.path))?;
+        let md =
+            std::fs::symlink_metadata(self.root.join(&e.path)).map_err(|err| self.changed(&e.path, err.to_string()))?;
         if !md.is_file() {
-            return Err(format!("file {} changed while being sent (no longer a regular file)", e.path));
+            return Err(self.changed(&e.path, "no longer a regular file".into()));
         }
         let (now_size, now_sec, now_nsec) = (md.len(), md.mtime(), md.mtime_nsec() as u32);
         if now_size != size || now_sec != e.mtime || now_nsec != e.mtime_nsec {
-            return Err(format!(
-                "file {} changed while being sent (size {size}->{now_size}, mtime {}.{:09}->{now_sec}.{now_nsec:09})",
-                e.path, e.mtime, e.mtime_nsec
-            ));
+            let why =
+                format!("size {size}->{now_size}, mtime {}.{:09}->{now_sec}.{now_nsec:09}", e.mtime, e.mtime_nsec);
+            return Err(self.changed(&e.path, why));
         }
         Ok(())
     }
@@ -389,7 +363,7 @@ mod tests {
             let b = m.block(i).unwrap();
             let (body, sum) = src.block(&b, Verify::Md5, true).unwrap();
             assert!(matches!(body, Body::File { sendfile: true, .. } | Body::Files { sendfile: true, .. }));
-            let buf = crate::sendfile::body_bytes(&body).unwrap();
+            let buf = files::body_bytes(&body).unwrap();
             assert_eq!(buf.len(), b.len as usize);
             assert_eq!(sum, Sum::of(Verify::Md5, &buf));
             got.extend_from_slice(&buf);
@@ -406,7 +380,7 @@ mod tests {
         // grow a file: unchanged() notices
         write(&root.join("g"), b"abcd", 0o644);
         let g = m.entries().iter().position(|e| e.path == "g").unwrap() as u32;
-        let err = src.unchanged(g).unwrap_err();
+        let err = src.unchanged(g).unwrap_err().to_string();
         assert!(err.contains("g changed") && err.contains("size 3->4"), "{err}");
         // a file swapped for a symlink is refused
         std::fs::remove_file(root.join("g")).unwrap();

@@ -2,7 +2,8 @@
 
 use crate::config::{self, PoConfig};
 use crate::proto::po::{PoMachine, PoSettings};
-use crate::stage::DiskStore;
+use crate::proto::StoreError;
+use crate::store::DiskStore;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,7 +74,13 @@ pub fn main() -> ExitCode {
 struct CorruptServe(DiskStore);
 
 impl crate::proto::Store for CorruptServe {
-    fn prepare(&mut self, t: u64, dest: &str, m: &crate::proto::Manifest, delta: bool) -> Result<Vec<bool>, String> {
+    fn prepare(
+        &mut self,
+        t: u64,
+        dest: &str,
+        m: &crate::proto::Manifest,
+        delta: bool,
+    ) -> Result<Vec<bool>, StoreError> {
         self.0.prepare(t, dest, m, delta)
     }
     fn delta_candidates(&mut self, t: u64) -> Vec<u64> {
@@ -82,21 +89,21 @@ impl crate::proto::Store for CorruptServe {
     fn delta_check(&mut self, t: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
         self.0.delta_check(t, sums)
     }
-    fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), String> {
+    fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), StoreError> {
         self.0.write_block(t, b, data)
     }
-    fn seal(&mut self, t: u64) -> Result<(), String> {
+    fn seal(&mut self, t: u64) -> Result<(), StoreError> {
         self.0.seal(t)
     }
-    fn publish(&mut self, t: u64, flag: Option<&str>, mirror: bool) -> Result<(u64, u64), String> {
+    fn publish(&mut self, t: u64, flag: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
         self.0.publish(t, flag, mirror)
     }
     fn abort(&mut self, t: u64, keep: bool) {
         self.0.abort(t, keep)
     }
-    fn block_body(&mut self, t: u64, b: &crate::proto::BlockRef) -> Result<crate::proto::Body, String> {
+    fn block_body(&mut self, t: u64, b: &crate::proto::BlockRef) -> Result<crate::proto::Body, StoreError> {
         let body = self.0.block_body(t, b)?;
-        let mut bytes = crate::sendfile::body_bytes(&body).map_err(|e| e.to_string())?;
+        let mut bytes = crate::store::files::body_bytes(&body).map_err(|e| StoreError::Refused(e.to_string()))?;
         if let Some(x) = bytes.first_mut() {
             *x ^= 0xff;
         }

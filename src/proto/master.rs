@@ -6,10 +6,10 @@
 //! With `publish = each` pos publish alone and send DONE. The class `timeout` bounds the whole
 //! transfer; at it, `quorum` READY pos still commit.
 
+use super::bitmap::bit;
 use super::cac::challenge_data;
 use super::class::{Publish, Verify};
 use super::msg::{PoStat, Reason, TransferStat};
-use super::po::bit;
 use super::swarm::{self, Src, Swarm};
 use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
 use std::collections::VecDeque;
@@ -574,7 +574,7 @@ impl MasterMachine {
         let files: Vec<u32> = (0..plan.manifest.entries().len() as u32)
             .filter(|&e| matches!(plan.manifest.entries()[e as usize].kind, super::manifest::Kind::File { .. }))
             .collect();
-        files.into_iter().find_map(|e| plan.source.unchanged(e).err())
+        files.into_iter().find_map(|e| plan.source.unchanged(e).err().map(|e| e.to_string()))
     }
 
     fn abort_all(&mut self, error: String) {

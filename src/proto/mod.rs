@@ -13,10 +13,13 @@
 //! the [`Source`] and [`Store`] traits, so tests can run whole transfers in memory.
 
 pub mod auth;
+pub mod bitmap;
 pub mod cac;
+pub mod checksum;
 pub mod cidr;
 pub mod class;
 pub mod codec;
+pub mod disk;
 pub mod manifest;
 pub mod master;
 pub mod msg;
@@ -29,12 +32,11 @@ mod fluid;
 #[cfg(test)]
 mod sim;
 
-use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 pub use class::{ClassCfg, Verify};
+pub use disk::{Body, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 
@@ -70,37 +72,6 @@ pub enum Event {
         conn: ConnId,
         error: String,
     },
-}
-
-/// The bytes of a block, for sending.
-#[derive(Debug, Clone)]
-pub enum Body {
-    Bytes(Arc<Vec<u8>>),
-    /// `len` bytes of `file` at `offset`; `sendfile` false asks for the pread/write path.
-    File {
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-        sendfile: bool,
-    },
-    /// A block that spans several files: (file, offset, len) one after another.
-    Files {
-        ranges: Vec<(Arc<File>, u64, u64)>,
-        sendfile: bool,
-    },
-}
-
-impl Body {
-    pub fn len(&self) -> u64 {
-        match self {
-            Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
-            Body::Files { ranges, .. } => ranges.iter().map(|r| r.2).sum(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Debug)]
@@ -148,43 +119,6 @@ pub trait Machine {
     fn is_finished(&self) -> bool {
         false
     }
-}
-
-/// The master's view of the source tree.
-pub trait Source {
-    /// The bytes of block `b`, and their checksum computed as they are read.
-    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), String>;
-    /// Whether the file of `entry` still has the size and mtime it had in the manifest.
-    fn unchanged(&mut self, entry: u32) -> Result<(), String>;
-}
-
-/// A po's staging area. Every method names a transfer that `prepare` opened.
-pub trait Store {
-    /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
-    /// staged earlier for the same manifest. With `delta`, it also takes the blocks that the
-    /// published copy in `dest` holds at the same place in files that still have the
-    /// manifest's size and mtime. Returns which blocks it holds already.
-    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool) -> Result<Vec<bool>, String>;
-    /// Delta, after `prepare`: missing blocks that the published copy may hold in files of
-    /// another size or mtime, to check against the master's MD5s.
-    fn delta_candidates(&mut self, _transfer: u64) -> Vec<u64> {
-        Vec::new()
-    }
-    /// Delta: takes the listed blocks whose bytes in the published copy match their MD5.
-    /// Returns the blocks taken.
-    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, [u8; 16])]) -> Vec<u64> {
-        Vec::new()
-    }
-    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String>;
-    /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
-    fn seal(&mut self, transfer: u64) -> Result<(), String>;
-    /// Moves the staged tree into `dest`, then writes `flag_file`; with `mirror`, removes
-    /// what the tree lacks. Returns (files, bytes) published.
-    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), String>;
-    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
-    fn abort(&mut self, transfer: u64, keep: bool);
-    /// The bytes of a block this po holds (staged or published), for serving a peer.
-    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String>;
 }
 
 /// Wall clock and randomness, injected so that tests are deterministic.

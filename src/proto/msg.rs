@@ -14,12 +14,9 @@ pub enum Sum {
 
 impl Sum {
     pub fn of(kind: super::class::Verify, data: &[u8]) -> Sum {
-        use md5::Digest;
-        match kind {
-            super::class::Verify::None => Sum::None,
-            super::class::Verify::Crc32 => Sum::Crc32(crc32fast::hash(data)),
-            super::class::Verify::Md5 => Sum::Md5(md5::Md5::digest(data).into()),
-        }
+        let mut h = super::checksum::Hasher::new(kind);
+        h.update(data);
+        h.finish()
     }
 
     fn encode(&self, w: &mut Writer) {

@@ -7,6 +7,7 @@
 //! same transfer picks up where it left.
 
 use super::auth::Token;
+use super::bitmap::bitmap;
 use super::class::Publish;
 use super::manifest::hex;
 use super::msg::{Reason, TransferStat};
@@ -299,7 +300,7 @@ impl<S: Store> PoMachine<S> {
             Ok(_) => vec![false; p.manifest.blocks() as usize],
             Err(e) => {
                 log::error!("event=po_failed transfer={transfer} class={} error=\"{e}\"", class.name);
-                return self.refuse(master, Reason::Disk, e);
+                return self.refuse(master, Reason::Disk, e.to_string());
             }
         };
         let nheld = held.iter().filter(|h| **h).count() as u64;
@@ -452,7 +453,7 @@ impl<S: Store> PoMachine<S> {
             };
         }
         if let Err(e) = self.store.write_block(head.transfer, &b, data.bytes()) {
-            return self.fail(head.transfer, e);
+            return self.fail(head.transfer, e.to_string());
         }
         let t = self.transfers.get_mut(&head.transfer).expect("checked above");
         t.hold(b.index);
@@ -544,7 +545,7 @@ impl<S: Store> PoMachine<S> {
             Err(e) => {
                 log::warn!("event=serve_failed transfer={transfer} block={block} error=\"{e}\"");
                 if let Some(m) = master {
-                    self.send(m, unsent(e));
+                    self.send(m, unsent(e.to_string()));
                 }
             }
         }
@@ -614,7 +615,7 @@ impl<S: Store> PoMachine<S> {
             return;
         }
         if let Err(e) = self.store.seal(transfer) {
-            return self.fail(transfer, e);
+            return self.fail(transfer, e.to_string());
         }
         t.state = TState::Ready;
         log::info!("event=po_ready transfer={transfer} class={} bytes={}", t.class.name, t.bytes);
@@ -751,20 +752,6 @@ impl<S: Store> PoMachine<S> {
             .collect();
         self.send(conn, Msg::StatReply { transfers });
     }
-}
-
-pub fn bitmap(held: &[bool]) -> Vec<u8> {
-    let mut v = vec![0u8; held.len().div_ceil(8)];
-    for (i, h) in held.iter().enumerate() {
-        if *h {
-            v[i / 8] |= 1 << (i % 8);
-        }
-    }
-    v
-}
-
-pub fn bit(map: &[u8], i: u64) -> bool {
-    map.get((i / 8) as usize).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
 impl<S: Store> Machine for PoMachine<S> {

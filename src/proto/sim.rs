@@ -9,6 +9,7 @@ use super::po::{PoMachine, PoSettings};
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Default, Clone)]
@@ -18,16 +19,17 @@ pub struct MemSource {
 }
 
 impl Source for MemSource {
-    fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), String> {
+    fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), SourceError> {
+        let refused = |s: &str| SourceError::Refused(s.into());
         let mut data = Vec::new();
-        for seg in self.manifest.as_ref().ok_or("no manifest")?.segments(b) {
-            let f = self.files.get(&seg.entry).ok_or("no such file")?;
+        for seg in self.manifest.as_ref().ok_or_else(|| refused("no manifest"))?.segments(b) {
+            let f = self.files.get(&seg.entry).ok_or_else(|| refused("no such file"))?;
             data.extend_from_slice(&f[seg.offset as usize..seg.offset as usize + seg.len as usize]);
         }
         let sum = Sum::of(verify, &data);
         Ok((Body::Bytes(Arc::new(data)), sum))
     }
-    fn unchanged(&mut self, _entry: u32) -> Result<(), String> {
+    fn unchanged(&mut self, _entry: u32) -> Result<(), SourceError> {
         Ok(())
     }
 }
@@ -36,6 +38,10 @@ impl Source for MemSource {
 type Tree = BTreeMap<String, String>;
 
 type Staged = (String, Manifest, HashMap<u32, Vec<u8>>);
+
+fn refused(s: &str) -> StoreError {
+    StoreError::Refused(s.into())
+}
 
 #[derive(Default)]
 pub struct MemStore {
@@ -49,28 +55,28 @@ pub struct MemStore {
 
 impl Store for MemStore {
     /// Delta is left out here: the disk store's tests cover it.
-    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, String> {
+    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, StoreError> {
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
         Ok((0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect())
     }
-    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), String> {
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
         if self.fail_writes {
-            return Err("write x: No space left on device (os error 28)".into());
+            return Err(StoreError::io("write x", &std::io::Error::from_raw_os_error(28)));
         }
-        let (_, m, files) = self.staged.get_mut(&transfer).ok_or("not prepared")?;
+        let (_, m, files) = self.staged.get_mut(&transfer).ok_or_else(|| refused("not prepared"))?;
         for seg in m.segments(b) {
-            let Kind::File { size } = m.entries()[seg.entry as usize].kind else { return Err("not a file".into()) };
+            let Kind::File { size } = m.entries()[seg.entry as usize].kind else { return Err(refused("not a file")) };
             let f = files.entry(seg.entry).or_insert_with(|| vec![0; size as usize]);
             let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
             f[seg.offset as usize..seg.offset as usize + seg.len as usize].copy_from_slice(piece);
         }
         Ok(())
     }
-    fn seal(&mut self, _transfer: u64) -> Result<(), String> {
+    fn seal(&mut self, _transfer: u64) -> Result<(), StoreError> {
         Ok(())
     }
-    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), String> {
-        let (dest, m, files) = self.staged.remove(&transfer).ok_or("not prepared")?;
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), StoreError> {
+        let (dest, m, files) = self.staged.remove(&transfer).ok_or_else(|| refused("not prepared"))?;
         // A file that no block reached is empty, or all holes.
         let size = |e: u32| match m.entries()[e as usize].kind {
             Kind::File { size } => size as usize,
@@ -88,14 +94,14 @@ impl Store for MemStore {
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.staged.remove(&transfer);
     }
-    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String> {
+    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError> {
         let (m, files) = match self.staged.get(&transfer) {
             Some((_, m, f)) => (m, f),
-            None => self.served.get(&transfer).map(|(m, f)| (m, f)).ok_or("unknown transfer")?,
+            None => self.served.get(&transfer).map(|(m, f)| (m, f)).ok_or_else(|| refused("unknown transfer"))?,
         };
         let mut data = Vec::new();
         for seg in m.segments(b) {
-            let f = files.get(&seg.entry).ok_or("block not held")?;
+            let f = files.get(&seg.entry).ok_or_else(|| refused("block not held"))?;
             data.extend_from_slice(&f[seg.offset as usize..seg.offset as usize + seg.len as usize]);
         }
         Ok(Body::Bytes(Arc::new(data)))
@@ -218,8 +224,8 @@ impl Net {
             }
             Action::Send { conn, msg } => self.transmit(from, conn, msg),
             Action::SendBlock { conn, head, body } => {
-                let data = crate::sendfile::body_bytes(&body).expect("the simulator's bodies are in memory");
-                self.transmit(from, conn, Msg::Block { head, data: Payload::from_vec(data) });
+                let Body::Bytes(data) = body else { panic!("the simulator's bodies are in memory") };
+                self.transmit(from, conn, Msg::Block { head, data: Payload::from_vec(data.to_vec()) });
             }
             Action::Close { conn } => {
                 if let Some(peer) = self.links.remove(&(from, conn)) {

@@ -5,10 +5,9 @@
 //! holds other borrows.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use nix::sys::socket::{sendmsg, MsgFlags};
 use super::bucket::TokenBucket;
 use crate::proto::wire::{self, MsgType, HEADER_LEN};
 use crate::proto::{ConnId, Msg, Payload};
-use crate::sendfile;
+use crate::sys::sendfile;
 
 /// Size of the reactor's staging buffer for reads.
 pub const STAGING: usize = 64 << 10;
@@ -36,7 +35,7 @@ pub enum Out {
     Bytes { buf: Arc<Vec<u8>>, pos: usize },
     /// `remaining` bytes of `file` starting at `offset` are still to be written. Invariant:
     /// `remaining > 0`. `sendfile` false asks for the pread/write path.
-    File { file: Arc<File>, offset: u64, remaining: u64, sendfile: bool },
+    File { file: Arc<OwnedFd>, offset: u64, remaining: u64, sendfile: bool },
 }
 
 /// Where a connection is in its life. Every transition is logged at debug level.
@@ -145,7 +144,7 @@ impl Conn {
         }
     }
 
-    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64, sendfile: bool) {
+    pub fn push_file(&mut self, file: Arc<OwnedFd>, offset: u64, len: u64, sendfile: bool) {
         if len > 0 {
             self.out.push_back(Out::File { file, offset, remaining: len, sendfile });
         }
@@ -374,7 +373,7 @@ pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (W
                 let count = granted as usize;
                 let mut r = None;
                 if *sendfile && c.sendfile_ok {
-                    match sendfile::send_file(c.stream.as_fd(), file, offset, count) {
+                    match sendfile::send_file(c.stream.as_fd(), file.as_fd(), offset, count) {
                         Err(e) if sendfile::is_unsupported(&e) => {
                             log::debug!(
                                 "event=sendfile_fallback conn={} peer={} error=\"{e}\"",
@@ -388,7 +387,7 @@ pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (W
                 }
                 let r = match r {
                     Some(r) => r,
-                    None => sendfile::copy_file_rw(c.stream.as_fd(), file, offset, count, &mut c.scratch),
+                    None => sendfile::copy_file_rw(c.stream.as_fd(), file.as_fd(), offset, count, &mut c.scratch),
                 };
                 (granted, r, true)
             }

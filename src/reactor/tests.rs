@@ -5,17 +5,18 @@ use crate::proto::{BlockHead, Sum};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream as StdStream;
+use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed ^ (i >> 9) as u8)).collect()
 }
 
-fn temp_file(name: &str, data: &[u8]) -> (std::path::PathBuf, Arc<File>) {
+fn temp_file(name: &str, data: &[u8]) -> (std::path::PathBuf, Arc<OwnedFd>) {
     let path = std::env::temp_dir().join(format!("wugui-reactor-{}-{name}", std::process::id()));
     std::fs::write(&path, data).unwrap();
     let f = File::open(&path).unwrap();
-    (path, Arc::new(f))
+    (path, Arc::new(OwnedFd::from(f)))
 }
 
 fn head(index: u64) -> BlockHead {
@@ -149,7 +150,7 @@ impl Machine for Script {
 }
 
 /// The frames `script` sends, with the data of `file` (`data`).
-fn block_script(file: &Arc<File>) -> Vec<Action> {
+fn block_script(file: &Arc<OwnedFd>) -> Vec<Action> {
     let bytes = Arc::new(pattern(100_000, 9));
     vec![
         Action::Send { conn: 0, msg: Msg::Ping },

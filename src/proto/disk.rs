@@ -1,0 +1,150 @@
+//! The disk as the role machines see it: the master's [`Source`], the po's [`Store`], the
+//! [`Body`] of a block to send, and the typed errors of both traits.
+//!
+//! Files appear here only as opaque descriptors (`OwnedFd`) that the reactor sends from; the
+//! protocol never reads or writes them itself.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use super::{BlockRef, Manifest, Sum, Verify};
+
+/// The bytes of a block, for sending.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Arc<Vec<u8>>),
+    /// `len` bytes of `file` at `offset`; `sendfile` false asks for the pread/write path.
+    File {
+        file: Arc<OwnedFd>,
+        offset: u64,
+        len: u64,
+        sendfile: bool,
+    },
+    /// A block that spans several files: (file, offset, len) one after another.
+    Files {
+        ranges: Vec<(Arc<OwnedFd>, u64, u64)>,
+        sendfile: bool,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+            Body::Files { ranges, .. } => ranges.iter().map(|r| r.2).sum(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a [`Source`] could not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// A system call failed; `what` names the step and the file ("read d/f").
+    Io { what: String, error: String },
+    /// The file of `path` is no longer what the manifest describes (`why` says how).
+    Changed { path: String, why: String },
+    /// The call names something the source does not have.
+    Refused(String),
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            SourceError::Io { what, error } => write!(f, "{what}: {error}"),
+            SourceError::Changed { path, why } => write!(f, "file {path} changed while being sent ({why})"),
+            SourceError::Refused(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Why a [`Store`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A system call failed; `what` names the step and the path ("write d/f").
+    Io { what: String, error: String },
+    /// As `Io`, but the file system is full.
+    NoSpace { what: String, error: String },
+    /// The call does not fit the transfer's state or its manifest (not prepared, not sealed,
+    /// blocks missing, a block of the wrong size, a bad path).
+    Refused(String),
+}
+
+impl StoreError {
+    /// `Io`, or `NoSpace` when `error` says the disk is full.
+    pub fn io(what: impl Into<String>, error: &std::io::Error) -> StoreError {
+        let (what, text) = (what.into(), error.to_string());
+        match error.kind() {
+            std::io::ErrorKind::StorageFull => StoreError::NoSpace { what, error: text },
+            _ => StoreError::Io { what, error: text },
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            StoreError::Io { what, error } | StoreError::NoSpace { what, error } => write!(f, "{what}: {error}"),
+            StoreError::Refused(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The master's view of the source tree.
+pub trait Source {
+    /// The bytes of block `b`, and their checksum computed as they are read.
+    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError>;
+    /// Whether the file of `entry` still has the size and mtime it had in the manifest.
+    fn unchanged(&mut self, entry: u32) -> Result<(), SourceError>;
+}
+
+/// A po's staging area. Every method names a transfer that `prepare` opened.
+pub trait Store {
+    /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
+    /// staged earlier for the same manifest. With `delta`, it also takes the blocks that the
+    /// published copy in `dest` holds at the same place in files that still have the
+    /// manifest's size and mtime. Returns which blocks it holds already.
+    fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool)
+        -> Result<Vec<bool>, StoreError>;
+    /// Delta, after `prepare`: missing blocks that the published copy may hold in files of
+    /// another size or mtime, to check against the master's MD5s.
+    fn delta_candidates(&mut self, _transfer: u64) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Delta: takes the listed blocks whose bytes in the published copy match their MD5.
+    /// Returns the blocks taken.
+    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+        Vec::new()
+    }
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError>;
+    /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
+    fn seal(&mut self, transfer: u64) -> Result<(), StoreError>;
+    /// Moves the staged tree into `dest`, then writes `flag_file`; with `mirror`, removes
+    /// what the tree lacks. Returns (files, bytes) published.
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError>;
+    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
+    fn abort(&mut self, transfer: u64, keep: bool);
+    /// The bytes of a block this po holds (staged or published), for serving a peer.
+    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_print_as_before() {
+        let e = StoreError::io("write d/f", &std::io::Error::from_raw_os_error(28));
+        assert!(matches!(e, StoreError::NoSpace { .. }));
+        assert_eq!(e.to_string(), "write d/f: No space left on device (os error 28)");
+        assert_eq!(StoreError::Refused("not prepared".into()).to_string(), "not prepared");
+        let c = SourceError::Changed { path: "g".into(), why: "size 3->4".into() };
+        assert_eq!(c.to_string(), "file g changed while being sent (size 3->4)");
+        let io = SourceError::Io { what: "open a/b".into(), error: "gone".into() };
+        assert_eq!(io.to_string(), "open a/b: gone");
+    }
+}

@@ -1,0 +1,226 @@
+//! The path-safe layer below the dest: every directory is opened component by component from
+//! a directory descriptor with `O_NOFOLLOW | O_DIRECTORY`, and every change is an `*at` call
+//! on such a descriptor, so a symlink planted in the dest or the stage is never followed.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::libc;
+use nix::sys::stat::{fchmodat, fstat, fstatat, mkdirat, FchmodatFlags, Mode};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use crate::sys::fd::openat;
+
+pub fn mode(bits: u32) -> Mode {
+    Mode::from_bits_truncate(bits as libc::mode_t)
+}
+
+pub fn mtime(sec: i64, nsec: u32) -> TimeSpec {
+    TimeSpec::new(sec as _, nsec as _)
+}
+
+pub fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn is_file(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// (parent, name) of a `/`-separated relative path; the parent of a top-level name is "".
+pub fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+pub fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Sets the final mode and mtime of an open file or directory.
+pub fn set_attrs(fd: BorrowedFd, bits: u32, when: &TimeSpec) -> nix::Result<()> {
+    nix::sys::stat::fchmod(fd.as_raw_fd(), mode(bits))?;
+    nix::sys::stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, when)
+}
+
+/// Opens directory `rel` (non-empty, `/`-separated) below `base`, refusing symlinks.
+pub fn open_dir_path(base: BorrowedFd, rel: &str) -> io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for c in rel.split('/') {
+        let at = cur.as_ref().map_or(base, |f| f.as_fd());
+        cur = Some(openat(at, c, dir_flags(), Mode::empty())?);
+    }
+    cur.ok_or_else(|| io::Error::from(Errno::EINVAL))
+}
+
+/// Opens the parent directory of `rel` below `base` ("" is `base` itself, returned as `None`).
+pub fn open_parent(base: BorrowedFd, parent: &str) -> io::Result<Option<OwnedFd>> {
+    if parent.is_empty() {
+        return Ok(None);
+    }
+    open_dir_path(base, parent).map(Some)
+}
+
+/// Lstat of `name` in `dir`; `None` when it does not exist.
+pub fn lstat_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io::Result<Option<libc::stat>> {
+    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the mode of `name` (a directory, or a staged file) in `dir`, not following a
+/// symlink where the kernel and libc allow that.
+pub fn chmod_dir_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P, bits: u32) -> io::Result<()> {
+    let at = Some(dir.as_raw_fd());
+    match fchmodat(at, name, mode(bits), FchmodatFlags::NoFollowSymlink) {
+        Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
+            Ok(fchmodat(at, name, mode(bits), FchmodatFlags::FollowSymlink)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// The names in directory `dir`, without `.` and `..`.
+pub fn list(dir: BorrowedFd) -> io::Result<Vec<OsString>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::openat(Some(dir.as_raw_fd()), ".", flags, Mode::empty())?;
+    let mut out = Vec::new();
+    for ent in d.iter() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in `dir`, a whole tree if it is a directory, never following a symlink.
+/// A missing `name` is no error.
+pub fn remove_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else { return Ok(()) };
+    let flag = if is_dir(&st) { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+    if is_dir(&st) {
+        if st.st_mode & 0o700 != 0o700 {
+            chmod_dir_at(dir, name, 0o700)?;
+        }
+        let sub = openat(dir, name, dir_flags(), Mode::empty())?;
+        for n in list(sub.as_fd())? {
+            remove_at(sub.as_fd(), n.as_os_str())?;
+        }
+    }
+    match unlinkat(Some(dir.as_raw_fd()), name, flag) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes sure `name` in `dir` is a real directory (not a symlink to one), creating it with
+/// `bits` when missing and replacing whatever else is there.
+pub fn ensure_dir_at(dir: BorrowedFd, name: &str, bits: u32) -> io::Result<()> {
+    match lstat_at(dir, name)? {
+        Some(st) if is_dir(&st) => {
+            if st.st_mode & 0o700 != 0o700 {
+                chmod_dir_at(dir, name, (st.st_mode & 0o7777) | 0o700)?;
+            }
+            return Ok(());
+        }
+        Some(_) => remove_at(dir, name)?,
+        None => {}
+    }
+    Ok(mkdirat(Some(dir.as_raw_fd()), name, mode(bits))?)
+}
+
+/// Opens (creating it when missing) the regular file `name` in `dir` for writing, mode 0600.
+/// Anything else in the way (a symlink, a directory, a fifo) is removed first.
+pub fn create_file_at(dir: BorrowedFd, name: &str) -> io::Result<File> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    if let Ok(fd) = openat(dir, name, flags, mode(0o600)) {
+        let f = File::from(fd);
+        if f.metadata()?.is_file() {
+            nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o600))?;
+            return Ok(f);
+        }
+    }
+    remove_at(dir, name)?;
+    Ok(File::from(openat(dir, name, flags | OFlag::O_EXCL, mode(0o600))?))
+}
+
+/// Opens the regular file `rel` below `base` with `flags`, refusing symlinks anywhere.
+pub fn open_file_path(base: BorrowedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
+    let (parent, name) = split(rel);
+    let parent = open_parent(base, parent)?;
+    let at = parent.as_ref().map_or(base, |f| f.as_fd());
+    let fd = openat(at, name, flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?;
+    if !is_file(&fstat(fd.as_raw_fd())?) {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(fd)
+}
+
+/// The open directory of the last entry's parent, so walking a sorted manifest opens each
+/// directory about once.
+pub struct Cursor<'a> {
+    base: BorrowedFd<'a>,
+    path: String,
+    fd: Option<OwnedFd>,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(base: BorrowedFd<'a>) -> Cursor<'a> {
+        Cursor { base, path: String::new(), fd: None }
+    }
+
+    /// The descriptor of directory `dir` (relative to the base; "" is the base).
+    pub fn at(&mut self, dir: &str) -> io::Result<BorrowedFd<'_>> {
+        if dir.is_empty() {
+            return Ok(self.base);
+        }
+        let fd = match &self.fd {
+            Some(_) if self.path == dir => None,
+            Some(fd) => match dir.strip_prefix(self.path.as_str()).and_then(|r| r.strip_prefix('/')) {
+                Some(rest) => Some(open_dir_path(fd.as_fd(), rest)?),
+                None => Some(open_dir_path(self.base, dir)?),
+            },
+            None => Some(open_dir_path(self.base, dir)?),
+        };
+        if let Some(fd) = fd {
+            self.path.clear();
+            self.path.push_str(dir);
+            self.fd = Some(fd);
+        }
+        Ok(self.fd.as_ref().expect("set above").as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_and_remove_refuse_symlinks() {
+        let base = crate::store::tests::scratch("at");
+        std::fs::create_dir_all(base.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        std::fs::write(base.join("outside/keep"), b"k").unwrap();
+        std::os::unix::fs::symlink(base.join("outside"), base.join("a/link")).unwrap();
+        let root = File::open(&base).unwrap();
+        let mut cur = Cursor::new(root.as_fd());
+        assert!(cur.at("a/b").is_ok());
+        assert!(cur.at("a/b/c").is_ok());
+        assert!(cur.at("a").is_ok());
+        assert!(cur.at("a/link").is_err());
+        drop(cur);
+        remove_at(root.as_fd(), "a").unwrap();
+        assert!(!base.join("a").exists());
+        assert!(base.join("outside/keep").exists());
+        crate::store::tests::cleanup(&base);
+    }
+}

@@ -1,0 +1,228 @@
+//! Incremental transfer: blocks the published copy in the dest already holds are copied into
+//! the stage instead of travelling.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::fstat;
+
+use super::at::open_file_path;
+use super::staged::Staged;
+use crate::logging::kv_quote;
+use crate::proto::manifest::Kind;
+use crate::proto::Segment;
+
+/// Incremental transfer stops reading the old copy after this long and fetches the rest, so
+/// that the master, waiting for the po's answer to its offer, does not give up on it.
+const REUSE_BUDGET: Duration = Duration::from_secs(30);
+
+/// A file of the published copy, for incremental transfer: open, and whether its size and
+/// mtime equal the manifest's (then it is taken as unchanged without hashing, as rsync does).
+struct Old {
+    file: File,
+    size: u64,
+    same: bool,
+}
+
+/// The published copy's files, opened once each while blocks are visited in stream order.
+struct OldFiles(HashMap<u32, Option<Old>>);
+
+impl OldFiles {
+    /// Whether the published copy has every piece of block `b` at the same place, and
+    /// whether all those files look unchanged by size and mtime.
+    fn covers(&mut self, t: &Staged, segs: &[Segment]) -> Option<bool> {
+        // Files before this block's first are done with.
+        if let Some(first) = segs.first() {
+            self.0.retain(|e, _| *e >= first.entry);
+        }
+        let mut same = true;
+        for seg in segs {
+            let o = self.0.entry(seg.entry).or_insert_with(|| {
+                let e = &t.manifest.entries()[seg.entry as usize];
+                let fd = open_file_path(t.dest_fd.as_fd(), &e.path, OFlag::O_RDONLY).ok()?;
+                let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+                let size = st.st_size as u64;
+                let same =
+                    Kind::File { size } == e.kind && st.st_mtime == e.mtime && st.st_mtime_nsec as u32 == e.mtime_nsec;
+                Some(Old { file: File::from(fd), size, same })
+            });
+            let o = o.as_ref()?;
+            if o.size < seg.offset + seg.len as u64 {
+                return None;
+            }
+            same &= o.same;
+        }
+        Some(same)
+    }
+
+    /// Block `b`'s bytes from the published copy (after `covers` said yes).
+    fn read(&self, segs: &[Segment], buf: &mut [u8]) -> io::Result<()> {
+        for seg in segs {
+            let o = self.0.get(&seg.entry).and_then(|o| o.as_ref()).ok_or_else(|| io::Error::other("not open"))?;
+            o.file.read_exact_at(&mut buf[seg.at as usize..seg.at as usize + seg.len as usize], seg.offset)?;
+        }
+        Ok(())
+    }
+}
+
+impl Staged {
+    /// Incremental transfer, from the published copy in the dest (symlinks not followed):
+    /// with `sums` None, takes every missing block whose files are unchanged by size and
+    /// mtime and returns the blocks the copy may hold in changed files (to check); with
+    /// `sums`, takes those of the listed blocks whose bytes match their MD5. Taken blocks
+    /// are copied into the stage and never travel. Returns (taken, to check).
+    pub fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, [u8; 16])]>) -> (Vec<u64>, Vec<u64>) {
+        use md5::Digest;
+        let started = Instant::now();
+        let (mut bytes, mut hashed) = (0u64, 0u64);
+        let mut old = OldFiles(HashMap::new());
+        let (mut taken, mut candidates) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
+        let todo: Vec<(u64, Option<[u8; 16]>)> = match sums {
+            None => (0..self.held.len() as u64).map(|i| (i, None)).collect(),
+            Some(s) => s.iter().map(|(i, d)| (*i, Some(*d))).collect(),
+        };
+        let mut stopped = false;
+        for (i, want) in todo {
+            let Some(b) = self.manifest.block(i).filter(|_| !self.held[i as usize]) else { continue };
+            if started.elapsed() > REUSE_BUDGET {
+                stopped = true;
+                break;
+            }
+            let segs = self.manifest.segments(&b);
+            let Some(same) = old.covers(self, &segs) else { continue };
+            if !same && want.is_none() {
+                candidates.push(i);
+                continue;
+            }
+            buf.resize(b.len as usize, 0);
+            if old.read(&segs, &mut buf).is_err() {
+                continue;
+            }
+            if let Some(d) = want {
+                hashed += b.len as u64;
+                if md5::Md5::digest(&buf)[..] != d[..] {
+                    continue;
+                }
+            }
+            if let Err((path, e)) = self.put(transfer, i, &segs, &buf) {
+                log::warn!(
+                    "event=delta_failed transfer={transfer} path={} error={}",
+                    kv_quote(&path),
+                    kv_quote(&e.to_string())
+                );
+                break;
+            }
+            taken.push(i);
+            bytes += b.len as u64;
+        }
+        if stopped {
+            log::warn!("event=delta_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
+        }
+        log::info!(
+            "event=delta transfer={transfer} phase={} reused={}/{} bytes={bytes} hashed={hashed} to_check={} ms={}",
+            if sums.is_some() { "check" } else { "quick" },
+            taken.len(),
+            self.held.len(),
+            candidates.len(),
+            started.elapsed().as_millis()
+        );
+        (taken, candidates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Source, Store, Verify};
+    use crate::store::files::body_bytes;
+    use crate::store::tests::{cleanup, scratch, snapshot, transfer, write};
+    use crate::store::DiskStore;
+    use crate::tree::{walk, FsSource};
+
+    #[test]
+    fn delta_reuses_what_the_published_copy_holds() {
+        let base = scratch("delta");
+        let (src, dest, outside) = (base.join("src"), base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let edited = crate::testutil::noise(40 << 10, 1);
+        write(&src.join("edited.bin"), &edited, 0o644);
+        write(&src.join("grown.log"), &crate::testutil::noise(10 << 10, 2), 0o644);
+        write(&src.join("same.bin"), &crate::testutil::noise(40 << 10, 3), 0o644);
+        let m1 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut store = DiskStore::new(base.join("state")).unwrap();
+        transfer(&mut store, 1, &src, &dest, &m1);
+        store.publish(1, None, false).unwrap();
+        let v1: HashMap<String, Vec<u8>> = ["edited.bin", "grown.log", "same.bin"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::read(dest.join(n)).unwrap()))
+            .collect();
+
+        // Version 2: one 4K range edited in place, a log appended to, a new file, and a file
+        // whose old copy is a planted symlink to identical bytes outside the dest.
+        let mut e2 = edited.clone();
+        e2[20_000..24_000].copy_from_slice(&crate::testutil::noise(4000, 9));
+        write(&src.join("edited.bin"), &e2, 0o644);
+        let mut grown = v1["grown.log"].clone();
+        grown.extend(crate::testutil::noise(10 << 10, 4));
+        write(&src.join("grown.log"), &grown, 0o644);
+        write(&src.join("new.txt"), b"new", 0o644);
+        let evil = crate::testutil::noise(8192, 5);
+        write(&src.join("evil.bin"), &evil, 0o644);
+        write(&outside.join("evil.bin"), &evil, 0o644);
+        std::os::unix::fs::symlink(outside.join("evil.bin"), dest.join("evil.bin")).unwrap();
+        let m2 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut fs = FsSource::new(src.clone(), &m2);
+        let mut md5 = HashMap::new();
+        let mut want = Vec::new();
+        for i in 0..m2.blocks() {
+            let b = m2.block(i).unwrap();
+            let (body, sum) = fs.block(&b, Verify::Md5, false).unwrap();
+            let crate::proto::Sum::Md5(d) = sum else { panic!("md5") };
+            md5.insert(i, d);
+            // The oracle: every piece of the block is at the same place in a version 1 file.
+            let data = body_bytes(&body).unwrap();
+            want.push(m2.segments(&b).iter().all(|s| {
+                let old = v1.get(&m2.entries()[s.entry as usize].path);
+                let (from, to) = (s.offset as usize, s.offset as usize + s.len as usize);
+                old.is_some_and(|o| o.len() >= to && o[from..to] == data[s.at as usize..s.at as usize + s.len as usize])
+            }));
+        }
+        // Quick phase: blocks wholly in same.bin (same size and mtime) are taken unread.
+        let mut held = store.prepare(2, dest.to_str().unwrap(), &m2, true).unwrap();
+        let same = m2.entries().iter().position(|e| e.path == "same.bin").unwrap() as u32;
+        let (first, n) = m2.entry_blocks(same);
+        assert!((first + 1..first + n - 1).all(|i| held[i as usize]));
+        // Check phase: the master's MD5s for the candidates in changed files.
+        let check = store.delta_candidates(2);
+        assert!(!check.is_empty() && check.iter().all(|&i| !held[i as usize]));
+        let sums: Vec<(u64, [u8; 16])> = check.iter().map(|&i| (i, md5[&i])).collect();
+        for i in store.delta_check(2, &sums) {
+            assert!(check.contains(&i) && !held[i as usize]);
+            held[i as usize] = true;
+        }
+        assert_eq!(held, want);
+        let kept = held.iter().filter(|h| **h).count();
+        assert!(kept >= 18 && kept < held.len(), "kept {kept} of {}", held.len());
+        // the symlinked old copy was not read
+        let (first, n) = m2.entry_blocks(m2.entries().iter().position(|e| e.path == "evil.bin").unwrap() as u32);
+        assert!((first..first + n).any(|i| !held[i as usize]));
+
+        for i in (0..m2.blocks()).filter(|&i| !held[i as usize]) {
+            let b = m2.block(i).unwrap();
+            let (body, _) = fs.block(&b, Verify::None, true).unwrap();
+            store.write_block(2, &b, &body_bytes(&body).unwrap()).unwrap();
+        }
+        store.seal(2).unwrap();
+        store.publish(2, None, false).unwrap();
+        assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
+        assert_eq!(std::fs::read(outside.join("evil.bin")).unwrap(), evil);
+        cleanup(&base);
+    }
+}

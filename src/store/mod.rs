@@ -1,0 +1,224 @@
+//! The po's staging area: [`DiskStore`], the on-disk [`Store`].
+//!
+//! A transfer stages its files in `<dest>/.wugui-stage-<manifest id in hex>`, a hidden folder
+//! on the dest's filesystem, so publishing is one `rename` a file. The same manifest always
+//! maps to the same stage folder, which is what resume builds on.
+//!
+//! Below the dest nothing is reached by path ([`at`]): a symlink planted in the dest (or in
+//! the stage) is never followed; where the tree needs a directory or a file, the symlink is
+//! replaced. The dest path itself comes from the class config and is opened as given.
+//!
+//! Until `publish`, nothing in the dest outside the stage folder is touched (except that the
+//! dest itself is created when missing).
+//!
+//! The files: [`at`] the path-safe `*at` calls, [`staged`] one transfer's stage and its
+//! writes, [`delta`] reuse of the published copy, [`publish`] seal/publish/mirror,
+//! [`resume`] the record of held blocks, [`files`] block bodies read back from files (shared
+//! with the master's `tree::FsSource`).
+
+pub mod at;
+pub mod delta;
+pub mod files;
+pub mod publish;
+pub mod resume;
+pub mod staged;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::OFlag;
+
+use crate::logging::kv_quote;
+use crate::proto::manifest::hex;
+use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
+use staged::Staged;
+
+/// The prefix of every stage folder's name.
+pub const STAGE_PREFIX: &str = ".wugui-stage-";
+
+/// The stage folder's name (inside the dest) for `manifest`.
+pub fn stage_name(manifest: &Manifest) -> String {
+    format!("{STAGE_PREFIX}{}", hex(&manifest.id()))
+}
+
+/// How many published transfers stay servable.
+const SERVED: usize = 4;
+
+/// The po's [`Store`] on the local disk.
+pub struct DiskStore {
+    state_dir: PathBuf,
+    /// po.conf `fsync`: make data durable before publish, and keep resume records.
+    sync: bool,
+    transfers: HashMap<u64, Staged>,
+    /// Recently published transfers: their files can still be served to peers.
+    published: Vec<(u64, OwnedFd, Manifest)>,
+}
+
+impl DiskStore {
+    /// A store keeping its records in `state_dir` (created when missing).
+    pub fn new(state_dir: PathBuf) -> Result<DiskStore, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
+        Ok(DiskStore { state_dir, sync: true, transfers: HashMap::new(), published: Vec::new() })
+    }
+
+    /// po.conf `fsync = off`: no syncfs before publish and no resume records (a record is
+    /// only true once its data is on disk). For RAM disks, or data verified downstream.
+    pub fn without_sync(mut self) -> DiskStore {
+        self.sync = false;
+        self
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The stage folder of a prepared transfer.
+    pub fn stage_dir(&self, transfer: u64) -> Option<PathBuf> {
+        self.transfers.get(&transfer).map(|t| t.dest.join(&t.stage))
+    }
+
+    fn get(&mut self, transfer: u64) -> Result<&mut Staged, StoreError> {
+        self.transfers
+            .get_mut(&transfer)
+            .ok_or_else(|| StoreError::Refused(format!("transfer {transfer} is not prepared")))
+    }
+
+    /// Opens the file of `entry` read-only: staged, or published into the dest.
+    fn open_for_serving(&self, transfer: u64, entry: u32) -> io::Result<Arc<OwnedFd>> {
+        let (base, m) = match self.transfers.get(&transfer) {
+            Some(t) => (t.stage_fd.as_fd(), &t.manifest),
+            None => match self.published.iter().find(|(id, _, _)| *id == transfer) {
+                Some((_, fd, m)) => (fd.as_fd(), m),
+                None => return Err(io::Error::new(io::ErrorKind::NotFound, "transfer unknown here")),
+            },
+        };
+        let path = &m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path;
+        Ok(Arc::new(at::open_file_path(base, path, OFlag::O_RDONLY)?))
+    }
+}
+
+impl Store for DiskStore {
+    fn prepare(
+        &mut self,
+        transfer: u64,
+        dest: &str,
+        manifest: &Manifest,
+        delta: bool,
+    ) -> Result<Vec<bool>, StoreError> {
+        let started = std::time::Instant::now();
+        self.transfers.remove(&transfer);
+        let stage = stage_name(manifest);
+        let (dest_fd, stage_fd) = staged::open_stage(dest, &stage, manifest)?;
+        log::info!(
+            "event=stage_prepared transfer={transfer} entries={} ms={}",
+            manifest.entries().len(),
+            started.elapsed().as_millis()
+        );
+        // Another transfer of the same tree (a master that died and was run again) hands its
+        // stage over: its record is written first, so nothing durable is lost.
+        let same: Vec<u64> = self.transfers.iter().filter(|(_, t)| t.stage == stage).map(|(id, _)| *id).collect();
+        for id in same {
+            self.abort(id, true);
+        }
+        let record = resume::record_path(&self.state_dir, &stage);
+        let dest = (PathBuf::from(dest), dest_fd);
+        let mut t = Staged::new(transfer, dest, (stage, stage_fd), manifest, record, self.sync);
+        if delta && t.missing > 0 {
+            t.candidates = t.reuse_dest(transfer, None).1;
+        }
+        let held = t.held.clone();
+        self.transfers.insert(transfer, t);
+        Ok(held)
+    }
+
+    fn delta_candidates(&mut self, transfer: u64) -> Vec<u64> {
+        self.transfers.get_mut(&transfer).map(|t| std::mem::take(&mut t.candidates)).unwrap_or_default()
+    }
+
+    fn delta_check(&mut self, transfer: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
+        t.reuse_dest(transfer, Some(sums)).0
+    }
+
+    fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
+        let t = self.get(transfer)?;
+        let refuse = |s: String| Err(StoreError::Refused(s));
+        if t.manifest.block(b.index) != Some(*b) {
+            return refuse(format!("block {} does not match the manifest", b.index));
+        }
+        if data.len() != b.len as usize {
+            return refuse(format!("write: block {} has {} bytes, expected {}", b.index, data.len(), b.len));
+        }
+        if t.sealed {
+            return refuse(format!("write: transfer {transfer} is sealed"));
+        }
+        if t.held[b.index as usize] {
+            return Ok(());
+        }
+        let segs = t.manifest.segments(b);
+        t.put(transfer, b.index, &segs, data).map_err(|(path, e)| StoreError::io(format!("write {path}"), &e))?;
+        // The resume record: at most about once a second, so its cost stays bounded.
+        if t.checkpointed.elapsed() >= resume::CHECKPOINT_EVERY {
+            t.checkpoint_or_warn(transfer);
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, transfer: u64) -> Result<(), StoreError> {
+        self.get(transfer)?.seal(transfer)
+    }
+
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
+        let published = self.get(transfer)?.publish(transfer, flag_file, mirror)?;
+        if let Some(t) = self.transfers.remove(&transfer) {
+            let _ = std::fs::remove_file(&t.record);
+            if self.published.len() >= SERVED {
+                self.published.remove(0);
+            }
+            self.published.push((transfer, t.dest_fd, t.manifest));
+        }
+        Ok(published)
+    }
+
+    fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError> {
+        let segments = match self.transfers.get(&transfer) {
+            Some(t) => t.manifest.segments(b),
+            None => self
+                .published
+                .iter()
+                .find(|(id, _, _)| *id == transfer)
+                .map(|(_, _, m)| m.segments(b))
+                .unwrap_or_default(),
+        };
+        let err = |e: io::Error| StoreError::io(format!("serve block {}", b.index), &e);
+        let open = |entry| self.open_for_serving(transfer, entry).map_err(err);
+        files::body_of(b.len as u64, &segments, true, open, |_, e| err(e))
+    }
+
+    fn abort(&mut self, transfer: u64, keep: bool) {
+        self.published.retain(|(id, _, _)| *id != transfer);
+        let Some(mut t) = self.transfers.remove(&transfer) else { return };
+        if keep {
+            t.checkpoint_or_warn(transfer);
+            return;
+        }
+        let _ = std::fs::remove_file(&t.record);
+        if let Err(e) = at::remove_at(t.dest_fd.as_fd(), t.stage.as_str()) {
+            log::warn!(
+                "event=stage_remove_failed transfer={transfer} path={} error={}",
+                kv_quote(&t.dest.join(&t.stage).display().to_string()),
+                kv_quote(&e.to_string())
+            );
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The end of a transfer: `seal` makes every staged entry final and durable, `publish` moves
+//! the staged tree into the dest, removes what the tree lacks (mirror), sets directory
+//! attributes and writes the flag file.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{renameat, OFlag};
+use nix::sys::stat::{fstat, utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::symlinkat;
+
+use super::at::{
+    create_file_at, ensure_dir_at, is_dir, list, lstat_at, mode, mtime, open_dir_path, open_file_path, open_parent,
+    remove_at, set_attrs, split, Cursor,
+};
+use super::staged::Staged;
+use super::STAGE_PREFIX;
+use crate::logging::kv_quote;
+use crate::proto::manifest::{Entry, Kind};
+use crate::proto::StoreError;
+use crate::sys::fd::openat;
+
+/// `Io`, or `NoSpace` for ENOSPC, keeping the `Errno` text of today's messages.
+fn errno(what: &str, e: Errno) -> StoreError {
+    let (what, error) = (what.to_string(), e.to_string());
+    match e {
+        Errno::ENOSPC => StoreError::NoSpace { what, error },
+        _ => StoreError::Io { what, error },
+    }
+}
+
+impl Staged {
+    /// Every block is held: gives each entry its final form, mode and mtime, then syncs.
+    pub fn seal(&mut self, transfer: u64) -> Result<(), StoreError> {
+        if self.missing > 0 {
+            return Err(StoreError::Refused(format!(
+                "seal: {} of {} blocks are missing",
+                self.missing,
+                self.held.len()
+            )));
+        }
+        self.open.clear();
+        let started = Instant::now();
+        let mut cur = Cursor::new(self.stage_fd.as_fd());
+        for (i, e) in self.manifest.entries().iter().enumerate() {
+            if self.done[i] {
+                continue;
+            }
+            let (parent, name) = split(&e.path);
+            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e));
+            done.map_err(|err| StoreError::io(format!("seal {}", e.path), &err))?;
+        }
+        drop(cur);
+        // One syncfs writes all staged data back in bulk before anything is published: with
+        // 100,000 small files that is about 2 s, where an fdatasync per file took 10-30 s.
+        let attrs_ms = started.elapsed().as_millis();
+        if self.sync {
+            nix::unistd::syncfs(self.stage_fd.as_raw_fd()).map_err(|e| errno("seal: syncfs", e))?;
+        }
+        log::info!(
+            "event=stage_sealed transfer={transfer} finished_early={} attrs_ms={attrs_ms} sync_ms={}",
+            self.done.iter().filter(|d| **d).count(),
+            started.elapsed().as_millis() - attrs_ms
+        );
+        self.sealed = true;
+        // A po that dies while it waits for COMMIT comes back holding everything.
+        self.dirty = true;
+        self.checkpoint_or_warn(transfer);
+        Ok(())
+    }
+
+    /// Moves the sealed stage into the dest (see `Store::publish`). Returns (files, bytes).
+    pub fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
+        if !self.sealed {
+            return Err(StoreError::Refused(format!("publish: transfer {transfer} is not sealed")));
+        }
+        if let Some(flag) = flag_file {
+            crate::proto::manifest::check_path(flag).map_err(|e| StoreError::Refused(format!("flag file: {e}")))?;
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in self.manifest.entries() {
+            if let Kind::File { size } = e.kind {
+                files += 1;
+                bytes += size;
+            }
+        }
+        self.move_in(transfer)?;
+        // Remove what the tree lacks, before directory mtimes are set.
+        if mirror {
+            self.mirror(transfer, flag_file)?;
+        }
+        let dest = self.dest_fd.as_fd();
+        remove_at(dest, self.stage.as_str()).map_err(|e| StoreError::io(format!("remove stage {}", self.stage), &e))?;
+        self.dir_attrs(transfer)?;
+        if let Some(flag) = flag_file {
+            write_flag(dest, flag, transfer, files, bytes)
+                .map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
+        }
+        let _ = nix::unistd::fsync(dest.as_raw_fd());
+        Ok((files, bytes))
+    }
+
+    /// Moves the staged entries in, parents first. A directory the dest lacks moves whole,
+    /// with everything below it, in one rename (a first push of 20,000 files is a few).
+    fn move_in(&self, transfer: u64) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut renames = 0u64;
+        let mut dcur = Cursor::new(self.dest_fd.as_fd());
+        let mut scur = Cursor::new(self.stage_fd.as_fd());
+        let mut moved: HashSet<&str> = HashSet::new();
+        for e in self.manifest.entries() {
+            let mut up = e.path.as_str();
+            let mut inside = false;
+            while let Some((p, _)) = up.rsplit_once('/') {
+                if moved.contains(p) {
+                    inside = true;
+                    break;
+                }
+                up = p;
+            }
+            if inside {
+                continue;
+            }
+            let (parent, name) = split(&e.path);
+            let done = dcur.at(parent).and_then(|d| -> io::Result<()> {
+                if e.kind == Kind::Dir {
+                    if lstat_at(d, name)?.is_none() {
+                        renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?;
+                        moved.insert(e.path.as_str());
+                        renames += 1;
+                        return Ok(());
+                    }
+                    return ensure_dir_at(d, name, 0o700);
+                }
+                renames += 1;
+                if lstat_at(d, name)?.is_some_and(|st| is_dir(&st)) {
+                    remove_at(d, name)?;
+                }
+                Ok(renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?)
+            });
+            done.map_err(|err| StoreError::io(format!("publish {}", e.path), &err))?;
+        }
+        log::debug!("event=publish_moved transfer={transfer} renames={renames} ms={}", started.elapsed().as_millis());
+        Ok(())
+    }
+
+    /// Removes from the dest what the tree lacks, except stage folders and the flag file.
+    fn mirror(&self, transfer: u64, flag_file: Option<&str>) -> Result<(), StoreError> {
+        let entries = self.manifest.entries();
+        let dirs: HashMap<&str, bool> = entries.iter().map(|e| (e.path.as_str(), e.kind == Kind::Dir)).collect();
+        let base = self.dest_fd.as_fd();
+        let mut todo = vec![String::new()];
+        while let Some(dir) = todo.pop() {
+            let failed = |e: io::Error| StoreError::io(format!("mirror {dir}"), &e);
+            let fd = open_parent(base, &dir).map_err(failed)?;
+            let at = fd.as_ref().map_or(base, |f| f.as_fd());
+            for n in list(at).map_err(failed)? {
+                let rel = n.to_str().map(|n| if dir.is_empty() { n.to_string() } else { format!("{dir}/{n}") });
+                if let Some(rel) = &rel {
+                    if dir.is_empty() && rel.starts_with(STAGE_PREFIX) || flag_file == Some(rel.as_str()) {
+                        continue;
+                    }
+                    match dirs.get(rel.as_str()) {
+                        Some(true) => {
+                            todo.push(rel.clone());
+                            continue;
+                        }
+                        Some(false) => continue,
+                        None => {}
+                    }
+                }
+                let shown = rel.unwrap_or_else(|| format!("{dir}/{}", n.to_string_lossy()));
+                remove_at(at, n.as_os_str()).map_err(|e| StoreError::io(format!("mirror: remove {shown}"), &e))?;
+                log::debug!("event=mirror_remove transfer={transfer} path={}", kv_quote(&shown));
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory modes and mtimes, deepest first (children sort after their parent).
+    fn dir_attrs(&self, transfer: u64) -> Result<(), StoreError> {
+        for e in self.manifest.entries().iter().rev().filter(|e| e.kind == Kind::Dir) {
+            let what = || format!("publish {}", e.path);
+            let fd = open_dir_path(self.dest_fd.as_fd(), &e.path).map_err(|err| StoreError::io(what(), &err))?;
+            match set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec)) {
+                Ok(()) => {}
+                Err(Errno::EPERM) => {
+                    log::warn!(
+                        "event=publish_attr_failed transfer={transfer} path={} error={}",
+                        kv_quote(&e.path),
+                        kv_quote(&io::Error::from(Errno::EPERM).to_string())
+                    )
+                }
+                Err(err) => return Err(StoreError::io(what(), &io::Error::from(err))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives the staged entry `e` (`name` in `dir`) its final form, mode and mtime.
+fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry) -> io::Result<()> {
+    let when = mtime(e.mtime, e.mtime_nsec);
+    match &e.kind {
+        Kind::Dir => {}
+        Kind::File { size } => finish_file(dir, name, *size, e)?,
+        Kind::Symlink { target } => {
+            remove_at(dir, name)?;
+            symlinkat(target.as_str(), Some(dir.as_raw_fd()), name)?;
+            let at = Some(dir.as_raw_fd());
+            match utimensat(at, name, &TimeSpec::UTIME_OMIT, &when, UtimensatFlags::NoFollowSymlink) {
+                Ok(()) | Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a staged file's size (creating an empty or all-hole file no block reached) and
+/// sets its mode and mtime.
+fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry) -> io::Result<()> {
+    let fd = match open_file_path(dir, name, OFlag::O_RDONLY) {
+        Ok(fd) => fd,
+        // An empty file (or one all holes) had no block to create it.
+        Err(err) if err.kind() == io::ErrorKind::NotFound && (size == 0 || e.sparse.is_some()) => {
+            drop(create_file_at(dir, name)?);
+            open_file_path(dir, name, OFlag::O_RDONLY)?
+        }
+        Err(e) => return Err(e),
+    };
+    let mut st = fstat(fd.as_raw_fd())?;
+    if e.sparse.is_some() && (st.st_size as u64) < size {
+        // A sparse file ends in a hole that no write reached.
+        let w = File::from(open_file_path(dir, name, OFlag::O_WRONLY)?);
+        w.set_len(size)?;
+        st = fstat(fd.as_raw_fd())?;
+    }
+    if st.st_size as u64 != size {
+        return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
+    }
+    Ok(set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec))?)
+}
+
+/// Writes the flag file atomically: a temporary file, synced, renamed over `flag`.
+fn write_flag(dest: BorrowedFd, flag: &str, transfer: u64, files: u64, bytes: u64) -> io::Result<()> {
+    let (parent, name) = split(flag);
+    let parent = open_parent(dest, parent)?;
+    let at = parent.as_ref().map_or(dest, |f| f.as_fd());
+    let tmp = ".wugui-flag.tmp";
+    remove_at(at, tmp)?;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut f = File::from(openat(at, tmp, flags, mode(0o644))?);
+    f.write_all(format!("transfer={transfer}\nfiles={files}\nbytes={bytes}\n").as_bytes())?;
+    f.sync_data()?;
+    nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o644))?;
+    drop(f);
+    if lstat_at(at, name)?.is_some_and(|st| is_dir(&st)) {
+        // never trade published data for the flag
+        remove_at(at, tmp)?;
+        return Err(Errno::EISDIR.into());
+    }
+    renameat(Some(at.as_raw_fd()), tmp, Some(at.as_raw_fd()), name)?;
+    let _ = nix::unistd::fsync(at.as_raw_fd());
+    Ok(())
+}

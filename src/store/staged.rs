@@ -1,0 +1,252 @@
+//! One transfer's stage: opening it, writing blocks into its files (kept open in a small
+//! cache), and finishing each file as its last bytes land.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::at::{
+    chmod_dir_at, create_file_at, dir_flags, ensure_dir_at, mtime, open_dir_path, open_file_path, open_parent,
+    set_attrs, split, Cursor,
+};
+use super::files::OpenFiles;
+use super::resume::read_record;
+use crate::logging::kv_quote;
+use crate::proto::manifest::Kind;
+use crate::proto::{Manifest, Segment, StoreError};
+use crate::sys::fd::openat;
+
+/// How many staged files a transfer keeps open for writing.
+const OPEN_FILES: usize = 32;
+
+pub struct Staged {
+    pub dest: PathBuf,
+    pub dest_fd: OwnedFd,
+    pub stage: String,
+    pub stage_fd: OwnedFd,
+    pub manifest: Manifest,
+    pub held: Vec<bool>,
+    pub missing: u64,
+    /// The resume record in the state dir, and when it was last written.
+    pub record: PathBuf,
+    pub checkpointed: Instant,
+    pub dirty: bool,
+    pub sync: bool,
+    /// Staged files open for writing.
+    pub open: OpenFiles<File>,
+    pub sealed: bool,
+    /// Delta: blocks the published copy may hold in changed files, to check.
+    pub candidates: Vec<u64>,
+    /// Per entry: bytes of a dense file still to write (`u64::MAX`: not tracked), and
+    /// whether its mode and mtime are final already. A file is finished as its last bytes
+    /// land, so that seal does not visit 20,000 small files again at the end.
+    pub left: Vec<u64>,
+    pub done: Vec<bool>,
+}
+
+/// Opens (creating what is missing) the dest and, inside it, the stage folder `stage` with
+/// the manifest's directories. Returns the descriptors of both.
+pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(OwnedFd, OwnedFd), StoreError> {
+    let dest_path = Path::new(dest);
+    if !dest_path.is_absolute() {
+        return Err(StoreError::Refused(format!("dest {dest:?} is not an absolute path")));
+    }
+    let dest_err = |e: io::Error| StoreError::io(format!("dest {dest}"), &e);
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dest_path).map_err(dest_err)?;
+    let dest_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+        .open(dest_path)
+        .map(OwnedFd::from)
+        .map_err(dest_err)?;
+    let stage_fd = ensure_dir_at(dest_fd.as_fd(), stage, 0o700)
+        .and_then(|()| openat(dest_fd.as_fd(), stage, dir_flags(), Mode::empty()))
+        .map_err(|e| StoreError::io(format!("stage {dest}/{stage}"), &e))?;
+    let mut cur = Cursor::new(stage_fd.as_fd());
+    for e in manifest.entries() {
+        let (parent, name) = split(&e.path);
+        let made = cur.at(parent).and_then(|dir| match e.kind {
+            Kind::Dir => ensure_dir_at(dir, name, 0o700),
+            // Files appear with their first block (`Staged::file`), empty ones at seal.
+            Kind::File { .. } | Kind::Symlink { .. } => Ok(()),
+        });
+        made.map_err(|err| StoreError::io(format!("stage {}", e.path), &err))?;
+    }
+    drop(cur);
+    Ok((dest_fd, stage_fd))
+}
+
+impl Staged {
+    /// A transfer of `manifest` staged in `stage_fd`, holding what the resume record says
+    /// and every block that is wholly a hole.
+    pub fn new(
+        transfer: u64,
+        (dest, dest_fd): (PathBuf, OwnedFd),
+        (stage, stage_fd): (String, OwnedFd),
+        manifest: &Manifest,
+        record: PathBuf,
+        sync: bool,
+    ) -> Staged {
+        let blocks = manifest.blocks() as usize;
+        let mut held = read_record(&record, manifest).unwrap_or_else(|| vec![false; blocks]);
+        let resumed = held.iter().filter(|h| **h).count();
+        if resumed > 0 {
+            log::info!("event=resume transfer={transfer} held={resumed}/{blocks}");
+        }
+        // Blocks wholly in holes are zeros: the stage file's own holes at seal.
+        if manifest.entries().iter().any(|e| e.sparse.is_some()) {
+            for (i, h) in held.iter_mut().enumerate() {
+                *h = *h || manifest.is_hole(&manifest.block(i as u64).expect("index below blocks()"));
+            }
+        }
+        let mut left: Vec<u64> = manifest
+            .entries()
+            .iter()
+            .map(|e| match e.kind {
+                Kind::File { size } if size > 0 && e.sparse.is_none() => size,
+                _ => u64::MAX,
+            })
+            .collect();
+        // Files complete from an earlier run are finished at seal, as before.
+        for i in (0..blocks).filter(|&i| held[i]) {
+            for seg in manifest.segments(&manifest.block(i as u64).expect("index below blocks()")) {
+                if let Some(l) = left.get_mut(seg.entry as usize).filter(|l| **l != u64::MAX) {
+                    *l -= seg.len as u64;
+                }
+            }
+        }
+        Staged {
+            dest,
+            dest_fd,
+            stage,
+            stage_fd,
+            manifest: manifest.clone(),
+            missing: held.iter().filter(|h| !**h).count() as u64,
+            held,
+            record,
+            checkpointed: Instant::now(),
+            dirty: false,
+            sync,
+            open: OpenFiles::new(OPEN_FILES),
+            sealed: false,
+            candidates: Vec::new(),
+            left,
+            done: vec![false; manifest.entries().len()],
+        }
+    }
+
+    /// Writes block `index` (its pieces `segs`, bytes `data`) into the stage and counts it
+    /// held. On error, the path that failed.
+    pub fn put(&mut self, transfer: u64, index: u64, segs: &[Segment], data: &[u8]) -> Result<(), (String, io::Error)> {
+        for seg in segs {
+            let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
+            if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
+                return Err((self.manifest.entries()[seg.entry as usize].path.clone(), e));
+            }
+        }
+        self.held[index as usize] = true;
+        self.missing -= 1;
+        self.dirty = true;
+        self.wrote(transfer, segs);
+        Ok(())
+    }
+
+    /// The pieces `segs` of a newly held block are written: a file whose last bytes these
+    /// were gets its final mode and mtime now, through the descriptor it was written by.
+    fn wrote(&mut self, transfer: u64, segs: &[Segment]) {
+        for seg in segs {
+            let i = seg.entry as usize;
+            if self.left[i] == u64::MAX {
+                continue;
+            }
+            self.left[i] -= seg.len as u64;
+            if self.left[i] > 0 {
+                continue;
+            }
+            let (bits, when) = {
+                let e = &self.manifest.entries()[i];
+                (e.mode, mtime(e.mtime, e.mtime_nsec))
+            };
+            // Usually still open from the write; reopened when the cache let it go.
+            let set = match self.file(seg.entry) {
+                Ok(f) => set_attrs(f.as_fd(), bits, &when),
+                Err(_) => continue,
+            };
+            let e = &self.manifest.entries()[i];
+            match set {
+                Ok(()) => self.done[i] = true,
+                // seal tries again, and reports what still fails
+                Err(err) => log::debug!(
+                    "event=finish_file_failed transfer={transfer} path={} error={}",
+                    kv_quote(&e.path),
+                    kv_quote(&io::Error::from(err).to_string())
+                ),
+            }
+        }
+    }
+
+    /// Writes `piece` at `offset` of the staged file of `entry`. In a sparse file, pages of
+    /// zeros are left unwritten: the file is fresh, so they stay holes.
+    fn write_piece(&mut self, entry: u32, piece: &[u8], offset: u64) -> io::Result<()> {
+        const PAGE: u64 = 4096;
+        let sparse = self.manifest.entries()[entry as usize].sparse.is_some();
+        let f = self.file(entry)?;
+        if !sparse {
+            return f.write_all_at(piece, offset);
+        }
+        // Runs of pages (aligned in the file) holding a non-zero byte, one write each.
+        let mut run: Option<usize> = None;
+        let mut i = 0;
+        while i < piece.len() {
+            let end = piece.len().min(i + (PAGE - (offset + i as u64) % PAGE) as usize);
+            let zero = piece[i..end].iter().all(|&b| b == 0);
+            match (zero, run) {
+                (false, None) => run = Some(i),
+                (true, Some(from)) => {
+                    f.write_all_at(&piece[from..i], offset + from as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+            i = end;
+        }
+        if let Some(from) = run {
+            f.write_all_at(&piece[from..], offset + from as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The staged file of `entry`, open for writing.
+    fn file(&mut self, entry: u32) -> io::Result<&File> {
+        let (stage, path) = (self.stage_fd.as_fd(), &self.manifest.entries()[entry as usize].path);
+        self.open.get(entry, || open_staged(stage, path))
+    }
+}
+
+/// Opens the staged file `path` for writing. Files are created when their first block
+/// arrives: on some disks a create costs most of a millisecond, which should overlap the
+/// transfer, not precede it.
+fn open_staged(stage: BorrowedFd, path: &str) -> io::Result<File> {
+    match open_file_path(stage, path, OFlag::O_WRONLY) {
+        Ok(fd) => Ok(File::from(fd)),
+        // Finished (made read-only) before a restart whose record lagged behind: writable
+        // again, and finished again at seal.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let (parent, name) = split(path);
+            let dir = open_parent(stage, parent)?;
+            chmod_dir_at(dir.as_ref().map_or(stage, |d| d.as_fd()), name, 0o600)?;
+            Ok(File::from(open_file_path(stage, path, OFlag::O_WRONLY)?))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match split(path) {
+            ("", name) => create_file_at(stage, name),
+            (parent, name) => create_file_at(open_dir_path(stage, parent)?.as_fd(), name),
+        },
+        Err(e) => Err(e),
+    }
+}

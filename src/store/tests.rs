@@ -1,0 +1,258 @@
+//! The store end to end: prepare, write, seal, publish, abort, on real directories. Shared
+//! helpers for the tests of the store's files.
+
+use super::*;
+use crate::proto::manifest::Kind;
+use crate::proto::{Source, Verify};
+use crate::tree::{walk, FsSource};
+use files::body_bytes;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+pub(crate) fn scratch(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "wugui-stage-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Removes a test tree, read-only directories included.
+pub(crate) fn cleanup(p: &Path) {
+    let parent = File::open(p.parent().unwrap()).unwrap();
+    at::remove_at(parent.as_fd(), p.file_name().unwrap()).unwrap();
+    assert!(!p.exists());
+}
+
+pub(crate) fn write(p: &Path, data: &[u8], bits: u32) {
+    std::fs::write(p, data).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(bits)).unwrap();
+}
+
+pub(crate) fn chmod(p: &Path, bits: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(bits)).unwrap();
+}
+
+/// A source tree: nested dirs, an empty dir, a symlink, an empty file, various modes.
+pub(crate) fn source(root: &Path) -> Manifest {
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::fs::create_dir(root.join("was_file")).unwrap();
+    write(&root.join("d/e/big.bin"), &(0..10_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>(), 0o750);
+    write(&root.join("d/small"), b"small\n", 0o600);
+    write(&root.join("d/zero"), b"", 0o644);
+    write(&root.join("sub/f"), b"through?", 0o644);
+    write(&root.join("was_dir"), b"now a file", 0o640);
+    write(&root.join("was_file/x"), b"x", 0o644);
+    std::os::unix::fs::symlink("e/big.bin", root.join("d/link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    chmod(&root.join("d/e"), 0o750);
+    chmod(&root.join("empty"), 0o700);
+    chmod(&root.join("d"), 0o755);
+    // read-only: set last, deepest first, and replaced on a second publish
+    std::fs::create_dir_all(root.join("ro/inner")).unwrap();
+    write(&root.join("ro/inner/f"), b"read only", 0o444);
+    chmod(&root.join("ro/inner"), 0o555);
+    chmod(&root.join("ro"), 0o500);
+    walk(root, &[], 4096).unwrap().manifest
+}
+
+pub(crate) fn transfer(store: &mut DiskStore, id: u64, src: &Path, dest: &Path, m: &Manifest) {
+    let held = store.prepare(id, dest.to_str().unwrap(), m, false).unwrap();
+    assert_eq!(held, vec![false; m.blocks() as usize]);
+    let mut fs = FsSource::new(src.to_path_buf(), m);
+    // out of order, to exercise the cache and pwrite
+    for i in (0..m.blocks()).rev() {
+        let b = m.block(i).unwrap();
+        let (body, _) = fs.block(&b, Verify::None, true).unwrap();
+        let buf = body_bytes(&body).unwrap();
+        store.write_block(id, &b, &buf).unwrap();
+    }
+    store.seal(id).unwrap();
+}
+
+/// The manifest of `dest` without `ignore`, and each file's content.
+pub(crate) fn snapshot(root: &Path, ignore: &[&str]) -> (Vec<crate::proto::manifest::Entry>, Vec<(String, Vec<u8>)>) {
+    let m = walk(root, &[], 4096).unwrap().manifest;
+    let entries: Vec<_> = m.entries().iter().filter(|e| !ignore.contains(&e.path.as_str())).cloned().collect();
+    let contents = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File { .. }))
+        .map(|e| (e.path.clone(), std::fs::read(root.join(&e.path)).unwrap()))
+        .collect();
+    (entries, contents)
+}
+
+pub(crate) fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn full_cycle_into_an_old_dest() {
+    let base = scratch("cycle");
+    let (src, dest, outside) = (base.join("src"), base.join("a/b/dest"), base.join("outside"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let m = source(&src);
+
+    // an old dest: an extra file, stale content, a dir where a file goes, a file where a
+    // dir goes, a planted symlink to a directory outside, another transfer's stage
+    std::fs::create_dir_all(dest.join("d")).unwrap();
+    std::fs::create_dir_all(dest.join("was_dir/inner")).unwrap();
+    write(&dest.join("was_dir/inner/old"), b"old", 0o644);
+    write(&dest.join("was_file"), b"old", 0o644);
+    write(&dest.join("d/small"), b"stale content", 0o666);
+    write(&dest.join("old.txt"), b"keep me unless mirror", 0o644);
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    std::fs::create_dir(dest.join(".wugui-stage-0123")).unwrap();
+    chmod(&dest.join("d"), 0o555);
+
+    let state = base.join("state");
+    let mut store = DiskStore::new(state.clone()).unwrap();
+    assert!(state.is_dir());
+    transfer(&mut store, 7, &src, &dest, &m);
+    let stage = store.stage_dir(7).unwrap();
+    assert_eq!(stage, dest.join(stage_name(&m)));
+    assert!(stage.is_dir());
+    // nothing outside the stage changed yet
+    assert_eq!(std::fs::read(dest.join("d/small")).unwrap(), b"stale content");
+    assert!(dest.join("sub").symlink_metadata().unwrap().file_type().is_symlink());
+
+    let (files, bytes) = store.publish(7, Some("data.done"), false).unwrap();
+    assert_eq!((files, bytes), (m.files() as u64, m.bytes()));
+    assert!(!stage.exists());
+    assert!(store.stage_dir(7).is_none());
+    assert_eq!(std::fs::read_to_string(dest.join("data.done")).unwrap().lines().next(), Some("transfer=7"));
+    assert_eq!(snapshot(&dest, &["data.done", "old.txt", ".wugui-stage-0123"]), snapshot(&src, &[]));
+    assert!(dest.join("old.txt").exists());
+    assert!(dest.join(".wugui-stage-0123").is_dir());
+    // the planted symlink was replaced, not written through
+    assert!(names(&outside).is_empty());
+    assert!(dest.join("sub").symlink_metadata().unwrap().is_dir());
+    assert_eq!(std::fs::read_link(dest.join("d/link")).unwrap(), Path::new("e/big.bin"));
+    let md = std::fs::symlink_metadata(src.join("d/link")).unwrap();
+    let got = std::fs::symlink_metadata(dest.join("d/link")).unwrap();
+    assert_eq!((got.mtime(), got.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
+
+    // again with mirror: the extra file goes, the flag file and other stages stay
+    let mut store = DiskStore::new(state).unwrap();
+    transfer(&mut store, 8, &src, &dest, &m);
+    store.publish(8, Some("data.done"), true).unwrap();
+    assert!(!dest.join("old.txt").exists());
+    assert_eq!(std::fs::read_to_string(dest.join("data.done")).unwrap().lines().next(), Some("transfer=8"));
+    assert_eq!(snapshot(&dest, &["data.done", ".wugui-stage-0123"]), snapshot(&src, &[]));
+    cleanup(&base);
+}
+
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let base = scratch("plant");
+    let (src, dest, outside) = (base.join("src"), base.join("dest"), base.join("outside"));
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    write(&src.join("sub/deeper/f"), b"data", 0o644);
+    write(&src.join("g"), b"gg", 0o644);
+    std::fs::create_dir_all(&outside).unwrap();
+    write(&outside.join("g"), b"precious", 0o644);
+    let m = walk(&src, &[], 3).unwrap().manifest;
+    std::fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.join("g"), dest.join("g")).unwrap();
+
+    let mut store = DiskStore::new(base.join("state")).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m);
+    store.publish(1, None, false).unwrap();
+    assert_eq!(names(&outside), ["g"]);
+    assert_eq!(std::fs::read(outside.join("g")).unwrap(), b"precious");
+    assert_eq!(std::fs::read(dest.join("sub/deeper/f")).unwrap(), b"data");
+    assert!(dest.join("g").symlink_metadata().unwrap().is_file());
+    assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
+
+    // a symlink planted as the stage dir is replaced too
+    let m2 = walk(&src, &[], 5).unwrap().manifest;
+    std::os::unix::fs::symlink(&outside, dest.join(stage_name(&m2))).unwrap();
+    store.prepare(2, dest.to_str().unwrap(), &m2, false).unwrap();
+    assert_eq!(names(&outside), ["g"]);
+    assert!(dest.join(stage_name(&m2)).symlink_metadata().unwrap().is_dir());
+    store.abort(2, false);
+    assert!(!dest.join(stage_name(&m2)).exists());
+    cleanup(&base);
+}
+
+/// `cargo test --release --lib -- --ignored many_files --nocapture`
+#[test]
+#[ignore]
+fn many_files() {
+    let base = scratch("many");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    for d in 0..1000 {
+        std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            std::fs::write(src.join(format!("d{d}/f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let t = std::time::Instant::now();
+    let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
+    eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
+    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let t = std::time::Instant::now();
+    store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
+    eprintln!("prepare: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let mut fs = FsSource::new(src.to_path_buf(), &m);
+    for i in 0..m.blocks() {
+        let b = m.block(i).unwrap();
+        let (body, _) = fs.block(&b, Verify::Md5, true).unwrap();
+        let buf = body_bytes(&body).unwrap();
+        store.write_block(1, &b, &buf).unwrap();
+    }
+    eprintln!("read+write: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    store.seal(1).unwrap();
+    eprintln!("seal: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    store.publish(1, Some("done"), true).unwrap();
+    eprintln!("publish: {:?}", t.elapsed());
+    cleanup(&base);
+}
+
+#[test]
+fn abort_leaves_the_old_files() {
+    let base = scratch("abort");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let m = source(&src);
+    std::fs::create_dir_all(dest.join("d")).unwrap();
+    write(&dest.join("d/small"), b"old", 0o644);
+    let before = snapshot(&dest, &[]);
+
+    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let d = dest.to_str().unwrap();
+    store.prepare(3, d, &m, false).unwrap();
+    let b = m.block(0).unwrap();
+    store.write_block(3, &b, &vec![1u8; b.len as usize]).unwrap();
+    assert!(store.write_block(3, &b, &[1u8; 3]).unwrap_err().to_string().contains("expected"));
+    assert!(store.seal(3).unwrap_err().to_string().contains("missing"));
+    assert!(store.publish(3, None, false).is_err());
+    // keep: the stage stays for a resume
+    store.abort(3, true);
+    assert!(dest.join(stage_name(&m)).is_dir());
+    assert!(store.write_block(3, &b, &vec![1u8; b.len as usize]).is_err());
+    // the same manifest finds the same stage and keeps what is there
+    store.prepare(4, d, &m, false).unwrap();
+    let seg = m.segments(&b)[0];
+    let staged = std::fs::read(dest.join(stage_name(&m)).join(&m.entries()[seg.entry as usize].path)).unwrap();
+    assert_eq!(&staged[..seg.len as usize], &vec![1u8; seg.len as usize][..]);
+    store.abort(4, false);
+    assert_eq!(names(&dest), ["d"]);
+    assert_eq!(snapshot(&dest, &[]), before);
+    cleanup(&base);
+}
