@@ -265,6 +265,20 @@ fn install(prefix: &Path, from: &Path, dir: &Path, tag: &str) -> String {
     out
 }
 
+/// The installed init script `path` runs with the shared part it sources: `status` of a
+/// daemon that is not running, and the usage line.
+fn check_init_script(path: &Path, name: &str) {
+    let run = |arg: &str| Command::new("sh").arg(path).arg(arg).stdin(Stdio::null()).output().unwrap();
+    if !Path::new(&format!("/var/run/{name}.pid")).exists() {
+        let o = run("status");
+        assert_eq!(o.status.code(), Some(3), "{} {}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), format!("{name} is not running"));
+    }
+    let o = run("bogus");
+    assert_eq!(o.status.code(), Some(2), "{} {}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stderr).contains("{start|stop|restart|force-reload|reload|status}"), "{}", text(&o.stderr));
+}
+
 #[test]
 fn install_script_is_idempotent_and_keeps_edited_configs() {
     let s = scratch("install");
@@ -288,6 +302,7 @@ fn install_script_is_idempotent_and_keeps_edited_configs() {
         "lib/systemd/system/wugui-cac.service",
         "etc/init.d/wugui-po",
         "etc/init.d/wugui-cac",
+        "etc/init.d/wugui-common",
     ];
     for f in want {
         let p = prefix.join(f);
@@ -309,6 +324,11 @@ fn install_script_is_idempotent_and_keeps_edited_configs() {
     assert!(unit.lines().any(|l| l == exec), "{unit}");
     let init = fs::read_to_string(prefix.join("etc/init.d/wugui-cac")).unwrap();
     assert!(init.contains(&format!("DAEMON={}", prefix.join("bin/wugui-cac").display())), "{init}");
+    let common = prefix.join("etc/init.d/wugui-common");
+    assert!(init.lines().any(|l| l == format!(". {}", common.display())), "{init}");
+    let mode = fs::metadata(&common).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0, "wugui-common is sourced, not run: {mode:o}");
+    check_init_script(&prefix.join("etc/init.d/wugui-po"), "wugui-po");
 
     // Again: nothing changes.
     let second = install(&prefix, &from, s.path(), "install2");
