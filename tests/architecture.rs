@@ -194,7 +194,8 @@ fn strip_comments_and_strings(text: &str) -> String {
             }
             let start = i;
             i += hashes + 2;
-            while i < c.len() && !(c[i] == '"' && c[i + 1..].iter().take(hashes).filter(|c| **c == '#').count() == hashes)
+            while i < c.len()
+                && !(c[i] == '"' && c[i + 1..].iter().take(hashes).filter(|c| **c == '#').count() == hashes)
             {
                 i += 1;
             }
