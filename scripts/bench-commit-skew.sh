@@ -29,56 +29,15 @@ case "$size_mb" in ''|*[!0-9]*) echo "usage: $0 [N] [SIZE_MB]" >&2; exit 2;; esa
 
 cargo build --release --quiet --bins
 bin=$PWD/target/release
+. scripts/local.sh
 work=$(mktemp -d /tmp/wugui-skew.XXXXXX)
-pids=()
-kill_pids() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-cleanup() {
-    kill_pids
-    if [ "${KEEP:-0}" = 1 ]; then echo "# kept $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "# $*" >&2; }
-
-# COUNT distinct free ports on 127.0.0.1 (all bound at once, so no duplicates).
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-ss = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); ss.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in ss))
-PY
-}
-
-wait_listening() { # OUTFILE PID
-    local _
-    for _ in $(seq 1 200); do
-        grep -qs '^listening=' "$1" && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "a daemon did not start ($1):" >&2
-    cat "$1" >&2
-    return 1
-}
 
 log "generating a ${size_mb} MiB tree in $work/src"
 src=$work/src
-mkdir -p "$src/data/sub"
-total=$((size_mb * 1024 * 1024))
-head -c $((total * 4 / 10)) /dev/urandom > "$src/data/part-0.bin"
-head -c $((total * 3 / 10)) /dev/urandom > "$src/data/part-1.bin"
-head -c $((total * 2 / 10)) /dev/urandom > "$src/data/sub/part-2.bin"
-head -c $((total - total * 4 / 10 - total * 3 / 10 - total * 2 / 10)) /dev/urandom > "$src/data/sub/part-3.bin"
+gen_parts "$src" "$size_mb"
 echo "generated = $(date -u +%FT%TZ)" > "$src/VERSION"
 sync
-echo "skew-cluster-key-$RANDOM$RANDOM$RANDOM" > "$work/cluster.key"
+cluster_key "$work/cluster.key"
 
 # Reads the logs of one run and prints the figure line (stdout); returns the skew in ms through
 # $work/last_skew. Arguments: RUNDIR P2P RUN SECONDS
@@ -145,11 +104,8 @@ one_run() {
     cac_port=${ports[0]}
     po_list=$(for i in $(seq 1 "$n"); do printf '127.0.0.1:%s, ' "${ports[$i]}"; done)
     po_list=${po_list%, }
-    cat > "$rd/cac.conf" <<CONF
-[cac]
-listen = 127.0.0.1:$cac_port
-secret_file = $work/cluster.key
-log = $rd/cac.log
+    cac_conf "$rd/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$rd/cac.log"
+    cat >> "$rd/cac.conf" <<CONF
 
 [class skew]
 po = $po_list
@@ -161,31 +117,16 @@ block_size = 4M
 verify = md5
 timeout = $master_timeout
 CONF
-    "$bin/wugui-cac" -f "$rd/cac.conf" > "$rd/cac.out" 2>&1 &
-    pids+=($!)
+    start_daemon wugui-cac "$rd/cac"
     wait_listening "$rd/cac.out" $! || return 1
     local po_pids=()
     for i in $(seq 0 $((n - 1))); do
-        mkdir -p "$rd/po$i/state"
-        cat > "$rd/po$i.conf" <<CONF
-[po]
-listen = 127.0.0.1:${ports[$((i + 1))]}
-cac = 127.0.0.1:$cac_port
-state_dir = $rd/po$i/state
-allow_dest = /home/work/data
-log = $rd/po$i/po.log
-root = $rd/po$i
-CONF
-        "$bin/wugui-po" -f "$rd/po$i.conf" > "$rd/po$i.out" 2>&1 &
-        pids+=($!)
+        po_conf "$rd/po$i" "127.0.0.1:${ports[$((i + 1))]}" "127.0.0.1:$cac_port" /home/work/data
+        start_daemon wugui-po "$rd/po$i"
         po_pids+=($!)
     done
     for i in $(seq 0 $((n - 1))); do wait_listening "$rd/po$i.out" "${po_pids[$i]}" || return 1; done
-    cat > "$rd/master.conf" <<CONF
-[master]
-cac = 127.0.0.1:$cac_port
-log = $rd/master.log
-CONF
+    master_conf "$rd/master.conf" "127.0.0.1:$cac_port" "$rd/master.log"
     # in the background and waited for, so that a signal to this script is handled at once
     timeout -k 5 "$master_timeout" "$bin/masterwugui" -f "$rd/master.conf" -c skew -p "$src" \
         > "$rd/master.out" 2> "$rd/master.err" &

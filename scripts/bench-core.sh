@@ -33,17 +33,8 @@ rl_mb=64
 cargo build --release --quiet --bins --examples
 bin=$PWD/target/release
 rawpair=$bin/examples/rawpair
+. scripts/local.sh
 work=$(mktemp -d "${BENCH_TMP:-/tmp}/wugui-bench.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-log() { echo "# $*" >&2; }
 calc() { awk "BEGIN { printf \"%s\", $1 }"; }
 mib() { calc "sprintf(\"%.1f\", $1 / 1048576)"; }
 now() { date +%s.%N; }
@@ -66,16 +57,10 @@ head -c $((rl_mb * 1024 * 1024)) /dev/urandom > "$work/src_rl/small.bin"
 size_bytes=$(stat -c %s "$src_file")
 sync
 
-echo "bench-cluster-key-$RANDOM$RANDOM$RANDOM" > "$work/cluster.key"
-cac_port=$(free_port)
-po_port=$(free_port)
+cluster_key "$work/cluster.key"
+read -r cac_port po_port <<< "$(free_ports 2)"
+cac_conf "$work/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$work/cac.log"
 {
-    cat <<CONF
-[cac]
-listen = 127.0.0.1:$cac_port
-secret_file = $work/cluster.key
-log = $work/cac.log
-CONF
     for v in none crc32 md5; do
         cat <<CONF
 
@@ -104,28 +89,11 @@ sendfile = on
 rate_limit = 10M
 timeout = 1200
 CONF
-} > "$work/cac.conf"
-cat > "$work/master.conf" <<CONF
-[master]
-cac = 127.0.0.1:$cac_port
-log = $work/master.log
-CONF
+} >> "$work/cac.conf"
+master_conf "$work/master.conf" "127.0.0.1:$cac_port" "$work/master.log"
 
-wait_listening() { # OUTFILE PID
-    for _ in $(seq 1 200); do
-        grep -q '^listening=' "$1" && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "a daemon did not start:" >&2
-    cat "$1" >&2
-    exit 1
-}
-
-"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 &
-cac_pid=$!
-pids+=("$cac_pid")
-wait_listening "$work/cac.out" "$cac_pid"
+start_daemon wugui-cac "$work/cac"
+wait_listening "$work/cac.out" $!
 
 # Writes the largest RssAnon (kB) of PID seen so far to OUT, every ~50 ms, until killed.
 sample_rss() {
@@ -151,20 +119,10 @@ warm() { cat "$1" > /dev/null; }
 run_wugui() {
     local class=$1 srcdir=$2 tag=$3
     local d=$work/run-$tag
-    mkdir -p "$d/root" "$d/state"
-    cat > "$d/po.conf" <<CONF
-[po]
-listen = 127.0.0.1:$po_port
-cac = 127.0.0.1:$cac_port
-state_dir = $d/state
-allow_dest = /bench
-log = $d/po.log
-root = $d/root
-fsync = ${PO_FSYNC:-on}
-CONF
-    "$bin/wugui-po" -f "$d/po.conf" > "$d/po.out" 2>&1 &
+    mkdir -p "$d"
+    po_conf "$d/po" "127.0.0.1:$po_port" "127.0.0.1:$cac_port" /bench "fsync = ${PO_FSYNC:-on}"
+    start_daemon wugui-po "$d/po"
     local po_pid=$!
-    pids+=("$po_pid")
     wait_listening "$d/po.out" "$po_pid"
     sample_rss "$po_pid" "$d/rss" &
     local smp_pid=$!
@@ -187,10 +145,8 @@ CONF
     if [ $rc -ne 0 ] || ! grep -q 'result=ok' <<< "$summary"; then
         echo "masterwugui failed (exit $rc) in $class: $summary" >&2
         cat "$d/master.err" >&2
-        tail -n 20 "$d/po.log" >&2 2>/dev/null || true
-        trap - EXIT
-        echo "logs kept in $work" >&2
-        cleanup_daemons_only
+        tail -n 20 "$d/po/po.log" >&2 2>/dev/null || true
+        KEEP=1
         exit 1
     fi
     R_BYTES=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<< "$summary")
@@ -208,10 +164,6 @@ CONF
     fi
     log "run case=$class tag=$tag $summary wall_s=$wall wall_rate_mib_s=$(mib "$R_WALL_RATE") cpu_master=$R_CPU_MASTER cpu_po=$R_CPU_PO po_rss_anon_mib=$(calc "sprintf(\"%.1f\", $R_RSS_KB / 1024)")"
     rm -rf "$d"
-}
-cleanup_daemons_only() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
 best() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }

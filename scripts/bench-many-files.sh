@@ -34,16 +34,12 @@ for i in range(n):
 PY
 
 npos=${POS:-1}
-cac_port=$(free_port)
-po_ports=()
-for _ in $(seq 1 "$npos"); do po_ports+=("$(free_port)"); done
-po_list=$(printf '127.0.0.1:%s, ' "${po_ports[@]}")
-echo "bench-files-key-$RANDOM$RANDOM" > "$work/cluster.key"
-cat > "$work/cac.conf" <<CONF
-[cac]
-listen = 127.0.0.1:$cac_port
-secret_file = $work/cluster.key
-log = $work/cac.log
+read -r -a ports <<< "$(free_ports $((npos + 1)))"
+cac_port=${ports[0]}
+po_list=$(printf '127.0.0.1:%s, ' "${ports[@]:1}")
+cluster_key "$work/cluster.key"
+cac_conf "$work/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$work/cac.log"
+cat >> "$work/cac.conf" <<CONF
 
 [class files]
 po = ${po_list%, }
@@ -51,27 +47,16 @@ dest = /data/files
 masters = 127.0.0.0/8
 verify = crc32
 CONF
-for i in $(seq 0 $((npos - 1))); do
-    mkdir -p "$work/po$i/state"
-    cat > "$work/po$i.conf" <<CONF
-[po]
-listen = 127.0.0.1:${po_ports[$i]}
-cac = 127.0.0.1:$cac_port
-state_dir = $work/po$i/state
-allow_dest = /data
-log = $work/po$i/po.log
-root = $work/po$i
-fsync = off
-CONF
-done
-printf '[master]\ncac = 127.0.0.1:%s\nlog = %s/master.log\n' "$cac_port" "$work" > "$work/master.conf"
-"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 & pids+=($!)
+master_conf "$work/master.conf" "127.0.0.1:$cac_port" "$work/master.log"
+start_daemon wugui-cac "$work/cac"
 po_pids=()
 for i in $(seq 0 $((npos - 1))); do
-    "$bin/wugui-po" -f "$work/po$i.conf" > "$work/po$i.out" 2>&1 & pids+=($!); po_pids+=($!)
+    po_conf "$work/po$i" "127.0.0.1:${ports[$((i + 1))]}" "127.0.0.1:$cac_port" /data "fsync = off"
+    start_daemon wugui-po "$work/po$i"
+    po_pids+=($!)
 done
-# shellcheck disable=SC2046 # one word a file
-wait_listening "$work" cac.out $(for i in $(seq 0 $((npos - 1))); do echo "po$i.out"; done)
+wait_listening "$work/cac.out"
+for i in $(seq 0 $((npos - 1))); do wait_listening "$work/po$i.out" "${po_pids[$i]}"; done
 
 t0=$(date +%s.%N)
 rc=0

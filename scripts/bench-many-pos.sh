@@ -66,62 +66,28 @@ else
     cargo build --release --quiet --bins
     bin=$PWD/target/release
 fi
-for b in masterwugui wugui-po wugui-cac; do
-    [ -x "$bin/$b" ] || { echo "no $bin/$b (set WUGUI_BIN or build first)" >&2; exit 1; }
-done
+# Children and temp dirs (pids, work, dirs) are cleaned up on any exit.
+. scripts/local.sh
+need_bins "$bin"
 
 # A master holds two connections per po, and each po a few plus its peers.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-log() { echo "# $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
 
-# ---------------------------------------------------------------------------------------------
-# Children and temp dirs, cleaned up on any exit.
-
-pids=()     # every daemon and helper this script started, killed by PID
-dirs=()     # temp dirs to remove
-kill_pids() {
-    local p kids
-    for p in "${pids[@]}"; do
-        # masterwugui runs under /usr/bin/time, which a signal would leave orphaned
-        kids=$(cat "/proc/$p/task/$p/children" 2>/dev/null || true)
-        # shellcheck disable=SC2086
-        [ -z "$kids" ] || kill $kids 2>/dev/null || true
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-cleanup() {
-    kill_pids
-    local d
-    for d in "${dirs[@]}"; do
-        if [ "${KEEP:-0}" = 1 ]; then log "kept $d"; else rm -rf "$d"; fi
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 work=$(mktemp -d /dev/shm/wugui-many.XXXXXX 2>/dev/null || mktemp -d /tmp/wugui-many.XXXXXX)
-dirs+=("$work")
 
 # ---------------------------------------------------------------------------------------------
 # The source tree and its sums.
 
 src=$work/src
 log "generating a ${size_mb} MiB tree in $src"
-mkdir -p "$src/data/sub"
-total=$((size_mb * 1024 * 1024))
-head -c $((total * 4 / 10)) /dev/urandom > "$src/data/part-0.bin"
-head -c $((total * 3 / 10)) /dev/urandom > "$src/data/part-1.bin"
-head -c $((total * 2 / 10)) /dev/urandom > "$src/data/sub/part-2.bin"
-head -c $((total - total * 4 / 10 - total * 3 / 10 - total * 2 / 10)) /dev/urandom > "$src/data/sub/part-3.bin"
+gen_parts "$src" "$size_mb"
 echo "generated = $(date -u +%FT%TZ)" > "$src/VERSION"
 (cd "$src" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs md5sum) > "$work/src.md5"
 src_files=$(wc -l < "$work/src.md5")
-echo "many-pos-cluster-key-$RANDOM$RANDOM$RANDOM" > "$work/cluster.key"
+cluster_key "$work/cluster.key"
 
 # ---------------------------------------------------------------------------------------------
 # The sampler: runs until the master exits (or kills it at the deadline), prints key=value.
@@ -356,20 +322,6 @@ PY
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 
-# Waits until FILE has a `listening=` line; prints the address. Arguments: FILE PID SECONDS
-wait_listening() {
-    local i limit=$(($3 * 20))
-    for ((i = 0; i < limit; i++)); do
-        if grep -qs '^listening=' "$1"; then
-            sed -n 's/^listening=//p' "$1" | head -1
-            return 0
-        fi
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.05
-    done
-    return 1
-}
-
 kv() { # KEY LINE: the value of KEY=... in LINE
     sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<< "$2" | head -1
 }
@@ -452,37 +404,21 @@ run_case() {
     load=$(cut -d' ' -f1 /proc/loadavg) # other work on the host skews the times
 
     # The CAC, with no class yet.
-    cat > "$rd/cac.conf" <<CONF
-[cac]
-listen = 127.0.0.1:0
-secret_file = $work/cluster.key
-log = $rd/cac.log
-CONF
-    "$bin/wugui-cac" -f "$rd/cac.conf" > "$rd/cac.out" 2>&1 &
+    cac_conf "$rd/cac.conf" 127.0.0.1:0 "$work/cluster.key" "$rd/cac.log"
+    start_daemon wugui-cac "$rd/cac"
     cac_pid=$!
-    pids+=("$cac_pid")
-    if ! cac_addr=$(wait_listening "$rd/cac.out" "$cac_pid" 10); then
+    if ! wait_listening "$rd/cac.out" "$cac_pid"; then
         run_reason="daemon_start: the CAC did not start: $(tail -1 "$rd/cac.out")"
         drop_run "$rd"
         return 2
     fi
+    cac_addr=$(listening_addr "$rd/cac.out")
 
     # N pos on port 0, all started before any is waited for.
     local po_pids=()
     for ((i = 0; i < n; i++)); do
-        mkdir -p "$rd/pos/po$i/state"
-        cat > "$rd/pos/po$i.conf" <<CONF
-[po]
-listen = 127.0.0.1:0
-cac = $cac_addr
-state_dir = $rd/pos/po$i/state
-allow_dest = /home/work/data
-log = $rd/pos/po$i/po.log
-root = $rd/pos/po$i
-fsync = off
-CONF
-        "$bin/wugui-po" -f "$rd/pos/po$i.conf" > "$rd/pos/po$i.out" 2>&1 &
-        pids+=($!)
+        po_conf "$rd/pos/po$i" 127.0.0.1:0 "$cac_addr" /home/work/data "fsync = off"
+        start_daemon wugui-po "$rd/pos/po$i"
         po_pids+=($!)
     done
     # Read back every po's port (a few seconds' grace per hundred pos).
@@ -509,7 +445,7 @@ CONF
         sleep 0.2
     done
     for ((i = 0; i < n; i++)); do
-        sed -n 's/^listening=//p' "$rd/pos/po$i.out" | head -1 >> "$rd/pos.txt"
+        listening_addr "$rd/pos/po$i.out" >> "$rd/pos.txt"
     done
     t_up=$(now)
 
@@ -536,11 +472,7 @@ CONF
         drop_run "$rd"
         return 2
     fi
-    cat > "$rd/master.conf" <<CONF
-[master]
-cac = $cac_addr
-log = $rd/master.log
-CONF
+    master_conf "$rd/master.conf" "$cac_addr" "$rd/master.log"
     log "n=$n: $n pos and the CAC up in $(elapsed "$t_start" "$t_up")s"
 
     # Which pos the sampler watches every time: SAMPLE_POS spread over the list.

@@ -37,34 +37,22 @@ with open(path, "wb") as f:
 PY
 src_disk=$(du -B1 "$src/huge.img" | cut -f1)
 
-cac_port=$(free_port)
-po_port=$(free_port)
-echo "bench-sparse-key-$RANDOM$RANDOM" > "$work/cluster.key"
-cat > "$work/cac.conf" <<CONF
-[cac]
-listen = 127.0.0.1:$cac_port
-secret_file = $work/cluster.key
-log = $work/cac.log
+read -r cac_port po_port <<< "$(free_ports 2)"
+cluster_key "$work/cluster.key"
+cac_conf "$work/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$work/cac.log"
+cat >> "$work/cac.conf" <<CONF
 
 [class sparse]
 po = 127.0.0.1:$po_port
 dest = /data/sparse
 masters = 127.0.0.0/8
 CONF
-mkdir -p "$work/po/state"
-cat > "$work/po.conf" <<CONF
-[po]
-listen = 127.0.0.1:$po_port
-cac = 127.0.0.1:$cac_port
-state_dir = $work/po/state
-allow_dest = /data
-log = $work/po/po.log
-root = $work/po
-CONF
-printf '[master]\ncac = 127.0.0.1:%s\nlog = %s/master.log\n' "$cac_port" "$work" > "$work/master.conf"
-"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 & pids+=($!)
-"$bin/wugui-po" -f "$work/po.conf" > "$work/po.out" 2>&1 & pids+=($!)
-wait_listening "$work" cac.out po.out
+po_conf "$work/po" "127.0.0.1:$po_port" "127.0.0.1:$cac_port" /data
+master_conf "$work/master.conf" "127.0.0.1:$cac_port" "$work/master.log"
+start_daemon wugui-cac "$work/cac"
+start_daemon wugui-po "$work/po"
+wait_listening "$work/cac.out"
+wait_listening "$work/po.out" $!
 
 t0=$(date +%s.%N)
 rc=0

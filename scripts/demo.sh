@@ -20,43 +20,27 @@ ln -s index/big.bin "$src/latest"
 for f in a.txt b.txt sub/c.txt data.txt; do echo "excluded" > "$src/$f"; done
 
 echo "== starting a CAC and 3 pos on 127.0.0.1"
-echo "demo-cluster-key-$RANDOM$RANDOM" > "$work/cluster.key"
-cac_port=$(free_port)
-po_ports=(); for i in 1 2 3; do po_ports+=("$(free_port)"); done
-cat > "$work/cac.conf" <<CONF
-[cac]
-listen = 127.0.0.1:$cac_port
-secret_file = $work/cluster.key
-log = $work/cac.log
+cluster_key "$work/cluster.key"
+read -r -a ports <<< "$(free_ports 4)"
+cac_port=${ports[0]}
+cac_conf "$work/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$work/cac.log"
+cat >> "$work/cac.conf" <<CONF
 
 [class base1]
-po = 127.0.0.1:${po_ports[0]}, 127.0.0.1:${po_ports[1]}, 127.0.0.1:${po_ports[2]}
+po = 127.0.0.1:${ports[1]}, 127.0.0.1:${ports[2]}, 127.0.0.1:${ports[3]}
 dest = /home/work/data/base
 masters = 127.0.0.0/8
 block_size = 4M
 verify = md5
 flag_file = data.done
 CONF
-"$bin/wugui-cac" -f "$work/cac.conf" > "$work/cac.out" 2>&1 & pids+=($!)
+start_daemon wugui-cac "$work/cac"
 for i in 0 1 2; do
-    mkdir -p "$work/po$i/state"
-    cat > "$work/po$i.conf" <<CONF
-[po]
-listen = 127.0.0.1:${po_ports[$i]}
-cac = 127.0.0.1:$cac_port
-state_dir = $work/po$i/state
-allow_dest = /home/work/data
-log = $work/po$i/po.log
-root = $work/po$i
-CONF
-    "$bin/wugui-po" -f "$work/po$i.conf" > "$work/po$i.out" 2>&1 & pids+=($!)
+    po_conf "$work/po$i" "127.0.0.1:${ports[$((i + 1))]}" "127.0.0.1:$cac_port" /home/work/data
+    start_daemon wugui-po "$work/po$i"
 done
-cat > "$work/master.conf" <<CONF
-[master]
-cac = 127.0.0.1:$cac_port
-log = $work/master.log
-CONF
-wait_listening "$work" cac.out po0.out po1.out po2.out
+for f in cac po0 po1 po2; do wait_listening "$work/$f.out"; done
+master_conf "$work/master.conf" "127.0.0.1:$cac_port" "$work/master.log"
 
 echo "== masterwugui -c base1 -x a.txt b.txt c.txt -p $src"
 "$bin/masterwugui" -f "$work/master.conf" -c base1 -x a.txt b.txt c.txt -p "$src" &
@@ -84,4 +68,4 @@ for i in 0 1 2; do
         diff <(echo "$want_list") <(listing "$d") | head -20 || true
     fi
 done
-[ $rc -eq 0 ] && [ $ok -eq 1 ] && echo "== demo OK" || { echo "== demo FAILED (see logs in $work)"; trap - EXIT; exit 1; }
+[ $rc -eq 0 ] && [ $ok -eq 1 ] && echo "== demo OK" || { echo "== demo FAILED (see logs in $work)"; KEEP=1; exit 1; }

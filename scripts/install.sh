@@ -8,7 +8,7 @@
 #   PREFIX/etc/wugui/                cac.conf po.conf master.conf, secrets/ (mode 0700)
 #   PREFIX/etc/wugui/hooks/          reload.sh (an example hook)
 #   PREFIX/lib/systemd/system/       wugui-po.service wugui-cac.service
-#   PREFIX/etc/init.d/               wugui-po wugui-cac
+#   PREFIX/etc/init.d/               wugui-po wugui-cac, and wugui-common (sourced by both)
 #   PREFIX/etc/logrotate.d/          wugui
 #   --from DIR   take the binaries from DIR (default: dist/, built by scripts/build-static.sh
 #                when a binary is missing there; env WUGUI_DIST does the same)
@@ -111,9 +111,11 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Point the shipped paths at this PREFIX: binaries in PREFIX/bin, configs in PREFIX/etc/wugui.
+# Point the shipped paths at this PREFIX: binaries in PREFIX/bin, configs in PREFIX/etc/wugui,
+# init scripts in PREFIX/etc/init.d.
 rewrite() {
-    sed -e "s#/usr/local/bin/#$BINDIR/#g" -e "s#/etc/wugui/#$ETCDIR/#g" -e "s#/etc/wugui\$#$ETCDIR#" "$1" >"$2"
+    sed -e "s#/usr/local/bin/#$BINDIR/#g" -e "s#/etc/wugui/#$ETCDIR/#g" -e "s#/etc/wugui\$#$ETCDIR#" \
+        -e "s#/etc/init\.d/#$INITDIR/#g" "$1" >"$2"
 }
 
 mkdir -p "$ETCDIR/hooks"
@@ -131,6 +133,9 @@ for r in po cac; do
     rewrite "$here/init.d/wugui-$r" "$tmp/wugui-$r"
     put "$tmp/wugui-$r" "$INITDIR/wugui-$r" 0755
 done
+# Sourced, not run: not executable, so no init system takes it for a service.
+rewrite "$here/init.d/wugui-common" "$tmp/wugui-common"
+put "$tmp/wugui-common" "$INITDIR/wugui-common" 0644
 
 if [ ! -e "$ETCDIR/cluster.key" ]; then
     echo "note: the CAC needs its cluster key ($ETCDIR/cluster.key, the same on every replica):" \

@@ -17,8 +17,7 @@ fn expected(src: &std::path::Path, dropped: &[&str]) -> std::collections::BTreeM
 #[test]
 fn seed_command_delivers_identical_trees_to_three_pos() {
     let c = Cluster::start("seed", Opts::default());
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let want = expected(&src, &["a.txt", "b.txt", "sub/c.txt", "data.txt"]);
     // The seed's own command line, with -p last as in the article.
     let o = c.master(&["-c", "base1", "-x", "a.txt", "b.txt", "c.txt", "-p", src.to_str().unwrap()]);
@@ -58,10 +57,9 @@ fn verify_modes_sendfile_off_and_publish_each() {
         // Also the po's fsync = off (no syncfs before publish, no resume records).
         let po_extra = if verify == "none" { vec!["fsync = off".to_string()] } else { vec![] };
         let c = Cluster::start("modes", Opts { pos: 2, class_extra: extra, po_extra, ..Default::default() });
-        let src = c.dir.path().join("src");
-        seed_tree(&src);
+        let src = c.seeded_src();
         let mut want = snapshot(&src);
-        let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+        let o = c.push(&src);
         assert_eq!(o.status.code(), Some(0), "{verify}: {}", text(&o.stderr));
         for i in 0..2 {
             let mut got = snapshot(&c.po_dest(i));
@@ -76,13 +74,12 @@ fn verify_modes_sendfile_off_and_publish_each() {
 #[test]
 fn republish_replaces_files_and_keeps_others_with_mirror_off() {
     let c = Cluster::start("again", Opts { pos: 1, ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let o = c.push(&src);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     fs::write(c.po_dest(0).join("local-only.txt"), b"mine").unwrap();
     fs::write(src.join("keep.dat"), b"a new version").unwrap();
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(fs::read(c.po_dest(0).join("keep.dat")).unwrap(), b"a new version");
     assert_eq!(fs::read(c.po_dest(0).join("local-only.txt")).unwrap(), b"mine");
@@ -91,8 +88,7 @@ fn republish_replaces_files_and_keeps_others_with_mirror_off() {
 #[test]
 fn clear_errors_and_exit_codes() {
     let c = Cluster::start("errors", Opts { pos: 1, ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let s = src.to_str().unwrap();
     // unknown class: 2
     let o = c.master(&["-c", "nope", "-p", s]);
@@ -149,9 +145,8 @@ fn a_daemon_with_a_bad_config_refuses_to_start() {
 #[test]
 fn a_dest_outside_allow_dest_is_refused() {
     let c = Cluster::start("allow", Opts { pos: 2, allow_dest: "/srv/elsewhere".into(), ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let o = c.push(&src);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("dest_not_allowed"), "{}", text(&o.stderr));
     assert!(!c.po_dest(0).exists());
@@ -160,13 +155,12 @@ fn a_dest_outside_allow_dest_is_refused() {
 #[test]
 fn one_unwritable_po_fails_alone_and_the_others_complete() {
     let c = Cluster::start("unwritable", Opts::default());
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     // po 1's dest parent is a regular file: nothing can be created there.
     let parent = c.po_dest(1).parent().unwrap().to_path_buf();
     fs::create_dir_all(parent.parent().unwrap()).unwrap();
     fs::write(&parent, b"not a directory").unwrap();
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(text(&o.stdout).contains("result=partial pos=2/3"));
@@ -179,9 +173,8 @@ fn one_unwritable_po_fails_alone_and_the_others_complete() {
 #[test]
 fn stat_shows_a_po_and_the_cac() {
     let c = Cluster::start("stat", Opts { pos: 1, ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let o = c.push(&src);
     assert_eq!(o.status.code(), Some(0));
     for addr in [&c.cac.addr, &c.pos[0].addr] {
         let mut s = Command::new(bin("wugui-stat"));
@@ -200,10 +193,9 @@ fn stat_shows_a_po_and_the_cac() {
 fn p2p_swarm_delivers_identical_trees() {
     let extra = vec!["p2p = on".into(), "verify = crc32".into(), "block_size = 16K".into(), "publish = each".into()];
     let c = Cluster::start("p2p", Opts { pos: 5, class_extra: extra, ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let want = snapshot(&src);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     for i in 0..5 {
         assert_eq!(snapshot(&c.po_dest(i)), want, "po {i}");
@@ -228,9 +220,8 @@ fn hooks_run_after_publish_and_their_failures_reach_the_master() {
         ..Default::default()
     };
     let c = Cluster::start("hooks", o);
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let out = c.push(&src);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
     let line = err.lines().find(|l| l.starts_with("po=")).expect("a per-po line");
@@ -256,9 +247,8 @@ fn a_hook_outside_hook_dir_is_refused() {
     let outside = c.dir.path().join("evil.sh");
     fs::write(&outside, "#!/bin/sh\ntouch /tmp/wugui-evil-ran\n").unwrap();
     std::os::unix::fs::symlink(&outside, c.po_roots[0].join("hooks/escape.sh")).unwrap();
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let out = c.push(&src);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("outside hook_dir"), "{err}");
@@ -274,10 +264,9 @@ fn a_hook_that_hangs_is_killed_at_hook_timeout() {
         ..Default::default()
     };
     let c = Cluster::start("hookslow", o);
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let t = std::time::Instant::now();
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let out = c.push(&src);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("hook_exit=-1") && err.contains("killed after 1s") && err.contains("starting"), "{err}");
@@ -296,7 +285,7 @@ fn po_bytes(addr: &str) -> u64 {
 fn big_tree(c: &Cluster, mib: usize) -> std::path::PathBuf {
     let src = c.dir.path().join("src");
     fs::create_dir_all(src.join("d")).unwrap();
-    fs::write(src.join("d/big.bin"), bytes(9, mib << 20)).unwrap();
+    fs::write(src.join("d/big.bin"), noise(mib << 20, 9)).unwrap();
     fs::write(src.join("small.txt"), b"small").unwrap();
     src
 }
@@ -349,7 +338,7 @@ fn a_rerun_after_the_master_is_killed_sends_only_what_is_missing() {
     m.kill().unwrap();
     m.wait().unwrap();
     let t = std::time::Instant::now();
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for i in 0..2 {
         assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
@@ -364,9 +353,8 @@ fn a_po_serves_prometheus_metrics() {
     let port = free_port();
     let o = Opts { pos: 1, po_extra: vec![format!("metrics_listen = 127.0.0.1:{port}")], ..Default::default() };
     let c = Cluster::start("metrics", o);
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let get = |path: &str| {
         use std::io::{Read, Write};
@@ -398,8 +386,7 @@ fn a_po_serves_prometheus_metrics() {
 #[test]
 fn dry_run_reports_what_would_go_and_sends_nothing() {
     let c = Cluster::start("dryrun", Opts { class_extra: vec!["rate_limit = 1M".into()], ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let out = c.master(&["--dry-run", "-c", "base1", "-x", "a.txt", "-p", src.to_str().unwrap()]);
     let o = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -436,7 +423,7 @@ fn the_master_draws_a_progress_bar_on_a_tty() {
     let c = Cluster::start("tty", Opts { pos: 1, class_extra: vec!["rate_limit = 2M".into()], ..Default::default() });
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f.bin"), bytes(4, 3 << 20)).unwrap();
+    fs::write(src.join("f.bin"), noise(3 << 20, 4)).unwrap();
     let cmd = format!("{} -f {} -c base1 -p {}", bin("masterwugui").display(), c.master_conf.display(), src.display());
     let mut s = Command::new("script");
     s.args(["-qec", &cmd, "/dev/null"]);
@@ -446,8 +433,8 @@ fn the_master_draws_a_progress_bar_on_a_tty() {
     // A bar redrawn in place with \r, ending at 100%.
     assert!(out.contains("\r[") && out.contains("100%") && out.contains("result=ok"), "{out:?}");
     // Without a TTY: plain progress lines instead (new bytes, so that they travel).
-    fs::write(src.join("f.bin"), bytes(5, 3 << 20)).unwrap();
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    fs::write(src.join("f.bin"), noise(3 << 20, 5)).unwrap();
+    let o = c.push(&src);
     assert!(text(&o.stderr).contains("progress transfer="), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("\r["));
 }
@@ -459,7 +446,7 @@ fn thousands_of_small_files_share_blocks_within_a_small_fd_limit() {
     for d in 0..10 {
         fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
         for f in 0..300 {
-            fs::write(src.join(format!("d{d}/f{f}")), bytes(d * 1000 + f, 100 + (f as usize % 50))).unwrap();
+            fs::write(src.join(format!("d{d}/f{f}")), noise(100 + (f as usize % 50), d * 1000 + f)).unwrap();
         }
     }
     // 3,000 files in a couple of blocks, and a master allowed only 256 descriptors: a block's
@@ -493,10 +480,9 @@ fn a_finished_swarm_leaves_no_connections_open_on_the_pos() {
             .unwrap_or(0)
     };
     let before: Vec<usize> = (0..4).map(sockets).collect();
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     for _ in 0..2 {
-        let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+        let o = c.push(&src);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
     for (i, b) in before.iter().enumerate() {
@@ -525,8 +511,8 @@ fn a_second_run_sends_only_the_changed_blocks() {
 
     // Two 1000-byte edits in place (two 64K blocks), and a new small file.
     let mut big = fs::read(src.join("d/big.bin")).unwrap();
-    big[100_000..101_000].copy_from_slice(&bytes(77, 1000));
-    big[3_000_000..3_001_000].copy_from_slice(&bytes(78, 1000));
+    big[100_000..101_000].copy_from_slice(&noise(1000, 77));
+    big[3_000_000..3_001_000].copy_from_slice(&noise(1000, 78));
     fs::write(src.join("d/big.bin"), &big).unwrap();
     fs::write(src.join("new.txt"), b"new").unwrap();
     let out = c.master(&args);
@@ -578,7 +564,7 @@ fn a_6_gib_sparse_file_arrives_identical_and_still_sparse() {
     let f = fs::File::create(&img).unwrap();
     f.set_len(6 << 30).unwrap();
     for (i, at) in [0u64, 3 << 30, (6 << 30) - (1 << 20)].into_iter().enumerate() {
-        f.write_all_at(&bytes(i as u64 + 1, 1 << 20), at).unwrap();
+        f.write_all_at(&noise(1 << 20, i as u64 + 1), at).unwrap();
     }
     drop(f);
     fs::write(src.join("small.txt"), b"dense").unwrap();
@@ -586,7 +572,7 @@ fn a_6_gib_sparse_file_arrives_identical_and_still_sparse() {
         eprintln!("skipped: the temp dir's filesystem does not keep holes");
         return;
     }
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let copy = c.po_dest(0).join("vm.img");
     let (a, b) = (fs::File::open(&img).unwrap(), fs::File::open(&copy).unwrap());

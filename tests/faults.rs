@@ -30,9 +30,9 @@ fn a_full_disk_fails_that_po_alone_and_keeps_its_old_files() {
     fs::write(c.po_dest(1).join("old.txt"), b"yesterday").unwrap();
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big.bin"), bytes(5, 4 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(4 << 20, 5)).unwrap();
     fs::write(src.join("old.txt"), b"today").unwrap();
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let out = c.push(&src);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     let line = err.lines().find(|l| l.starts_with("po=")).unwrap();
@@ -50,7 +50,7 @@ fn a_source_file_that_changes_while_it_is_sent_is_never_published() {
     let c = Cluster::start("changed", Opts { pos: 2, class_extra: extra, ..Default::default() });
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big.bin"), bytes(6, 6 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(6 << 20, 6)).unwrap();
     fs::write(src.join("note.txt"), b"v1").unwrap();
     for i in 0..2 {
         fs::create_dir_all(c.po_dest(i)).unwrap();
@@ -61,7 +61,7 @@ fn a_source_file_that_changes_while_it_is_sent_is_never_published() {
     let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
     std::thread::sleep(Duration::from_millis(1500));
     // Rewrite it in place while it is being sent: same size, new mtime and bytes.
-    fs::write(src.join("big.bin"), bytes(7, 6 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(6 << 20, 7)).unwrap();
     let out = master.join().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
@@ -78,7 +78,7 @@ fn a_cac_restart_does_not_break_a_running_transfer() {
     let mut c = Cluster::start("cacrestart", Opts { pos: 2, class_extra: extra, ..Default::default() });
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big.bin"), bytes(8, 6 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(6 << 20, 8)).unwrap();
     let conf = c.master_conf.clone();
     let s = src.clone();
     let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
@@ -108,7 +108,7 @@ fn swarm_cluster(tag: &str, extra: &[&str]) -> (Cluster, std::path::PathBuf) {
     let c = Cluster::start(tag, Opts { pos: 4, class_extra, ..Default::default() });
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big.bin"), bytes(10, 8 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(8 << 20, 10)).unwrap();
     fs::write(src.join("small.txt"), b"small").unwrap();
     (c, src)
 }
@@ -161,7 +161,7 @@ fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
     let log = c.pos[2].log.clone();
     c.pos[2] =
         Daemon::start_env("wugui-po", &c.dir.path().join("po2.conf"), log, &[("WUGUI_FAILPOINT", "corrupt_serve")]);
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for i in 0..4 {
         assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");

@@ -19,8 +19,7 @@ fn masters_and_pos_fail_over_past_refusing_and_blackholed_cacs() {
     let c = Cluster::start("failover", o);
     let conf = c.dir.path().join("failover-master.conf");
     fs::write(&conf, format!("[master]\ncac = {refused}, {hole_addr}, {}\nconnect_timeout = 1\n", c.cac.addr)).unwrap();
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let t = Instant::now();
     let out = master_with(&conf, &["-c", "base1", "-p", src.to_str().unwrap()]);
     let took = t.elapsed();
@@ -42,8 +41,7 @@ fn a_class_with_a_master_secret_needs_the_right_secret() {
     fs::write(d.path().join("base1.secret"), "s3cret-for-base1\n").unwrap();
     let extra = vec![format!("master_secret_file = {}", d.path().join("base1.secret").display())];
     let c = Cluster::start("secret", Opts { pos: 1, class_extra: extra, ..Default::default() });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
+    let src = c.seeded_src();
     let s = src.to_str().unwrap();
     let with_secret = |secret: Option<&str>| {
         let dir = c.dir.path().join(format!("secrets-{}", secret.unwrap_or("none")));
@@ -88,7 +86,7 @@ fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
         for i in 0..100u64 {
             if let Ok(mut s) = TcpStream::connect(t) {
                 let junk = match i % 3 {
-                    0 => bytes(i, 64),
+                    0 => noise(64, i),
                     1 => b"GET / HTTP/1.0\r\n\r\n".to_vec(),
                     _ => vec![b'W', b'G', 1, 8, 0xff, 0xff, 0xff, 0xff],
                 };
@@ -110,9 +108,8 @@ fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
             std::thread::sleep(Duration::from_millis(700));
         }
     });
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let src = c.seeded_src();
+    let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for i in 0..2 {
         assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src));
@@ -227,9 +224,8 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
         },
     );
     assert!(matches!(recv(&mut po), Some(Msg::Denied { reason: Reason::BadToken, .. })));
-    let src = c.dir.path().join("src");
-    seed_tree(&src);
-    assert_eq!(c.master(&["-c", "base1", "-p", src.to_str().unwrap()]).status.code(), Some(0));
+    let src = c.seeded_src();
+    assert_eq!(c.push(&src).status.code(), Some(0));
 }
 
 /// A po that asks for the delta sums of junk (repeats, blocks past the end) gets each real
@@ -247,7 +243,7 @@ fn a_po_asking_for_junk_delta_sums_gets_only_real_blocks() {
     let _ = fs::remove_file(&list); // read at start
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    let data = bytes(7, 256 << 10);
+    let data = noise(256 << 10, 7);
     fs::write(src.join("f.bin"), &data).unwrap();
     let conf = c.master_conf.clone();
     let s = src.to_str().unwrap().to_owned();

@@ -6,7 +6,7 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ fn cac_conf(c: &Cluster) -> std::path::PathBuf {
 
 fn small_tree(root: &Path, seed: u64) {
     fs::create_dir_all(root.join("d")).unwrap();
-    fs::write(root.join("d/one.bin"), bytes(seed, 100_000)).unwrap();
+    fs::write(root.join("d/one.bin"), noise(100_000, seed)).unwrap();
     fs::write(root.join("two.txt"), format!("seed {seed}\n")).unwrap();
 }
 
@@ -93,7 +93,7 @@ fn sighup_on_the_cac_adds_a_class() {
         assert_eq!(snapshot(&root.join("home/work/data/base2")), want, "po {i}");
     }
     // The old class still works.
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     ok(&o);
     assert_eq!(snapshot(&c.po_dest(0)), want);
 }
@@ -122,7 +122,7 @@ fn sighup_with_a_bad_config_keeps_the_old_one() {
     // The old config still serves base1.
     let src = c.dir.path().join("src");
     small_tree(&src, 2);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     ok(&o);
     assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
 
@@ -142,7 +142,7 @@ fn sighup_on_a_po_keeps_a_live_transfer() {
     }
     let src = c.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big.bin"), bytes(7, 8 << 20)).unwrap();
+    fs::write(src.join("big.bin"), noise(8 << 20, 7)).unwrap();
     fs::write(src.join("small.txt"), b"small\n").unwrap();
     let want = snapshot(&src);
 
@@ -192,7 +192,7 @@ fn sigusr1_reopens_the_po_log() {
 
     let src = c.dir.path().join("src");
     small_tree(&src, 3);
-    let o = c.master(&["-c", "base1", "-p", src.to_str().unwrap()]);
+    let o = c.push(&src);
     ok(&o);
     wait_log(&c.pos[0], "event=publish", 1);
     let new = fs::read_to_string(&log).unwrap();
@@ -214,7 +214,7 @@ fn sigterm_stops_the_daemons_cleanly() {
     // One transfer first, so the CAC has served connections before it stops.
     let src = c.dir.path().join("src");
     small_tree(&src, 4);
-    ok(&c.master(&["-c", "base1", "-p", src.to_str().unwrap()]));
+    ok(&c.push(&src));
 
     signal(&c.cac, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut c.cac, Duration::from_secs(5)), Some(0));
@@ -228,20 +228,16 @@ fn sigterm_stops_the_daemons_cleanly() {
     assert!(log.lines().any(|l| l.contains("event=stop") && l.contains("role=po")), "{log}");
 }
 
-/// A SIGHUP (as from `systemctl reload` or a logrotate postrotate) that arrives once the daemon
-/// has announced `listening=` must not kill it. Each daemon is started 10 times and signalled
-/// as soon as the line is read.
-#[test]
-fn sighup_right_after_listening_does_not_kill_the_daemons() {
-    let dir = TempDir::new("hup-early");
-    let d = dir.path();
+/// A CAC and a po config in `d` that need no other daemon (the po's CAC and the class's po are
+/// port 1): `(cac.conf, po.conf)`, each with `extra` lines in its role section.
+fn lone_confs(d: &Path, extra: &str) -> (PathBuf, PathBuf) {
     fs::write(d.join("cluster.key"), "k\n").unwrap();
     fs::create_dir_all(d.join("state")).unwrap();
     let cac_conf = d.join("cac.conf");
     fs::write(
         &cac_conf,
         format!(
-            "[cac]\nlisten = 127.0.0.1:0\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = 127.0.0.1:1\n\
+            "[cac]\nlisten = 127.0.0.1:0\nsecret_file = {}\nlog = {}\n{extra}\n[class base1]\npo = 127.0.0.1:1\n\
              dest = /home/work/data/base\nmasters = 127.0.0.0/8\n",
             d.join("cluster.key").display(),
             d.join("cac.log").display()
@@ -252,12 +248,23 @@ fn sighup_right_after_listening_does_not_kill_the_daemons() {
     fs::write(
         &po_conf,
         format!(
-            "[po]\nlisten = 127.0.0.1:0\ncac = 127.0.0.1:1\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\n",
+            "[po]\nlisten = 127.0.0.1:0\ncac = 127.0.0.1:1\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\n{extra}",
             d.join("state").display(),
             d.join("po.log").display()
         ),
     )
     .unwrap();
+    (cac_conf, po_conf)
+}
+
+/// A SIGHUP (as from `systemctl reload` or a logrotate postrotate) that arrives once the daemon
+/// has announced `listening=` must not kill it. Each daemon is started 10 times and signalled
+/// as soon as the line is read.
+#[test]
+fn sighup_right_after_listening_does_not_kill_the_daemons() {
+    let dir = TempDir::new("hup-early");
+    let d = dir.path();
+    let (cac_conf, po_conf) = lone_confs(d, "");
     let mut killed = Vec::new();
     for (bin, conf, log) in [("wugui-cac", &cac_conf, "cac.log"), ("wugui-po", &po_conf, "po.log")] {
         for _ in 0..10 {
@@ -283,30 +290,7 @@ fn sighup_right_after_listening_does_not_kill_the_daemons() {
 fn sighup_reloads_a_daemon_that_serves_metrics() {
     let dir = TempDir::new("hup-metrics");
     let d = dir.path();
-    fs::write(d.join("cluster.key"), "k\n").unwrap();
-    fs::create_dir_all(d.join("state")).unwrap();
-    let cac_conf = d.join("cac.conf");
-    fs::write(
-        &cac_conf,
-        format!(
-            "[cac]\nlisten = 127.0.0.1:0\nsecret_file = {}\nlog = {}\nmetrics_listen = 127.0.0.1:0\n\n\
-             [class base1]\npo = 127.0.0.1:1\ndest = /home/work/data/base\nmasters = 127.0.0.0/8\n",
-            d.join("cluster.key").display(),
-            d.join("cac.log").display()
-        ),
-    )
-    .unwrap();
-    let po_conf = d.join("po.conf");
-    fs::write(
-        &po_conf,
-        format!(
-            "[po]\nlisten = 127.0.0.1:0\ncac = 127.0.0.1:1\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\n\
-             metrics_listen = 127.0.0.1:0\n",
-            d.join("state").display(),
-            d.join("po.log").display()
-        ),
-    )
-    .unwrap();
+    let (cac_conf, po_conf) = lone_confs(d, "metrics_listen = 127.0.0.1:0\n");
     let mut died = Vec::new();
     for (bin, conf, log) in [("wugui-cac", &cac_conf, "cac.log"), ("wugui-po", &po_conf, "po.log")] {
         let mut dm = Daemon::start(bin, conf, d.join(log));

@@ -5,11 +5,12 @@
 //! `WUGUI_TEST_STATIC=1`, or in CI (`CI=true`) as root; otherwise it prints why it skips. The
 //! other tests are quick and always run, with the binaries cargo built for the tests.
 
+mod common;
+use common::{bin, text, Daemon, TempDir};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BINS: [&str; 4] = ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"];
@@ -21,38 +22,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn test_bin(name: &str) -> PathBuf {
-    match name {
-        "masterwugui" => env!("CARGO_BIN_EXE_masterwugui").into(),
-        "wugui-po" => env!("CARGO_BIN_EXE_wugui-po").into(),
-        "wugui-cac" => env!("CARGO_BIN_EXE_wugui-cac").into(),
-        "wugui-stat" => env!("CARGO_BIN_EXE_wugui-stat").into(),
-        _ => panic!("no binary {name}"),
-    }
-}
-
-/// A fresh directory below cargo's per-test temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let p = base.join(format!("static-{tag}-{}-{nanos}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// A scratch dir below cargo's per-test temp dir (under target/, room for release binaries).
+fn scratch(tag: &str) -> TempDir {
+    TempDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
 }
 
 /// Runs `cmd` in its own process group with stdout and stderr in files of `dir`; after
@@ -109,9 +81,7 @@ fn static_skip_reason() -> Option<String> {
 }
 
 fn is_root() -> bool {
-    // The effective uid is the second field of `Uid:` in /proc/self/status.
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)) == Some("0")
+    nix::unistd::geteuid().is_root()
 }
 
 /// Whether `path` is an ELF executable without a program interpreter (PT_INTERP): a static
@@ -158,13 +128,13 @@ fn static_build_makes_four_static_binaries() {
         eprintln!("static_build_makes_four_static_binaries: {why}");
         return;
     }
-    let s = Scratch::new("build");
-    let dist = s.0.join("dist");
+    let s = scratch("build");
+    let dist = s.join("dist");
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/build-static.sh")).arg("--out").arg(&dist).current_dir(repo());
     // Its own target dir: the release build of this very test run holds the lock of the normal one.
     cmd.env("CARGO_TARGET_DIR", repo().join("target/static"));
-    let (status, out, err) = run_limited(cmd, &s.0, "build-static", BUILD_LIMIT);
+    let (status, out, err) = run_limited(cmd, s.path(), "build-static", BUILD_LIMIT);
     assert!(status.success(), "build-static.sh: {status:?}\nstdout:\n{out}\nstderr tail:\n{}", tail(&err, 40));
 
     for name in BINS {
@@ -185,16 +155,9 @@ fn static_build_makes_four_static_binaries() {
     }
 
     // And install.sh puts them (and the rest) into a prefix, the same way twice.
-    let prefix = s.0.join("prefix");
-    let install = |tag: &str| {
-        let mut c = Command::new("bash");
-        c.arg(repo().join("scripts/install.sh")).arg(&prefix).arg("--configs").arg("--from").arg(&dist);
-        let (status, out, err) = run_limited(c, &s.0, tag, Duration::from_secs(60));
-        assert!(status.success(), "install.sh: {status:?} {out} {err}");
-        out
-    };
-    install("install1");
-    let again = install("install2");
+    let prefix = s.join("prefix");
+    install(&prefix, &dist, s.path(), "install1");
+    let again = install(&prefix, &dist, s.path(), "install2");
     assert!(!again.lines().any(|l| l.starts_with("installed ") || l.starts_with("updated ")), "{again}");
     for name in BINS {
         let bin = prefix.join("bin").join(name);
@@ -241,56 +204,10 @@ fn set_key(path: &Path, key: &str, value: &str) {
     fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
-/// A running daemon, killed on drop.
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    /// Starts `bin -f conf` and waits (bounded) for its `listening=ADDR` line.
-    fn start(bin: &str, conf: &Path) -> Daemon {
-        let mut child = Command::new(test_bin(bin))
-            .arg("-f")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening=") {
-                    let _ = tx.send(a.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => Daemon { child, addr },
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-                let _ = child.wait();
-                panic!("{bin} -f {} did not listen: {err}", conf.display());
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn example_configs_parse_and_the_daemons_listen() {
-    let s = Scratch::new("examples");
-    let dir = &s.0;
+    let s = scratch("examples");
+    let dir = s.path();
     for d in ["etc/secrets", "etc/hooks", "log", "state", "src/sub"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -298,10 +215,10 @@ fn example_configs_parse_and_the_daemons_listen() {
     fs::write(dir.join("etc/secrets/base1"), "base1-secret\n").unwrap();
     fs::write(dir.join("src/sub/f.txt"), "hello\n").unwrap();
 
-    let cac = Daemon::start("wugui-cac", &example_conf("cac.conf", dir));
+    let cac = Daemon::start("wugui-cac", &example_conf("cac.conf", dir), dir.join("log/cac.log"));
     let po_conf = example_conf("po.conf", dir);
     set_key(&po_conf, "cac", &cac.addr);
-    let po = Daemon::start("wugui-po", &po_conf);
+    let po = Daemon::start("wugui-po", &po_conf, dir.join("log/po.log"));
     assert!(po.addr.starts_with("127.0.0.1:"), "{}", po.addr);
 
     // master.conf parses if the master gets as far as asking the CAC: the example class lets
@@ -309,7 +226,7 @@ fn example_configs_parse_and_the_daemons_listen() {
     // error (exit 1).
     let master_conf = example_conf("master.conf", dir);
     set_key(&master_conf, "cac", &cac.addr);
-    let mut cmd = Command::new(test_bin("masterwugui"));
+    let mut cmd = Command::new(bin("masterwugui"));
     cmd.arg("-f").arg(&master_conf).args(["-c", "base1", "-p"]).arg(dir.join("src"));
     let (status, out, err) = run_limited(cmd, dir, "master", Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "stdout {out} stderr {err}");
@@ -320,12 +237,12 @@ fn example_configs_parse_and_the_daemons_listen() {
 
 #[test]
 fn example_hook_reads_its_environment_and_exits_0() {
-    let s = Scratch::new("hook");
+    let s = scratch("hook");
     let o = Command::new(repo().join("scripts/examples/hooks/reload.sh"))
-        .env("TMPDIR", &s.0)
+        .env("TMPDIR", s.path())
         .env("WUGUI_TRANSFER", "42")
         .env("WUGUI_CLASS", "base1")
-        .env("WUGUI_DEST", &s.0)
+        .env("WUGUI_DEST", s.path())
         .env("WUGUI_FILES", "3")
         .env("WUGUI_BYTES", "1024")
         .output()
@@ -333,7 +250,7 @@ fn example_hook_reads_its_environment_and_exits_0() {
     assert!(o.status.success(), "{:?} {}", o.status, text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("transfer=42 class=base1") && out.contains("files=3 bytes=1024"), "{out}");
-    let marker = fs::read_to_string(s.0.join("wugui-hook-base1.last")).unwrap();
+    let marker = fs::read_to_string(s.join("wugui-hook-base1.last")).unwrap();
     assert!(marker.contains("transfer=42"), "{marker}");
 }
 
@@ -348,16 +265,30 @@ fn install(prefix: &Path, from: &Path, dir: &Path, tag: &str) -> String {
     out
 }
 
+/// The installed init script `path` runs with the shared part it sources: `status` of a
+/// daemon that is not running, and the usage line.
+fn check_init_script(path: &Path, name: &str) {
+    let run = |arg: &str| Command::new("sh").arg(path).arg(arg).stdin(Stdio::null()).output().unwrap();
+    if !Path::new(&format!("/var/run/{name}.pid")).exists() {
+        let o = run("status");
+        assert_eq!(o.status.code(), Some(3), "{} {}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), format!("{name} is not running"));
+    }
+    let o = run("bogus");
+    assert_eq!(o.status.code(), Some(2), "{} {}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stderr).contains("{start|stop|restart|force-reload|reload|status}"), "{}", text(&o.stderr));
+}
+
 #[test]
 fn install_script_is_idempotent_and_keeps_edited_configs() {
-    let s = Scratch::new("install");
-    let from = s.0.join("dist");
+    let s = scratch("install");
+    let from = s.join("dist");
     fs::create_dir_all(&from).unwrap();
     for name in BINS {
-        fs::copy(test_bin(name), from.join(name)).unwrap();
+        fs::copy(bin(name), from.join(name)).unwrap();
     }
-    let prefix = s.0.join("prefix");
-    let first = install(&prefix, &from, &s.0, "install1");
+    let prefix = s.join("prefix");
+    let first = install(&prefix, &from, s.path(), "install1");
     let want = [
         "bin/masterwugui",
         "bin/wugui-po",
@@ -371,6 +302,7 @@ fn install_script_is_idempotent_and_keeps_edited_configs() {
         "lib/systemd/system/wugui-cac.service",
         "etc/init.d/wugui-po",
         "etc/init.d/wugui-cac",
+        "etc/init.d/wugui-common",
     ];
     for f in want {
         let p = prefix.join(f);
@@ -392,9 +324,14 @@ fn install_script_is_idempotent_and_keeps_edited_configs() {
     assert!(unit.lines().any(|l| l == exec), "{unit}");
     let init = fs::read_to_string(prefix.join("etc/init.d/wugui-cac")).unwrap();
     assert!(init.contains(&format!("DAEMON={}", prefix.join("bin/wugui-cac").display())), "{init}");
+    let common = prefix.join("etc/init.d/wugui-common");
+    assert!(init.lines().any(|l| l == format!(". {}", common.display())), "{init}");
+    let mode = fs::metadata(&common).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0, "wugui-common is sourced, not run: {mode:o}");
+    check_init_script(&prefix.join("etc/init.d/wugui-po"), "wugui-po");
 
     // Again: nothing changes.
-    let second = install(&prefix, &from, &s.0, "install2");
+    let second = install(&prefix, &from, s.path(), "install2");
     let changed: Vec<&str> =
         second.lines().filter(|l| l.starts_with("installed ") || l.starts_with("updated ")).collect();
     assert!(changed.is_empty(), "second run changed {changed:?}");
@@ -403,7 +340,7 @@ fn install_script_is_idempotent_and_keeps_edited_configs() {
     let po_conf = prefix.join("etc/wugui/po.conf");
     let edited = fs::read_to_string(&po_conf).unwrap() + "# edited by the admin\n";
     fs::write(&po_conf, &edited).unwrap();
-    let third = install(&prefix, &from, &s.0, "install3");
+    let third = install(&prefix, &from, s.path(), "install3");
     assert_eq!(fs::read_to_string(&po_conf).unwrap(), edited, "{third}");
     let example = fs::read_to_string(prefix.join("etc/wugui/po.conf.example")).unwrap();
     assert!(!example.contains("edited by the admin") && example.contains("[po]"), "{example}");

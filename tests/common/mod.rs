@@ -2,6 +2,11 @@
 //! Children are killed by PID when the cluster is dropped.
 #![allow(dead_code)]
 
+#[path = "../../src/testutil.rs"]
+mod testutil;
+#[allow(unused_imports)]
+pub use testutil::{noise, Rng, TempDir};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -9,6 +14,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub fn bin(name: &str) -> PathBuf {
@@ -18,29 +24,6 @@ pub fn bin(name: &str) -> PathBuf {
         "wugui-cac" => env!("CARGO_BIN_EXE_wugui-cac").into(),
         "wugui-stat" => env!("CARGO_BIN_EXE_wugui-stat").into(),
         _ => panic!("no binary {name}"),
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("wugui-test-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -61,26 +44,38 @@ impl Daemon {
         Daemon::start_env(name, conf, log, &[])
     }
 
-    /// Starts a daemon with extra environment (failpoints).
+    /// Starts a daemon with extra environment (failpoints), and waits (10 s at most) for the
+    /// address it prints as `listening=ADDR`.
     pub fn start_env(name: &str, conf: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin(name))
             .envs(env.iter().copied())
             .arg("-f")
             .arg(conf)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        if !line.starts_with("listening=") {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).ok();
-            panic!("{name} did not start: stdout {line:?} stderr {err:?}");
+        // A thread drains stdout, so a daemon that writes more never blocks on the pipe.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("listening=") {
+                    let _ = tx.send(a.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(addr) => Daemon { child, addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                let _ = child.wait();
+                panic!("{name} -f {} did not listen: stderr {err:?}", conf.display());
+            }
         }
-        let addr = line.trim().trim_start_matches("listening=").to_string();
-        Daemon { child, addr, log }
     }
 
     pub fn kill(&mut self) {
@@ -197,6 +192,18 @@ impl Cluster {
     pub fn master(&self, args: &[&str]) -> Output {
         master_with(&self.master_conf, args)
     }
+
+    /// `seed_tree` in `src` of the cluster's dir; returns that path.
+    pub fn seeded_src(&self) -> PathBuf {
+        let src = self.dir.join("src");
+        seed_tree(&src);
+        src
+    }
+
+    /// The plain push of `src` to class base1.
+    pub fn push(&self, src: &Path) -> Output {
+        self.master(&["-c", "base1", "-p", src.to_str().unwrap()])
+    }
 }
 
 pub fn master_with(conf: &Path, args: &[&str]) -> Output {
@@ -224,19 +231,6 @@ pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Every entry below `root`: type, mode, mtime (files and dirs), content hash, link target.
@@ -279,9 +273,9 @@ pub fn seed_tree(root: &Path) {
         fs::write(&f, data).unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
     };
-    w("index/part-0000", &bytes(1, 300_000), 0o644);
-    w("index/part-0001", &bytes(2, 65_536), 0o600);
-    w("index/deep/er/still.bin", &bytes(3, 70_001), 0o755);
+    w("index/part-0000", &noise(300_000, 1), 0o644);
+    w("index/part-0001", &noise(65_536, 2), 0o600);
+    w("index/deep/er/still.bin", &noise(70_001, 3), 0o755);
     w("conf/base.conf", b"threads = 8\n", 0o640);
     w("empty.file", b"", 0o644);
     w("a.txt", b"excluded", 0o644);
