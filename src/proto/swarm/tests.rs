@@ -51,11 +51,7 @@ fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u3
                 .filter(|i| !s.complete(*i))
                 .map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up))
                 .collect();
-            panic!(
-                "stuck at tick {tick}: {lacking:?} master_links={} inflight={}",
-                s.master_links,
-                s.inflight.len()
-            );
+            panic!("stuck at tick {tick}: {lacking:?} master_links={} inflight={}", s.master_links, s.inflight.len());
         }
     }
     panic!("no end");
