@@ -71,6 +71,15 @@ const MASTER_QUEUE: usize = 8;
 /// Pos the master feeds at once; beyond that the swarm spreads the blocks.
 const MASTER_LINKS: usize = 16;
 
+/// An assignment under way.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    from: Src,
+    /// When it was assigned, or reached the head of its link (a queued block waits for the
+    /// one ahead of it, and must not be taken for a stalled one).
+    since: Instant,
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     have: Vec<bool>,
@@ -100,10 +109,11 @@ pub struct Swarm {
     count: Vec<u32>,
     /// Sent by the master at least once.
     scattered: Vec<bool>,
-    /// Assignments under way, per block.
+    /// Assignments under way, counted per block.
     moving: Vec<u32>,
     next_fresh: u64,
-    inflight: HashMap<(u32, u64), (Src, Instant)>,
+    /// Assignments under way, by (receiver, block).
+    inflight: HashMap<(u32, u64), InFlight>,
     /// Blocks queued per open link (sender, receiver), in the order they travel.
     links: HashMap<(Src, u32), VecDeque<u64>>,
     /// The latest time the caller gave: when a link's head block lands, the next one's clock
@@ -207,7 +217,7 @@ impl Swarm {
     /// Po `i` holds block `b` now; returns who sent it, if it was an assignment.
     pub fn have(&mut self, i: u32, b: u64, now: Instant) -> Option<Src> {
         self.clock = Some(now);
-        let started = self.inflight.get(&(i, b)).map(|(_, t)| *t);
+        let started = self.inflight.get(&(i, b)).map(|m| m.since);
         let from = self.finish(i, b);
         self.touch(i);
         if let Some(Src::Po(s)) = from {
@@ -235,7 +245,7 @@ impl Swarm {
 
     /// Ends the assignment (i, b); a link whose queue empties closes.
     fn finish(&mut self, i: u32, b: u64) -> Option<Src> {
-        let (from, _) = self.inflight.remove(&(i, b))?;
+        let InFlight { from, .. } = self.inflight.remove(&(i, b))?;
         self.moving[b as usize] -= 1;
         // The link has room again: its sender, and the receiver's other senders, may act.
         self.touch_around(i);
@@ -247,8 +257,8 @@ impl Swarm {
         let at = q.iter().position(|x| *x == b).expect("a link queues its blocks");
         q.remove(at);
         if let (0, Some(&next), Some(now)) = (at, q.front(), self.clock) {
-            if let Some(e) = self.inflight.get_mut(&(i, next)) {
-                e.1 = e.1.max(now);
+            if let Some(m) = self.inflight.get_mut(&(i, next)) {
+                m.since = m.since.max(now);
             }
         }
         if q.is_empty() {
@@ -310,7 +320,7 @@ impl Swarm {
     /// Po `i` is gone: its assignments are cancelled and its blocks no longer count.
     pub fn leave(&mut self, i: u32) {
         let gone: Vec<(u32, u64)> =
-            self.inflight.iter().filter(|((r, _), (s, _))| *r == i || *s == Src::Po(i)).map(|(k, _)| *k).collect();
+            self.inflight.iter().filter(|((r, _), m)| *r == i || m.from == Src::Po(i)).map(|(k, _)| *k).collect();
         for (r, b) in gone {
             self.finish(r, b);
         }
@@ -365,7 +375,7 @@ impl Swarm {
                 Src::Po(s) => self.nodes[s as usize].up += 1,
             }
         }
-        self.inflight.insert((a.to, a.block), (a.from, now));
+        self.inflight.insert((a.to, a.block), InFlight { from: a.from, since: now });
         self.moving[a.block as usize] += 1;
         if a.from == Src::Master {
             self.master_sent += 1;
@@ -396,8 +406,8 @@ impl Swarm {
     pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<(u32, u64, Src)> {
         self.inflight
             .iter()
-            .filter(|(_, (_, t))| now.duration_since(*t) > limit)
-            .map(|((r, b), (s, _))| (*r, *b, *s))
+            .filter(|(_, m)| now.duration_since(m.since) > limit)
+            .map(|((r, b), m)| (*r, *b, m.from))
             .collect()
     }
 
@@ -416,7 +426,7 @@ impl Swarm {
     /// A stalled assignment: the slots are freed, the link rests, and a po that stalls as a
     /// sender counts a fault, so that a stopped po stops being anyone's source.
     pub fn stall(&mut self, to: u32, b: u64, now: Instant) {
-        if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|(s, _)| *s) {
+        if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|m| m.from) {
             self.nodes[s as usize].stalls += 1;
         }
         self.cancel(to, b, now);
