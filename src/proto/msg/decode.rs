@@ -23,16 +23,7 @@ impl Msg {
     /// kept in place.
     pub fn decode(ty: MsgType, payload: Payload) -> Result<Msg, DecodeError> {
         if ty == MsgType::Block {
-            let mut r = Reader::new(payload.bytes());
-            let head = decode_block_head(&mut r)?;
-            let used = payload.len() - r.left();
-            if r.left() == 0 {
-                return Err(invalid("block", "no data"));
-            }
-            // The data stays where it was read; the payload now starts there.
-            let mut payload = payload;
-            payload.start += used;
-            return Ok(Msg::Block { head, data: payload });
+            return decode_block(payload);
         }
         let mut r = Reader::new(payload.bytes());
         let m = match ty {
@@ -172,6 +163,18 @@ impl Msg {
         let m = Msg::decode(h.ty, Payload::from_vec(frame[wire::HEADER_LEN..end].to_vec()))?;
         Ok(Some((m, end)))
     }
+}
+
+/// A block frame: its head, then data that stays where it was read.
+fn decode_block(mut payload: Payload) -> Result<Msg, DecodeError> {
+    let mut r = Reader::new(payload.bytes());
+    let head = decode_block_head(&mut r)?;
+    let used = payload.len() - r.left();
+    if r.left() == 0 {
+        return Err(invalid("block", "no data"));
+    }
+    payload.start += used;
+    Ok(Msg::Block { head, data: payload })
 }
 
 fn decode_block_head(r: &mut Reader) -> Result<BlockHead, DecodeError> {
