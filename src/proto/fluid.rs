@@ -67,95 +67,33 @@ impl Lab {
     pub fn run(&self) -> Outcome {
         let n = self.pos;
         let mut sw = Swarm::new(n, self.blocks, self.peers);
-        let t0 = Instant::now();
-        let at = |t: f64| t0 + Duration::from_secs_f64(t);
         for i in 0..n as u32 {
             sw.join(i, &[]);
         }
-        // Per link (sender, receiver): the blocks queued, the head's bytes left.
-        let mut links: BTreeMap<(u32, u32), (VecDeque<u64>, f64)> = BTreeMap::new();
-        let mut events: Vec<(f64, Ev)> = Vec::new();
-        let mut done = vec![f64::NAN; n];
-        let mut held = vec![0u64; n];
-        let mut sent = vec![0f64; n];
-        let mut t = 0.0;
-        let mut master_end = 0.0;
-        let mut timeline: Vec<(f64, f64, f64)> = Vec::new();
-        let decide = |sw: &mut Swarm,
-                      t: f64,
-                      events: &mut Vec<(f64, Ev)>,
-                      links: &mut BTreeMap<(u32, u32), (VecDeque<u64>, f64)>| {
-            for Assign { from, to, block } in sw.schedule(at(t)) {
-                match from {
-                    Src::Master => links.entry((M, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(block),
-                    Src::Po(s) => events.push((t + self.push_lat, Ev::Queue(s, to, block))),
-                }
-            }
+        let mut run = Run {
+            lab: self,
+            sw,
+            t0: Instant::now(),
+            links: BTreeMap::new(),
+            events: Vec::new(),
+            done: vec![f64::NAN; n],
+            held: vec![0u64; n],
+            sent: vec![0f64; n],
+            t: 0.0,
+            master_end: 0.0,
+            timeline: Vec::new(),
         };
-        decide(&mut sw, t, &mut events, &mut links);
+        run.decide();
         for _ in 0..10_000_000 {
-            if done.iter().all(|d| !d.is_nan()) {
+            if run.done.iter().all(|d| !d.is_nan()) {
                 break;
             }
-            // Heads start with a full block.
-            for (q, left) in links.values_mut() {
-                if *left <= 0.0 && !q.is_empty() {
-                    *left = self.block_bytes;
-                }
-            }
-            let heads: Vec<(u32, u32)> = links.iter().filter(|(_, (q, _))| !q.is_empty()).map(|(k, _)| *k).collect();
-            let rates = self.max_min(&heads);
-            let next_done = heads.iter().zip(&rates).map(|(k, r)| links[k].1 / r).fold(f64::INFINITY, f64::min);
-            let next_ev = events.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
-            let dt = next_done.min(next_ev - t);
-            assert!(dt.is_finite(), "the swarm stalled at {t:.3}s: held {held:?}");
-            let w = (t / 0.5) as usize;
-            if timeline.len() <= w {
-                timeline.resize(w + 1, (0.0, 0.0, 0.0));
-            }
-            t += dt;
-            for (k, r) in heads.iter().zip(&rates) {
-                let x = r * dt / 0.5 / self.master_rate;
-                if k.0 == M {
-                    timeline[w].0 += x;
-                    master_end = t;
-                } else {
-                    timeline[w].2 += x / n as f64;
-                }
-                timeline[w].1 += x / n as f64;
-                let l = links.get_mut(k).unwrap();
-                l.1 -= r * dt;
-                if k.0 != M {
-                    sent[k.0 as usize] += r * dt;
-                }
-                if l.1 <= 1e-6 {
-                    let b = l.0.pop_front().unwrap();
-                    l.1 = 0.0;
-                    events.push((t + self.have_lat, Ev::Have(k.1, b)));
-                }
-            }
-            let (due, later): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.0 <= t + 1e-12);
-            events = later;
-            let mut any = false;
-            for (_, e) in due {
-                match e {
-                    Ev::Queue(s, to, b) => {
-                        links.entry((s, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(b)
-                    }
-                    Ev::Have(to, b) => {
-                        sw.have(to, b, at(t));
-                        held[to as usize] += 1;
-                        if sw.complete(to) && done[to as usize].is_nan() {
-                            done[to as usize] = t;
-                        }
-                        any = true;
-                    }
-                }
-            }
-            if any {
-                decide(&mut sw, t, &mut events, &mut links);
+            run.flow();
+            if run.deliver() {
+                run.decide();
             }
         }
+        let Run { done, sent, sw, master_end, timeline, .. } = run;
         let end = done.iter().cloned().fold(0.0, f64::max);
         let up_use = (0..n).map(|i| sent[i] / (self.rate[i] * end)).sum::<f64>() / n as f64;
         Outcome { done, master_copies: sw.master_sent as f64 / self.blocks as f64, up_use, master_end, timeline }
@@ -195,6 +133,109 @@ impl Lab {
                 }
             }
         }
+    }
+}
+
+/// One run of the model: the scheduler, what is on the links and on its way, and what is
+/// measured.
+struct Run<'a> {
+    lab: &'a Lab,
+    sw: Swarm,
+    t0: Instant,
+    /// Per link (sender, receiver): the blocks queued, the head's bytes left.
+    links: BTreeMap<(u32, u32), (VecDeque<u64>, f64)>,
+    events: Vec<(f64, Ev)>,
+    done: Vec<f64>,
+    held: Vec<u64>,
+    sent: Vec<f64>,
+    /// Seconds since the start.
+    t: f64,
+    master_end: f64,
+    timeline: Vec<(f64, f64, f64)>,
+}
+
+impl Run<'_> {
+    fn at(&self, t: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(t)
+    }
+
+    /// Asks the scheduler; the master's blocks queue at once, a po's when the order reaches it.
+    fn decide(&mut self) {
+        let t = self.t;
+        for Assign { from, to, block } in self.sw.schedule(self.at(t)) {
+            match from {
+                Src::Master => self.links.entry((M, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(block),
+                Src::Po(s) => self.events.push((t + self.lab.push_lat, Ev::Queue(s, to, block))),
+            }
+        }
+    }
+
+    /// Moves bytes at the max-min fair rates until a head block lands or an event is due.
+    fn flow(&mut self) {
+        let (lab, n) = (self.lab, self.lab.pos);
+        // Heads start with a full block.
+        for (q, left) in self.links.values_mut() {
+            if *left <= 0.0 && !q.is_empty() {
+                *left = lab.block_bytes;
+            }
+        }
+        let heads: Vec<(u32, u32)> = self.links.iter().filter(|(_, (q, _))| !q.is_empty()).map(|(k, _)| *k).collect();
+        let rates = lab.max_min(&heads);
+        let next_done = heads.iter().zip(&rates).map(|(k, r)| self.links[k].1 / r).fold(f64::INFINITY, f64::min);
+        let next_ev = self.events.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
+        let dt = next_done.min(next_ev - self.t);
+        assert!(dt.is_finite(), "the swarm stalled at {:.3}s: held {:?}", self.t, self.held);
+        let w = (self.t / 0.5) as usize;
+        if self.timeline.len() <= w {
+            self.timeline.resize(w + 1, (0.0, 0.0, 0.0));
+        }
+        self.t += dt;
+        let t = self.t;
+        for (k, r) in heads.iter().zip(&rates) {
+            let x = r * dt / 0.5 / lab.master_rate;
+            if k.0 == M {
+                self.timeline[w].0 += x;
+                self.master_end = t;
+            } else {
+                self.timeline[w].2 += x / n as f64;
+            }
+            self.timeline[w].1 += x / n as f64;
+            let l = self.links.get_mut(k).unwrap();
+            l.1 -= r * dt;
+            if k.0 != M {
+                self.sent[k.0 as usize] += r * dt;
+            }
+            if l.1 <= 1e-6 {
+                let b = l.0.pop_front().unwrap();
+                l.1 = 0.0;
+                self.events.push((t + lab.have_lat, Ev::Have(k.1, b)));
+            }
+        }
+    }
+
+    /// Delivers the events now due; whether a HAVE reached the master.
+    fn deliver(&mut self) -> bool {
+        let t = self.t;
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.events).into_iter().partition(|e| e.0 <= t + 1e-12);
+        self.events = later;
+        let mut any = false;
+        for (_, e) in due {
+            match e {
+                Ev::Queue(s, to, b) => {
+                    self.links.entry((s, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(b)
+                }
+                Ev::Have(to, b) => {
+                    self.sw.have(to, b, self.at(t));
+                    self.held[to as usize] += 1;
+                    if self.sw.complete(to) && self.done[to as usize].is_nan() {
+                        self.done[to as usize] = t;
+                    }
+                    any = true;
+                }
+            }
+        }
+        any
     }
 }
 

@@ -15,6 +15,7 @@ use mio::net::TcpStream;
 use nix::sys::socket::{sendmsg, MsgFlags};
 
 use super::bucket::TokenBucket;
+use super::pool::BufferPool;
 use crate::proto::wire::{self, MsgType, HEADER_LEN};
 use crate::proto::{ConnId, Msg, Payload};
 use crate::sys::sendfile;
@@ -216,6 +217,7 @@ fn read_metered(
 pub fn read_frames(
     c: &mut Conn,
     stage: &mut [u8],
+    pool: &Arc<BufferPool>,
     down: &mut Option<TokenBucket>,
     now: Instant,
     frames: &mut Vec<Msg>,
@@ -240,7 +242,7 @@ pub fn read_frames(
             p.filled += n;
             if p.filled == p.buf.len() {
                 let p = c.partial.take().expect("partial frame present");
-                match Msg::decode(p.ty, Payload::from_vec(p.buf)) {
+                match Msg::decode(p.ty, Payload::lent(p.buf, pool.clone())) {
                     Ok(m) => frames.push(m),
                     Err(e) => return ReadEnd::Failed(e.to_string()),
                 }
@@ -289,7 +291,7 @@ pub fn read_frames(
                 pos = body + len;
             } else {
                 // `len` was checked against the type's limit by `parse_header`.
-                let mut buf = crate::proto::msg::take_buffer(len);
+                let mut buf = pool.take(len);
                 let have = end - body;
                 buf[..have].copy_from_slice(&stage[body..end]);
                 c.partial = Some(Partial { ty: h.ty, buf, filled: have });

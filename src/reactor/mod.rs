@@ -24,6 +24,7 @@
 mod bucket;
 mod conn;
 mod hooks;
+mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -131,6 +132,7 @@ pub fn run<M: Machine>(
         work: Vec::new(),
         closing: HashSet::new(),
         stage: vec![0u8; STAGING],
+        pool: pool::BufferPool::new(),
         frames: Vec::new(),
         up: None,
         down: None,
@@ -167,6 +169,8 @@ struct Reactor {
     closing: HashSet<usize>,
     /// The staging buffer every connection reads small frames into.
     stage: Vec<u8>,
+    /// Buffers for frames too big for `stage`, back from the machine once it drops them.
+    pool: std::sync::Arc<pool::BufferPool>,
     frames: Vec<Msg>,
     up: Option<TokenBucket>,
     down: Option<TokenBucket>,
@@ -597,7 +601,7 @@ impl Reactor {
             State::Open if c.readable && !c.down_wait => {
                 let mut frames = std::mem::take(&mut self.frames);
                 let c = self.slots[slot].as_mut().expect("conn present");
-                let end = conn::read_frames(c, &mut self.stage, &mut self.down, now, &mut frames);
+                let end = conn::read_frames(c, &mut self.stage, &self.pool, &mut self.down, now, &mut frames);
                 let id = c.id;
                 for msg in frames.drain(..) {
                     self.events.push_back(Event::Frame { conn: id, msg });

@@ -1,0 +1,191 @@
+//! Decoding: a frame's payload to a message, checking every count against its limit before
+//! allocating.
+
+use super::stat::decode_stat;
+use super::{BlockHead, Msg, Payload, Reason, Sum};
+use crate::proto::codec::{invalid, DecodeError, Reader};
+use crate::proto::wire::{self, MsgType, MAX_ADDRS, MAX_CLASS_PAIRS, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TOKEN};
+use std::sync::Arc;
+
+impl Sum {
+    fn decode(r: &mut Reader) -> Result<Sum, DecodeError> {
+        Ok(match r.u8("checksum kind")? {
+            0 => Sum::None,
+            1 => Sum::Crc32(r.u32("crc32")?),
+            2 => Sum::Md5(r.array("md5")?),
+            k => return Err(invalid("checksum kind", k.to_string())),
+        })
+    }
+}
+
+impl Msg {
+    /// Decodes a payload whose header said `ty`. Takes the buffer so that a block's data is
+    /// kept in place.
+    pub fn decode(ty: MsgType, payload: Payload) -> Result<Msg, DecodeError> {
+        if ty == MsgType::Block {
+            return decode_block(payload);
+        }
+        let mut r = Reader::new(payload.bytes());
+        let m = match ty {
+            MsgType::AuthRequest => Msg::AuthRequest { class: r.str(MAX_NAME, "class")? },
+            MsgType::AuthChallenge => Msg::AuthChallenge { nonce: r.array("nonce")? },
+            MsgType::AuthResponse => Msg::AuthResponse { mac: r.array("mac")? },
+            MsgType::AuthGrant => {
+                let transfer = r.u64("transfer")?;
+                let token = r.bytes(MAX_TOKEN, "token")?.to_vec();
+                let n = r.count(MAX_ADDRS, 4, "po list")?;
+                let mut pos = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pos.push(r.str(MAX_NAME, "po address")?);
+                }
+                Msg::AuthGrant { transfer, token, pos, class: decode_pairs(&mut r)? }
+            }
+            MsgType::Denied => {
+                let code = r.u16("reason")?;
+                let reason = Reason::from_u16(code).ok_or_else(|| invalid("reason", code.to_string()))?;
+                Msg::Denied { reason, text: r.str(MAX_TEXT, "reason text")? }
+            }
+            MsgType::Verify => Msg::Verify {
+                token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
+                po: r.str(MAX_NAME, "po address")?,
+                presenter: r.str(MAX_NAME, "presenter address")?,
+            },
+            MsgType::VerifyOk => Msg::VerifyOk {
+                transfer: r.u64("transfer")?,
+                class_name: r.str(MAX_NAME, "class")?,
+                class: decode_pairs(&mut r)?,
+            },
+            MsgType::Offer => Msg::Offer {
+                token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
+                po: r.str(MAX_NAME, "po address")?,
+                manifest: Arc::new(r.bytes(wire::MAX_OFFER as usize, "manifest")?.to_vec()),
+            },
+            MsgType::Check => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 8, 8, "check list")?;
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push(r.u64("block index")?);
+                }
+                Msg::Check { transfer, blocks }
+            }
+            MsgType::CheckSums => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 24, 24, "check sums")?;
+                let mut sums = Vec::with_capacity(n);
+                for _ in 0..n {
+                    sums.push((r.u64("block index")?, r.array("md5")?));
+                }
+                Msg::CheckSums { transfer, sums }
+            }
+            MsgType::Accept => Msg::Accept {
+                transfer: r.u64("transfer")?,
+                have: r.bytes(wire::MAX_CONTROL as usize, "have bitmap")?.to_vec(),
+            },
+            MsgType::Have => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 8, 8, "have list")?;
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push(r.u64("block index")?);
+                }
+                Msg::Have { transfer, blocks }
+            }
+            MsgType::Ready => Msg::Ready { transfer: r.u64("transfer")? },
+            MsgType::Commit => Msg::Commit { transfer: r.u64("transfer")? },
+            MsgType::Abort => Msg::Abort { transfer: r.u64("transfer")?, reason: r.str(MAX_TEXT, "abort reason")? },
+            MsgType::Failed => Msg::Failed { transfer: r.u64("transfer")?, error: r.str(MAX_TEXT, "error")? },
+            MsgType::Done => {
+                let transfer = r.u64("transfer")?;
+                let files = r.u64("files")?;
+                let bytes = r.u64("bytes")?;
+                let hook_exit = match r.u8("hook flag")? {
+                    0 => None,
+                    1 => Some(r.u32("hook exit")? as i32),
+                    v => return Err(invalid("hook flag", v.to_string())),
+                };
+                Msg::Done { transfer, files, bytes, hook_exit, hook_tail: r.str(MAX_TEXT, "hook tail")? }
+            }
+            MsgType::Progress => Msg::Progress { stat: decode_stat(&mut r)? },
+            MsgType::StatQuery => Msg::StatQuery,
+            MsgType::StatReply => {
+                let n = r.count(10_000, 8, "transfers")?;
+                let mut transfers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    transfers.push(decode_stat(&mut r)?);
+                }
+                Msg::StatReply { transfers }
+            }
+            MsgType::Ping => Msg::Ping,
+            MsgType::Peers => {
+                let transfer = r.u64("transfer")?;
+                let me = r.u32("po index")?;
+                let n = r.count(1024, 8, "peer list")?;
+                let mut dial = Vec::with_capacity(n);
+                for _ in 0..n {
+                    dial.push((r.u32("peer index")?, r.str(MAX_NAME, "peer address")?));
+                }
+                Msg::Peers { transfer, me, dial }
+            }
+            MsgType::PeerHello => {
+                Msg::PeerHello { token: r.bytes(MAX_TOKEN, "token")?.to_vec(), me: r.u32("po index")? }
+            }
+            MsgType::Sums => {
+                let transfer = r.u64("transfer")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 9, 9, "checksums")?;
+                let mut sums = Vec::with_capacity(n);
+                for _ in 0..n {
+                    sums.push((r.u64("block index")?, Sum::decode(&mut r)?));
+                }
+                Msg::Sums { transfer, sums }
+            }
+            MsgType::Push => Msg::Push { transfer: r.u64("transfer")?, block: r.u64("block")?, to: r.u32("po index")? },
+            MsgType::Unsent => Msg::Unsent {
+                transfer: r.u64("transfer")?,
+                block: r.u64("block")?,
+                to: r.u32("po index")?,
+                why: r.str(MAX_TEXT, "reason")?,
+            },
+            MsgType::Bad => Msg::Bad { transfer: r.u64("transfer")?, block: r.u64("block")?, from: r.u32("po index")? },
+            MsgType::Block => unreachable!("handled above"),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+
+    /// Decodes one whole frame (header and payload); for tests and simple clients.
+    pub fn from_frame(frame: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
+        let Some(h) = wire::parse_header(frame)? else { return Ok(None) };
+        let end = wire::HEADER_LEN + h.len as usize;
+        if frame.len() < end {
+            return Ok(None);
+        }
+        let m = Msg::decode(h.ty, Payload::from_vec(frame[wire::HEADER_LEN..end].to_vec()))?;
+        Ok(Some((m, end)))
+    }
+}
+
+/// A block frame: its head, then data that stays where it was read.
+fn decode_block(mut payload: Payload) -> Result<Msg, DecodeError> {
+    let mut r = Reader::new(payload.bytes());
+    let head = decode_block_head(&mut r)?;
+    let used = payload.len() - r.left();
+    if r.left() == 0 {
+        return Err(invalid("block", "no data"));
+    }
+    payload.start += used;
+    Ok(Msg::Block { head, data: payload })
+}
+
+fn decode_block_head(r: &mut Reader) -> Result<BlockHead, DecodeError> {
+    Ok(BlockHead { transfer: r.u64("transfer")?, index: r.u64("block index")?, sum: Sum::decode(r)? })
+}
+
+fn decode_pairs(r: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {
+    let n = r.count(MAX_CLASS_PAIRS, 8, "class settings")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push((r.str(MAX_NAME, "class key")?, r.str(MAX_PATH, "class value")?));
+    }
+    Ok(v)
+}

@@ -1,0 +1,277 @@
+//! Messages and their payload encodings (the frame header is in `wire`): the types here, the
+//! codec tables in `encode` and `decode`.
+
+mod decode;
+mod encode;
+mod payload;
+mod stat;
+#[cfg(test)]
+mod tests;
+
+pub use encode::block_frame_head;
+pub use payload::{Payload, Recycle};
+pub use stat::{PoStat, TransferStat};
+
+use super::wire::MsgType;
+use std::sync::Arc;
+
+/// A block's checksum, as the master computed it from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sum {
+    None,
+    Crc32(u32),
+    Md5([u8; 16]),
+}
+
+impl Sum {
+    pub fn of(kind: super::class::Verify, data: &[u8]) -> Sum {
+        let mut h = super::checksum::Hasher::new(kind);
+        h.update(data);
+        h.finish()
+    }
+}
+
+/// What precedes the raw bytes of a block frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHead {
+    pub transfer: u64,
+    pub index: u64,
+    pub sum: Sum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Reason {
+    UnknownClass = 1,
+    MasterNotAllowed = 2,
+    BadToken = 3,
+    Expired = 4,
+    PoNotInClass = 5,
+    DestNotAllowed = 6,
+    Busy = 7,
+    BadManifest = 8,
+    Internal = 9,
+    ChallengeFailed = 10,
+    NoCac = 11,
+    Protocol = 12,
+    Disk = 13,
+    /// Deliberately vague: telling the requester more would help an attacker.
+    Refused = 14,
+}
+
+impl Reason {
+    pub fn from_u16(v: u16) -> Option<Reason> {
+        use Reason::*;
+        Some(match v {
+            1 => UnknownClass,
+            2 => MasterNotAllowed,
+            3 => BadToken,
+            4 => Expired,
+            5 => PoNotInClass,
+            6 => DestNotAllowed,
+            7 => Busy,
+            8 => BadManifest,
+            9 => Internal,
+            10 => ChallengeFailed,
+            11 => NoCac,
+            12 => Protocol,
+            13 => Disk,
+            14 => Refused,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        use Reason::*;
+        match self {
+            UnknownClass => "unknown_class",
+            MasterNotAllowed => "master_not_allowed",
+            BadToken => "bad_token",
+            Expired => "expired",
+            PoNotInClass => "po_not_in_class",
+            DestNotAllowed => "dest_not_allowed",
+            Busy => "busy",
+            BadManifest => "bad_manifest",
+            Internal => "internal",
+            ChallengeFailed => "challenge_failed",
+            NoCac => "no_cac",
+            Protocol => "protocol",
+            Disk => "disk",
+            Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// master -> cac: may I push this class?
+    AuthRequest {
+        class: String,
+    },
+    /// cac -> master: prove you know the class secret (HMAC of this nonce).
+    AuthChallenge {
+        nonce: [u8; 32],
+    },
+    /// master -> cac
+    AuthResponse {
+        mac: [u8; 32],
+    },
+    /// cac -> master
+    AuthGrant {
+        transfer: u64,
+        token: Vec<u8>,
+        pos: Vec<String>,
+        class: Vec<(String, String)>,
+    },
+    /// anyone -> anyone, then close.
+    Denied {
+        reason: Reason,
+        text: String,
+    },
+    /// po -> cac: is this token good, and was it presented by `presenter` to po `po`?
+    Verify {
+        token: Vec<u8>,
+        po: String,
+        presenter: String,
+    },
+    /// cac -> po
+    VerifyOk {
+        transfer: u64,
+        class_name: String,
+        class: Vec<(String, String)>,
+    },
+    /// master -> po. The encoded manifest is shared by every po's offer, so 1,000 pos do not
+    /// cost 1,000 copies.
+    Offer {
+        token: Vec<u8>,
+        po: String,
+        manifest: Arc<Vec<u8>>,
+    },
+    /// po -> master, before ACCEPT (delta): my published copy may hold these blocks; send
+    /// their MD5s.
+    Check {
+        transfer: u64,
+        blocks: Vec<u64>,
+    },
+    /// master -> po: the MD5s asked for by CHECK.
+    CheckSums {
+        transfer: u64,
+        sums: Vec<(u64, [u8; 16])>,
+    },
+    /// po -> master: I take it; these blocks I already hold (a bitmap, bit i = block i).
+    Accept {
+        transfer: u64,
+        have: Vec<u8>,
+    },
+    Block {
+        head: BlockHead,
+        data: Payload,
+    },
+    /// po -> master: verified and written.
+    Have {
+        transfer: u64,
+        blocks: Vec<u64>,
+    },
+    /// po -> master: every block held.
+    Ready {
+        transfer: u64,
+    },
+    Commit {
+        transfer: u64,
+    },
+    Abort {
+        transfer: u64,
+        reason: String,
+    },
+    /// po -> master: published.
+    Done {
+        transfer: u64,
+        files: u64,
+        bytes: u64,
+        hook_exit: Option<i32>,
+        hook_tail: String,
+    },
+    /// po -> master: this po gives up on the transfer.
+    Failed {
+        transfer: u64,
+        error: String,
+    },
+    /// master -> cac, about once a second.
+    Progress {
+        stat: TransferStat,
+    },
+    StatQuery,
+    StatReply {
+        transfers: Vec<TransferStat>,
+    },
+    Ping,
+    /// master -> po: you are po `me` of the swarm; dial these neighbours (index, address).
+    Peers {
+        transfer: u64,
+        me: u32,
+        dial: Vec<(u32, String)>,
+    },
+    /// po -> po, first on a peer connection: the transfer token, and who I am.
+    PeerHello {
+        token: Vec<u8>,
+        me: u32,
+    },
+    /// master -> every po: checksums of blocks, for verifying what peers send.
+    Sums {
+        transfer: u64,
+        sums: Vec<(u64, Sum)>,
+    },
+    /// master -> po: send block `block` to po `to`.
+    Push {
+        transfer: u64,
+        block: u64,
+        to: u32,
+    },
+    /// po -> master: that push did not happen.
+    Unsent {
+        transfer: u64,
+        block: u64,
+        to: u32,
+        why: String,
+    },
+    /// po -> master: po `from` sent a corrupt `block`.
+    Bad {
+        transfer: u64,
+        block: u64,
+        from: u32,
+    },
+}
+
+impl Msg {
+    pub fn ty(&self) -> MsgType {
+        match self {
+            Msg::AuthRequest { .. } => MsgType::AuthRequest,
+            Msg::AuthChallenge { .. } => MsgType::AuthChallenge,
+            Msg::AuthResponse { .. } => MsgType::AuthResponse,
+            Msg::AuthGrant { .. } => MsgType::AuthGrant,
+            Msg::Denied { .. } => MsgType::Denied,
+            Msg::Verify { .. } => MsgType::Verify,
+            Msg::VerifyOk { .. } => MsgType::VerifyOk,
+            Msg::Offer { .. } => MsgType::Offer,
+            Msg::Check { .. } => MsgType::Check,
+            Msg::CheckSums { .. } => MsgType::CheckSums,
+            Msg::Accept { .. } => MsgType::Accept,
+            Msg::Block { .. } => MsgType::Block,
+            Msg::Have { .. } => MsgType::Have,
+            Msg::Ready { .. } => MsgType::Ready,
+            Msg::Commit { .. } => MsgType::Commit,
+            Msg::Abort { .. } => MsgType::Abort,
+            Msg::Done { .. } => MsgType::Done,
+            Msg::Failed { .. } => MsgType::Failed,
+            Msg::Progress { .. } => MsgType::Progress,
+            Msg::StatQuery => MsgType::StatQuery,
+            Msg::StatReply { .. } => MsgType::StatReply,
+            Msg::Ping => MsgType::Ping,
+            Msg::Peers { .. } => MsgType::Peers,
+            Msg::PeerHello { .. } => MsgType::PeerHello,
+            Msg::Sums { .. } => MsgType::Sums,
+            Msg::Push { .. } => MsgType::Push,
+            Msg::Unsent { .. } => MsgType::Unsent,
+            Msg::Bad { .. } => MsgType::Bad,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The scheduler in ticks (every link moves one block a tick) and in the flow model.
+
+use super::*;
+
+/// Every uplink (the master's too) and every downlink moves one block per tick, a slow
+/// po's one every four ticks; blocks on a link go in order. Returns ticks, master copies
+/// and when each po was done.
+fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u32, u64)>) -> (u64, f64, Vec<u64>) {
+    let mut s = Swarm::new(n, blocks, peers);
+    let t0 = Instant::now();
+    for i in 0..n as u32 {
+        s.join(i, &[]);
+    }
+    let mut pending: Vec<Assign> = Vec::new();
+    let mut done_at = vec![0u64; n];
+    for tick in 0..100_000u64 {
+        let now = t0 + Duration::from_millis(tick * 10);
+        if let Some((d, at)) = dead_at {
+            if tick == at {
+                s.leave(d);
+                pending.retain(|a| a.to != d && a.from != Src::Po(d));
+            }
+        }
+        let free = |p: u32| !slow.contains(&p) || tick % 4 == 0;
+        let mut sent: std::collections::HashSet<Src> = std::collections::HashSet::new();
+        let mut got = vec![false; n];
+        let mut later = Vec::new();
+        for a in std::mem::take(&mut pending) {
+            let sender_free = match a.from {
+                Src::Master => true,
+                Src::Po(p) => free(p),
+            };
+            if sender_free && free(a.to) && !got[a.to as usize] && sent.insert(a.from) {
+                got[a.to as usize] = true;
+                s.have(a.to, a.block, now);
+                if s.complete(a.to) && done_at[a.to as usize] == 0 {
+                    done_at[a.to as usize] = tick;
+                }
+            } else {
+                // This sender or receiver is busy this tick; the link waits.
+                later.push(a);
+            }
+        }
+        pending = later;
+        if (0..n as u32).filter(|i| Some(*i) != dead_at.map(|d| d.0)).all(|i| s.complete(i)) {
+            return (tick, s.master_sent as f64 / blocks as f64, done_at);
+        }
+        pending.extend(s.schedule(now));
+        if pending.is_empty() && tick > 0 {
+            let lacking: Vec<(u32, u64, usize, usize)> = (0..n as u32)
+                .filter(|i| !s.complete(*i))
+                .map(|i| (i, s.nodes[i as usize].held, s.nodes[i as usize].down, s.nodes[i as usize].up))
+                .collect();
+            panic!("stuck at tick {tick}: {lacking:?} master_links={} inflight={}", s.master_links, s.inflight.len());
+        }
+    }
+    panic!("no end");
+}
+
+#[test]
+fn graph_is_bounded_and_connected() {
+    for (n, p) in [(2, 8), (9, 8), (16, 8), (1000, 8), (1000, 16)] {
+        let g = graph(n, p);
+        assert!(g.iter().all(|e| e.len() <= p), "n={n}");
+        let mut seen = vec![false; n];
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut seen[i], true) {
+                stack.extend(g[i].iter().map(|j| *j as usize));
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "n={n} not connected");
+    }
+}
+
+#[test]
+fn n_pos_take_about_as_long_as_one() {
+    // The flow model of the lab (links shared max-min fairly, 10 ms to report a block and
+    // 20 ms to order a push): within 15% of one uplink sending everything once (the model
+    // gives 1.00, 1.02, 1.06 and 1.11), with the master sending little more than one copy.
+    for n in [1usize, 4, 8, 16] {
+        let lab = crate::proto::fluid::Lab::uniform(n, 93.0);
+        let o = lab.run();
+        let end = o.done.iter().cloned().fold(0.0, f64::max) / lab.ideal();
+        assert!(end < 1.15, "n={n}: {end:.3} of ideal");
+        assert!(o.master_copies <= 1.07, "n={n}: the master sent {} copies", o.master_copies);
+    }
+    // In ticks, where every uplink and downlink moves one block a tick.
+    for n in [1usize, 4, 8, 16] {
+        let (ticks, copies, _) = simulate(n, 256, 8, &[], None);
+        assert!((ticks as f64) < 256.0 * 1.25, "n={n}: {ticks} ticks");
+        assert!(copies <= 1.07, "n={n}: master sent {copies} copies");
+    }
+}
+
+#[test]
+fn the_plan_is_balanced() {
+    for (n, peers) in [(2, 8), (4, 8), (9, 8), (16, 8), (30, 8), (1000, 8)] {
+        let g = graph(n, peers);
+        let p = plan(&g, LINKS);
+        let mut into = vec![0; n];
+        for (i, out) in p.iter().enumerate() {
+            assert_eq!(out.len(), LINKS.min(n - 1), "n={n}: po {i} serves {out:?}");
+            for r in out {
+                assert!(g[i].contains(r), "n={n}: {i} -> {r} is not a neighbour");
+                into[*r as usize] += 1;
+            }
+        }
+        assert!(into.iter().all(|k| *k == LINKS.min(n - 1)), "n={n}: {into:?}");
+    }
+}
+
+#[test]
+fn a_thousand_pos() {
+    // The epidemic bound is 32 + 2·log2(1000) ≈ 52 ticks.
+    let (ticks, copies, _) = simulate(1000, 32, 8, &[], None);
+    assert!(ticks <= 60, "{ticks} ticks");
+    assert!(copies < 2.0, "{copies} copies");
+}
+
+#[test]
+fn a_slow_po_does_not_slow_the_others() {
+    let (_, _, done) = simulate(8, 256, 8, &[3], None);
+    for (i, t) in done.iter().enumerate() {
+        if i != 3 {
+            assert!((*t as f64) < 256.0 * 1.25, "po {i} done at {t}");
+        }
+    }
+    // The flow model, with po 2 on a quarter of the rate.
+    let mut lab = crate::proto::fluid::Lab::uniform(8, 93.0);
+    lab.rate[2] /= 4.0;
+    let o = lab.run();
+    for (i, t) in o.done.iter().enumerate() {
+        assert!(i == 2 || *t / lab.ideal() < 1.2, "po {i} done at {:.3} of ideal", t / lab.ideal());
+    }
+}
+
+#[test]
+fn a_stopped_sender_stops_being_a_source() {
+    let mut s = Swarm::new(3, 4, 8);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        s.join(i, &[]);
+    }
+    s.join(0, &[]);
+    // po 0 got every block and then stopped answering.
+    for b in 0..4 {
+        s.have(0, b, t0);
+    }
+    let first = s.schedule(t0);
+    assert!(first.iter().any(|a| a.from == Src::Po(0)));
+    let later = t0 + Duration::from_secs(60);
+    for (to, b, _) in s.stalled(later, s.stall_limit(Duration::from_secs(3))) {
+        s.stall(to, b, later);
+    }
+    assert!(s.stalls(0) >= 1 && s.faults(0) == 0);
+    // after enough stalls in a row it serves nothing
+    for _ in 0..MAX_FAULTS {
+        s.nodes[0].stalls += 1;
+    }
+    let next = s.schedule(later + Duration::from_secs(2));
+    assert!(next.iter().all(|a| a.from != Src::Po(0)), "{next:?}");
+    assert!(next.iter().any(|a| a.from == Src::Master), "the master must resend what only po 0 had");
+}
+
+#[test]
+fn a_queued_block_is_timed_from_when_it_reaches_the_head_of_its_link() {
+    let mut s = Swarm::new(2, 4, 8);
+    let t0 = Instant::now();
+    s.join(0, &[true; 4]);
+    s.join(1, &[]);
+    let first = s.schedule(t0);
+    assert_eq!(first.len(), DEPTH as usize, "{first:?}");
+    assert!(first.iter().all(|a| a.from == Src::Po(0) && a.to == 1));
+    let limit = Duration::from_secs(3);
+    // the head lands after 2.5 s; the block behind it has waited as long, but only started
+    s.have(1, first[0].block, t0 + Duration::from_millis(2500));
+    assert!(s.stalled(t0 + Duration::from_secs(4), limit).is_empty());
+    let late = s.stalled(t0 + Duration::from_secs(6), limit);
+    assert_eq!(late.len(), 1, "{late:?}");
+}
+
+#[test]
+fn a_good_push_forgives_earlier_stalls_but_not_corrupt_blocks() {
+    let mut s = Swarm::new(3, 8, 8);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        s.join(i, &[]);
+    }
+    s.have(0, 0, t0);
+    let a = s.schedule(t0);
+    let push = a.iter().find(|a| a.from == Src::Po(0)).copied().expect("po 0 serves block 0");
+    s.stall(push.to, push.block, t0 + Duration::from_secs(10));
+    s.stall(push.to, push.block, t0 + Duration::from_secs(10)); // no longer in flight: no-op
+    assert_eq!(s.stalls(0), 1);
+    // a busy host's push that does arrive clears the count
+    let t1 = t0 + Duration::from_secs(20);
+    let again = s.schedule(t1).into_iter().find(|a| a.from == Src::Po(0)).expect("po 0 serves again");
+    s.have(again.to, again.block, t1);
+    assert_eq!(s.stalls(0), 0);
+    s.bad(1, 0, Src::Po(0));
+    assert_eq!(s.faults(0), 1);
+}
+
+#[test]
+fn blocks_every_po_holds_already_are_skipped() {
+    // A resume, a delta or holes: every po joins holding blocks 0, 1 and 5.
+    let mut s = Swarm::new(3, 6, 8);
+    let t0 = Instant::now();
+    let have = [true, true, false, false, false, true];
+    for i in 0..3 {
+        s.join(i, &have);
+    }
+    for tick in 0..100u64 {
+        let now = t0 + Duration::from_millis(tick);
+        for a in s.schedule(now) {
+            assert!(!have[a.block as usize], "{a:?}");
+            s.have(a.to, a.block, now);
+        }
+        if (0..3).all(|i| s.complete(i)) {
+            // each missing block once: the others came by exchange
+            assert_eq!(s.master_sent, 3);
+            return;
+        }
+    }
+    panic!("the swarm stalled on blocks every po held");
+}
+
+#[test]
+fn a_dead_po_is_routed_around() {
+    let (ticks, _, _) = simulate(8, 128, 8, &[], Some((2, 40)));
+    assert!(ticks < 128 * 2, "{ticks}");
+}
