@@ -232,8 +232,7 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
 /// block once, with the right MD5, and the others finish without it.
 #[test]
 fn a_po_asking_for_junk_delta_sums_gets_only_real_blocks() {
-    use md5::Digest;
-    use wugui::proto::{auth::Token, Msg};
+    use wugui::proto::{auth::Token, checksum::digest, Msg};
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_addr = fake.local_addr().unwrap();
     let list = std::env::temp_dir().join(format!("wugui-junkcheck-{}.pos", std::process::id()));
@@ -256,8 +255,7 @@ fn a_po_asking_for_junk_delta_sums_gets_only_real_blocks() {
     assert_eq!(t, transfer);
     let blocks: Vec<u64> = sums.iter().map(|(b, _)| *b).collect();
     assert_eq!(blocks, vec![0, 3]);
-    let want: [u8; 16] = md5::Md5::digest(&data[..64 << 10]).into();
-    assert_eq!(sums[0].1, want);
+    assert_eq!(sums[0].1, digest(&data[..64 << 10]));
     drop(po);
     drop(fake);
     let out = master.join().unwrap();

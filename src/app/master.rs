@@ -214,6 +214,11 @@ fn run(a: Args) -> Result<u8, String> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         dry_run: a.dry_run,
+        transfer_key: {
+            let mut k = [0u8; 32];
+            getrandom::getrandom(&mut k).expect("the kernel's random source is available");
+            k
+        },
     };
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();

@@ -86,7 +86,7 @@ impl crate::proto::Store for CorruptServe {
     fn delta_candidates(&mut self, t: u64) -> Vec<u64> {
         self.0.delta_candidates(t)
     }
-    fn delta_check(&mut self, t: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+    fn delta_check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
         self.0.delta_check(t, sums)
     }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), StoreError> {

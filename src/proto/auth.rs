@@ -124,6 +124,17 @@ pub fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// The key of the swarm link between pos `a` and `b` (either order; `MASTER_PEER` names the
+/// master's data link), derived from the master's secret `transfer_key`. The master hands each
+/// po the keys of its own links only, so no po can prove an identity it does not have.
+pub fn link_key(transfer_key: &[u8; 32], a: u32, b: u32) -> [u8; 32] {
+    let (lo, hi) = (a.min(b), a.max(b));
+    let mut data = b"wugui-link-v1".to_vec();
+    data.extend_from_slice(&lo.to_be_bytes());
+    data.extend_from_slice(&hi.to_be_bytes());
+    mac(transfer_key, &data)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -10,6 +10,8 @@ pub enum Verify {
     None,
     Crc32,
     Md5,
+    /// The block digest (BLAKE3): cryptographic and faster than MD5.
+    Blake3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,17 @@ pub struct ClassCfg {
 }
 
 impl ClassCfg {
+    /// The checksum every block of this class is checked against on a po. With `p2p = on`,
+    /// blocks travel between pos, and a po could forge a CRC32 (or spend MD5's cost), so the
+    /// block digest (BLAKE3) is used whatever `verify` says; `verify` rules the master's links.
+    pub fn block_check(&self) -> Verify {
+        if self.p2p {
+            Verify::Blake3
+        } else {
+            self.verify
+        }
+    }
+
     pub fn new(name: &str) -> ClassCfg {
         ClassCfg {
             name: name.to_owned(),
@@ -122,7 +135,8 @@ impl ClassCfg {
                     "md5" => Verify::Md5,
                     "crc32" => Verify::Crc32,
                     "none" => Verify::None,
-                    _ => return Err(format!("verify must be md5, crc32 or none, not {v:?}")),
+                    "blake3" => Verify::Blake3,
+                    _ => return Err(format!("verify must be md5, blake3, crc32 or none, not {v:?}")),
                 }
             }
             "sendfile" => self.sendfile = parse_bool(v)?,
@@ -222,6 +236,7 @@ impl fmt::Display for Verify {
             Verify::None => "none",
             Verify::Crc32 => "crc32",
             Verify::Md5 => "md5",
+            Verify::Blake3 => "blake3",
         })
     }
 }

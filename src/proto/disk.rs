@@ -8,6 +8,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use super::msg::Digest;
 use super::{BlockRef, Manifest, Sum, Verify};
 
 /// The bytes of a block, for sending.
@@ -117,7 +118,7 @@ pub trait Store {
     }
     /// Delta: takes the listed blocks whose bytes in the published copy match their MD5.
     /// Returns the blocks taken.
-    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
     }
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError>;

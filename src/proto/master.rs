@@ -9,7 +9,7 @@
 use super::bitmap::bit;
 use super::cac::challenge_data;
 use super::class::{Publish, Verify};
-use super::msg::{PoStat, Reason, TransferStat};
+use super::msg::{Digest, PeerLink, PoStat, Reason, TransferStat};
 use super::swarm::{self, Src, Swarm};
 use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
 use std::collections::VecDeque;
@@ -30,6 +30,8 @@ pub struct MasterSettings {
     pub unix_start: u64,
     /// Ask the CAC and plan, then report what would go and send nothing.
     pub dry_run: bool,
+    /// A fresh random secret of this run: the swarm's link keys derive from it.
+    pub transfer_key: [u8; 32],
 }
 
 /// Exit codes of `masterwugui` (README, `-h`).
@@ -127,8 +129,8 @@ struct Plan {
     offer: std::sync::Weak<Vec<u8>>,
     /// Blocks read into memory, while some connection still holds them.
     in_memory: std::collections::HashMap<u64, std::sync::Weak<Vec<u8>>>,
-    /// Delta: MD5s of the blocks pos asked about, computed once.
-    md5: std::collections::HashMap<u64, [u8; 16]>,
+    /// Digests of the blocks pos asked about with CHECK (delta or resume), computed once.
+    digests: std::collections::HashMap<u64, Digest>,
     source: Box<dyn Source>,
     sums: Vec<Option<Sum>>,
     started: Instant,
@@ -152,7 +154,7 @@ impl Plan {
         if let (Some(sum), Some(bytes)) = (cached, self.in_memory.get(&idx).and_then(|w| w.upgrade())) {
             return Ok((Body::Bytes(bytes), sum, false));
         }
-        let verify = if cached.is_some() { Verify::None } else { self.class.verify };
+        let verify = if cached.is_some() { Verify::None } else { self.class.block_check() };
         let (body, sum) = self.source.block(&b, verify, self.class.sendfile).map_err(|e| format!("source: {e}"))?;
         if let Body::Bytes(bytes) = &body {
             if self.in_memory.len() >= 4096 {
@@ -165,16 +167,16 @@ impl Plan {
         Ok((body, sum, cached.is_none()))
     }
 
-    /// Block `idx`'s MD5 for a po's delta check; computed once.
-    fn md5_of(&mut self, idx: u64) -> Result<[u8; 16], String> {
-        if let Some(d) = self.md5.get(&idx) {
+    /// Block `idx`'s digest for a po's CHECK (delta or resume); computed once.
+    fn digest_of(&mut self, idx: u64) -> Result<Digest, String> {
+        if let Some(d) = self.digests.get(&idx) {
             return Ok(*d);
         }
         let b = self.manifest.block(idx).expect("block indices come from the manifest");
-        let (_, sum) = self.source.block(&b, Verify::Md5, false).map_err(|e| format!("source: {e}"))?;
-        let Sum::Md5(d) = sum else { return Err(format!("source: no MD5 for block {idx}")) };
-        self.md5.insert(idx, d);
-        if self.class.verify == Verify::Md5 {
+        let (_, sum) = self.source.block(&b, Verify::Blake3, false).map_err(|e| format!("source: {e}"))?;
+        let Sum::Blake3(d) = sum else { return Err(format!("source: no digest for block {idx}")) };
+        self.digests.insert(idx, d);
+        if self.class.block_check() == Verify::Blake3 {
             self.sums[idx as usize] = Some(sum);
         }
         Ok(d)
@@ -351,7 +353,7 @@ impl MasterMachine {
             token,
             class,
             offer: std::sync::Weak::new(),
-            md5: std::collections::HashMap::new(),
+            digests: std::collections::HashMap::new(),
             in_memory: std::collections::HashMap::new(),
             manifest,
             source,
@@ -557,7 +559,7 @@ impl MasterMachine {
                 Err(e) => return self.abort_all(e),
             }
         }
-        if !sums.is_empty() && plan.class.verify != Verify::None {
+        if !sums.is_empty() && plan.class.block_check() != Verify::None {
             for p in self.pos.iter().filter(|p| p.state.joined()) {
                 if let Some(conn) = p.conn {
                     let msg = Msg::Sums { transfer: plan.transfer, sums: sums.clone() };
@@ -600,7 +602,7 @@ impl MasterMachine {
                 blocks.retain(|&b| b < plan.manifest.blocks());
                 let mut sums = Vec::with_capacity(blocks.len());
                 for b in blocks {
-                    match plan.md5_of(b) {
+                    match plan.digest_of(b) {
                         Ok(d) => sums.push((b, d)),
                         Err(e) => return self.abort_all(e),
                     }
@@ -629,20 +631,28 @@ impl MasterMachine {
                 p.deadline = None;
                 log::info!("event=po_accept transfer={transfer} po={} held_bytes={}", p.name, p.bytes);
                 if let Some(sw) = self.plan.as_ref().and_then(|p| p.swarm.as_ref()) {
-                    // Dial the neighbours that accepted before; later ones dial us.
-                    let dial = sw
-                        .neighbours(i as u32)
+                    // Every neighbour with the key of its link: we dial those that accepted
+                    // before (an address); later ones dial us (none).
+                    let key = &self.settings.transfer_key;
+                    let me = i as u32;
+                    let links = sw
+                        .neighbours(me)
                         .iter()
-                        .filter(|&&j| j as usize != i && self.pos[j as usize].state.joined())
-                        .map(|&j| (j, self.pos[j as usize].name.clone()))
+                        .filter(|&&j| j != me)
+                        .map(|&j| {
+                            let p = &self.pos[j as usize];
+                            let addr = if p.state.joined() { p.name.clone() } else { String::new() };
+                            PeerLink { idx: j, addr, key: auth::link_key(key, me, j) }
+                        })
                         .collect();
+                    let master_key = auth::link_key(key, me, swarm::MASTER_PEER);
                     let conn = self.pos[i].conn.expect("accepting po is connected");
-                    self.out.push_back(Action::Send { conn, msg: Msg::Peers { transfer, me: i as u32, dial } });
+                    self.out.push_back(Action::Send { conn, msg: Msg::Peers { transfer, me, master_key, links } });
                     // A late joiner needs every checksum sent so far.
                     let plan = self.plan.as_ref().expect("checked above");
                     let sums: Vec<(u64, Sum)> =
                         plan.sums.iter().enumerate().filter_map(|(b, s)| s.map(|s| (b as u64, s))).collect();
-                    if !sums.is_empty() && plan.class.verify != Verify::None {
+                    if !sums.is_empty() && plan.class.block_check() != Verify::None {
                         self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums } });
                     }
                     // The po joins the swarm once the data connection is up.
@@ -658,7 +668,8 @@ impl MasterMachine {
             (PoState::Sending | PoState::Ready, Msg::Have { transfer: t, blocks }) if t == transfer => {
                 let plan = self.plan.as_mut().expect("checked above");
                 let p = &mut self.pos[i];
-                for b in blocks {
+                let nb = plan.manifest.blocks();
+                for b in blocks.into_iter().filter(|&b| b < nb) {
                     if let Some(sw) = plan.swarm.as_mut() {
                         sw.have(i as u32, b, now);
                     }
@@ -676,14 +687,21 @@ impl MasterMachine {
                     self.pump(i);
                 }
             }
-            // A push that could not happen: the slots are free again.
+            // A push that could not happen: the slots are free again. Only the po that was to
+            // send it may say so (the one the master had asked, for the master's own link).
             (_, Msg::Unsent { transfer: t, block, to, why }) if t == transfer => {
                 log::debug!(
                     "event=push_unsent transfer={transfer} po={} block={block} to={to} why=\"{why}\"",
                     self.pos[i].name
                 );
                 if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
-                    sw.cancel(to, block, now);
+                    let from = sw.source_of(to, block);
+                    let unsent_by_sender = from == Some(Src::Po(i as u32));
+                    // A po that cannot check a block on the master's data link gives it back.
+                    let unsent_to_itself = to == i as u32 && from == Some(Src::Master);
+                    if unsent_by_sender || unsent_to_itself {
+                        sw.cancel(to, block, now);
+                    }
                 }
                 self.schedule(now);
             }
@@ -692,8 +710,9 @@ impl MasterMachine {
                 let src = self.pos.get(from as usize).map(|p| p.name.clone()).unwrap_or_default();
                 log::warn!("event=block_bad transfer={transfer} po={} block={block} source={src}", self.pos[i].name);
                 if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                    let before = sw.faults(from);
                     sw.bad(i as u32, block, Src::Po(from));
-                    if sw.faults(from) == swarm::MAX_FAULTS {
+                    if before < swarm::MAX_FAULTS && sw.faults(from) == swarm::MAX_FAULTS {
                         log::error!("event=peer_excluded transfer={transfer} po={src} faults={}", swarm::MAX_FAULTS);
                     }
                 }
@@ -727,9 +746,16 @@ impl MasterMachine {
             (_, Msg::Failed { transfer: t, error }) if t == transfer => {
                 // A po's checksum failure is most often a source file changing under us: then
                 // no po can get a good copy, and the error should say so.
+                let together = plan.class.publish == Publish::Together;
                 match self.changed_source() {
                     Some(e) => self.abort_all(e),
-                    None => self.po_fail(i, error),
+                    None => {
+                        self.po_fail(i, error);
+                        // The ready pos may have been waiting only for this one.
+                        if together {
+                            self.maybe_commit(false);
+                        }
+                    }
                 }
             }
             (_, Msg::Denied { reason, text }) => {
@@ -948,7 +974,8 @@ impl Machine for MasterMachine {
                 let Some(i) = self.po_index(conn) else { return };
                 let plan = self.plan.as_mut().expect("transfer phase has a plan");
                 if self.pos[i].data == Some(conn) {
-                    let msg = Msg::PeerHello { token: plan.token.clone(), me: swarm::MASTER_PEER };
+                    let proof = auth::link_key(&self.settings.transfer_key, i as u32, swarm::MASTER_PEER);
+                    let msg = Msg::PeerHello { token: plan.token.clone(), me: swarm::MASTER_PEER, proof };
                     self.out.push_back(Action::Send { conn, msg });
                     if let Some(sw) = plan.swarm.as_mut() {
                         sw.join(i as u32, &self.pos[i].have);

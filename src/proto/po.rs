@@ -10,7 +10,7 @@ use super::auth::Token;
 use super::bitmap::bitmap;
 use super::class::Publish;
 use super::manifest::hex;
-use super::msg::{Reason, TransferStat};
+use super::msg::{Digest, PeerLink, Reason, TransferStat};
 use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -104,7 +104,13 @@ struct Transfer {
     peers: HashMap<u32, ConnId>,
     waiting: HashMap<u32, Vec<(u64, Instant)>>,
     sums: Vec<Option<Sum>>,
-    parked: Vec<(ConnId, u32, super::BlockHead, Payload)>,
+    parked: Vec<(ConnId, From, super::BlockHead, Payload)>,
+    /// Swarm credentials from the master's PEERS: the key of each link of ours, and the one
+    /// that proves the master's data link.
+    link_keys: HashMap<u32, Digest>,
+    master_key: Option<Digest>,
+    /// Hellos that arrived before our PEERS (connection, claimed index, proof).
+    hellos: Vec<(ConnId, u32, Digest)>,
     /// Delta: blocks asked about with CHECK; ACCEPT waits for their MD5s.
     checking: Vec<u64>,
 }
@@ -122,6 +128,17 @@ impl Transfer {
 
 /// Peer blocks held back until their checksum arrives, per transfer.
 const MAX_PARKED: usize = 8;
+/// Peer hellos held back until our PEERS arrives, per transfer.
+const MAX_HELLOS: usize = 64;
+
+/// Where a block came from. Only the control connection is the master's own word; any other
+/// block counts only if it matches a digest that came on the control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Control,
+    MasterData,
+    Peer(u32),
+}
 /// A push for a neighbour whose link never comes up is given back to the master.
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
@@ -344,13 +361,16 @@ impl<S: Store> PoMachine<S> {
                 waiting: HashMap::new(),
                 sums: vec![None; nb as usize],
                 parked: Vec::new(),
+                link_keys: HashMap::new(),
+                master_key: None,
+                hellos: Vec::new(),
                 checking: Vec::new(),
             },
         );
         self.set_master(master, transfer, now);
         let mut check = self.store.delta_candidates(transfer);
         // The master's answer (24 bytes a block) must fit one frame; the rest just travels.
-        check.truncate((super::wire::MAX_CONTROL as usize - 64) / 24);
+        check.truncate((super::wire::MAX_CONTROL as usize - 64) / 40);
         if !check.is_empty() {
             // Delta: the published copy may hold these; their MD5s decide, then ACCEPT.
             if let Some(t) = self.transfers.get_mut(&transfer) {
@@ -363,13 +383,13 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// The master's MD5s for the blocks of our CHECK: keep what matches, then ACCEPT.
-    fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, [u8; 16])>) {
+    fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, Digest)>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         if t.checking.is_empty() || t.state != TState::Receiving {
             return;
         }
         let asked: std::collections::HashSet<u64> = std::mem::take(&mut t.checking).into_iter().collect();
-        let mut sums: Vec<(u64, [u8; 16])> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
+        let mut sums: Vec<(u64, Digest)> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
         sums.sort_unstable_by_key(|(b, _)| *b);
         let taken = self.store.delta_check(transfer, &sums);
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
@@ -405,51 +425,59 @@ impl<S: Store> PoMachine<S> {
         })
     }
 
-    /// A block from the master (`from` None) or from neighbour `from`. The master's blocks
-    /// carry the checksum to check; a neighbour's are checked against the master's `Sums`.
-    fn on_block(&mut self, conn: ConnId, from: Option<u32>, head: super::BlockHead, data: Payload) {
+    /// A block from the master's control connection, its data link, or neighbour `p`. Only
+    /// control blocks carry their own checksum; the rest are checked against the master's `Sums`.
+    /// A peer's bad frame is the peer's fault: its link closes and the master refetches the block.
+    fn on_block(&mut self, conn: ConnId, from: From, head: super::BlockHead, data: Payload) {
         let Some(t) = self.transfers.get_mut(&head.transfer) else {
             return self.refuse(conn, Reason::Protocol, format!("block for unknown transfer {}", head.transfer));
         };
-        let Some(b) = t.manifest.block(head.index) else {
-            return self.fail(head.transfer, format!("block {} is past the end of the manifest", head.index));
+        let shape = match t.manifest.block(head.index) {
+            None => Err(format!("block {} is past the end of the manifest", head.index)),
+            Some(b) if data.len() != b.len as usize => {
+                Err(format!("block {} has {} bytes, expected {}", b.index, data.len(), b.len))
+            }
+            Some(b) => Ok(b),
+        };
+        let b = match (shape, from) {
+            (Ok(b), _) => b,
+            (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, head.index, p, &e),
+            (Err(e), _) => return self.fail(head.transfer, e),
         };
         if t.state != TState::Receiving || t.held[b.index as usize] {
             return;
         }
-        if data.len() != b.len as usize {
-            return self.fail(head.transfer, format!("block {} has {} bytes, expected {}", b.index, data.len(), b.len));
-        }
-        let verify = t.class.verify;
-        let want = match from {
-            None => {
+        let check = t.class.block_check();
+        let want = match (from, t.sums[b.index as usize]) {
+            (From::Control, _) => {
                 t.sums[b.index as usize] = Some(head.sum);
                 head.sum
             }
-            Some(_) if verify == super::Verify::None => Sum::None,
-            Some(p) => match t.sums[b.index as usize] {
-                Some(s) => s,
-                None if t.parked.len() < MAX_PARKED => return t.parked.push((conn, p, head, data)),
-                None => {
-                    // Give the assignment back; the master will send it again later.
-                    let (transfer, block, master, me) = (head.transfer, b.index, t.master, t.me.unwrap_or(0));
-                    if let Some(m) = master {
-                        self.send(m, Msg::Unsent { transfer, block, to: me, why: "no checksum yet".into() });
-                    }
-                    return;
+            (_, Some(s)) => s,
+            (_, None) if t.parked.len() < MAX_PARKED => return t.parked.push((conn, from, head, data)),
+            (_, None) => {
+                // Give the assignment back; the master will send it again later.
+                let (transfer, block, master, me) = (head.transfer, b.index, t.master, t.me.unwrap_or(0));
+                if let Some(m) = master {
+                    self.send(m, Msg::Unsent { transfer, block, to: me, why: "no checksum yet".into() });
                 }
-            },
+                return;
+            }
         };
-        if verify != super::Verify::None && Sum::of(verify, data.bytes()) != want {
+        let kind = if from == From::Control { t.class.verify } else { check };
+        if kind != super::Verify::None && Sum::of(kind, data.bytes()) != want {
             let first = t.manifest.segments(&b).first().map(|s| s.entry).unwrap_or(0);
             let path = t.manifest.entries()[first as usize].path.clone();
-            let source = from.map(|p| format!("po#{p}")).unwrap_or_else(|| "master".into());
+            let source = match from {
+                From::Peer(p) => format!("po#{p}"),
+                _ => "master".into(),
+            };
             log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
             crate::metrics::VERIFY_FAILURES.inc();
             return match (from, t.master) {
                 // A bad peer: fetch the block elsewhere, and let the master count the fault.
-                (Some(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
-                _ => self.fail(head.transfer, format!("block {} of {path} failed its {verify} check", b.index)),
+                (From::Peer(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
+                _ => self.fail(head.transfer, format!("block {} of {path} failed its {kind} check", b.index)),
             };
         }
         if let Err(e) = self.store.write_block(head.transfer, &b, data.bytes()) {
@@ -465,40 +493,81 @@ impl<S: Store> PoMachine<S> {
         self.maybe_ready(head.transfer);
     }
 
-    /// The master gave us our place in the swarm: dial the neighbours it named.
-    fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, dial: Vec<(u32, String)>) {
-        let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        t.me = Some(me);
-        for (idx, addr) in dial {
-            let Ok(addr) = addr.parse::<SocketAddr>() else { continue };
-            let conn = self.next_conn;
-            self.next_conn += 1;
-            if let Some(t) = self.transfers.get_mut(&transfer) {
-                t.peers.insert(idx, conn);
-            }
-            let kind = ConnKind::Peer { transfer, idx };
-            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
-            self.out.push_back(Action::Connect { conn, addr });
+    /// Neighbour `p` sent a frame that cannot be a block of ours: close its link, and tell the
+    /// master, which charges `p` a fault and sends the block from elsewhere.
+    fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: u64, p: u32, why: &str) {
+        log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error=\"{why}\"");
+        crate::metrics::PEER_ERRORS.inc();
+        self.conns.remove(&conn);
+        self.out.push_back(Action::Close { conn });
+        self.peer_lost(transfer, p, conn);
+        let Some(t) = self.transfers.get(&transfer) else { return };
+        if let (Some(m), true) = (t.master, block < t.manifest.blocks()) {
+            self.send(m, Msg::Bad { transfer, block, from: p });
         }
     }
 
-    /// A neighbour dialled us and presents the token of a transfer we are part of.
-    fn on_peer_hello(&mut self, now: Instant, conn: ConnId, token: &[u8], idx: u32) {
+    /// The master gave us our place in the swarm and the keys of our links: dial the neighbours
+    /// it named, then judge the hellos that came before it.
+    fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, master_key: Digest, links: Vec<PeerLink>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        t.me = Some(me);
+        t.master_key = Some(master_key);
+        t.link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
+        let hellos = std::mem::take(&mut t.hellos);
+        for l in links.into_iter().filter(|l| !l.addr.is_empty()) {
+            let Ok(addr) = l.addr.parse::<SocketAddr>() else { continue };
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.peers.insert(l.idx, conn);
+            }
+            let kind = ConnKind::Peer { transfer, idx: l.idx };
+            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
+            self.out.push_back(Action::Connect { conn, addr });
+        }
+        for (conn, idx, proof) in hellos {
+            if self.conns.get(&conn).is_some_and(|c| matches!(c.kind, ConnKind::New)) {
+                self.admit_peer(now, conn, transfer, idx, proof);
+            }
+        }
+    }
+
+    /// A neighbour (or the master's data link) dialled us: the token names the transfer, and
+    /// the proof must be the key the master gave us for that link. An index alone proves nothing.
+    fn on_peer_hello(&mut self, now: Instant, conn: ConnId, token: &[u8], idx: u32, proof: Digest) {
         let found = self.transfers.iter().find(|(_, t)| super::auth::ct_eq(&t.token, token)).map(|(id, _)| *id);
         let Some(transfer) = found else {
             log::warn!("event=peer_refused reason=bad_token");
             crate::metrics::PEER_ERRORS.inc();
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
+        let t = self.transfers.get_mut(&transfer).expect("found above");
+        if t.me.is_none() {
+            // Our PEERS is still on its way: judge the hello when it comes (bounded).
+            if t.hellos.len() >= MAX_HELLOS {
+                return self.refuse(conn, Reason::Protocol, "too many early hellos".into());
+            }
+            return t.hellos.push((conn, idx, proof));
+        }
+        self.admit_peer(now, conn, transfer, idx, proof);
+    }
+
+    fn admit_peer(&mut self, now: Instant, conn: ConnId, transfer: u64, idx: u32, proof: Digest) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let master = idx == super::swarm::MASTER_PEER;
+        let key = if master { t.master_key } else { t.link_keys.get(&idx).copied() };
+        if !key.is_some_and(|k| super::auth::ct_eq(&k, &proof)) {
+            let who = if master { "master".to_owned() } else { format!("po#{idx}") };
+            log::warn!("event=peer_refused transfer={transfer} reason=bad_credential claimed={who}");
+            crate::metrics::PEER_ERRORS.inc();
+            return self.refuse(conn, Reason::BadToken, "that link's credential does not match".into());
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.kind = if idx == super::swarm::MASTER_PEER {
-                ConnKind::MasterData { transfer }
-            } else {
-                ConnKind::Peer { transfer, idx }
-            };
+            c.kind = if master { ConnKind::MasterData { transfer } } else { ConnKind::Peer { transfer, idx } };
             c.deadline = None;
         }
-        if idx == super::swarm::MASTER_PEER {
+        if master {
             return;
         }
         if let Some(t) = self.transfers.get_mut(&transfer) {
@@ -568,7 +637,7 @@ impl<S: Store> PoMachine<S> {
         }
         let parked = std::mem::take(&mut t.parked);
         for (conn, from, head, data) in parked {
-            self.on_block(conn, Some(from), head, data);
+            self.on_block(conn, from, head, data);
         }
     }
 
@@ -703,8 +772,12 @@ impl<S: Store> PoMachine<S> {
 
     fn on_master_frame(&mut self, now: Instant, conn: ConnId, transfer: Option<u64>, msg: Msg) {
         match msg {
-            Msg::Block { head, data } if Some(head.transfer) == transfer => self.on_block(conn, None, head, data),
-            Msg::Peers { transfer: t, me, dial } if Some(t) == transfer => self.on_peers(now, t, me, dial),
+            Msg::Block { head, data } if Some(head.transfer) == transfer => {
+                self.on_block(conn, From::Control, head, data)
+            }
+            Msg::Peers { transfer: t, me, master_key, links } if Some(t) == transfer => {
+                self.on_peers(now, t, me, master_key, links)
+            }
             Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
             Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
             Msg::CheckSums { transfer: t, sums } if Some(t) == transfer => self.on_check_sums(t, sums),
@@ -766,7 +839,8 @@ impl<S: Store> Machine for PoMachine<S> {
                 if let Some(Conn { kind: ConnKind::Peer { transfer, idx, .. }, .. }) = self.conns.get(&conn) {
                     let (transfer, idx) = (*transfer, *idx);
                     let Some(t) = self.transfers.get(&transfer) else { return };
-                    let msg = Msg::PeerHello { token: t.token.clone(), me: t.me.unwrap_or(0) };
+                    let proof = t.link_keys.get(&idx).copied().unwrap_or_default();
+                    let msg = Msg::PeerHello { token: t.token.clone(), me: t.me.unwrap_or(0), proof };
                     self.send(conn, msg);
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.deadline = None;
@@ -786,13 +860,15 @@ impl<S: Store> Machine for PoMachine<S> {
                     (ConnKind::New, Msg::Offer { token, po, manifest }) => {
                         self.on_offer(now, conn, token, po, &manifest)
                     }
-                    (ConnKind::New, Msg::PeerHello { token, me }) => self.on_peer_hello(now, conn, &token, me),
+                    (ConnKind::New, Msg::PeerHello { token, me, proof }) => {
+                        self.on_peer_hello(now, conn, &token, me, proof)
+                    }
                     (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                         let idx = *idx;
-                        self.on_block(conn, Some(idx), head, data)
+                        self.on_block(conn, From::Peer(idx), head, data)
                     }
                     (ConnKind::MasterData { transfer }, Msg::Block { head, data }) if head.transfer == *transfer => {
-                        self.on_block(conn, None, head, data)
+                        self.on_block(conn, From::MasterData, head, data)
                     }
                     (ConnKind::Peer { .. } | ConnKind::MasterData { .. }, Msg::Ping) => {}
                     (ConnKind::New | ConnKind::Stat, Msg::StatQuery) => {

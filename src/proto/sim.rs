@@ -418,6 +418,7 @@ fn world(s: Setup) -> World {
         connect_timeout: Duration::from_secs(3),
         unix_start: 0,
         dry_run: false,
+        transfer_key: [0x5a; 32],
     };
     let now = net.now;
     let master = net.add("10.0.0.1:1", Node::Master(MasterMachine::new(ms, planner, now)));

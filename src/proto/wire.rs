@@ -17,7 +17,7 @@
 use super::codec::DecodeError;
 
 pub const MAGIC: [u8; 2] = *b"WG";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 8;
 
 /// Largest block a class may configure.

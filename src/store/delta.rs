@@ -14,7 +14,9 @@ use nix::sys::stat::fstat;
 use super::at::open_file_path;
 use super::staged::Staged;
 use crate::logging::kv_quote;
+use crate::proto::checksum::digest;
 use crate::proto::manifest::Kind;
+use crate::proto::msg::Digest;
 use crate::proto::Segment;
 
 /// Incremental transfer stops reading the old copy after this long and fetches the rest, so
@@ -74,16 +76,15 @@ impl Staged {
     /// Incremental transfer, from the published copy in the dest (symlinks not followed):
     /// with `sums` None, takes every missing block whose files are unchanged by size and
     /// mtime and returns the blocks the copy may hold in changed files (to check); with
-    /// `sums`, takes those of the listed blocks whose bytes match their MD5. Taken blocks
+    /// `sums`, takes those of the listed blocks whose bytes match their digest. Taken blocks
     /// are copied into the stage and never travel. Returns (taken, to check).
-    pub fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, [u8; 16])]>) -> (Vec<u64>, Vec<u64>) {
-        use md5::Digest;
+    pub fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, Digest)]>) -> (Vec<u64>, Vec<u64>) {
         let started = Instant::now();
         let (mut bytes, mut hashed) = (0u64, 0u64);
         let mut old = OldFiles(HashMap::new());
         let (mut taken, mut candidates) = (Vec::new(), Vec::new());
         let mut buf = Vec::new();
-        let todo: Vec<(u64, Option<[u8; 16]>)> = match sums {
+        let todo: Vec<(u64, Option<Digest>)> = match sums {
             None => (0..self.held.len() as u64).map(|i| (i, None)).collect(),
             Some(s) => s.iter().map(|(i, d)| (*i, Some(*d))).collect(),
         };
@@ -106,7 +107,7 @@ impl Staged {
             }
             if let Some(d) = want {
                 hashed += b.len as u64;
-                if md5::Md5::digest(&buf)[..] != d[..] {
+                if digest(&buf) != d {
                     continue;
                 }
             }
@@ -183,8 +184,8 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..m2.blocks() {
             let b = m2.block(i).unwrap();
-            let (body, sum) = fs.block(&b, Verify::Md5, false).unwrap();
-            let crate::proto::Sum::Md5(d) = sum else { panic!("md5") };
+            let (body, sum) = fs.block(&b, Verify::Blake3, false).unwrap();
+            let crate::proto::Sum::Blake3(d) = sum else { panic!("blake3") };
             md5.insert(i, d);
             // The oracle: every piece of the block is at the same place in a version 1 file.
             let data = body_bytes(&body).unwrap();
@@ -202,7 +203,7 @@ mod tests {
         // Check phase: the master's MD5s for the candidates in changed files.
         let check = store.delta_candidates(2);
         assert!(!check.is_empty() && check.iter().all(|&i| !held[i as usize]));
-        let sums: Vec<(u64, [u8; 16])> = check.iter().map(|&i| (i, md5[&i])).collect();
+        let sums: Vec<(u64, Digest)> = check.iter().map(|&i| (i, md5[&i])).collect();
         for i in store.delta_check(2, &sums) {
             assert!(check.contains(&i) && !held[i as usize]);
             held[i as usize] = true;

@@ -36,6 +36,7 @@ use nix::fcntl::OFlag;
 
 use crate::logging::kv_quote;
 use crate::proto::manifest::hex;
+use crate::proto::msg::Digest;
 use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
 use staged::Staged;
 
@@ -145,7 +146,7 @@ impl Store for DiskStore {
         self.transfers.get_mut(&transfer).map(|t| std::mem::take(&mut t.candidates)).unwrap_or_default()
     }
 
-    fn delta_check(&mut self, transfer: u64, sums: &[(u64, [u8; 16])]) -> Vec<u64> {
+    fn delta_check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
         t.reuse_dest(transfer, Some(sums)).0
     }

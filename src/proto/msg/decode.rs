@@ -2,7 +2,7 @@
 //! allocating.
 
 use super::stat::decode_stat;
-use super::{BlockHead, Msg, Payload, Reason, Sum};
+use super::{BlockHead, Msg, Payload, PeerLink, Reason, Sum};
 use crate::proto::codec::{invalid, DecodeError, Reader};
 use crate::proto::wire::{self, MsgType, MAX_ADDRS, MAX_CLASS_PAIRS, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TOKEN};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ impl Sum {
             0 => Sum::None,
             1 => Sum::Crc32(r.u32("crc32")?),
             2 => Sum::Md5(r.array("md5")?),
+            3 => Sum::Blake3(r.array("blake3")?),
             k => return Err(invalid("checksum kind", k.to_string())),
         })
     }
@@ -71,10 +72,10 @@ impl Msg {
             }
             MsgType::CheckSums => {
                 let transfer = r.u64("transfer")?;
-                let n = r.count(wire::MAX_CONTROL as usize / 24, 24, "check sums")?;
+                let n = r.count(wire::MAX_CONTROL as usize / 40, 40, "check sums")?;
                 let mut sums = Vec::with_capacity(n);
                 for _ in 0..n {
-                    sums.push((r.u64("block index")?, r.array("md5")?));
+                    sums.push((r.u64("block index")?, r.array("digest")?));
                 }
                 Msg::CheckSums { transfer, sums }
             }
@@ -120,16 +121,21 @@ impl Msg {
             MsgType::Peers => {
                 let transfer = r.u64("transfer")?;
                 let me = r.u32("po index")?;
-                let n = r.count(1024, 8, "peer list")?;
-                let mut dial = Vec::with_capacity(n);
+                let master_key = r.array("master key")?;
+                let n = r.count(1024, 40, "peer list")?;
+                let mut links = Vec::with_capacity(n);
                 for _ in 0..n {
-                    dial.push((r.u32("peer index")?, r.str(MAX_NAME, "peer address")?));
+                    let idx = r.u32("peer index")?;
+                    let addr = r.str(MAX_NAME, "peer address")?;
+                    links.push(PeerLink { idx, addr, key: r.array("link key")? });
                 }
-                Msg::Peers { transfer, me, dial }
+                Msg::Peers { transfer, me, master_key, links }
             }
-            MsgType::PeerHello => {
-                Msg::PeerHello { token: r.bytes(MAX_TOKEN, "token")?.to_vec(), me: r.u32("po index")? }
-            }
+            MsgType::PeerHello => Msg::PeerHello {
+                token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
+                me: r.u32("po index")?,
+                proof: r.array("link proof")?,
+            },
             MsgType::Sums => {
                 let transfer = r.u64("transfer")?;
                 let n = r.count(wire::MAX_CONTROL as usize / 9, 9, "checksums")?;

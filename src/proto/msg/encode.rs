@@ -18,6 +18,10 @@ impl Sum {
                 w.u8(2);
                 w.raw(m);
             }
+            Sum::Blake3(d) => {
+                w.u8(3);
+                w.raw(d);
+            }
         }
     }
 }
@@ -127,18 +131,21 @@ impl Msg {
                 w.u32(transfers.len() as u32);
                 transfers.iter().for_each(|t| encode_stat(w, t));
             }
-            Msg::Peers { transfer, me, dial } => {
+            Msg::Peers { transfer, me, master_key, links } => {
                 w.u64(*transfer);
                 w.u32(*me);
-                w.u32(dial.len() as u32);
-                for (i, a) in dial {
-                    w.u32(*i);
-                    w.str(a);
+                w.raw(master_key);
+                w.u32(links.len() as u32);
+                for l in links {
+                    w.u32(l.idx);
+                    w.str(&l.addr);
+                    w.raw(&l.key);
                 }
             }
-            Msg::PeerHello { token, me } => {
+            Msg::PeerHello { token, me, proof } => {
                 w.bytes(token);
                 w.u32(*me);
+                w.raw(proof);
             }
             Msg::Sums { transfer, sums } => {
                 w.u64(*transfer);

@@ -21,6 +21,19 @@ pub enum Sum {
     None,
     Crc32(u32),
     Md5([u8; 16]),
+    Blake3(Digest),
+}
+
+/// The project's block digest: BLAKE3, 32 bytes (see [`crate::proto::checksum::digest`]).
+pub type Digest = [u8; 32];
+
+/// One neighbour in `Msg::Peers`: its index, its address if we dial it (empty: it dials us),
+/// and the key of our link, which the master derived for this pair alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLink {
+    pub idx: u32,
+    pub addr: String,
+    pub key: Digest,
 }
 
 impl Sum {
@@ -152,10 +165,10 @@ pub enum Msg {
         transfer: u64,
         blocks: Vec<u64>,
     },
-    /// master -> po: the MD5s asked for by CHECK.
+    /// master -> po: the block digests (BLAKE3) asked for by CHECK.
     CheckSums {
         transfer: u64,
-        sums: Vec<(u64, [u8; 16])>,
+        sums: Vec<(u64, Digest)>,
     },
     /// po -> master: I take it; these blocks I already hold (a bitmap, bit i = block i).
     Accept {
@@ -204,16 +217,20 @@ pub enum Msg {
         transfers: Vec<TransferStat>,
     },
     Ping,
-    /// master -> po: you are po `me` of the swarm; dial these neighbours (index, address).
+    /// master -> po: you are po `me` of the swarm; these are your neighbours, each with the
+    /// key of your link (dial those with an address); `master_key` proves the master's data link.
     Peers {
         transfer: u64,
         me: u32,
-        dial: Vec<(u32, String)>,
+        master_key: Digest,
+        links: Vec<PeerLink>,
     },
-    /// po -> po, first on a peer connection: the transfer token, and who I am.
+    /// po -> po (and the master's data link), first on the connection: the transfer token, who
+    /// I am, and the key of our link as the master issued it, which proves it.
     PeerHello {
         token: Vec<u8>,
         me: u32,
+        proof: Digest,
     },
     /// master -> every po: checksums of blocks, for verifying what peers send.
     Sums {

@@ -30,7 +30,7 @@ pub fn samples() -> Vec<Msg> {
         Msg::VerifyOk { transfer: 1, class_name: "c".into(), class: vec![] },
         Msg::Offer { token: vec![1], po: "p".into(), manifest: Arc::new(vec![0; 10]) },
         Msg::Check { transfer: 1, blocks: vec![3, 9] },
-        Msg::CheckSums { transfer: 1, sums: vec![(3, [7; 16]), (9, [8; 16])] },
+        Msg::CheckSums { transfer: 1, sums: vec![(3, [7; 32]), (9, [8; 32])] },
         Msg::Accept { transfer: 1, have: vec![0xff] },
         Msg::Block {
             head: BlockHead { transfer: 1, index: 2, sum: Sum::Md5([7; 16]) },
@@ -46,8 +46,16 @@ pub fn samples() -> Vec<Msg> {
         Msg::StatQuery,
         Msg::StatReply { transfers: vec![stat] },
         Msg::Ping,
-        Msg::Peers { transfer: 1, me: 2, dial: vec![(3, "127.0.0.1:9".into())] },
-        Msg::PeerHello { token: vec![9; 40], me: 4 },
+        Msg::Peers {
+            transfer: 1,
+            me: 2,
+            master_key: [5; 32],
+            links: vec![
+                PeerLink { idx: 3, addr: "127.0.0.1:9".into(), key: [6; 32] },
+                PeerLink { idx: 4, addr: String::new(), key: [7; 32] },
+            ],
+        },
+        Msg::PeerHello { token: vec![9; 40], me: 4, proof: [3; 32] },
         Msg::Sums { transfer: 1, sums: vec![(0, Sum::Crc32(5)), (7, Sum::Md5([1; 16])), (9, Sum::None)] },
         Msg::Push { transfer: 1, block: 2, to: 3 },
         Msg::Unsent { transfer: 1, block: 2, to: 3, why: "no link".into() },

@@ -301,20 +301,31 @@ impl Swarm {
         }
     }
 
-    /// Po `to` got a corrupt copy of `b` from `from`.
+    /// The source of the assignment (to, b) under way, if there is one.
+    pub fn source_of(&self, to: u32, b: u64) -> Option<Src> {
+        self.inflight.get(&(to, b)).map(|m| m.from)
+    }
+
+    /// Po `to` says its copy of `b` was corrupt. Only the po that was assigned to send it can
+    /// be charged: a report about any other sender (or any other block) charges nobody.
     pub fn bad(&mut self, to: u32, b: u64, from: Src) {
+        if self.source_of(to, b) != Some(from) {
+            return;
+        }
         self.finish(to, b);
         if let Src::Po(s) = from {
-            self.nodes[s as usize].faults += 1;
+            if let Some(n) = self.nodes.get_mut(s as usize) {
+                n.faults += 1;
+            }
         }
     }
 
     pub fn faults(&self, i: u32) -> u32 {
-        self.nodes[i as usize].faults
+        self.nodes.get(i as usize).map_or(0, |n| n.faults)
     }
 
     pub fn stalls(&self, i: u32) -> u32 {
-        self.nodes[i as usize].stalls
+        self.nodes.get(i as usize).map_or(0, |n| n.stalls)
     }
 
     /// Po `i` is gone: its assignments are cancelled and its blocks no longer count.

@@ -198,8 +198,21 @@ fn a_good_push_forgives_earlier_stalls_but_not_corrupt_blocks() {
     let again = s.schedule(t1).into_iter().find(|a| a.from == Src::Po(0)).expect("po 0 serves again");
     s.have(again.to, again.block, t1);
     assert_eq!(s.stalls(0), 0);
-    s.bad(1, 0, Src::Po(0));
+    // a report about a block po 0 was not sending charges nobody; one about its push does
+    let mut s = Swarm::new(3, 8, 8);
+    for i in 0..3 {
+        s.join(i, &[]);
+    }
+    s.have(0, 0, t0);
+    let next = s.schedule(t0).into_iter().find(|a| a.from == Src::Po(0)).expect("po 0 serves block 0");
+    let other = if next.to == 1 { 2 } else { 1 };
+    s.bad(other, next.block, Src::Po(0));
+    s.bad(next.to, next.block + 100, Src::Po(0));
+    assert_eq!(s.faults(0), 0);
+    s.bad(next.to, next.block, Src::Po(0));
     assert_eq!(s.faults(0), 1);
+    assert_eq!(s.faults(u32::MAX), 0, "an index from the wire never panics");
+    s.bad(u32::MAX, u64::MAX, Src::Po(u32::MAX));
 }
 
 #[test]
