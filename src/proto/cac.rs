@@ -12,7 +12,7 @@
 
 use super::auth::{self, Token, TokenError};
 use super::msg::{Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, ConnId, Env, Event, Machine, Msg};
+use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -273,13 +273,13 @@ impl Machine for CacMachine {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE });
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
-            Event::Closed { conn, error } => {
+            Event::Closed { conn, reason } => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    if !error.is_empty() {
+                    if reason != Close::Eof {
                         log::warn!(
                             "event=protocol_error role=cac peer={} error=\"{}\"",
                             c.peer,
-                            error.replace('"', "'")
+                            reason.to_string().replace('"', "'")
                         );
                         crate::metrics::PROTOCOL_ERRORS.inc();
                     }

@@ -931,9 +931,8 @@ impl Machine for MasterMachine {
                 }
                 other => self.cac_failed(now, &format!("unexpected {:?}", other.ty())),
             },
-            (Phase::Auth { conn: c, .. }, Event::Closed { conn, error }) if *c == conn => {
-                let why = if error.is_empty() { "closed before answering".to_owned() } else { error };
-                self.cac_failed(now, &why)
+            (Phase::Auth { conn: c, .. }, Event::Closed { conn, reason }) if *c == conn => {
+                self.cac_failed(now, &reason.or("closed before answering"))
             }
             (Phase::Transfer, Event::Connected { conn }) if self.cac_redial == Some(conn) => {
                 log::info!("event=cac_reconnected role=master");
@@ -973,10 +972,10 @@ impl Machine for MasterMachine {
                     self.on_po_frame(now, i, msg);
                 }
             }
-            (Phase::Transfer, Event::Closed { conn, error }) => {
+            (Phase::Transfer, Event::Closed { conn, reason }) => {
                 if self.cac_conn == Some(conn) {
                     // Progress reports are best effort; the transfer goes on.
-                    log::warn!("event=cac_lost role=master error=\"{error}\"");
+                    log::warn!("event=cac_lost role=master error=\"{reason}\"");
                     self.cac_conn = None;
                 } else if let Some(i) = self.po_index(conn) {
                     if self.pos[i].conn == Some(conn) {
@@ -984,8 +983,7 @@ impl Machine for MasterMachine {
                     } else {
                         self.pos[i].data = None;
                     }
-                    let why = if error.is_empty() { "po closed the connection".to_owned() } else { error };
-                    self.po_lost(now, i, why);
+                    self.po_lost(now, i, reason.or("po closed the connection"));
                     self.maybe_commit(false);
                     self.maybe_finish(now);
                 }

@@ -63,12 +63,48 @@ pub enum Event {
         conn: ConnId,
         msg: Msg,
     },
-    /// The connection is gone: EOF, reset, a failed connect, or a frame that did not decode
-    /// (`error` says which; empty for a clean EOF). No more events come for `conn`.
+    /// The connection is gone (`reason` says how). No more events come for `conn`.
     Closed {
         conn: ConnId,
-        error: String,
+        reason: Close,
     },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The peer closed between frames.
+    Eof,
+    /// The machine gave up waiting on it.
+    TimedOut,
+    /// The outbound connection could not be made.
+    Connect(String),
+    /// Bytes that are not our protocol.
+    Decode(String),
+    /// A read or write failed, or the peer closed inside a frame.
+    Io(String),
+}
+
+impl Close {
+    /// The reason as log lines show it, or `eof` for a clean close.
+    pub fn or(&self, eof: &str) -> String {
+        match self {
+            Close::Eof => eof.to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A clean EOF shows as nothing (`error=""` in log lines).
+impl core::fmt::Display for Close {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Close::Eof => Ok(()),
+            Close::TimedOut => f.write_str("timed out"),
+            Close::Connect(e) => write!(f, "connect: {e}"),
+            Close::Decode(e) | Close::Io(e) => f.write_str(e),
+        }
+    }
 }
 
 /// The bytes of a block, for sending.

@@ -10,7 +10,7 @@ use super::auth::Token;
 use super::class::Publish;
 use super::manifest::hex;
 use super::msg::{Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
+use super::{earliest, Action, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -844,12 +844,11 @@ impl<S: Store> Machine for PoMachine<S> {
                     }
                 }
             }
-            Event::Closed { conn, error } => {
+            Event::Closed { conn, reason } => {
                 let Some(c) = self.conns.get(&conn) else { return };
                 match c.kind {
                     ConnKind::Cac { .. } => {
-                        let why = if error.is_empty() { "closed".to_owned() } else { error };
-                        self.cac_failed(now, conn, &why);
+                        self.cac_failed(now, conn, &reason.or("closed"));
                     }
                     ConnKind::Master { transfer } => {
                         self.conns.remove(&conn);
@@ -866,7 +865,7 @@ impl<S: Store> Machine for PoMachine<S> {
                                 t.master = None;
                                 if t.state == TState::Receiving || t.state == TState::Ready {
                                     log::warn!(
-                                        "event=master_lost transfer={} class={} held={}/{} error=\"{error}\"",
+                                        "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
                                         transfer.unwrap_or(0),
                                         t.class.name,
                                         t.nheld,
@@ -879,21 +878,21 @@ impl<S: Store> Machine for PoMachine<S> {
                     ConnKind::Peer { transfer, idx, .. } => {
                         self.conns.remove(&conn);
                         let receiving = self.transfers.get(&transfer).is_some_and(|t| t.state == TState::Receiving);
-                        if receiving || !error.is_empty() {
-                            log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        if receiving || reason != Close::Eof {
+                            log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{reason}\"");
                         }
-                        if !error.is_empty() {
+                        if reason != Close::Eof {
                             crate::metrics::PEER_ERRORS.inc();
                         }
                         self.peer_lost(transfer, idx, conn);
                     }
                     ConnKind::New | ConnKind::Stat => {
                         // A stranger that sent garbage: one line saying who and why.
-                        if let (false, Some(c)) = (error.is_empty(), self.conns.remove(&conn)) {
+                        if let (false, Some(c)) = (reason == Close::Eof, self.conns.remove(&conn)) {
                             let peer = c.peer.map(|p| p.to_string()).unwrap_or_default();
                             log::warn!(
                                 "event=protocol_error role=po peer={peer} error=\"{}\"",
-                                error.replace('"', "'")
+                                reason.to_string().replace('"', "'")
                             );
                             crate::metrics::PROTOCOL_ERRORS.inc();
                         }
@@ -915,7 +914,7 @@ impl<S: Store> Machine for PoMachine<S> {
                 Some(true) => self.cac_failed(now, conn, "timed out"),
                 Some(false) => {
                     log::info!("event=conn_timeout role=po conn={conn}");
-                    self.handle_event(now, Event::Closed { conn, error: "timed out".into() });
+                    self.handle_event(now, Event::Closed { conn, reason: Close::TimedOut });
                     self.out.push_back(Action::Close { conn });
                 }
                 None => {}

@@ -192,8 +192,10 @@ impl Net {
         for k in dead {
             if let Some(peer) = self.links.remove(&k) {
                 self.links.remove(&peer);
-                self.queue
-                    .push_back((peer.0, Event::Closed { conn: peer.1, error: "connection reset by peer".into() }));
+                self.queue.push_back((
+                    peer.0,
+                    Event::Closed { conn: peer.1, reason: Close::Io("connection reset by peer".into()) },
+                ));
             }
         }
     }
@@ -213,7 +215,9 @@ impl Net {
                         self.queue.push_back((to, Event::Accepted { conn: acc, peer }));
                         self.queue.push_back((from, Event::Connected { conn }));
                     }
-                    None => self.queue.push_back((from, Event::Closed { conn, error: "connection refused".into() })),
+                    None => self
+                        .queue
+                        .push_back((from, Event::Closed { conn, reason: Close::Connect("connection refused".into()) })),
                 }
             }
             Action::Send { conn, msg } => self.transmit(from, conn, msg),
@@ -224,7 +228,7 @@ impl Net {
             Action::Close { conn } => {
                 if let Some(peer) = self.links.remove(&(from, conn)) {
                     self.links.remove(&peer);
-                    self.queue.push_back((peer.0, Event::Closed { conn: peer.1, error: String::new() }));
+                    self.queue.push_back((peer.0, Event::Closed { conn: peer.1, reason: Close::Eof }));
                 }
             }
             Action::SetRates { .. } => {}

@@ -42,7 +42,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::proto::msg::block_frame_head;
-use crate::proto::{Action, Body, ConnId, Event, Machine, Msg, ACCEPTED};
+use crate::proto::{Action, Body, Close, ConnId, Event, Machine, Msg, ACCEPTED};
 use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
 
 const LISTENER: Token = Token(0);
@@ -368,14 +368,15 @@ impl Reactor {
 
     /// Drops a connection the peer or the network ended, and tells the machine (unless it
     /// closed the connection itself, in which case nothing more is said).
-    fn fail(&mut self, slot: usize, error: String) {
+    fn fail(&mut self, slot: usize, reason: Close) {
         let Some(c) = self.remove(slot) else { return };
         let told = matches!(c.state, State::Open | State::Connecting { close_since: None });
-        if !error.is_empty() {
-            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), error.escape_debug());
+        if reason != Close::Eof {
+            let e = reason.to_string();
+            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), e.escape_debug());
         }
         if told && self.finishing.is_none() {
-            self.events.push_back(Event::Closed { conn: c.id, error });
+            self.events.push_back(Event::Closed { conn: c.id, reason });
         }
     }
 
@@ -433,7 +434,7 @@ impl Reactor {
                     } else {
                         e.to_string()
                     };
-                    self.fail(slot, format!("connect: {e}"));
+                    self.fail(slot, Close::Connect(e));
                     return;
                 }
             }
@@ -607,14 +608,14 @@ impl Reactor {
                     ReadEnd::Drained => {}
                     ReadEnd::Budget => self.mark(slot),
                     ReadEnd::Throttled => self.wait_down(slot, now),
-                    ReadEnd::Eof(e) | ReadEnd::Failed(e) => self.fail(slot, e),
+                    ReadEnd::Closed(reason) => self.fail(slot, reason),
                 }
                 self.deliver(m);
             }
             State::Draining { .. } if c.readable => {
                 let c = self.slots[slot].as_mut().expect("conn present");
                 match conn::discard_input(c, &mut self.stage) {
-                    ReadEnd::Eof(_) | ReadEnd::Failed(_) => {
+                    ReadEnd::Closed(_) => {
                         self.remove(slot);
                     }
                     ReadEnd::Budget => self.mark(slot),
@@ -643,7 +644,7 @@ impl Reactor {
                 WriteEnd::Budget => self.mark(slot),
                 WriteEnd::Throttled => self.wait_up(slot, now),
                 WriteEnd::Failed(e) => {
-                    self.fail(slot, e);
+                    self.fail(slot, Close::Io(e));
                     self.deliver(m);
                     return;
                 }
@@ -787,7 +788,7 @@ impl Reactor {
             Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
             Err(e) => {
                 log::debug!("event=conn_error conn={conn} peer={addr} error=\"connect: {e}\"");
-                self.events.push_back(Event::Closed { conn, error: format!("connect: {e}") });
+                self.events.push_back(Event::Closed { conn, reason: Close::Connect(e.to_string()) });
             }
         }
     }

@@ -78,11 +78,11 @@ impl Script {
             .filter_map(|(_, e)| if let Event::Frame { msg, .. } = e { Some(msg) } else { None })
             .collect()
     }
-    fn closed(&self) -> Vec<(ConnId, String)> {
+    fn closed(&self) -> Vec<(ConnId, Close)> {
         self.events
             .iter()
             .filter_map(
-                |(_, e)| if let Event::Closed { conn, error } = e { Some((*conn, error.clone())) } else { None },
+                |(_, e)| if let Event::Closed { conn, reason } = e { Some((*conn, reason.clone())) } else { None },
             )
             .collect()
     }
@@ -220,7 +220,7 @@ fn echo_between_two_reactors() {
     let s = server.join().unwrap();
     check_block_frames(&s.frames(), &data);
     assert_eq!(s.closed().len(), 1);
-    assert_eq!(s.closed()[0].1, "", "clean EOF");
+    assert_eq!(s.closed()[0].1, Close::Eof, "clean EOF");
     std::fs::remove_file(path).unwrap();
 }
 
@@ -249,8 +249,8 @@ fn garbage_closes_only_its_connection() {
     let s = server.join().unwrap();
     let closed = s.closed();
     assert_eq!(closed.len(), 2);
-    assert!(closed[0].1.contains("magic"), "error: {}", closed[0].1);
-    assert_eq!(closed[1].1, "");
+    assert!(closed[0].1.to_string().contains("magic"), "error: {}", closed[0].1);
+    assert_eq!(closed[1].1, Close::Eof);
     assert_eq!(s.frames(), vec![&Msg::Ping]);
 }
 
@@ -263,7 +263,7 @@ fn mid_frame_eof_is_an_error() {
     c.write_all(&f[..f.len() - 2]).unwrap();
     drop(c);
     let s = server.join().unwrap();
-    assert!(s.closed()[0].1.contains("inside a frame"), "{}", s.closed()[0].1);
+    assert!(s.closed()[0].1.to_string().contains("inside a frame"), "{}", s.closed()[0].1);
 }
 
 #[test]
@@ -278,7 +278,7 @@ fn failed_connect_is_a_closed_event() {
     let c = spawn(c, None).join().unwrap();
     let closed = c.closed();
     assert_eq!(closed[0].0, 3);
-    assert!(!closed[0].1.is_empty());
+    assert!(matches!(closed[0].1, Close::Connect(_)), "{:?}", closed[0].1);
 }
 
 #[test]
