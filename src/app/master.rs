@@ -209,10 +209,7 @@ fn run(a: Args) -> Result<u8, String> {
         cacs: cfg.cac.clone(),
         secret,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-        unix_start: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_start: super::unix_now(),
         dry_run: a.dry_run,
     };
     let now = Instant::now();

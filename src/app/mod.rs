@@ -120,6 +120,19 @@ pub fn run_daemon<M: crate::proto::Machine>(
     }
 }
 
+/// The system clock and the kernel's random source, for the machines.
+pub fn real_env() -> crate::proto::Env {
+    crate::proto::Env {
+        unix_now: Box::new(unix_now),
+        fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
+    }
+}
+
+/// Seconds since the epoch by the system clock (0 if it is set before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// A line on stdout for whoever started the daemon. A daemon must not die because its stdout
 /// was closed (println! panics on EPIPE), so errors are ignored.
 pub fn announce(line: &str) {

@@ -222,7 +222,8 @@ pub trait Store {
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, String>;
 }
 
-/// Wall clock and randomness, injected so that tests are deterministic.
+/// Wall clock and randomness, injected so that tests are deterministic (the binaries use
+/// `app::real_env`).
 pub struct Env {
     pub unix_now: Box<dyn Fn() -> u64>,
     pub fill_random: RandomFn,
@@ -231,15 +232,6 @@ pub struct Env {
 pub type RandomFn = Box<dyn FnMut(&mut [u8])>;
 
 impl Env {
-    pub fn real() -> Env {
-        Env {
-            unix_now: Box::new(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-            }),
-            fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
-        }
-    }
-
     /// A fixed clock and a seeded generator, for tests.
     pub fn fixed(unix: u64, seed: u64) -> Env {
         let mut x = seed | 1;

@@ -73,9 +73,8 @@ pub struct Conn {
     pub writable: bool,
     /// In the reactor's work list.
     pub queued: bool,
-    /// Waiting for the upload (download) bucket; in the reactor's waiting list.
-    pub up_wait: bool,
-    pub down_wait: bool,
+    /// Parked on the bucket of a direction (`Dir::i`); in that lane's waiting list.
+    pub parked: [bool; 2],
     pub out: VecDeque<Out>,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
@@ -122,8 +121,7 @@ impl Conn {
             readable: false,
             writable: false,
             queued: false,
-            up_wait: false,
-            down_wait: false,
+            parked: [false; 2],
             out: VecDeque::new(),
             sendfile_ok: true,
             scratch: Vec::new(),

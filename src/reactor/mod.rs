@@ -24,6 +24,7 @@
 mod bucket;
 mod conn;
 mod hooks;
+mod lane;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::proto::msg::block_frame_head;
 use crate::proto::{Action, Body, Close, ConnId, Event, Machine, Msg, ACCEPTED};
 use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
+use lane::{Dir, Lane};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -58,8 +60,6 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 const FINISH_FLUSH: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// A connection stopped by an empty bucket waits until at least this much is available.
-const MIN_CHUNK: u64 = 16 << 10;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -132,12 +132,8 @@ pub fn run<M: Machine>(
         closing: HashSet::new(),
         stage: vec![0u8; STAGING],
         frames: Vec::new(),
-        up: None,
-        down: None,
-        up_waiting: Vec::new(),
-        down_waiting: Vec::new(),
-        up_wake: None,
-        down_wake: None,
+        lanes: Default::default(),
+        rate_limit_waits: 0,
         accept_resume: None,
         emfile_logged: None,
         finishing: None,
@@ -168,12 +164,10 @@ struct Reactor {
     /// The staging buffer every connection reads small frames into.
     stage: Vec<u8>,
     frames: Vec<Msg>,
-    up: Option<TokenBucket>,
-    down: Option<TokenBucket>,
-    up_waiting: Vec<usize>,
-    down_waiting: Vec<usize>,
-    up_wake: Option<Instant>,
-    down_wake: Option<Instant>,
+    /// The upload and download limits, by `Dir::i`.
+    lanes: [Lane; 2],
+    /// Times a connection was parked on a bucket, for `/metrics`.
+    rate_limit_waits: u64,
     accept_resume: Option<Instant>,
     emfile_logged: Option<Instant>,
     /// Set once the machine is finished (or a signal said stop): the deadline for flushing.
@@ -301,8 +295,9 @@ impl Reactor {
 
     fn next_deadline<M: Machine>(&self, m: &M) -> Option<Instant> {
         let mut d = if self.finishing.is_none() { m.poll_timeout() } else { self.finishing };
-        d = earliest(d, self.up_wake);
-        d = earliest(d, self.down_wake);
+        for lane in &self.lanes {
+            d = earliest(d, lane.wake);
+        }
         d = earliest(d, self.accept_resume);
         if !self.hooks.is_empty() {
             d = earliest(d, Some(Instant::now() + hooks::POLL));
@@ -509,30 +504,10 @@ impl Reactor {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        if self.up_wake.is_some_and(|t| now >= t) {
-            self.up_wake = None;
-            // The first serviced takes what the bucket holds, and runs dry first again: rotate,
-            // so that connections sharing a bucket take turns instead of one starving the rest.
-            let mut waiting = std::mem::take(&mut self.up_waiting);
-            if !waiting.is_empty() {
-                waiting.rotate_left(1);
-            }
-            for slot in waiting {
+        for dir in Dir::BOTH {
+            for slot in self.lanes[dir.i()].due(now) {
                 if let Some(c) = self.conn(slot) {
-                    c.up_wait = false;
-                }
-                self.mark(slot);
-            }
-        }
-        if self.down_wake.is_some_and(|t| now >= t) {
-            self.down_wake = None;
-            let mut waiting = std::mem::take(&mut self.down_waiting);
-            if !waiting.is_empty() {
-                waiting.rotate_left(1);
-            }
-            for slot in waiting {
-                if let Some(c) = self.conn(slot) {
-                    c.down_wait = false;
+                    c.parked[dir.i()] = false;
                 }
                 self.mark(slot);
             }
@@ -561,27 +536,15 @@ impl Reactor {
         }
     }
 
-    /// A bucket ran dry for `slot`: park it until the bucket's timer.
-    fn wait_up(&mut self, slot: usize, now: Instant) {
-        let at = self.up.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
-        self.up_wake = earliest(self.up_wake, Some(at));
-        if let Some(c) = self.conn(slot) {
-            if !c.up_wait {
-                c.up_wait = true;
-                self.up_waiting.push(slot);
-                crate::metrics::RATE_LIMIT_WAITS.inc();
-            }
-        }
-    }
-
-    fn wait_down(&mut self, slot: usize, now: Instant) {
-        let at = self.down.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
-        self.down_wake = earliest(self.down_wake, Some(at));
-        if let Some(c) = self.conn(slot) {
-            if !c.down_wait {
-                c.down_wait = true;
-                self.down_waiting.push(slot);
-                crate::metrics::RATE_LIMIT_WAITS.inc();
+    /// The `dir` bucket ran dry for `slot`: park it until the bucket's timer.
+    fn wait(&mut self, dir: Dir, slot: usize, now: Instant) {
+        let lane = &mut self.lanes[dir.i()];
+        lane.arm(now);
+        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            if !c.parked[dir.i()] {
+                c.parked[dir.i()] = true;
+                lane.park(slot);
+                self.rate_limit_waits += 1;
             }
         }
     }
@@ -595,10 +558,11 @@ impl Reactor {
         // Read.
         match c.state {
             State::Connecting { .. } => return,
-            State::Open if c.readable && !c.down_wait => {
+            State::Open if c.readable && !c.parked[Dir::Down.i()] => {
                 let mut frames = std::mem::take(&mut self.frames);
                 let c = self.slots[slot].as_mut().expect("conn present");
-                let end = conn::read_frames(c, &mut self.stage, &mut self.down, now, &mut frames);
+                let end =
+                    conn::read_frames(c, &mut self.stage, &mut self.lanes[Dir::Down.i()].bucket, now, &mut frames);
                 let id = c.id;
                 for msg in frames.drain(..) {
                     self.events.push_back(Event::Frame { conn: id, msg });
@@ -607,7 +571,7 @@ impl Reactor {
                 match end {
                     ReadEnd::Drained => {}
                     ReadEnd::Budget => self.mark(slot),
-                    ReadEnd::Throttled => self.wait_down(slot, now),
+                    ReadEnd::Throttled => self.wait(Dir::Down, slot, now),
                     ReadEnd::Closed(reason) => self.fail(slot, reason),
                 }
                 self.deliver(m);
@@ -631,9 +595,9 @@ impl Reactor {
         if !matches!(c.state, State::Open | State::Flushing { .. }) {
             return;
         }
-        if c.writable && !c.up_wait && !c.out.is_empty() {
+        if c.writable && !c.parked[Dir::Up.i()] && !c.out.is_empty() {
             let c = self.slots[slot].as_mut().expect("conn present");
-            let (end, n) = conn::write_out(c, &mut self.up, now);
+            let (end, n) = conn::write_out(c, &mut self.lanes[Dir::Up.i()].bucket, now);
             if n > 0 {
                 if let State::Flushing { .. } = c.state {
                     c.state = State::Flushing { progress: now };
@@ -642,7 +606,7 @@ impl Reactor {
             match end {
                 WriteEnd::Empty | WriteEnd::Blocked => {}
                 WriteEnd::Budget => self.mark(slot),
-                WriteEnd::Throttled => self.wait_up(slot, now),
+                WriteEnd::Throttled => self.wait(Dir::Up, slot, now),
                 WriteEnd::Failed(e) => {
                     self.fail(slot, Close::Io(e));
                     self.deliver(m);
@@ -747,16 +711,8 @@ impl Reactor {
             }
             Action::SetRates { upload, download } => {
                 log::debug!("event=set_rates upload={upload} download={download}");
-                let bucket = |rate: u64, old: Option<TokenBucket>| match rate {
-                    0 => None,
-                    r if old.as_ref().is_some_and(|b| b.rate() == r) => old,
-                    r => Some(TokenBucket::new(r, TokenBucket::default_burst(r))),
-                };
-                self.up = bucket(upload, self.up.take());
-                self.down = bucket(download, self.down.take());
-                // Let everyone waiting try again under the new rates.
-                self.up_wake = Some(now);
-                self.down_wake = Some(now);
+                self.lanes[Dir::Up.i()].set_rate(upload, now);
+                self.lanes[Dir::Down.i()].set_rate(download, now);
             }
         }
     }
