@@ -11,9 +11,9 @@ use super::class::{Publish, Verify};
 use super::msg::{PoStat, Reason, TransferStat};
 use super::po::bit;
 use super::swarm::{self, Src, Swarm};
-use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
+use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Stats, Sum};
+use core::net::SocketAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,8 +186,6 @@ impl Plan {
         let (body, sum, fresh) = self.read_block(idx)?;
         self.sent_blocks += 1;
         self.sent_bytes += body.len();
-        crate::metrics::BLOCKS_SENT.inc();
-        crate::metrics::BYTES_SENT.add(body.len());
         let head = super::BlockHead { transfer: self.transfer, index: idx, sum };
         Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
     }
@@ -1088,5 +1086,10 @@ impl Machine for MasterMachine {
 
     fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Finished) && self.out.is_empty()
+    }
+
+    fn stats(&self) -> Stats {
+        let (blocks_sent, bytes_sent) = self.plan.as_ref().map_or((0, 0), |p| (p.sent_blocks, p.sent_bytes));
+        Stats { blocks_sent, bytes_sent, ..Stats::default() }
     }
 }

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod master;
 pub mod msg;
 pub mod po;
+pub mod stats;
 pub mod swarm;
 pub mod wire;
 
@@ -28,14 +29,15 @@ mod fluid;
 #[cfg(test)]
 mod sim;
 
+use core::net::SocketAddr;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use class::{ClassCfg, Verify};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
+pub use stats::Stats;
 
 /// Names one connection. Ids of outbound connections are chosen by the machine (below
 /// `ACCEPTED`); the reactor gives accepted ones ids with the `ACCEPTED` bit set.
@@ -182,6 +184,10 @@ pub trait Machine {
     fn poll_timeout(&self) -> Option<Instant>;
     fn is_finished(&self) -> bool {
         false
+    }
+    /// What this machine has counted so far.
+    fn stats(&self) -> Stats {
+        Stats::default()
     }
 }
 

@@ -10,9 +10,9 @@ use super::auth::Token;
 use super::class::Publish;
 use super::manifest::hex;
 use super::msg::{Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
+use super::{earliest, Action, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum};
+use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -132,6 +132,7 @@ pub struct PoMachine<S: Store> {
     transfers: HashMap<u64, Transfer>,
     next_conn: ConnId,
     out: VecDeque<Action>,
+    stats: Stats,
 }
 
 impl<S: Store> PoMachine<S> {
@@ -145,6 +146,7 @@ impl<S: Store> PoMachine<S> {
             transfers: HashMap::new(),
             next_conn: 1,
             out: VecDeque::from([rates]),
+            stats: Stats::default(),
         }
     }
 
@@ -316,7 +318,6 @@ impl<S: Store> PoMachine<S> {
         );
         let have = bitmap(&held);
         let nb = p.manifest.blocks();
-        crate::metrics::TRANSFERS_ACTIVE.inc();
         if class.rate_limit > 0 {
             // The class caps what this host uploads to peers for the transfer.
             let cap = self.settings.max_upload_rate;
@@ -444,7 +445,7 @@ impl<S: Store> PoMachine<S> {
             let path = t.manifest.entries()[first as usize].path.clone();
             let source = from.map(|p| format!("po#{p}")).unwrap_or_else(|| "master".into());
             log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
-            crate::metrics::VERIFY_FAILURES.inc();
+            self.stats.verify_failures += 1;
             return match (from, t.master) {
                 // A bad peer: fetch the block elsewhere, and let the master count the fault.
                 (Some(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
@@ -456,8 +457,8 @@ impl<S: Store> PoMachine<S> {
         }
         let t = self.transfers.get_mut(&head.transfer).expect("checked above");
         t.hold(b.index);
-        crate::metrics::BYTES_RECEIVED.add(b.len as u64);
-        crate::metrics::BLOCKS_RECEIVED.inc();
+        self.stats.bytes_received += b.len as u64;
+        self.stats.blocks_received += 1;
         if let Some(m) = t.master {
             self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
         }
@@ -486,7 +487,7 @@ impl<S: Store> PoMachine<S> {
         let found = self.transfers.iter().find(|(_, t)| super::auth::ct_eq(&t.token, token)).map(|(id, _)| *id);
         let Some(transfer) = found else {
             log::warn!("event=peer_refused reason=bad_token");
-            crate::metrics::PEER_ERRORS.inc();
+            self.stats.peer_errors += 1;
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -537,8 +538,8 @@ impl<S: Store> PoMachine<S> {
         match self.store.block_body(transfer, &b) {
             Ok(body) => {
                 let head = super::BlockHead { transfer, index: block, sum };
-                crate::metrics::BYTES_SENT.add(body.len());
-                crate::metrics::BLOCKS_SENT.inc();
+                self.stats.bytes_sent += body.len();
+                self.stats.blocks_sent += 1;
                 self.out.push_back(Action::SendBlock { conn, head, body });
             }
             Err(e) => {
@@ -635,8 +636,7 @@ impl<S: Store> PoMachine<S> {
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
             Ok((files, bytes)) => {
                 t.state = TState::Published;
-                crate::metrics::TRANSFERS_PUBLISHED.inc();
-                crate::metrics::TRANSFERS_ACTIVE.dec();
+                self.stats.transfers_published += 1;
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
                 let Some(name) = t.class.hook.clone() else { return self.report_done(transfer) };
                 let Some(dir) = self.settings.hook_dir.clone() else {
@@ -678,7 +678,7 @@ impl<S: Store> PoMachine<S> {
         } else {
             let last = tail.lines().last().unwrap_or("").replace('"', "'");
             log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
-            crate::metrics::HOOK_FAILURES.inc();
+            self.stats.hook_failures += 1;
         }
         t.hook = Some((exit, tail));
         self.report_done(transfer);
@@ -689,8 +689,7 @@ impl<S: Store> PoMachine<S> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
         if matches!(t.state, TState::Receiving | TState::Ready) {
-            crate::metrics::TRANSFERS_FAILED.inc();
-            crate::metrics::TRANSFERS_ACTIVE.dec();
+            self.stats.transfers_failed += 1;
         }
         t.state = TState::Failed;
         t.error = error.clone();
@@ -882,7 +881,7 @@ impl<S: Store> Machine for PoMachine<S> {
                             log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{reason}\"");
                         }
                         if reason != Close::Eof {
-                            crate::metrics::PEER_ERRORS.inc();
+                            self.stats.peer_errors += 1;
                         }
                         self.peer_lost(transfer, idx, conn);
                     }
@@ -894,7 +893,7 @@ impl<S: Store> Machine for PoMachine<S> {
                                 "event=protocol_error role=po peer={peer} error=\"{}\"",
                                 reason.to_string().replace('"', "'")
                             );
-                            crate::metrics::PROTOCOL_ERRORS.inc();
+                            self.stats.protocol_errors += 1;
                         }
                         self.conns.remove(&conn);
                     }
@@ -952,7 +951,6 @@ impl<S: Store> Machine for PoMachine<S> {
         for id in stale {
             if let Some(t) = self.transfers.remove(&id) {
                 if matches!(t.state, TState::Receiving | TState::Ready) {
-                    crate::metrics::TRANSFERS_ACTIVE.dec();
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
                     self.store.abort(id, true);
                 }
@@ -976,5 +974,11 @@ impl<S: Store> Machine for PoMachine<S> {
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
         earliest([t, exp, waits])
+    }
+
+    fn stats(&self) -> Stats {
+        // The gauge is counted from the states, so that no path can leave it off by one.
+        let active = self.transfers.values().filter(|t| matches!(t.state, TState::Receiving | TState::Ready)).count();
+        Stats { transfers_active: active as u64, ..self.stats }
     }
 }

@@ -7,8 +7,8 @@ use super::manifest::{Entry, Kind};
 use super::master::{MasterMachine, MasterSettings, Outcome};
 use super::po::{PoMachine, PoSettings};
 use super::*;
+use core::net::IpAddr;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Default, Clone)]
@@ -690,4 +690,41 @@ fn p2p_without_verification_still_delivers() {
     for i in 0..5 {
         assert_eq!(w.published(i), Some(w.tree.clone()));
     }
+}
+
+#[test]
+fn every_machine_counts_its_own_stats() {
+    let mut w = world(Setup::default());
+    let victim = w.pos[0];
+    let mut corrupted = false;
+    // One corrupted block for po 0 (crc32 catches it; it fails that po).
+    w.net.tamper = Some(Box::new(move |_, to, m| {
+        if let (false, true, Msg::Block { data, .. }) = (corrupted, to == victim, m) {
+            data.buf[data.start] ^= 0x10;
+            corrupted = true;
+        }
+        true
+    }));
+    w.run();
+    let (m, _, _) = sample_tree(4096);
+    let data: Vec<_> = (0..m.blocks()).map(|i| m.block(i).unwrap()).filter(|b| !m.is_hole(b)).collect();
+    let data_bytes: u64 = data.iter().map(|b| b.len as u64).sum();
+    let stats = |w: &mut World, node: usize| w.net.nodes[node].1.m().stats();
+    for i in 1..5 {
+        let po = w.pos[i];
+        let s = stats(&mut w, po);
+        assert_eq!(s.blocks_received, data.len() as u64, "po {i}: {s:?}");
+        assert_eq!(s.bytes_received, data_bytes, "po {i}");
+        assert_eq!((s.transfers_published, s.transfers_active, s.verify_failures), (1, 0, 0), "po {i}: {s:?}");
+    }
+    let s = stats(&mut w, victim);
+    assert_eq!((s.verify_failures, s.transfers_failed, s.transfers_published), (1, 1, 0), "{s:?}");
+    assert_eq!(s.transfers_active, 0, "{s:?}");
+    let at = w.master;
+    let master = stats(&mut w, at);
+    assert_eq!(master.blocks_sent, w.net.block_frames, "{master:?}");
+    // The first CAC answered the master and the pos; the second saw nothing.
+    let cac = stats(&mut w, 0);
+    assert_eq!((cac.auth_granted, cac.tokens_verified, cac.auth_denied), (1, 5, 0), "{cac:?}");
+    assert_eq!(stats(&mut w, 1), Stats::default());
 }
