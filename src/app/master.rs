@@ -155,6 +155,9 @@ impl Machine for Cli {
     fn is_finished(&self) -> bool {
         self.m.is_finished()
     }
+    fn stats(&self) -> crate::proto::Stats {
+        self.m.stats()
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -221,7 +224,8 @@ fn run(a: Args) -> Result<u8, String> {
         Control::Stop
     };
     use nix::sys::signal::Signal::*;
-    reactor::run(&mut cli, None, &reactor::Options::default(), &[SIGINT, SIGTERM], &mut on_signal)
+    let opts = reactor::Options::default();
+    reactor::run(&mut cli, reactor::Listeners::default(), &opts, &[SIGINT, SIGTERM], &mut on_signal)
         .map_err(|e| format!("event loop: {e}"))?;
     if cli.shown {
         cli.show(Instant::now());

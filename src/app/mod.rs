@@ -84,15 +84,11 @@ pub fn run_daemon<M: crate::proto::Machine>(
     use crate::reactor::{self, Control};
     use nix::sys::signal::Signal;
     let opts = daemon_options(role);
-    if let Some(addr) = metrics {
-        match crate::metrics::serve(addr, role) {
-            Ok(bound) => announce(&format!("metrics={bound}")),
-            Err(e) => {
-                eprintln!("wugui-{role}: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
+    let metrics = match metrics.map(|addr| listen_metrics(role, addr)) {
+        None => None,
+        Some(Ok(l)) => Some((l, role)),
+        Some(Err(code)) => return code,
+    };
     let mut on_signal = |m: &mut M, sig: Signal| match sig {
         Signal::SIGHUP => {
             match reload(m) {
@@ -110,7 +106,8 @@ pub fn run_daemon<M: crate::proto::Machine>(
             Control::Stop
         }
     };
-    match reactor::run(machine, Some(listener), &opts, &signals(), &mut on_signal) {
+    let listeners = reactor::Listeners { peers: Some(listener), metrics };
+    match reactor::run(machine, listeners, &opts, &signals(), &mut on_signal) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event=fatal role={role} error=\"{e}\"");
@@ -131,6 +128,21 @@ pub fn real_env() -> crate::proto::Env {
 /// Seconds since the epoch by the system clock (0 if it is set before 1970).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Binds the metrics port (the reactor serves it) and announces it.
+fn listen_metrics(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
+    match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+        Ok((bound, l)) => {
+            announce(&format!("metrics={bound}"));
+            log::info!("event=metrics_listen role={role} addr={bound}");
+            Ok(l)
+        }
+        Err(e) => {
+            eprintln!("wugui-{role}: cannot serve metrics on {addr}: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 /// A line on stdout for whoever started the daemon. A daemon must not die because its stdout
@@ -184,8 +196,8 @@ pub fn human(n: u64) -> String {
 
 /// Blocks the daemon signals in this thread before anything else happens: the reactor reads
 /// them from a signalfd, and a signal that came before it (right after `listening=`), or that the
-/// kernel gave to a thread that did not block it (the metrics thread), would otherwise take its
-/// default action and kill the daemon. Threads spawned later inherit the mask.
+/// kernel gave to a thread that did not block it, would otherwise take its default action and
+/// kill the daemon. Threads spawned later inherit the mask.
 pub fn block_signals() {
     let mut set = nix::sys::signal::SigSet::empty();
     for s in signals() {

@@ -48,7 +48,7 @@ impl Lane {
 
     /// The slots to wake, if the timer is due.
     pub fn due(&mut self, now: Instant) -> Vec<usize> {
-        if !self.wake.is_some_and(|t| now >= t) {
+        if self.wake.is_none_or(|t| now < t) {
             return Vec::new();
         }
         self.wake = None;

@@ -7,7 +7,8 @@
 //!    connections', a paused accept), rounded up to a whole millisecond, or zero when some
 //!    connection still has readiness it did not use up (its budget ran out);
 //! 2. readiness events: accept, connect completions, signals; the readiness flags they carry
-//!    are recorded and the connection is put in the work list;
+//!    are recorded and the connection is put in the work list; `/metrics` scrapes are served
+//!    at once (`scrape.rs`);
 //! 3. reactor timers that are due (compared with `now`, never inferred from an empty event
 //!    list): refilled buckets put their waiting connections back in the work list;
 //! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
@@ -25,6 +26,7 @@ mod bucket;
 mod conn;
 mod hooks;
 mod lane;
+mod scrape;
 #[cfg(test)]
 mod tests;
 
@@ -49,8 +51,9 @@ use lane::{Dir, Lane};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+// Token 2 is the metrics listener (`scrape::LISTENER`).
 /// Tokens of connections are `FIRST_CONN + slot`.
-const FIRST_CONN: usize = 2;
+const FIRST_CONN: usize = 3;
 
 /// A closing connection whose queue makes no progress for this long is dropped.
 const CLOSE_STALL: Duration = Duration::from_secs(10);
@@ -69,6 +72,15 @@ pub struct Options {
     pub max_conns: usize,
 }
 
+/// The sockets a process listens on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Where masters, pos and peers connect (a master has none).
+    pub peers: Option<std::net::TcpListener>,
+    /// `GET /metrics`, answered from `Machine::stats` with this `role` label.
+    pub metrics: Option<(std::net::TcpListener, &'static str)>,
+}
+
 /// What a signal handler tells the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -84,13 +96,17 @@ pub enum Control {
 /// the main thread before spawning threads. They stay blocked after `run` returns.
 pub fn run<M: Machine>(
     machine: &mut M,
-    listener: Option<std::net::TcpListener>,
+    listeners: Listeners,
     opts: &Options,
     signals: &[Signal],
     on_signal: &mut dyn FnMut(&mut M, Signal) -> Control,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
-    let listener = match listener {
+    let metrics = match listeners.metrics {
+        Some((l, role)) => Some(scrape::Metrics::new(l, role, poll.registry())?),
+        None => None,
+    };
+    let listener = match listeners.peers {
         Some(l) => {
             l.set_nonblocking(true)?;
             let mut l = TcpListener::from_std(l);
@@ -134,6 +150,7 @@ pub fn run<M: Machine>(
         frames: Vec::new(),
         lanes: Default::default(),
         rate_limit_waits: 0,
+        metrics,
         accept_resume: None,
         emfile_logged: None,
         finishing: None,
@@ -168,6 +185,7 @@ struct Reactor {
     lanes: [Lane; 2],
     /// Times a connection was parked on a bucket, for `/metrics`.
     rate_limit_waits: u64,
+    metrics: Option<scrape::Metrics>,
     accept_resume: Option<Instant>,
     emfile_logged: Option<Instant>,
     /// Set once the machine is finished (or a signal said stop): the deadline for flushing.
@@ -232,17 +250,22 @@ impl Reactor {
             }
 
             // 2. Readiness.
-            let mut accept = false;
-            let mut sigs = false;
+            let (mut accept, mut sigs, mut metrics_accept) = (false, false, false);
+            let mut scrapes = Vec::new();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => accept = true,
                     SIGNALS => sigs = true,
+                    scrape::LISTENER => metrics_accept = true,
+                    Token(t) if t >= scrape::FIRST => scrapes.push(t - scrape::FIRST),
                     Token(t) => self.on_ready(t - FIRST_CONN, ev),
                 }
             }
             if accept {
                 self.accept_all(Instant::now());
+            }
+            if metrics_accept || !scrapes.is_empty() {
+                self.serve_metrics(m, metrics_accept, &scrapes);
             }
             self.deliver(m);
             if sigs {
@@ -281,6 +304,20 @@ impl Reactor {
         }
     }
 
+    /// Accepts scrapes (`accept`) and serves the ones in `ready`.
+    fn serve_metrics<M: Machine>(&mut self, m: &M, accept: bool, ready: &[usize]) {
+        let Some(x) = &mut self.metrics else { return };
+        let waits = self.rate_limit_waits;
+        let sample = || crate::metrics::Sample { machine: m.stats(), rate_limit_waits: waits };
+        let (registry, now) = (self.poll.registry(), Instant::now());
+        if accept {
+            x.accept(registry, now, &sample);
+        }
+        for &i in ready {
+            x.ready(registry, i, now, &sample);
+        }
+    }
+
     fn poll_hooks(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.hooks.len() {
@@ -299,6 +336,7 @@ impl Reactor {
             d = earliest(d, lane.wake);
         }
         d = earliest(d, self.accept_resume);
+        d = earliest(d, self.metrics.as_ref().and_then(scrape::Metrics::deadline));
         if !self.hooks.is_empty() {
             d = earliest(d, Some(Instant::now() + hooks::POLL));
         }
@@ -511,6 +549,9 @@ impl Reactor {
                 }
                 self.mark(slot);
             }
+        }
+        if let Some(x) = &mut self.metrics {
+            x.expire(self.poll.registry(), now);
         }
         if self.accept_resume.is_some_and(|t| now >= t) {
             self.accept_resume = None;
@@ -775,6 +816,9 @@ impl Reactor {
         self.events.clear();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(x) = self.metrics.take() {
+            x.close(self.poll.registry());
         }
         let slots: Vec<usize> = self.ids.values().copied().collect();
         for slot in slots {

@@ -30,7 +30,8 @@ fn listen() -> (std::net::TcpListener, SocketAddr) {
 
 fn spawn<M: Machine + Send + 'static>(mut m: M, listener: Option<std::net::TcpListener>) -> JoinHandle<M> {
     std::thread::spawn(move || {
-        run(&mut m, listener, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+        let listeners = Listeners { peers: listener, metrics: None };
+        run(&mut m, listeners, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
         m
     })
 }
@@ -69,6 +70,8 @@ struct Script {
     /// For clients: finish once this many frames arrived (and close `client_conn`).
     want_frames: usize,
     client_conn: Option<ConnId>,
+    /// What `stats` reports.
+    stats: crate::proto::Stats,
 }
 
 impl Script {
@@ -146,6 +149,9 @@ impl Machine for Script {
     fn is_finished(&self) -> bool {
         self.finished
     }
+    fn stats(&self) -> crate::proto::Stats {
+        self.stats
+    }
 }
 
 /// The frames `script` sends, with the data of `file` (`data`).
@@ -222,6 +228,49 @@ fn echo_between_two_reactors() {
     assert_eq!(s.closed().len(), 1);
     assert_eq!(s.closed()[0].1, Close::Eof, "clean EOF");
     std::fs::remove_file(path).unwrap();
+}
+
+/// Ten clients that connect to the metrics port and say nothing neither delay a scrape nor
+/// stay forever.
+#[test]
+fn idle_metrics_clients_do_not_delay_a_scrape() {
+    let (l, addr) = listen();
+    let (ml, maddr) = listen();
+    let stats = crate::proto::Stats { bytes_received: 42, ..Default::default() };
+    let server = std::thread::spawn(move || {
+        let mut m = Script { finish_after_closed: 1, stats, ..Default::default() };
+        let listeners = Listeners { peers: Some(l), metrics: Some((ml, "po")) };
+        run(&mut m, listeners, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+    });
+    let mut idle: Vec<StdStream> = (0..10).map(|_| StdStream::connect(maddr).unwrap()).collect();
+    // One more sends half a request, and the rest later.
+    let mut slow = StdStream::connect(maddr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let get = |path: &str| {
+        let mut s = StdStream::connect(maddr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let t = Instant::now();
+    let r = get("/metrics");
+    assert!(t.elapsed() < Duration::from_secs(2), "the scrape took {:?}", t.elapsed());
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    assert!(r.contains("wugui_bytes_received_total{role=\"po\"} 42\n"), "{r}");
+    assert!(r.contains("wugui_rate_limit_waits_total{role=\"po\"} 0\n"), "{r}");
+    assert!(get("/").starts_with("HTTP/1.0 404"));
+    slow.write_all(b"Host: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    slow.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    // The idle ones are dropped at their deadline.
+    idle[0].set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(idle[0].read(&mut [0u8; 16]).unwrap(), 0, "an idle client is closed");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(StdStream::connect(addr).unwrap());
+    server.join().unwrap();
 }
 
 #[test]
@@ -355,7 +404,7 @@ fn signal_stops_the_loop() {
     let h = std::thread::spawn(|| {
         let mut m = Raiser { at: Instant::now() + Duration::from_millis(20), fired: false };
         let mut seen = Vec::new();
-        run(&mut m, None, &Options::default(), &[Signal::SIGUSR2], &mut |_, s| {
+        run(&mut m, Listeners::default(), &Options::default(), &[Signal::SIGUSR2], &mut |_, s| {
             seen.push(s);
             Control::Stop
         })
@@ -500,7 +549,7 @@ fn hooks_run_off_the_loop_and_report_exit_and_output() {
         done: vec![],
         want: 4,
     };
-    run(&mut m, None, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+    run(&mut m, Listeners::default(), &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
     m.done.sort_by_key(|d| d.0);
     assert_eq!(m.done[0], (1, 0, "class=base1".into()));
     assert_eq!(m.done[1], (2, 7, "oops".into()));
