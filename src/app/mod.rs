@@ -3,6 +3,7 @@
 
 pub mod cac;
 pub mod master;
+pub mod outcome;
 pub mod po;
 pub mod stat;
 
