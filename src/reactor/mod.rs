@@ -22,10 +22,12 @@
 //! stops and waits for the bucket's timer; as the socket never stopped being ready, no event
 //! would wake it, so the timer puts it back in the work list.
 
+mod actions;
 mod bucket;
 mod conn;
 mod hooks;
 mod lane;
+mod ready;
 mod scrape;
 #[cfg(test)]
 mod tests;
@@ -34,18 +36,16 @@ pub use bucket::TokenBucket;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::proto::msg::block_frame_head;
-use crate::proto::{Action, Body, Close, ConnId, Event, Machine, Msg, ACCEPTED};
+use crate::proto::{Close, ConnId, Event, Machine, Msg, ACCEPTED};
 use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
 use lane::{Dir, Lane};
 
@@ -250,33 +250,8 @@ impl Reactor {
             }
 
             // 2. Readiness.
-            let (mut accept, mut sigs, mut metrics_accept) = (false, false, false);
-            let mut scrapes = Vec::new();
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => accept = true,
-                    SIGNALS => sigs = true,
-                    scrape::LISTENER => metrics_accept = true,
-                    Token(t) if t >= scrape::FIRST => scrapes.push(t - scrape::FIRST),
-                    Token(t) => self.on_ready(t - FIRST_CONN, ev),
-                }
-            }
-            if accept {
-                self.accept_all(Instant::now());
-            }
-            if metrics_accept || !scrapes.is_empty() {
-                self.serve_metrics(m, metrics_accept, &scrapes);
-            }
-            self.deliver(m);
-            if sigs {
-                for sig in self.read_signals() {
-                    log::debug!("event=signal signal={sig}");
-                    if on_signal(m, sig) == Control::Stop {
-                        stop = true;
-                    }
-                    self.drain_actions(m);
-                    self.deliver(m);
-                }
+            if self.readiness(m, &events, on_signal) == Control::Stop {
+                stop = true;
             }
 
             // 3. Reactor timers.
@@ -302,6 +277,45 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// Step 2 of a turn: what `poll` reported. `Stop` if a signal handler said so.
+    fn readiness<M: Machine>(
+        &mut self,
+        m: &mut M,
+        events: &Events,
+        on_signal: &mut dyn FnMut(&mut M, Signal) -> Control,
+    ) -> Control {
+        let (mut accept, mut sigs, mut metrics_accept) = (false, false, false);
+        let mut scrapes = Vec::new();
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => accept = true,
+                SIGNALS => sigs = true,
+                scrape::LISTENER => metrics_accept = true,
+                Token(t) if t >= scrape::FIRST => scrapes.push(t - scrape::FIRST),
+                Token(t) => self.on_ready(t - FIRST_CONN, ev),
+            }
+        }
+        if accept {
+            self.accept_all(Instant::now());
+        }
+        if metrics_accept || !scrapes.is_empty() {
+            self.serve_metrics(m, metrics_accept, &scrapes);
+        }
+        self.deliver(m);
+        let mut control = Control::Continue;
+        if sigs {
+            for sig in self.read_signals() {
+                log::debug!("event=signal signal={sig}");
+                if on_signal(m, sig) == Control::Stop {
+                    control = Control::Stop;
+                }
+                self.drain_actions(m);
+                self.deliver(m);
+            }
+        }
+        control
     }
 
     /// Accepts scrapes (`accept`) and serves the ones in `ready`.
@@ -423,122 +437,6 @@ impl Reactor {
         } else {
             self.closing.remove(&slot);
         }
-    }
-
-    fn on_ready(&mut self, slot: usize, ev: &mio::event::Event) {
-        let Some(c) = self.conn(slot) else { return };
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            c.readable = true;
-        }
-        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-            c.writable = true;
-        }
-        if let State::Connecting { close_since } = c.state {
-            if !c.writable {
-                return;
-            }
-            // mio: on the first writable event, an error or a peer address settles it.
-            let res = match c.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => c.stream.peer_addr(),
-            };
-            match res {
-                Ok(peer) => {
-                    let _ = c.stream.set_nodelay(true);
-                    c.peer = Some(peer);
-                    let id = c.id;
-                    log::debug!("event=conn_connected conn={id} peer={peer}");
-                    match close_since {
-                        None => {
-                            self.set_state(slot, State::Open);
-                            self.events.push_back(Event::Connected { conn: id });
-                        }
-                        Some(_) => self.set_state(slot, State::Flushing { progress: Instant::now() }),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotConnected && !(ev.is_error() || ev.is_write_closed()) => {
-                    // Not settled yet; another writable event will come.
-                    c.writable = false;
-                    return;
-                }
-                Err(e) => {
-                    let e = if e.kind() == io::ErrorKind::NotConnected {
-                        "connection failed".into()
-                    } else {
-                        e.to_string()
-                    };
-                    self.fail(slot, Close::Connect(e));
-                    return;
-                }
-            }
-        }
-        self.mark(slot);
-    }
-
-    fn accept_all(&mut self, now: Instant) {
-        if self.accept_resume.is_some() || self.finishing.is_some() {
-            return;
-        }
-        loop {
-            let Some(listener) = &self.listener else { return };
-            let (stream, peer) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    // Out of file descriptors (or something stranger): pause, rather than spin
-                    // on a listener that stays readable. The timer retries the accept.
-                    let what = if is_fd_limit(&e) { "fd_limit" } else { "other" };
-                    if self.emfile_logged.is_none_or(|t| now >= t + Duration::from_secs(1)) {
-                        log::warn!("event=accept_error kind={what} error=\"{e}\" action=pause_accept");
-                        self.emfile_logged = Some(now);
-                    }
-                    self.accept_resume = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-            };
-            if self.max_conns > 0 && self.accepted >= self.max_conns {
-                log::warn!("event=conn_refused peer={peer} open={} max_conns={}", self.accepted, self.max_conns);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let id = ACCEPTED | self.next_accepted;
-            self.next_accepted += 1;
-            let mut c = Conn::new(id, stream, Some(peer), State::Open);
-            // Readiness from before registration is not lost with epoll, but reading once
-            // costs nothing and does not depend on that.
-            c.readable = true;
-            c.writable = true;
-            match self.insert(c) {
-                Ok(slot) => {
-                    log::debug!("event=conn_accepted conn={id} peer={peer}");
-                    self.events.push_back(Event::Accepted { conn: id, peer });
-                    self.mark(slot);
-                }
-                Err(e) => log::warn!("event=conn_error conn={id} peer={peer} error=\"register: {e}\""),
-            }
-        }
-    }
-
-    fn read_signals(&mut self) -> Vec<Signal> {
-        let mut out = Vec::new();
-        let Some((fd, _)) = &self.sigfd else { return out };
-        loop {
-            match fd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(s) => out.push(s),
-                    Err(_) => log::debug!("event=signal_unknown signo={}", info.ssi_signo),
-                },
-                Ok(None) => break,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    log::warn!("event=signal_error error=\"{e}\"");
-                    break;
-                }
-            }
-        }
-        out
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -685,144 +583,6 @@ impl Reactor {
             }
             m.handle_event(Instant::now(), ev);
             self.drain_actions(m);
-        }
-    }
-
-    fn apply(&mut self, a: Action) {
-        let now = Instant::now();
-        match a {
-            Action::Connect { conn, addr } => self.connect(conn, addr),
-            Action::Send { conn, msg } => {
-                let Some(c) = self.sendable(conn, "send") else { return };
-                for part in msg.to_frame_parts().into_iter().filter(|p| !p.is_empty()) {
-                    c.push_bytes(part);
-                }
-                let slot = self.ids[&conn];
-                self.mark(slot);
-            }
-            Action::SendBlock { conn, head, body } => {
-                let len = body.len();
-                let Ok(len32) = u32::try_from(len) else {
-                    log::warn!("event=send_error conn={conn} error=\"block of {len} bytes is too long\"");
-                    return;
-                };
-                let Some(c) = self.sendable(conn, "send_block") else { return };
-                c.push_bytes(Arc::new(block_frame_head(&head, len32)));
-                match body {
-                    Body::Bytes(b) => c.push_bytes(b),
-                    Body::File { file, offset, len, sendfile } => c.push_file(file, offset, len, sendfile),
-                    Body::Files { ranges, sendfile } => {
-                        for (file, offset, len) in ranges {
-                            c.push_file(file, offset, len, sendfile);
-                        }
-                    }
-                }
-                let slot = self.ids[&conn];
-                self.mark(slot);
-            }
-            Action::Close { conn } => {
-                // No event follows a close, not even one already read.
-                self.events.retain(|e| match e {
-                    Event::Accepted { conn: c, .. }
-                    | Event::Connected { conn: c }
-                    | Event::Frame { conn: c, .. }
-                    | Event::Closed { conn: c, .. } => *c != conn,
-                    Event::HookDone { .. } => true,
-                });
-                let Some(&slot) = self.ids.get(&conn) else {
-                    log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
-                    return;
-                };
-                self.close(slot, now);
-            }
-            Action::RunHook { id, dir, name, env, timeout } => {
-                let started = hooks::resolve(std::path::Path::new(&dir), &name).and_then(|p| {
-                    hooks::spawn(id, &p, &env, timeout, Instant::now()).map_err(|e| format!("hook {name}: {e}"))
-                });
-                match started {
-                    Ok(h) => {
-                        log::info!("event=hook_start id={id} hook={name}");
-                        self.hooks.push(h);
-                    }
-                    Err(tail) => {
-                        log::warn!("event=hook_refused id={id} hook={name} error=\"{tail}\"");
-                        self.events.push_back(Event::HookDone { id, exit: -1, tail });
-                    }
-                }
-            }
-            Action::SetRates { upload, download } => {
-                log::debug!("event=set_rates upload={upload} download={download}");
-                self.lanes[Dir::Up.i()].set_rate(upload, now);
-                self.lanes[Dir::Down.i()].set_rate(download, now);
-            }
-        }
-    }
-
-    /// The connection `conn` if frames may still be queued on it.
-    fn sendable(&mut self, conn: ConnId, what: &str) -> Option<&mut Conn> {
-        let slot = self.ids.get(&conn).copied();
-        let c = slot.and_then(|s| self.slots[s].as_mut());
-        match c {
-            Some(c) if matches!(c.state, State::Open | State::Connecting { close_since: None }) => Some(c),
-            _ => {
-                log::debug!("event=action_ignored action={what} conn={conn} error=\"unknown or closed connection\"");
-                None
-            }
-        }
-    }
-
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        if self.ids.contains_key(&conn) {
-            log::debug!("event=action_ignored action=connect conn={conn} error=\"connection id in use\"");
-            return;
-        }
-        if self.finishing.is_some() {
-            return;
-        }
-        let res = TcpStream::connect(addr)
-            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
-        match res {
-            Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
-            Err(e) => {
-                log::debug!("event=conn_error conn={conn} peer={addr} error=\"connect: {e}\"");
-                self.events.push_back(Event::Closed { conn, reason: Close::Connect(e.to_string()) });
-            }
-        }
-    }
-
-    /// The machine is done with `slot`: flush, then FIN; no more events.
-    fn close(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conn(slot) else { return };
-        match c.state {
-            State::Connecting { close_since: None } => {
-                if c.out.is_empty() {
-                    self.remove(slot);
-                } else {
-                    self.set_state(slot, State::Connecting { close_since: Some(now) });
-                }
-            }
-            State::Open => {
-                self.set_state(slot, State::Flushing { progress: now });
-                self.mark(slot);
-            }
-            State::Connecting { close_since: Some(_) } | State::Flushing { .. } | State::Draining { .. } => {}
-        }
-    }
-
-    /// The machine is finished: stop accepting, close every connection after its queue.
-    fn begin_finish(&mut self, now: Instant) {
-        log::debug!("event=reactor_finish conns={}", self.ids.len());
-        self.finishing = Some(now + FINISH_FLUSH);
-        self.events.clear();
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        if let Some(x) = self.metrics.take() {
-            x.close(self.poll.registry());
-        }
-        let slots: Vec<usize> = self.ids.values().copied().collect();
-        for slot in slots {
-            self.close(slot, now);
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The reactor over real sockets on 127.0.0.1. Timing assertions are loose lower bounds only.
 
 use super::*;
-use crate::proto::{BlockHead, Sum};
+use crate::proto::msg::block_frame_head;
+use crate::proto::{Action, BlockHead, Body, Sum};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::net::TcpStream as StdStream;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
