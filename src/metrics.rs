@@ -1,120 +1,79 @@
-//! Prometheus counters for `metrics_listen`: process-wide atomics that the roles bump, served
-//! as text exposition by one small blocking thread (it never touches the event loop).
+//! `/metrics`: the Prometheus text exposition of a daemon's counters (the machine's [`Stats`]
+//! plus what the reactor counts itself), and the HTTP reply that carries it. Pure: the reactor
+//! reads the request and writes the reply like any other connection.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use crate::proto::Stats;
 
-pub struct Counter {
-    pub name: &'static str,
-    pub help: &'static str,
+/// What one scrape shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub machine: Stats,
+    /// Times a connection waited for its token bucket (counted by the reactor).
+    pub rate_limit_waits: u64,
+}
+
+struct Metric {
+    name: &'static str,
+    help: &'static str,
     /// A gauge goes up and down; a counter only up.
-    pub gauge: bool,
-    value: AtomicU64,
+    gauge: bool,
+    get: fn(&Sample) -> u64,
 }
 
-impl Counter {
-    const fn new(name: &'static str, help: &'static str, gauge: bool) -> Counter {
-        Counter { name, help, gauge, value: AtomicU64::new(0) }
-    }
-    pub fn add(&self, n: u64) {
-        self.value.fetch_add(n, Relaxed);
-    }
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn dec(&self) {
-        let _ = self.value.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
-    }
-    pub fn get(&self) -> u64 {
-        self.value.load(Relaxed)
-    }
+const fn counter(name: &'static str, help: &'static str, get: fn(&Sample) -> u64) -> Metric {
+    Metric { name, help, gauge: false, get }
 }
 
-pub static BYTES_RECEIVED: Counter =
-    Counter::new("wugui_bytes_received_total", "Block bytes verified and written by this po.", false);
-pub static BLOCKS_RECEIVED: Counter =
-    Counter::new("wugui_blocks_received_total", "Blocks verified and written.", false);
-pub static BYTES_SENT: Counter =
-    Counter::new("wugui_bytes_sent_total", "Block bytes queued to peers (a po) or pos (a master).", false);
-pub static BLOCKS_SENT: Counter = Counter::new("wugui_blocks_sent_total", "Blocks queued for sending.", false);
-pub static VERIFY_FAILURES: Counter =
-    Counter::new("wugui_verify_failures_total", "Blocks that failed their checksum.", false);
-pub static PEER_ERRORS: Counter =
-    Counter::new("wugui_peer_errors_total", "Peer links lost or refused, and pushes that could not be served.", false);
-pub static RATE_LIMIT_WAITS: Counter =
-    Counter::new("wugui_rate_limit_waits_total", "Times a connection waited for its token bucket.", false);
-pub static TRANSFERS_ACTIVE: Counter = Counter::new("wugui_transfers_active", "Transfers in progress here.", true);
-pub static TRANSFERS_PUBLISHED: Counter =
-    Counter::new("wugui_transfers_published_total", "Transfers published on this po.", false);
-pub static TRANSFERS_FAILED: Counter =
-    Counter::new("wugui_transfers_failed_total", "Transfers that failed here.", false);
-pub static HOOK_FAILURES: Counter = Counter::new("wugui_hook_failures_total", "Hooks that exited non-zero.", false);
-pub static AUTH_GRANTED: Counter = Counter::new("wugui_auth_granted_total", "Masters granted a class (CAC).", false);
-pub static AUTH_DENIED: Counter = Counter::new("wugui_auth_denied_total", "Masters refused (CAC).", false);
-pub static VERIFY_OK: Counter = Counter::new("wugui_token_verified_total", "Tokens verified for pos (CAC).", false);
-pub static VERIFY_DENIED: Counter = Counter::new("wugui_token_refused_total", "Tokens refused (CAC).", false);
-pub static PROTOCOL_ERRORS: Counter =
-    Counter::new("wugui_protocol_errors_total", "Connections closed for garbage or a protocol violation.", false);
-
-static ALL: [&Counter; 16] = [
-    &BYTES_RECEIVED,
-    &BLOCKS_RECEIVED,
-    &BYTES_SENT,
-    &BLOCKS_SENT,
-    &VERIFY_FAILURES,
-    &PEER_ERRORS,
-    &RATE_LIMIT_WAITS,
-    &TRANSFERS_ACTIVE,
-    &TRANSFERS_PUBLISHED,
-    &TRANSFERS_FAILED,
-    &HOOK_FAILURES,
-    &AUTH_GRANTED,
-    &AUTH_DENIED,
-    &VERIFY_OK,
-    &VERIFY_DENIED,
-    &PROTOCOL_ERRORS,
+static ALL: [Metric; 16] = [
+    counter("wugui_bytes_received_total", "Block bytes verified and written by this po.", |s| s.machine.bytes_received),
+    counter("wugui_blocks_received_total", "Blocks verified and written.", |s| s.machine.blocks_received),
+    counter("wugui_bytes_sent_total", "Block bytes queued to peers (a po) or pos (a master).", |s| {
+        s.machine.bytes_sent
+    }),
+    counter("wugui_blocks_sent_total", "Blocks queued for sending.", |s| s.machine.blocks_sent),
+    counter("wugui_verify_failures_total", "Blocks that failed their checksum.", |s| s.machine.verify_failures),
+    counter("wugui_peer_errors_total", "Peer links lost or refused, and pushes that could not be served.", |s| {
+        s.machine.peer_errors
+    }),
+    counter("wugui_rate_limit_waits_total", "Times a connection waited for its token bucket.", |s| s.rate_limit_waits),
+    Metric {
+        name: "wugui_transfers_active",
+        help: "Transfers in progress here.",
+        gauge: true,
+        get: |s| s.machine.transfers_active,
+    },
+    counter("wugui_transfers_published_total", "Transfers published on this po.", |s| s.machine.transfers_published),
+    counter("wugui_transfers_failed_total", "Transfers that failed here.", |s| s.machine.transfers_failed),
+    counter("wugui_hook_failures_total", "Hooks that exited non-zero.", |s| s.machine.hook_failures),
+    counter("wugui_auth_granted_total", "Masters granted a class (CAC).", |s| s.machine.auth_granted),
+    counter("wugui_auth_denied_total", "Masters refused (CAC).", |s| s.machine.auth_denied),
+    counter("wugui_token_verified_total", "Tokens verified for pos (CAC).", |s| s.machine.tokens_verified),
+    counter("wugui_token_refused_total", "Tokens refused (CAC).", |s| s.machine.tokens_refused),
+    counter("wugui_protocol_errors_total", "Connections closed for garbage or a protocol violation.", |s| {
+        s.machine.protocol_errors
+    }),
 ];
 
 /// The text exposition format.
-pub fn render(role: &str) -> String {
+pub fn render(role: &str, s: &Sample) -> String {
     let mut o = String::new();
-    for c in ALL {
+    for c in &ALL {
         let kind = if c.gauge { "gauge" } else { "counter" };
-        o += &format!(
-            "# HELP {} {}\n# TYPE {} {kind}\n{}{{role=\"{role}\"}} {}\n",
-            c.name,
-            c.help,
-            c.name,
-            c.name,
-            c.get()
-        );
+        let name = c.name;
+        o += &format!("# HELP {name} {}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {}\n", c.help, (c.get)(s));
     }
     o
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own. Returns the bound address.
-pub fn serve(addr: SocketAddr, role: &'static str) -> std::io::Result<SocketAddr> {
-    let l = TcpListener::bind(addr)?;
-    let bound = l.local_addr()?;
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for s in l.incoming().flatten() {
-            let _ = answer(s, role);
-        }
-    })?;
-    log::info!("event=metrics_listen role={role} addr={bound}");
-    Ok(bound)
+/// Whether `req` (the bytes read so far) is a whole request head, or all we will read of one.
+pub fn request_done(req: &[u8], max: usize) -> bool {
+    req.len() >= max || req.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
-fn answer(mut s: std::net::TcpStream, role: &str) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf)?;
-    let req = String::from_utf8_lossy(&buf[..n]);
-    let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET /metrics\r") {
-        ("200 OK", render(role))
+/// The whole HTTP reply to `req`: the metrics for `GET /metrics`, a 404 for anything else.
+pub fn reply(req: &[u8], role: &str, s: &Sample) -> Vec<u8> {
+    let (status, body) = if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics\r") {
+        ("200 OK", render(role, s))
     } else {
         ("404 Not Found", "try /metrics\n".to_string())
     };
@@ -122,6 +81,38 @@ fn answer(mut s: std::net::TcpStream, role: &str) -> std::io::Result<()> {
         "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())
+    [head.into_bytes(), body.into_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_its_role() {
+        let s = Sample {
+            machine: Stats { bytes_received: 7, transfers_active: 2, ..Stats::default() },
+            rate_limit_waits: 3,
+        };
+        let t = render("po", &s);
+        assert_eq!(t.lines().count(), 16 * 3);
+        assert!(t.contains("# HELP wugui_bytes_received_total Block bytes verified and written by this po.\n"));
+        assert!(t.contains("wugui_bytes_received_total{role=\"po\"} 7\n"));
+        assert!(t.contains("# TYPE wugui_transfers_active gauge\nwugui_transfers_active{role=\"po\"} 2\n"));
+        assert!(t.contains("wugui_rate_limit_waits_total{role=\"po\"} 3\n"));
+        assert!(t.contains("# TYPE wugui_protocol_errors_total counter\n"));
+    }
+
+    #[test]
+    fn answers_get_metrics_and_404_otherwise() {
+        let s = Sample::default();
+        let ok = String::from_utf8(reply(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "cac", &s)).unwrap();
+        assert!(ok.starts_with("HTTP/1.0 200 OK\r\n") && ok.contains("role=\"cac\""), "{ok}");
+        let (head, body) = ok.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(String::from_utf8(reply(b"GET / HTTP/1.0\r\n\r\n", "cac", &s)).unwrap().starts_with("HTTP/1.0 404"));
+        assert!(!request_done(b"GET /metrics HTTP/1.0\r\n", 8192));
+        assert!(request_done(b"GET /metrics HTTP/1.0\r\n\r\n", 8192));
+        assert!(request_done(&[b'x'; 8192], 8192));
+    }
 }

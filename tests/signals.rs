@@ -284,7 +284,7 @@ fn sighup_right_after_listening_does_not_kill_the_daemons() {
     );
 }
 
-/// With `metrics_listen` set, the daemons serve metrics from a thread of their own. A SIGHUP,
+/// With `metrics_listen` set (once served by a thread of its own, now by the event loop), a SIGHUP,
 /// SIGUSR1 or SIGTERM long after start must still reach the event loop, not kill the process.
 #[test]
 fn sighup_reloads_a_daemon_that_serves_metrics() {

@@ -2,7 +2,6 @@
 
 use crate::config::{self, CacConfig};
 use crate::proto::cac::{CacMachine, CacSettings, ClassAuth};
-use crate::proto::Env;
 use std::process::ExitCode;
 
 pub fn settings(c: &CacConfig) -> CacSettings {
@@ -43,7 +42,7 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     log::info!("event=cac_start config={} classes={}", path.display(), cfg.classes.len());
-    let mut machine = CacMachine::new(settings(&cfg), Env::real());
+    let mut machine = CacMachine::new(settings(&cfg), super::real_env());
     super::run_daemon("cac", &mut machine, listener, cfg.metrics_listen, |m| {
         let c = config::load_cac(&path).map_err(|e| e.to_string())?;
         m.reload(settings(&c));

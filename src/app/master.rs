@@ -1,7 +1,8 @@
 //! `masterwugui`: one transfer, from a shell script.
 
+use super::outcome::{self, exit};
 use crate::config;
-use crate::proto::master::{exit, MasterMachine, MasterSettings, Planner};
+use crate::proto::master::{MasterMachine, MasterSettings, Planner, PoState};
 use crate::proto::{ClassCfg, Event, Machine, Source};
 use crate::reactor::{self, Control};
 use crate::tree;
@@ -104,8 +105,9 @@ impl Cli {
         let n = s.pos.len().max(1) as u64;
         let want = s.total * n;
         let pct = (s.done * 100).checked_div(want).unwrap_or(100);
-        let ready = s.pos.iter().filter(|p| matches!(p.state.as_str(), "ready" | "committing" | "done")).count();
-        let failed = s.pos.iter().filter(|p| p.state == "failed").count();
+        let states = self.m.po_states();
+        let ready = states.iter().filter(|p| matches!(p, PoState::Ready | PoState::Committing | PoState::Done)).count();
+        let failed = states.iter().filter(|p| **p == PoState::Failed).count();
         let secs = s.elapsed_ms as f64 / 1000.0;
         let rate = if secs > 0.0 { (s.done as f64 / secs) as u64 } else { 0 };
         if self.tty {
@@ -154,6 +156,9 @@ impl Machine for Cli {
     }
     fn is_finished(&self) -> bool {
         self.m.is_finished()
+    }
+    fn stats(&self) -> crate::proto::Stats {
+        self.m.stats()
     }
 }
 
@@ -209,10 +214,7 @@ fn run(a: Args) -> Result<u8, String> {
         cacs: cfg.cac.clone(),
         secret,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-        unix_start: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_start: super::unix_now(),
         dry_run: a.dry_run,
         transfer_key: {
             let mut k = [0u8; 32];
@@ -229,28 +231,26 @@ fn run(a: Args) -> Result<u8, String> {
         Control::Stop
     };
     use nix::sys::signal::Signal::*;
-    reactor::run(&mut cli, None, &reactor::Options::default(), &[SIGINT, SIGTERM], &mut on_signal)
+    let opts = reactor::Options::default();
+    reactor::run(&mut cli, reactor::Listeners::default(), &opts, &[SIGINT, SIGTERM], &mut on_signal)
         .map_err(|e| format!("event loop: {e}"))?;
     if cli.shown {
         cli.show(Instant::now());
         eprintln!();
     }
-    let Some(o) = cli.m.outcome().cloned() else {
-        println!("transfer=0 class={} result=failed pos=0/0 bytes=0 seconds=0.00 rate=0", a.class);
+    let Some(o) = cli.m.outcome() else {
+        println!("{}", outcome::summary_line(0, &a.class, "failed", (0, 0), 0, 0.0));
         eprintln!("masterwugui: interrupted");
         return Ok(exit::FAILED);
     };
-    if let Some(e) = &o.error {
-        eprintln!("masterwugui: {e}");
-    }
-    for l in &o.po_lines {
+    let r = outcome::report(o);
+    for l in &r.stderr {
         eprintln!("{l}");
     }
-    for l in &o.plan {
+    for l in &r.stdout {
         println!("{l}");
     }
-    println!("{}", o.summary);
-    Ok(o.code)
+    Ok(r.code)
 }
 
 #[cfg(test)]

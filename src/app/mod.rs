@@ -3,6 +3,7 @@
 
 pub mod cac;
 pub mod master;
+pub mod outcome;
 pub mod po;
 pub mod stat;
 
@@ -84,15 +85,11 @@ pub fn run_daemon<M: crate::proto::Machine>(
     use crate::reactor::{self, Control};
     use nix::sys::signal::Signal;
     let opts = daemon_options(role);
-    if let Some(addr) = metrics {
-        match crate::metrics::serve(addr, role) {
-            Ok(bound) => announce(&format!("metrics={bound}")),
-            Err(e) => {
-                eprintln!("wugui-{role}: cannot serve metrics on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
+    let metrics = match metrics.map(|addr| listen_metrics(role, addr)) {
+        None => None,
+        Some(Ok(l)) => Some((l, role)),
+        Some(Err(code)) => return code,
+    };
     let mut on_signal = |m: &mut M, sig: Signal| match sig {
         Signal::SIGHUP => {
             match reload(m) {
@@ -110,12 +107,41 @@ pub fn run_daemon<M: crate::proto::Machine>(
             Control::Stop
         }
     };
-    match reactor::run(machine, Some(listener), &opts, &signals(), &mut on_signal) {
+    let listeners = reactor::Listeners { peers: Some(listener), metrics };
+    match reactor::run(machine, listeners, &opts, &signals(), &mut on_signal) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event=fatal role={role} error=\"{e}\"");
             eprintln!("wugui-{role}: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The system clock and the kernel's random source, for the machines.
+pub fn real_env() -> crate::proto::Env {
+    crate::proto::Env {
+        unix_now: Box::new(unix_now),
+        fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
+    }
+}
+
+/// Seconds since the epoch by the system clock (0 if it is set before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Binds the metrics port (the reactor serves it) and announces it.
+fn listen_metrics(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
+    match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+        Ok((bound, l)) => {
+            announce(&format!("metrics={bound}"));
+            log::info!("event=metrics_listen role={role} addr={bound}");
+            Ok(l)
+        }
+        Err(e) => {
+            eprintln!("wugui-{role}: cannot serve metrics on {addr}: {e}");
+            Err(ExitCode::from(1))
         }
     }
 }
@@ -171,8 +197,8 @@ pub fn human(n: u64) -> String {
 
 /// Blocks the daemon signals in this thread before anything else happens: the reactor reads
 /// them from a signalfd, and a signal that came before it (right after `listening=`), or that the
-/// kernel gave to a thread that did not block it (the metrics thread), would otherwise take its
-/// default action and kill the daemon. Threads spawned later inherit the mask.
+/// kernel gave to a thread that did not block it, would otherwise take its default action and
+/// kill the daemon. Threads spawned later inherit the mask.
 pub fn block_signals() {
     let mut set = nix::sys::signal::SigSet::empty();
     for s in signals() {

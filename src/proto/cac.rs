@@ -13,9 +13,9 @@
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, ConnId, Env, Event, Machine, Msg};
+use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
+use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// A class as the CAC holds it.
@@ -78,11 +78,13 @@ pub struct CacMachine {
     conns: HashMap<ConnId, Conn>,
     transfers: BTreeMap<u64, Live>,
     out: VecDeque<Action>,
+    stats: Stats,
 }
 
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
-        CacMachine { settings, env, conns: HashMap::new(), transfers: BTreeMap::new(), out: VecDeque::new() }
+        let (conns, transfers, out) = (HashMap::new(), BTreeMap::new(), VecDeque::new());
+        CacMachine { settings, env, conns, transfers, out, stats: Stats::default() }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.
@@ -96,11 +98,9 @@ impl CacMachine {
 
     fn deny(&mut self, conn: ConnId, reason: Reason, text: String) {
         match reason {
-            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed => {
-                crate::metrics::AUTH_DENIED.inc()
-            }
-            Reason::Protocol => crate::metrics::PROTOCOL_ERRORS.inc(),
-            _ => crate::metrics::VERIFY_DENIED.inc(),
+            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed => self.stats.auth_denied += 1,
+            Reason::Protocol => self.stats.protocol_errors += 1,
+            _ => self.stats.tokens_refused += 1,
         }
         self.out.push_back(Action::Send { conn, msg: Msg::Denied { reason, text } });
         self.out.push_back(Action::Close { conn });
@@ -152,13 +152,13 @@ impl CacMachine {
             (State::New | State::Served, Msg::Verify { token, po, presenter }) => {
                 match self.verify(&token, &po, &presenter) {
                     Ok((t, ca)) => {
-                        crate::metrics::VERIFY_OK.inc();
                         log::info!(
                             "event=verify_ok transfer={} class={} po={po} master={presenter}",
                             t.transfer,
                             t.class
                         );
                         let msg = Msg::VerifyOk { transfer: t.transfer, class_name: t.class, class: ca.cfg.to_pairs() };
+                        self.stats.tokens_verified += 1;
                         self.out.push_back(Action::Send { conn, msg });
                     }
                     Err((reason, text)) => {
@@ -214,7 +214,7 @@ impl CacMachine {
         (self.env.fill_random)(&mut nonce);
         let expiry = (self.env.unix_now)() + self.settings.token_ttl;
         let token = Token::issue(&self.settings.key, transfer, class, peer.ip(), expiry, nonce);
-        crate::metrics::AUTH_GRANTED.inc();
+        self.stats.auth_granted += 1;
         log::info!("event=auth_grant transfer={transfer} class={class} master={} pos={}", peer.ip(), ca.pos.len());
         let stat = TransferStat {
             transfer,
@@ -278,15 +278,15 @@ impl Machine for CacMachine {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE });
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
-            Event::Closed { conn, error } => {
+            Event::Closed { conn, reason } => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    if !error.is_empty() {
+                    if reason != Close::Eof {
                         log::warn!(
                             "event=protocol_error role=cac peer={} error=\"{}\"",
                             c.peer,
-                            error.replace('"', "'")
+                            reason.to_string().replace('"', "'")
                         );
-                        crate::metrics::PROTOCOL_ERRORS.inc();
+                        self.stats.protocol_errors += 1;
                     }
                 }
             }
@@ -310,5 +310,9 @@ impl Machine for CacMachine {
 
     fn poll_timeout(&self) -> Option<Instant> {
         earliest(self.conns.values().map(|c| Some(c.deadline)))
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
     }
 }

@@ -11,9 +11,9 @@ use super::cac::challenge_data;
 use super::class::{Publish, Verify};
 use super::msg::{Digest, PeerLink, PoStat, Reason, TransferStat};
 use super::swarm::{self, Src, Swarm};
-use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Sum};
+use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Stats, Sum};
+use core::net::SocketAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,31 +34,83 @@ pub struct MasterSettings {
     pub transfer_key: [u8; 32],
 }
 
-/// Exit codes of `masterwugui` (README, `-h`).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const USAGE: u8 = 1;
-    pub const DENIED: u8 = 2;
-    pub const PARTIAL: u8 = 3;
-    pub const FAILED: u8 = 4;
-    pub const HOOK: u8 = 5;
+/// How the transfer ended, as data: `app::outcome` turns it into the exit code, the summary
+/// line and the per-po lines.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// 0 when the CAC granted none.
+    pub transfer: u64,
+    pub class: String,
+    pub result: TransferResult,
 }
 
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub code: u8,
-    /// The last stdout line.
-    pub summary: String,
-    /// One stderr line per failed po or failed hook.
-    pub po_lines: Vec<String>,
-    /// Why the transfer could not start (codes 1 and 2).
-    pub error: Option<String>,
-    /// With a dry run: what would go, for stdout before the summary.
-    pub plan: Vec<String>,
+pub enum TransferResult {
+    /// No CAC answered, or the CAC refused this master or the class.
+    Denied(String),
+    /// The source could not be planned; nothing was offered.
+    SourceFailed(String),
+    DryRun(DryRun),
+    /// Every po committed (a hook may still have failed).
+    Ok(Ran),
+    /// Some pos committed and some failed.
+    Partial(Ran),
+    /// No po committed (or the class timeout came first).
+    Failed(Ran),
 }
 
+impl TransferResult {
+    /// The `result=` word: the transfer's final state as the CAC shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransferResult::Denied(_) => "denied",
+            TransferResult::SourceFailed(_) | TransferResult::Failed(_) => "failed",
+            TransferResult::DryRun(_) => "dry-run",
+            TransferResult::Ok(_) => "ok",
+            TransferResult::Partial(_) => "partial",
+        }
+    }
+}
+
+/// What a dry run found: the class, the tree and the pos it would go to.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub class: ClassCfg,
+    pub files: usize,
+    pub dirs: usize,
+    pub symlinks: usize,
+    pub bytes: u64,
+    pub blocks: u64,
+    pub block_size: u32,
+    pub pos: Vec<String>,
+}
+
+/// A transfer that ran.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The manifest's bytes and blocks.
+    pub bytes: u64,
+    pub blocks: u64,
+    pub elapsed: Duration,
+    /// Blocks (bytes) this master uploaded itself.
+    pub master_blocks: u64,
+    pub master_bytes: u64,
+    pub pos: Vec<PoOutcome>,
+}
+
+/// How one po ended: every po has committed or failed when a transfer ends.
+#[derive(Debug, Clone)]
+pub struct PoOutcome {
+    pub name: String,
+    /// `None` if it committed; otherwise why it failed.
+    pub failed: Option<String>,
+    /// The hook's exit code and the tail of its output, if the po ran one.
+    pub hook: Option<(i32, String)>,
+}
+
+/// Where the master is with one po.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PoState {
+pub enum PoState {
     /// Waiting to (re)connect at `retry_at`.
     Idle,
     Connecting,
@@ -188,8 +240,6 @@ impl Plan {
         let (body, sum, fresh) = self.read_block(idx)?;
         self.sent_blocks += 1;
         self.sent_bytes += body.len();
-        crate::metrics::BLOCKS_SENT.inc();
-        crate::metrics::BYTES_SENT.add(body.len());
         let head = super::BlockHead { transfer: self.transfer, index: idx, sum };
         Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
     }
@@ -255,6 +305,11 @@ impl MasterMachine {
         self.outcome.as_ref()
     }
 
+    /// Each po's state, in the class's order.
+    pub fn po_states(&self) -> Vec<PoState> {
+        self.pos.iter().map(|p| p.state).collect()
+    }
+
     fn conn_id(&mut self) -> ConnId {
         self.next_conn += 1;
         self.next_conn
@@ -263,7 +318,7 @@ impl MasterMachine {
     fn ask_cac(&mut self, now: Instant, cac: usize) {
         let Some(&addr) = self.settings.cacs.get(cac) else {
             let n = self.settings.cacs.len();
-            return self.stop_early(exit::DENIED, "denied", format!("no CAC reachable (tried {n})"));
+            return self.stop_early(TransferResult::Denied(format!("no CAC reachable (tried {n})")));
         };
         let conn = self.conn_id();
         self.phase = Phase::Auth { cac, conn, deadline: now + self.settings.connect_timeout };
@@ -279,18 +334,12 @@ impl MasterMachine {
     }
 
     /// The transfer never started: usage, source or CAC trouble.
-    fn stop_early(&mut self, code: u8, result: &str, error: String) {
-        log::error!("event=transfer_end class={} result={result} error=\"{error}\"", self.settings.class);
-        let summary = format!(
-            "transfer={} class={} result={result} pos=0/{} bytes=0 seconds=0.00 rate=0",
-            self.plan.as_ref().map(|p| p.transfer).unwrap_or(0),
-            self.settings.class,
-            self.pos.len()
-        );
+    fn stop_early(&mut self, result: TransferResult) {
         if let Some(c) = self.cac_conn.take() {
             self.out.push_back(Action::Close { conn: c });
         }
-        self.outcome = Some(Outcome { code, summary, po_lines: Vec::new(), error: Some(error), plan: Vec::new() });
+        let transfer = self.plan.as_ref().map(|p| p.transfer).unwrap_or(0);
+        self.outcome = Some(Outcome { transfer, class: self.settings.class.clone(), result });
         self.phase = Phase::Finished;
     }
 
@@ -305,12 +354,12 @@ impl MasterMachine {
     ) {
         let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
-            Err(e) => return self.stop_early(exit::DENIED, "denied", format!("CAC sent a bad class: {e}")),
+            Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
         };
         self.cac_conn = Some(conn);
         let (manifest, source) = match (self.planner)(&class) {
             Ok(p) => p,
-            Err(e) => return self.stop_early(exit::USAGE, "failed", e),
+            Err(e) => return self.stop_early(TransferResult::SourceFailed(e)),
         };
         if self.settings.dry_run {
             return self.dry_run(conn, transfer, &class, &manifest, &pos);
@@ -379,46 +428,20 @@ impl MasterMachine {
         }
     }
 
-    /// What a transfer would move, and how long it would take at the class rate.
+    /// What a transfer would move (`app::outcome` says how long it would take).
     fn dry_run(&mut self, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
         use super::manifest::Kind;
         let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
-        let (files, dirs) = (count(|k| matches!(k, Kind::File { .. })), count(|k| matches!(k, Kind::Dir)));
-        let links = count(|k| matches!(k, Kind::Symlink { .. }));
-        let n = pos.len() as u64;
-        let mut plan = vec![format!(
-            "dry-run class={} files={files} dirs={dirs} symlinks={links} bytes={} blocks={} block_size={} p2p={} verify={} publish={}",
-            class.name,
-            m.bytes(),
-            m.blocks(),
-            m.block_size,
-            if class.p2p { "on" } else { "off" },
-            class.verify,
-            if class.publish == Publish::Each { "each" } else { "together" }
-        )];
-        plan.extend(pos.iter().map(|p| format!("po {p} dest={}", class.dest)));
-        // The master's upload carries one copy in a swarm, one per po otherwise.
-        let copies = if class.p2p { 1 } else { n.max(1) };
-        plan.push(if class.rate_limit > 0 {
-            let secs = (m.bytes() * copies) as f64 / class.rate_limit as f64;
-            format!(
-                "estimate seconds={secs:.1} at rate_limit={} bytes/s ({copies} cop{} from the master)",
-                class.rate_limit,
-                if copies == 1 { "y" } else { "ies" }
-            )
-        } else {
-            format!(
-                "estimate: no class rate_limit; the master uploads {copies} cop{} of {} bytes",
-                if copies == 1 { "y" } else { "ies" },
-                m.bytes()
-            )
-        });
-        let summary = format!(
-            "transfer={transfer} class={} result=dry-run pos=0/{n} bytes={} seconds=0.00 rate=0",
-            class.name,
-            m.bytes()
-        );
-        log::info!("event=dry_run {summary}");
+        let plan = DryRun {
+            class: class.clone(),
+            files: count(|k| matches!(k, Kind::File { .. })),
+            dirs: count(|k| matches!(k, Kind::Dir)),
+            symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
+            bytes: m.bytes(),
+            blocks: m.blocks(),
+            block_size: m.block_size,
+            pos: pos.to_vec(),
+        };
         let stat = super::msg::TransferStat {
             transfer,
             class: class.name.clone(),
@@ -429,7 +452,8 @@ impl MasterMachine {
         };
         self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat } });
         self.out.push_back(Action::Close { conn: cac });
-        self.outcome = Some(Outcome { code: exit::OK, summary, po_lines: Vec::new(), error: None, plan });
+        let class = class.name.clone();
+        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(plan) });
         self.phase = Phase::Finished;
     }
 
@@ -812,52 +836,34 @@ impl MasterMachine {
 
     fn finish(&mut self, now: Instant) {
         let Some(plan) = self.plan.as_ref() else { return };
-        let n = self.pos.len();
-        let ok = self.pos.iter().filter(|p| p.state == PoState::Done).count();
-        let hook_failed = self.pos.iter().any(|p| p.hook_exit.is_some_and(|c| c != 0));
-        let (code, result) = if ok == 0 {
-            (exit::FAILED, "failed")
-        } else if ok < n {
-            (exit::PARTIAL, "partial")
-        } else if hook_failed {
-            (exit::HOOK, "ok")
-        } else {
-            (exit::OK, "ok")
-        };
-        let secs = now.duration_since(plan.started).as_secs_f64();
-        let bytes = plan.manifest.bytes();
-        let rate = if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 };
-        let summary = format!(
-            "transfer={} class={} result={result} pos={ok}/{n} bytes={bytes} seconds={secs:.2} rate={rate}",
-            plan.transfer, plan.class.name
-        );
-        let po_lines = self
+        let pos: Vec<PoOutcome> = self
             .pos
             .iter()
-            .filter(|p| p.state == PoState::Failed || p.hook_exit.is_some_and(|c| c != 0))
-            .map(|p| {
-                let result = if p.state == PoState::Failed { "failed" } else { "hook_failed" };
-                format!(
-                    "po={} result={result} error=\"{}\" hook_exit={} hook_tail=\"{}\"",
-                    p.name,
-                    p.error.replace('"', "'"),
-                    p.hook_exit.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                    p.hook_tail.replace('"', "'").replace('\n', "\\n")
-                )
+            .map(|p| PoOutcome {
+                name: p.name.clone(),
+                failed: (p.state != PoState::Done).then(|| p.error.clone()),
+                hook: p.hook_exit.map(|c| (c, p.hook_tail.clone())),
             })
             .collect();
-        log::info!(
-            "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
-            plan.manifest.blocks(),
-            plan.sent_blocks,
-            plan.sent_bytes,
-            plan.sent_bytes as f64 / bytes.max(1) as f64
-        );
+        let ok = pos.iter().filter(|p| p.failed.is_none()).count();
+        let ran = Ran {
+            bytes: plan.manifest.bytes(),
+            blocks: plan.manifest.blocks(),
+            elapsed: now.duration_since(plan.started),
+            master_blocks: plan.sent_blocks,
+            master_bytes: plan.sent_bytes,
+            pos,
+        };
+        let result = match ok {
+            0 => TransferResult::Failed(ran),
+            ok if ok < self.pos.len() => TransferResult::Partial(ran),
+            _ => TransferResult::Ok(ran),
+        };
         if let Some(sw) = plan.swarm.as_ref() {
             log::debug!("event=swarm_diag {}", sw.diag_line());
         }
-        let final_state = result.to_owned();
-        self.report(now, Some(&final_state));
+        let (transfer, class) = (plan.transfer, plan.class.name.clone());
+        self.report(now, Some(result.name()));
         if let Some(c) = self.cac_conn.take() {
             self.out.push_back(Action::Close { conn: c });
         }
@@ -866,7 +872,7 @@ impl MasterMachine {
                 self.out.push_back(Action::Close { conn: c });
             }
         }
-        self.outcome = Some(Outcome { code, summary, po_lines, error: None, plan: Vec::new() });
+        self.outcome = Some(Outcome { transfer, class, result });
         self.phase = Phase::Finished;
     }
 
@@ -948,18 +954,17 @@ impl Machine for MasterMachine {
                             "class {} needs the master secret (secret_dir/{0} in master.conf)",
                             self.settings.class
                         );
-                        self.stop_early(exit::DENIED, "denied", e)
+                        self.stop_early(TransferResult::Denied(e))
                     }
                 },
                 // A CAC that answers has spoken for all replicas.
                 Msg::Denied { reason, text } => {
-                    self.stop_early(exit::DENIED, "denied", format!("CAC refused ({}): {text}", reason.name()))
+                    self.stop_early(TransferResult::Denied(format!("CAC refused ({}): {text}", reason.name())))
                 }
                 other => self.cac_failed(now, &format!("unexpected {:?}", other.ty())),
             },
-            (Phase::Auth { conn: c, .. }, Event::Closed { conn, error }) if *c == conn => {
-                let why = if error.is_empty() { "closed before answering".to_owned() } else { error };
-                self.cac_failed(now, &why)
+            (Phase::Auth { conn: c, .. }, Event::Closed { conn, reason }) if *c == conn => {
+                self.cac_failed(now, &reason.or("closed before answering"))
             }
             (Phase::Transfer, Event::Connected { conn }) if self.cac_redial == Some(conn) => {
                 log::info!("event=cac_reconnected role=master");
@@ -1000,10 +1005,10 @@ impl Machine for MasterMachine {
                     self.on_po_frame(now, i, msg);
                 }
             }
-            (Phase::Transfer, Event::Closed { conn, error }) => {
+            (Phase::Transfer, Event::Closed { conn, reason }) => {
                 if self.cac_conn == Some(conn) {
                     // Progress reports are best effort; the transfer goes on.
-                    log::warn!("event=cac_lost role=master error=\"{error}\"");
+                    log::warn!("event=cac_lost role=master error=\"{reason}\"");
                     self.cac_conn = None;
                 } else if let Some(i) = self.po_index(conn) {
                     if self.pos[i].conn == Some(conn) {
@@ -1011,8 +1016,7 @@ impl Machine for MasterMachine {
                     } else {
                         self.pos[i].data = None;
                     }
-                    let why = if error.is_empty() { "po closed the connection".to_owned() } else { error };
-                    self.po_lost(now, i, why);
+                    self.po_lost(now, i, reason.or("po closed the connection"));
                     self.maybe_commit(false);
                     self.maybe_finish(now);
                 }
@@ -1117,5 +1121,10 @@ impl Machine for MasterMachine {
 
     fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Finished) && self.out.is_empty()
+    }
+
+    fn stats(&self) -> Stats {
+        let (blocks_sent, bytes_sent) = self.plan.as_ref().map_or((0, 0), |p| (p.sent_blocks, p.sent_bytes));
+        Stats { blocks_sent, bytes_sent, ..Stats::default() }
     }
 }

@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod master;
 pub mod msg;
 pub mod po;
+pub mod stats;
 pub mod swarm;
 pub mod wire;
 
@@ -32,13 +33,14 @@ mod fluid;
 #[cfg(test)]
 mod sim;
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::time::Instant;
 
 pub use class::{ClassCfg, Verify};
 pub use disk::{Body, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
+pub use stats::Stats;
 
 /// Names one connection. Ids of outbound connections are chosen by the machine (below
 /// `ACCEPTED`); the reactor gives accepted ones ids with the `ACCEPTED` bit set.
@@ -66,12 +68,48 @@ pub enum Event {
         conn: ConnId,
         msg: Msg,
     },
-    /// The connection is gone: EOF, reset, a failed connect, or a frame that did not decode
-    /// (`error` says which; empty for a clean EOF). No more events come for `conn`.
+    /// The connection is gone (`reason` says how). No more events come for `conn`.
     Closed {
         conn: ConnId,
-        error: String,
+        reason: Close,
     },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The peer closed between frames.
+    Eof,
+    /// The machine gave up waiting on it.
+    TimedOut,
+    /// The outbound connection could not be made.
+    Connect(String),
+    /// Bytes that are not our protocol.
+    Decode(String),
+    /// A read or write failed, or the peer closed inside a frame.
+    Io(String),
+}
+
+impl Close {
+    /// The reason as log lines show it, or `eof` for a clean close.
+    pub fn or(&self, eof: &str) -> String {
+        match self {
+            Close::Eof => eof.to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A clean EOF shows as nothing (`error=""` in log lines).
+impl core::fmt::Display for Close {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Close::Eof => Ok(()),
+            Close::TimedOut => f.write_str("timed out"),
+            Close::Connect(e) => write!(f, "connect: {e}"),
+            Close::Decode(e) | Close::Io(e) => f.write_str(e),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -119,9 +157,14 @@ pub trait Machine {
     fn is_finished(&self) -> bool {
         false
     }
+    /// What this machine has counted so far.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
 }
 
-/// Wall clock and randomness, injected so that tests are deterministic.
+/// Wall clock and randomness, injected so that tests are deterministic (the binaries use
+/// `app::real_env`).
 pub struct Env {
     pub unix_now: Box<dyn Fn() -> u64>,
     pub fill_random: RandomFn,
@@ -130,15 +173,6 @@ pub struct Env {
 pub type RandomFn = Box<dyn FnMut(&mut [u8])>;
 
 impl Env {
-    pub fn real() -> Env {
-        Env {
-            unix_now: Box::new(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-            }),
-            fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
-        }
-    }
-
     /// A fixed clock and a seeded generator, for tests.
     pub fn fixed(unix: u64, seed: u64) -> Env {
         let mut x = seed | 1;

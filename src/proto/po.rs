@@ -11,9 +11,9 @@ use super::bitmap::bitmap;
 use super::class::Publish;
 use super::manifest::hex;
 use super::msg::{Digest, PeerLink, Reason, TransferStat};
-use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Payload, Store, Sum};
+use super::{earliest, Action, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum};
+use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -150,6 +150,7 @@ pub struct PoMachine<S: Store> {
     transfers: HashMap<u64, Transfer>,
     next_conn: ConnId,
     out: VecDeque<Action>,
+    stats: Stats,
 }
 
 impl<S: Store> PoMachine<S> {
@@ -163,6 +164,7 @@ impl<S: Store> PoMachine<S> {
             transfers: HashMap::new(),
             next_conn: 1,
             out: VecDeque::from([rates]),
+            stats: Stats::default(),
         }
     }
 
@@ -334,7 +336,6 @@ impl<S: Store> PoMachine<S> {
         );
         let have = bitmap(&held);
         let nb = p.manifest.blocks();
-        crate::metrics::TRANSFERS_ACTIVE.inc();
         if class.rate_limit > 0 {
             // The class caps what this host uploads to peers for the transfer.
             let cap = self.settings.max_upload_rate;
@@ -473,7 +474,7 @@ impl<S: Store> PoMachine<S> {
                 _ => "master".into(),
             };
             log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
-            crate::metrics::VERIFY_FAILURES.inc();
+            self.stats.verify_failures += 1;
             return match (from, t.master) {
                 // A bad peer: fetch the block elsewhere, and let the master count the fault.
                 (From::Peer(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
@@ -485,8 +486,8 @@ impl<S: Store> PoMachine<S> {
         }
         let t = self.transfers.get_mut(&head.transfer).expect("checked above");
         t.hold(b.index);
-        crate::metrics::BYTES_RECEIVED.add(b.len as u64);
-        crate::metrics::BLOCKS_RECEIVED.inc();
+        self.stats.bytes_received += b.len as u64;
+        self.stats.blocks_received += 1;
         if let Some(m) = t.master {
             self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
         }
@@ -497,7 +498,7 @@ impl<S: Store> PoMachine<S> {
     /// master, which charges `p` a fault and sends the block from elsewhere.
     fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: u64, p: u32, why: &str) {
         log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error=\"{why}\"");
-        crate::metrics::PEER_ERRORS.inc();
+        self.stats.peer_errors += 1;
         self.conns.remove(&conn);
         self.out.push_back(Action::Close { conn });
         self.peer_lost(transfer, p, conn);
@@ -539,7 +540,7 @@ impl<S: Store> PoMachine<S> {
         let found = self.transfers.iter().find(|(_, t)| super::auth::ct_eq(&t.token, token)).map(|(id, _)| *id);
         let Some(transfer) = found else {
             log::warn!("event=peer_refused reason=bad_token");
-            crate::metrics::PEER_ERRORS.inc();
+            self.stats.peer_errors += 1;
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         let t = self.transfers.get_mut(&transfer).expect("found above");
@@ -560,7 +561,7 @@ impl<S: Store> PoMachine<S> {
         if !key.is_some_and(|k| super::auth::ct_eq(&k, &proof)) {
             let who = if master { "master".to_owned() } else { format!("po#{idx}") };
             log::warn!("event=peer_refused transfer={transfer} reason=bad_credential claimed={who}");
-            crate::metrics::PEER_ERRORS.inc();
+            self.stats.peer_errors += 1;
             return self.refuse(conn, Reason::BadToken, "that link's credential does not match".into());
         }
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -607,8 +608,8 @@ impl<S: Store> PoMachine<S> {
         match self.store.block_body(transfer, &b) {
             Ok(body) => {
                 let head = super::BlockHead { transfer, index: block, sum };
-                crate::metrics::BYTES_SENT.add(body.len());
-                crate::metrics::BLOCKS_SENT.inc();
+                self.stats.bytes_sent += body.len();
+                self.stats.blocks_sent += 1;
                 self.out.push_back(Action::SendBlock { conn, head, body });
             }
             Err(e) => {
@@ -705,8 +706,7 @@ impl<S: Store> PoMachine<S> {
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
             Ok((files, bytes)) => {
                 t.state = TState::Published;
-                crate::metrics::TRANSFERS_PUBLISHED.inc();
-                crate::metrics::TRANSFERS_ACTIVE.dec();
+                self.stats.transfers_published += 1;
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
                 let Some(name) = t.class.hook.clone() else { return self.report_done(transfer) };
                 let Some(dir) = self.settings.hook_dir.clone() else {
@@ -748,7 +748,7 @@ impl<S: Store> PoMachine<S> {
         } else {
             let last = tail.lines().last().unwrap_or("").replace('"', "'");
             log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
-            crate::metrics::HOOK_FAILURES.inc();
+            self.stats.hook_failures += 1;
         }
         t.hook = Some((exit, tail));
         self.report_done(transfer);
@@ -759,8 +759,7 @@ impl<S: Store> PoMachine<S> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
         if matches!(t.state, TState::Receiving | TState::Ready) {
-            crate::metrics::TRANSFERS_FAILED.inc();
-            crate::metrics::TRANSFERS_ACTIVE.dec();
+            self.stats.transfers_failed += 1;
         }
         t.state = TState::Failed;
         t.error = error.clone();
@@ -907,12 +906,11 @@ impl<S: Store> Machine for PoMachine<S> {
                     }
                 }
             }
-            Event::Closed { conn, error } => {
+            Event::Closed { conn, reason } => {
                 let Some(c) = self.conns.get(&conn) else { return };
                 match c.kind {
                     ConnKind::Cac { .. } => {
-                        let why = if error.is_empty() { "closed".to_owned() } else { error };
-                        self.cac_failed(now, conn, &why);
+                        self.cac_failed(now, conn, &reason.or("closed"));
                     }
                     ConnKind::Master { transfer } => {
                         self.conns.remove(&conn);
@@ -929,7 +927,7 @@ impl<S: Store> Machine for PoMachine<S> {
                                 t.master = None;
                                 if t.state == TState::Receiving || t.state == TState::Ready {
                                     log::warn!(
-                                        "event=master_lost transfer={} class={} held={}/{} error=\"{error}\"",
+                                        "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
                                         transfer.unwrap_or(0),
                                         t.class.name,
                                         t.nheld,
@@ -942,23 +940,23 @@ impl<S: Store> Machine for PoMachine<S> {
                     ConnKind::Peer { transfer, idx, .. } => {
                         self.conns.remove(&conn);
                         let receiving = self.transfers.get(&transfer).is_some_and(|t| t.state == TState::Receiving);
-                        if receiving || !error.is_empty() {
-                            log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{error}\"");
+                        if receiving || reason != Close::Eof {
+                            log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{reason}\"");
                         }
-                        if !error.is_empty() {
-                            crate::metrics::PEER_ERRORS.inc();
+                        if reason != Close::Eof {
+                            self.stats.peer_errors += 1;
                         }
                         self.peer_lost(transfer, idx, conn);
                     }
                     ConnKind::New | ConnKind::Stat => {
                         // A stranger that sent garbage: one line saying who and why.
-                        if let (false, Some(c)) = (error.is_empty(), self.conns.remove(&conn)) {
+                        if let (false, Some(c)) = (reason == Close::Eof, self.conns.remove(&conn)) {
                             let peer = c.peer.map(|p| p.to_string()).unwrap_or_default();
                             log::warn!(
                                 "event=protocol_error role=po peer={peer} error=\"{}\"",
-                                error.replace('"', "'")
+                                reason.to_string().replace('"', "'")
                             );
-                            crate::metrics::PROTOCOL_ERRORS.inc();
+                            self.stats.protocol_errors += 1;
                         }
                         self.conns.remove(&conn);
                     }
@@ -978,7 +976,7 @@ impl<S: Store> Machine for PoMachine<S> {
                 Some(true) => self.cac_failed(now, conn, "timed out"),
                 Some(false) => {
                     log::info!("event=conn_timeout role=po conn={conn}");
-                    self.handle_event(now, Event::Closed { conn, error: "timed out".into() });
+                    self.handle_event(now, Event::Closed { conn, reason: Close::TimedOut });
                     self.out.push_back(Action::Close { conn });
                 }
                 None => {}
@@ -1016,7 +1014,6 @@ impl<S: Store> Machine for PoMachine<S> {
         for id in stale {
             if let Some(t) = self.transfers.remove(&id) {
                 if matches!(t.state, TState::Receiving | TState::Ready) {
-                    crate::metrics::TRANSFERS_ACTIVE.dec();
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
                     self.store.abort(id, true);
                 }
@@ -1040,5 +1037,11 @@ impl<S: Store> Machine for PoMachine<S> {
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
         earliest([t, exp, waits])
+    }
+
+    fn stats(&self) -> Stats {
+        // The gauge is counted from the states, so that no path can leave it off by one.
+        let active = self.transfers.values().filter(|t| matches!(t.state, TState::Receiving | TState::Ready)).count();
+        Stats { transfers_active: active as u64, ..self.stats }
     }
 }

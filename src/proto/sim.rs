@@ -4,11 +4,11 @@
 
 use super::cac::{CacMachine, CacSettings, ClassAuth};
 use super::manifest::{Entry, Kind};
-use super::master::{MasterMachine, MasterSettings, Outcome};
+use super::master::{MasterMachine, MasterSettings, Outcome, TransferResult};
 use super::po::{PoMachine, PoSettings};
 use super::*;
+use core::net::IpAddr;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,8 +198,10 @@ impl Net {
         for k in dead {
             if let Some(peer) = self.links.remove(&k) {
                 self.links.remove(&peer);
-                self.queue
-                    .push_back((peer.0, Event::Closed { conn: peer.1, error: "connection reset by peer".into() }));
+                self.queue.push_back((
+                    peer.0,
+                    Event::Closed { conn: peer.1, reason: Close::Io("connection reset by peer".into()) },
+                ));
             }
         }
     }
@@ -219,7 +221,9 @@ impl Net {
                         self.queue.push_back((to, Event::Accepted { conn: acc, peer }));
                         self.queue.push_back((from, Event::Connected { conn }));
                     }
-                    None => self.queue.push_back((from, Event::Closed { conn, error: "connection refused".into() })),
+                    None => self
+                        .queue
+                        .push_back((from, Event::Closed { conn, reason: Close::Connect("connection refused".into()) })),
                 }
             }
             Action::Send { conn, msg } => self.transmit(from, conn, msg),
@@ -230,7 +234,7 @@ impl Net {
             Action::Close { conn } => {
                 if let Some(peer) = self.links.remove(&(from, conn)) {
                     self.links.remove(&peer);
-                    self.queue.push_back((peer.0, Event::Closed { conn: peer.1, error: String::new() }));
+                    self.queue.push_back((peer.0, Event::Closed { conn: peer.1, reason: Close::Eof }));
                 }
             }
             Action::SetRates { .. } => {}
@@ -445,12 +449,39 @@ impl World {
     }
 }
 
+/// The `result=` word, the pos that committed, and all pos (`app::outcome` turns these into
+/// the exit code and the summary line).
+fn tally(o: &Outcome) -> (&'static str, usize, usize) {
+    match &o.result {
+        TransferResult::Ok(r) | TransferResult::Partial(r) | TransferResult::Failed(r) => {
+            (o.result.name(), r.pos.iter().filter(|p| p.failed.is_none()).count(), r.pos.len())
+        }
+        _ => (o.result.name(), 0, 0),
+    }
+}
+
+/// "name: error" for every po that failed, in order.
+fn failures(o: &Outcome) -> Vec<String> {
+    let (TransferResult::Ok(r) | TransferResult::Partial(r) | TransferResult::Failed(r)) = &o.result else {
+        return Vec::new();
+    };
+    r.pos.iter().filter_map(|p| p.failed.as_ref().map(|e| format!("{}: {e}", p.name))).collect()
+}
+
+/// Why the CAC refused.
+fn refusal(o: &Outcome) -> &str {
+    match &o.result {
+        TransferResult::Denied(e) => e,
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
 #[test]
 fn one_to_n_delivers_identical_trees() {
     let mut w = world(Setup::default());
     let o = w.run();
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.summary.contains("result=ok pos=5/5"), "{}", o.summary);
+    assert!(matches!(o.result, TransferResult::Ok(_)), "{o:?}");
+    assert_eq!(tally(&o), ("ok", 5, 5), "{o:?}");
     for i in 0..5 {
         assert_eq!(w.published(i).as_ref(), Some(&w.tree), "po {i}");
     }
@@ -470,7 +501,7 @@ fn every_verify_mode_and_publish_each() {
         s.class.set("flag_file", "data.done").unwrap();
         let mut w = world(s);
         let o = w.run();
-        assert_eq!(o.code, 0, "{verify} {publish}: {o:?}");
+        assert!(matches!(o.result, TransferResult::Ok(_)), "{verify} {publish}: {o:?}");
         let mut want = w.tree.clone();
         want.insert("data.done".into(), "flag".into());
         for i in 0..5 {
@@ -483,12 +514,11 @@ fn every_verify_mode_and_publish_each() {
 fn unknown_class_and_foreign_master_are_denied() {
     let mut w = world(Setup { class_name: "nope", ..Default::default() });
     let o = w.run();
-    assert_eq!(o.code, 2);
-    assert!(o.error.unwrap().contains("unknown_class"));
+    assert!(refusal(&o).contains("unknown_class"), "{o:?}");
     let mut w = world(Setup { masters: vec![("192.168.0.0".parse().unwrap(), 16)], ..Default::default() });
     let o = w.run();
-    assert_eq!(o.code, 2);
-    assert!(o.summary.contains("result=denied"));
+    assert!(matches!(o.result, TransferResult::Denied(_)), "{o:?}");
+    assert_eq!(tally(&o).0, "denied");
     assert!(w.published(0).is_none());
 }
 
@@ -500,12 +530,11 @@ fn master_and_pos_fail_over_to_the_next_cac() {
     let mut w = world(s);
     w.net.blackholed.insert("10.0.0.8:7100".parse().unwrap());
     let o = w.run();
-    assert_eq!(o.code, 0, "{o:?}");
+    assert!(matches!(o.result, TransferResult::Ok(_)), "{o:?}");
     assert_eq!(w.published(4), Some(w.tree.clone()));
     let mut w = world(Setup { cacs_for_master: vec!["10.0.0.9:7100"], ..Default::default() });
     let o = w.run();
-    assert_eq!(o.code, 2);
-    assert!(o.error.unwrap().contains("no CAC reachable"));
+    assert!(refusal(&o).contains("no CAC reachable"), "{o:?}");
 }
 
 #[test]
@@ -516,10 +545,10 @@ fn a_failing_disk_fails_one_po_and_keeps_its_old_files() {
     w.store(2).published.insert(dest, old.clone());
     w.store(2).fail_writes = true;
     let o = w.run();
-    assert_eq!(o.code, 3, "{o:?}");
-    assert!(o.summary.contains("result=partial pos=4/5"));
-    assert_eq!(o.po_lines.len(), 1);
-    assert!(o.po_lines[0].contains("po=10.0.1.3:7200 result=failed") && o.po_lines[0].contains("No space left"));
+    assert_eq!(tally(&o), ("partial", 4, 5), "{o:?}");
+    let f = failures(&o);
+    assert_eq!(f.len(), 1);
+    assert!(f[0].starts_with("10.0.1.3:7200: ") && f[0].contains("No space left"), "{f:?}");
     assert_eq!(w.published(2), Some(old));
     assert_eq!(w.published(0), Some(w.tree.clone()));
 }
@@ -541,8 +570,8 @@ fn a_po_that_dies_is_reported_and_the_rest_complete() {
     }
     w.net.kill(victim);
     let o = w.run();
-    assert_eq!(o.code, 3, "{o:?}");
-    assert!(o.po_lines[0].contains("10.0.1.2:7200"), "{:?}", o.po_lines);
+    assert!(matches!(o.result, TransferResult::Partial(_)), "{o:?}");
+    assert!(failures(&o)[0].contains("10.0.1.2:7200"), "{:?}", failures(&o));
     for i in [0, 2, 3, 4] {
         assert_eq!(w.published(i), Some(w.tree.clone()));
     }
@@ -563,8 +592,8 @@ fn corrupted_blocks_are_caught_by_the_checksum() {
             true
         }));
         let o = w.run();
-        assert_eq!(o.code, 3, "{o:?}");
-        assert!(o.po_lines[0].contains(&format!("failed its {verify} check")), "{:?}", o.po_lines);
+        assert!(matches!(o.result, TransferResult::Partial(_)), "{o:?}");
+        assert!(failures(&o)[0].contains(&format!("failed its {verify} check")), "{:?}", failures(&o));
         assert_eq!(w.published(0), None);
     }
 }
@@ -580,9 +609,9 @@ fn a_tampered_token_is_refused_and_nothing_is_staged() {
         true
     }));
     let o = w.run();
-    assert_eq!(o.code, 4, "{o:?}");
-    assert_eq!(o.po_lines.len(), 5);
-    assert!(o.po_lines[0].contains("bad_token"), "{:?}", o.po_lines);
+    assert!(matches!(o.result, TransferResult::Failed(_)), "{o:?}");
+    assert_eq!(failures(&o).len(), 5);
+    assert!(failures(&o)[0].contains("bad_token"), "{:?}", failures(&o));
     for i in 0..5 {
         assert!(w.store(i).staged.is_empty());
     }
@@ -598,8 +627,8 @@ fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     let stalled = w.pos[4];
     w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
     let o = w.run();
-    assert_eq!(o.code, 3, "{o:?}");
-    assert!(o.po_lines[0].contains("timeout"), "{:?}", o.po_lines);
+    assert!(matches!(o.result, TransferResult::Partial(_)), "{o:?}");
+    assert!(failures(&o)[0].contains("timeout"), "{:?}", failures(&o));
     assert_eq!(w.published(0), Some(w.tree.clone()));
     assert_eq!(w.published(4), None);
     // without quorum, nobody publishes: all or nothing
@@ -609,7 +638,7 @@ fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     let stalled = w.pos[4];
     w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
     let o = w.run();
-    assert_eq!(o.code, 4, "{o:?}");
+    assert!(matches!(o.result, TransferResult::Failed(_)), "{o:?}");
     for i in 0..5 {
         assert_eq!(w.published(i), None);
     }
@@ -629,7 +658,7 @@ fn p2p_delivers_identical_trees_and_the_master_sends_each_block_about_once() {
         s.class.set("publish", publish).unwrap();
         let mut w = world(s);
         let o = w.run();
-        assert_eq!(o.code, 0, "n={n}: {o:?}");
+        assert!(matches!(o.result, TransferResult::Ok(_)), "n={n}: {o:?}");
         for i in 0..n {
             assert_eq!(w.published(i).as_ref(), Some(&w.tree), "n={n} po {i}");
         }
@@ -653,8 +682,8 @@ fn p2p_routes_around_a_dead_po() {
     }
     w.net.kill(victim);
     let o = w.run();
-    assert_eq!(o.code, 3, "{o:?}");
-    assert!(o.po_lines.iter().any(|l| l.contains("10.0.1.6:7200")), "{:?}", o.po_lines);
+    assert!(matches!(o.result, TransferResult::Partial(_)), "{o:?}");
+    assert!(failures(&o).iter().any(|l| l.contains("10.0.1.6:7200")), "{:?}", failures(&o));
     for i in [0, 1, 2, 3, 4, 6, 7] {
         assert_eq!(w.published(i), Some(w.tree.clone()), "po {i}");
     }
@@ -675,7 +704,7 @@ fn p2p_a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
         true
     }));
     let o = w.run();
-    assert_eq!(o.code, 0, "{o:?}");
+    assert!(matches!(o.result, TransferResult::Ok(_)), "{o:?}");
     assert!(corrupted.get() > 0, "the liar never served anything");
     // MAX_FAULTS, plus what its links had queued when it was excluded (3 links, 2 deep).
     assert!(corrupted.get() <= 3 + 3 * 2, "the liar kept serving: {}", corrupted.get());
@@ -689,8 +718,45 @@ fn p2p_without_verification_still_delivers() {
     let mut s = p2p_setup(5);
     s.class.set("verify", "none").unwrap();
     let mut w = world(s);
-    assert_eq!(w.run().code, 0);
+    assert!(matches!(w.run().result, TransferResult::Ok(_)));
     for i in 0..5 {
         assert_eq!(w.published(i), Some(w.tree.clone()));
     }
+}
+
+#[test]
+fn every_machine_counts_its_own_stats() {
+    let mut w = world(Setup::default());
+    let victim = w.pos[0];
+    let mut corrupted = false;
+    // One corrupted block for po 0 (crc32 catches it; it fails that po).
+    w.net.tamper = Some(Box::new(move |_, to, m| {
+        if let (false, true, Msg::Block { data, .. }) = (corrupted, to == victim, m) {
+            data.buf[data.start] ^= 0x10;
+            corrupted = true;
+        }
+        true
+    }));
+    w.run();
+    let (m, _, _) = sample_tree(4096);
+    let data: Vec<_> = (0..m.blocks()).map(|i| m.block(i).unwrap()).filter(|b| !m.is_hole(b)).collect();
+    let data_bytes: u64 = data.iter().map(|b| b.len as u64).sum();
+    let stats = |w: &mut World, node: usize| w.net.nodes[node].1.m().stats();
+    for i in 1..5 {
+        let po = w.pos[i];
+        let s = stats(&mut w, po);
+        assert_eq!(s.blocks_received, data.len() as u64, "po {i}: {s:?}");
+        assert_eq!(s.bytes_received, data_bytes, "po {i}");
+        assert_eq!((s.transfers_published, s.transfers_active, s.verify_failures), (1, 0, 0), "po {i}: {s:?}");
+    }
+    let s = stats(&mut w, victim);
+    assert_eq!((s.verify_failures, s.transfers_failed, s.transfers_published), (1, 1, 0), "{s:?}");
+    assert_eq!(s.transfers_active, 0, "{s:?}");
+    let at = w.master;
+    let master = stats(&mut w, at);
+    assert_eq!(master.blocks_sent, w.net.block_frames, "{master:?}");
+    // The first CAC answered the master and the pos; the second saw nothing.
+    let cac = stats(&mut w, 0);
+    assert_eq!((cac.auth_granted, cac.tokens_verified, cac.auth_denied), (1, 5, 0), "{cac:?}");
+    assert_eq!(stats(&mut w, 1), Stats::default());
 }

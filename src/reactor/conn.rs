@@ -17,7 +17,7 @@ use nix::sys::socket::{sendmsg, MsgFlags};
 use super::bucket::TokenBucket;
 use super::pool::BufferPool;
 use crate::proto::wire::{self, MsgType, HEADER_LEN};
-use crate::proto::{ConnId, Msg, Payload};
+use crate::proto::{Close, ConnId, Msg, Payload};
 use crate::sys::sendfile;
 
 /// Size of the reactor's staging buffer for reads.
@@ -73,9 +73,8 @@ pub struct Conn {
     pub writable: bool,
     /// In the reactor's work list.
     pub queued: bool,
-    /// Waiting for the upload (download) bucket; in the reactor's waiting list.
-    pub up_wait: bool,
-    pub down_wait: bool,
+    /// Parked on the bucket of a direction (`Dir::i`); in that lane's waiting list.
+    pub parked: [bool; 2],
     pub out: VecDeque<Out>,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
@@ -95,10 +94,8 @@ pub enum ReadEnd {
     Budget,
     /// The download bucket is empty.
     Throttled,
-    /// The peer closed; the string is empty for a clean EOF between frames.
-    Eof(String),
-    /// A read error or bytes that are not our protocol.
-    Failed(String),
+    /// EOF, a read error, or bytes that are not our protocol.
+    Closed(Close),
 }
 
 /// Why a write pass stopped.
@@ -124,8 +121,7 @@ impl Conn {
             readable: false,
             writable: false,
             queued: false,
-            up_wait: false,
-            down_wait: false,
+            parked: [false; 2],
             out: VecDeque::new(),
             sendfile_ok: true,
             scratch: Vec::new(),
@@ -206,7 +202,7 @@ fn read_metered(
                     Err(ReadEnd::Drained)
                 }
                 io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(ReadEnd::Failed(e.to_string())),
+                _ => Err(ReadEnd::Closed(Close::Io(e.to_string()))),
             }
         }
     }
@@ -236,7 +232,8 @@ pub fn read_frames(
             };
             if n == 0 {
                 let (filled, len) = (p.filled, p.buf.len());
-                return ReadEnd::Eof(format!("peer closed the connection inside a frame ({filled} of {len} bytes)"));
+                let e = format!("peer closed the connection inside a frame ({filled} of {len} bytes)");
+                return ReadEnd::Closed(Close::Io(e));
             }
             bytes += n as u64;
             p.filled += n;
@@ -244,7 +241,7 @@ pub fn read_frames(
                 let p = c.partial.take().expect("partial frame present");
                 match Msg::decode(p.ty, Payload::lent(p.buf, pool.clone())) {
                     Ok(m) => frames.push(m),
-                    Err(e) => return ReadEnd::Failed(e.to_string()),
+                    Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
                 }
             }
             continue;
@@ -259,11 +256,11 @@ pub fn read_frames(
             Err(end) => return end,
         };
         if n == 0 {
-            return if c.mid_frame() {
-                ReadEnd::Eof(format!("peer closed the connection inside a frame header ({hl} bytes)"))
+            return ReadEnd::Closed(if c.mid_frame() {
+                Close::Io(format!("peer closed the connection inside a frame header ({hl} bytes)"))
             } else {
-                ReadEnd::Eof(String::new())
-            };
+                Close::Eof
+            });
         }
         bytes += n as u64;
         let end = hl + n;
@@ -279,14 +276,14 @@ pub fn read_frames(
                     c.head_len = left;
                     break;
                 }
-                Err(e) => return ReadEnd::Failed(e.to_string()),
+                Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
             };
             let body = pos + HEADER_LEN;
             let len = h.len as usize;
             if end - body >= len {
                 match Msg::decode(h.ty, Payload::from_vec(stage[body..body + len].to_vec())) {
                     Ok(m) => frames.push(m),
-                    Err(e) => return ReadEnd::Failed(e.to_string()),
+                    Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
                 }
                 pos = body + len;
             } else {
@@ -302,18 +299,18 @@ pub fn read_frames(
     ReadEnd::Budget
 }
 
-/// Reads and throws away input (a connection we are closing). `Eof` on EOF or error.
+/// Reads and throws away input (a connection we are closing). `Closed` on EOF or error.
 pub fn discard_input(c: &mut Conn, stage: &mut [u8]) -> ReadEnd {
     for _ in 0..OPS_BUDGET {
         match (&c.stream).read(stage) {
-            Ok(0) => return ReadEnd::Eof(String::new()),
+            Ok(0) => return ReadEnd::Closed(Close::Eof),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 c.readable = false;
                 return ReadEnd::Drained;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return ReadEnd::Failed(e.to_string()),
+            Err(e) => return ReadEnd::Closed(Close::Io(e.to_string())),
         }
     }
     ReadEnd::Budget

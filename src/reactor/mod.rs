@@ -7,7 +7,8 @@
 //!    connections', a paused accept), rounded up to a whole millisecond, or zero when some
 //!    connection still has readiness it did not use up (its budget ran out);
 //! 2. readiness events: accept, connect completions, signals; the readiness flags they carry
-//!    are recorded and the connection is put in the work list;
+//!    are recorded and the connection is put in the work list; `/metrics` scrapes are served
+//!    at once (`scrape.rs`);
 //! 3. reactor timers that are due (compared with `now`, never inferred from an empty event
 //!    list): refilled buckets put their waiting connections back in the work list;
 //! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
@@ -21,10 +22,14 @@
 //! stops and waits for the bucket's timer; as the socket never stopped being ready, no event
 //! would wake it, so the timer puts it back in the work list.
 
+mod actions;
 mod bucket;
 mod conn;
 mod hooks;
+mod lane;
 mod pool;
+mod ready;
+mod scrape;
 #[cfg(test)]
 mod tests;
 
@@ -32,24 +37,24 @@ pub use bucket::TokenBucket;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::proto::msg::block_frame_head;
-use crate::proto::{Action, Body, ConnId, Event, Machine, Msg, ACCEPTED};
+use crate::proto::{Close, ConnId, Event, Machine, Msg, ACCEPTED};
 use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
+use lane::{Dir, Lane};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+// Token 2 is the metrics listener (`scrape::LISTENER`).
 /// Tokens of connections are `FIRST_CONN + slot`.
-const FIRST_CONN: usize = 2;
+const FIRST_CONN: usize = 3;
 
 /// A closing connection whose queue makes no progress for this long is dropped.
 const CLOSE_STALL: Duration = Duration::from_secs(10);
@@ -59,8 +64,6 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 const FINISH_FLUSH: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// A connection stopped by an empty bucket waits until at least this much is available.
-const MIN_CHUNK: u64 = 16 << 10;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -68,6 +71,15 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Accepted connections beyond this many open ones are closed at once (0 = no limit).
     pub max_conns: usize,
+}
+
+/// The sockets a process listens on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Where masters, pos and peers connect (a master has none).
+    pub peers: Option<std::net::TcpListener>,
+    /// `GET /metrics`, answered from `Machine::stats` with this `role` label.
+    pub metrics: Option<(std::net::TcpListener, &'static str)>,
 }
 
 /// What a signal handler tells the loop.
@@ -85,13 +97,17 @@ pub enum Control {
 /// the main thread before spawning threads. They stay blocked after `run` returns.
 pub fn run<M: Machine>(
     machine: &mut M,
-    listener: Option<std::net::TcpListener>,
+    listeners: Listeners,
     opts: &Options,
     signals: &[Signal],
     on_signal: &mut dyn FnMut(&mut M, Signal) -> Control,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
-    let listener = match listener {
+    let metrics = match listeners.metrics {
+        Some((l, role)) => Some(scrape::Metrics::new(l, role, poll.registry())?),
+        None => None,
+    };
+    let listener = match listeners.peers {
         Some(l) => {
             l.set_nonblocking(true)?;
             let mut l = TcpListener::from_std(l);
@@ -134,12 +150,9 @@ pub fn run<M: Machine>(
         stage: vec![0u8; STAGING],
         pool: pool::BufferPool::new(),
         frames: Vec::new(),
-        up: None,
-        down: None,
-        up_waiting: Vec::new(),
-        down_waiting: Vec::new(),
-        up_wake: None,
-        down_wake: None,
+        lanes: Default::default(),
+        rate_limit_waits: 0,
+        metrics,
         accept_resume: None,
         emfile_logged: None,
         finishing: None,
@@ -172,12 +185,11 @@ struct Reactor {
     /// Buffers for frames too big for `stage`, back from the machine once it drops them.
     pool: std::sync::Arc<pool::BufferPool>,
     frames: Vec<Msg>,
-    up: Option<TokenBucket>,
-    down: Option<TokenBucket>,
-    up_waiting: Vec<usize>,
-    down_waiting: Vec<usize>,
-    up_wake: Option<Instant>,
-    down_wake: Option<Instant>,
+    /// The upload and download limits, by `Dir::i`.
+    lanes: [Lane; 2],
+    /// Times a connection was parked on a bucket, for `/metrics`.
+    rate_limit_waits: u64,
+    metrics: Option<scrape::Metrics>,
     accept_resume: Option<Instant>,
     emfile_logged: Option<Instant>,
     /// Set once the machine is finished (or a signal said stop): the deadline for flushing.
@@ -242,28 +254,8 @@ impl Reactor {
             }
 
             // 2. Readiness.
-            let mut accept = false;
-            let mut sigs = false;
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => accept = true,
-                    SIGNALS => sigs = true,
-                    Token(t) => self.on_ready(t - FIRST_CONN, ev),
-                }
-            }
-            if accept {
-                self.accept_all(Instant::now());
-            }
-            self.deliver(m);
-            if sigs {
-                for sig in self.read_signals() {
-                    log::debug!("event=signal signal={sig}");
-                    if on_signal(m, sig) == Control::Stop {
-                        stop = true;
-                    }
-                    self.drain_actions(m);
-                    self.deliver(m);
-                }
+            if self.readiness(m, &events, on_signal) == Control::Stop {
+                stop = true;
             }
 
             // 3. Reactor timers.
@@ -291,6 +283,59 @@ impl Reactor {
         }
     }
 
+    /// Step 2 of a turn: what `poll` reported. `Stop` if a signal handler said so.
+    fn readiness<M: Machine>(
+        &mut self,
+        m: &mut M,
+        events: &Events,
+        on_signal: &mut dyn FnMut(&mut M, Signal) -> Control,
+    ) -> Control {
+        let (mut accept, mut sigs, mut metrics_accept) = (false, false, false);
+        let mut scrapes = Vec::new();
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => accept = true,
+                SIGNALS => sigs = true,
+                scrape::LISTENER => metrics_accept = true,
+                Token(t) if t >= scrape::FIRST => scrapes.push(t - scrape::FIRST),
+                Token(t) => self.on_ready(t - FIRST_CONN, ev),
+            }
+        }
+        if accept {
+            self.accept_all(Instant::now());
+        }
+        if metrics_accept || !scrapes.is_empty() {
+            self.serve_metrics(m, metrics_accept, &scrapes);
+        }
+        self.deliver(m);
+        let mut control = Control::Continue;
+        if sigs {
+            for sig in self.read_signals() {
+                log::debug!("event=signal signal={sig}");
+                if on_signal(m, sig) == Control::Stop {
+                    control = Control::Stop;
+                }
+                self.drain_actions(m);
+                self.deliver(m);
+            }
+        }
+        control
+    }
+
+    /// Accepts scrapes (`accept`) and serves the ones in `ready`.
+    fn serve_metrics<M: Machine>(&mut self, m: &M, accept: bool, ready: &[usize]) {
+        let Some(x) = &mut self.metrics else { return };
+        let waits = self.rate_limit_waits;
+        let sample = || crate::metrics::Sample { machine: m.stats(), rate_limit_waits: waits };
+        let (registry, now) = (self.poll.registry(), Instant::now());
+        if accept {
+            x.accept(registry, now, &sample);
+        }
+        for &i in ready {
+            x.ready(registry, i, now, &sample);
+        }
+    }
+
     fn poll_hooks(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.hooks.len() {
@@ -305,9 +350,11 @@ impl Reactor {
 
     fn next_deadline<M: Machine>(&self, m: &M) -> Option<Instant> {
         let mut d = if self.finishing.is_none() { m.poll_timeout() } else { self.finishing };
-        d = earliest(d, self.up_wake);
-        d = earliest(d, self.down_wake);
+        for lane in &self.lanes {
+            d = earliest(d, lane.wake);
+        }
         d = earliest(d, self.accept_resume);
+        d = earliest(d, self.metrics.as_ref().and_then(scrape::Metrics::deadline));
         if !self.hooks.is_empty() {
             d = earliest(d, Some(Instant::now() + hooks::POLL));
         }
@@ -372,14 +419,15 @@ impl Reactor {
 
     /// Drops a connection the peer or the network ended, and tells the machine (unless it
     /// closed the connection itself, in which case nothing more is said).
-    fn fail(&mut self, slot: usize, error: String) {
+    fn fail(&mut self, slot: usize, reason: Close) {
         let Some(c) = self.remove(slot) else { return };
         let told = matches!(c.state, State::Open | State::Connecting { close_since: None });
-        if !error.is_empty() {
-            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), error.escape_debug());
+        if reason != Close::Eof {
+            let e = reason.to_string();
+            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), e.escape_debug());
         }
         if told && self.finishing.is_none() {
-            self.events.push_back(Event::Closed { conn: c.id, error });
+            self.events.push_back(Event::Closed { conn: c.id, reason });
         }
     }
 
@@ -395,150 +443,17 @@ impl Reactor {
         }
     }
 
-    fn on_ready(&mut self, slot: usize, ev: &mio::event::Event) {
-        let Some(c) = self.conn(slot) else { return };
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            c.readable = true;
-        }
-        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-            c.writable = true;
-        }
-        if let State::Connecting { close_since } = c.state {
-            if !c.writable {
-                return;
-            }
-            // mio: on the first writable event, an error or a peer address settles it.
-            let res = match c.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => c.stream.peer_addr(),
-            };
-            match res {
-                Ok(peer) => {
-                    let _ = c.stream.set_nodelay(true);
-                    c.peer = Some(peer);
-                    let id = c.id;
-                    log::debug!("event=conn_connected conn={id} peer={peer}");
-                    match close_since {
-                        None => {
-                            self.set_state(slot, State::Open);
-                            self.events.push_back(Event::Connected { conn: id });
-                        }
-                        Some(_) => self.set_state(slot, State::Flushing { progress: Instant::now() }),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotConnected && !(ev.is_error() || ev.is_write_closed()) => {
-                    // Not settled yet; another writable event will come.
-                    c.writable = false;
-                    return;
-                }
-                Err(e) => {
-                    let e = if e.kind() == io::ErrorKind::NotConnected {
-                        "connection failed".into()
-                    } else {
-                        e.to_string()
-                    };
-                    self.fail(slot, format!("connect: {e}"));
-                    return;
-                }
-            }
-        }
-        self.mark(slot);
-    }
-
-    fn accept_all(&mut self, now: Instant) {
-        if self.accept_resume.is_some() || self.finishing.is_some() {
-            return;
-        }
-        loop {
-            let Some(listener) = &self.listener else { return };
-            let (stream, peer) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    // Out of file descriptors (or something stranger): pause, rather than spin
-                    // on a listener that stays readable. The timer retries the accept.
-                    let what = if is_fd_limit(&e) { "fd_limit" } else { "other" };
-                    if self.emfile_logged.is_none_or(|t| now >= t + Duration::from_secs(1)) {
-                        log::warn!("event=accept_error kind={what} error=\"{e}\" action=pause_accept");
-                        self.emfile_logged = Some(now);
-                    }
-                    self.accept_resume = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-            };
-            if self.max_conns > 0 && self.accepted >= self.max_conns {
-                log::warn!("event=conn_refused peer={peer} open={} max_conns={}", self.accepted, self.max_conns);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let id = ACCEPTED | self.next_accepted;
-            self.next_accepted += 1;
-            let mut c = Conn::new(id, stream, Some(peer), State::Open);
-            // Readiness from before registration is not lost with epoll, but reading once
-            // costs nothing and does not depend on that.
-            c.readable = true;
-            c.writable = true;
-            match self.insert(c) {
-                Ok(slot) => {
-                    log::debug!("event=conn_accepted conn={id} peer={peer}");
-                    self.events.push_back(Event::Accepted { conn: id, peer });
-                    self.mark(slot);
-                }
-                Err(e) => log::warn!("event=conn_error conn={id} peer={peer} error=\"register: {e}\""),
-            }
-        }
-    }
-
-    fn read_signals(&mut self) -> Vec<Signal> {
-        let mut out = Vec::new();
-        let Some((fd, _)) = &self.sigfd else { return out };
-        loop {
-            match fd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(s) => out.push(s),
-                    Err(_) => log::debug!("event=signal_unknown signo={}", info.ssi_signo),
-                },
-                Ok(None) => break,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    log::warn!("event=signal_error error=\"{e}\"");
-                    break;
-                }
-            }
-        }
-        out
-    }
-
     fn fire_timers(&mut self, now: Instant) {
-        if self.up_wake.is_some_and(|t| now >= t) {
-            self.up_wake = None;
-            // The first serviced takes what the bucket holds, and runs dry first again: rotate,
-            // so that connections sharing a bucket take turns instead of one starving the rest.
-            let mut waiting = std::mem::take(&mut self.up_waiting);
-            if !waiting.is_empty() {
-                waiting.rotate_left(1);
-            }
-            for slot in waiting {
+        for dir in Dir::BOTH {
+            for slot in self.lanes[dir.i()].due(now) {
                 if let Some(c) = self.conn(slot) {
-                    c.up_wait = false;
+                    c.parked[dir.i()] = false;
                 }
                 self.mark(slot);
             }
         }
-        if self.down_wake.is_some_and(|t| now >= t) {
-            self.down_wake = None;
-            let mut waiting = std::mem::take(&mut self.down_waiting);
-            if !waiting.is_empty() {
-                waiting.rotate_left(1);
-            }
-            for slot in waiting {
-                if let Some(c) = self.conn(slot) {
-                    c.down_wait = false;
-                }
-                self.mark(slot);
-            }
+        if let Some(x) = &mut self.metrics {
+            x.expire(self.poll.registry(), now);
         }
         if self.accept_resume.is_some_and(|t| now >= t) {
             self.accept_resume = None;
@@ -564,27 +479,15 @@ impl Reactor {
         }
     }
 
-    /// A bucket ran dry for `slot`: park it until the bucket's timer.
-    fn wait_up(&mut self, slot: usize, now: Instant) {
-        let at = self.up.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
-        self.up_wake = earliest(self.up_wake, Some(at));
-        if let Some(c) = self.conn(slot) {
-            if !c.up_wait {
-                c.up_wait = true;
-                self.up_waiting.push(slot);
-                crate::metrics::RATE_LIMIT_WAITS.inc();
-            }
-        }
-    }
-
-    fn wait_down(&mut self, slot: usize, now: Instant) {
-        let at = self.down.as_ref().and_then(|b| b.delay(now, MIN_CHUNK)).unwrap_or(now);
-        self.down_wake = earliest(self.down_wake, Some(at));
-        if let Some(c) = self.conn(slot) {
-            if !c.down_wait {
-                c.down_wait = true;
-                self.down_waiting.push(slot);
-                crate::metrics::RATE_LIMIT_WAITS.inc();
+    /// The `dir` bucket ran dry for `slot`: park it until the bucket's timer.
+    fn wait(&mut self, dir: Dir, slot: usize, now: Instant) {
+        let lane = &mut self.lanes[dir.i()];
+        lane.arm(now);
+        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            if !c.parked[dir.i()] {
+                c.parked[dir.i()] = true;
+                lane.park(slot);
+                self.rate_limit_waits += 1;
             }
         }
     }
@@ -598,10 +501,17 @@ impl Reactor {
         // Read.
         match c.state {
             State::Connecting { .. } => return,
-            State::Open if c.readable && !c.down_wait => {
+            State::Open if c.readable && !c.parked[Dir::Down.i()] => {
                 let mut frames = std::mem::take(&mut self.frames);
                 let c = self.slots[slot].as_mut().expect("conn present");
-                let end = conn::read_frames(c, &mut self.stage, &self.pool, &mut self.down, now, &mut frames);
+                let end = conn::read_frames(
+                    c,
+                    &mut self.stage,
+                    &self.pool,
+                    &mut self.lanes[Dir::Down.i()].bucket,
+                    now,
+                    &mut frames,
+                );
                 let id = c.id;
                 for msg in frames.drain(..) {
                     self.events.push_back(Event::Frame { conn: id, msg });
@@ -610,15 +520,15 @@ impl Reactor {
                 match end {
                     ReadEnd::Drained => {}
                     ReadEnd::Budget => self.mark(slot),
-                    ReadEnd::Throttled => self.wait_down(slot, now),
-                    ReadEnd::Eof(e) | ReadEnd::Failed(e) => self.fail(slot, e),
+                    ReadEnd::Throttled => self.wait(Dir::Down, slot, now),
+                    ReadEnd::Closed(reason) => self.fail(slot, reason),
                 }
                 self.deliver(m);
             }
             State::Draining { .. } if c.readable => {
                 let c = self.slots[slot].as_mut().expect("conn present");
                 match conn::discard_input(c, &mut self.stage) {
-                    ReadEnd::Eof(_) | ReadEnd::Failed(_) => {
+                    ReadEnd::Closed(_) => {
                         self.remove(slot);
                     }
                     ReadEnd::Budget => self.mark(slot),
@@ -634,9 +544,9 @@ impl Reactor {
         if !matches!(c.state, State::Open | State::Flushing { .. }) {
             return;
         }
-        if c.writable && !c.up_wait && !c.out.is_empty() {
+        if c.writable && !c.parked[Dir::Up.i()] && !c.out.is_empty() {
             let c = self.slots[slot].as_mut().expect("conn present");
-            let (end, n) = conn::write_out(c, &mut self.up, now);
+            let (end, n) = conn::write_out(c, &mut self.lanes[Dir::Up.i()].bucket, now);
             if n > 0 {
                 if let State::Flushing { .. } = c.state {
                     c.state = State::Flushing { progress: now };
@@ -645,9 +555,9 @@ impl Reactor {
             match end {
                 WriteEnd::Empty | WriteEnd::Blocked => {}
                 WriteEnd::Budget => self.mark(slot),
-                WriteEnd::Throttled => self.wait_up(slot, now),
+                WriteEnd::Throttled => self.wait(Dir::Up, slot, now),
                 WriteEnd::Failed(e) => {
-                    self.fail(slot, e);
+                    self.fail(slot, Close::Io(e));
                     self.deliver(m);
                     return;
                 }
@@ -683,149 +593,6 @@ impl Reactor {
             }
             m.handle_event(Instant::now(), ev);
             self.drain_actions(m);
-        }
-    }
-
-    fn apply(&mut self, a: Action) {
-        let now = Instant::now();
-        match a {
-            Action::Connect { conn, addr } => self.connect(conn, addr),
-            Action::Send { conn, msg } => {
-                let Some(c) = self.sendable(conn, "send") else { return };
-                for part in msg.to_frame_parts().into_iter().filter(|p| !p.is_empty()) {
-                    c.push_bytes(part);
-                }
-                let slot = self.ids[&conn];
-                self.mark(slot);
-            }
-            Action::SendBlock { conn, head, body } => {
-                let len = body.len();
-                let Ok(len32) = u32::try_from(len) else {
-                    log::warn!("event=send_error conn={conn} error=\"block of {len} bytes is too long\"");
-                    return;
-                };
-                let Some(c) = self.sendable(conn, "send_block") else { return };
-                c.push_bytes(Arc::new(block_frame_head(&head, len32)));
-                match body {
-                    Body::Bytes(b) => c.push_bytes(b),
-                    Body::File { file, offset, len, sendfile } => c.push_file(file, offset, len, sendfile),
-                    Body::Files { ranges, sendfile } => {
-                        for (file, offset, len) in ranges {
-                            c.push_file(file, offset, len, sendfile);
-                        }
-                    }
-                }
-                let slot = self.ids[&conn];
-                self.mark(slot);
-            }
-            Action::Close { conn } => {
-                // No event follows a close, not even one already read.
-                self.events.retain(|e| match e {
-                    Event::Accepted { conn: c, .. }
-                    | Event::Connected { conn: c }
-                    | Event::Frame { conn: c, .. }
-                    | Event::Closed { conn: c, .. } => *c != conn,
-                    Event::HookDone { .. } => true,
-                });
-                let Some(&slot) = self.ids.get(&conn) else {
-                    log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
-                    return;
-                };
-                self.close(slot, now);
-            }
-            Action::RunHook { id, dir, name, env, timeout } => {
-                let started = hooks::resolve(std::path::Path::new(&dir), &name).and_then(|p| {
-                    hooks::spawn(id, &p, &env, timeout, Instant::now()).map_err(|e| format!("hook {name}: {e}"))
-                });
-                match started {
-                    Ok(h) => {
-                        log::info!("event=hook_start id={id} hook={name}");
-                        self.hooks.push(h);
-                    }
-                    Err(tail) => {
-                        log::warn!("event=hook_refused id={id} hook={name} error=\"{tail}\"");
-                        self.events.push_back(Event::HookDone { id, exit: -1, tail });
-                    }
-                }
-            }
-            Action::SetRates { upload, download } => {
-                log::debug!("event=set_rates upload={upload} download={download}");
-                let bucket = |rate: u64, old: Option<TokenBucket>| match rate {
-                    0 => None,
-                    r if old.as_ref().is_some_and(|b| b.rate() == r) => old,
-                    r => Some(TokenBucket::new(r, TokenBucket::default_burst(r))),
-                };
-                self.up = bucket(upload, self.up.take());
-                self.down = bucket(download, self.down.take());
-                // Let everyone waiting try again under the new rates.
-                self.up_wake = Some(now);
-                self.down_wake = Some(now);
-            }
-        }
-    }
-
-    /// The connection `conn` if frames may still be queued on it.
-    fn sendable(&mut self, conn: ConnId, what: &str) -> Option<&mut Conn> {
-        let slot = self.ids.get(&conn).copied();
-        let c = slot.and_then(|s| self.slots[s].as_mut());
-        match c {
-            Some(c) if matches!(c.state, State::Open | State::Connecting { close_since: None }) => Some(c),
-            _ => {
-                log::debug!("event=action_ignored action={what} conn={conn} error=\"unknown or closed connection\"");
-                None
-            }
-        }
-    }
-
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        if self.ids.contains_key(&conn) {
-            log::debug!("event=action_ignored action=connect conn={conn} error=\"connection id in use\"");
-            return;
-        }
-        if self.finishing.is_some() {
-            return;
-        }
-        let res = TcpStream::connect(addr)
-            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
-        match res {
-            Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
-            Err(e) => {
-                log::debug!("event=conn_error conn={conn} peer={addr} error=\"connect: {e}\"");
-                self.events.push_back(Event::Closed { conn, error: format!("connect: {e}") });
-            }
-        }
-    }
-
-    /// The machine is done with `slot`: flush, then FIN; no more events.
-    fn close(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conn(slot) else { return };
-        match c.state {
-            State::Connecting { close_since: None } => {
-                if c.out.is_empty() {
-                    self.remove(slot);
-                } else {
-                    self.set_state(slot, State::Connecting { close_since: Some(now) });
-                }
-            }
-            State::Open => {
-                self.set_state(slot, State::Flushing { progress: now });
-                self.mark(slot);
-            }
-            State::Connecting { close_since: Some(_) } | State::Flushing { .. } | State::Draining { .. } => {}
-        }
-    }
-
-    /// The machine is finished: stop accepting, close every connection after its queue.
-    fn begin_finish(&mut self, now: Instant) {
-        log::debug!("event=reactor_finish conns={}", self.ids.len());
-        self.finishing = Some(now + FINISH_FLUSH);
-        self.events.clear();
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        let slots: Vec<usize> = self.ids.values().copied().collect();
-        for slot in slots {
-            self.close(slot, now);
         }
     }
 }

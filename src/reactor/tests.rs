@@ -1,11 +1,14 @@
 //! The reactor over real sockets on 127.0.0.1. Timing assertions are loose lower bounds only.
 
 use super::*;
-use crate::proto::{BlockHead, Sum};
+use crate::proto::msg::block_frame_head;
+use crate::proto::{Action, BlockHead, Body, Sum};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::net::TcpStream as StdStream;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -31,7 +34,8 @@ fn listen() -> (std::net::TcpListener, SocketAddr) {
 
 fn spawn<M: Machine + Send + 'static>(mut m: M, listener: Option<std::net::TcpListener>) -> JoinHandle<M> {
     std::thread::spawn(move || {
-        run(&mut m, listener, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+        let listeners = Listeners { peers: listener, metrics: None };
+        run(&mut m, listeners, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
         m
     })
 }
@@ -70,6 +74,8 @@ struct Script {
     /// For clients: finish once this many frames arrived (and close `client_conn`).
     want_frames: usize,
     client_conn: Option<ConnId>,
+    /// What `stats` reports.
+    stats: crate::proto::Stats,
 }
 
 impl Script {
@@ -79,11 +85,11 @@ impl Script {
             .filter_map(|(_, e)| if let Event::Frame { msg, .. } = e { Some(msg) } else { None })
             .collect()
     }
-    fn closed(&self) -> Vec<(ConnId, String)> {
+    fn closed(&self) -> Vec<(ConnId, Close)> {
         self.events
             .iter()
             .filter_map(
-                |(_, e)| if let Event::Closed { conn, error } = e { Some((*conn, error.clone())) } else { None },
+                |(_, e)| if let Event::Closed { conn, reason } = e { Some((*conn, reason.clone())) } else { None },
             )
             .collect()
     }
@@ -146,6 +152,9 @@ impl Machine for Script {
     }
     fn is_finished(&self) -> bool {
         self.finished
+    }
+    fn stats(&self) -> crate::proto::Stats {
+        self.stats
     }
 }
 
@@ -221,8 +230,51 @@ fn echo_between_two_reactors() {
     let s = server.join().unwrap();
     check_block_frames(&s.frames(), &data);
     assert_eq!(s.closed().len(), 1);
-    assert_eq!(s.closed()[0].1, "", "clean EOF");
+    assert_eq!(s.closed()[0].1, Close::Eof, "clean EOF");
     std::fs::remove_file(path).unwrap();
+}
+
+/// Ten clients that connect to the metrics port and say nothing neither delay a scrape nor
+/// stay forever.
+#[test]
+fn idle_metrics_clients_do_not_delay_a_scrape() {
+    let (l, addr) = listen();
+    let (ml, maddr) = listen();
+    let stats = crate::proto::Stats { bytes_received: 42, ..Default::default() };
+    let server = std::thread::spawn(move || {
+        let mut m = Script { finish_after_closed: 1, stats, ..Default::default() };
+        let listeners = Listeners { peers: Some(l), metrics: Some((ml, "po")) };
+        run(&mut m, listeners, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+    });
+    let mut idle: Vec<StdStream> = (0..10).map(|_| StdStream::connect(maddr).unwrap()).collect();
+    // One more sends half a request, and the rest later.
+    let mut slow = StdStream::connect(maddr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let get = |path: &str| {
+        let mut s = StdStream::connect(maddr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let t = Instant::now();
+    let r = get("/metrics");
+    assert!(t.elapsed() < Duration::from_secs(2), "the scrape took {:?}", t.elapsed());
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    assert!(r.contains("wugui_bytes_received_total{role=\"po\"} 42\n"), "{r}");
+    assert!(r.contains("wugui_rate_limit_waits_total{role=\"po\"} 0\n"), "{r}");
+    assert!(get("/").starts_with("HTTP/1.0 404"));
+    slow.write_all(b"Host: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    slow.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    // The idle ones are dropped at their deadline.
+    idle[0].set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(idle[0].read(&mut [0u8; 16]).unwrap(), 0, "an idle client is closed");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(StdStream::connect(addr).unwrap());
+    server.join().unwrap();
 }
 
 #[test]
@@ -250,8 +302,8 @@ fn garbage_closes_only_its_connection() {
     let s = server.join().unwrap();
     let closed = s.closed();
     assert_eq!(closed.len(), 2);
-    assert!(closed[0].1.contains("magic"), "error: {}", closed[0].1);
-    assert_eq!(closed[1].1, "");
+    assert!(closed[0].1.to_string().contains("magic"), "error: {}", closed[0].1);
+    assert_eq!(closed[1].1, Close::Eof);
     assert_eq!(s.frames(), vec![&Msg::Ping]);
 }
 
@@ -264,7 +316,7 @@ fn mid_frame_eof_is_an_error() {
     c.write_all(&f[..f.len() - 2]).unwrap();
     drop(c);
     let s = server.join().unwrap();
-    assert!(s.closed()[0].1.contains("inside a frame"), "{}", s.closed()[0].1);
+    assert!(s.closed()[0].1.to_string().contains("inside a frame"), "{}", s.closed()[0].1);
 }
 
 #[test]
@@ -279,7 +331,7 @@ fn failed_connect_is_a_closed_event() {
     let c = spawn(c, None).join().unwrap();
     let closed = c.closed();
     assert_eq!(closed[0].0, 3);
-    assert!(!closed[0].1.is_empty());
+    assert!(matches!(closed[0].1, Close::Connect(_)), "{:?}", closed[0].1);
 }
 
 #[test]
@@ -356,7 +408,7 @@ fn signal_stops_the_loop() {
     let h = std::thread::spawn(|| {
         let mut m = Raiser { at: Instant::now() + Duration::from_millis(20), fired: false };
         let mut seen = Vec::new();
-        run(&mut m, None, &Options::default(), &[Signal::SIGUSR2], &mut |_, s| {
+        run(&mut m, Listeners::default(), &Options::default(), &[Signal::SIGUSR2], &mut |_, s| {
             seen.push(s);
             Control::Stop
         })
@@ -501,7 +553,7 @@ fn hooks_run_off_the_loop_and_report_exit_and_output() {
         done: vec![],
         want: 4,
     };
-    run(&mut m, None, &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
+    run(&mut m, Listeners::default(), &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
     m.done.sort_by_key(|d| d.0);
     assert_eq!(m.done[0], (1, 0, "class=base1".into()));
     assert_eq!(m.done[1], (2, 7, "oops".into()));

@@ -1,0 +1,218 @@
+//! What `masterwugui` says when its transfer ends: the exit code (README, `-h`), the
+//! `transfer_end` log line, one stderr line per failed po or hook, and the summary line, last on
+//! stdout.
+
+use crate::proto::class::Publish;
+use crate::proto::master::{DryRun, Outcome, PoOutcome, TransferResult};
+
+/// Exit codes of `masterwugui`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 1;
+    pub const DENIED: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const FAILED: u8 = 4;
+    pub const HOOK: u8 = 5;
+}
+
+/// The lines to print and the code to exit with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    pub code: u8,
+    pub stderr: Vec<String>,
+    /// The summary is the last line.
+    pub stdout: Vec<String>,
+}
+
+fn hook_failed(p: &PoOutcome) -> bool {
+    p.hook.as_ref().is_some_and(|(exit, _)| *exit != 0)
+}
+
+/// The first code that applies, in the order 1, 2, 4, 3, 5, 0.
+pub fn code(r: &TransferResult) -> u8 {
+    match r {
+        TransferResult::SourceFailed(_) => exit::USAGE,
+        TransferResult::Denied(_) => exit::DENIED,
+        TransferResult::Failed(_) => exit::FAILED,
+        TransferResult::Partial(_) => exit::PARTIAL,
+        TransferResult::Ok(ran) if ran.pos.iter().any(hook_failed) => exit::HOOK,
+        TransferResult::Ok(_) | TransferResult::DryRun(_) => exit::OK,
+    }
+}
+
+/// `transfer=ID class=C result=R pos=OK/N bytes=N seconds=S rate=B/S`.
+pub fn summary_line(transfer: u64, class: &str, result: &str, pos: (usize, usize), bytes: u64, secs: f64) -> String {
+    let rate = if secs > 0.0 { (bytes as f64 / secs) as u64 } else { 0 };
+    let (ok, n) = pos;
+    format!(
+        "transfer={transfer} class={class} result={result} pos={ok}/{n} bytes={bytes} seconds={secs:.2} rate={rate}"
+    )
+}
+
+/// The report for `o`, after logging the end of the transfer.
+pub fn report(o: &Outcome) -> Report {
+    let result = o.result.name();
+    let code = code(&o.result);
+    match &o.result {
+        TransferResult::Denied(e) | TransferResult::SourceFailed(e) => {
+            log::error!("event=transfer_end class={} result={result} error=\"{e}\"", o.class);
+            let summary = summary_line(o.transfer, &o.class, result, (0, 0), 0, 0.0);
+            Report { code, stderr: vec![format!("masterwugui: {e}")], stdout: vec![summary] }
+        }
+        TransferResult::DryRun(d) => {
+            let summary = summary_line(o.transfer, &o.class, result, (0, d.pos.len()), d.bytes, 0.0);
+            log::info!("event=dry_run {summary}");
+            let mut stdout = dry_run_plan(d);
+            stdout.push(summary);
+            Report { code, stderr: Vec::new(), stdout }
+        }
+        TransferResult::Ok(r) | TransferResult::Partial(r) | TransferResult::Failed(r) => {
+            let ok = r.pos.iter().filter(|p| p.failed.is_none()).count();
+            let secs = r.elapsed.as_secs_f64();
+            let summary = summary_line(o.transfer, &o.class, result, (ok, r.pos.len()), r.bytes, secs);
+            log::info!(
+                "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
+                r.blocks,
+                r.master_blocks,
+                r.master_bytes,
+                r.master_bytes as f64 / r.bytes.max(1) as f64
+            );
+            let stderr = r.pos.iter().filter(|p| p.failed.is_some() || hook_failed(p)).map(po_line).collect();
+            Report { code, stderr, stdout: vec![summary] }
+        }
+    }
+}
+
+/// `po=ADDR result=failed|hook_failed error="..." hook_exit=N|- hook_tail="..."`.
+fn po_line(p: &PoOutcome) -> String {
+    let result = if p.failed.is_some() { "failed" } else { "hook_failed" };
+    let (exit, tail) = match &p.hook {
+        Some((exit, tail)) => (exit.to_string(), tail.as_str()),
+        None => ("-".to_string(), ""),
+    };
+    format!(
+        "po={} result={result} error=\"{}\" hook_exit={exit} hook_tail=\"{}\"",
+        p.name,
+        p.failed.as_deref().unwrap_or("").replace('"', "'"),
+        tail.replace('"', "'").replace('\n', "\\n")
+    )
+}
+
+/// What a dry run would move, and how long it would take at the class rate.
+fn dry_run_plan(d: &DryRun) -> Vec<String> {
+    let c = &d.class;
+    let mut plan = vec![format!(
+        "dry-run class={} files={} dirs={} symlinks={} bytes={} blocks={} block_size={} p2p={} verify={} publish={}",
+        c.name,
+        d.files,
+        d.dirs,
+        d.symlinks,
+        d.bytes,
+        d.blocks,
+        d.block_size,
+        if c.p2p { "on" } else { "off" },
+        c.verify,
+        if c.publish == Publish::Each { "each" } else { "together" }
+    )];
+    plan.extend(d.pos.iter().map(|p| format!("po {p} dest={}", c.dest)));
+    // The master's upload carries one copy in a swarm, one per po otherwise.
+    let copies = if c.p2p { 1 } else { (d.pos.len() as u64).max(1) };
+    let cop = if copies == 1 { "y" } else { "ies" };
+    plan.push(if c.rate_limit > 0 {
+        let secs = (d.bytes * copies) as f64 / c.rate_limit as f64;
+        format!("estimate seconds={secs:.1} at rate_limit={} bytes/s ({copies} cop{cop} from the master)", c.rate_limit)
+    } else {
+        format!("estimate: no class rate_limit; the master uploads {copies} cop{cop} of {} bytes", d.bytes)
+    });
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::master::Ran;
+    use crate::proto::ClassCfg;
+    use std::time::Duration;
+
+    fn po(name: &str, failed: Option<&str>, hook: Option<(i32, &str)>) -> PoOutcome {
+        PoOutcome { name: name.into(), failed: failed.map(Into::into), hook: hook.map(|(c, t)| (c, t.into())) }
+    }
+
+    fn ran(pos: Vec<PoOutcome>) -> Ran {
+        Ran { bytes: 3000, blocks: 3, elapsed: Duration::from_millis(1500), master_blocks: 3, master_bytes: 3000, pos }
+    }
+
+    fn outcome(result: TransferResult) -> Outcome {
+        Outcome { transfer: 7, class: "base1".into(), result }
+    }
+
+    #[test]
+    fn codes_follow_the_documented_precedence() {
+        let hook = || po("b:1", None, Some((3, "port \"busy\"\nreload failed")));
+        let failed = || po("c:1", Some("disk \"full\""), None);
+        let cases = [
+            (TransferResult::SourceFailed("no dir".into()), 1),
+            (TransferResult::Denied("refused".into()), 2),
+            (TransferResult::Failed(ran(vec![failed(), failed()])), 4),
+            (TransferResult::Partial(ran(vec![hook(), failed()])), 3),
+            (TransferResult::Ok(ran(vec![po("a:1", None, Some((0, "ok"))), hook()])), 5),
+            (TransferResult::Ok(ran(vec![po("a:1", None, None)])), 0),
+        ];
+        for (r, want) in cases {
+            assert_eq!(code(&r), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_what_masterwugui_always_printed() {
+        let r = report(&outcome(TransferResult::Partial(ran(vec![
+            po("a:1", None, Some((0, "fine"))),
+            po("b:1", None, Some((3, "port \"busy\"\nreload failed"))),
+            po("c:1", Some("disk \"full\""), None),
+        ]))));
+        assert_eq!(r.code, 3);
+        assert_eq!(r.stdout, ["transfer=7 class=base1 result=partial pos=2/3 bytes=3000 seconds=1.50 rate=2000"]);
+        assert_eq!(
+            r.stderr,
+            [
+                "po=b:1 result=hook_failed error=\"\" hook_exit=3 hook_tail=\"port 'busy'\\nreload failed\"",
+                "po=c:1 result=failed error=\"disk 'full'\" hook_exit=- hook_tail=\"\"",
+            ]
+        );
+        let r = report(&Outcome { transfer: 0, class: "x".into(), result: TransferResult::Denied("no CAC".into()) });
+        assert_eq!(r.stdout, ["transfer=0 class=x result=denied pos=0/0 bytes=0 seconds=0.00 rate=0"]);
+        assert_eq!(r.stderr, ["masterwugui: no CAC"]);
+        let r = report(&outcome(TransferResult::SourceFailed("source /x: gone".into())));
+        assert_eq!((r.code, r.stdout[0].contains("result=failed pos=0/0")), (1, true));
+    }
+
+    #[test]
+    fn a_dry_run_prints_its_plan_then_the_summary() {
+        let mut class = ClassCfg::new("base1");
+        class.set("dest", "/data").unwrap();
+        class.set("rate_limit", "1000").unwrap();
+        let d = DryRun {
+            class,
+            files: 2,
+            dirs: 1,
+            symlinks: 0,
+            bytes: 500,
+            blocks: 2,
+            block_size: 4096,
+            pos: vec!["a:1".into(), "b:1".into()],
+        };
+        let r = report(&outcome(TransferResult::DryRun(d)));
+        assert_eq!(r.code, 0);
+        assert!(r.stderr.is_empty());
+        assert!(
+            r.stdout[0].starts_with(
+                "dry-run class=base1 files=2 dirs=1 symlinks=0 bytes=500 blocks=2 block_size=4096 p2p=off verify="
+            ),
+            "{:?}",
+            r.stdout
+        );
+        assert_eq!(r.stdout[1..3], ["po a:1 dest=/data", "po b:1 dest=/data"]);
+        assert_eq!(r.stdout[3], "estimate seconds=1.0 at rate_limit=1000 bytes/s (2 copies from the master)");
+        assert_eq!(r.stdout[4], "transfer=7 class=base1 result=dry-run pos=0/2 bytes=500 seconds=0.00 rate=0");
+    }
+}

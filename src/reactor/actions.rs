@@ -1,0 +1,154 @@
+//! The machine's actions, applied to sockets: connect, queue frames, close, set rates, run
+//! hooks; and closing everything when the machine is finished.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::conn::{Conn, State};
+use super::lane::Dir;
+use super::{hooks, Reactor, FINISH_FLUSH};
+use crate::proto::msg::block_frame_head;
+use crate::proto::{Action, Body, Close, ConnId, Event};
+
+impl Reactor {
+    pub(super) fn apply(&mut self, a: Action) {
+        let now = Instant::now();
+        match a {
+            Action::Connect { conn, addr } => self.connect(conn, addr),
+            Action::Send { conn, msg } => {
+                let Some(c) = self.sendable(conn, "send") else { return };
+                for part in msg.to_frame_parts().into_iter().filter(|p| !p.is_empty()) {
+                    c.push_bytes(part);
+                }
+                let slot = self.ids[&conn];
+                self.mark(slot);
+            }
+            Action::SendBlock { conn, head, body } => {
+                let len = body.len();
+                let Ok(len32) = u32::try_from(len) else {
+                    log::warn!("event=send_error conn={conn} error=\"block of {len} bytes is too long\"");
+                    return;
+                };
+                let Some(c) = self.sendable(conn, "send_block") else { return };
+                c.push_bytes(Arc::new(block_frame_head(&head, len32)));
+                match body {
+                    Body::Bytes(b) => c.push_bytes(b),
+                    Body::File { file, offset, len, sendfile } => c.push_file(file, offset, len, sendfile),
+                    Body::Files { ranges, sendfile } => {
+                        for (file, offset, len) in ranges {
+                            c.push_file(file, offset, len, sendfile);
+                        }
+                    }
+                }
+                let slot = self.ids[&conn];
+                self.mark(slot);
+            }
+            Action::Close { conn } => {
+                // No event follows a close, not even one already read.
+                self.events.retain(|e| match e {
+                    Event::Accepted { conn: c, .. }
+                    | Event::Connected { conn: c }
+                    | Event::Frame { conn: c, .. }
+                    | Event::Closed { conn: c, .. } => *c != conn,
+                    Event::HookDone { .. } => true,
+                });
+                let Some(&slot) = self.ids.get(&conn) else {
+                    log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
+                    return;
+                };
+                self.close(slot, now);
+            }
+            Action::RunHook { id, dir, name, env, timeout } => {
+                let started = hooks::resolve(std::path::Path::new(&dir), &name).and_then(|p| {
+                    hooks::spawn(id, &p, &env, timeout, Instant::now()).map_err(|e| format!("hook {name}: {e}"))
+                });
+                match started {
+                    Ok(h) => {
+                        log::info!("event=hook_start id={id} hook={name}");
+                        self.hooks.push(h);
+                    }
+                    Err(tail) => {
+                        log::warn!("event=hook_refused id={id} hook={name} error=\"{tail}\"");
+                        self.events.push_back(Event::HookDone { id, exit: -1, tail });
+                    }
+                }
+            }
+            Action::SetRates { upload, download } => {
+                log::debug!("event=set_rates upload={upload} download={download}");
+                self.lanes[Dir::Up.i()].set_rate(upload, now);
+                self.lanes[Dir::Down.i()].set_rate(download, now);
+            }
+        }
+    }
+
+    /// The connection `conn` if frames may still be queued on it.
+    pub(super) fn sendable(&mut self, conn: ConnId, what: &str) -> Option<&mut Conn> {
+        let slot = self.ids.get(&conn).copied();
+        let c = slot.and_then(|s| self.slots[s].as_mut());
+        match c {
+            Some(c) if matches!(c.state, State::Open | State::Connecting { close_since: None }) => Some(c),
+            _ => {
+                log::debug!("event=action_ignored action={what} conn={conn} error=\"unknown or closed connection\"");
+                None
+            }
+        }
+    }
+
+    pub(super) fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        if self.ids.contains_key(&conn) {
+            log::debug!("event=action_ignored action=connect conn={conn} error=\"connection id in use\"");
+            return;
+        }
+        if self.finishing.is_some() {
+            return;
+        }
+        let res = TcpStream::connect(addr)
+            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
+        match res {
+            Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
+            Err(e) => {
+                log::debug!("event=conn_error conn={conn} peer={addr} error=\"connect: {e}\"");
+                self.events.push_back(Event::Closed { conn, reason: Close::Connect(e.to_string()) });
+            }
+        }
+    }
+
+    /// The machine is done with `slot`: flush, then FIN; no more events.
+    pub(super) fn close(&mut self, slot: usize, now: Instant) {
+        let Some(c) = self.conn(slot) else { return };
+        match c.state {
+            State::Connecting { close_since: None } => {
+                if c.out.is_empty() {
+                    self.remove(slot);
+                } else {
+                    self.set_state(slot, State::Connecting { close_since: Some(now) });
+                }
+            }
+            State::Open => {
+                self.set_state(slot, State::Flushing { progress: now });
+                self.mark(slot);
+            }
+            State::Connecting { close_since: Some(_) } | State::Flushing { .. } | State::Draining { .. } => {}
+        }
+    }
+
+    /// The machine is finished: stop accepting, close every connection after its queue.
+    pub(super) fn begin_finish(&mut self, now: Instant) {
+        log::debug!("event=reactor_finish conns={}", self.ids.len());
+        self.finishing = Some(now + FINISH_FLUSH);
+        self.events.clear();
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(x) = self.metrics.take() {
+            x.close(self.poll.registry());
+        }
+        let slots: Vec<usize> = self.ids.values().copied().collect();
+        for slot in slots {
+            self.close(slot, now);
+        }
+    }
+}
