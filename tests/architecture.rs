@@ -27,7 +27,6 @@ const CRATE_ALLOWED: [&str; 2] = ["proto", "testutil"];
 const UNSAFE_HOMES: [&str; 2] = ["src/sys/", "src/sendfile/"];
 
 #[test]
-#[ignore = "enabled once the proto purity work merges"]
 fn the_core_is_pure_and_unsafe_stays_in_the_system_call_module() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut broken = Vec::new();

@@ -6,10 +6,10 @@
 
 use super::codec::{invalid, DecodeError, Reader, Writer};
 use super::wire::MAX_NAME;
+use core::net::IpAddr;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
-use std::net::IpAddr;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -244,17 +244,15 @@ mod tests {
     use super::*;
 
     /// Prints the model's ratios for the lab's cells:
-    /// `cargo test --release --lib fluid -- --nocapture --ignored`; FLUID_HAVE_MS and
-    /// FLUID_PUSH_MS change the control latencies, FLUID_TIMELINE=1 prints rates over time.
+    /// `cargo test --release --lib fluid -- --nocapture --ignored`. The control latencies are
+    /// the constants below (the core reads no environment); `TIMELINE` prints rates over time.
     #[test]
     #[ignore]
     fn lab_cells() {
-        let ms = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(d) / 1e3;
-        let lab = |n: usize| Lab {
-            have_lat: ms("FLUID_HAVE_MS", 10.0),
-            push_lat: ms("FLUID_PUSH_MS", 20.0),
-            ..Lab::uniform(n, 93.0)
-        };
+        const HAVE_MS: f64 = 10.0;
+        const PUSH_MS: f64 = 20.0;
+        const TIMELINE: bool = false;
+        let lab = |n: usize| Lab { have_lat: HAVE_MS / 1e3, push_lat: PUSH_MS / 1e3, ..Lab::uniform(n, 93.0) };
         for n in [1usize, 4, 8, 16] {
             let lab = lab(n);
             let o = lab.run();
@@ -265,7 +263,7 @@ mod tests {
                 o.master_copies,
                 o.up_use
             );
-            if std::env::var("FLUID_TIMELINE").is_ok() {
+            if TIMELINE {
                 eprintln!("  master_end={:.3}", o.master_end / lab.ideal());
                 for (w, (m, rx, tx)) in o.timeline.iter().enumerate() {
                     eprintln!("  t={:.1} master={m:.2} po_rx={rx:.2} po_tx={tx:.2}", w as f64 * 0.5);
