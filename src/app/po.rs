@@ -83,11 +83,11 @@ impl crate::proto::Store for CorruptServe {
     ) -> Result<Vec<bool>, StoreError> {
         self.0.prepare(t, dest, m, delta)
     }
-    fn delta_candidates(&mut self, t: u64) -> Vec<u64> {
-        self.0.delta_candidates(t)
+    fn candidates(&mut self, t: u64) -> Vec<u64> {
+        self.0.candidates(t)
     }
-    fn delta_check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
-        self.0.delta_check(t, sums)
+    fn check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
+        self.0.check(t, sums)
     }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), StoreError> {
         self.0.write_block(t, b, data)

@@ -105,20 +105,22 @@ pub trait Source {
 
 /// A po's staging area. Every method names a transfer that `prepare` opened.
 pub trait Store {
-    /// Opens a staging area for `manifest` below `dest` (an absolute path), keeping blocks
-    /// staged earlier for the same manifest. With `delta`, it also takes the blocks that the
-    /// published copy in `dest` holds at the same place in files that still have the
-    /// manifest's size and mtime. Returns which blocks it holds already.
+    /// Opens a staging area for `manifest` below `dest` (an absolute path). With `delta`, it
+    /// also takes the blocks that the published copy in `dest` holds at the same place in files
+    /// that still have the manifest's size and mtime. Returns which blocks it holds already;
+    /// blocks staged by an earlier attempt are not among them (see `candidates`).
     fn prepare(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool)
         -> Result<Vec<bool>, StoreError>;
-    /// Delta, after `prepare`: missing blocks that the published copy may hold in files of
-    /// another size or mtime, to check against the master's MD5s.
-    fn delta_candidates(&mut self, _transfer: u64) -> Vec<u64> {
+    /// After `prepare`: missing blocks this po may hold already, to check against the master's
+    /// digests before they count: blocks an earlier attempt staged (whatever its resume record
+    /// says: bytes from a peer are never taken on trust twice), and with delta, blocks the
+    /// published copy may hold in files of another size or mtime.
+    fn candidates(&mut self, _transfer: u64) -> Vec<u64> {
         Vec::new()
     }
-    /// Delta: takes the listed blocks whose bytes in the published copy match their MD5.
-    /// Returns the blocks taken.
-    fn delta_check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
+    /// Takes the listed blocks whose bytes (staged, or in the published copy) match their
+    /// digest. Returns the blocks taken.
+    fn check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
     }
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError>;

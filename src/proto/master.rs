@@ -9,6 +9,7 @@
 use super::bitmap::bit;
 use super::cac::challenge_data;
 use super::class::{Publish, Verify};
+use super::failover::Failover;
 use super::msg::{Digest, PeerLink, PoStat, Reason, TransferStat};
 use super::swarm::{self, Src, Swarm};
 use super::{auth, earliest, Action, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, Stats, Sum};
@@ -166,7 +167,7 @@ struct Po {
 }
 
 enum Phase {
-    Auth { cac: usize, conn: ConnId, deadline: Instant },
+    Auth { cac: Failover, conn: ConnId, deadline: Instant },
     Transfer,
     Finished,
 }
@@ -297,7 +298,7 @@ impl MasterMachine {
             outcome: None,
             out: VecDeque::new(),
         };
-        m.ask_cac(now, 0);
+        m.ask_cac(now, Failover::first());
         m
     }
 
@@ -315,8 +316,8 @@ impl MasterMachine {
         self.next_conn
     }
 
-    fn ask_cac(&mut self, now: Instant, cac: usize) {
-        let Some(&addr) = self.settings.cacs.get(cac) else {
+    fn ask_cac(&mut self, now: Instant, cac: Failover) {
+        let Some(addr) = cac.cac(&self.settings.cacs) else {
             let n = self.settings.cacs.len();
             return self.stop_early(TransferResult::Denied(format!("no CAC reachable (tried {n})")));
         };
@@ -327,9 +328,8 @@ impl MasterMachine {
 
     fn cac_failed(&mut self, now: Instant, why: &str) {
         if let Phase::Auth { cac, conn, .. } = self.phase {
-            log::warn!("event=cac_failover role=master cac={} error=\"{why}\"", self.settings.cacs[cac]);
             self.out.push_back(Action::Close { conn });
-            self.ask_cac(now, cac + 1);
+            self.ask_cac(now, cac.next("master", &self.settings.cacs, why));
         }
     }
 

@@ -20,6 +20,7 @@ pub mod cidr;
 pub mod class;
 pub mod codec;
 pub mod disk;
+pub mod failover;
 pub mod manifest;
 pub mod master;
 pub mod msg;

@@ -9,6 +9,7 @@
 use super::auth::Token;
 use super::bitmap::bitmap;
 use super::class::Publish;
+use super::failover::Failover;
 use super::manifest::hex;
 use super::msg::{Digest, PeerLink, Reason, TransferStat};
 use super::{earliest, Action, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum};
@@ -43,7 +44,7 @@ enum ConnKind {
     /// A master's connection, once its offer is under verification or accepted.
     Master { transfer: Option<u64> },
     /// Our question to CAC number `cac` about the offer on master connection `master`.
-    Cac { master: ConnId, cac: usize },
+    Cac { master: ConnId, cac: Failover },
     /// A `wugui-stat` client.
     Stat,
     /// A neighbour in the swarm of `transfer`: po `idx`, once the token was presented.
@@ -195,8 +196,8 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// Asks CAC number `cac` (or gives up when the list is exhausted).
-    fn ask_cac(&mut self, now: Instant, master: ConnId, cac: usize) {
-        let Some(&addr) = self.settings.cacs.get(cac) else {
+    fn ask_cac(&mut self, now: Instant, master: ConnId, cac: Failover) {
+        let Some(addr) = cac.cac(&self.settings.cacs) else {
             log::error!("event=cac_unreachable role=po error=\"no CAC of {} answered\"", self.settings.cacs.len());
             return self.refuse(master, Reason::NoCac, "the po could reach no CAC to verify the token".into());
         };
@@ -215,14 +216,11 @@ impl<S: Store> PoMachine<S> {
 
     /// The CAC at `conn` failed us: try the next one.
     fn cac_failed(&mut self, now: Instant, conn: ConnId, why: &str) {
-        if let Some(Conn { kind: ConnKind::Cac { master, cac }, peer, .. }) = self.conns.remove(&conn) {
+        if let Some(Conn { kind: ConnKind::Cac { master, cac }, .. }) = self.conns.remove(&conn) {
             self.out.push_back(Action::Close { conn });
-            log::warn!(
-                "event=cac_failover role=po cac={} error=\"{why}\"",
-                peer.map(|p| p.to_string()).unwrap_or_default()
-            );
+            let next = cac.next("po", &self.settings.cacs, why);
             if self.pending.contains_key(&master) {
-                self.ask_cac(now, master, cac + 1);
+                self.ask_cac(now, master, next);
             }
         }
     }
@@ -241,7 +239,7 @@ impl<S: Store> PoMachine<S> {
             c.kind = ConnKind::Master { transfer: None };
             c.deadline = None;
         }
-        self.ask_cac(now, conn, 0);
+        self.ask_cac(now, conn, Failover::first());
     }
 
     /// The CAC vouched for the offer on `master`.
@@ -369,7 +367,7 @@ impl<S: Store> PoMachine<S> {
             },
         );
         self.set_master(master, transfer, now);
-        let mut check = self.store.delta_candidates(transfer);
+        let mut check = self.store.candidates(transfer);
         // The master's answer (24 bytes a block) must fit one frame; the rest just travels.
         check.truncate((super::wire::MAX_CONTROL as usize - 64) / 40);
         if !check.is_empty() {
@@ -392,7 +390,7 @@ impl<S: Store> PoMachine<S> {
         let asked: std::collections::HashSet<u64> = std::mem::take(&mut t.checking).into_iter().collect();
         let mut sums: Vec<(u64, Digest)> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
         sums.sort_unstable_by_key(|(b, _)| *b);
-        let taken = self.store.delta_check(transfer, &sums);
+        let taken = self.store.check(transfer, &sums);
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         for b in taken {
             t.hold(b);

@@ -201,10 +201,10 @@ mod tests {
         let (first, n) = m2.entry_blocks(same);
         assert!((first + 1..first + n - 1).all(|i| held[i as usize]));
         // Check phase: the master's MD5s for the candidates in changed files.
-        let check = store.delta_candidates(2);
+        let check = store.candidates(2);
         assert!(!check.is_empty() && check.iter().all(|&i| !held[i as usize]));
         let sums: Vec<(u64, Digest)> = check.iter().map(|&i| (i, md5[&i])).collect();
-        for i in store.delta_check(2, &sums) {
+        for i in store.check(2, &sums) {
             assert!(check.contains(&i) && !held[i as usize]);
             held[i as usize] = true;
         }

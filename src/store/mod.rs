@@ -142,11 +142,11 @@ impl Store for DiskStore {
         Ok(held)
     }
 
-    fn delta_candidates(&mut self, transfer: u64) -> Vec<u64> {
+    fn candidates(&mut self, transfer: u64) -> Vec<u64> {
         self.transfers.get_mut(&transfer).map(|t| std::mem::take(&mut t.candidates)).unwrap_or_default()
     }
 
-    fn delta_check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
+    fn check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
         t.reuse_dest(transfer, Some(sums)).0
     }
