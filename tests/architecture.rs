@@ -2,6 +2,8 @@
 //! - `src/proto/` is the pure core: it names no other layer (`crate::` only as `crate::proto`,
 //!   or `crate::testutil` in tests) and reaches for no files, sockets, clocks, randomness,
 //!   processes, environment or per-thread state. Address values come from `core::net`.
+//! - Each lower layer names only the layers below it (`LAYERS`: the system-call module names
+//!   none, so no protocol type reaches a system call).
 //! - `unsafe` lives only in the system-call module (`src/sys/`, once `src/sendfile/`).
 //!
 //! Comments and the insides of string literals do not count.
@@ -21,8 +23,15 @@ const NAMES_BANNED: [(&str, &str); 3] = [
     ("getrandom", "no randomness source in the pure core: Env brings it"),
     ("thread_local!", "no per-thread state in the pure core"),
 ];
-/// Where `crate::` may lead from `src/proto/`.
-const CRATE_ALLOWED: [&str; 2] = ["proto", "testutil"];
+/// Where `crate::` may lead from each layer (README, "Architecture"); a layer not listed (the
+/// app and the binaries) may use any. `testutil` is the unit tests' helpers.
+const LAYERS: [(&str, &[&str]); 5] = [
+    ("src/proto/", &["proto", "testutil"]),
+    ("src/sys/", &["sys", "testutil"]),
+    ("src/store/", &["store", "proto", "sys", "logging", "tree", "testutil"]),
+    ("src/tree.rs", &["tree", "store", "proto", "sys", "logging", "testutil"]),
+    ("src/reactor/", &["reactor", "proto", "sys", "logging", "metrics", "testutil"]),
+];
 /// The system-call module, by its old and its new name.
 const UNSAFE_HOMES: [&str; 2] = ["src/sys/", "src/sendfile/"];
 
@@ -65,6 +74,8 @@ fn the_checker_sees_each_rule_and_skips_comments_and_strings() {
     assert!(check("src/sys/fd.rs", "unsafe fn f() {}").is_empty());
     assert!(check("src/stage.rs", "use std::fs;\nuse crate::metrics;\n#![deny(unsafe_code)]\n").is_empty());
     assert_eq!(check("src/stage.rs", "let f = unsafe { g() };").len(), 1);
+    assert_eq!(check("src/sys/fd.rs", "use crate::proto::Sum;\nuse crate::sys::fd;").len(), 1);
+    assert_eq!(check("src/reactor/conn.rs", "use crate::app::x;\nuse crate::proto::Msg;").len(), 1);
 }
 
 /// Every broken rule in one file, as `path:line: what (rule)`.
@@ -72,12 +83,14 @@ fn check(rel: &str, text: &str) -> Vec<String> {
     let code = strip_comments_and_strings(text);
     let line_of = |at: usize| code[..at].matches('\n').count() + 1;
     let mut out = Vec::new();
-    if rel.starts_with("src/proto/") {
+    if let Some((layer, allowed)) = LAYERS.iter().find(|(l, _)| rel.starts_with(l)) {
         for (at, first) in path_heads(&code, "crate::") {
-            if !CRATE_ALLOWED.contains(&first.as_str()) {
-                out.push((at, format!("`crate::{first}`: src/proto/ names no other layer")));
+            if !allowed.contains(&first.as_str()) {
+                out.push((at, format!("`crate::{first}`: {layer} may use only {}", allowed.join(", "))));
             }
         }
+    }
+    if rel.starts_with("src/proto/") {
         for (at, first) in path_heads(&code, "std::") {
             if let Some((_, why)) = STD_BANNED.iter().find(|(m, _)| *m == first) {
                 out.push((at, format!("`std::{first}`: {why}")));
