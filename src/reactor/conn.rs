@@ -26,6 +26,9 @@ pub const STAGING: usize = 64 << 10;
 const OPS_BUDGET: usize = 64;
 /// ... and at most this many bytes, so one fast connection cannot starve the others.
 const BYTES_BUDGET: u64 = 16 << 20;
+/// Frames one read pass hands over at most (plus the rest of one staging read), so the machine's
+/// answers reach the out-queue, and `OUT_PAUSE` can stop a peer that never reads, in small steps.
+const FRAMES_BUDGET: usize = 64;
 /// Most buffers gathered into one `sendmsg`.
 const MAX_IOV: usize = 64;
 
@@ -76,6 +79,9 @@ pub struct Conn {
     /// Parked on the bucket of a direction (`Dir::i`); in that lane's waiting list.
     pub parked: [bool; 2],
     pub out: VecDeque<Out>,
+    /// Bytes of memory the out-queue holds (`Bytes` items; file ranges cost none). Reading
+    /// pauses while it is over `OUT_PAUSE`, so a peer that asks and never reads cannot grow it.
+    pub out_mem: usize,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
     scratch: Vec<u8>,
@@ -123,6 +129,7 @@ impl Conn {
             queued: false,
             parked: [false; 2],
             out: VecDeque::new(),
+            out_mem: 0,
             sendfile_ok: true,
             scratch: Vec::new(),
             head: [0; HEADER_LEN],
@@ -137,6 +144,7 @@ impl Conn {
 
     pub fn push_bytes(&mut self, buf: Arc<Vec<u8>>) {
         if !buf.is_empty() {
+            self.out_mem += buf.len();
             self.out.push_back(Out::Bytes { buf, pos: 0 });
         }
     }
@@ -220,7 +228,7 @@ pub fn read_frames(
 ) -> ReadEnd {
     let mut bytes = 0u64;
     for _ in 0..OPS_BUDGET {
-        if bytes >= BYTES_BUDGET {
+        if bytes >= BYTES_BUDGET || frames.len() >= FRAMES_BUDGET {
             return ReadEnd::Budget;
         }
         if let Some(p) = &mut c.partial {
@@ -405,7 +413,7 @@ pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (W
             Ok(n) => {
                 refund(up, granted - n as u64);
                 total += n as u64;
-                advance(&mut c.out, n);
+                c.out_mem -= advance(&mut c.out, n);
             }
             Err(e) => {
                 refund(up, granted);
@@ -424,18 +432,21 @@ pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (W
 }
 
 /// Moves the queue's cursors past `n` written bytes. A `File` item's offset was advanced by
-/// the send itself; only its `remaining` is counted down here.
-fn advance(out: &mut VecDeque<Out>, mut n: usize) {
+/// the send itself; only its `remaining` is counted down here. Returns the memory freed (the
+/// lengths of the `Bytes` items written out).
+fn advance(out: &mut VecDeque<Out>, mut n: usize) -> usize {
+    let mut freed = 0;
     while n > 0 {
-        let Some(front) = out.front_mut() else { return };
+        let Some(front) = out.front_mut() else { break };
         match front {
             Out::Bytes { buf, pos } => {
                 let left = buf.len() - *pos;
                 if n < left {
                     *pos += n;
-                    return;
+                    break;
                 }
                 n -= left;
+                freed += buf.len();
                 out.pop_front();
             }
             Out::File { remaining, .. } => {
@@ -444,10 +455,11 @@ fn advance(out: &mut VecDeque<Out>, mut n: usize) {
                 if *remaining == 0 {
                     out.pop_front();
                 }
-                return;
+                break;
             }
         }
     }
+    freed
 }
 
 #[cfg(test)]
@@ -459,10 +471,10 @@ mod tests {
         let mut q = VecDeque::new();
         q.push_back(Out::Bytes { buf: Arc::new(vec![1, 2, 3]), pos: 0 });
         q.push_back(Out::Bytes { buf: Arc::new(vec![4, 5]), pos: 0 });
-        advance(&mut q, 4);
+        assert_eq!(advance(&mut q, 4), 3);
         assert_eq!(q.len(), 1);
         assert!(matches!(q.front(), Some(Out::Bytes { pos: 1, .. })));
-        advance(&mut q, 1);
+        assert_eq!(advance(&mut q, 1), 2);
         assert!(q.is_empty());
     }
 }

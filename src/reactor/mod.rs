@@ -23,6 +23,8 @@
 //! would wake it, so the timer puts it back in the work list.
 
 mod actions;
+#[cfg(test)]
+mod backpressure_tests;
 mod bucket;
 mod conn;
 mod hooks;
@@ -64,6 +66,10 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 const FINISH_FLUSH: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// A connection stops being read while its out-queue holds this much memory, so a peer that
+/// pipelines requests and never reads the answers costs at most this (plus one answer). Above
+/// the master's 32 MiB window of in-memory blocks per po, so a transfer never pauses on it.
+pub const OUT_PAUSE: usize = 48 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -501,6 +507,10 @@ impl Reactor {
         // Read.
         match c.state {
             State::Connecting { .. } => return,
+            State::Open if c.readable && c.out_mem >= OUT_PAUSE => {
+                // The peer asks faster than it reads: read again once the queue drains.
+                log::debug!("event=read_paused conn={} queued={}", c.id, c.out_mem);
+            }
             State::Open if c.readable && !c.parked[Dir::Down.i()] => {
                 let mut frames = std::mem::take(&mut self.frames);
                 let c = self.slots[slot].as_mut().expect("conn present");
@@ -546,7 +556,12 @@ impl Reactor {
         }
         if c.writable && !c.parked[Dir::Up.i()] && !c.out.is_empty() {
             let c = self.slots[slot].as_mut().expect("conn present");
+            let paused = c.out_mem >= OUT_PAUSE;
             let (end, n) = conn::write_out(c, &mut self.lanes[Dir::Up.i()].bucket, now);
+            if paused && c.out_mem < OUT_PAUSE && c.readable {
+                self.mark(slot); // reading resumes
+            }
+            let Some(c) = self.conn(slot) else { return };
             if n > 0 {
                 if let State::Flushing { .. } = c.state {
                     c.state = State::Flushing { progress: now };
