@@ -16,6 +16,15 @@ use super::wire::{MAX_ENTRIES, MAX_NAME, MAX_PATH};
 
 /// Most data extents a sparse file may list.
 pub const MAX_EXTENTS: usize = 4096;
+/// Blocks one transfer may have (4 Mi: 100 GB at a 32 KiB block). Per-block state on a po and
+/// the master is sized by this, so a manifest over it is refused before anything is allocated;
+/// a larger tree needs a larger `block_size`.
+pub const MAX_BLOCKS: u64 = 1 << 22;
+/// Decoded path bytes per received manifest byte, at most. Front coding makes a path cheap on the
+/// wire; without a bound, 9 bytes could claim a 4 KiB path, and 0.4 MB of frame 400 MB of heap.
+const MAX_PATH_EXPANSION: usize = 64;
+/// Decoded path bytes any manifest may have on top of that.
+const PATH_FLOOR: usize = 16 << 20;
 use md5::{Digest, Md5};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +139,11 @@ impl Manifest {
             }
         }
         let blocks = bytes.div_ceil(block_size as u64);
+        if blocks > MAX_BLOCKS {
+            return Err(format!(
+                "{blocks} blocks of {block_size} bytes, over the {MAX_BLOCKS} a transfer may have: raise block_size"
+            ));
+        }
         Ok(Manifest { block_size, entries, starts, blocks, bytes })
     }
 
@@ -266,12 +280,18 @@ impl Manifest {
         let n = r.count(MAX_ENTRIES, 6, "manifest entries")?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
         let mut prev_mtime = 0i64;
+        let mut path_bytes = 0usize;
+        let path_budget = buf.len().saturating_mul(MAX_PATH_EXPANSION).saturating_add(PATH_FLOOR);
         for _ in 0..n {
             let shared = r.var("path prefix")? as usize;
             let rest = r.var("path length")? as usize;
             let prev = entries.last().map_or("", |e| e.path.as_str());
             if shared > prev.len() || shared.saturating_add(rest) > MAX_PATH {
                 return Err(invalid("manifest path", "bad prefix or length"));
+            }
+            path_bytes += shared + rest;
+            if path_bytes > path_budget {
+                return Err(invalid("manifest paths", "decode to far more than was sent"));
             }
             let mut path = prev.as_bytes()[..shared].to_vec();
             path.extend_from_slice(r.take(rest, "manifest path")?);
@@ -432,7 +452,7 @@ mod tests {
     #[test]
     fn the_wire_form_is_compact_and_checked() {
         // Shared prefixes cut inside a multi-byte character, mtimes before 1970 and far apart.
-        let mut es = vec![e("d", Kind::Dir), e("d/é1", Kind::File { size: 1 << 40 })];
+        let mut es = vec![e("d", Kind::Dir), e("d/é1", Kind::File { size: 1 << 33 })];
         es.push(Entry { mtime: -5, mtime_nsec: 999_999_999, ..e("d/é2", Kind::File { size: 0 }) });
         es.push(Entry { mtime: i64::MAX, ..e("d/ê", Kind::Symlink { target: "é1".into() }) });
         es.push(Entry { mtime: i64::MIN, ..e("d/ë", Kind::Dir) });
@@ -482,6 +502,51 @@ mod tests {
         w.raw(b"x");
         w.raw(&good[8 + 4..]);
         assert!(Manifest::decode(&w.buf).is_err());
+    }
+
+    #[test]
+    fn decoding_costs_what_was_sent_and_blocks_are_capped() {
+        // 2^62 bytes of file would be 2^50 blocks of per-block state: refused, not allocated.
+        let huge = vec![e("f", Kind::File { size: 1 << 62 })];
+        let err = Manifest::new(4096, huge.clone()).unwrap_err();
+        assert!(err.contains("raise block_size"), "{err}");
+        let mut w = Writer::new();
+        w.u32(4096);
+        w.u32(1);
+        w.raw(&Manifest { block_size: 4096, entries: huge, starts: vec![(0, 0)], blocks: 0, bytes: 0 }.encode()[8..]);
+        assert!(Manifest::decode(&w.buf).is_err());
+        assert!(Manifest::new(4096, vec![e("f", Kind::File { size: MAX_BLOCKS * 4096 })]).is_ok());
+        // Each entry shares a long prefix with the one before and adds a byte: 4 bytes on the
+        // wire claim ever longer paths. The decoder stops at MAX_PATH_EXPANSION times the frame.
+        let mut es = Vec::new();
+        let mut long = String::new();
+        for c in ["d", "e", "f", "g", "h"] {
+            long = if long.is_empty() { c.repeat(200) } else { format!("{long}/{}", c.repeat(200)) };
+            es.push(e(&long, Kind::Dir));
+        }
+        for k in 0..2_000u32 {
+            es.push(e(&format!("{long}/{k:05}"), Kind::File { size: 0 }));
+        }
+        let mut w = Writer::new();
+        w.u32(4096);
+        w.u32(20_000);
+        for k in 0..20_000u32 {
+            w.var(if k == 0 { 0 } else { (MAX_PATH - 2) as u64 });
+            w.var(if k == 0 { (MAX_PATH - 1) as u64 } else { 1 });
+            if k == 0 {
+                w.raw(&vec![b'a'; MAX_PATH - 1]);
+            } else {
+                w.raw(b"b");
+            }
+            w.var(0o755);
+            w.var(0);
+            w.var(0);
+            w.u8(0);
+        }
+        let err = Manifest::decode(&w.buf).unwrap_err().to_string();
+        assert!(err.contains("far more than was sent"), "{err}");
+        let ok = Manifest::new(4096, es).unwrap();
+        assert!(Manifest::decode(&ok.encode()).is_ok(), "a real tree of long paths still decodes");
     }
 
     #[test]
