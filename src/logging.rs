@@ -111,22 +111,38 @@ fn open_append(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display())))
 }
 
-/// `TIMESTAMP LEVEL MESSAGE\n`, with any newline in the message escaped.
+/// `TIMESTAMP LEVEL MESSAGE\n`, with every control character in the message escaped (`\n`,
+/// `\r`, `\t`, others as `\xNN`): text a peer sent can neither start a forged log line nor
+/// send escape sequences to a terminal that tails the log.
 pub fn format_line(t: SystemTime, level: Level, msg: &str) -> String {
     let mut line = String::with_capacity(32 + msg.len());
     line.push_str(&format_timestamp(t));
     line.push(' ');
     line.push_str(level.as_str());
     line.push(' ');
-    for c in msg.chars() {
-        match c {
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            c => line.push(c),
-        }
-    }
+    push_printable(&mut line, msg);
     line.push('\n');
     line
+}
+
+/// `s` with every control character escaped (`\n`, `\r`, `\t`, others as `\xNN`), for text
+/// from the network on its way to a log, stderr or a terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_printable(&mut out, s);
+    out
+}
+
+fn push_printable(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
 }
 
 /// `2026-11-26T06:21:03.123Z`: UTC with milliseconds. Times before 1970 print as the epoch.
@@ -305,6 +321,11 @@ mod tests {
             "2026-11-26T06:21:03.123Z INFO event=x a=1\n"
         );
         assert_eq!(format_line(UNIX_EPOCH, Level::Warn, "a\nb"), "1970-01-01T00:00:00.000Z WARN a\\nb\n");
+        let hostile = "x\x1b[2J\u{9b}31m\tz\0";
+        assert_eq!(
+            format_line(UNIX_EPOCH, Level::Warn, hostile),
+            "1970-01-01T00:00:00.000Z WARN x\\x1b[2J\\x9b31m\\tz\\x00\n"
+        );
         assert_eq!(format_line(UNIX_EPOCH, Level::Error, ""), "1970-01-01T00:00:00.000Z ERROR \n");
     }
 

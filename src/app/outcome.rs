@@ -2,6 +2,7 @@
 //! `transfer_end` log line, one stderr line per failed po or hook, and the summary line, last on
 //! stdout.
 
+use crate::logging::printable;
 use crate::proto::class::Publish;
 use crate::proto::master::{DryRun, Outcome, PoOutcome, TransferResult};
 
@@ -83,7 +84,9 @@ pub fn report(o: &Outcome) -> Report {
     }
 }
 
-/// `po=ADDR result=failed|hook_failed error="..." hook_exit=N|- hook_tail="..."`.
+/// `po=ADDR result=failed|hook_failed error="..." hook_exit=N|- hook_tail="..."`. The error and
+/// the tail come from the po: quotes become `'` and control characters are escaped, so a line
+/// stays one line and a terminal shows text only.
 fn po_line(p: &PoOutcome) -> String {
     let result = if p.failed.is_some() { "failed" } else { "hook_failed" };
     let (exit, tail) = match &p.hook {
@@ -93,8 +96,8 @@ fn po_line(p: &PoOutcome) -> String {
     format!(
         "po={} result={result} error=\"{}\" hook_exit={exit} hook_tail=\"{}\"",
         p.name,
-        p.failed.as_deref().unwrap_or("").replace('"', "'"),
-        tail.replace('"', "'").replace('\n', "\\n")
+        printable(&p.failed.as_deref().unwrap_or("").replace('"', "'")),
+        printable(&tail.replace('"', "'"))
     )
 }
 
@@ -168,7 +171,7 @@ mod tests {
         let r = report(&outcome(TransferResult::Partial(ran(vec![
             po("a:1", None, Some((0, "fine"))),
             po("b:1", None, Some((3, "port \"busy\"\nreload failed"))),
-            po("c:1", Some("disk \"full\""), None),
+            po("c:1", Some("disk \"full\"\x1b[2J"), None),
         ]))));
         assert_eq!(r.code, 3);
         assert_eq!(r.stdout, ["transfer=7 class=base1 result=partial pos=2/3 bytes=3000 seconds=1.50 rate=2000"]);
@@ -176,7 +179,7 @@ mod tests {
             r.stderr,
             [
                 "po=b:1 result=hook_failed error=\"\" hook_exit=3 hook_tail=\"port 'busy'\\nreload failed\"",
-                "po=c:1 result=failed error=\"disk 'full'\" hook_exit=- hook_tail=\"\"",
+                "po=c:1 result=failed error=\"disk 'full'\\x1b[2J\" hook_exit=- hook_tail=\"\"",
             ]
         );
         let r = report(&Outcome { transfer: 0, class: "x".into(), result: TransferResult::Denied("no CAC".into()) });

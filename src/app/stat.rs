@@ -23,7 +23,9 @@ pub fn query(addr: &str) -> Result<Vec<TransferStat>, String> {
     s.read_exact(&mut body).map_err(|e| format!("{addr}: {e}"))?;
     match Msg::decode(h.ty, Payload::from_vec(body)).map_err(|e| format!("{addr}: {e}"))? {
         Msg::StatReply { transfers } => Ok(transfers),
-        Msg::Denied { reason, text } => Err(format!("{addr} refused ({}): {text}", reason.name())),
+        Msg::Denied { reason, text } => {
+            Err(format!("{addr} refused ({}): {}", reason.name(), crate::logging::printable(&text)))
+        }
         other => Err(format!("{addr}: unexpected {:?}", other.ty())),
     }
 }
@@ -34,7 +36,7 @@ fn json_str(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_control() => o.push_str(&format!("\\u{:04x}", c as u32)),
             c => o.push(c),
         }
     }
@@ -83,6 +85,7 @@ pub fn to_table(ts: &[TransferStat]) -> String {
         "{:<20} {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
         "TRANSFER", "CLASS", "STATE", "PCT", "DONE/TOTAL", "RATE", "ETA", "AGE", "MASTER"
     );
+    use crate::logging::printable as p;
     for t in ts {
         let n = t.pos.len().max(1) as u64;
         let want = t.total * n;
@@ -91,19 +94,19 @@ pub fn to_table(ts: &[TransferStat]) -> String {
         o += &format!(
             "{:<20} {:<12} {:<11} {:>4}% {:>17} {:>7}/s {:>7} {:>5}s  {}\n",
             t.transfer,
-            t.class,
-            t.state,
+            p(&t.class),
+            p(&t.state),
             pct,
             format!("{}/{}", human(t.done), human(want)),
             human(t.rate),
             eta,
             t.elapsed_ms / 1000,
-            t.master
+            p(&t.master)
         );
-        for p in &t.pos {
-            let pp = (p.bytes.min(t.total) * 100).checked_div(t.total).unwrap_or(100);
-            let err = if p.error.is_empty() { String::new() } else { format!("  error={}", p.error) };
-            o += &format!("    po {:<24} {:<11} {:>4}% {:>9}{err}\n", p.addr, p.state, pp, human(p.bytes));
+        for po in &t.pos {
+            let pp = (po.bytes.min(t.total) * 100).checked_div(t.total).unwrap_or(100);
+            let err = if po.error.is_empty() { String::new() } else { format!("  error={}", p(&po.error)) };
+            o += &format!("    po {:<24} {:<11} {:>4}% {:>9}{err}\n", p(&po.addr), p(&po.state), pp, human(po.bytes));
         }
     }
     if ts.is_empty() {
@@ -149,5 +152,31 @@ pub fn main() -> ExitCode {
         print!("\x1b[H\x1b[2J{addr}  every {interval}s\n\n{out}");
         let _ = std::io::stdout().flush();
         std::thread::sleep(Duration::from_secs_f64(interval));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::msg::PoStat;
+
+    /// Whatever a master or a po reported reaches the terminal with its control characters
+    /// escaped: no escape sequence, no line of its own.
+    #[test]
+    fn reported_text_cannot_drive_the_terminal() {
+        let evil = "a\x1b[2J\u{9b}1m\nb\"c";
+        let t = TransferStat {
+            transfer: 1,
+            class: evil.into(),
+            master: evil.into(),
+            state: evil.into(),
+            total: 10,
+            pos: vec![PoStat { addr: evil.into(), state: evil.into(), bytes: 5, error: evil.into() }],
+            ..Default::default()
+        };
+        for out in [to_table(std::slice::from_ref(&t)), to_json(&[t])] {
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+            assert!(!out.contains("\nb"), "{out:?}");
+        }
     }
 }
