@@ -111,7 +111,7 @@ impl Staged {
             bytes += b.len as u64;
         }
         if stopped {
-            log::warn!("event=resume_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
+            log::warn!("event=stage_check_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         if checked > 0 {
             // `held=` counts what the earlier attempt left that is good, of all blocks.
