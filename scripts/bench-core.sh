@@ -12,6 +12,10 @@
 #   verify_none  wugui, verify = none,  sendfile = on; target >= 0.70 of raw_pair
 #   verify_crc32 wugui, verify = crc32, sendfile = on; target >= 0.65 of raw_pair
 #   verify_md5   wugui, verify = md5,   sendfile = on; target >= 0.65 of md5sum
+#   b3sum        single-core `b3sum --num-threads 1 FILE` on the warm file, when b3sum is installed
+#   verify_blake3  wugui, verify = blake3, sendfile = on (the digest every peer block is checked
+#                against with p2p = on); target >= 0.65 of b3sum, or info only (ratio to raw_pair)
+#                without b3sum
 #   rate_limit   wugui, rate_limit = 10M over 64 MiB; achieved bytes/seconds within +-3% of 10 MiB/s
 #   po_rss_anon  the po's peak RssAnon (sampled every ~50 ms) while receiving SIZE_MB; <= 48 MiB
 # Each throughput is the BEST of RUNS repetitions (median also printed; the wugui cases run in a
@@ -61,7 +65,7 @@ cluster_key "$work/cluster.key"
 read -r cac_port po_port <<< "$(free_ports 2)"
 cac_conf "$work/cac.conf" "127.0.0.1:$cac_port" "$work/cluster.key" "$work/cac.log"
 {
-    for v in none crc32 md5; do
+    for v in none crc32 md5 blake3; do
         cat <<CONF
 
 [class verify_$v]
@@ -169,9 +173,10 @@ run_wugui() {
 best() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-raw_rates="" rawf_rates="" md5_rates=""
+raw_rates="" rawf_rates="" md5_rates="" b3_rates=""
+b3sum=$(command -v b3sum || true)
 declare -A rates wall_rates cpu_m cpu_p rss
-for v in none crc32 md5; do rates[$v]="" wall_rates[$v]="" cpu_m[$v]="" cpu_p[$v]="" rss[$v]=0; done
+for v in none crc32 md5 blake3; do rates[$v]="" wall_rates[$v]="" cpu_m[$v]="" cpu_p[$v]="" rss[$v]=0; done
 raw_cpu=""
 
 for i in $(seq 1 "$runs"); do
@@ -200,10 +205,20 @@ for i in $(seq 1 "$runs"); do
     md5_rates+=" $r"
     log "run case=md5sum rep=$i seconds=$(calc "$t1 - $t0") rate_mib_s=$(mib "$r")"
 
+    if [ -n "$b3sum" ]; then
+        warm "$src_file"
+        t0=$(now)
+        "$b3sum" --num-threads 1 "$src_file" > /dev/null
+        t1=$(now)
+        r=$(calc "$size_bytes / ($t1 - $t0)")
+        b3_rates+=" $r"
+        log "run case=b3sum rep=$i seconds=$(calc "$t1 - $t0") rate_mib_s=$(mib "$r")"
+    fi
+
     # rotate the order each repetition so no case always runs right after the raw pairs
-    order=(none crc32 md5)
-    for k in 0 1 2; do
-        v=${order[$(((k + i - 1) % 3))]}
+    order=(none crc32 md5 blake3)
+    for k in 0 1 2 3; do
+        v=${order[$(((k + i - 1) % 4))]}
         warm "$src_file"
         run_wugui "verify_$v" "$work/src" "$v-$i"
         rates[$v]+=" $R_RATE"
@@ -220,16 +235,25 @@ echo "case=raw_pair size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$raw_best") m
 rawf_best=$(best <<< "$rawf_rates")
 echo "case=raw_pair_fsync size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$rawf_best") median_mib_s=$(mib "$(median <<< "$rawf_rates")")"
 echo "case=md5sum size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$md5_best") median_mib_s=$(mib "$(median <<< "$md5_rates")")"
-for v in none crc32 md5; do
+if [ -n "$b3sum" ]; then
+    b3_best=$(best <<< "$b3_rates")
+    echo "case=b3sum size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$b3_best") median_mib_s=$(mib "$(median <<< "$b3_rates")")"
+fi
+for v in none crc32 md5 blake3; do
     b=$(best <<< "${rates[$v]}")
     wb=$(best <<< "${wall_rates[$v]}")
-    if [ "$v" = md5 ]; then base=$md5_best bname=md5sum target=0.65; else base=$raw_best bname=raw target=0.70; fi
-    [ "$v" = crc32 ] && target=0.65
+    case $v in
+        md5) base=$md5_best bname=md5sum target=0.65 ;;
+        blake3) if [ -n "$b3sum" ]; then base=$b3_best bname=b3sum target=0.65; else base=$raw_best bname=raw target=info; fi ;;
+        crc32) base=$raw_best bname=raw target=0.65 ;;
+        *) base=$raw_best bname=raw target=0.70 ;;
+    esac
     ratio=$(calc "sprintf(\"%.3f\", $b / $base)")
     wratio=$(calc "sprintf(\"%.3f\", $wb / $base)")
-    pass=$(calc "($ratio >= $target) ? 1 : 0")
+    pass=info
+    [ "$target" != info ] && pass=$(calc "($ratio >= $target) ? 1 : 0")
     extra=""
-    [ "$v" != md5 ] && extra=" ratio_vs_raw_fsync=$(calc "sprintf(\"%.3f\", $b / $rawf_best)")"
+    [ "$bname" = raw ] && extra=" ratio_vs_raw_fsync=$(calc "sprintf(\"%.3f\", $b / $rawf_best)")"
     echo "case=verify_$v size_mib=$size_mb runs=$runs rate_mib_s=$(mib "$b") median_mib_s=$(mib "$(median <<< "${rates[$v]}")") wall_rate_mib_s=$(mib "$wb") ratio_vs_$bname=$ratio wall_ratio_vs_$bname=$wratio target=$target pass=$pass$extra cpu_master=$(median <<< "${cpu_m[$v]}") cpu_po=$(median <<< "${cpu_p[$v]}")"
 done
 
@@ -240,7 +264,7 @@ pass=$(calc "($err <= 3 && $err >= -3) ? 1 : 0")
 echo "case=rate_limit size_mib=$rl_mb limit=$want achieved=$R_RATE seconds=$R_SECS wall_achieved=$(calc "sprintf(\"%.0f\", $R_WALL_RATE)") error_pct=$err target_pct=3 pass=$pass"
 
 peak=0
-for v in none crc32 md5; do [ "${rss[$v]}" -gt "$peak" ] && peak=${rss[$v]}; done
+for v in none crc32 md5 blake3; do [ "${rss[$v]}" -gt "$peak" ] && peak=${rss[$v]}; done
 peak_mib=$(calc "sprintf(\"%.1f\", $peak / 1024)")
 pass=$(calc "($peak_mib <= 48) ? 1 : 0")
-echo "case=po_rss_anon size_mib=$size_mb peak_mib=$peak_mib none_mib=$(calc "sprintf(\"%.1f\", ${rss[none]} / 1024)") crc32_mib=$(calc "sprintf(\"%.1f\", ${rss[crc32]} / 1024)") md5_mib=$(calc "sprintf(\"%.1f\", ${rss[md5]} / 1024)") target=48 pass=$pass"
+echo "case=po_rss_anon size_mib=$size_mb peak_mib=$peak_mib none_mib=$(calc "sprintf(\"%.1f\", ${rss[none]} / 1024)") crc32_mib=$(calc "sprintf(\"%.1f\", ${rss[crc32]} / 1024)") md5_mib=$(calc "sprintf(\"%.1f\", ${rss[md5]} / 1024)") blake3_mib=$(calc "sprintf(\"%.1f\", ${rss[blake3]} / 1024)") target=48 pass=$pass"

@@ -80,7 +80,7 @@ const MIN_HOLE: u64 = 64 << 10;
 
 /// The data extents of a file with holes (SEEK_DATA/SEEK_HOLE), or `None` when it has no
 /// useful holes or the filesystem cannot say.
-fn data_extents(f: &File, size: u64) -> Option<Vec<(u64, u64)>> {
+pub(crate) fn data_extents(f: &File, size: u64) -> Option<Vec<(u64, u64)>> {
     use nix::unistd::{lseek, Whence};
     let fd = std::os::fd::AsRawFd::as_raw_fd(f);
     let mut ext: Vec<(u64, u64)> = Vec::new();

@@ -19,9 +19,10 @@ use crate::proto::manifest::Kind;
 use crate::proto::msg::Digest;
 use crate::proto::Segment;
 
-/// Incremental transfer stops reading the old copy after this long and fetches the rest, so
-/// that the master, waiting for the po's answer to its offer, does not give up on it.
-const REUSE_BUDGET: Duration = Duration::from_secs(30);
+/// Reuse of what this host holds (the published copy, an earlier stage) stops reading after
+/// this long a phase and fetches the rest, so that the master, waiting for the po's answer to
+/// its offer, does not give up on it.
+pub const REUSE_BUDGET: Duration = Duration::from_secs(30);
 
 /// A file of the published copy, for incremental transfer: open, and whether its size and
 /// mtime equal the manifest's (then it is taken as unchanged without hashing, as rsync does).
@@ -77,8 +78,14 @@ impl Staged {
     /// with `sums` None, takes every missing block whose files are unchanged by size and
     /// mtime and returns the blocks the copy may hold in changed files (to check); with
     /// `sums`, takes those of the listed blocks whose bytes match their digest. Taken blocks
-    /// are copied into the stage and never travel. Returns (taken, to check).
-    pub fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, Digest)]>) -> (Vec<u64>, Vec<u64>) {
+    /// are copied into the stage and never travel. Reading stops at `until`. Returns (taken,
+    /// to check).
+    pub fn reuse_dest(
+        &mut self,
+        transfer: u64,
+        sums: Option<&[(u64, Digest)]>,
+        until: Instant,
+    ) -> (Vec<u64>, Vec<u64>) {
         let started = Instant::now();
         let (mut bytes, mut hashed) = (0u64, 0u64);
         let mut old = OldFiles(HashMap::new());
@@ -91,7 +98,7 @@ impl Staged {
         let mut stopped = false;
         for (i, want) in todo {
             let Some(b) = self.manifest.block(i).filter(|_| !self.held[i as usize]) else { continue };
-            if started.elapsed() > REUSE_BUDGET {
+            if Instant::now() > until {
                 stopped = true;
                 break;
             }
@@ -180,13 +187,13 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("evil.bin"), dest.join("evil.bin")).unwrap();
         let m2 = walk(&src, &[], 4096).unwrap().manifest;
         let mut fs = FsSource::new(src.clone(), &m2);
-        let mut md5 = HashMap::new();
+        let mut sums_of = HashMap::new();
         let mut want = Vec::new();
         for i in 0..m2.blocks() {
             let b = m2.block(i).unwrap();
             let (body, sum) = fs.block(&b, Verify::Blake3, false).unwrap();
             let crate::proto::Sum::Blake3(d) = sum else { panic!("blake3") };
-            md5.insert(i, d);
+            sums_of.insert(i, d);
             // The oracle: every piece of the block is at the same place in a version 1 file.
             let data = body_bytes(&body).unwrap();
             want.push(m2.segments(&b).iter().all(|s| {
@@ -200,10 +207,10 @@ mod tests {
         let same = m2.entries().iter().position(|e| e.path == "same.bin").unwrap() as u32;
         let (first, n) = m2.entry_blocks(same);
         assert!((first + 1..first + n - 1).all(|i| held[i as usize]));
-        // Check phase: the master's MD5s for the candidates in changed files.
+        // Check phase: the master's digests for the candidates in changed files.
         let check = store.candidates(2);
         assert!(!check.is_empty() && check.iter().all(|&i| !held[i as usize]));
-        let sums: Vec<(u64, Digest)> = check.iter().map(|&i| (i, md5[&i])).collect();
+        let sums: Vec<(u64, Digest)> = check.iter().map(|&i| (i, sums_of[&i])).collect();
         for i in store.check(2, &sums) {
             assert!(check.contains(&i) && !held[i as usize]);
             held[i as usize] = true;

@@ -13,8 +13,8 @@
 //!
 //! The files: [`at`] the path-safe `*at` calls, [`staged`] one transfer's stage and its
 //! writes, [`delta`] reuse of the published copy, [`publish`] seal/publish/mirror,
-//! [`resume`] the record of held blocks, [`files`] block bodies read back from files (shared
-//! with the master's `tree::FsSource`).
+//! [`resume`] what an earlier attempt staged (its record, and its blocks checked again),
+//! [`files`] block bodies read back from files (shared with the master's `tree::FsSource`).
 
 pub mod at;
 pub mod delta;
@@ -31,6 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nix::fcntl::OFlag;
 
@@ -38,6 +39,7 @@ use crate::logging::kv_quote;
 use crate::proto::manifest::hex;
 use crate::proto::msg::Digest;
 use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
+use delta::REUSE_BUDGET;
 use staged::Staged;
 
 /// The prefix of every stage folder's name.
@@ -116,10 +118,10 @@ impl Store for DiskStore {
         manifest: &Manifest,
         delta: bool,
     ) -> Result<Vec<bool>, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         self.transfers.remove(&transfer);
         let stage = stage_name(manifest);
-        let (dest_fd, stage_fd) = staged::open_stage(dest, &stage, manifest)?;
+        let (dest_fd, stage_fd, reopened) = staged::open_stage(dest, &stage, manifest)?;
         log::info!(
             "event=stage_prepared transfer={transfer} entries={} ms={}",
             manifest.entries().len(),
@@ -133,22 +135,38 @@ impl Store for DiskStore {
         }
         let record = resume::record_path(&self.state_dir, &stage);
         let dest = (PathBuf::from(dest), dest_fd);
-        let mut t = Staged::new(transfer, dest, (stage, stage_fd), manifest, record, self.sync);
+        let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
         if delta && t.missing > 0 {
-            t.candidates = t.reuse_dest(transfer, None).1;
+            t.reusable = t.reuse_dest(transfer, None, Instant::now() + REUSE_BUDGET).1;
         }
+        t.find_restaged(transfer);
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
         Ok(held)
     }
 
+    /// The staged blocks first (the likelier to be whole), then the delta ones not among them.
     fn candidates(&mut self, transfer: u64) -> Vec<u64> {
-        self.transfers.get_mut(&transfer).map(|t| std::mem::take(&mut t.candidates)).unwrap_or_default()
+        let Some(t) = self.transfers.get(&transfer) else { return Vec::new() };
+        let delta = t.reusable.iter().filter(|i| t.restaged.binary_search(i).is_err());
+        t.restaged.iter().chain(delta).copied().collect()
     }
 
+    /// The stage first; a block it does not hold whole may still be in the published copy.
+    /// Both share one time budget.
     fn check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
-        t.reuse_dest(transfer, Some(sums)).0
+        let until = Instant::now() + REUSE_BUDGET;
+        let mut taken = t.verify_restaged(transfer, sums, until);
+        let rest: Vec<(u64, Digest)> = sums
+            .iter()
+            .filter(|(i, _)| t.reusable.binary_search(i).is_ok() && t.held.get(*i as usize) == Some(&false))
+            .copied()
+            .collect();
+        if !rest.is_empty() {
+            taken.extend(t.reuse_dest(transfer, Some(&rest), until).0);
+        }
+        taken
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {

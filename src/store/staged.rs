@@ -12,11 +12,10 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::at::{
-    chmod_dir_at, create_file_at, dir_flags, ensure_dir_at, mtime, open_dir_path, open_file_path, open_parent,
-    set_attrs, split, Cursor,
+    chmod_dir_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_dir_path, open_file_path,
+    open_parent, set_attrs, split, Cursor,
 };
 use super::files::OpenFiles;
-use super::resume::read_record;
 use crate::logging::kv_quote;
 use crate::proto::manifest::Kind;
 use crate::proto::{Manifest, Segment, StoreError};
@@ -30,6 +29,8 @@ pub struct Staged {
     pub dest_fd: OwnedFd,
     pub stage: String,
     pub stage_fd: OwnedFd,
+    /// The stage folder was there before: its files may hold bytes of an earlier attempt.
+    pub reopened: bool,
     pub manifest: Manifest,
     pub held: Vec<bool>,
     pub missing: u64,
@@ -41,8 +42,10 @@ pub struct Staged {
     /// Staged files open for writing.
     pub open: OpenFiles<File>,
     pub sealed: bool,
-    /// Delta: blocks the published copy may hold in changed files, to check.
-    pub candidates: Vec<u64>,
+    /// Blocks an earlier attempt may have staged, to check (sorted).
+    pub restaged: Vec<u64>,
+    /// Delta: blocks the published copy may hold in changed files, to check (sorted).
+    pub reusable: Vec<u64>,
     /// Per entry: bytes of a dense file still to write (`u64::MAX`: not tracked), and
     /// whether its mode and mtime are final already. A file is finished as its last bytes
     /// land, so that seal does not visit 20,000 small files again at the end.
@@ -51,8 +54,9 @@ pub struct Staged {
 }
 
 /// Opens (creating what is missing) the dest and, inside it, the stage folder `stage` with
-/// the manifest's directories. Returns the descriptors of both.
-pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(OwnedFd, OwnedFd), StoreError> {
+/// the manifest's directories. Returns the descriptors of both, and whether the stage folder
+/// was there already (an earlier attempt may have left blocks in it).
+pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(OwnedFd, OwnedFd, bool), StoreError> {
     let dest_path = Path::new(dest);
     if !dest_path.is_absolute() {
         return Err(StoreError::Refused(format!("dest {dest:?} is not an absolute path")));
@@ -65,9 +69,11 @@ pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(Owned
         .open(dest_path)
         .map(OwnedFd::from)
         .map_err(dest_err)?;
+    let stage_err = |e: io::Error| StoreError::io(format!("stage {dest}/{stage}"), &e);
+    let found = lstat_at(dest_fd.as_fd(), stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
     let stage_fd = ensure_dir_at(dest_fd.as_fd(), stage, 0o700)
         .and_then(|()| openat(dest_fd.as_fd(), stage, dir_flags(), Mode::empty()))
-        .map_err(|e| StoreError::io(format!("stage {dest}/{stage}"), &e))?;
+        .map_err(stage_err)?;
     let mut cur = Cursor::new(stage_fd.as_fd());
     for e in manifest.entries() {
         let (parent, name) = split(&e.path);
@@ -79,33 +85,29 @@ pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(Owned
         made.map_err(|err| StoreError::io(format!("stage {}", e.path), &err))?;
     }
     drop(cur);
-    Ok((dest_fd, stage_fd))
+    Ok((dest_fd, stage_fd, found))
 }
 
 impl Staged {
-    /// A transfer of `manifest` staged in `stage_fd`, holding what the resume record says
-    /// and every block that is wholly a hole.
+    /// A transfer of `manifest` staged in `stage_fd`, holding every block that is wholly a
+    /// hole. What an earlier attempt staged counts only once checked (`resume`).
     pub fn new(
-        transfer: u64,
         (dest, dest_fd): (PathBuf, OwnedFd),
-        (stage, stage_fd): (String, OwnedFd),
+        (stage, stage_fd, reopened): (String, OwnedFd, bool),
         manifest: &Manifest,
         record: PathBuf,
         sync: bool,
     ) -> Staged {
         let blocks = manifest.blocks() as usize;
-        let mut held = read_record(&record, manifest).unwrap_or_else(|| vec![false; blocks]);
-        let resumed = held.iter().filter(|h| **h).count();
-        if resumed > 0 {
-            log::info!("event=resume transfer={transfer} held={resumed}/{blocks}");
-        }
+        let mut held = vec![false; blocks];
         // Blocks wholly in holes are zeros: the stage file's own holes at seal.
         if manifest.entries().iter().any(|e| e.sparse.is_some()) {
             for (i, h) in held.iter_mut().enumerate() {
-                *h = *h || manifest.is_hole(&manifest.block(i as u64).expect("index below blocks()"));
+                *h = manifest.is_hole(&manifest.block(i as u64).expect("index below blocks()"));
             }
         }
-        let mut left: Vec<u64> = manifest
+        // Only files with holes have holes, and their bytes are not counted down.
+        let left: Vec<u64> = manifest
             .entries()
             .iter()
             .map(|e| match e.kind {
@@ -113,19 +115,12 @@ impl Staged {
                 _ => u64::MAX,
             })
             .collect();
-        // Files complete from an earlier run are finished at seal, as before.
-        for i in (0..blocks).filter(|&i| held[i]) {
-            for seg in manifest.segments(&manifest.block(i as u64).expect("index below blocks()")) {
-                if let Some(l) = left.get_mut(seg.entry as usize).filter(|l| **l != u64::MAX) {
-                    *l -= seg.len as u64;
-                }
-            }
-        }
         Staged {
             dest,
             dest_fd,
             stage,
             stage_fd,
+            reopened,
             manifest: manifest.clone(),
             missing: held.iter().filter(|h| !**h).count() as u64,
             held,
@@ -135,7 +130,8 @@ impl Staged {
             sync,
             open: OpenFiles::new(OPEN_FILES),
             sealed: false,
-            candidates: Vec::new(),
+            restaged: Vec::new(),
+            reusable: Vec::new(),
             left,
             done: vec![false; manifest.entries().len()],
         }
@@ -150,11 +146,16 @@ impl Staged {
                 return Err((self.manifest.entries()[seg.entry as usize].path.clone(), e));
             }
         }
+        self.now_held(transfer, index, segs);
+        Ok(())
+    }
+
+    /// Block `index` (its pieces `segs`) is whole in the stage: it counts from now on.
+    pub fn now_held(&mut self, transfer: u64, index: u64, segs: &[Segment]) {
         self.held[index as usize] = true;
         self.missing -= 1;
         self.dirty = true;
         self.wrote(transfer, segs);
-        Ok(())
     }
 
     /// The pieces `segs` of a newly held block are written: a file whose last bytes these
@@ -192,32 +193,31 @@ impl Staged {
     }
 
     /// Writes `piece` at `offset` of the staged file of `entry`. In a sparse file, pages of
-    /// zeros are left unwritten: the file is fresh, so they stay holes.
+    /// zeros are left unwritten, so they stay holes; in a reopened stage they may hold bytes
+    /// of an earlier attempt (a block that failed its check), so they are punched out.
     fn write_piece(&mut self, entry: u32, piece: &[u8], offset: u64) -> io::Result<()> {
         const PAGE: u64 = 4096;
         let sparse = self.manifest.entries()[entry as usize].sparse.is_some();
+        let clear = self.reopened;
         let f = self.file(entry)?;
         if !sparse {
             return f.write_all_at(piece, offset);
         }
-        // Runs of pages (aligned in the file) holding a non-zero byte, one write each.
-        let mut run: Option<usize> = None;
+        // Runs of pages (aligned in the file) that are all zeros or not, one call each.
+        let page_end = |i: usize| piece.len().min(i + (PAGE - (offset + i as u64) % PAGE) as usize);
+        let is_zero = |i: usize| piece[i..page_end(i)].iter().all(|&b| b == 0);
         let mut i = 0;
         while i < piece.len() {
-            let end = piece.len().min(i + (PAGE - (offset + i as u64) % PAGE) as usize);
-            let zero = piece[i..end].iter().all(|&b| b == 0);
-            match (zero, run) {
-                (false, None) => run = Some(i),
-                (true, Some(from)) => {
-                    f.write_all_at(&piece[from..i], offset + from as u64)?;
-                    run = None;
-                }
-                _ => {}
+            let zero = is_zero(i);
+            let mut end = page_end(i);
+            while end < piece.len() && is_zero(end) == zero {
+                end = page_end(end);
+            }
+            let at = offset + i as u64;
+            if !zero || (clear && punch_hole(f, at, (end - i) as u64).is_err()) {
+                f.write_all_at(&piece[i..end], at)?;
             }
             i = end;
-        }
-        if let Some(from) = run {
-            f.write_all_at(&piece[from..], offset + from as u64)?;
         }
         Ok(())
     }
@@ -227,6 +227,13 @@ impl Staged {
         let (stage, path) = (self.stage_fd.as_fd(), &self.manifest.entries()[entry as usize].path);
         self.open.get(entry, || open_staged(stage, path))
     }
+}
+
+/// Makes `len` bytes at `offset` of `f` a hole (zeros), keeping the file's size.
+fn punch_hole(f: &File, offset: u64, len: u64) -> nix::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    fallocate(std::os::fd::AsRawFd::as_raw_fd(f), flags, offset as i64, len as i64)
 }
 
 /// Opens the staged file `path` for writing. Files are created when their first block
