@@ -2,7 +2,7 @@
 //! po is done or failed.
 
 use super::outcome::{Outcome, PoOutcome, Ran, TransferResult};
-use super::state::{Phase, PoState};
+use super::state::{Phase, PoState, State};
 use super::MasterMachine;
 use crate::proto::manifest::Kind;
 use crate::proto::{Action, Msg};
@@ -22,8 +22,8 @@ impl MasterMachine {
     /// `quorum` of them are.
     pub(super) fn maybe_commit(&mut self, deadline: bool) {
         let Some(plan) = self.plan.as_mut() else { return };
-        let ready = self.pos.iter().filter(|p| p.state == PoState::Ready).count();
-        let waiting = self.pos.iter().filter(|p| p.state.live() && p.state != PoState::Ready).count();
+        let ready = self.pos.iter().filter(|p| p.kind() == PoState::Ready).count();
+        let waiting = self.pos.iter().filter(|p| p.kind().live() && p.kind() != PoState::Ready).count();
         if ready == 0 || (waiting > 0 && !deadline) {
             return;
         }
@@ -37,17 +37,17 @@ impl MasterMachine {
         let Some(plan) = self.plan.as_ref() else { return };
         let transfer = plan.transfer;
         log::info!("event=commit transfer={transfer} ready={ready} total={}", self.pos.len());
-        for p in self.pos.iter_mut().filter(|p| p.state == PoState::Ready) {
+        for p in self.pos.iter_mut().filter(|p| p.kind() == PoState::Ready) {
             if let Some(conn) = p.conn {
                 self.out.push_back(Action::Send { conn, msg: Msg::Commit { transfer } });
-                p.state = PoState::Committing;
+                p.state = State::Committing;
             }
         }
     }
 
     pub(super) fn maybe_finish(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Transfer)
-            && self.pos.iter().all(|p| matches!(p.state, PoState::Done | PoState::Failed))
+        if matches!(self.phase, Phase::Transfer { .. })
+            && self.pos.iter().all(|p| matches!(p.kind(), PoState::Done | PoState::Failed))
         {
             self.finish(now);
         }
@@ -60,8 +60,15 @@ impl MasterMachine {
             .iter()
             .map(|p| PoOutcome {
                 name: p.name.clone(),
-                failed: (p.state != PoState::Done).then(|| p.error.clone()),
-                hook: p.hook_exit.map(|c| (c, p.hook_tail.clone())),
+                failed: match &p.state {
+                    State::Done { .. } => None,
+                    State::Failed { error } => Some(error.clone()),
+                    _ => Some(String::new()),
+                },
+                hook: match &p.state {
+                    State::Done { hook } => hook.clone(),
+                    _ => None,
+                },
             })
             .collect();
         let ok = pos.iter().filter(|p| p.failed.is_none()).count();

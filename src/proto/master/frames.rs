@@ -2,7 +2,7 @@
 //! message. A message that does not fit the po's state, or names another transfer, is a
 //! protocol error that fails the po.
 
-use super::state::PoState;
+use super::state::{PoState, State};
 use super::MasterMachine;
 use crate::proto::bitmap::bit;
 use crate::proto::class::{Publish, Verify};
@@ -15,7 +15,7 @@ impl MasterMachine {
     pub(super) fn on_po_frame(&mut self, now: Instant, i: usize, msg: Msg) {
         let Some(plan) = self.plan.as_ref() else { return };
         let transfer = plan.transfer;
-        match (self.pos[i].state, msg) {
+        match (self.pos[i].kind(), msg) {
             // A po still deciding cannot be the last to finish, so nothing more to do.
             (PoState::Offered, Msg::Check { transfer: t, blocks }) if t == transfer => {
                 return self.on_check(now, i, blocks)
@@ -68,7 +68,7 @@ impl MasterMachine {
         }
         let p = &mut self.pos[i];
         log::info!("event=delta_check transfer={transfer} po={} blocks={}", p.name, sums.len());
-        p.deadline = Some(now + super::OFFER_TIMEOUT);
+        p.state = State::Offered { deadline: now + super::OFFER_TIMEOUT };
         if let Some(conn) = p.conn {
             self.out.push_back(Action::Send { conn, msg: Msg::CheckSums { transfer, sums } });
         }
@@ -86,10 +86,7 @@ impl MasterMachine {
                 p.bytes += plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
             }
         }
-        p.cursor = 0;
-        p.inflight = 0;
-        p.state = PoState::Sending;
-        p.deadline = None;
+        p.state = State::Sending { cursor: 0, inflight: 0 };
         log::info!("event=po_accept transfer={} po={} held_bytes={}", plan.transfer, p.name, p.bytes);
         if plan.swarm.is_some() {
             self.join_swarm(i);
@@ -114,7 +111,7 @@ impl MasterMachine {
             .filter(|&&j| j != me)
             .map(|&j| {
                 let p = &self.pos[j as usize];
-                let addr = if p.state.joined() { p.name.clone() } else { String::new() };
+                let addr = if p.kind().joined() { p.name.clone() } else { String::new() };
                 PeerLink { idx: j, addr, key: auth::link_key(key, me, j) }
             })
             .collect();
@@ -146,7 +143,9 @@ impl MasterMachine {
                 if !*h {
                     *h = true;
                     p.bytes += plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
-                    p.inflight = p.inflight.saturating_sub(1);
+                    if let State::Sending { inflight, .. } = &mut p.state {
+                        *inflight = inflight.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -195,7 +194,7 @@ impl MasterMachine {
     fn on_ready(&mut self, i: usize) {
         let Some(plan) = self.plan.as_ref() else { return };
         let p = &mut self.pos[i];
-        p.state = PoState::Ready;
+        p.state = State::Ready;
         log::info!("event=po_ready transfer={} po={}", plan.transfer, p.name);
         if plan.class.publish == Publish::Together {
             self.maybe_commit(false);
@@ -205,10 +204,7 @@ impl MasterMachine {
     fn on_done(&mut self, i: usize, files: u64, bytes: u64, hook_exit: Option<i32>, hook_tail: String) {
         let Some(plan) = self.plan.as_ref() else { return };
         let p = &mut self.pos[i];
-        p.state = PoState::Done;
-        p.hook_exit = hook_exit;
-        p.hook_tail = hook_tail;
-        p.deadline = None;
+        p.state = State::Done { hook: hook_exit.map(|c| (c, hook_tail)) };
         log::info!("event=po_done transfer={} po={} files={files} bytes={bytes}", plan.transfer, p.name);
         // In a swarm a finished po still serves its neighbours.
         if plan.swarm.is_none() {

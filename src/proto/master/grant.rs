@@ -122,9 +122,7 @@ impl MasterMachine {
             plan.swarm = Some(Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers));
         }
         self.plan = Some(plan);
-        self.phase = Phase::Transfer;
-        self.next_report = Some(now);
-        self.next_ping = Some(now + PING_EVERY);
+        self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };
         for i in 0..self.pos.len() {
             if self.pos[i].addr.is_none() {
                 let e = format!("bad po address {:?} in the class", self.pos[i].name);

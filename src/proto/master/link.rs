@@ -1,7 +1,7 @@
 //! The master's connections to the pos: dialling, the offer (or, in a swarm, the proof on the
 //! data link), and what happens when one breaks: a retry with backoff, or the po fails.
 
-use super::state::PoState;
+use super::state::{PoState, State};
 use super::{MasterMachine, OFFER_TIMEOUT};
 use crate::proto::swarm;
 use crate::proto::{auth, Action, Close, ConnId, Msg};
@@ -13,9 +13,8 @@ impl MasterMachine {
         let p = &mut self.pos[i];
         let Some(addr) = p.addr else { return };
         p.conn = Some(conn);
-        p.state = PoState::Connecting;
+        p.state = State::Connecting { deadline: now + self.settings.connect_timeout };
         p.attempts += 1;
-        p.deadline = Some(now + self.settings.connect_timeout);
         self.out.push_back(Action::Connect { conn, addr });
     }
 
@@ -45,8 +44,7 @@ impl MasterMachine {
         }
         let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest: plan.offer() };
         self.out.push_back(Action::Send { conn, msg });
-        self.pos[i].state = PoState::Offered;
-        self.pos[i].deadline = Some(now + OFFER_TIMEOUT);
+        self.pos[i].state = State::Offered { deadline: now + OFFER_TIMEOUT };
     }
 
     pub(super) fn on_closed(&mut self, now: Instant, conn: ConnId, reason: Close) {
@@ -79,7 +77,7 @@ impl MasterMachine {
         for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
             self.out.push_back(Action::Close { conn: c });
         }
-        if matches!(p.state, PoState::Done | PoState::Failed) {
+        if matches!(p.kind(), PoState::Done | PoState::Failed) {
             return;
         }
         if p.attempts <= retries {
@@ -90,9 +88,7 @@ impl MasterMachine {
                 p.attempts,
                 backoff.as_millis()
             );
-            p.state = PoState::Idle;
-            p.deadline = Some(now + backoff);
-            p.inflight = 0;
+            p.state = State::Idle { retry_at: now + backoff };
         } else {
             self.po_fail(i, why);
         }
@@ -101,17 +97,15 @@ impl MasterMachine {
     pub(super) fn po_fail(&mut self, i: usize, error: String) {
         let transfer = self.plan.as_ref().map(|p| p.transfer).unwrap_or(0);
         let p = &mut self.pos[i];
-        if p.state == PoState::Failed {
+        if p.kind() == PoState::Failed {
             return;
         }
-        log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.state.name());
+        log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.kind().name());
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
         let p = &mut self.pos[i];
-        p.state = PoState::Failed;
-        p.error = error;
-        p.deadline = None;
+        p.state = State::Failed { error };
         if let Some(c) = p.conn.take() {
             self.out.push_back(Action::Send { conn: c, msg: Msg::Abort { transfer, reason: "failed".into() } });
             self.out.push_back(Action::Close { conn: c });
@@ -125,7 +119,7 @@ impl MasterMachine {
     pub(super) fn abort_all(&mut self, error: String) {
         log::error!("event=transfer_abort error=\"{error}\"");
         for i in 0..self.pos.len() {
-            if self.pos[i].state != PoState::Done {
+            if self.pos[i].kind() != PoState::Done {
                 self.po_fail(i, error.clone());
             }
         }

@@ -70,8 +70,6 @@ pub struct MasterMachine {
     cac_redial: Option<ConnId>,
     next_cac: usize,
     next_conn: ConnId,
-    next_report: Option<Instant>,
-    next_ping: Option<Instant>,
     last_done: u64,
     last_report: Option<Instant>,
     rate: u64,
@@ -91,8 +89,6 @@ impl MasterMachine {
             cac_redial: None,
             next_cac: 0,
             next_conn: 1,
-            next_report: None,
-            next_ping: None,
             last_done: 0,
             last_report: None,
             rate: 0,
@@ -109,7 +105,7 @@ impl MasterMachine {
 
     /// Each po's state, in the class's order.
     pub fn po_states(&self) -> Vec<PoState> {
-        self.pos.iter().map(|p| p.state).collect()
+        self.pos.iter().map(|p| p.kind()).collect()
     }
 
     fn conn_id(&mut self) -> ConnId {
@@ -125,13 +121,13 @@ impl Machine for MasterMachine {
                 let c = *c;
                 self.on_cac_event(now, c, ev)
             }
-            (Phase::Transfer, Event::Connected { conn }) => self.on_connected(now, conn),
-            (Phase::Transfer, Event::Frame { conn, msg }) => {
+            (Phase::Transfer { .. }, Event::Connected { conn }) => self.on_connected(now, conn),
+            (Phase::Transfer { .. }, Event::Frame { conn, msg }) => {
                 if let Some(i) = self.po_index(conn) {
                     self.on_po_frame(now, i, msg);
                 }
             }
-            (Phase::Transfer, Event::Closed { conn, reason }) => self.on_closed(now, conn, reason),
+            (Phase::Transfer { .. }, Event::Closed { conn, reason }) => self.on_closed(now, conn, reason),
             _ => {}
         }
     }
@@ -139,7 +135,7 @@ impl Machine for MasterMachine {
     fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Auth { deadline, .. } if deadline <= now => self.cac_failed(now, "timed out"),
-            Phase::Transfer => self.on_transfer_timers(now),
+            Phase::Transfer { .. } => self.on_transfer_timers(now),
             _ => {}
         }
     }
@@ -151,11 +147,13 @@ impl Machine for MasterMachine {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Auth { deadline, .. } => Some(*deadline),
-            Phase::Transfer => earliest(self.pos.iter().map(|p| p.deadline).chain([
-                self.next_report,
-                self.next_ping,
-                self.plan.as_ref().map(|p| p.deadline),
-            ])),
+            Phase::Transfer { next_report, next_ping } => {
+                earliest(self.pos.iter().map(|p| p.state.deadline()).chain([
+                    Some(*next_report),
+                    Some(*next_ping),
+                    self.plan.as_ref().map(|p| p.deadline),
+                ]))
+            }
             Phase::Finished => None,
         }
     }

@@ -1,6 +1,6 @@
 //! What the master tells the CAC and `wugui-stat`: the transfer's progress and each po's state.
 
-use super::state::PoState;
+use super::state::{PoState, State};
 use super::MasterMachine;
 use crate::proto::msg::{PoStat, TransferStat};
 use crate::proto::{Action, Msg};
@@ -11,7 +11,7 @@ impl MasterMachine {
         let Some(plan) = self.plan.as_ref() else { return TransferStat::default() };
         let done: u64 = self.pos.iter().map(|p| p.bytes).sum();
         let live =
-            self.pos.iter().any(|p| matches!(p.state, PoState::Sending | PoState::Offered | PoState::Connecting));
+            self.pos.iter().any(|p| matches!(p.kind(), PoState::Sending | PoState::Offered | PoState::Connecting));
         TransferStat {
             transfer: plan.transfer,
             class: plan.class.name.clone(),
@@ -27,14 +27,15 @@ impl MasterMachine {
                 .iter()
                 .map(|p| PoStat {
                     addr: p.name.clone(),
-                    state: p.state.name().into(),
+                    state: p.kind().name().into(),
                     bytes: p.bytes,
                     // A failed hook shows in wugui-stat as in the master's stderr line.
-                    error: match p.hook_exit {
-                        Some(c) if c != 0 => {
-                            format!("hook_exit={c} {}", p.hook_tail.lines().last().unwrap_or(""))
+                    error: match &p.state {
+                        State::Done { hook: Some((c, tail)) } if *c != 0 => {
+                            format!("hook_exit={c} {}", tail.lines().last().unwrap_or(""))
                         }
-                        _ => p.error.clone(),
+                        State::Failed { error } => error.clone(),
+                        _ => String::new(),
                     },
                 })
                 .collect(),

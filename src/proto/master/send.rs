@@ -1,7 +1,7 @@
 //! Blocks out: without a swarm the master fills each po's window from its cursor; in a swarm
 //! the swarm's assignments become block sends (the master's) and push orders (a po's).
 
-use super::state::PoState;
+use super::state::State;
 use super::MasterMachine;
 use crate::proto::class::Verify;
 use crate::proto::swarm::Src;
@@ -13,18 +13,19 @@ impl MasterMachine {
     pub(super) fn pump(&mut self, i: usize) {
         let Some(plan) = self.plan.as_mut() else { return };
         let p = &mut self.pos[i];
-        let (Some(conn), PoState::Sending) = (p.conn, p.state) else { return };
+        let Some(conn) = p.conn else { return };
+        let State::Sending { cursor, inflight } = &mut p.state else { return };
         let nb = plan.manifest.blocks();
-        while p.inflight < plan.window && p.cursor < nb {
-            let idx = p.cursor;
-            p.cursor += 1;
+        while *inflight < plan.window && *cursor < nb {
+            let idx = *cursor;
+            *cursor += 1;
             if p.have[idx as usize] {
                 continue;
             }
             match plan.send_block(conn, idx) {
                 Ok((send, _)) => {
                     self.out.push_back(send);
-                    p.inflight += 1;
+                    *inflight += 1;
                 }
                 // The source itself is broken: no po can get a good copy.
                 Err(e) => return self.abort_all(e),
@@ -69,7 +70,7 @@ impl MasterMachine {
             }
         }
         if !sums.is_empty() && plan.class.block_check() != Verify::None {
-            for p in self.pos.iter().filter(|p| p.state.joined()) {
+            for p in self.pos.iter().filter(|p| p.kind().joined()) {
                 if let Some(conn) = p.conn {
                     let msg = Msg::Sums { transfer: plan.transfer, sums: sums.clone() };
                     self.out.push_back(Action::Send { conn, msg });

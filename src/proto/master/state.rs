@@ -5,10 +5,10 @@ use crate::proto::ConnId;
 use core::net::SocketAddr;
 use std::time::Instant;
 
-/// Where the master is with one po.
+/// Where the master is with one po, as `app::master` counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoState {
-    /// Waiting to (re)connect at `retry_at`.
+    /// Waiting to (re)connect.
     Idle,
     Connecting,
     /// Offer sent, waiting for ACCEPT.
@@ -43,6 +43,62 @@ impl PoState {
     }
 }
 
+/// One po's state, with what only that state has.
+pub(super) enum State {
+    /// Waiting to (re)connect at `retry_at`.
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting {
+        deadline: Instant,
+    },
+    /// Offer sent, waiting for ACCEPT (or CHECK) until `deadline`.
+    Offered {
+        deadline: Instant,
+    },
+    /// Blocks flow. Without a swarm the master sends from `cursor` on, with at most a window
+    /// of `inflight` blocks not acked yet.
+    Sending {
+        cursor: u64,
+        inflight: u64,
+    },
+    Ready,
+    /// COMMIT sent.
+    Committing,
+    /// The po published; the hook's exit code and the tail of its output, if it ran one.
+    Done {
+        hook: Option<(i32, String)>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl State {
+    pub(super) fn kind(&self) -> PoState {
+        match self {
+            State::Idle { .. } => PoState::Idle,
+            State::Connecting { .. } => PoState::Connecting,
+            State::Offered { .. } => PoState::Offered,
+            State::Sending { .. } => PoState::Sending,
+            State::Ready => PoState::Ready,
+            State::Committing => PoState::Committing,
+            State::Done { .. } => PoState::Done,
+            State::Failed { .. } => PoState::Failed,
+        }
+    }
+
+    /// When the master acts on this po without a word from it.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            State::Idle { retry_at: t } | State::Connecting { deadline: t } | State::Offered { deadline: t } => {
+                Some(*t)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub(super) struct Po {
     pub(super) name: String,
     pub(super) addr: Option<SocketAddr>,
@@ -50,16 +106,11 @@ pub(super) struct Po {
     /// Swarm mode: the master's blocks travel on their own connection, so that push orders
     /// and checksums on `conn` never wait behind megabytes of block data.
     pub(super) data: Option<ConnId>,
-    pub(super) state: PoState,
+    pub(super) state: State,
     pub(super) attempts: u32,
-    pub(super) deadline: Option<Instant>,
+    /// The blocks it holds, and their bytes.
     pub(super) have: Vec<bool>,
-    pub(super) cursor: u64,
-    pub(super) inflight: u64,
     pub(super) bytes: u64,
-    pub(super) error: String,
-    pub(super) hook_exit: Option<i32>,
-    pub(super) hook_tail: String,
 }
 
 impl Po {
@@ -70,22 +121,29 @@ impl Po {
             name,
             conn: None,
             data: None,
-            state: PoState::Idle,
+            state: State::Idle { retry_at: now },
             attempts: 0,
-            deadline: Some(now),
             have: vec![false; blocks as usize],
-            cursor: 0,
-            inflight: 0,
             bytes: 0,
-            error: String::new(),
-            hook_exit: None,
-            hook_tail: String::new(),
         }
+    }
+
+    pub(super) fn kind(&self) -> PoState {
+        self.state.kind()
     }
 }
 
 pub(super) enum Phase {
-    Auth { cac: Failover, conn: ConnId, deadline: Instant },
-    Transfer,
+    Auth {
+        cac: Failover,
+        conn: ConnId,
+        deadline: Instant,
+    },
+    /// Pos are offered the transfer and sent blocks; progress goes to the CAC at
+    /// `next_report`, idle control links are pinged at `next_ping`.
+    Transfer {
+        next_report: Instant,
+        next_ping: Instant,
+    },
     Finished,
 }

@@ -2,7 +2,7 @@
 //! po's retry, connect and offer deadlines, progress reports with the swarm's stall check, and
 //! pings that keep idle control links alive.
 
-use super::state::PoState;
+use super::state::{Phase, PoState, State};
 use super::{MasterMachine, PING_EVERY, REPORT_EVERY, STALL_FLOOR};
 use crate::proto::class::Publish;
 use crate::proto::{Action, Msg};
@@ -10,21 +10,24 @@ use std::time::{Duration, Instant};
 
 impl MasterMachine {
     pub(super) fn on_transfer_timers(&mut self, now: Instant) {
+        let Phase::Transfer { next_report, next_ping } = self.phase else { return };
         let deadline = self.plan.as_ref().map(|p| p.deadline).expect("transfer has a plan");
         if now >= deadline && self.class_timeout(now) {
             return;
         }
         self.po_deadlines(now);
-        if self.next_report.is_some_and(|t| t <= now) {
+        if next_report <= now {
             self.report_tick(now);
         }
-        if self.next_ping.is_some_and(|t| t <= now) {
+        if next_ping <= now {
             for p in &self.pos {
-                if let (Some(conn), PoState::Ready | PoState::Committing) = (p.conn, p.state) {
+                if let (Some(conn), PoState::Ready | PoState::Committing) = (p.conn, p.kind()) {
                     self.out.push_back(Action::Send { conn, msg: Msg::Ping });
                 }
             }
-            self.next_ping = Some(now + PING_EVERY);
+            if let Phase::Transfer { next_ping, .. } = &mut self.phase {
+                *next_ping = now + PING_EVERY;
+            }
         }
         self.maybe_finish(now);
     }
@@ -37,7 +40,7 @@ impl MasterMachine {
             self.maybe_commit(true);
         }
         for i in 0..self.pos.len() {
-            if matches!(self.pos[i].state, PoState::Done | PoState::Failed | PoState::Committing) {
+            if matches!(self.pos[i].kind(), PoState::Done | PoState::Failed | PoState::Committing) {
                 continue;
             }
             self.po_fail(i, "class timeout reached".into());
@@ -46,13 +49,13 @@ impl MasterMachine {
         if let Some(plan) = self.plan.as_mut() {
             plan.deadline = now + Duration::from_secs(30);
         }
-        if self.pos.iter().all(|p| p.state != PoState::Committing) {
+        if self.pos.iter().all(|p| p.kind() != PoState::Committing) {
             self.finish(now);
             return true;
         }
         for i in 0..self.pos.len() {
-            if self.pos[i].state == PoState::Committing {
-                self.pos[i].state = PoState::Ready;
+            if self.pos[i].kind() == PoState::Committing {
+                self.pos[i].state = State::Ready;
             }
         }
         false
@@ -61,13 +64,12 @@ impl MasterMachine {
     /// Retries due, connects and offers unanswered.
     fn po_deadlines(&mut self, now: Instant) {
         for i in 0..self.pos.len() {
-            if self.pos[i].deadline.is_some_and(|d| d <= now) {
-                match self.pos[i].state {
-                    PoState::Idle => self.connect_po(now, i),
-                    PoState::Connecting => self.po_lost(now, i, "connect timed out".into()),
-                    PoState::Offered => self.po_lost(now, i, "no answer to the offer".into()),
-                    _ => self.pos[i].deadline = None,
-                }
+            let due = self.pos[i].state.deadline().is_some_and(|d| d <= now);
+            match self.pos[i].kind() {
+                PoState::Idle if due => self.connect_po(now, i),
+                PoState::Connecting if due => self.po_lost(now, i, "connect timed out".into()),
+                PoState::Offered if due => self.po_lost(now, i, "no answer to the offer".into()),
+                _ => {}
             }
         }
     }
@@ -82,7 +84,9 @@ impl MasterMachine {
             self.out.push_back(Action::Connect { conn, addr });
         }
         self.report(now, None);
-        self.next_report = Some(now + REPORT_EVERY);
+        if let Phase::Transfer { next_report, .. } = &mut self.phase {
+            *next_report = now + REPORT_EVERY;
+        }
         // A transfer between two pos that never finishes is given to someone else.
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             log::debug!("event=swarm_state {}", sw.debug_line());
