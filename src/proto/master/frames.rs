@@ -8,8 +8,12 @@ use crate::proto::bitmap::bit;
 use crate::proto::class::{Publish, Verify};
 use crate::proto::msg::{PeerLink, Reason};
 use crate::proto::swarm::{self, Src};
+use crate::proto::wire::MAX_CONTROL;
 use crate::proto::{auth, Action, Msg, Sum};
 use std::time::Instant;
+
+/// The most blocks one CHECKSUMS answer carries (40 bytes each).
+const MAX_CHECK: usize = (MAX_CONTROL as usize - 64) / 40;
 
 impl MasterMachine {
     pub(super) fn on_po_frame(&mut self, now: Instant, i: usize, msg: Msg) {
@@ -55,10 +59,12 @@ impl MasterMachine {
     fn on_check(&mut self, now: Instant, i: usize, mut blocks: Vec<u64>) {
         let Some(plan) = self.plan.as_mut() else { return };
         let transfer = plan.transfer;
-        // Each block once, and only real ones: the answer must fit one frame.
+        // Each block once, and only real ones, and no more than the answer can carry in one
+        // frame (the po asks no more; a po that does gets the first ones).
         blocks.sort_unstable();
         blocks.dedup();
         blocks.retain(|&b| b < plan.manifest.blocks());
+        blocks.truncate(MAX_CHECK);
         let mut sums = Vec::with_capacity(blocks.len());
         for b in blocks {
             match plan.digest_of(b) {
@@ -78,6 +84,10 @@ impl MasterMachine {
     fn on_accept(&mut self, i: usize, have: &[u8]) {
         let Some(plan) = self.plan.as_ref() else { return };
         let nb = plan.manifest.blocks();
+        if have.len() as u64 != nb.div_ceil(8) {
+            let e = format!("protocol: ACCEPT bitmap of {} bytes for {nb} blocks", have.len());
+            return self.po_fail(i, e);
+        }
         let p = &mut self.pos[i];
         p.bytes = 0;
         for b in 0..nb {
@@ -116,7 +126,7 @@ impl MasterMachine {
             })
             .collect();
         let master_key = auth::link_key(key, me, swarm::MASTER_PEER);
-        let conn = self.pos[i].conn.expect("accepting po is connected");
+        let (Some(conn), Some(addr)) = (self.pos[i].conn, self.pos[i].addr) else { return };
         self.out.push_back(Action::Send { conn, msg: Msg::Peers { transfer, me, master_key, links } });
         // A late joiner needs every checksum sent so far.
         let sums: Vec<(u64, Sum)> =
@@ -126,7 +136,6 @@ impl MasterMachine {
         }
         let data = self.conn_id();
         self.pos[i].data = Some(data);
-        let addr = self.pos[i].addr.expect("a connected po has an address");
         self.out.push_back(Action::Connect { conn: data, addr });
     }
 

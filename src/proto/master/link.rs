@@ -97,8 +97,22 @@ impl MasterMachine {
     pub(super) fn po_fail(&mut self, i: usize, error: String) {
         let transfer = self.plan.as_ref().map(|p| p.transfer).unwrap_or(0);
         let p = &mut self.pos[i];
-        if p.kind() == PoState::Failed {
-            return;
+        match p.kind() {
+            PoState::Failed => return,
+            // It published: that stays its result. Whatever it does wrong now only ends our
+            // links to it (and its place in the swarm).
+            PoState::Done => {
+                log::warn!("event=po_error_after_done transfer={transfer} po={} error=\"{error}\"", p.name);
+                if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+                    sw.leave(i as u32);
+                }
+                let p = &mut self.pos[i];
+                for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
+                    self.out.push_back(Action::Close { conn: c });
+                }
+                return;
+            }
+            _ => {}
         }
         log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.kind().name());
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {

@@ -167,3 +167,6 @@ impl Machine for MasterMachine {
         Stats { blocks_sent, bytes_sent, ..Stats::default() }
     }
 }
+
+#[cfg(test)]
+mod tests;
