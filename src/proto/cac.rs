@@ -107,104 +107,115 @@ impl CacMachine {
         self.conns.remove(&conn);
     }
 
+    /// One request on `conn`. The connection's state is taken out while the request is
+    /// served; each step sets the next one (a denial removes the connection).
     fn on_frame(&mut self, now: Instant, conn: ConnId, msg: Msg) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let peer = c.peer;
         c.deadline = now + IDLE;
         let state = std::mem::replace(&mut c.state, State::Served);
         match (state, msg) {
-            // A master asks for a class: check address, then challenge or grant.
-            (State::New, Msg::AuthRequest { class }) => {
-                let Some(ca) = self.class(&class) else {
-                    log::warn!("event=auth_denied class={class} master={} reason=unknown_class", peer.ip());
-                    return self.deny(conn, Reason::UnknownClass, format!("no class {class:?} on this CAC"));
-                };
-                if !ca.master_allowed(peer.ip()) {
-                    log::warn!("event=auth_denied class={class} master={} reason=master_not_allowed", peer.ip());
-                    return self.deny(
-                        conn,
-                        Reason::MasterNotAllowed,
-                        format!("{} may not push class {class} (see masters in cac.conf)", peer.ip()),
-                    );
-                }
-                if ca.master_secret.is_some() {
-                    let mut nonce = [0u8; 32];
-                    (self.env.fill_random)(&mut nonce);
-                    self.out.push_back(Action::Send { conn, msg: Msg::AuthChallenge { nonce } });
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.state = State::Challenged { class, nonce };
-                    }
-                } else {
-                    self.grant(now, conn, peer, &class);
-                }
-            }
-            // The master answers the challenge with HMAC(secret, nonce || class).
+            (State::New, Msg::AuthRequest { class }) => self.on_auth_request(now, conn, peer, class),
             (State::Challenged { class, nonce }, Msg::AuthResponse { mac }) => {
-                let secret = self.class(&class).and_then(|c| c.master_secret.clone()).unwrap_or_default();
-                if auth::verify_mac(&secret, &challenge_data(&nonce, &class), &mac) {
-                    self.grant(now, conn, peer, &class);
-                } else {
-                    log::warn!("event=auth_denied class={class} master={} reason=challenge_failed", peer.ip());
-                    self.deny(conn, Reason::ChallengeFailed, "master secret does not match".into());
-                }
+                self.on_auth_response(now, conn, peer, &class, &nonce, &mac)
             }
-            // A po asks whether a token is good.
             (State::New | State::Served, Msg::Verify { token, po, presenter }) => {
-                match self.verify(&token, &po, &presenter) {
-                    Ok((t, ca)) => {
-                        log::info!(
-                            "event=verify_ok transfer={} class={} po={po} master={presenter}",
-                            t.transfer,
-                            t.class
-                        );
-                        let msg = Msg::VerifyOk { transfer: t.transfer, class_name: t.class, class: ca.cfg.to_pairs() };
-                        self.stats.tokens_verified += 1;
-                        self.out.push_back(Action::Send { conn, msg });
-                    }
-                    Err((reason, text)) => {
-                        log::warn!(
-                            "event=verify_denied po={po} master={presenter} reason={} error=\"{text}\"",
-                            reason.name()
-                        );
-                        self.deny(conn, reason, text);
-                    }
-                }
+                self.on_verify(conn, &token, &po, &presenter)
             }
-            // Progress from a master about a transfer of a class it may push.
-            (State::Master | State::New, Msg::Progress { stat }) => {
-                let allowed = self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip()));
-                if !allowed {
-                    return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
-                }
-                let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
-                let mut stat = stat;
-                if stat.master.is_empty() {
-                    stat.master = peer.ip().to_string();
-                }
-                self.transfers.insert(stat.transfer, Live { stat, updated: now, finished });
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = State::Master;
-                }
-            }
+            (State::Master | State::New, Msg::Progress { stat }) => self.on_progress(now, conn, peer, stat),
             (s @ (State::New | State::Served | State::Master), Msg::StatQuery) => {
                 self.prune(now);
                 let transfers = self.transfers.values().map(|l| l.stat.clone()).collect();
                 self.out.push_back(Action::Send { conn, msg: Msg::StatReply { transfers } });
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = if matches!(s, State::Master) { State::Master } else { State::Served };
-                }
+                let master = matches!(s, State::Master);
+                self.set_state(conn, if master { State::Master } else { State::Served });
             }
-            (s, Msg::Ping) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = s;
-                }
-            }
+            (s, Msg::Ping) => self.set_state(conn, s),
             // Anything else is a protocol violation by the peer.
             (_, other) => {
                 log::warn!("event=protocol_error peer={peer} error=\"unexpected {:?}\"", other.ty());
                 self.deny(conn, Reason::Protocol, format!("unexpected {:?}", other.ty()));
             }
         }
+    }
+
+    fn set_state(&mut self, conn: ConnId, state: State) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = state;
+        }
+    }
+
+    /// A master asks for a class: check its address, then challenge or grant.
+    fn on_auth_request(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: String) {
+        let Some(ca) = self.class(&class) else {
+            log::warn!("event=auth_denied class={class} master={} reason=unknown_class", peer.ip());
+            return self.deny(conn, Reason::UnknownClass, format!("no class {class:?} on this CAC"));
+        };
+        if !ca.master_allowed(peer.ip()) {
+            log::warn!("event=auth_denied class={class} master={} reason=master_not_allowed", peer.ip());
+            return self.deny(
+                conn,
+                Reason::MasterNotAllowed,
+                format!("{} may not push class {class} (see masters in cac.conf)", peer.ip()),
+            );
+        }
+        if ca.master_secret.is_some() {
+            let mut nonce = [0u8; 32];
+            (self.env.fill_random)(&mut nonce);
+            self.out.push_back(Action::Send { conn, msg: Msg::AuthChallenge { nonce } });
+            self.set_state(conn, State::Challenged { class, nonce });
+        } else {
+            self.grant(now, conn, peer, &class);
+        }
+    }
+
+    /// The master answers the challenge with HMAC(secret, nonce || class).
+    fn on_auth_response(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: SocketAddr,
+        class: &str,
+        nonce: &[u8; 32],
+        mac: &[u8],
+    ) {
+        let secret = self.class(class).and_then(|c| c.master_secret.clone()).unwrap_or_default();
+        if auth::verify_mac(&secret, &challenge_data(nonce, class), mac) {
+            self.grant(now, conn, peer, class);
+        } else {
+            log::warn!("event=auth_denied class={class} master={} reason=challenge_failed", peer.ip());
+            self.deny(conn, Reason::ChallengeFailed, "master secret does not match".into());
+        }
+    }
+
+    /// A po asks whether a token is good.
+    fn on_verify(&mut self, conn: ConnId, token: &[u8], po: &str, presenter: &str) {
+        match self.verify(token, po, presenter) {
+            Ok((t, ca)) => {
+                log::info!("event=verify_ok transfer={} class={} po={po} master={presenter}", t.transfer, t.class);
+                let msg = Msg::VerifyOk { transfer: t.transfer, class_name: t.class, class: ca.cfg.to_pairs() };
+                self.stats.tokens_verified += 1;
+                self.out.push_back(Action::Send { conn, msg });
+            }
+            Err((reason, text)) => {
+                log::warn!("event=verify_denied po={po} master={presenter} reason={} error=\"{text}\"", reason.name());
+                self.deny(conn, reason, text);
+            }
+        }
+    }
+
+    /// Progress from a master about a transfer of a class it may push.
+    fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, mut stat: TransferStat) {
+        let allowed = self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip()));
+        if !allowed {
+            return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
+        }
+        let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
+        if stat.master.is_empty() {
+            stat.master = peer.ip().to_string();
+        }
+        self.transfers.insert(stat.transfer, Live { stat, updated: now, finished });
+        self.set_state(conn, State::Master);
     }
 
     fn grant(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: &str) {
@@ -232,9 +243,7 @@ impl CacMachine {
             class: ca.cfg.to_pairs(),
         };
         self.out.push_back(Action::Send { conn, msg });
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = State::Master;
-        }
+        self.set_state(conn, State::Master);
     }
 
     fn verify(&self, token: &[u8], po: &str, presenter: &str) -> Result<(Token, &ClassAuth), (Reason, String)> {

@@ -1,0 +1,164 @@
+//! Before the transfer: a CAC grants the class (CACs in order, with a challenge for a class
+//! with a master secret), the planner reads the tree, and the pos are listed. A dry run ends
+//! here.
+
+use super::outcome::{DryRun, Outcome, TransferResult};
+use super::state::{Phase, Po};
+use super::{MasterMachine, Plan, PING_EVERY};
+use crate::proto::auth;
+use crate::proto::cac::challenge_data;
+use crate::proto::failover::Failover;
+use crate::proto::manifest::Kind;
+use crate::proto::msg::TransferStat;
+use crate::proto::swarm::Swarm;
+use crate::proto::{Action, ClassCfg, ConnId, Event, Manifest, Msg};
+use std::time::Instant;
+
+impl MasterMachine {
+    pub(super) fn ask_cac(&mut self, now: Instant, cac: Failover) {
+        let Some(addr) = cac.cac(&self.settings.cacs) else {
+            let n = self.settings.cacs.len();
+            return self.stop_early(TransferResult::Denied(format!("no CAC reachable (tried {n})")));
+        };
+        let conn = self.conn_id();
+        self.phase = Phase::Auth { cac, conn, deadline: now + self.settings.connect_timeout };
+        self.out.push_back(Action::Connect { conn, addr });
+    }
+
+    pub(super) fn cac_failed(&mut self, now: Instant, why: &str) {
+        if let Phase::Auth { cac, conn, .. } = self.phase {
+            self.out.push_back(Action::Close { conn });
+            self.ask_cac(now, cac.next("master", &self.settings.cacs, why));
+        }
+    }
+
+    /// The transfer never started: usage, source or CAC trouble.
+    pub(super) fn stop_early(&mut self, result: TransferResult) {
+        if let Some(c) = self.cac_conn.take() {
+            self.out.push_back(Action::Close { conn: c });
+        }
+        let transfer = self.plan.as_ref().map(|p| p.transfer).unwrap_or(0);
+        self.outcome = Some(Outcome { transfer, class: self.settings.class.clone(), result });
+        self.phase = Phase::Finished;
+    }
+
+    /// An event while asking the CAC on `cac`: events of other connections do not matter.
+    pub(super) fn on_cac_event(&mut self, now: Instant, cac: ConnId, ev: Event) {
+        match ev {
+            Event::Connected { conn } if conn == cac => {
+                self.out.push_back(Action::Send { conn, msg: Msg::AuthRequest { class: self.settings.class.clone() } });
+            }
+            Event::Frame { conn, msg } if conn == cac => match msg {
+                Msg::AuthGrant { transfer, token, pos, class } => self.on_grant(now, conn, transfer, token, pos, class),
+                Msg::AuthChallenge { nonce } => self.on_challenge(conn, nonce),
+                // A CAC that answers has spoken for all replicas.
+                Msg::Denied { reason, text } => {
+                    self.stop_early(TransferResult::Denied(format!("CAC refused ({}): {text}", reason.name())))
+                }
+                other => self.cac_failed(now, &format!("unexpected {:?}", other.ty())),
+            },
+            Event::Closed { conn, reason } if conn == cac => {
+                self.cac_failed(now, &reason.or("closed before answering"))
+            }
+            _ => {}
+        }
+    }
+
+    /// The class has a master secret: prove we hold it.
+    fn on_challenge(&mut self, conn: ConnId, nonce: [u8; 32]) {
+        match &self.settings.secret {
+            Some(s) => {
+                let mac = auth::mac(s, &challenge_data(&nonce, &self.settings.class));
+                self.out.push_back(Action::Send { conn, msg: Msg::AuthResponse { mac } });
+            }
+            None => {
+                let e =
+                    format!("class {} needs the master secret (secret_dir/{0} in master.conf)", self.settings.class);
+                self.stop_early(TransferResult::Denied(e))
+            }
+        }
+    }
+
+    fn on_grant(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        transfer: u64,
+        token: Vec<u8>,
+        pos: Vec<String>,
+        pairs: Vec<(String, String)>,
+    ) {
+        let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
+            Ok(c) => c,
+            Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
+        };
+        self.cac_conn = Some(conn);
+        let (manifest, source) = match (self.planner)(&class) {
+            Ok(p) => p,
+            Err(e) => return self.stop_early(TransferResult::SourceFailed(e)),
+        };
+        if self.settings.dry_run {
+            return self.dry_run(conn, transfer, &class, &manifest, &pos);
+        }
+        log::info!(
+            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}",
+            class.name,
+            pos.len(),
+            manifest.files(),
+            manifest.bytes(),
+            manifest.blocks(),
+            class.verify,
+            if class.p2p { "on" } else { "off" }
+        );
+        self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
+        let pos = pos.into_iter().map(|name| Po::new(name, manifest.blocks(), now)).collect();
+        self.start_transfer(now, Plan::new(transfer, token, class, manifest, source, now), pos);
+    }
+
+    /// Enters the transfer phase: every po is to be dialled now.
+    fn start_transfer(&mut self, now: Instant, mut plan: Plan, pos: Vec<Po>) {
+        self.pos = pos;
+        if plan.class.p2p {
+            plan.swarm = Some(Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers));
+        }
+        self.plan = Some(plan);
+        self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };
+        for i in 0..self.pos.len() {
+            if self.pos[i].addr.is_none() {
+                let e = format!("bad po address {:?} in the class", self.pos[i].name);
+                self.po_fail(i, e);
+            }
+        }
+        if self.pos.is_empty() {
+            self.finish(now);
+        }
+    }
+
+    /// What a transfer would move (`app::outcome` says how long it would take).
+    fn dry_run(&mut self, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
+        let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
+        let plan = DryRun {
+            class: class.clone(),
+            files: count(|k| matches!(k, Kind::File { .. })),
+            dirs: count(|k| matches!(k, Kind::Dir)),
+            symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
+            bytes: m.bytes(),
+            blocks: m.blocks(),
+            block_size: m.block_size,
+            pos: pos.to_vec(),
+        };
+        let stat = TransferStat {
+            transfer,
+            class: class.name.clone(),
+            state: "dry-run".into(),
+            total: m.bytes(),
+            started_unix: self.settings.unix_start,
+            ..Default::default()
+        };
+        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat } });
+        self.out.push_back(Action::Close { conn: cac });
+        let class = class.name.clone();
+        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(plan) });
+        self.phase = Phase::Finished;
+    }
+}

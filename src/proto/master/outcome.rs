@@ -1,0 +1,79 @@
+//! How a transfer ended, as data: `app::outcome` turns it into the exit code, the summary line
+//! and the per-po lines.
+
+use crate::proto::ClassCfg;
+use std::time::Duration;
+
+/// How the transfer ended, as data: `app::outcome` turns it into the exit code, the summary
+/// line and the per-po lines.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// 0 when the CAC granted none.
+    pub transfer: u64,
+    pub class: String,
+    pub result: TransferResult,
+}
+
+#[derive(Debug, Clone)]
+pub enum TransferResult {
+    /// No CAC answered, or the CAC refused this master or the class.
+    Denied(String),
+    /// The source could not be planned; nothing was offered.
+    SourceFailed(String),
+    DryRun(DryRun),
+    /// Every po committed (a hook may still have failed).
+    Ok(Ran),
+    /// Some pos committed and some failed.
+    Partial(Ran),
+    /// No po committed (or the class timeout came first).
+    Failed(Ran),
+}
+
+impl TransferResult {
+    /// The `result=` word: the transfer's final state as the CAC shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransferResult::Denied(_) => "denied",
+            TransferResult::SourceFailed(_) | TransferResult::Failed(_) => "failed",
+            TransferResult::DryRun(_) => "dry-run",
+            TransferResult::Ok(_) => "ok",
+            TransferResult::Partial(_) => "partial",
+        }
+    }
+}
+
+/// What a dry run found: the class, the tree and the pos it would go to.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub class: ClassCfg,
+    pub files: usize,
+    pub dirs: usize,
+    pub symlinks: usize,
+    pub bytes: u64,
+    pub blocks: u64,
+    pub block_size: u32,
+    pub pos: Vec<String>,
+}
+
+/// A transfer that ran.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The manifest's bytes and blocks.
+    pub bytes: u64,
+    pub blocks: u64,
+    pub elapsed: Duration,
+    /// Blocks (bytes) this master uploaded itself.
+    pub master_blocks: u64,
+    pub master_bytes: u64,
+    pub pos: Vec<PoOutcome>,
+}
+
+/// How one po ended: every po has committed or failed when a transfer ends.
+#[derive(Debug, Clone)]
+pub struct PoOutcome {
+    pub name: String,
+    /// `None` if it committed; otherwise why it failed.
+    pub failed: Option<String>,
+    /// The hook's exit code and the tail of its output, if the po ran one.
+    pub hook: Option<(i32, String)>,
+}

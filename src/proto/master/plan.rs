@@ -1,0 +1,123 @@
+//! The transfer's plan: the manifest, its source, the checksums and digests computed so far,
+//! and the blocks this master sent itself.
+
+use crate::proto::class::Verify;
+use crate::proto::msg::Digest;
+use crate::proto::swarm::Swarm;
+use crate::proto::{Action, Body, ClassCfg, ConnId, Manifest, Source, Sum};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes in flight to one po: enough to keep a fast link full between acks.
+const WINDOW_BYTES: u64 = 32 << 20;
+
+pub(super) struct Plan {
+    pub(super) transfer: u64,
+    pub(super) token: Vec<u8>,
+    pub(super) class: ClassCfg,
+    pub(super) manifest: Manifest,
+    /// The encoded manifest, shared by the offers in flight; made again for a later one
+    /// (a retry), so that it does not stay in memory for the whole transfer.
+    pub(super) offer: std::sync::Weak<Vec<u8>>,
+    /// Blocks read into memory, while some connection still holds them.
+    pub(super) in_memory: std::collections::HashMap<u64, std::sync::Weak<Vec<u8>>>,
+    /// Digests of the blocks pos asked about with CHECK (delta or resume), computed once.
+    pub(super) digests: std::collections::HashMap<u64, Digest>,
+    pub(super) source: Box<dyn Source>,
+    pub(super) sums: Vec<Option<Sum>>,
+    pub(super) started: Instant,
+    pub(super) deadline: Instant,
+    pub(super) window: u64,
+    /// With `p2p = on`: who holds what, and who sends what next.
+    pub(super) swarm: Option<Swarm>,
+    /// Blocks this master uploaded itself, and their bytes.
+    pub(super) sent_blocks: u64,
+    pub(super) sent_bytes: u64,
+}
+
+impl Plan {
+    pub(super) fn new(
+        transfer: u64,
+        token: Vec<u8>,
+        class: ClassCfg,
+        manifest: Manifest,
+        source: Box<dyn Source>,
+        now: Instant,
+    ) -> Plan {
+        let nb = manifest.blocks() as usize;
+        Plan {
+            transfer,
+            token,
+            window: (WINDOW_BYTES / manifest.block_size as u64).max(2),
+            deadline: now + Duration::from_secs(class.timeout),
+            class,
+            offer: std::sync::Weak::new(),
+            digests: std::collections::HashMap::new(),
+            in_memory: std::collections::HashMap::new(),
+            manifest,
+            source,
+            sums: vec![None; nb],
+            started: now,
+            swarm: None,
+            sent_blocks: 0,
+            sent_bytes: 0,
+        }
+    }
+
+    /// Block `idx` from the source with its checksum, computed on the first read and cached
+    /// after; `fresh` says that this read computed it.
+    pub(super) fn read_block(&mut self, idx: u64) -> Result<(Body, Sum, bool), String> {
+        let b = self.manifest.block(idx).expect("block indices come from the manifest");
+        let cached = self.sums[idx as usize];
+        // A block read into memory (many small files) and still queued for some po is sent
+        // to the next one from the same buffer: memory stays about one window, not one per po.
+        if let (Some(sum), Some(bytes)) = (cached, self.in_memory.get(&idx).and_then(|w| w.upgrade())) {
+            return Ok((Body::Bytes(bytes), sum, false));
+        }
+        let verify = if cached.is_some() { Verify::None } else { self.class.block_check() };
+        let (body, sum) = self.source.block(&b, verify, self.class.sendfile).map_err(|e| format!("source: {e}"))?;
+        if let Body::Bytes(bytes) = &body {
+            if self.in_memory.len() >= 4096 {
+                self.in_memory.retain(|_, w| w.strong_count() > 0);
+            }
+            self.in_memory.insert(idx, Arc::downgrade(bytes));
+        }
+        let sum = cached.unwrap_or(sum);
+        self.sums[idx as usize] = Some(sum);
+        Ok((body, sum, cached.is_none()))
+    }
+
+    /// Block `idx`'s digest for a po's CHECK (delta or resume); computed once.
+    pub(super) fn digest_of(&mut self, idx: u64) -> Result<Digest, String> {
+        if let Some(d) = self.digests.get(&idx) {
+            return Ok(*d);
+        }
+        let b = self.manifest.block(idx).expect("block indices come from the manifest");
+        let (_, sum) = self.source.block(&b, Verify::Blake3, false).map_err(|e| format!("source: {e}"))?;
+        let Sum::Blake3(d) = sum else { return Err(format!("source: no digest for block {idx}")) };
+        self.digests.insert(idx, d);
+        if self.class.block_check() == Verify::Blake3 {
+            self.sums[idx as usize] = Some(sum);
+        }
+        Ok(d)
+    }
+
+    /// The encoded manifest for an offer: the one in flight if there is one.
+    pub(super) fn offer(&mut self) -> Arc<Vec<u8>> {
+        self.offer.upgrade().unwrap_or_else(|| {
+            let m = Arc::new(self.manifest.encode());
+            self.offer = Arc::downgrade(&m);
+            m
+        })
+    }
+
+    /// A block frame from the master to `conn`, counted as sent. Also returns the checksum
+    /// when this read computed it (the swarm sends it to every po).
+    pub(super) fn send_block(&mut self, conn: ConnId, idx: u64) -> Result<(Action, Option<(u64, Sum)>), String> {
+        let (body, sum, fresh) = self.read_block(idx)?;
+        self.sent_blocks += 1;
+        self.sent_bytes += body.len();
+        let head = crate::proto::BlockHead { transfer: self.transfer, index: idx, sum };
+        Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
+    }
+}
