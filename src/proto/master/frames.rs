@@ -128,11 +128,13 @@ impl MasterMachine {
         let master_key = auth::link_key(key, me, swarm::MASTER_PEER);
         let (Some(conn), Some(addr)) = (self.pos[i].conn, self.pos[i].addr) else { return };
         self.out.push_back(Action::Send { conn, msg: Msg::Peers { transfer, me, master_key, links } });
-        // A late joiner needs every checksum sent so far.
+        // A late joiner needs every checksum sent so far, in frames a po can read.
         let sums: Vec<(u64, Sum)> =
             plan.sums.iter().enumerate().filter_map(|(b, s)| s.map(|s| (b as u64, s))).collect();
-        if !sums.is_empty() && plan.class.block_check() != Verify::None {
-            self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums } });
+        if plan.class.block_check() != Verify::None {
+            for chunk in sums.chunks(SUMS_PER_FRAME) {
+                self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums: chunk.to_vec() } });
+            }
         }
         let data = self.conn_id();
         self.pos[i].data = Some(data);
@@ -239,3 +241,6 @@ impl MasterMachine {
         }
     }
 }
+
+/// Checksums one SUMS frame carries: a BLAKE3 entry is 41 bytes, and a frame holds 4 MiB.
+const SUMS_PER_FRAME: usize = 65_536;
