@@ -23,7 +23,7 @@ impl<S: Store> PoMachine<S> {
             (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, head.index, p, &e),
             (Err(e), _) => return self.fail(head.transfer, e),
         };
-        if t.state != TState::Receiving || t.held[b.index as usize] {
+        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] {
             return;
         }
         let check = t.class.block_check();
@@ -36,7 +36,8 @@ impl<S: Store> PoMachine<S> {
             (_, None) if t.parked.len() < MAX_PARKED => return t.parked.push((conn, from, head, data)),
             (_, None) => {
                 // Give the assignment back; the master will send it again later.
-                let (transfer, block, master, me) = (head.transfer, b.index, t.master, t.me.unwrap_or(0));
+                let (transfer, block, master, me) =
+                    (head.transfer, b.index, t.master, t.swarm.joined().map_or(0, |j| j.me));
                 if let Some(m) = master {
                     self.send(m, Msg::Unsent { transfer, block, to: me, why: "no checksum yet".into() });
                 }

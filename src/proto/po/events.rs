@@ -14,18 +14,15 @@ impl<S: Store> PoMachine<S> {
             Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
             Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
             Msg::CheckSums { transfer: t, sums } if Some(t) == transfer => self.on_check_sums(t, sums),
-            Msg::Commit { transfer: t } if Some(t) == transfer => {
-                let ready = self.transfers.get(&t).map(|x| x.state);
-                match ready {
-                    Some(TState::Ready) => self.publish(t),
-                    Some(TState::Published) => {}
-                    _ => self.fail(t, "COMMIT before every block was held".into()),
-                }
-            }
+            Msg::Commit { transfer: t } if Some(t) == transfer => match self.transfers.get(&t).map(|x| &x.state) {
+                Some(TState::Ready) => self.publish(t),
+                Some(TState::Published { .. }) => {}
+                _ => self.fail(t, "COMMIT before every block was held".into()),
+            },
             Msg::Abort { transfer: t, reason } if Some(t) == transfer => {
                 log::warn!("event=transfer_abort transfer={t} reason=\"{reason}\"");
                 if let Some(x) = self.transfers.remove(&t) {
-                    if x.state != TState::Published {
+                    if !matches!(x.state, TState::Published { .. }) {
                         self.store.abort(t, true);
                     }
                 }
@@ -44,8 +41,10 @@ impl<S: Store> PoMachine<S> {
         if let Some(Conn { kind: ConnKind::Peer { transfer, idx, .. }, .. }) = self.conns.get(&conn) {
             let (transfer, idx) = (*transfer, *idx);
             let Some(t) = self.transfers.get(&transfer) else { return };
-            let proof = t.link_keys.get(&idx).copied().unwrap_or_default();
-            let msg = Msg::PeerHello { token: t.token.clone(), me: t.me.unwrap_or(0), proof };
+            // Peer links are dialled only once PEERS came.
+            let Some(j) = t.swarm.joined() else { return };
+            let proof = j.link_keys.get(&idx).copied().unwrap_or_default();
+            let msg = Msg::PeerHello { token: t.token.clone(), me: j.me, proof };
             self.send(conn, msg);
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.deadline = None;
@@ -127,7 +126,7 @@ impl<S: Store> PoMachine<S> {
                 if let Some(t) = transfer.and_then(|t| self.transfers.get_mut(&t)) {
                     if t.master == Some(conn) {
                         t.master = None;
-                        if t.state == TState::Receiving || t.state == TState::Ready {
+                        if t.state.live() {
                             log::warn!(
                                 "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
                                 transfer.unwrap_or(0),
@@ -141,7 +140,8 @@ impl<S: Store> PoMachine<S> {
             }
             ConnKind::Peer { transfer, idx, .. } => {
                 self.conns.remove(&conn);
-                let receiving = self.transfers.get(&transfer).is_some_and(|t| t.state == TState::Receiving);
+                let receiving =
+                    self.transfers.get(&transfer).is_some_and(|t| matches!(t.state, TState::Receiving { .. }));
                 if receiving || reason != Close::Eof {
                     log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{reason}\"");
                 }
@@ -220,7 +220,7 @@ impl<S: Store> PoMachine<S> {
             .collect();
         for id in stale {
             if let Some(t) = self.transfers.remove(&id) {
-                if matches!(t.state, TState::Receiving | TState::Ready) {
+                if t.state.live() {
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
                     self.store.abort(id, true);
                 }

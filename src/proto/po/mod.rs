@@ -5,6 +5,10 @@
 //! `publish = each`) `Published`. Any failure sends `Failed` to the master and leaves the
 //! published tree as it was. Transfers are keyed by id, so a master that reconnects with the
 //! same transfer picks up where it left.
+//!
+//! Here: the machine and its connections. `events` dispatches by connection kind and runs the
+//! timers; `offer`, `blocks`, `swarm`, `publish` and `stat` handle what their names say;
+//! `transfer` is one transfer's state.
 
 mod blocks;
 mod events;
@@ -12,6 +16,7 @@ mod offer;
 mod publish;
 mod stat;
 mod swarm;
+mod transfer;
 
 use super::auth::{ct_eq, Token};
 use super::bitmap::bitmap;
@@ -28,6 +33,7 @@ use super::{
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
@@ -78,120 +84,11 @@ struct Pending {
     manifest: Manifest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TState {
-    Receiving,
-    Ready,
-    Published,
-    Failed,
-}
-
-impl TState {
-    fn name(self) -> &'static str {
-        match self {
-            TState::Receiving => "receiving",
-            TState::Ready => "ready",
-            TState::Published => "published",
-            TState::Failed => "failed",
-        }
-    }
-}
-
-struct Transfer {
-    class: ClassCfg,
-    manifest: Manifest,
-    master: Option<ConnId>,
-    held: Vec<bool>,
-    nheld: u64,
-    bytes: u64,
-    state: TState,
-    started: Instant,
-    error: String,
-    token: Vec<u8>,
-    dest: String,
-    /// The hook's result once it ran (None: no hook, or still running).
-    hook: Option<(i32, String)>,
-    /// Swarm: our index, links to neighbours by index, pushes waiting for a link, the master's
-    /// checksums, and peer blocks waiting for their checksum.
-    me: Option<u32>,
-    peers: HashMap<u32, ConnId>,
-    waiting: HashMap<u32, Vec<(u64, Instant)>>,
-    sums: Vec<Option<Sum>>,
-    parked: Vec<(ConnId, From, BlockHead, Payload)>,
-    /// Swarm credentials from the master's PEERS: the key of each link of ours, and the one
-    /// that proves the master's data link.
-    link_keys: HashMap<u32, Digest>,
-    master_key: Option<Digest>,
-    /// Hellos that arrived before our PEERS (connection, claimed index, proof).
-    hellos: Vec<(ConnId, u32, Digest)>,
-    /// Delta: blocks asked about with CHECK; ACCEPT waits for their MD5s.
-    checking: Vec<u64>,
-}
-
-impl Transfer {
-    fn new(
-        class: ClassCfg,
-        manifest: Manifest,
-        held: Vec<bool>,
-        token: Vec<u8>,
-        dest: String,
-        master: ConnId,
-        now: Instant,
-    ) -> Transfer {
-        let nheld = held.iter().filter(|h| **h).count() as u64;
-        let bytes = (0..manifest.blocks())
-            .filter(|&i| held[i as usize])
-            .map(|i| manifest.block(i).map(|b| b.len as u64).unwrap_or(0))
-            .sum();
-        let nb = manifest.blocks() as usize;
-        Transfer {
-            class,
-            manifest,
-            master: Some(master),
-            held,
-            nheld,
-            bytes,
-            state: TState::Receiving,
-            started: now,
-            error: String::new(),
-            token,
-            dest,
-            hook: None,
-            me: None,
-            peers: HashMap::new(),
-            waiting: HashMap::new(),
-            sums: vec![None; nb],
-            parked: Vec::new(),
-            link_keys: HashMap::new(),
-            master_key: None,
-            hellos: Vec::new(),
-            checking: Vec::new(),
-        }
-    }
-
-    /// Block `b` is verified and staged.
-    fn hold(&mut self, b: u64) {
-        if let Some(h) = self.held.get_mut(b as usize).filter(|h| !**h) {
-            *h = true;
-            self.nheld += 1;
-            self.bytes += self.manifest.block(b).map_or(0, |x| x.len as u64);
-        }
-    }
-}
-
 /// Peer blocks held back until their checksum arrives, per transfer.
 const MAX_PARKED: usize = 8;
 /// Peer hellos held back until our PEERS arrives, per transfer.
 const MAX_HELLOS: usize = 64;
 
-/// Where a block came from. Only the control connection is the master's own word; any other
-/// block counts only if it matches a digest that came on the control connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum From {
-    Control,
-    MasterData,
-    Peer(u32),
-}
 /// A push for a neighbour whose link never comes up is given back to the master.
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
@@ -288,7 +185,7 @@ impl<S: Store> Machine for PoMachine<S> {
 
     fn stats(&self) -> Stats {
         // The gauge is counted from the states, so that no path can leave it off by one.
-        let active = self.transfers.values().filter(|t| matches!(t.state, TState::Receiving | TState::Ready)).count();
+        let active = self.transfers.values().filter(|t| t.state.live()).count();
         Stats { transfers_active: active as u64, ..self.stats }
     }
 }

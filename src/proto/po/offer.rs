@@ -111,26 +111,31 @@ impl<S: Store> PoMachine<S> {
     /// failed transfer, or another tree under the same id, is dropped.
     fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest: &Manifest) -> bool {
         let Some(t) = self.transfers.get_mut(&transfer) else { return false };
-        if t.state == TState::Failed || t.manifest.id() != manifest.id() {
+        // What to say again: CHECK still open, READY, DONE.
+        let again = match &t.state {
+            _ if t.manifest.id() != manifest.id() => None,
+            TState::Receiving { checking } => Some((checking.clone(), false, false)),
+            TState::Ready => Some((Vec::new(), true, false)),
+            // A published transfer answers DONE again once its hook (if any) has run.
+            TState::Published { hook } => Some((Vec::new(), true, !matches!(hook, Hook::Running))),
+            TState::Failed => None,
+        };
+        let Some((checking, ready, done)) = again else {
             self.transfers.remove(&transfer);
             return false;
-        }
+        };
         t.master = Some(master);
         let have = bitmap(&t.held);
-        let state = t.state;
-        let checking = t.checking.clone();
         self.set_master(master, transfer, now);
         if !checking.is_empty() {
             self.send(master, Msg::Check { transfer, blocks: checking });
             return true;
         }
         self.send(master, Msg::Accept { transfer, have });
-        if state != TState::Receiving {
+        if ready {
             self.send(master, Msg::Ready { transfer });
         }
-        // A published transfer answers DONE again once its hook (if any) has run.
-        let hook_pending = self.transfers.get(&transfer).is_some_and(|t| t.class.hook.is_some() && t.hook.is_none());
-        if state == TState::Published && !hook_pending {
+        if done {
             self.report_done(transfer);
         }
         true
@@ -186,7 +191,7 @@ impl<S: Store> PoMachine<S> {
         if !check.is_empty() {
             // Delta: the published copy may hold these; their MD5s decide, then ACCEPT.
             if let Some(t) = self.transfers.get_mut(&transfer) {
-                t.checking = check.clone();
+                t.state = TState::Receiving { checking: check.clone() };
             }
             return self.send(master, Msg::Check { transfer, blocks: check });
         }
@@ -197,10 +202,11 @@ impl<S: Store> PoMachine<S> {
     /// The master's MD5s for the blocks of our CHECK: keep what matches, then ACCEPT.
     pub(super) fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, Digest)>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if t.checking.is_empty() || t.state != TState::Receiving {
+        let TState::Receiving { checking } = &mut t.state else { return };
+        if checking.is_empty() {
             return;
         }
-        let asked: std::collections::HashSet<u64> = std::mem::take(&mut t.checking).into_iter().collect();
+        let asked: std::collections::HashSet<u64> = std::mem::take(checking).into_iter().collect();
         let mut sums: Vec<(u64, Digest)> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
         sums.sort_unstable_by_key(|(b, _)| *b);
         let taken = self.store.check(transfer, &sums);

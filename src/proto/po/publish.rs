@@ -7,7 +7,7 @@ impl<S: Store> PoMachine<S> {
     /// Seals a transfer that holds every block, and publishes it at once with `publish = each`.
     pub(super) fn maybe_ready(&mut self, transfer: u64) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if t.state != TState::Receiving || t.nheld < t.manifest.blocks() {
+        if !matches!(t.state, TState::Receiving { .. }) || t.nheld < t.manifest.blocks() {
             return;
         }
         if let Err(e) = self.store.seal(transfer) {
@@ -26,19 +26,23 @@ impl<S: Store> PoMachine<S> {
 
     pub(super) fn publish(&mut self, transfer: u64) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if t.state != TState::Ready {
+        if !matches!(t.state, TState::Ready) {
             return;
         }
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
             Ok((files, bytes)) => {
-                t.state = TState::Published;
                 self.stats.transfers_published += 1;
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
-                let Some(name) = t.class.hook.clone() else { return self.report_done(transfer) };
-                let Some(dir) = self.settings.hook_dir.clone() else {
-                    t.hook = Some((-1, format!("hook {name}: this po has no hook_dir")));
+                let Some(name) = t.class.hook.clone() else {
+                    t.state = TState::Published { hook: Hook::Absent };
                     return self.report_done(transfer);
                 };
+                let Some(dir) = self.settings.hook_dir.clone() else {
+                    let tail = format!("hook {name}: this po has no hook_dir");
+                    t.state = TState::Published { hook: Hook::Ran { exit: -1, tail } };
+                    return self.report_done(transfer);
+                };
+                t.state = TState::Published { hook: Hook::Running };
                 let env = vec![
                     ("WUGUI_TRANSFER".to_string(), transfer.to_string()),
                     ("WUGUI_CLASS".to_string(), t.class.name.clone()),
@@ -57,9 +61,9 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn report_done(&mut self, transfer: u64) {
         let Some(t) = self.transfers.get(&transfer) else { return };
         let (files, bytes) = (t.manifest.files() as u64, t.manifest.bytes());
-        let (hook_exit, hook_tail) = match &t.hook {
-            Some((c, tail)) => (Some(*c), tail.clone()),
-            None => (None, String::new()),
+        let (hook_exit, hook_tail) = match &t.state {
+            TState::Published { hook: Hook::Ran { exit, tail } } => (Some(*exit), tail.clone()),
+            _ => (None, String::new()),
         };
         if let Some(m) = t.master {
             self.send(m, Msg::Done { transfer, files, bytes, hook_exit, hook_tail });
@@ -76,7 +80,9 @@ impl<S: Store> PoMachine<S> {
             log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
             self.stats.hook_failures += 1;
         }
-        t.hook = Some((exit, tail));
+        if let TState::Published { hook } = &mut t.state {
+            *hook = Hook::Ran { exit, tail };
+        }
         self.report_done(transfer);
     }
 
@@ -84,11 +90,10 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn fail(&mut self, transfer: u64, error: String) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
-        if matches!(t.state, TState::Receiving | TState::Ready) {
+        if t.state.live() {
             self.stats.transfers_failed += 1;
         }
         t.state = TState::Failed;
-        t.error = error.clone();
         self.store.abort(transfer, true);
         if let Some(m) = t.master.take() {
             self.send(m, Msg::Failed { transfer, error });

@@ -8,16 +8,20 @@ impl<S: Store> PoMachine<S> {
     /// it named, then judge the hellos that came before it.
     pub(super) fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, master_key: Digest, links: Vec<PeerLink>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        t.me = Some(me);
-        t.master_key = Some(master_key);
-        t.link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
-        let hellos = std::mem::take(&mut t.hellos);
+        // A second PEERS brings new keys; the links already made stay.
+        let peers = t.swarm.joined_mut().map(|j| std::mem::take(&mut j.peers)).unwrap_or_default();
+        let link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
+        let joined = Swarm::Joined(Joined { me, master_key, link_keys, peers });
+        let hellos = match std::mem::replace(&mut t.swarm, joined) {
+            Swarm::Awaiting { hellos } => hellos,
+            Swarm::Joined(_) => Vec::new(),
+        };
         for l in links.into_iter().filter(|l| !l.addr.is_empty()) {
             let Ok(addr) = l.addr.parse::<SocketAddr>() else { continue };
             let conn = self.next_conn;
             self.next_conn += 1;
-            if let Some(t) = self.transfers.get_mut(&transfer) {
-                t.peers.insert(l.idx, conn);
+            if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
+                j.peers.insert(l.idx, conn);
             }
             let kind = ConnKind::Peer { transfer, idx: l.idx };
             self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
@@ -40,12 +44,12 @@ impl<S: Store> PoMachine<S> {
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         let t = self.transfers.get_mut(&transfer).expect("found above");
-        if t.me.is_none() {
+        if let Swarm::Awaiting { hellos } = &mut t.swarm {
             // Our PEERS is still on its way: judge the hello when it comes (bounded).
-            if t.hellos.len() >= MAX_HELLOS {
+            if hellos.len() >= MAX_HELLOS {
                 return self.refuse(conn, Reason::Protocol, "too many early hellos".into());
             }
-            return t.hellos.push((conn, idx, proof));
+            return hellos.push((conn, idx, proof));
         }
         self.admit_peer(now, conn, transfer, idx, proof);
     }
@@ -53,7 +57,8 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn admit_peer(&mut self, now: Instant, conn: ConnId, transfer: u64, idx: u32, proof: Digest) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let master = idx == MASTER_PEER;
-        let key = if master { t.master_key } else { t.link_keys.get(&idx).copied() };
+        let Some(j) = t.swarm.joined() else { return };
+        let key = if master { Some(j.master_key) } else { j.link_keys.get(&idx).copied() };
         if !key.is_some_and(|k| ct_eq(&k, &proof)) {
             let who = if master { "master".to_owned() } else { format!("po#{idx}") };
             log::warn!("event=peer_refused transfer={transfer} reason=bad_credential claimed={who}");
@@ -67,8 +72,8 @@ impl<S: Store> PoMachine<S> {
         if master {
             return;
         }
-        if let Some(t) = self.transfers.get_mut(&transfer) {
-            t.peers.insert(idx, conn);
+        if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
+            j.peers.insert(idx, conn);
         }
         self.flush_waiting(now, transfer, idx);
     }
@@ -77,9 +82,9 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_push(&mut self, now: Instant, transfer: u64, block: u64, to: u32) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let linked = t
-            .peers
-            .get(&to)
-            .and_then(|c| self.conns.get(c))
+            .swarm
+            .peer(to)
+            .and_then(|c| self.conns.get(&c))
             .is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none());
         if !linked {
             // The link is still coming up (we dial, or they will): hold the push a while.
@@ -91,7 +96,7 @@ impl<S: Store> PoMachine<S> {
 
     pub(super) fn serve(&mut self, transfer: u64, block: u64, to: u32) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        let (Some(&conn), Some(b)) = (t.peers.get(&to), t.manifest.block(block)) else { return };
+        let (Some(conn), Some(b)) = (t.swarm.peer(to), t.manifest.block(block)) else { return };
         let unsent = |why: String| Msg::Unsent { transfer, block, to, why };
         if !t.held.get(block as usize).copied().unwrap_or(false) {
             if let Some(m) = t.master {
@@ -140,7 +145,9 @@ impl<S: Store> PoMachine<S> {
             self.out.push_back(Action::Close { conn });
         }
         if let Some(t) = self.transfers.get_mut(&transfer) {
-            t.peers.clear();
+            if let Some(j) = t.swarm.joined_mut() {
+                j.peers.clear();
+            }
             t.waiting.clear();
             t.parked.clear();
         }
@@ -149,8 +156,8 @@ impl<S: Store> PoMachine<S> {
     /// A neighbour's link is gone: pushes to it go back to the master.
     pub(super) fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if t.peers.get(&idx) == Some(&conn) {
-            t.peers.remove(&idx);
+        if let Some(j) = t.swarm.joined_mut().filter(|j| j.peers.get(&idx) == Some(&conn)) {
+            j.peers.remove(&idx);
         }
         let master = t.master;
         for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
