@@ -20,7 +20,7 @@ impl<S: Store> PoMachine<S> {
         };
         let b = match (shape, from) {
             (Ok(b), _) => b,
-            (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, head.index, p, &e),
+            (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, Some(head.index), p, &e),
             (Err(e), _) => return self.fail(head.transfer, e),
         };
         if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] {
@@ -73,16 +73,19 @@ impl<S: Store> PoMachine<S> {
         self.maybe_ready(head.transfer);
     }
 
-    /// Neighbour `p` sent a frame that cannot be a block of ours: close its link, and tell the
-    /// master, which charges `p` a fault and sends the block from elsewhere.
-    pub(super) fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: u64, p: u32, why: &str) {
+    /// Neighbour `p` sent a frame that cannot be a block of ours: close its link (only that
+    /// link: the transfer goes on). When the frame names a block of ours, tell the master, which
+    /// charges `p` a fault and sends the block from elsewhere; otherwise there is nothing honest
+    /// to report.
+    pub(super) fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: Option<u64>, p: u32, why: &str) {
         log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error=\"{why}\"");
         self.stats.peer_errors += 1;
         self.conns.remove(&conn);
         self.out.push_back(Action::Close { conn });
         self.peer_lost(transfer, p, conn);
         let Some(t) = self.transfers.get(&transfer) else { return };
-        if let (Some(m), true) = (t.master, block < t.manifest.blocks()) {
+        let block = block.filter(|&b| b < t.manifest.blocks());
+        if let (Some(m), Some(block)) = (t.master, block) {
             self.send(m, Msg::Bad { transfer, block, from: p });
         }
     }

@@ -72,6 +72,15 @@ impl<S: Store> PoMachine<S> {
                 self.on_block(conn, From::MasterData, head, data)
             }
             (ConnKind::Peer { .. } | ConnKind::MasterData { .. }, Msg::Ping) => {}
+            // Anything else from a neighbour is its fault; no block of ours can be named.
+            (ConnKind::Peer { transfer, idx }, other) => {
+                let (transfer, idx) = (*transfer, *idx);
+                let why = match &other {
+                    Msg::Block { head, .. } => format!("block for transfer {}", head.transfer),
+                    m => format!("unexpected {:?}", m.ty()),
+                };
+                self.peer_fault(conn, transfer, None, idx, &why)
+            }
             (ConnKind::New | ConnKind::Stat, Msg::StatQuery) => {
                 c.kind = ConnKind::Stat;
                 c.deadline = Some(now + MASTER_IDLE);
@@ -138,6 +147,8 @@ impl<S: Store> PoMachine<S> {
                     }
                 }
             }
+            // A neighbour's undecodable bytes (`Close::Decode`) name no block, so the master
+            // is not told: the link just goes.
             ConnKind::Peer { transfer, idx, .. } => {
                 self.conns.remove(&conn);
                 let receiving =

@@ -16,6 +16,8 @@ mod offer;
 mod publish;
 mod stat;
 mod swarm;
+#[cfg(test)]
+mod tests;
 mod transfer;
 
 use super::auth::{ct_eq, Token};

@@ -189,7 +189,7 @@ impl<S: Store> PoMachine<S> {
         // The master's answer (24 bytes a block) must fit one frame; the rest just travels.
         check.truncate((MAX_CONTROL as usize - 64) / 40);
         if !check.is_empty() {
-            // Delta: the published copy may hold these; their MD5s decide, then ACCEPT.
+            // Delta: the published copy may hold these; their digests decide, then ACCEPT.
             if let Some(t) = self.transfers.get_mut(&transfer) {
                 t.state = TState::Receiving { checking: check.clone() };
             }
@@ -199,7 +199,7 @@ impl<S: Store> PoMachine<S> {
         self.maybe_ready(transfer);
     }
 
-    /// The master's MD5s for the blocks of our CHECK: keep what matches, then ACCEPT.
+    /// The master's digests for the blocks of our CHECK: keep what matches, then ACCEPT.
     pub(super) fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, Digest)>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let TState::Receiving { checking } = &mut t.state else { return };
@@ -208,7 +208,9 @@ impl<S: Store> PoMachine<S> {
         }
         let asked: std::collections::HashSet<u64> = std::mem::take(checking).into_iter().collect();
         let mut sums: Vec<(u64, Digest)> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
-        sums.sort_unstable_by_key(|(b, _)| *b);
+        // One digest a block: a repeated block keeps its first.
+        sums.sort_by_key(|(b, _)| *b);
+        sums.dedup_by_key(|(b, _)| *b);
         let taken = self.store.check(transfer, &sums);
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         for b in taken {

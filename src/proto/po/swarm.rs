@@ -8,6 +8,7 @@ impl<S: Store> PoMachine<S> {
     /// it named, then judge the hellos that came before it.
     pub(super) fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, master_key: Digest, links: Vec<PeerLink>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let links = valid_links(transfer, me, links);
         // A second PEERS brings new keys; the links already made stay.
         let peers = t.swarm.joined_mut().map(|j| std::mem::take(&mut j.peers)).unwrap_or_default();
         let link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
@@ -81,6 +82,18 @@ impl<S: Store> PoMachine<S> {
     /// The master asks us to send `block` to neighbour `to`.
     pub(super) fn on_push(&mut self, now: Instant, transfer: u64, block: u64, to: u32) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if block >= t.manifest.blocks() {
+            return log::warn!(
+                "event=protocol_error role=po transfer={transfer} error=\"push of block {block} past the end\""
+            );
+        }
+        if t.swarm.joined().is_some_and(|j| !j.link_keys.contains_key(&to)) {
+            // Not a neighbour of ours: no link will ever come up for it.
+            if let Some(m) = t.master {
+                self.send(m, Msg::Unsent { transfer, block, to, why: "no link to that peer".into() });
+            }
+            return;
+        }
         let linked = t
             .swarm
             .peer(to)
@@ -166,4 +179,19 @@ impl<S: Store> PoMachine<S> {
             }
         }
     }
+}
+
+/// The links of a PEERS that can be: none to ourselves or to the master's index, and each
+/// neighbour once (the first wins).
+fn valid_links(transfer: u64, me: u32, links: Vec<PeerLink>) -> Vec<PeerLink> {
+    let mut seen = std::collections::HashSet::new();
+    let (good, bad): (Vec<PeerLink>, Vec<PeerLink>) =
+        links.into_iter().partition(|l| l.idx != me && l.idx != MASTER_PEER && seen.insert(l.idx));
+    if !bad.is_empty() {
+        log::warn!(
+            "event=protocol_error role=po transfer={transfer} error=\"PEERS has {} links to itself, the master or a neighbour named twice\"",
+            bad.len()
+        );
+    }
+    good
 }
