@@ -1,0 +1,106 @@
+//! Blocks: each one is checked against a digest the master gave us before it counts; blocks
+//! from peers wait (bounded) for the master's `Sums`; a peer's bad frame is the peer's fault.
+
+use super::*;
+
+impl<S: Store> PoMachine<S> {
+    /// A block from the master's control connection, its data link, or neighbour `p`. Only
+    /// control blocks carry their own checksum; the rest are checked against the master's `Sums`.
+    /// A peer's bad frame is the peer's fault: its link closes and the master refetches the block.
+    pub(super) fn on_block(&mut self, conn: ConnId, from: From, head: BlockHead, data: Payload) {
+        let Some(t) = self.transfers.get_mut(&head.transfer) else {
+            return self.refuse(conn, Reason::Protocol, format!("block for unknown transfer {}", head.transfer));
+        };
+        let shape = match t.manifest.block(head.index) {
+            None => Err(format!("block {} is past the end of the manifest", head.index)),
+            Some(b) if data.len() != b.len as usize => {
+                Err(format!("block {} has {} bytes, expected {}", b.index, data.len(), b.len))
+            }
+            Some(b) => Ok(b),
+        };
+        let b = match (shape, from) {
+            (Ok(b), _) => b,
+            (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, Some(head.index), p, &e),
+            (Err(e), _) => return self.fail(head.transfer, e),
+        };
+        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] {
+            return;
+        }
+        let check = t.class.block_check();
+        let want = match (from, t.sums[b.index as usize]) {
+            (From::Control, _) => {
+                t.sums[b.index as usize] = Some(head.sum);
+                head.sum
+            }
+            (_, Some(s)) => s,
+            (_, None) if t.parked.len() < MAX_PARKED => return t.parked.push((conn, from, head, data)),
+            (_, None) => {
+                // Give the assignment back; the master will send it again later.
+                let (transfer, block, master, me) =
+                    (head.transfer, b.index, t.master, t.swarm.joined().map_or(0, |j| j.me));
+                if let Some(m) = master {
+                    self.send(m, Msg::Unsent { transfer, block, to: me, why: "no checksum yet".into() });
+                }
+                return;
+            }
+        };
+        let kind = if from == From::Control { t.class.verify } else { check };
+        if kind != Verify::None && Sum::of(kind, data.bytes()) != want {
+            let first = t.manifest.segments(&b).first().map(|s| s.entry).unwrap_or(0);
+            let path = t.manifest.entries()[first as usize].path.clone();
+            let source = match from {
+                From::Peer(p) => format!("po#{p}"),
+                _ => "master".into(),
+            };
+            log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
+            self.stats.verify_failures += 1;
+            return match (from, t.master) {
+                // A bad peer: fetch the block elsewhere, and let the master count the fault.
+                (From::Peer(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
+                _ => self.fail(head.transfer, format!("block {} of {path} failed its {kind} check", b.index)),
+            };
+        }
+        if let Err(e) = self.store.write_block(head.transfer, &b, data.bytes()) {
+            return self.fail(head.transfer, e.to_string());
+        }
+        let t = self.transfers.get_mut(&head.transfer).expect("checked above");
+        t.hold(b.index);
+        self.stats.bytes_received += b.len as u64;
+        self.stats.blocks_received += 1;
+        if let Some(m) = t.master {
+            self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
+        }
+        self.maybe_ready(head.transfer);
+    }
+
+    /// Neighbour `p` sent a frame that cannot be a block of ours: close its link (only that
+    /// link: the transfer goes on). When the frame names a block of ours, tell the master, which
+    /// charges `p` a fault and sends the block from elsewhere; otherwise there is nothing honest
+    /// to report.
+    pub(super) fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: Option<u64>, p: u32, why: &str) {
+        log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error=\"{why}\"");
+        self.stats.peer_errors += 1;
+        self.conns.remove(&conn);
+        self.out.push_back(Action::Close { conn });
+        self.peer_lost(transfer, p, conn);
+        let Some(t) = self.transfers.get(&transfer) else { return };
+        let block = block.filter(|&b| b < t.manifest.blocks());
+        if let (Some(m), Some(block)) = (t.master, block) {
+            self.send(m, Msg::Bad { transfer, block, from: p });
+        }
+    }
+
+    /// Checksums from the master; parked peer blocks can be checked now.
+    pub(super) fn on_sums(&mut self, transfer: u64, sums: Vec<(u64, Sum)>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for (b, s) in sums {
+            if let Some(slot) = t.sums.get_mut(b as usize) {
+                *slot = Some(s);
+            }
+        }
+        let parked = std::mem::take(&mut t.parked);
+        for (conn, from, head, data) in parked {
+            self.on_block(conn, from, head, data);
+        }
+    }
+}

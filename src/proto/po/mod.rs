@@ -1,0 +1,193 @@
+//! The po: receives a transfer, verifies every block, stages it and publishes it.
+//!
+//! A master connection goes `New` -> (Offer) `Verifying` (asking the CACs in order) ->
+//! (VerifyOk) `Receiving` -> (all blocks held) `Ready` -> (Commit, or at once with
+//! `publish = each`) `Published`. Any failure sends `Failed` to the master and leaves the
+//! published tree as it was. Transfers are keyed by id, so a master that reconnects with the
+//! same transfer picks up where it left.
+//!
+//! Here: the machine and its connections. `events` dispatches by connection kind and runs the
+//! timers; `offer`, `blocks`, `swarm`, `publish` and `stat` handle what their names say;
+//! `transfer` is one transfer's state.
+
+mod blocks;
+mod events;
+mod offer;
+mod publish;
+mod stat;
+mod swarm;
+#[cfg(test)]
+mod tests;
+mod transfer;
+
+use super::auth::{ct_eq, Token};
+use super::bitmap::bitmap;
+use super::class::Publish;
+use super::failover::Failover;
+use super::manifest::hex;
+use super::msg::{Digest, PeerLink, Reason, TransferStat};
+use super::swarm::MASTER_PEER;
+use super::wire::MAX_CONTROL;
+use super::Verify;
+use super::{
+    earliest, Action, BlockHead, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum,
+};
+use core::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
+
+#[derive(Debug, Clone)]
+pub struct PoSettings {
+    /// The address this po presents to the CAC; `None`: the one the master dialled.
+    pub advertise: Option<String>,
+    pub cacs: Vec<SocketAddr>,
+    /// Class dests must lie below one of these (absolute paths).
+    pub allow_dest: Vec<String>,
+    /// Demo/test mode: every dest is taken below this directory.
+    pub root: Option<String>,
+    pub cac_timeout: Duration,
+    /// Where class hooks live; a class hook runs only from here.
+    pub hook_dir: Option<String>,
+    /// Bytes/s over all transfers of this host; 0 = none.
+    pub max_upload_rate: u64,
+    pub max_download_rate: u64,
+}
+
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// The master pings at least this often while it waits.
+const MASTER_IDLE: Duration = Duration::from_secs(120);
+
+enum ConnKind {
+    /// Accepted, nothing said yet.
+    New,
+    /// A master's connection, once its offer is under verification or accepted.
+    Master { transfer: Option<u64> },
+    /// Our question to CAC number `cac` about the offer on master connection `master`.
+    Cac { master: ConnId, cac: Failover },
+    /// A `wugui-stat` client.
+    Stat,
+    /// A neighbour in the swarm of `transfer`: po `idx`, once the token was presented.
+    Peer { transfer: u64, idx: u32 },
+    /// The master's block stream for `transfer` in a swarm.
+    MasterData { transfer: u64 },
+}
+
+struct Conn {
+    peer: Option<SocketAddr>,
+    kind: ConnKind,
+    deadline: Option<Instant>,
+}
+
+/// An offer waiting for a CAC's word.
+struct Pending {
+    token: Vec<u8>,
+    po: String,
+    manifest: Manifest,
+}
+
+/// Peer blocks held back until their checksum arrives, per transfer.
+const MAX_PARKED: usize = 8;
+/// Peer hellos held back until our PEERS arrives, per transfer.
+const MAX_HELLOS: usize = 64;
+
+/// A push for a neighbour whose link never comes up is given back to the master.
+const LINK_WAIT: Duration = Duration::from_secs(10);
+
+pub struct PoMachine<S: Store> {
+    settings: PoSettings,
+    store: S,
+    conns: HashMap<ConnId, Conn>,
+    pending: HashMap<ConnId, Pending>,
+    transfers: HashMap<u64, Transfer>,
+    next_conn: ConnId,
+    out: VecDeque<Action>,
+    stats: Stats,
+}
+
+impl<S: Store> PoMachine<S> {
+    pub fn new(settings: PoSettings, store: S) -> PoMachine<S> {
+        let rates = Action::SetRates { upload: settings.max_upload_rate, download: settings.max_download_rate };
+        PoMachine {
+            settings,
+            store,
+            conns: HashMap::new(),
+            pending: HashMap::new(),
+            transfers: HashMap::new(),
+            next_conn: 1,
+            out: VecDeque::from([rates]),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// SIGHUP: new settings for new transfers; live ones go on.
+    pub fn reload(&mut self, settings: PoSettings) {
+        let (upload, download) = (settings.max_upload_rate, settings.max_download_rate);
+        self.out.push_back(Action::SetRates { upload, download });
+        self.settings = settings;
+    }
+
+    fn send(&mut self, conn: ConnId, msg: Msg) {
+        self.out.push_back(Action::Send { conn, msg });
+    }
+
+    fn refuse(&mut self, conn: ConnId, reason: Reason, text: String) {
+        self.send(conn, Msg::Denied { reason, text });
+        self.out.push_back(Action::Close { conn });
+        self.conns.remove(&conn);
+        self.pending.remove(&conn);
+    }
+}
+
+impl<S: Store> Machine for PoMachine<S> {
+    fn handle_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
+            Event::Accepted { conn, peer } => {
+                self.conns
+                    .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
+            }
+            Event::Connected { conn } => self.on_connected(now, conn),
+            Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
+            Event::Closed { conn, reason } => self.on_closed(now, conn, reason),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.conn_timeouts(now);
+        self.link_wait_timeouts(now);
+        self.transfer_timeouts(now);
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let t = earliest(self.conns.values().map(|c| c.deadline));
+        let exp = earliest(
+            self.transfers
+                .values()
+                .filter(|t| t.master.is_none())
+                .map(|t| Some(t.started + Duration::from_secs(t.class.timeout))),
+        );
+        let waits = earliest(
+            self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
+        );
+        earliest([t, exp, waits])
+    }
+
+    fn stats(&self) -> Stats {
+        // The gauge is counted from the states, so that no path can leave it off by one.
+        let active = self.transfers.values().filter(|t| t.state.live()).count();
+        Stats { transfers_active: active as u64, ..self.stats }
+    }
+}

@@ -1,0 +1,247 @@
+//! An offer from a master: the CAC's word on its token (asking the CACs in order), the new or
+//! resumed transfer it starts, and the delta/resume CHECK that may come before ACCEPT.
+
+use super::*;
+
+impl<S: Store> PoMachine<S> {
+    /// Asks CAC number `cac` (or gives up when the list is exhausted).
+    pub(super) fn ask_cac(&mut self, now: Instant, master: ConnId, cac: Failover) {
+        let Some(addr) = cac.cac(&self.settings.cacs) else {
+            log::error!("event=cac_unreachable role=po error=\"no CAC of {} answered\"", self.settings.cacs.len());
+            return self.refuse(master, Reason::NoCac, "the po could reach no CAC to verify the token".into());
+        };
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            conn,
+            Conn {
+                peer: Some(addr),
+                kind: ConnKind::Cac { master, cac },
+                deadline: Some(now + self.settings.cac_timeout),
+            },
+        );
+        self.out.push_back(Action::Connect { conn, addr });
+    }
+
+    /// The CAC at `conn` failed us: try the next one.
+    pub(super) fn cac_failed(&mut self, now: Instant, conn: ConnId, why: &str) {
+        if let Some(Conn { kind: ConnKind::Cac { master, cac }, .. }) = self.conns.remove(&conn) {
+            self.out.push_back(Action::Close { conn });
+            let next = cac.next("po", &self.settings.cacs, why);
+            if self.pending.contains_key(&master) {
+                self.ask_cac(now, master, next);
+            }
+        }
+    }
+
+    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, manifest: &[u8]) {
+        let manifest = match Manifest::decode(manifest) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
+                return self.refuse(conn, Reason::BadManifest, e.to_string());
+            }
+        };
+        let po = self.settings.advertise.clone().unwrap_or(po);
+        self.pending.insert(conn, Pending { token, po, manifest });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.kind = ConnKind::Master { transfer: None };
+            c.deadline = None;
+        }
+        self.ask_cac(now, conn, Failover::first());
+    }
+
+    /// The CAC vouched for the offer on `master`: resume the transfer, or start it.
+    pub(super) fn on_verified(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        pairs: &[(String, String)],
+        class_name: &str,
+    ) {
+        let Some(p) = self.pending.remove(&master) else { return };
+        let Some((class, dest)) = self.judge_offer(master, transfer, &p, pairs, class_name) else { return };
+        if self.resume(now, master, transfer, &p.manifest) {
+            return;
+        }
+        self.replace_stale(transfer, &p.manifest);
+        self.start(now, master, transfer, p, class, dest);
+    }
+
+    /// The class the CAC sent and where it lands here, or None once the offer is refused.
+    fn judge_offer(
+        &mut self,
+        master: ConnId,
+        transfer: u64,
+        p: &Pending,
+        pairs: &[(String, String)],
+        class_name: &str,
+    ) -> Option<(ClassCfg, String)> {
+        // The token names the transfer; the CAC has checked its MAC.
+        if Token::decode(&p.token).map(|t| t.transfer) != Ok(transfer) {
+            self.refuse(master, Reason::BadToken, "CAC answered for another transfer".into());
+            return None;
+        }
+        let class = match ClassCfg::from_pairs(class_name, pairs) {
+            Ok(c) => c,
+            Err(e) => {
+                self.refuse(master, Reason::Protocol, format!("CAC sent a bad class: {e}"));
+                return None;
+            }
+        };
+        if class.block_size != 0 && class.block_size != p.manifest.block_size {
+            self.refuse(master, Reason::BadManifest, "manifest block size differs from the class".into());
+            return None;
+        }
+        let Some(dest) = self.dest_for(&class.dest) else {
+            log::warn!(
+                "event=offer_refused transfer={transfer} class={} reason=dest_not_allowed dest={}",
+                class.name,
+                class.dest
+            );
+            let text = format!("dest {} is outside allow_dest on this po", class.dest);
+            self.refuse(master, Reason::DestNotAllowed, text);
+            return None;
+        };
+        Some((class, dest))
+    }
+
+    /// A master that reconnects to a live transfer keeps its progress (true: done here). A
+    /// failed transfer, or another tree under the same id, is dropped.
+    fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest: &Manifest) -> bool {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return false };
+        // What to say again: CHECK still open, READY, DONE.
+        let again = match &t.state {
+            _ if t.manifest.id() != manifest.id() => None,
+            TState::Receiving { checking } => Some((checking.clone(), false, false)),
+            TState::Ready => Some((Vec::new(), true, false)),
+            // A published transfer answers DONE again once its hook (if any) has run.
+            TState::Published { hook } => Some((Vec::new(), true, !matches!(hook, Hook::Running))),
+            TState::Failed => None,
+        };
+        let Some((checking, ready, done)) = again else {
+            self.transfers.remove(&transfer);
+            return false;
+        };
+        t.master = Some(master);
+        let have = bitmap(&t.held);
+        self.set_master(master, transfer, now);
+        if !checking.is_empty() {
+            self.send(master, Msg::Check { transfer, blocks: checking });
+            return true;
+        }
+        self.send(master, Msg::Accept { transfer, have });
+        if ready {
+            self.send(master, Msg::Ready { transfer });
+        }
+        if done {
+            self.report_done(transfer);
+        }
+        true
+    }
+
+    /// A rerun of the same tree by a new master replaces a transfer whose master is gone.
+    fn replace_stale(&mut self, transfer: u64, manifest: &Manifest) {
+        let id = manifest.id();
+        let stale: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.master.is_none() && t.manifest.id() == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for old in stale {
+            log::info!("event=transfer_replaced transfer={old} by={transfer}");
+            self.transfers.remove(&old);
+        }
+    }
+
+    /// A new transfer: stage it (keeping what an earlier stage holds), then CHECK or ACCEPT.
+    fn start(&mut self, now: Instant, master: ConnId, transfer: u64, p: Pending, class: ClassCfg, dest: String) {
+        let held = match self.store.prepare(transfer, &dest, &p.manifest, class.delta) {
+            Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
+            Ok(_) => vec![false; p.manifest.blocks() as usize],
+            Err(e) => {
+                log::error!("event=po_failed transfer={transfer} class={} error=\"{e}\"", class.name);
+                return self.refuse(master, Reason::Disk, e.to_string());
+            }
+        };
+        if class.rate_limit > 0 {
+            // The class caps what this host uploads to peers for the transfer.
+            let cap = self.settings.max_upload_rate;
+            let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
+            self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
+        }
+        let t = Transfer::new(class, p.manifest, held, p.token, dest, master, now);
+        log::info!(
+            "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
+            t.class.name,
+            t.dest,
+            t.manifest.files(),
+            t.manifest.bytes(),
+            t.nheld,
+            hex(&t.manifest.id()[..6])
+        );
+        let have = bitmap(&t.held);
+        self.transfers.insert(transfer, t);
+        self.set_master(master, transfer, now);
+        let mut check = self.store.candidates(transfer);
+        // The master's answer (24 bytes a block) must fit one frame; the rest just travels.
+        check.truncate((MAX_CONTROL as usize - 64) / 40);
+        if !check.is_empty() {
+            // Delta: the published copy may hold these; their digests decide, then ACCEPT.
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.state = TState::Receiving { checking: check.clone() };
+            }
+            return self.send(master, Msg::Check { transfer, blocks: check });
+        }
+        self.send(master, Msg::Accept { transfer, have });
+        self.maybe_ready(transfer);
+    }
+
+    /// The master's digests for the blocks of our CHECK: keep what matches, then ACCEPT.
+    pub(super) fn on_check_sums(&mut self, transfer: u64, sums: Vec<(u64, Digest)>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let TState::Receiving { checking } = &mut t.state else { return };
+        if checking.is_empty() {
+            return;
+        }
+        let asked: std::collections::HashSet<u64> = std::mem::take(checking).into_iter().collect();
+        let mut sums: Vec<(u64, Digest)> = sums.into_iter().filter(|(b, _)| asked.contains(b)).collect();
+        // One digest a block: a repeated block keeps its first.
+        sums.sort_by_key(|(b, _)| *b);
+        sums.dedup_by_key(|(b, _)| *b);
+        let taken = self.store.check(transfer, &sums);
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for b in taken {
+            t.hold(b);
+        }
+        let have = bitmap(&t.held);
+        if let Some(m) = t.master {
+            self.send(m, Msg::Accept { transfer, have });
+        }
+        self.maybe_ready(transfer);
+    }
+
+    pub(super) fn set_master(&mut self, conn: ConnId, transfer: u64, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.kind = ConnKind::Master { transfer: Some(transfer) };
+            c.deadline = Some(now + MASTER_IDLE);
+        }
+    }
+
+    /// Where class dest `dest` lands here, if it is allowed.
+    pub(super) fn dest_for(&self, dest: &str) -> Option<String> {
+        let inside = self.settings.allow_dest.iter().any(|a| {
+            let a = a.trim_end_matches('/');
+            dest == a || dest.strip_prefix(a).is_some_and(|rest| rest.starts_with('/')) || a.is_empty()
+        });
+        if !inside || dest.split('/').any(|c| c == "..") {
+            return None;
+        }
+        Some(match &self.settings.root {
+            Some(r) => format!("{}{dest}", r.trim_end_matches('/')),
+            None => dest.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! The end of a transfer: sealed once every block is held, published (at once with
+//! `publish = each`, else on COMMIT), its hook run, DONE reported; or failed.
+
+use super::*;
+
+impl<S: Store> PoMachine<S> {
+    /// Seals a transfer that holds every block, and publishes it at once with `publish = each`.
+    pub(super) fn maybe_ready(&mut self, transfer: u64) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if !matches!(t.state, TState::Receiving { .. }) || t.nheld < t.manifest.blocks() {
+            return;
+        }
+        if let Err(e) = self.store.seal(transfer) {
+            return self.fail(transfer, e.to_string());
+        }
+        t.state = TState::Ready;
+        log::info!("event=po_ready transfer={transfer} class={} bytes={}", t.class.name, t.bytes);
+        let (master, each) = (t.master, t.class.publish == Publish::Each);
+        if let Some(m) = master {
+            self.send(m, Msg::Ready { transfer });
+        }
+        if each {
+            self.publish(transfer);
+        }
+    }
+
+    pub(super) fn publish(&mut self, transfer: u64) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if !matches!(t.state, TState::Ready) {
+            return;
+        }
+        match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
+            Ok((files, bytes)) => {
+                self.stats.transfers_published += 1;
+                log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
+                let Some(name) = t.class.hook.clone() else {
+                    t.state = TState::Published { hook: Hook::Absent };
+                    return self.report_done(transfer);
+                };
+                let Some(dir) = self.settings.hook_dir.clone() else {
+                    let tail = format!("hook {name}: this po has no hook_dir");
+                    t.state = TState::Published { hook: Hook::Ran { exit: -1, tail } };
+                    return self.report_done(transfer);
+                };
+                t.state = TState::Published { hook: Hook::Running };
+                let env = vec![
+                    ("WUGUI_TRANSFER".to_string(), transfer.to_string()),
+                    ("WUGUI_CLASS".to_string(), t.class.name.clone()),
+                    ("WUGUI_DEST".to_string(), t.dest.clone()),
+                    ("WUGUI_FILES".to_string(), files.to_string()),
+                    ("WUGUI_BYTES".to_string(), bytes.to_string()),
+                ];
+                let timeout = Duration::from_secs(t.class.hook_timeout);
+                self.out.push_back(Action::RunHook { id: transfer, dir, name, env, timeout });
+            }
+            Err(e) => self.fail(transfer, format!("publish: {e}")),
+        }
+    }
+
+    /// DONE to the master, with the hook's result when there was one.
+    pub(super) fn report_done(&mut self, transfer: u64) {
+        let Some(t) = self.transfers.get(&transfer) else { return };
+        let (files, bytes) = (t.manifest.files() as u64, t.manifest.bytes());
+        let (hook_exit, hook_tail) = match &t.state {
+            TState::Published { hook: Hook::Ran { exit, tail } } => (Some(*exit), tail.clone()),
+            _ => (None, String::new()),
+        };
+        if let Some(m) = t.master {
+            self.send(m, Msg::Done { transfer, files, bytes, hook_exit, hook_tail });
+        }
+    }
+
+    pub(super) fn on_hook_done(&mut self, transfer: u64, exit: i32, tail: String) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let name = t.class.hook.clone().unwrap_or_default();
+        if exit == 0 {
+            log::info!("event=hook_done transfer={transfer} hook={name} exit=0");
+        } else {
+            let last = tail.lines().last().unwrap_or("").replace('"', "'");
+            log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
+            self.stats.hook_failures += 1;
+        }
+        if let TState::Published { hook } = &mut t.state {
+            *hook = Hook::Ran { exit, tail };
+        }
+        self.report_done(transfer);
+    }
+
+    /// This po gives up on `transfer`; what was published before stays.
+    pub(super) fn fail(&mut self, transfer: u64, error: String) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
+        if t.state.live() {
+            self.stats.transfers_failed += 1;
+        }
+        t.state = TState::Failed;
+        self.store.abort(transfer, true);
+        if let Some(m) = t.master.take() {
+            self.send(m, Msg::Failed { transfer, error });
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The swarm: our place and link keys from PEERS, neighbours that dial us (and prove it), the
+//! master's pushes to neighbours, and links that go.
+
+use super::*;
+
+impl<S: Store> PoMachine<S> {
+    /// The master gave us our place in the swarm and the keys of our links: dial the neighbours
+    /// it named, then judge the hellos that came before it.
+    pub(super) fn on_peers(&mut self, now: Instant, transfer: u64, me: u32, master_key: Digest, links: Vec<PeerLink>) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let links = valid_links(transfer, me, links);
+        // A second PEERS brings new keys; the links already made stay.
+        let peers = t.swarm.joined_mut().map(|j| std::mem::take(&mut j.peers)).unwrap_or_default();
+        let link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
+        let joined = Swarm::Joined(Joined { me, master_key, link_keys, peers });
+        let hellos = match std::mem::replace(&mut t.swarm, joined) {
+            Swarm::Awaiting { hellos } => hellos,
+            Swarm::Joined(_) => Vec::new(),
+        };
+        for l in links.into_iter().filter(|l| !l.addr.is_empty()) {
+            let Ok(addr) = l.addr.parse::<SocketAddr>() else { continue };
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
+                j.peers.insert(l.idx, conn);
+            }
+            let kind = ConnKind::Peer { transfer, idx: l.idx };
+            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
+            self.out.push_back(Action::Connect { conn, addr });
+        }
+        for (conn, idx, proof) in hellos {
+            if self.conns.get(&conn).is_some_and(|c| matches!(c.kind, ConnKind::New)) {
+                self.admit_peer(now, conn, transfer, idx, proof);
+            }
+        }
+    }
+
+    /// A neighbour (or the master's data link) dialled us: the token names the transfer, and
+    /// the proof must be the key the master gave us for that link. An index alone proves nothing.
+    pub(super) fn on_peer_hello(&mut self, now: Instant, conn: ConnId, token: &[u8], idx: u32, proof: Digest) {
+        let found = self.transfers.iter().find(|(_, t)| ct_eq(&t.token, token)).map(|(id, _)| *id);
+        let Some(transfer) = found else {
+            log::warn!("event=peer_refused reason=bad_token");
+            self.stats.peer_errors += 1;
+            return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
+        };
+        let t = self.transfers.get_mut(&transfer).expect("found above");
+        if let Swarm::Awaiting { hellos } = &mut t.swarm {
+            // Our PEERS is still on its way: judge the hello when it comes (bounded).
+            if hellos.len() >= MAX_HELLOS {
+                return self.refuse(conn, Reason::Protocol, "too many early hellos".into());
+            }
+            return hellos.push((conn, idx, proof));
+        }
+        self.admit_peer(now, conn, transfer, idx, proof);
+    }
+
+    pub(super) fn admit_peer(&mut self, now: Instant, conn: ConnId, transfer: u64, idx: u32, proof: Digest) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let master = idx == MASTER_PEER;
+        let Some(j) = t.swarm.joined() else { return };
+        let key = if master { Some(j.master_key) } else { j.link_keys.get(&idx).copied() };
+        if !key.is_some_and(|k| ct_eq(&k, &proof)) {
+            let who = if master { "master".to_owned() } else { format!("po#{idx}") };
+            log::warn!("event=peer_refused transfer={transfer} reason=bad_credential claimed={who}");
+            self.stats.peer_errors += 1;
+            return self.refuse(conn, Reason::BadToken, "that link's credential does not match".into());
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.kind = if master { ConnKind::MasterData { transfer } } else { ConnKind::Peer { transfer, idx } };
+            c.deadline = None;
+        }
+        if master {
+            return;
+        }
+        if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
+            j.peers.insert(idx, conn);
+        }
+        self.flush_waiting(now, transfer, idx);
+    }
+
+    /// The master asks us to send `block` to neighbour `to`.
+    pub(super) fn on_push(&mut self, now: Instant, transfer: u64, block: u64, to: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if block >= t.manifest.blocks() {
+            return log::warn!(
+                "event=protocol_error role=po transfer={transfer} error=\"push of block {block} past the end\""
+            );
+        }
+        if t.swarm.joined().is_some_and(|j| !j.link_keys.contains_key(&to)) {
+            // Not a neighbour of ours: no link will ever come up for it.
+            if let Some(m) = t.master {
+                self.send(m, Msg::Unsent { transfer, block, to, why: "no link to that peer".into() });
+            }
+            return;
+        }
+        let linked = t
+            .swarm
+            .peer(to)
+            .and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none());
+        if !linked {
+            // The link is still coming up (we dial, or they will): hold the push a while.
+            t.waiting.entry(to).or_default().push((block, now));
+            return;
+        }
+        self.serve(transfer, block, to);
+    }
+
+    pub(super) fn serve(&mut self, transfer: u64, block: u64, to: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let (Some(conn), Some(b)) = (t.swarm.peer(to), t.manifest.block(block)) else { return };
+        let unsent = |why: String| Msg::Unsent { transfer, block, to, why };
+        if !t.held.get(block as usize).copied().unwrap_or(false) {
+            if let Some(m) = t.master {
+                self.send(m, unsent("not held".into()));
+            }
+            return;
+        }
+        let sum = t.sums[block as usize].unwrap_or(Sum::None);
+        let master = t.master;
+        match self.store.block_body(transfer, &b) {
+            Ok(body) => {
+                let head = BlockHead { transfer, index: block, sum };
+                self.stats.bytes_sent += body.len();
+                self.stats.blocks_sent += 1;
+                self.out.push_back(Action::SendBlock { conn, head, body });
+            }
+            Err(e) => {
+                log::warn!("event=serve_failed transfer={transfer} block={block} error=\"{e}\"");
+                if let Some(m) = master {
+                    self.send(m, unsent(e.to_string()));
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush_waiting(&mut self, _now: Instant, transfer: u64, idx: u32) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
+            self.serve(transfer, block, idx);
+        }
+    }
+
+    /// Closes the peer links and the master's data link of `transfer`.
+    pub(super) fn close_swarm_links(&mut self, transfer: u64) {
+        let links: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.kind {
+                ConnKind::Peer { transfer: t, .. } | ConnKind::MasterData { transfer: t } => t == transfer,
+                _ => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in links {
+            self.conns.remove(&conn);
+            self.out.push_back(Action::Close { conn });
+        }
+        if let Some(t) = self.transfers.get_mut(&transfer) {
+            if let Some(j) = t.swarm.joined_mut() {
+                j.peers.clear();
+            }
+            t.waiting.clear();
+            t.parked.clear();
+        }
+    }
+
+    /// A neighbour's link is gone: pushes to it go back to the master.
+    pub(super) fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if let Some(j) = t.swarm.joined_mut().filter(|j| j.peers.get(&idx) == Some(&conn)) {
+            j.peers.remove(&idx);
+        }
+        let master = t.master;
+        for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
+            if let Some(m) = master {
+                self.send(m, Msg::Unsent { transfer, block, to: idx, why: "peer link lost".into() });
+            }
+        }
+    }
+}
+
+/// The links of a PEERS that can be: none to ourselves or to the master's index, and each
+/// neighbour once (the first wins).
+fn valid_links(transfer: u64, me: u32, links: Vec<PeerLink>) -> Vec<PeerLink> {
+    let mut seen = std::collections::HashSet::new();
+    let (good, bad): (Vec<PeerLink>, Vec<PeerLink>) =
+        links.into_iter().partition(|l| l.idx != me && l.idx != MASTER_PEER && seen.insert(l.idx));
+    if !bad.is_empty() {
+        log::warn!(
+            "event=protocol_error role=po transfer={transfer} error=\"PEERS has {} links to itself, the master or a neighbour named twice\"",
+            bad.len()
+        );
+    }
+    good
+}

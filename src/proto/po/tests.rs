@@ -1,0 +1,189 @@
+//! The po alone, fed frames by hand: what a neighbour or the master puts on the wire is
+//! checked before it is used, and a neighbour's bad frame costs only its own link.
+
+use super::*;
+use crate::proto::manifest::{Entry, Kind};
+use crate::proto::{Body, StoreError, ACCEPTED};
+use std::sync::Arc;
+
+/// A store that keeps nothing but the digests it was asked to check: enough for the po to
+/// accept and count blocks.
+#[derive(Default)]
+struct NullStore {
+    checked: Vec<(u64, Digest)>,
+}
+
+impl Store for NullStore {
+    fn check(&mut self, _t: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
+        self.checked.extend_from_slice(sums);
+        sums.iter().map(|s| s.0).collect()
+    }
+    fn prepare(&mut self, _t: u64, _d: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, StoreError> {
+        Ok(vec![false; m.blocks() as usize])
+    }
+    fn write_block(&mut self, _t: u64, _b: &crate::proto::BlockRef, _d: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn seal(&mut self, _t: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn publish(&mut self, _t: u64, _f: Option<&str>, _m: bool) -> Result<(u64, u64), StoreError> {
+        Ok((1, 0))
+    }
+    fn abort(&mut self, _t: u64, _keep: bool) {}
+    fn block_body(&mut self, _t: u64, _b: &crate::proto::BlockRef) -> Result<Body, StoreError> {
+        Ok(Body::Bytes(Arc::new(vec![0; 4096])))
+    }
+}
+
+const T: u64 = 7;
+const MASTER: ConnId = ACCEPTED | 1;
+
+struct Po {
+    m: PoMachine<NullStore>,
+    now: Instant,
+    token: Vec<u8>,
+}
+
+impl Po {
+    fn ev(&mut self, ev: Event) -> Vec<Action> {
+        self.m.handle_event(self.now, ev);
+        std::iter::from_fn(|| self.m.poll_action()).collect()
+    }
+    fn frame(&mut self, conn: ConnId, msg: Msg) -> Vec<Action> {
+        self.ev(Event::Frame { conn, msg })
+    }
+    /// A neighbour dials us and says who it is.
+    fn hello(&mut self, conn: ConnId, me: u32, proof: Digest) -> Vec<Action> {
+        self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap() });
+        self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof })
+    }
+}
+
+fn closes(a: &[Action], conn: ConnId) -> bool {
+    a.iter().any(|a| matches!(a, Action::Close { conn: c } if *c == conn))
+}
+
+/// A po in a p2p transfer of 3 blocks, its offer verified and accepted.
+fn accepted() -> Po {
+    let settings = PoSettings {
+        advertise: None,
+        cacs: vec!["127.0.0.1:1".parse().unwrap()],
+        allow_dest: vec!["/data".into()],
+        root: None,
+        cac_timeout: Duration::from_secs(5),
+        hook_dir: None,
+        max_upload_rate: 0,
+        max_download_rate: 0,
+    };
+    let mut po = Po { m: PoMachine::new(settings, NullStore::default()), now: Instant::now(), token: Vec::new() };
+    let _ = po.m.poll_action();
+    let file = Entry {
+        path: "f".into(),
+        kind: Kind::File { size: 10_000 },
+        mode: 0o644,
+        mtime: 1,
+        mtime_nsec: 0,
+        sparse: None,
+    };
+    let manifest = Manifest::new(4096, vec![file]).unwrap();
+    let ip = "10.0.0.1".parse().unwrap();
+    po.token = Token::issue(b"key", T, "c", ip, u64::MAX, [0; 16]).encode();
+    po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap() });
+    let manifest = Arc::new(manifest.encode());
+    let a = po.frame(MASTER, Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest });
+    let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
+    let mut class = ClassCfg::new("c");
+    class.set("dest", "/data/x").unwrap();
+    class.set("p2p", "on").unwrap();
+    let a = po.frame(*cac, Msg::VerifyOk { transfer: T, class_name: "c".into(), class: class.to_pairs() });
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
+    po
+}
+
+/// PEERS for po 1: neighbour 0 dials us, 2 too; bad entries (ourselves, the master's index,
+/// neighbour 2 again) come along.
+fn joined() -> Po {
+    let mut po = accepted();
+    let links = vec![
+        PeerLink { idx: 0, addr: String::new(), key: [10; 32] },
+        PeerLink { idx: 1, addr: "10.0.0.9:1".into(), key: [11; 32] },
+        PeerLink { idx: MASTER_PEER, addr: String::new(), key: [12; 32] },
+        PeerLink { idx: 2, addr: String::new(), key: [2; 32] },
+        PeerLink { idx: 2, addr: "10.0.0.9:2".into(), key: [22; 32] },
+    ];
+    let a = po.frame(MASTER, Msg::Peers { transfer: T, me: 1, master_key: [9; 32], links });
+    assert!(a.is_empty(), "a link to ourselves or a repeated neighbour was dialled: {a:?}");
+    po
+}
+
+#[test]
+fn peers_links_to_ourselves_the_master_or_twice_are_dropped() {
+    let mut po = joined();
+    assert!(closes(&po.hello(ACCEPTED | 10, 1, [11; 32]), ACCEPTED | 10), "a link to ourselves");
+    assert!(closes(&po.hello(ACCEPTED | 11, 2, [22; 32]), ACCEPTED | 11), "the second key of po 2");
+    assert!(closes(&po.hello(ACCEPTED | 12, MASTER_PEER, [12; 32]), ACCEPTED | 12), "a PEERS key for the master");
+    assert!(po.hello(ACCEPTED | 13, 2, [2; 32]).is_empty());
+    assert!(po.hello(ACCEPTED | 14, MASTER_PEER, [9; 32]).is_empty());
+}
+
+#[test]
+fn pushes_past_the_end_or_to_strangers_are_not_kept() {
+    let mut po = joined();
+    assert!(po.frame(MASTER, Msg::Push { transfer: T, block: 3, to: 0 }).is_empty());
+    let a = po.frame(MASTER, Msg::Push { transfer: T, block: 0, to: 5 });
+    assert!(matches!(&a[..], [Action::Send { msg: Msg::Unsent { block: 0, to: 5, .. }, .. }]), "{a:?}");
+    assert!(po.m.transfers[&T].waiting.is_empty());
+}
+
+#[test]
+fn a_neighbours_bad_frame_costs_only_its_link() {
+    let mut po = joined();
+    let peer = ACCEPTED | 20;
+    assert!(po.hello(peer, 0, [10; 32]).is_empty());
+    let block = |transfer, index, len| Msg::Block {
+        head: BlockHead { transfer, index, sum: Sum::None },
+        data: Payload::from_vec(vec![1; len]),
+    };
+    // A block of another transfer: nothing of ours to name, so the master hears nothing.
+    let a = po.frame(peer, block(T + 1, 0, 4096));
+    assert!(closes(&a, peer) && !a.iter().any(|a| matches!(a, Action::Send { .. })), "{a:?}");
+    // A block of ours with the wrong length: the master is told which, and from whom.
+    let peer = ACCEPTED | 21;
+    assert!(po.hello(peer, 0, [10; 32]).is_empty());
+    let a = po.frame(peer, block(T, 1, 5));
+    assert!(closes(&a, peer), "{a:?}");
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Bad { block: 1, from: 0, .. }, .. })), "{a:?}");
+    // Past the end: the link goes, nothing is reported.
+    let peer = ACCEPTED | 22;
+    assert!(po.hello(peer, 2, [2; 32]).is_empty());
+    let a = po.frame(peer, block(T, 99, 4096));
+    assert!(closes(&a, peer) && !a.iter().any(|a| matches!(a, Action::Send { .. })), "{a:?}");
+    // Any other frame on a peer link, and bytes that do not decode.
+    let peer = ACCEPTED | 23;
+    assert!(po.hello(peer, 2, [2; 32]).is_empty());
+    assert!(closes(&po.frame(peer, Msg::StatQuery), peer));
+    let peer = ACCEPTED | 24;
+    assert!(po.hello(peer, 2, [2; 32]).is_empty());
+    let a = po.ev(Event::Closed { conn: peer, reason: Close::Decode("bad frame type".into()) });
+    assert!(a.is_empty(), "{a:?}");
+    // The transfer goes on.
+    assert!(matches!(po.m.transfers[&T].state, TState::Receiving { .. }));
+    assert_eq!(po.m.stats().transfers_active, 1);
+    assert_eq!(po.m.stats().peer_errors, 5);
+}
+
+#[test]
+fn check_answers_for_blocks_not_asked_or_twice_are_ignored() {
+    let mut po = accepted();
+    po.m.transfers.get_mut(&T).unwrap().state = TState::Receiving { checking: vec![1] };
+    let a = po.frame(
+        MASTER,
+        Msg::CheckSums { transfer: T, sums: vec![(0, [1; 32]), (1, [2; 32]), (1, [3; 32]), (9, [4; 32])] },
+    );
+    assert!(matches!(&a[..], [Action::Send { msg: Msg::Accept { .. }, .. }]), "{a:?}");
+    assert_eq!(po.m.store().checked, [(1, [2; 32])]);
+    assert_eq!(po.m.transfers[&T].nheld, 1);
+    // A second answer finds nothing asked.
+    assert!(po.frame(MASTER, Msg::CheckSums { transfer: T, sums: vec![(1, [2; 32])] }).is_empty());
+}

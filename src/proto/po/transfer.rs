@@ -1,0 +1,165 @@
+//! One transfer as this po holds it. Each state carries only what it has: CHECK's blocks while
+//! receiving, the hook's run once published, the swarm's keys and links once PEERS came.
+
+use super::{BlockHead, ClassCfg, ConnId, Digest, Manifest, Payload, Sum};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub(super) enum TState {
+    /// Blocks are coming. `checking`: blocks asked about with CHECK (delta or resume); ACCEPT
+    /// waits for their digests.
+    Receiving {
+        checking: Vec<u64>,
+    },
+    /// Every block is held and the stage is sealed.
+    Ready,
+    Published {
+        hook: Hook,
+    },
+    /// Given up. The error went to the log and to the master; nothing here reads it again.
+    Failed,
+}
+
+impl TState {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            TState::Receiving { .. } => "receiving",
+            TState::Ready => "ready",
+            TState::Published { .. } => "published",
+            TState::Failed => "failed",
+        }
+    }
+
+    /// Receiving or ready: the transfer is still in progress.
+    pub(super) fn live(&self) -> bool {
+        matches!(self, TState::Receiving { .. } | TState::Ready)
+    }
+}
+
+/// The class hook of a published transfer.
+pub(super) enum Hook {
+    /// The class has none.
+    Absent,
+    Running,
+    /// Its exit code (-1: killed or could not run) and the tail of its output.
+    Ran {
+        exit: i32,
+        tail: String,
+    },
+}
+
+/// The swarm of a transfer as this po knows it.
+pub(super) enum Swarm {
+    /// Our PEERS has not come: hellos that came first wait for it (connection, claimed index,
+    /// proof).
+    Awaiting {
+        hellos: Vec<(ConnId, u32, Digest)>,
+    },
+    Joined(Joined),
+}
+
+/// What the master's PEERS told us, and the links that came of it.
+pub(super) struct Joined {
+    /// Our index in the swarm.
+    pub(super) me: u32,
+    /// Proves the master's data link.
+    pub(super) master_key: Digest,
+    /// The key of each link of ours, by neighbour.
+    pub(super) link_keys: HashMap<u32, Digest>,
+    /// Live links to neighbours, by index.
+    pub(super) peers: HashMap<u32, ConnId>,
+}
+
+impl Swarm {
+    pub(super) fn joined(&self) -> Option<&Joined> {
+        match self {
+            Swarm::Joined(j) => Some(j),
+            Swarm::Awaiting { .. } => None,
+        }
+    }
+
+    pub(super) fn joined_mut(&mut self) -> Option<&mut Joined> {
+        match self {
+            Swarm::Joined(j) => Some(j),
+            Swarm::Awaiting { .. } => None,
+        }
+    }
+
+    /// The link to neighbour `idx`, if one is up or being dialled.
+    pub(super) fn peer(&self, idx: u32) -> Option<ConnId> {
+        self.joined().and_then(|j| j.peers.get(&idx).copied())
+    }
+}
+
+/// Where a block came from. Only the control connection is the master's own word; any other
+/// block counts only if it matches a digest that came on the control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum From {
+    Control,
+    MasterData,
+    Peer(u32),
+}
+
+pub(super) struct Transfer {
+    pub(super) class: ClassCfg,
+    pub(super) manifest: Manifest,
+    pub(super) master: Option<ConnId>,
+    pub(super) held: Vec<bool>,
+    pub(super) nheld: u64,
+    pub(super) bytes: u64,
+    pub(super) state: TState,
+    pub(super) started: Instant,
+    pub(super) token: Vec<u8>,
+    pub(super) dest: String,
+    pub(super) swarm: Swarm,
+    /// Pushes waiting for their link to come up, by neighbour (a push may come before PEERS).
+    pub(super) waiting: HashMap<u32, Vec<(u64, Instant)>>,
+    /// The master's digest of each block, and blocks waiting for theirs.
+    pub(super) sums: Vec<Option<Sum>>,
+    pub(super) parked: Vec<(ConnId, From, BlockHead, Payload)>,
+}
+
+impl Transfer {
+    /// A transfer starting to receive; `held` says which blocks an earlier stage already holds.
+    pub(super) fn new(
+        class: ClassCfg,
+        manifest: Manifest,
+        held: Vec<bool>,
+        token: Vec<u8>,
+        dest: String,
+        master: ConnId,
+        now: Instant,
+    ) -> Transfer {
+        let nheld = held.iter().filter(|h| **h).count() as u64;
+        let bytes = (0..manifest.blocks())
+            .filter(|&i| held[i as usize])
+            .map(|i| manifest.block(i).map(|b| b.len as u64).unwrap_or(0))
+            .sum();
+        let nb = manifest.blocks() as usize;
+        Transfer {
+            class,
+            manifest,
+            master: Some(master),
+            held,
+            nheld,
+            bytes,
+            state: TState::Receiving { checking: Vec::new() },
+            started: now,
+            token,
+            dest,
+            swarm: Swarm::Awaiting { hellos: Vec::new() },
+            waiting: HashMap::new(),
+            sums: vec![None; nb],
+            parked: Vec::new(),
+        }
+    }
+
+    /// Block `b` is verified and staged.
+    pub(super) fn hold(&mut self, b: u64) {
+        if let Some(h) = self.held.get_mut(b as usize).filter(|h| !**h) {
+            *h = true;
+            self.nheld += 1;
+            self.bytes += self.manifest.block(b).map_or(0, |x| x.len as u64);
+        }
+    }
+}
