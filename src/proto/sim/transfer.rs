@@ -144,15 +144,19 @@ fn a_tampered_token_is_refused_and_nothing_is_staged() {
     }
 }
 
+/// Po `i` accepts but never receives its blocks.
+fn starve(w: &mut World, i: usize) {
+    let stalled = w.pos[i];
+    w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+}
+
 #[test]
 fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     let mut s = Setup::default();
     s.class.set("quorum", "3").unwrap();
     s.class.set("timeout", "60").unwrap();
     let mut w = world(s);
-    // po 4 accepts but never receives its blocks.
-    let stalled = w.pos[4];
-    w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    starve(&mut w, 4);
     let o = w.run();
     assert!(matches!(o.result, TransferResult::Partial(_)), "{o:?}");
     assert!(failures(&o)[0].contains("timeout"), "{:?}", failures(&o));
@@ -162,8 +166,7 @@ fn quorum_commits_at_the_timeout_without_a_stalled_po() {
     let mut s = Setup::default();
     s.class.set("timeout", "60").unwrap();
     let mut w = world(s);
-    let stalled = w.pos[4];
-    w.net.tamper = Some(Box::new(move |_, to, m| !(to == stalled && matches!(m, Msg::Block { .. }))));
+    starve(&mut w, 4);
     let o = w.run();
     assert!(matches!(o.result, TransferResult::Failed(_)), "{o:?}");
     for i in 0..5 {
