@@ -284,7 +284,7 @@ mod tests {
         nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o750)).unwrap();
 
-        let w = walk(&root, &[], 4).unwrap();
+        let w = walk(root, &[], 4).unwrap();
         assert_eq!(paths(&w), ["d", "d/e", "d/e/f.bin", "d/link", "empty", "top", "zero"]);
         assert_eq!(w.skipped, vec![("pipe".to_string(), "fifo skipped".to_string())]);
         assert_eq!(w.excluded, 0);
@@ -315,7 +315,7 @@ mod tests {
             write(&root.join(f), b"x", 0o644);
         }
         let ex = compile_excludes(&["a.txt".into(), "(^|/)cache/".into(), "^skip".into()]).unwrap();
-        let w = walk(&root, &ex, 1024).unwrap();
+        let w = walk(root, &ex, 1024).unwrap();
         assert_eq!(paths(&w), ["b.txt", "keep", "keep/x", "mycache", "mycache/v"]);
         // a.txt, data.txt, cache, keep/cache, skipme
         assert_eq!(w.excluded, 5);
@@ -344,7 +344,7 @@ mod tests {
         let data: Vec<u8> = (0..10u8).collect();
         write(&root.join("d/f"), &data, 0o644);
         write(&root.join("g"), b"abc", 0o644);
-        let w = walk(&root, &[], 4).unwrap();
+        let w = walk(root, &[], 4).unwrap();
         let m = &w.manifest;
         let mut src = FsSource::new(root.to_path_buf(), m);
         let mut got = Vec::new();

@@ -1,7 +1,8 @@
 //! The in-memory source and store of the simulated machines: what the master reads, what each
 //! po stages, publishes and serves to its peers.
 
-use super::super::manifest::{self, Kind};
+use super::super::manifest::{self, Entry, Kind};
+use super::super::msg::Digest;
 use super::super::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,6 +11,34 @@ use std::sync::Arc;
 pub struct MemSource {
     pub files: HashMap<u32, Arc<Vec<u8>>>,
     pub manifest: Option<Manifest>,
+    /// A file (by entry) that no longer matches the manifest.
+    pub changed: Option<u32>,
+}
+
+impl MemSource {
+    /// One file `f.bin` of `blocks` blocks of 4 KiB, the last one short.
+    pub fn one_file(blocks: u64) -> (Manifest, MemSource) {
+        let size = (blocks - 1) * 4096 + 1000;
+        let f = Entry {
+            path: "f.bin".into(),
+            kind: Kind::File { size },
+            mode: 0o644,
+            mtime: 1,
+            mtime_nsec: 0,
+            sparse: None,
+        };
+        let m = Manifest::new(4096, vec![f]).unwrap();
+        let data = crate::testutil::noise(size as usize, blocks);
+        let src = MemSource { files: [(0, Arc::new(data))].into(), manifest: Some(m.clone()), changed: None };
+        (m, src)
+    }
+
+    /// Block `i` as the master sends it, its checksum made with `verify`.
+    pub fn frame(&mut self, transfer: u64, i: u64, verify: Verify) -> Msg {
+        let b = self.manifest.as_ref().and_then(|m| m.block(i)).expect("a block of the manifest");
+        let (Body::Bytes(data), sum) = self.block(&b, verify, false).unwrap() else { unreachable!() };
+        Msg::Block { head: BlockHead { transfer, index: i, sum }, data: Payload::from_vec(data.to_vec()) }
+    }
 }
 
 impl Source for MemSource {
@@ -23,8 +52,11 @@ impl Source for MemSource {
         let sum = Sum::of(verify, &data);
         Ok((Body::Bytes(Arc::new(data)), sum))
     }
-    fn unchanged(&mut self, _entry: u32) -> Result<(), SourceError> {
-        Ok(())
+    fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
+        match self.changed {
+            Some(e) if e == entry => Err(SourceError::Changed { path: format!("entry {e}"), why: "size".into() }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -41,17 +73,43 @@ fn refused(s: &str) -> StoreError {
 pub struct MemStore {
     pub staged: HashMap<u64, Staged>,
     /// Published files stay readable for serving peers.
-    served: HashMap<u64, (Manifest, HashMap<u32, Vec<u8>>)>,
+    pub served: HashMap<u64, (Manifest, HashMap<u32, Vec<u8>>)>,
     /// dest -> tree
     pub published: HashMap<String, Tree>,
     pub fail_writes: bool,
+    pub fail_prepare: bool,
+    /// Blocks an earlier attempt left staged, by index: offered with `candidates`, taken by
+    /// `check` when they match the master's digest.
+    pub resumable: HashMap<u64, Vec<u8>>,
 }
 
 impl Store for MemStore {
     /// Delta is left out here: the disk store's tests cover it.
     fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, StoreError> {
+        if self.fail_prepare {
+            return Err(StoreError::io("mkdir stage", &std::io::Error::from_raw_os_error(28)));
+        }
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
         Ok((0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect())
+    }
+    fn candidates(&mut self, _transfer: u64) -> Vec<u64> {
+        let mut c: Vec<u64> = self.resumable.keys().copied().collect();
+        c.sort_unstable();
+        c
+    }
+    fn check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
+        let Some(m) = self.staged.get(&transfer).map(|s| s.1.clone()) else { return Vec::new() };
+        let good: Vec<(u64, Vec<u8>)> = sums
+            .iter()
+            .filter_map(|(b, d)| self.resumable.get(b).filter(|x| checksum::digest(x) == *d).map(|x| (*b, x.clone())))
+            .collect();
+        let mut taken = Vec::new();
+        for (b, data) in good {
+            if m.block(b).is_some_and(|r| self.write_block(transfer, &r, &data).is_ok()) {
+                taken.push(b);
+            }
+        }
+        taken
     }
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
         if self.fail_writes {

@@ -4,8 +4,13 @@
 //!
 //! - `mem`: the in-memory source and store the machines read and write.
 //! - `transfer`: whole transfers between a master, two CACs and many pos on this network.
+//! - `probe`: one machine driven by hand, the test playing every other party; `cac`, `po` and
+//!   `master` use it to reach every message arm of each machine.
 
+mod cac;
 mod mem;
+mod po;
+mod probe;
 mod transfer;
 
 use super::cac::{CacMachine, CacSettings, ClassAuth};
