@@ -8,6 +8,7 @@
 //!   `master` use it to reach every message arm of each machine.
 
 mod cac;
+mod master;
 mod mem;
 mod po;
 mod probe;
