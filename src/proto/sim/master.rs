@@ -31,27 +31,19 @@ use super::super::swarm::MASTER_PEER;
 use super::super::*;
 use super::mem::MemSource;
 use super::probe::*;
-use super::{failures, refusal};
+use super::{class_pairs, failures, master_settings, refusal, TRANSFER_KEY};
 use std::time::Duration;
 
 const CAC1: &str = "10.0.0.2:7100";
 const CAC2: &str = "10.0.0.3:7100";
 const POS: [&str; 3] = ["10.0.1.1:7200", "10.0.1.2:7200", "10.0.1.3:7200"];
 const T: u64 = 77;
-const KEY: [u8; 32] = [0x5a; 32];
+const KEY: [u8; 32] = TRANSFER_KEY;
 
 type Master = Probe<MasterMachine>;
 
 fn settings() -> MasterSettings {
-    MasterSettings {
-        class: "base1".into(),
-        cacs: vec![CAC1.parse().unwrap(), CAC2.parse().unwrap()],
-        secret: None,
-        connect_timeout: Duration::from_secs(3),
-        unix_start: 0,
-        dry_run: false,
-        transfer_key: KEY,
-    }
+    master_settings("base1", &[CAC1, CAC2])
 }
 
 fn planner(src: MemSource) -> Planner {
@@ -71,21 +63,9 @@ fn master_with(settings: MasterSettings, planner: Planner) -> (Master, ConnId) {
     (p, cac)
 }
 
-/// The class as the CAC grants it: 4 KiB blocks, crc32, and `extra`.
-fn class(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut c = ClassCfg::new("base1");
-    c.set("dest", "/home/work/data/base").unwrap();
-    c.set("block_size", "4K").unwrap();
-    c.set("verify", "crc32").unwrap();
-    for (k, v) in extra {
-        c.set(k, v).unwrap();
-    }
-    c.to_pairs()
-}
-
 fn grant(pos: &[&str], extra: &[(&str, &str)]) -> Msg {
     let pos = pos.iter().map(|p| p.to_string()).collect();
-    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class(extra) }
+    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class_pairs(extra) }
 }
 
 /// A master granted `pos` for a tree of `blocks` blocks, dialling them: the probe, its CAC

@@ -209,6 +209,54 @@ impl Net {
     }
 }
 
+/// The master's secret of the transfer in every test: the swarm's link keys derive from it.
+const TRANSFER_KEY: [u8; 32] = [0x5a; 32];
+
+/// The class every test pushes: `base1` into /home/work/data/base, in 4 KiB blocks.
+fn base_class() -> ClassCfg {
+    let mut class = ClassCfg::new("base1");
+    class.set("dest", "/home/work/data/base").unwrap();
+    class.set("block_size", "4K").unwrap();
+    class
+}
+
+/// `base1` with crc32 and `extra`, as a CAC sends it.
+fn class_pairs(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut c = base_class();
+    c.set("verify", "crc32").unwrap();
+    for (k, v) in extra {
+        c.set(k, v).unwrap();
+    }
+    c.to_pairs()
+}
+
+/// A po advertising `addr`, asking `cacs` in order, taking dests below /home/work/data.
+fn po_settings(addr: &str, cacs: &[&str]) -> PoSettings {
+    PoSettings {
+        advertise: Some(addr.into()),
+        cacs: cacs.iter().map(|c| c.parse().unwrap()).collect(),
+        allow_dest: vec!["/home/work/data".into()],
+        root: None,
+        cac_timeout: Duration::from_secs(3),
+        hook_dir: Some("/etc/wugui/hooks".into()),
+        max_upload_rate: 0,
+        max_download_rate: 0,
+    }
+}
+
+/// A master pushing `class`, asking `cacs` in order.
+fn master_settings(class: &str, cacs: &[&str]) -> MasterSettings {
+    MasterSettings {
+        class: class.into(),
+        cacs: cacs.iter().map(|c| c.parse().unwrap()).collect(),
+        secret: None,
+        connect_timeout: Duration::from_secs(3),
+        unix_start: 0,
+        dry_run: false,
+        transfer_key: TRANSFER_KEY,
+    }
+}
+
 struct Setup {
     pos: usize,
     class: ClassCfg,
@@ -220,12 +268,9 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        let mut class = ClassCfg::new("base1");
-        class.set("dest", "/home/work/data/base").unwrap();
-        class.set("block_size", "4K").unwrap();
         Setup {
             pos: 5,
-            class,
+            class: base_class(),
             masters: vec![Cidr::parse("10.0.0.0/24").unwrap()],
             cacs_for_master: vec!["10.0.0.2:7100"],
             cacs_for_po: vec!["10.0.0.2:7100"],
@@ -289,16 +334,7 @@ fn world(s: Setup) -> World {
     net.add("10.0.0.3:7100", Node::Cac(CacMachine::new(settings, Env::fixed(1_800_000_000, 2))));
     let mut pos = Vec::new();
     for a in &po_addrs {
-        let ps = PoSettings {
-            advertise: Some(a.to_string()),
-            cacs: s.cacs_for_po.iter().map(|c| c.parse().unwrap()).collect(),
-            allow_dest: vec!["/home/work/data".into()],
-            root: None,
-            cac_timeout: Duration::from_secs(3),
-            hook_dir: Some("/etc/wugui/hooks".into()),
-            max_upload_rate: 0,
-            max_download_rate: 0,
-        };
+        let ps = po_settings(&a.to_string(), &s.cacs_for_po);
         pos.push(net.add(&a.to_string(), Node::Po(PoMachine::new(ps, MemStore::default()))));
     }
     let (m, src, tree) = sample_tree(if s.class.block_size == 0 { 4096 } else { s.class.block_size });
@@ -308,15 +344,7 @@ fn world(s: Setup) -> World {
         assert!(c.block_size == 0 || c.block_size == m.block_size);
         Ok((m, Box::new(src) as Box<dyn Source>))
     });
-    let ms = MasterSettings {
-        class: s.class_name.into(),
-        cacs: s.cacs_for_master.iter().map(|c| c.parse().unwrap()).collect(),
-        secret: None,
-        connect_timeout: Duration::from_secs(3),
-        unix_start: 0,
-        dry_run: false,
-        transfer_key: [0x5a; 32],
-    };
+    let ms = master_settings(s.class_name, &s.cacs_for_master);
     let now = net.now;
     let master = net.add("10.0.0.1:1", Node::Master(MasterMachine::new(ms, planner, now)));
     World { net, master, pos, tree, dest: s.class.dest.clone() }

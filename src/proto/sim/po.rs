@@ -37,6 +37,7 @@ use super::super::swarm::MASTER_PEER;
 use super::super::*;
 use super::mem::{MemSource, MemStore};
 use super::probe::*;
+use super::{class_pairs, po_settings, TRANSFER_KEY};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,40 +45,18 @@ const MASTER: &str = "10.0.0.1:40001";
 const PEER: &str = "10.0.1.2:40002";
 const M: ConnId = ACCEPTED | 1;
 const T: u64 = 77;
-/// The master's secret of the transfer, from which the link keys derive.
-const KEY: [u8; 32] = [0x5a; 32];
+const KEY: [u8; 32] = TRANSFER_KEY;
 
 type Po = Probe<PoMachine<MemStore>>;
 
 fn settings() -> PoSettings {
-    PoSettings {
-        advertise: Some("10.0.1.1:7200".into()),
-        cacs: vec!["10.0.0.2:7100".parse().unwrap(), "10.0.0.3:7100".parse().unwrap()],
-        allow_dest: vec!["/home/work/data".into()],
-        root: None,
-        cac_timeout: Duration::from_secs(3),
-        hook_dir: Some("/etc/wugui/hooks".into()),
-        max_upload_rate: 0,
-        max_download_rate: 0,
-    }
+    po_settings("10.0.1.1:7200", &["10.0.0.2:7100", "10.0.0.3:7100"])
 }
 
 fn po_with(settings: PoSettings, store: MemStore) -> Po {
     let (p, first) = Probe::new(PoMachine::new(settings, store), Instant::now());
     assert!(matches!(first[..], [Action::SetRates { upload: 0, download: 0 }]), "{first:?}");
     p
-}
-
-/// The class as the CAC sends it: 4 KiB blocks, crc32, and `extra`.
-fn class(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut c = ClassCfg::new("base1");
-    c.set("dest", "/home/work/data/base").unwrap();
-    c.set("block_size", "4K").unwrap();
-    c.set("verify", "crc32").unwrap();
-    for (k, v) in extra {
-        c.set(k, v).unwrap();
-    }
-    c.to_pairs()
 }
 
 fn token(transfer: u64) -> Vec<u8> {
@@ -110,7 +89,7 @@ fn offered(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest, pairs: Vec<(St
 fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) {
     let (m, src) = MemSource::one_file(blocks);
     let mut p = po_with(settings(), MemStore::default());
-    let acts = offered(&mut p, M, T, &m, class(extra));
+    let acts = offered(&mut p, M, T, &m, class_pairs(extra));
     assert_eq!(sent_on(&acts, M), [&Msg::Accept { transfer: T, have: bitmap(&vec![false; blocks as usize]) }]);
     (p, src)
 }
@@ -203,11 +182,11 @@ fn refuses_offers_it_cannot_take() {
     assert_eq!(denied(&p.frame(M, garbage), M), Some(Reason::BadManifest));
     let verify_ok = |transfer, class| Msg::VerifyOk { transfer, class_name: "base1".into(), class };
     let cases = [
-        (verify_ok(T + 1, class(&[])), Reason::BadToken),
+        (verify_ok(T + 1, class_pairs(&[])), Reason::BadToken),
         (verify_ok(T, vec![("verify".into(), "sha0".into())]), Reason::Protocol),
-        (verify_ok(T, class(&[("block_size", "8K")])), Reason::BadManifest),
-        (verify_ok(T, class(&[("dest", "/etc")])), Reason::DestNotAllowed),
-        (verify_ok(T, class(&[("dest", "/home/work/data/../../etc")])), Reason::DestNotAllowed),
+        (verify_ok(T, class_pairs(&[("block_size", "8K")])), Reason::BadManifest),
+        (verify_ok(T, class_pairs(&[("dest", "/etc")])), Reason::DestNotAllowed),
+        (verify_ok(T, class_pairs(&[("dest", "/home/work/data/../../etc")])), Reason::DestNotAllowed),
         // The CAC's own refusal goes to the master as it is.
         (Msg::Denied { reason: Reason::Expired, text: "old".into() }, Reason::Expired),
     ];
@@ -219,7 +198,7 @@ fn refuses_offers_it_cannot_take() {
         assert!(connects(&acts).is_empty(), "a CAC that answered is not asked again");
     }
     let mut p = po_with(settings(), MemStore { fail_prepare: true, ..Default::default() });
-    assert_eq!(denied(&offered(&mut p, M, T, &m, class(&[])), M), Some(Reason::Disk));
+    assert_eq!(denied(&offered(&mut p, M, T, &m, class_pairs(&[])), M), Some(Reason::Disk));
     assert_eq!(p.stats().transfers_active, 0);
 }
 
@@ -244,7 +223,7 @@ fn asks_the_next_cac_when_one_fails() {
     let [(second, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
     let acts = p.connected(second);
     assert!(matches!(only(&acts, second), Msg::Verify { .. }));
-    let acts = p.frame(second, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class(&[]) });
+    let acts = p.frame(second, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
     assert!(matches!(sent_on(&acts, ACCEPTED | 2)[..], [Msg::Accept { .. }]), "{acts:?}");
 }
 
@@ -294,24 +273,24 @@ fn losing_the_master_keeps_the_transfer() {
     // A master that comes back picks up where the last one left, at each stage.
     let (m, _) = MemSource::one_file(3);
     let m2 = ACCEPTED | 2;
-    let acts = offered(&mut p, m2, T, &m, class(&[]));
+    let acts = offered(&mut p, m2, T, &m, class_pairs(&[]));
     assert_eq!(sent_on(&acts, m2), [&Msg::Accept { transfer: T, have: bitmap(&[true, false, false]) }]);
     p.frame(m2, src.frame(T, 1, Verify::Crc32));
     p.frame(m2, src.frame(T, 2, Verify::Crc32));
     p.closed(m2, Close::Eof);
     let m3 = ACCEPTED | 3;
-    let acts = offered(&mut p, m3, T, &m, class(&[]));
+    let acts = offered(&mut p, m3, T, &m, class_pairs(&[]));
     let all = Msg::Accept { transfer: T, have: bitmap(&[true; 3]) };
     assert_eq!(sent_on(&acts, m3), [&all, &Msg::Ready { transfer: T }]);
     p.frame(m3, Msg::Commit { transfer: T });
     p.closed(m3, Close::Eof);
     let m4 = ACCEPTED | 4;
-    let acts = offered(&mut p, m4, T, &m, class(&[]));
+    let acts = offered(&mut p, m4, T, &m, class_pairs(&[]));
     assert!(matches!(sent_on(&acts, m4)[..], [Msg::Accept { .. }, Msg::Ready { .. }, Msg::Done { .. }]), "{acts:?}");
     p.closed(m4, Close::Eof);
     // A new transfer of the same tree replaces the one whose master is gone.
     let m5 = ACCEPTED | 5;
-    offered(&mut p, m5, T + 1, &m, class(&[]));
+    offered(&mut p, m5, T + 1, &m, class_pairs(&[]));
     let Msg::StatReply { transfers } = only(&p.frame(m5, Msg::StatQuery), m5) else { panic!() };
     assert_eq!(transfers.iter().map(|t| t.transfer).collect::<Vec<_>>(), [T + 1]);
     // Left without a master, it is forgotten at the class timeout (an hour).
@@ -339,7 +318,7 @@ fn a_hook_runs_after_publish_and_reports_in_done() {
     // caps this host's upload for the transfer.
     let (m, mut src) = MemSource::one_file(1);
     let mut p = po_with(PoSettings { hook_dir: None, ..settings() }, MemStore::default());
-    let acts = offered(&mut p, M, T, &m, class(&[("hook", "notify.sh"), ("rate_limit", "1M")]));
+    let acts = offered(&mut p, M, T, &m, class_pairs(&[("hook", "notify.sh"), ("rate_limit", "1M")]));
     assert!(acts.iter().any(|a| matches!(a, Action::SetRates { upload: 1048576, download: 0 })), "{acts:?}");
     p.frame(M, src.frame(T, 0, Verify::Crc32));
     let acts = p.frame(M, Msg::Commit { transfer: T });
@@ -358,7 +337,7 @@ fn resumed_blocks_count_only_with_the_masters_digest() {
     // Block 0 was staged whole by an earlier attempt; block 1 was not (or was forged).
     let resumable = [(0, bytes(&mut src, 0)), (1, vec![7; 4096])].into();
     let mut p = po_with(settings(), MemStore { resumable, ..Default::default() });
-    let acts = offered(&mut p, M, T, &m, class(&[]));
+    let acts = offered(&mut p, M, T, &m, class_pairs(&[]));
     assert_eq!(sent_on(&acts, M), [&Msg::Check { transfer: T, blocks: vec![0, 1] }]);
     let sums = (0..3).map(|i| (i, digest(&bytes(&mut src, i)))).collect();
     let acts = p.frame(M, Msg::CheckSums { transfer: T, sums });
