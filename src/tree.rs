@@ -259,20 +259,8 @@ impl Source for FsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
-
-    pub(crate) fn scratch(tag: &str) -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "wugui-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
 
     fn write(p: &Path, data: &[u8], mode: u32) {
         std::fs::write(p, data).unwrap();
@@ -285,7 +273,8 @@ mod tests {
 
     #[test]
     fn walks_a_tree() {
-        let root = scratch("walk");
+        let tmp = TempDir::new("walk");
+        let root = tmp.path();
         std::fs::create_dir_all(root.join("d/e")).unwrap();
         std::fs::create_dir(root.join("empty")).unwrap();
         write(&root.join("d/e/f.bin"), &[7u8; 10], 0o750);
@@ -295,7 +284,7 @@ mod tests {
         nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o750)).unwrap();
 
-        let w = walk(&root, &[], 4).unwrap();
+        let w = walk(root, &[], 4).unwrap();
         assert_eq!(paths(&w), ["d", "d/e", "d/e/f.bin", "d/link", "empty", "top", "zero"]);
         assert_eq!(w.skipped, vec![("pipe".to_string(), "fifo skipped".to_string())]);
         assert_eq!(w.excluded, 0);
@@ -312,12 +301,12 @@ mod tests {
         // 10 bytes then 5 bytes make one stream of 15: 4 blocks of 4
         assert_eq!(m.blocks(), 4);
         assert_eq!(m.bytes(), 15);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn excludes() {
-        let root = scratch("excl");
+        let tmp = TempDir::new("excl");
+        let root = tmp.path();
         std::fs::create_dir_all(root.join("cache/deep")).unwrap();
         std::fs::create_dir_all(root.join("keep/cache")).unwrap();
         std::fs::create_dir_all(root.join("skipme/sub")).unwrap();
@@ -326,11 +315,10 @@ mod tests {
             write(&root.join(f), b"x", 0o644);
         }
         let ex = compile_excludes(&["a.txt".into(), "(^|/)cache/".into(), "^skip".into()]).unwrap();
-        let w = walk(&root, &ex, 1024).unwrap();
+        let w = walk(root, &ex, 1024).unwrap();
         assert_eq!(paths(&w), ["b.txt", "keep", "keep/x", "mycache", "mycache/v"]);
         // a.txt, data.txt, cache, keep/cache, skipme
         assert_eq!(w.excluded, 5);
-        std::fs::remove_dir_all(&root).unwrap();
 
         let err = compile_excludes(&["ok".into(), "(open".into()]).unwrap_err();
         assert!(err.contains("(open"), "{err}");
@@ -338,26 +326,27 @@ mod tests {
 
     #[test]
     fn errors_name_the_path() {
-        let root = scratch("err");
+        let tmp = TempDir::new("err");
+        let root = tmp.path();
         let missing = root.join("nope");
         let err = walk(&missing, &[], 4).unwrap_err();
         assert!(err.contains(&missing.display().to_string()) && err.contains("No such file"), "{err}");
         write(&root.join("f"), b"x", 0o644);
         let err = walk(&root.join("f"), &[], 4).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn source_reads_blocks() {
-        let root = scratch("src");
+        let tmp = TempDir::new("src");
+        let root = tmp.path();
         std::fs::create_dir(root.join("d")).unwrap();
         let data: Vec<u8> = (0..10u8).collect();
         write(&root.join("d/f"), &data, 0o644);
         write(&root.join("g"), b"abc", 0o644);
-        let w = walk(&root, &[], 4).unwrap();
+        let w = walk(root, &[], 4).unwrap();
         let m = &w.manifest;
-        let mut src = FsSource::new(root.clone(), m);
+        let mut src = FsSource::new(root.to_path_buf(), m);
         let mut got = Vec::new();
         for i in 0..m.blocks() {
             let b = m.block(i).unwrap();
@@ -385,8 +374,7 @@ mod tests {
         // a file swapped for a symlink is refused
         std::fs::remove_file(root.join("g")).unwrap();
         std::os::unix::fs::symlink("d/f", root.join("g")).unwrap();
-        let mut fresh = FsSource::new(root.clone(), m);
+        let mut fresh = FsSource::new(root.to_path_buf(), m);
         assert!(fresh.block(&m.block(m.blocks() - 1).unwrap(), Verify::None, true).is_err());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

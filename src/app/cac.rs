@@ -14,7 +14,7 @@ pub fn settings(c: &CacConfig) -> CacSettings {
             .map(|k| ClassAuth {
                 cfg: k.cfg.clone(),
                 pos: k.pos.clone(),
-                masters: k.masters.iter().map(|m| (m.addr, m.prefix)).collect(),
+                masters: k.masters.clone(),
                 master_secret: k.master_secret.clone(),
             })
             .collect(),

@@ -24,13 +24,13 @@ pub struct ClassAuth {
     pub cfg: ClassCfg,
     pub pos: Vec<SocketAddr>,
     /// CIDR networks allowed to push.
-    pub masters: Vec<(IpAddr, u8)>,
+    pub masters: Vec<Cidr>,
     pub master_secret: Option<Vec<u8>>,
 }
 
 impl ClassAuth {
     fn master_allowed(&self, ip: IpAddr) -> bool {
-        self.masters.iter().any(|&(addr, prefix)| Cidr { addr, prefix }.contains(ip))
+        self.masters.iter().any(|c| c.contains(ip))
     }
 }
 

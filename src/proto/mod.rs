@@ -175,19 +175,10 @@ pub type RandomFn = Box<dyn FnMut(&mut [u8])>;
 
 impl Env {
     /// A fixed clock and a seeded generator, for tests.
+    #[cfg(test)]
     pub fn fixed(unix: u64, seed: u64) -> Env {
-        let mut x = seed | 1;
-        Env {
-            unix_now: Box::new(move || unix),
-            fill_random: Box::new(move |b| {
-                for byte in b {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *byte = x as u8;
-                }
-            }),
-        }
+        let mut rng = crate::testutil::Rng::from_state(seed | 1);
+        Env { unix_now: Box::new(move || unix), fill_random: Box::new(move |b| rng.fill(b)) }
     }
 
     pub fn random_u64(&mut self) -> u64 {

@@ -3,6 +3,7 @@
 use super::*;
 use crate::proto::msg::block_frame_head;
 use crate::proto::{Action, BlockHead, Body, Sum};
+use crate::testutil::TempDir;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -15,11 +16,12 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed ^ (i >> 9) as u8)).collect()
 }
 
-fn temp_file(name: &str, data: &[u8]) -> (std::path::PathBuf, Arc<OwnedFd>) {
-    let path = std::env::temp_dir().join(format!("wugui-reactor-{}-{name}", std::process::id()));
-    std::fs::write(&path, data).unwrap();
-    let f = File::open(&path).unwrap();
-    (path, Arc::new(OwnedFd::from(f)))
+/// A file holding `data`, open for reading; it goes with the directory.
+fn temp_file(name: &str, data: &[u8]) -> (TempDir, Arc<OwnedFd>) {
+    let dir = TempDir::new(&format!("reactor-{name}"));
+    std::fs::write(dir.join("data"), data).unwrap();
+    let f = File::open(dir.join("data")).unwrap();
+    (dir, Arc::new(OwnedFd::from(f)))
 }
 
 fn head(index: u64) -> BlockHead {
@@ -70,6 +72,8 @@ struct Script {
     events: Vec<(Instant, Event)>,
     finish_after_open: bool,
     finish_after_closed: usize,
+    /// Finish once this many hooks reported.
+    finish_after_hooks: usize,
     finished: bool,
     /// For clients: finish once this many frames arrived (and close `client_conn`).
     want_frames: usize,
@@ -91,6 +95,15 @@ impl Script {
             .filter_map(
                 |(_, e)| if let Event::Closed { conn, reason } = e { Some((*conn, reason.clone())) } else { None },
             )
+            .collect()
+    }
+    fn hooks(&self) -> Vec<(u64, i32, String)> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::HookDone { id, exit, tail } => Some((*id, *exit, tail.clone())),
+                _ => None,
+            })
             .collect()
     }
 }
@@ -134,6 +147,9 @@ impl Machine for Script {
         }
         self.events.push((now, ev));
         if self.finish_after_closed > 0 && self.closed().len() >= self.finish_after_closed {
+            self.finished = true;
+        }
+        if self.finish_after_hooks > 0 && self.hooks().len() >= self.finish_after_hooks {
             self.finished = true;
         }
         if self.want_frames > 0 && self.frames().len() >= self.want_frames {
@@ -194,7 +210,7 @@ fn check_block_frames(got: &[&Msg], data: &[u8]) {
 #[test]
 fn sends_exact_frames_to_a_blocking_client() {
     let data = pattern(3 << 20, 1);
-    let (path, file) = temp_file("exact", &data);
+    let (_dir, file) = temp_file("exact", &data);
     let (l, addr) = listen();
     let mut script = Script { on_open: block_script(&file), finish_after_open: true, ..Default::default() };
     script.on_open.push(Action::Close { conn: 0 });
@@ -206,13 +222,12 @@ fn sends_exact_frames_to_a_blocking_client() {
     check_block_frames(&msgs.iter().collect::<Vec<_>>(), &data);
     let m = server.join().unwrap();
     assert!(matches!(m.events[0].1, Event::Accepted { conn, .. } if conn & ACCEPTED != 0));
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
 fn echo_between_two_reactors() {
     let data = pattern(3 << 20, 2);
-    let (path, file) = temp_file("echo", &data);
+    let (_dir, file) = temp_file("echo", &data);
     let (l, addr) = listen();
     let server = spawn(Script { echo: true, finish_after_closed: 1, ..Default::default() }, Some(l));
     let client = Script {
@@ -231,7 +246,6 @@ fn echo_between_two_reactors() {
     check_block_frames(&s.frames(), &data);
     assert_eq!(s.closed().len(), 1);
     assert_eq!(s.closed()[0].1, Close::Eof, "clean EOF");
-    std::fs::remove_file(path).unwrap();
 }
 
 /// Ten clients that connect to the metrics port and say nothing neither delay a scrape nor
@@ -435,7 +449,7 @@ fn throughput() {
     const BLOCK: u64 = 4 << 20;
     const BLOCKS: u64 = 128;
     let data = pattern(BLOCK as usize * 4, 5);
-    let (path, file) = temp_file("throughput", &data);
+    let (_dir, file) = temp_file("throughput", &data);
     let (l, addr) = listen();
     let on_open = (0..BLOCKS)
         .map(|i| Action::SendBlock {
@@ -461,7 +475,6 @@ fn throughput() {
         (BLOCK * BLOCKS) >> 20,
         (BLOCK * BLOCKS) as f64 / 1048576.0 / took.as_secs_f64()
     );
-    std::fs::remove_file(path).unwrap();
 }
 
 /// The achieved upload rate against the configured one (slow: about 6.4 s).
@@ -473,7 +486,7 @@ fn rate_accuracy() {
     const BLOCK: u64 = 4 << 20;
     const BLOCKS: u64 = 16;
     let data = pattern(BLOCK as usize, 6);
-    let (path, file) = temp_file("rate", &data);
+    let (_dir, file) = temp_file("rate", &data);
     let (l, addr) = listen();
     let on_open: Vec<Action> = (0..BLOCKS)
         .map(|i| Action::SendBlock {
@@ -501,38 +514,11 @@ fn rate_accuracy() {
     let rate = got.len() as f64 / took;
     eprintln!("{} bytes in {took:.3} s: {:.3} MiB/s (want {})", got.len(), rate / 1048576.0, RATE >> 20);
     assert!((rate - RATE as f64).abs() / (RATE as f64) < 0.03);
-    std::fs::remove_file(path).unwrap();
-}
-
-/// Runs hooks and records what comes back.
-struct Hooks {
-    actions: VecDeque<Action>,
-    done: Vec<(u64, i32, String)>,
-    want: usize,
-}
-
-impl Machine for Hooks {
-    fn handle_event(&mut self, _now: Instant, ev: Event) {
-        if let Event::HookDone { id, exit, tail } = ev {
-            self.done.push((id, exit, tail));
-        }
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-    fn is_finished(&self) -> bool {
-        self.done.len() >= self.want
-    }
 }
 
 #[test]
 fn hooks_run_off_the_loop_and_report_exit_and_output() {
-    let dir = std::env::temp_dir().join(format!("wugui-hooks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new("hooks");
     std::fs::create_dir_all(dir.join("hooks")).unwrap();
     let script = |name: &str, body: &str| {
         let p = dir.join("hooks").join(name);
@@ -548,16 +534,16 @@ fn hooks_run_off_the_loop_and_report_exit_and_output() {
         env: vec![("WUGUI_CLASS".into(), "base1".into())],
         timeout: Duration::from_secs(10),
     };
-    let mut m = Hooks {
+    let mut m = Script {
         actions: [hook(1, "ok.sh"), hook(2, "bad.sh"), hook(3, "../ok.sh"), hook(4, "missing")].into(),
-        done: vec![],
-        want: 4,
+        finish_after_hooks: 4,
+        ..Default::default()
     };
     run(&mut m, Listeners::default(), &Options::default(), &[], &mut |_, _| Control::Continue).unwrap();
-    m.done.sort_by_key(|d| d.0);
-    assert_eq!(m.done[0], (1, 0, "class=base1".into()));
-    assert_eq!(m.done[1], (2, 7, "oops".into()));
-    assert_eq!(m.done[2].1, -1, "{:?}", m.done[2]);
-    assert_eq!(m.done[3].1, -1, "{:?}", m.done[3]);
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut done = m.hooks();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done[0], (1, 0, "class=base1".into()));
+    assert_eq!(done[1], (2, 7, "oops".into()));
+    assert_eq!(done[2].1, -1, "{:?}", done[2]);
+    assert_eq!(done[3].1, -1, "{:?}", done[3]);
 }

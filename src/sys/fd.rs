@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn reads_exactly_or_fails() {
         let data = pattern(5000);
-        let (path, f) = temp_file("read", &data);
+        let (_dir, f) = temp_file("read", &data);
         let mut buf = vec![0u8; 7];
         read_exact_at(f.as_fd(), &mut buf, 3998).unwrap();
         assert_eq!(buf, data[3998..4005]);
@@ -62,18 +62,15 @@ mod tests {
         let mut long = vec![0u8; 200];
         let e = read_exact_at(f.as_fd(), &mut long, 4900).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn openat_owns_the_descriptor() {
-        let (path, _f) = temp_file("openat", b"x");
-        let dir = std::fs::File::open(path.parent().unwrap()).unwrap();
-        let name = path.file_name().unwrap();
-        let fd = openat(dir.as_fd(), name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        let (tmp, _f) = temp_file("openat", b"x");
+        let dir = std::fs::File::open(tmp.path()).unwrap();
+        let fd = openat(dir.as_fd(), "openat", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
         assert_eq!(size(fd.as_fd()).unwrap(), 1);
         let missing = openat(dir.as_fd(), "wugui-no-such-file", OFlag::O_RDONLY, Mode::empty());
         assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
-        std::fs::remove_file(path).unwrap();
     }
 }

@@ -24,18 +24,16 @@ fn source_changed(what: &str, offset: u64, len: u64, size: u64) -> io::Error {
 
 #[cfg(test)]
 mod testfile {
+    use crate::testutil::TempDir;
     use std::fs::File;
-    use std::io::Write;
     use std::os::fd::OwnedFd;
 
-    /// A file holding `data`, open for reading and writing.
-    pub fn temp_file(name: &str, data: &[u8]) -> (std::path::PathBuf, OwnedFd) {
-        let path = std::env::temp_dir().join(format!("wugui-sys-{}-{name}", std::process::id()));
-        let mut f = File::create(&path).unwrap();
-        f.write_all(data).unwrap();
-        drop(f);
-        let f = File::options().read(true).write(true).open(&path).unwrap();
-        (path, OwnedFd::from(f))
+    /// A file `name` holding `data`, open for reading and writing; it goes with the directory.
+    pub fn temp_file(name: &str, data: &[u8]) -> (TempDir, OwnedFd) {
+        let dir = TempDir::new("sys");
+        std::fs::write(dir.join(name), data).unwrap();
+        let f = File::options().read(true).write(true).open(dir.join(name)).unwrap();
+        (dir, OwnedFd::from(f))
     }
 
     pub fn pattern(n: usize) -> Vec<u8> {

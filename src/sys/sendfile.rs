@@ -89,14 +89,13 @@ mod tests {
 
     #[test]
     fn file_end_is_zero_or_an_error() {
-        let (path, f) = temp_file("short-send", &pattern(1000));
+        let (_dir, f) = temp_file("short-send", &pattern(1000));
         let (a, _b) = UnixStream::pair().unwrap();
         let mut off = 1000;
         assert_eq!(send_file(a.as_fd(), f.as_fd(), &mut off, 100).unwrap(), 0);
         let mut scratch = Vec::new();
         let e = copy_file_rw(a.as_fd(), f.as_fd(), &mut off, 100, &mut scratch).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        std::fs::remove_file(path).unwrap();
     }
 
     /// Sends `data[start..]` through `send` (non-blocking socket) while a thread reads it.
@@ -107,7 +106,7 @@ mod tests {
         tcp: bool,
     ) {
         let data = pattern(5 << 20);
-        let (path, f) = temp_file(name, &data);
+        let (_dir, f) = temp_file(name, &data);
         let (tx, mut rx): (Box<dyn AsFd>, Box<dyn Read + Send>) = if tcp {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -139,7 +138,6 @@ mod tests {
         assert_eq!(off, data.len() as u64);
         let got = reader.join().unwrap();
         assert!(got == data[start as usize..], "bytes differ");
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
