@@ -22,6 +22,15 @@ pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
     }
 }
 
+/// `allow_dest` as paths on this host: below `root` when set, as the po maps every dest.
+pub fn dest_roots(c: &PoConfig) -> Vec<std::path::PathBuf> {
+    let on_host = |a: &std::path::PathBuf| match &c.root {
+        Some(r) => r.join(a.strip_prefix("/").unwrap_or(a)),
+        None => a.clone(),
+    };
+    c.allow_dest.iter().map(on_host).collect()
+}
+
 pub fn main() -> ExitCode {
     super::block_signals();
     let path = match super::daemon_args("po", "The po: receives transfers, verifies, stages and publishes them.") {
@@ -38,7 +47,7 @@ pub fn main() -> ExitCode {
     if let Err(code) = super::init_log("po", cfg.log.as_deref()) {
         return code;
     }
-    let store = match DiskStore::new(cfg.state_dir.clone()) {
+    let store = match DiskStore::new(cfg.state_dir.clone(), dest_roots(&cfg)) {
         Ok(s) if cfg.fsync => s,
         Ok(s) => s.without_sync(),
         Err(e) => {

@@ -291,7 +291,7 @@ mod tests {
         let (m, d, s) = sparse_and_dense(&src);
         let holes: Vec<bool> = (0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect();
         assert_eq!(holes.iter().filter(|h| **h).count(), 14);
-        let mut store = DiskStore::new(base.join("state")).unwrap();
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
         let dest_s = dest.to_str().unwrap();
         assert_eq!(store.prepare(1, dest_s, &m, false).unwrap(), holes);
         let mut fs = FsSource::new(src.clone(), &m);
@@ -335,7 +335,7 @@ mod tests {
         let (src, dest) = (base.join("src"), base.join("dest"));
         let (m, d, _) = sparse_and_dense(&src);
         let state = base.join("state");
-        let mut store = DiskStore::new(state.clone()).unwrap().without_sync();
+        let mut store = DiskStore::new(state.clone(), vec![base.clone()]).unwrap().without_sync();
         let dest_s = dest.to_str().unwrap();
         store.prepare(1, dest_s, &m, false).unwrap();
         let mut fs = FsSource::new(src.clone(), &m);

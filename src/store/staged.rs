@@ -4,8 +4,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
@@ -53,26 +53,19 @@ pub struct Staged {
     pub done: Vec<bool>,
 }
 
-/// Opens (creating what is missing) the dest and, inside it, the stage folder `stage` with
-/// the manifest's directories. Returns the descriptors of both, and whether the stage folder
-/// was there already (an earlier attempt may have left blocks in it).
-pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(OwnedFd, OwnedFd, bool), StoreError> {
-    let dest_path = Path::new(dest);
-    if !dest_path.is_absolute() {
-        return Err(StoreError::Refused(format!("dest {dest:?} is not an absolute path")));
-    }
-    let dest_err = |e: io::Error| StoreError::io(format!("dest {dest}"), &e);
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dest_path).map_err(dest_err)?;
-    let dest_fd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
-        .open(dest_path)
-        .map(OwnedFd::from)
-        .map_err(dest_err)?;
+/// Opens (creating it when missing) the stage folder `stage` in the dest `dest_fd`, with the
+/// manifest's directories. Returns its descriptor, and whether it was there already (an
+/// earlier attempt may have left blocks in it).
+pub fn open_stage(
+    dest_fd: BorrowedFd,
+    dest: &str,
+    stage: &str,
+    manifest: &Manifest,
+) -> Result<(OwnedFd, bool), StoreError> {
     let stage_err = |e: io::Error| StoreError::io(format!("stage {dest}/{stage}"), &e);
-    let found = lstat_at(dest_fd.as_fd(), stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
-    let stage_fd = ensure_dir_at(dest_fd.as_fd(), stage, 0o700)
-        .and_then(|()| openat(dest_fd.as_fd(), stage, dir_flags(), Mode::empty()))
+    let found = lstat_at(dest_fd, stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
+    let stage_fd = ensure_dir_at(dest_fd, stage, 0o700)
+        .and_then(|()| openat(dest_fd, stage, dir_flags(), Mode::empty()))
         .map_err(stage_err)?;
     let mut cur = Cursor::new(stage_fd.as_fd());
     for e in manifest.entries() {
@@ -85,7 +78,7 @@ pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(Owned
         made.map_err(|err| StoreError::io(format!("stage {}", e.path), &err))?;
     }
     drop(cur);
-    Ok((dest_fd, stage_fd, found))
+    Ok((stage_fd, found))
 }
 
 impl Staged {

@@ -117,7 +117,7 @@ fn full_cycle_into_an_old_dest() {
     chmod(&dest.join("d"), 0o555);
 
     let state = base.join("state");
-    let mut store = DiskStore::new(state.clone()).unwrap();
+    let mut store = DiskStore::new(state.clone(), vec![base.clone()]).unwrap();
     assert!(state.is_dir());
     transfer(&mut store, 7, &src, &dest, &m);
     let stage = store.stage_dir(7).unwrap();
@@ -144,7 +144,7 @@ fn full_cycle_into_an_old_dest() {
     assert_eq!((got.mtime(), got.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
 
     // again with mirror: the extra file goes, the flag file and other stages stay
-    let mut store = DiskStore::new(state).unwrap();
+    let mut store = DiskStore::new(state, vec![base.clone()]).unwrap();
     transfer(&mut store, 8, &src, &dest, &m);
     store.publish(8, Some("data.done"), true).unwrap();
     assert!(!dest.join("old.txt").exists());
@@ -167,7 +167,7 @@ fn planted_symlinks_are_not_followed() {
     std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
     std::os::unix::fs::symlink(outside.join("g"), dest.join("g")).unwrap();
 
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
     transfer(&mut store, 1, &src, &dest, &m);
     store.publish(1, None, false).unwrap();
     assert_eq!(names(&outside), ["g"]);
@@ -202,7 +202,7 @@ fn many_files() {
     let t = std::time::Instant::now();
     let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
     eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
     let t = std::time::Instant::now();
     store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
     eprintln!("prepare: {:?}", t.elapsed());
@@ -234,7 +234,7 @@ fn abort_leaves_the_old_files() {
     write(&dest.join("d/small"), b"old", 0o644);
     let before = snapshot(&dest, &[]);
 
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
     let d = dest.to_str().unwrap();
     store.prepare(3, d, &m, false).unwrap();
     let b = m.block(0).unwrap();
@@ -254,5 +254,36 @@ fn abort_leaves_the_old_files() {
     store.abort(4, false);
     assert_eq!(names(&dest), ["d"]);
     assert_eq!(snapshot(&dest, &[]), before);
+    cleanup(&base);
+}
+
+#[test]
+fn a_symlink_planted_by_one_class_is_not_followed_by_another() {
+    let base = scratch("classes");
+    let (src, data, outside) = (base.join("src"), base.join("data"), base.join("outside"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // class A's dest is /data/a; its tree plants a/b -> outside, and class B's dest is /data/a/b/x
+    std::os::unix::fs::symlink(&outside, src.join("b")).unwrap();
+    write(&src.join("f"), b"a's file", 0o644);
+    let ma = walk(&src, &[], 4096).unwrap().manifest;
+    let mut store = DiskStore::new(base.join("state"), vec![data.clone()]).unwrap();
+    transfer(&mut store, 1, &src, &data.join("a"), &ma);
+    store.publish(1, None, false).unwrap();
+    assert!(data.join("a/b").symlink_metadata().unwrap().file_type().is_symlink());
+
+    let srcb = base.join("srcb");
+    std::fs::create_dir_all(&srcb).unwrap();
+    write(&srcb.join("evil"), b"planted", 0o4755);
+    let mb = walk(&srcb, &[], 4096).unwrap().manifest;
+    for dest in [data.join("a/b/x"), data.join("a/b")] {
+        let e = store.prepare(2, dest.to_str().unwrap(), &mb, false).unwrap_err();
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains("is a symlink")), "{e}");
+    }
+    // and a dest outside allow_dest, even one that shares its string prefix
+    let e = store.prepare(2, base.join("database").to_str().unwrap(), &mb, false).unwrap_err();
+    assert!(e.to_string().contains("outside allow_dest"), "{e}");
+    assert!(names(&outside).is_empty());
+    assert!(!base.join("database").exists());
     cleanup(&base);
 }
