@@ -287,3 +287,43 @@ fn a_symlink_planted_by_one_class_is_not_followed_by_another() {
     assert!(!base.join("database").exists());
     cleanup(&base);
 }
+
+/// Descriptors of this process open on `dir` or below it.
+fn fds_under(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir))
+        .count()
+}
+
+#[test]
+fn nothing_of_a_finished_transfer_stays_open() {
+    let base = scratch("fds");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let m = source(&src);
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m);
+    assert!(fds_under(&dest) > 0, "a live transfer holds its stage");
+    store.publish(1, None, false).unwrap();
+    assert_eq!(fds_under(&dest), 0, "after publish");
+    // still served to peers: the dest is opened for the block, and let go with it
+    let b = m.block(0).unwrap();
+    let body = store.block_body(1, &b).unwrap();
+    assert_eq!(body_bytes(&body).unwrap().len(), b.len as usize);
+    drop(body);
+    assert_eq!(fds_under(&dest), 0, "after serving");
+
+    for keep in [true, false] {
+        let m2 = walk(&src, &[], 2048).unwrap().manifest;
+        store.prepare(2, dest.to_str().unwrap(), &m2, false).unwrap();
+        let b = m2.block(0).unwrap();
+        store.write_block(2, &b, &vec![0u8; b.len as usize]).unwrap();
+        assert!(fds_under(&dest) > 0);
+        store.abort(2, keep);
+        assert_eq!(fds_under(&dest), 0, "after abort (keep = {keep})");
+    }
+    cleanup(&base);
+}
