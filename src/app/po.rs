@@ -98,6 +98,9 @@ impl crate::proto::Store for CorruptServe {
     fn check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
         self.0.check(t, sums)
     }
+    fn set_options(&mut self, t: u64, options: crate::proto::disk::StageOptions) {
+        self.0.set_options(t, options)
+    }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), StoreError> {
         self.0.write_block(t, b, data)
     }

@@ -38,6 +38,7 @@ use std::time::Instant;
 use nix::fcntl::OFlag;
 
 use crate::logging::kv_quote;
+use crate::proto::disk::StageOptions;
 use crate::proto::manifest::hex;
 use crate::proto::msg::Digest;
 use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
@@ -182,6 +183,17 @@ impl Store for DiskStore {
             taken.extend(t.reuse_dest(transfer, Some(&rest), until).0);
         }
         taken
+    }
+
+    fn set_options(&mut self, transfer: u64, options: StageOptions) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.keep_special != options.keep_special_bits {
+            t.keep_special = options.keep_special_bits;
+            // Files finished early (delta, resume) got the other mode: seal sets it again.
+            for (done, e) in t.done.iter_mut().zip(t.manifest.entries()) {
+                *done &= e.mode & 0o7000 == 0;
+            }
+        }
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {

@@ -52,7 +52,7 @@ impl Staged {
                 continue;
             }
             let (parent, name) = split(&e.path);
-            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e));
+            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e, self.mode_of(e)));
             done.map_err(|err| StoreError::io(format!("seal {}", e.path), &err))?;
         }
         drop(cur);
@@ -187,7 +187,7 @@ impl Staged {
         for e in self.manifest.entries().iter().rev().filter(|e| e.kind == Kind::Dir) {
             let what = || format!("publish {}", e.path);
             let fd = open_dir_path(self.dest_fd.as_fd(), &e.path).map_err(|err| StoreError::io(what(), &err))?;
-            match set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec)) {
+            match set_attrs(fd.as_fd(), self.mode_of(e), &mtime(e.mtime, e.mtime_nsec)) {
                 Ok(()) => {}
                 Err(Errno::EPERM) => {
                     log::warn!(
@@ -203,12 +203,12 @@ impl Staged {
     }
 }
 
-/// Gives the staged entry `e` (`name` in `dir`) its final form, mode and mtime.
-fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry) -> io::Result<()> {
+/// Gives the staged entry `e` (`name` in `dir`) its final form, mode `bits` and mtime.
+fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry, bits: u32) -> io::Result<()> {
     let when = mtime(e.mtime, e.mtime_nsec);
     match &e.kind {
         Kind::Dir => {}
-        Kind::File { size } => finish_file(dir, name, *size, e)?,
+        Kind::File { size } => finish_file(dir, name, *size, e, bits)?,
         Kind::Symlink { target } => {
             remove_at(dir, name)?;
             symlinkat(target.as_str(), Some(dir.as_raw_fd()), name)?;
@@ -223,8 +223,8 @@ fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry) -> io::Result<()> {
 }
 
 /// Checks a staged file's size (creating an empty or all-hole file no block reached) and
-/// sets its mode and mtime.
-fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry) -> io::Result<()> {
+/// sets its mode `bits` and mtime.
+fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry, bits: u32) -> io::Result<()> {
     let fd = match open_file_path(dir, name, OFlag::O_RDONLY) {
         Ok(fd) => fd,
         // An empty file (or one all holes) had no block to create it.
@@ -244,7 +244,7 @@ fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry) -> io::Result<
     if st.st_size as u64 != size {
         return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
     }
-    Ok(set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec))?)
+    Ok(set_attrs(fd.as_fd(), bits, &mtime(e.mtime, e.mtime_nsec))?)
 }
 
 /// Writes the flag file atomically: a temporary file, synced, renamed over `flag`.

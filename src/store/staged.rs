@@ -17,7 +17,7 @@ use super::at::{
 };
 use super::files::OpenFiles;
 use crate::logging::kv_quote;
-use crate::proto::manifest::Kind;
+use crate::proto::manifest::{Entry, Kind};
 use crate::proto::{Manifest, Segment, StoreError};
 use crate::sys::fd::openat;
 
@@ -51,6 +51,8 @@ pub struct Staged {
     /// land, so that seal does not visit 20,000 small files again at the end.
     pub left: Vec<u64>,
     pub done: Vec<bool>,
+    /// Class `keep_special_bits`: otherwise setuid, setgid and sticky bits are dropped.
+    pub keep_special: bool,
 }
 
 /// Opens (creating it when missing) the stage folder `stage` in the dest `dest_fd`, with the
@@ -127,7 +129,14 @@ impl Staged {
             reusable: Vec::new(),
             left,
             done: vec![false; manifest.entries().len()],
+            keep_special: false,
         }
+    }
+
+    /// The mode entry `e` gets: its own, without setuid, setgid and sticky bits unless the
+    /// class keeps them.
+    pub fn mode_of(&self, e: &Entry) -> u32 {
+        e.mode & if self.keep_special { 0o7777 } else { 0o777 }
     }
 
     /// Writes block `index` (its pieces `segs`, bytes `data`) into the stage and counts it
@@ -165,7 +174,7 @@ impl Staged {
             }
             let (bits, when) = {
                 let e = &self.manifest.entries()[i];
-                (e.mode, mtime(e.mtime, e.mtime_nsec))
+                (self.mode_of(e), mtime(e.mtime, e.mtime_nsec))
             };
             // Usually still open from the write; reopened when the cache let it go.
             let set = match self.file(seg.entry) {

@@ -327,3 +327,47 @@ fn nothing_of_a_finished_transfer_stays_open() {
     }
     cleanup(&base);
 }
+
+#[test]
+fn special_bits_are_dropped_unless_the_class_keeps_them() {
+    let base = scratch("special");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(src.join("shared")).unwrap();
+    std::fs::create_dir_all(src.join("group")).unwrap();
+    write(&src.join("suid"), b"#!/bin/sh\n", 0o4755);
+    write(&src.join("plain"), b"plain", 0o640);
+    chmod(&src.join("shared"), 0o1777);
+    chmod(&src.join("group"), 0o2750);
+    let m = walk(&src, &[], 4096).unwrap().manifest;
+    let modes = |root: &Path| -> Vec<(String, u32)> {
+        ["suid", "plain", "shared", "group"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::metadata(root.join(n)).unwrap().mode() & 0o7777))
+            .collect()
+    };
+    let want = |keep: bool| -> Vec<(String, u32)> {
+        modes(&src).into_iter().map(|(n, b)| (n, if keep { b } else { b & 0o777 })).collect()
+    };
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    // the po has not said: the safe default
+    transfer(&mut store, 1, &src, &dest, &m);
+    store.publish(1, None, false).unwrap();
+    assert_eq!(modes(&dest), want(false));
+    assert_eq!(modes(&dest)[0].1, 0o755);
+
+    // kept: and also on files the delta took from the published copy before set_options
+    let held = store.prepare(2, dest.to_str().unwrap(), &m, true).unwrap();
+    assert!(held.iter().all(|h| *h), "{held:?}");
+    store.set_options(2, StageOptions { keep_special_bits: true });
+    store.seal(2).unwrap();
+    store.publish(2, None, false).unwrap();
+    assert_eq!(modes(&dest), want(true));
+
+    // and dropped again by the next push of a class that does not keep them
+    store.prepare(3, dest.to_str().unwrap(), &m, true).unwrap();
+    store.set_options(3, StageOptions { keep_special_bits: false });
+    store.seal(3).unwrap();
+    store.publish(3, None, false).unwrap();
+    assert_eq!(modes(&dest), want(false));
+    cleanup(&base);
+}
