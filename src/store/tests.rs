@@ -371,3 +371,41 @@ fn special_bits_are_dropped_unless_the_class_keeps_them() {
     assert_eq!(modes(&dest), want(false));
     cleanup(&base);
 }
+
+#[test]
+fn a_failed_publish_leaves_the_old_tree() {
+    let base = scratch("prefail");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"version 1", 0o644);
+    let m1 = walk(&src, &[], 4096).unwrap().manifest;
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m1);
+    store.publish(1, Some("done"), false).unwrap();
+    std::fs::create_dir(dest.join("olddir")).unwrap();
+    // the dest without stages
+    let outside_stages = |d: &Path| {
+        let (mut e, mut c) = snapshot(d, &[]);
+        e.retain(|e| !e.path.starts_with(STAGE_PREFIX));
+        c.retain(|(p, _)| !p.starts_with(STAGE_PREFIX));
+        (e, c)
+    };
+    let before = outside_stages(&dest);
+
+    // version 2 holds a directory named as the flag file; the dest one another
+    std::fs::remove_file(src.join("f")).unwrap();
+    write(&src.join("g"), b"version 2", 0o644);
+    std::fs::create_dir(src.join("done")).unwrap();
+    let m2 = walk(&src, &[], 4096).unwrap().manifest;
+    transfer(&mut store, 2, &src, &dest, &m2);
+    for (flag, why) in [("done", "directory of the pushed tree"), ("olddir", "directory in the dest")] {
+        let e = store.publish(2, Some(flag), true).unwrap_err();
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains(why)), "{e}");
+        assert_eq!(outside_stages(&dest), before, "flag {flag}");
+    }
+    // without the clash the same stage publishes
+    store.publish(2, Some("flag"), true).unwrap();
+    assert_eq!(snapshot(&dest, &["flag"]), snapshot(&src, &[]));
+    assert_eq!(names(&dest), ["done", "flag", "g", "sub"]);
+    cleanup(&base);
+}
