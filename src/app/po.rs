@@ -47,7 +47,8 @@ pub fn main() -> ExitCode {
     if let Err(code) = super::init_log("po", cfg.log.as_deref()) {
         return code;
     }
-    let store = match DiskStore::new(cfg.state_dir.clone(), dest_roots(&cfg)) {
+    let retention = Duration::from_secs(cfg.stage_retention);
+    let store = match DiskStore::new(cfg.state_dir.clone(), dest_roots(&cfg), retention) {
         Ok(s) if cfg.fsync => s,
         Ok(s) => s.without_sync(),
         Err(e) => {

@@ -23,6 +23,7 @@ pub mod dest;
 pub mod files;
 pub mod publish;
 pub mod resume;
+pub mod retain;
 pub mod staged;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -33,7 +34,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 
@@ -61,6 +62,10 @@ const SERVED: usize = 4;
 pub struct DiskStore {
     state_dir: PathBuf,
     roots: Roots,
+    /// po.conf `stage_retention`: how long a stage or record no transfer uses is kept.
+    retention: Duration,
+    /// Dests prepared lately, most recent first (kept in the state dir; see `retain`).
+    dests: Vec<String>,
     /// po.conf `fsync`: make data durable before publish, and keep resume records.
     sync: bool,
     transfers: HashMap<u64, Staged>,
@@ -71,20 +76,25 @@ pub struct DiskStore {
 
 impl DiskStore {
     /// A store keeping its records in `state_dir` (created when missing), writing only into
-    /// dests below one of `allow_dest` (paths on this host: po.conf's `root` in front).
-    pub fn new(state_dir: PathBuf, allow_dest: Vec<PathBuf>) -> Result<DiskStore, String> {
+    /// dests below one of `allow_dest` (paths on this host: po.conf's `root` in front), and
+    /// keeping stale stages and records for `retention`. Sweeps what has expired.
+    pub fn new(state_dir: PathBuf, allow_dest: Vec<PathBuf>, retention: Duration) -> Result<DiskStore, String> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&state_dir)
             .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
-        Ok(DiskStore {
+        let mut store = DiskStore {
             state_dir,
             roots: Roots::new(allow_dest),
+            retention,
+            dests: Vec::new(),
             sync: true,
             transfers: HashMap::new(),
             published: Vec::new(),
-        })
+        };
+        store.sweep_all();
+        Ok(store)
     }
 
     /// po.conf `fsync = off`: no syncfs before publish and no resume records (a record is
@@ -137,7 +147,12 @@ impl Store for DiskStore {
         self.transfers.remove(&transfer);
         let stage = stage_name(manifest);
         let dest_fd = self.roots.open(dest, true)?;
+        self.remember(dest);
+        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
+        self.sweep_records(&stage);
+        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
         let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest)?;
+        retain::touch(stage_fd.as_fd());
         log::info!(
             "event=stage_prepared transfer={transfer} entries={} ms={}",
             manifest.entries().len(),
@@ -256,6 +271,7 @@ impl Store for DiskStore {
         let Some(mut t) = self.transfers.remove(&transfer) else { return };
         if keep {
             t.checkpoint_or_warn(transfer);
+            retain::touch(t.stage_fd.as_fd());
             return;
         }
         let _ = std::fs::remove_file(&t.record);

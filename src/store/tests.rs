@@ -9,6 +9,9 @@ use files::body_bytes;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+/// The retention the tests' stores keep stale stages for (po.conf's default).
+pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 86400);
+
 pub(crate) fn scratch(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -117,7 +120,7 @@ fn full_cycle_into_an_old_dest() {
     chmod(&dest.join("d"), 0o555);
 
     let state = base.join("state");
-    let mut store = DiskStore::new(state.clone(), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(state.clone(), vec![base.clone()], RETENTION).unwrap();
     assert!(state.is_dir());
     transfer(&mut store, 7, &src, &dest, &m);
     let stage = store.stage_dir(7).unwrap();
@@ -144,7 +147,7 @@ fn full_cycle_into_an_old_dest() {
     assert_eq!((got.mtime(), got.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
 
     // again with mirror: the extra file goes, the flag file and other stages stay
-    let mut store = DiskStore::new(state, vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(state, vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 8, &src, &dest, &m);
     store.publish(8, Some("data.done"), true).unwrap();
     assert!(!dest.join("old.txt").exists());
@@ -167,7 +170,7 @@ fn planted_symlinks_are_not_followed() {
     std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
     std::os::unix::fs::symlink(outside.join("g"), dest.join("g")).unwrap();
 
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 1, &src, &dest, &m);
     store.publish(1, None, false).unwrap();
     assert_eq!(names(&outside), ["g"]);
@@ -202,7 +205,7 @@ fn many_files() {
     let t = std::time::Instant::now();
     let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
     eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     let t = std::time::Instant::now();
     store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
     eprintln!("prepare: {:?}", t.elapsed());
@@ -234,7 +237,7 @@ fn abort_leaves_the_old_files() {
     write(&dest.join("d/small"), b"old", 0o644);
     let before = snapshot(&dest, &[]);
 
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     let d = dest.to_str().unwrap();
     store.prepare(3, d, &m, false).unwrap();
     let b = m.block(0).unwrap();
@@ -267,7 +270,7 @@ fn a_symlink_planted_by_one_class_is_not_followed_by_another() {
     std::os::unix::fs::symlink(&outside, src.join("b")).unwrap();
     write(&src.join("f"), b"a's file", 0o644);
     let ma = walk(&src, &[], 4096).unwrap().manifest;
-    let mut store = DiskStore::new(base.join("state"), vec![data.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![data.clone()], RETENTION).unwrap();
     transfer(&mut store, 1, &src, &data.join("a"), &ma);
     store.publish(1, None, false).unwrap();
     assert!(data.join("a/b").symlink_metadata().unwrap().file_type().is_symlink());
@@ -304,7 +307,7 @@ fn nothing_of_a_finished_transfer_stays_open() {
     let (src, dest) = (base.join("src"), base.join("dest"));
     std::fs::create_dir(&src).unwrap();
     let m = source(&src);
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 1, &src, &dest, &m);
     assert!(fds_under(&dest) > 0, "a live transfer holds its stage");
     store.publish(1, None, false).unwrap();
@@ -348,7 +351,7 @@ fn special_bits_are_dropped_unless_the_class_keeps_them() {
     let want = |keep: bool| -> Vec<(String, u32)> {
         modes(&src).into_iter().map(|(n, b)| (n, if keep { b } else { b & 0o777 })).collect()
     };
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     // the po has not said: the safe default
     transfer(&mut store, 1, &src, &dest, &m);
     store.publish(1, None, false).unwrap();
@@ -379,7 +382,7 @@ fn a_failed_publish_leaves_the_old_tree() {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     write(&src.join("f"), b"version 1", 0o644);
     let m1 = walk(&src, &[], 4096).unwrap().manifest;
-    let mut store = DiskStore::new(base.join("state"), vec![base.clone()]).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 1, &src, &dest, &m1);
     store.publish(1, Some("done"), false).unwrap();
     std::fs::create_dir(dest.join("olddir")).unwrap();
