@@ -215,7 +215,7 @@ impl DiskStore {
                     let ifree = if ifree == u64::MAX { "unlimited".into() } else { ifree.to_string() };
                     let what = format!("dest {dest}");
                     let error = format!(
-                        "the push needs {bytes} bytes and {inodes} inodes, the filesystem has {free} bytes and {ifree} inodes free (after removing {removed} stale stages)"
+                        "No space left on device: the push needs {bytes} bytes and {inodes} inodes, the filesystem has {free} bytes and {ifree} inodes free (after removing {removed} stale stages)"
                     );
                     return Err(StoreError::NoSpace { what, error });
                 }
