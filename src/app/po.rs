@@ -56,6 +56,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A reload replaces the roots the store opens dests from, as it replaces the po's settings.
+    let roots = store.roots();
     let listener = match super::listen("po", cfg.listen) {
         Ok(l) => l,
         Err(code) => return code,
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
         let mut machine = PoMachine::new(settings(&cfg, bound), CorruptServe(store));
         return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
             let c = config::load_po(&path).map_err(|e| e.to_string())?;
+            roots.set(dest_roots(&c));
             m.reload(settings(&c, bound));
             Ok(format!("config={}", path.display()))
         });
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
     super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
         let c = config::load_po(&path).map_err(|e| e.to_string())?;
+        roots.set(dest_roots(&c));
         m.reload(settings(&c, bound));
         Ok(format!("config={}", path.display()))
     })

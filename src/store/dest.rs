@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::sys::stat::mkdirat;
@@ -16,13 +17,24 @@ use crate::proto::StoreError;
 use crate::sys::fd::{open_dir_beneath, openat};
 
 /// The roots every dest must lie below, as paths on this host (po.conf `allow_dest`, with
-/// `root` in front when set).
+/// `root` in front when set). Clones share the list, so a config reload can replace it.
 #[derive(Debug, Clone)]
-pub struct Roots(Vec<PathBuf>);
+pub struct Roots(Arc<Mutex<Vec<PathBuf>>>);
 
 impl Roots {
     pub fn new(roots: Vec<PathBuf>) -> Roots {
-        Roots(roots)
+        Roots(Arc::new(Mutex::new(roots)))
+    }
+
+    /// Replaces the list (SIGHUP: po.conf read again).
+    pub fn set(&self, roots: Vec<PathBuf>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = roots;
+    }
+
+    /// The deepest root that holds `path`: the operator trusts each root as written.
+    fn root_of(&self, path: &Path) -> Option<PathBuf> {
+        let roots = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        roots.iter().filter(|r| path.starts_with(r)).max_by_key(|r| r.components().count()).cloned()
     }
 
     /// Opens `dest` (creating the missing part when `create`), refusing a dest outside every
@@ -37,10 +49,10 @@ impl Roots {
         if path.components().any(|c| c == Component::ParentDir) {
             return refuse("has a .. component".into());
         }
-        // The deepest root that holds the dest: the operator trusts each root as written.
-        let Some(root) = self.0.iter().filter(|r| path.starts_with(r)).max_by_key(|r| r.components().count()) else {
+        let Some(root) = self.root_of(path) else {
             return refuse("outside allow_dest".into());
         };
+        let root = root.as_path();
         let rest = path.strip_prefix(root).expect("starts_with above");
         let err = |what: &Path, e: io::Error| StoreError::io(format!("dest {dest}: {}", what.display()), &e);
         if create {
@@ -116,6 +128,9 @@ mod tests {
         assert!(matches!(&e, StoreError::Refused(t) if t.contains("is a symlink")), "{e}");
         assert!(roots.open(&format!("{}/a/../../outside", s(allowed.clone())), true).is_err());
         assert!(roots.open("relative/x", true).is_err());
+        // a reload that adds a root reaches every clone
+        roots.clone().set(vec![allowed.clone(), base.join("database")]);
+        assert!(roots.open(&s(base.join("database")), false).is_ok());
         assert!(std::fs::read_dir(base.join("outside")).unwrap().next().is_none());
         cleanup(&base);
     }

@@ -104,6 +104,11 @@ impl DiskStore {
         self
     }
 
+    /// The `allow_dest` roots, shared: `Roots::set` on the handle reaches this store.
+    pub fn roots(&self) -> Roots {
+        self.roots.clone()
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
