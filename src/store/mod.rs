@@ -156,7 +156,13 @@ impl Store for DiskStore {
         self.sweep_dest(dest_fd.as_fd(), dest, &stage);
         self.sweep_records(&stage);
         self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
-        let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest)?;
+        let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
+        let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
+            // A push refused here leaves no stage of its own behind.
+            if !existed {
+                let _ = at::remove_at(dest_fd.as_fd(), stage.as_str());
+            }
+        })?;
         retain::touch(stage_fd.as_fd());
         log::info!(
             "event=stage_prepared transfer={transfer} entries={} ms={}",
