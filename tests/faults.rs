@@ -176,3 +176,54 @@ fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
     }
     assert!(bad <= 3 + 2 * 4, "{bad} corrupt blocks: the liar kept serving");
 }
+
+#[test]
+fn after_a_full_disk_the_next_push_that_fits_succeeds() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let c = Cluster::start("diskstale", Opts { pos: 1, ..Default::default() });
+    let mnt = c.po_dest(0).parent().unwrap().to_path_buf();
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    // A stage a killed push left behind (before this po started, or of another tree): 700 KiB.
+    let stale = c.po_dest(0).join(".wugui-stage-00112233445566778899aabbccddeeff");
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("part"), noise(700 << 10, 1)).unwrap();
+    let stages = || {
+        fs::read_dir(c.po_dest(0))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".wugui-stage-"))
+            .count()
+    };
+    let push = |kib: usize, seed: u64| {
+        let src = c.dir.path().join(format!("src{seed}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("data.bin"), noise(kib << 10, seed)).unwrap();
+        (c.push(&src), src)
+    };
+    // fits once the stale stage is gone: no manual step
+    let (o, src) = push(600, 2);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
+    // too big: refused up front, clearly, leaving no stage
+    let (o, _) = push(4096, 3);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("No space left") && err.contains("needs"), "{err}");
+    assert_eq!(stages(), 0);
+    // and the next push that fits goes through
+    let (o, src) = push(300, 4);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
+    assert_eq!(stages(), 0);
+}

@@ -22,6 +22,15 @@ pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
     }
 }
 
+/// `allow_dest` as paths on this host: below `root` when set, as the po maps every dest.
+pub fn dest_roots(c: &PoConfig) -> Vec<std::path::PathBuf> {
+    let on_host = |a: &std::path::PathBuf| match &c.root {
+        Some(r) => r.join(a.strip_prefix("/").unwrap_or(a)),
+        None => a.clone(),
+    };
+    c.allow_dest.iter().map(on_host).collect()
+}
+
 pub fn main() -> ExitCode {
     super::block_signals();
     let path = match super::daemon_args("po", "The po: receives transfers, verifies, stages and publishes them.") {
@@ -38,7 +47,8 @@ pub fn main() -> ExitCode {
     if let Err(code) = super::init_log("po", cfg.log.as_deref()) {
         return code;
     }
-    let store = match DiskStore::new(cfg.state_dir.clone()) {
+    let retention = Duration::from_secs(cfg.stage_retention);
+    let store = match DiskStore::new(cfg.state_dir.clone(), dest_roots(&cfg), retention) {
         Ok(s) if cfg.fsync => s,
         Ok(s) => s.without_sync(),
         Err(e) => {
@@ -46,6 +56,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A reload replaces the roots the store opens dests from, as it replaces the po's settings.
+    let roots = store.roots();
     let listener = match super::listen("po", cfg.listen) {
         Ok(l) => l,
         Err(code) => return code,
@@ -57,6 +69,7 @@ pub fn main() -> ExitCode {
         let mut machine = PoMachine::new(settings(&cfg, bound), CorruptServe(store));
         return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
             let c = config::load_po(&path).map_err(|e| e.to_string())?;
+            roots.set(dest_roots(&c));
             m.reload(settings(&c, bound));
             Ok(format!("config={}", path.display()))
         });
@@ -64,6 +77,7 @@ pub fn main() -> ExitCode {
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
     super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
         let c = config::load_po(&path).map_err(|e| e.to_string())?;
+        roots.set(dest_roots(&c));
         m.reload(settings(&c, bound));
         Ok(format!("config={}", path.display()))
     })
@@ -88,6 +102,9 @@ impl crate::proto::Store for CorruptServe {
     }
     fn check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
         self.0.check(t, sums)
+    }
+    fn set_options(&mut self, t: u64, options: crate::proto::disk::StageOptions) {
+        self.0.set_options(t, options)
     }
     fn write_block(&mut self, t: u64, b: &crate::proto::BlockRef, data: &[u8]) -> Result<(), StoreError> {
         self.0.write_block(t, b, data)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::ini::{self, At};
 use super::values::{parse_abs_path, parse_addr, parse_addr_list, parse_path};
 use super::ConfigError;
-use crate::proto::class::{parse_bool, parse_size};
+use crate::proto::class::{parse_bool, parse_num, parse_size};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoConfig {
@@ -27,6 +27,8 @@ pub struct PoConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The address this po presents to the CAC; see `advertise_addr`.
     pub advertise: Option<SocketAddr>,
+    /// Seconds a stage or resume record no transfer uses is kept (default a week).
+    pub stage_retention: u64,
 }
 
 impl PoConfig {
@@ -37,6 +39,9 @@ impl PoConfig {
         self.advertise.or((!bound.ip().is_unspecified()).then_some(bound))
     }
 }
+
+/// `stage_retention` when unset: a week.
+pub const STAGE_RETENTION: u64 = 7 * 86400;
 
 pub fn load_po(path: &Path) -> Result<PoConfig, ConfigError> {
     ini::load(path, parse_po)
@@ -56,6 +61,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
     let mut root = None;
     let mut metrics_listen = None;
     let mut advertise = None;
+    let mut stage_retention = STAGE_RETENTION;
     s.read_keys(file, &[], |k| {
         let v = k.value();
         match k.name() {
@@ -71,6 +77,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
             "max_download_rate" => max_download_rate = parse_size(v).at(k)?,
             "fsync" => fsync = parse_bool(v).at(k)?,
             "root" => root = Some(parse_abs_path(v).at(k)?),
+            "stage_retention" => stage_retention = parse_num(v, 0, 3650 * 86400).at(k)?,
             "metrics_listen" => metrics_listen = Some(parse_addr(v, true).at(k)?),
             "advertise" => {
                 let a = parse_addr(v, false).at(k)?;
@@ -96,6 +103,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
         root,
         metrics_listen,
         advertise,
+        stage_retention,
     })
 }
 
@@ -130,6 +138,10 @@ root = /tmp/po3
         assert_eq!(p.max_upload_rate, 50 << 20);
         assert_eq!(p.max_download_rate, 0);
         assert_eq!(p.root, Some(PathBuf::from("/tmp/po3")));
+        assert_eq!(p.stage_retention, 7 * 86400);
+        let p = parse_po(&format!("{BASE}stage_retention = 3600\n"), "po.conf", Path::new("/")).unwrap();
+        assert_eq!(p.stage_retention, 3600);
+        assert!(parse_po(&format!("{BASE}stage_retention = 1h\n"), "po.conf", Path::new("/")).is_err());
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct ClassCfg {
     pub mirror: bool,
     /// Incremental transfer: a po keeps the blocks its published copy already has.
     pub delta: bool,
+    /// Keep setuid, setgid and sticky bits of the pushed modes (default off: dropped, since
+    /// a po runs as root and a master must not plant setuid-root programs).
+    pub keep_special_bits: bool,
 }
 
 impl ClassCfg {
@@ -98,6 +101,7 @@ impl ClassCfg {
             quorum: Quorum::All,
             mirror: false,
             delta: true,
+            keep_special_bits: false,
         }
     }
 
@@ -183,6 +187,7 @@ impl ClassCfg {
             }
             "mirror" => self.mirror = parse_bool(v)?,
             "delta" => self.delta = parse_bool(v)?,
+            "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -208,6 +213,10 @@ impl ClassCfg {
             ("mirror".into(), onoff(self.mirror)),
             ("delta".into(), onoff(self.delta)),
         ];
+        // Only when on: the default travels as before, so pos that predate the key accept it.
+        if self.keep_special_bits {
+            p.push(("keep_special_bits".into(), onoff(true)));
+        }
         p.extend(self.exclude.iter().map(|e| ("exclude".to_string(), e.clone())));
         p
     }
@@ -305,6 +314,11 @@ mod tests {
         }
         assert_eq!(c.dest, "/data/x");
         let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
+        assert_eq!(back, c);
+        assert!(!c.keep_special_bits && !c.to_pairs().iter().any(|(k, _)| k == "keep_special_bits"));
+        assert!(c.set("keep_special_bits", "on").unwrap());
+        let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
+        assert!(back.keep_special_bits);
         assert_eq!(back, c);
     }
 

@@ -104,6 +104,15 @@ pub trait Source {
 }
 
 /// A po's staging area. Every method names a transfer that `prepare` opened.
+/// How a prepared transfer is finished, from its class (see `Store::set_options`). The
+/// default is the safe one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageOptions {
+    /// Keep the setuid, setgid and sticky bits of the manifest's modes (class
+    /// `keep_special_bits`); without it, modes are `mode & 0o777`.
+    pub keep_special_bits: bool,
+}
+
 pub trait Store {
     /// Opens a staging area for `manifest` below `dest` (an absolute path). With `delta`, it
     /// also takes the blocks that the published copy in `dest` holds at the same place in files
@@ -123,6 +132,9 @@ pub trait Store {
     fn check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
     }
+    /// After `prepare`, before the first block: the class's options for this transfer. Until
+    /// it is called, a transfer has `StageOptions::default()` (special bits dropped).
+    fn set_options(&mut self, _transfer: u64, _options: StageOptions) {}
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError>;
     /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
     fn seal(&mut self, transfer: u64) -> Result<(), StoreError>;

@@ -149,6 +149,7 @@ mod tests {
     use super::*;
     use crate::proto::{Source, Store, Verify};
     use crate::store::files::body_bytes;
+    use crate::store::tests::RETENTION;
     use crate::store::tests::{cleanup, scratch, snapshot, transfer, write};
     use crate::store::DiskStore;
     use crate::tree::{walk, FsSource};
@@ -164,7 +165,7 @@ mod tests {
         write(&src.join("grown.log"), &crate::testutil::noise(10 << 10, 2), 0o644);
         write(&src.join("same.bin"), &crate::testutil::noise(40 << 10, 3), 0o644);
         let m1 = walk(&src, &[], 4096).unwrap().manifest;
-        let mut store = DiskStore::new(base.join("state")).unwrap();
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
         transfer(&mut store, 1, &src, &dest, &m1);
         store.publish(1, None, false).unwrap();
         let v1: HashMap<String, Vec<u8>> = ["edited.bin", "grown.log", "same.bin"]

@@ -6,7 +6,8 @@
 //!
 //! Below the dest nothing is reached by path ([`at`]): a symlink planted in the dest (or in
 //! the stage) is never followed; where the tree needs a directory or a file, the symlink is
-//! replaced. The dest path itself comes from the class config and is opened as given.
+//! replaced. The dest itself is opened from its `allow_dest` root without following a
+//! symlink either ([`dest`]).
 //!
 //! Until `publish`, nothing in the dest outside the stage folder is touched (except that the
 //! dest itself is created when missing).
@@ -18,9 +19,11 @@
 
 pub mod at;
 pub mod delta;
+pub mod dest;
 pub mod files;
 pub mod publish;
 pub mod resume;
+pub mod retain;
 pub mod staged;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -31,15 +34,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 
 use crate::logging::kv_quote;
+use crate::proto::disk::StageOptions;
 use crate::proto::manifest::hex;
 use crate::proto::msg::Digest;
 use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
 use delta::REUSE_BUDGET;
+use dest::Roots;
 use staged::Staged;
 
 /// The prefix of every stage folder's name.
@@ -56,22 +61,40 @@ const SERVED: usize = 4;
 /// The po's [`Store`] on the local disk.
 pub struct DiskStore {
     state_dir: PathBuf,
+    roots: Roots,
+    /// po.conf `stage_retention`: how long a stage or record no transfer uses is kept.
+    retention: Duration,
+    /// Dests prepared lately, most recent first (kept in the state dir; see `retain`).
+    dests: Vec<String>,
     /// po.conf `fsync`: make data durable before publish, and keep resume records.
     sync: bool,
     transfers: HashMap<u64, Staged>,
-    /// Recently published transfers: their files can still be served to peers.
-    published: Vec<(u64, OwnedFd, Manifest)>,
+    /// Recently published transfers: their files can still be served to peers. The dest is
+    /// reopened for each block served, so that nothing of a finished transfer stays open.
+    published: Vec<(u64, String, Manifest)>,
 }
 
 impl DiskStore {
-    /// A store keeping its records in `state_dir` (created when missing).
-    pub fn new(state_dir: PathBuf) -> Result<DiskStore, String> {
+    /// A store keeping its records in `state_dir` (created when missing), writing only into
+    /// dests below one of `allow_dest` (paths on this host: po.conf's `root` in front), and
+    /// keeping stale stages and records for `retention`. Sweeps what has expired.
+    pub fn new(state_dir: PathBuf, allow_dest: Vec<PathBuf>, retention: Duration) -> Result<DiskStore, String> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&state_dir)
             .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
-        Ok(DiskStore { state_dir, sync: true, transfers: HashMap::new(), published: Vec::new() })
+        let mut store = DiskStore {
+            state_dir,
+            roots: Roots::new(allow_dest),
+            retention,
+            dests: Vec::new(),
+            sync: true,
+            transfers: HashMap::new(),
+            published: Vec::new(),
+        };
+        store.sweep_all();
+        Ok(store)
     }
 
     /// po.conf `fsync = off`: no syncfs before publish and no resume records (a record is
@@ -79,6 +102,11 @@ impl DiskStore {
     pub fn without_sync(mut self) -> DiskStore {
         self.sync = false;
         self
+    }
+
+    /// The `allow_dest` roots, shared: `Roots::set` on the handle reaches this store.
+    pub fn roots(&self) -> Roots {
+        self.roots.clone()
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -98,15 +126,17 @@ impl DiskStore {
 
     /// Opens the file of `entry` read-only: staged, or published into the dest.
     fn open_for_serving(&self, transfer: u64, entry: u32) -> io::Result<Arc<OwnedFd>> {
-        let (base, m) = match self.transfers.get(&transfer) {
-            Some(t) => (t.stage_fd.as_fd(), &t.manifest),
-            None => match self.published.iter().find(|(id, _, _)| *id == transfer) {
-                Some((_, fd, m)) => (fd.as_fd(), m),
-                None => return Err(io::Error::new(io::ErrorKind::NotFound, "transfer unknown here")),
-            },
+        let path = |m: &Manifest| -> io::Result<String> {
+            Ok(m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path.clone())
         };
-        let path = &m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path;
-        Ok(Arc::new(at::open_file_path(base, path, OFlag::O_RDONLY)?))
+        if let Some(t) = self.transfers.get(&transfer) {
+            return Ok(Arc::new(at::open_file_path(t.stage_fd.as_fd(), &path(&t.manifest)?, OFlag::O_RDONLY)?));
+        }
+        let Some((_, dest, m)) = self.published.iter().find(|(id, _, _)| *id == transfer) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "transfer unknown here"));
+        };
+        let dest_fd = self.roots.open(dest, false).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Arc::new(at::open_file_path(dest_fd.as_fd(), &path(m)?, OFlag::O_RDONLY)?))
     }
 }
 
@@ -121,7 +151,19 @@ impl Store for DiskStore {
         let started = Instant::now();
         self.transfers.remove(&transfer);
         let stage = stage_name(manifest);
-        let (dest_fd, stage_fd, reopened) = staged::open_stage(dest, &stage, manifest)?;
+        let dest_fd = self.roots.open(dest, true)?;
+        self.remember(dest);
+        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
+        self.sweep_records(&stage);
+        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
+        let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
+        let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
+            // A push refused here leaves no stage of its own behind.
+            if !existed {
+                let _ = at::remove_at(dest_fd.as_fd(), stage.as_str());
+            }
+        })?;
+        retain::touch(stage_fd.as_fd());
         log::info!(
             "event=stage_prepared transfer={transfer} entries={} ms={}",
             manifest.entries().len(),
@@ -169,6 +211,17 @@ impl Store for DiskStore {
         taken
     }
 
+    fn set_options(&mut self, transfer: u64, options: StageOptions) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.keep_special != options.keep_special_bits {
+            t.keep_special = options.keep_special_bits;
+            // Files finished early (delta, resume) got the other mode: seal sets it again.
+            for (done, e) in t.done.iter_mut().zip(t.manifest.entries()) {
+                *done &= e.mode & 0o7000 == 0;
+            }
+        }
+    }
+
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
         let t = self.get(transfer)?;
         let refuse = |s: String| Err(StoreError::Refused(s));
@@ -204,7 +257,7 @@ impl Store for DiskStore {
             if self.published.len() >= SERVED {
                 self.published.remove(0);
             }
-            self.published.push((transfer, t.dest_fd, t.manifest));
+            self.published.push((transfer, t.dest.display().to_string(), t.manifest));
         }
         Ok(published)
     }
@@ -229,6 +282,7 @@ impl Store for DiskStore {
         let Some(mut t) = self.transfers.remove(&transfer) else { return };
         if keep {
             t.checkpoint_or_warn(transfer);
+            retain::touch(t.stage_fd.as_fd());
             return;
         }
         let _ = std::fs::remove_file(&t.record);

@@ -52,7 +52,7 @@ impl Staged {
                 continue;
             }
             let (parent, name) = split(&e.path);
-            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e));
+            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e, self.mode_of(e)));
             done.map_err(|err| StoreError::io(format!("seal {}", e.path), &err))?;
         }
         drop(cur);
@@ -75,6 +75,8 @@ impl Staged {
     }
 
     /// Moves the sealed stage into the dest (see `Store::publish`). Returns (files, bytes).
+    /// Every check that can fail runs before the first rename, so an error reported before
+    /// `move_in` leaves the old tree exactly as it was.
     pub fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
         if !self.sealed {
             return Err(StoreError::Refused(format!("publish: transfer {transfer} is not sealed")));
@@ -89,20 +91,99 @@ impl Staged {
                 bytes += size;
             }
         }
+        self.check_dest()?;
+        let flag = match flag_file {
+            Some(flag) => Some((flag, self.stage_flag(flag, transfer, files, bytes)?)),
+            None => None,
+        };
         self.move_in(transfer)?;
         // Remove what the tree lacks, before directory mtimes are set.
         if mirror {
             self.mirror(transfer, flag_file)?;
         }
         let dest = self.dest_fd.as_fd();
-        remove_at(dest, self.stage.as_str()).map_err(|e| StoreError::io(format!("remove stage {}", self.stage), &e))?;
+        if let Err(e) = remove_at(dest, self.stage.as_str()) {
+            // The tree is in place; the retention sweep removes what is left.
+            log::warn!(
+                "event=stage_remove_failed transfer={transfer} path={} error={}",
+                kv_quote(&self.dest.join(&self.stage).display().to_string()),
+                kv_quote(&e.to_string())
+            );
+        }
         self.dir_attrs(transfer)?;
-        if let Some(flag) = flag_file {
-            write_flag(dest, flag, transfer, files, bytes)
-                .map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
+        if let Some((flag, tmp)) = flag {
+            place_flag(dest, &tmp, flag).map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
         }
         let _ = nix::unistd::fsync(dest.as_raw_fd());
         Ok((files, bytes))
+    }
+
+    /// Before the first rename: the dest's filesystem is writable, and no directory the tree
+    /// moves into is another filesystem mounted below the dest (a rename could not cross it).
+    fn check_dest(&self) -> Result<(), StoreError> {
+        let refuse = |why: String| Err(StoreError::Refused(format!("publish: {why}")));
+        let dest = self.dest_fd.as_fd();
+        let vfs = nix::sys::statvfs::fstatvfs(dest).map_err(|e| errno("publish: statvfs of the dest", e))?;
+        if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return refuse(format!("dest {} is on a read-only filesystem", self.dest.display()));
+        }
+        let dev = fstat(self.stage_fd.as_raw_fd()).map_err(|e| errno("publish: stat of the stage", e))?.st_dev;
+        // Directories the dest lacks (or has as something else) are made new, with all below.
+        let mut fresh: HashSet<&str> = HashSet::new();
+        let mut cur = Cursor::new(dest);
+        for e in self.manifest.entries().iter().filter(|e| e.kind == Kind::Dir) {
+            let (parent, name) = split(&e.path);
+            if fresh.contains(parent) {
+                fresh.insert(&e.path);
+                continue;
+            }
+            let found = cur.at(parent).and_then(|d| lstat_at(d, name));
+            match found.map_err(|err| StoreError::io(format!("publish {}", e.path), &err))? {
+                Some(st) if is_dir(&st) && st.st_dev != dev => {
+                    return refuse(format!("{} in the dest is another filesystem's mount point", e.path))
+                }
+                Some(st) if is_dir(&st) => {}
+                _ => {
+                    fresh.insert(&e.path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the flag file's content, synced, beside the stage (`<stage>.flag`: mirror and
+    /// other pushes leave it alone), after checking that it can take its place once the tree
+    /// is in. Returns the temporary name.
+    fn stage_flag(&self, flag: &str, transfer: u64, files: u64, bytes: u64) -> Result<String, StoreError> {
+        let refuse = |why: &str| Err(StoreError::Refused(format!("flag file {flag} {why}")));
+        let dest = self.dest_fd.as_fd();
+        let in_tree = |p: &str| self.manifest.entries().iter().find(|e| e.path == p).map(|e| e.kind == Kind::Dir);
+        match in_tree(flag) {
+            Some(true) => return refuse("is a directory of the pushed tree"),
+            Some(false) => {}
+            None => {
+                let (parent, name) = split(flag);
+                let in_dest =
+                    open_parent(dest, parent).and_then(|p| lstat_at(p.as_ref().map_or(dest, |f| f.as_fd()), name));
+                match in_dest {
+                    Ok(Some(st)) if is_dir(&st) => return refuse("is a directory in the dest"),
+                    Ok(_) => {}
+                    Err(_) if in_tree(parent) == Some(true) => {}
+                    Err(_) => return refuse("has no directory to go in"),
+                }
+            }
+        }
+        let tmp = format!("{}.flag", self.stage);
+        let write = || -> io::Result<()> {
+            remove_at(dest, tmp.as_str())?;
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let mut f = File::from(openat(dest, tmp.as_str(), flags, mode(0o644))?);
+            f.write_all(format!("transfer={transfer}\nfiles={files}\nbytes={bytes}\n").as_bytes())?;
+            f.sync_data()?;
+            Ok(nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o644))?)
+        };
+        write().map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
+        Ok(tmp)
     }
 
     /// Moves the staged entries in, parents first. A directory the dest lacks moves whole,
@@ -187,7 +268,7 @@ impl Staged {
         for e in self.manifest.entries().iter().rev().filter(|e| e.kind == Kind::Dir) {
             let what = || format!("publish {}", e.path);
             let fd = open_dir_path(self.dest_fd.as_fd(), &e.path).map_err(|err| StoreError::io(what(), &err))?;
-            match set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec)) {
+            match set_attrs(fd.as_fd(), self.mode_of(e), &mtime(e.mtime, e.mtime_nsec)) {
                 Ok(()) => {}
                 Err(Errno::EPERM) => {
                     log::warn!(
@@ -203,12 +284,12 @@ impl Staged {
     }
 }
 
-/// Gives the staged entry `e` (`name` in `dir`) its final form, mode and mtime.
-fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry) -> io::Result<()> {
+/// Gives the staged entry `e` (`name` in `dir`) its final form, mode `bits` and mtime.
+fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry, bits: u32) -> io::Result<()> {
     let when = mtime(e.mtime, e.mtime_nsec);
     match &e.kind {
         Kind::Dir => {}
-        Kind::File { size } => finish_file(dir, name, *size, e)?,
+        Kind::File { size } => finish_file(dir, name, *size, e, bits)?,
         Kind::Symlink { target } => {
             remove_at(dir, name)?;
             symlinkat(target.as_str(), Some(dir.as_raw_fd()), name)?;
@@ -223,8 +304,8 @@ fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry) -> io::Result<()> {
 }
 
 /// Checks a staged file's size (creating an empty or all-hole file no block reached) and
-/// sets its mode and mtime.
-fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry) -> io::Result<()> {
+/// sets its mode `bits` and mtime.
+fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry, bits: u32) -> io::Result<()> {
     let fd = match open_file_path(dir, name, OFlag::O_RDONLY) {
         Ok(fd) => fd,
         // An empty file (or one all holes) had no block to create it.
@@ -244,28 +325,15 @@ fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry) -> io::Result<
     if st.st_size as u64 != size {
         return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
     }
-    Ok(set_attrs(fd.as_fd(), e.mode, &mtime(e.mtime, e.mtime_nsec))?)
+    Ok(set_attrs(fd.as_fd(), bits, &mtime(e.mtime, e.mtime_nsec))?)
 }
 
-/// Writes the flag file atomically: a temporary file, synced, renamed over `flag`.
-fn write_flag(dest: BorrowedFd, flag: &str, transfer: u64, files: u64, bytes: u64) -> io::Result<()> {
+/// Renames the flag file written beside the stage (`tmp` in `dest`) over `flag`.
+fn place_flag(dest: BorrowedFd, tmp: &str, flag: &str) -> io::Result<()> {
     let (parent, name) = split(flag);
     let parent = open_parent(dest, parent)?;
     let at = parent.as_ref().map_or(dest, |f| f.as_fd());
-    let tmp = ".wugui-flag.tmp";
-    remove_at(at, tmp)?;
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut f = File::from(openat(at, tmp, flags, mode(0o644))?);
-    f.write_all(format!("transfer={transfer}\nfiles={files}\nbytes={bytes}\n").as_bytes())?;
-    f.sync_data()?;
-    nix::sys::stat::fchmod(f.as_raw_fd(), mode(0o644))?;
-    drop(f);
-    if lstat_at(at, name)?.is_some_and(|st| is_dir(&st)) {
-        // never trade published data for the flag
-        remove_at(at, tmp)?;
-        return Err(Errno::EISDIR.into());
-    }
-    renameat(Some(at.as_raw_fd()), tmp, Some(at.as_raw_fd()), name)?;
+    renameat(Some(dest.as_raw_fd()), tmp, Some(at.as_raw_fd()), name)?;
     let _ = nix::unistd::fsync(at.as_raw_fd());
     Ok(())
 }

@@ -247,6 +247,7 @@ mod tests {
 
     use crate::proto::{BlockRef, Source, Store, Verify};
     use crate::store::files::body_bytes;
+    use crate::store::tests::RETENTION;
     use crate::store::tests::{cleanup, scratch, snapshot};
     use crate::store::{stage_name, DiskStore};
     use crate::tree::{walk, FsSource};
@@ -291,7 +292,7 @@ mod tests {
         let (m, d, s) = sparse_and_dense(&src);
         let holes: Vec<bool> = (0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect();
         assert_eq!(holes.iter().filter(|h| **h).count(), 14);
-        let mut store = DiskStore::new(base.join("state")).unwrap();
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
         let dest_s = dest.to_str().unwrap();
         assert_eq!(store.prepare(1, dest_s, &m, false).unwrap(), holes);
         let mut fs = FsSource::new(src.clone(), &m);
@@ -335,7 +336,7 @@ mod tests {
         let (src, dest) = (base.join("src"), base.join("dest"));
         let (m, d, _) = sparse_and_dense(&src);
         let state = base.join("state");
-        let mut store = DiskStore::new(state.clone()).unwrap().without_sync();
+        let mut store = DiskStore::new(state.clone(), vec![base.clone()], RETENTION).unwrap().without_sync();
         let dest_s = dest.to_str().unwrap();
         store.prepare(1, dest_s, &m, false).unwrap();
         let mut fs = FsSource::new(src.clone(), &m);
@@ -344,7 +345,8 @@ mod tests {
             store.write_block(1, &b, &bytes_of(&mut fs, &b)).unwrap();
         }
         store.abort(1, true);
-        assert!(std::fs::read_dir(&state).unwrap().next().is_none(), "no record with fsync off");
+        let records = std::fs::read_dir(&state).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some());
+        assert_eq!(records.count(), 0, "no record with fsync off");
         store.prepare(2, dest_s, &m, false).unwrap();
         let cand = store.candidates(2);
         // Data lands in whole pages: each written block is found, nothing past the last.

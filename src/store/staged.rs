@@ -4,8 +4,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
@@ -17,7 +17,7 @@ use super::at::{
 };
 use super::files::OpenFiles;
 use crate::logging::kv_quote;
-use crate::proto::manifest::Kind;
+use crate::proto::manifest::{Entry, Kind};
 use crate::proto::{Manifest, Segment, StoreError};
 use crate::sys::fd::openat;
 
@@ -51,28 +51,23 @@ pub struct Staged {
     /// land, so that seal does not visit 20,000 small files again at the end.
     pub left: Vec<u64>,
     pub done: Vec<bool>,
+    /// Class `keep_special_bits`: otherwise setuid, setgid and sticky bits are dropped.
+    pub keep_special: bool,
 }
 
-/// Opens (creating what is missing) the dest and, inside it, the stage folder `stage` with
-/// the manifest's directories. Returns the descriptors of both, and whether the stage folder
-/// was there already (an earlier attempt may have left blocks in it).
-pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(OwnedFd, OwnedFd, bool), StoreError> {
-    let dest_path = Path::new(dest);
-    if !dest_path.is_absolute() {
-        return Err(StoreError::Refused(format!("dest {dest:?} is not an absolute path")));
-    }
-    let dest_err = |e: io::Error| StoreError::io(format!("dest {dest}"), &e);
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dest_path).map_err(dest_err)?;
-    let dest_fd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
-        .open(dest_path)
-        .map(OwnedFd::from)
-        .map_err(dest_err)?;
+/// Opens (creating it when missing) the stage folder `stage` in the dest `dest_fd`, with the
+/// manifest's directories. Returns its descriptor, and whether it was there already (an
+/// earlier attempt may have left blocks in it).
+pub fn open_stage(
+    dest_fd: BorrowedFd,
+    dest: &str,
+    stage: &str,
+    manifest: &Manifest,
+) -> Result<(OwnedFd, bool), StoreError> {
     let stage_err = |e: io::Error| StoreError::io(format!("stage {dest}/{stage}"), &e);
-    let found = lstat_at(dest_fd.as_fd(), stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
-    let stage_fd = ensure_dir_at(dest_fd.as_fd(), stage, 0o700)
-        .and_then(|()| openat(dest_fd.as_fd(), stage, dir_flags(), Mode::empty()))
+    let found = lstat_at(dest_fd, stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
+    let stage_fd = ensure_dir_at(dest_fd, stage, 0o700)
+        .and_then(|()| openat(dest_fd, stage, dir_flags(), Mode::empty()))
         .map_err(stage_err)?;
     let mut cur = Cursor::new(stage_fd.as_fd());
     for e in manifest.entries() {
@@ -85,7 +80,7 @@ pub fn open_stage(dest: &str, stage: &str, manifest: &Manifest) -> Result<(Owned
         made.map_err(|err| StoreError::io(format!("stage {}", e.path), &err))?;
     }
     drop(cur);
-    Ok((dest_fd, stage_fd, found))
+    Ok((stage_fd, found))
 }
 
 impl Staged {
@@ -134,7 +129,14 @@ impl Staged {
             reusable: Vec::new(),
             left,
             done: vec![false; manifest.entries().len()],
+            keep_special: false,
         }
+    }
+
+    /// The mode entry `e` gets: its own, without setuid, setgid and sticky bits unless the
+    /// class keeps them.
+    pub fn mode_of(&self, e: &Entry) -> u32 {
+        e.mode & if self.keep_special { 0o7777 } else { 0o777 }
     }
 
     /// Writes block `index` (its pieces `segs`, bytes `data`) into the stage and counts it
@@ -172,7 +174,7 @@ impl Staged {
             }
             let (bits, when) = {
                 let e = &self.manifest.entries()[i];
-                (e.mode, mtime(e.mtime, e.mtime_nsec))
+                (self.mode_of(e), mtime(e.mtime, e.mtime_nsec))
             };
             // Usually still open from the write; reopened when the cache let it go.
             let set = match self.file(seg.entry) {

@@ -9,6 +9,9 @@ use files::body_bytes;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+/// The retention the tests' stores keep stale stages for (po.conf's default).
+pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 86400);
+
 pub(crate) fn scratch(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -117,7 +120,7 @@ fn full_cycle_into_an_old_dest() {
     chmod(&dest.join("d"), 0o555);
 
     let state = base.join("state");
-    let mut store = DiskStore::new(state.clone()).unwrap();
+    let mut store = DiskStore::new(state.clone(), vec![base.clone()], RETENTION).unwrap();
     assert!(state.is_dir());
     transfer(&mut store, 7, &src, &dest, &m);
     let stage = store.stage_dir(7).unwrap();
@@ -144,7 +147,7 @@ fn full_cycle_into_an_old_dest() {
     assert_eq!((got.mtime(), got.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
 
     // again with mirror: the extra file goes, the flag file and other stages stay
-    let mut store = DiskStore::new(state).unwrap();
+    let mut store = DiskStore::new(state, vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 8, &src, &dest, &m);
     store.publish(8, Some("data.done"), true).unwrap();
     assert!(!dest.join("old.txt").exists());
@@ -167,7 +170,7 @@ fn planted_symlinks_are_not_followed() {
     std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
     std::os::unix::fs::symlink(outside.join("g"), dest.join("g")).unwrap();
 
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     transfer(&mut store, 1, &src, &dest, &m);
     store.publish(1, None, false).unwrap();
     assert_eq!(names(&outside), ["g"]);
@@ -202,7 +205,7 @@ fn many_files() {
     let t = std::time::Instant::now();
     let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
     eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     let t = std::time::Instant::now();
     store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
     eprintln!("prepare: {:?}", t.elapsed());
@@ -234,7 +237,7 @@ fn abort_leaves_the_old_files() {
     write(&dest.join("d/small"), b"old", 0o644);
     let before = snapshot(&dest, &[]);
 
-    let mut store = DiskStore::new(base.join("state")).unwrap();
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     let d = dest.to_str().unwrap();
     store.prepare(3, d, &m, false).unwrap();
     let b = m.block(0).unwrap();
@@ -254,5 +257,158 @@ fn abort_leaves_the_old_files() {
     store.abort(4, false);
     assert_eq!(names(&dest), ["d"]);
     assert_eq!(snapshot(&dest, &[]), before);
+    cleanup(&base);
+}
+
+#[test]
+fn a_symlink_planted_by_one_class_is_not_followed_by_another() {
+    let base = scratch("classes");
+    let (src, data, outside) = (base.join("src"), base.join("data"), base.join("outside"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // class A's dest is /data/a; its tree plants a/b -> outside, and class B's dest is /data/a/b/x
+    std::os::unix::fs::symlink(&outside, src.join("b")).unwrap();
+    write(&src.join("f"), b"a's file", 0o644);
+    let ma = walk(&src, &[], 4096).unwrap().manifest;
+    let mut store = DiskStore::new(base.join("state"), vec![data.clone()], RETENTION).unwrap();
+    transfer(&mut store, 1, &src, &data.join("a"), &ma);
+    store.publish(1, None, false).unwrap();
+    assert!(data.join("a/b").symlink_metadata().unwrap().file_type().is_symlink());
+
+    let srcb = base.join("srcb");
+    std::fs::create_dir_all(&srcb).unwrap();
+    write(&srcb.join("evil"), b"planted", 0o4755);
+    let mb = walk(&srcb, &[], 4096).unwrap().manifest;
+    for dest in [data.join("a/b/x"), data.join("a/b")] {
+        let e = store.prepare(2, dest.to_str().unwrap(), &mb, false).unwrap_err();
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains("is a symlink")), "{e}");
+    }
+    // and a dest outside allow_dest, even one that shares its string prefix
+    let e = store.prepare(2, base.join("database").to_str().unwrap(), &mb, false).unwrap_err();
+    assert!(e.to_string().contains("outside allow_dest"), "{e}");
+    assert!(names(&outside).is_empty());
+    assert!(!base.join("database").exists());
+    cleanup(&base);
+}
+
+/// Descriptors of this process open on `dir` or below it.
+fn fds_under(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir))
+        .count()
+}
+
+#[test]
+fn nothing_of_a_finished_transfer_stays_open() {
+    let base = scratch("fds");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let m = source(&src);
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m);
+    assert!(fds_under(&dest) > 0, "a live transfer holds its stage");
+    store.publish(1, None, false).unwrap();
+    assert_eq!(fds_under(&dest), 0, "after publish");
+    // still served to peers: the dest is opened for the block, and let go with it
+    let b = m.block(0).unwrap();
+    let body = store.block_body(1, &b).unwrap();
+    assert_eq!(body_bytes(&body).unwrap().len(), b.len as usize);
+    drop(body);
+    assert_eq!(fds_under(&dest), 0, "after serving");
+
+    for keep in [true, false] {
+        let m2 = walk(&src, &[], 2048).unwrap().manifest;
+        store.prepare(2, dest.to_str().unwrap(), &m2, false).unwrap();
+        let b = m2.block(0).unwrap();
+        store.write_block(2, &b, &vec![0u8; b.len as usize]).unwrap();
+        assert!(fds_under(&dest) > 0);
+        store.abort(2, keep);
+        assert_eq!(fds_under(&dest), 0, "after abort (keep = {keep})");
+    }
+    cleanup(&base);
+}
+
+#[test]
+fn special_bits_are_dropped_unless_the_class_keeps_them() {
+    let base = scratch("special");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(src.join("shared")).unwrap();
+    std::fs::create_dir_all(src.join("group")).unwrap();
+    write(&src.join("suid"), b"#!/bin/sh\n", 0o4755);
+    write(&src.join("plain"), b"plain", 0o640);
+    chmod(&src.join("shared"), 0o1777);
+    chmod(&src.join("group"), 0o2750);
+    let m = walk(&src, &[], 4096).unwrap().manifest;
+    let modes = |root: &Path| -> Vec<(String, u32)> {
+        ["suid", "plain", "shared", "group"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::metadata(root.join(n)).unwrap().mode() & 0o7777))
+            .collect()
+    };
+    let want = |keep: bool| -> Vec<(String, u32)> {
+        modes(&src).into_iter().map(|(n, b)| (n, if keep { b } else { b & 0o777 })).collect()
+    };
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    // the po has not said: the safe default
+    transfer(&mut store, 1, &src, &dest, &m);
+    store.publish(1, None, false).unwrap();
+    assert_eq!(modes(&dest), want(false));
+    assert_eq!(modes(&dest)[0].1, 0o755);
+
+    // kept: and also on files the delta took from the published copy before set_options
+    let held = store.prepare(2, dest.to_str().unwrap(), &m, true).unwrap();
+    assert!(held.iter().all(|h| *h), "{held:?}");
+    store.set_options(2, StageOptions { keep_special_bits: true });
+    store.seal(2).unwrap();
+    store.publish(2, None, false).unwrap();
+    assert_eq!(modes(&dest), want(true));
+
+    // and dropped again by the next push of a class that does not keep them
+    store.prepare(3, dest.to_str().unwrap(), &m, true).unwrap();
+    store.set_options(3, StageOptions { keep_special_bits: false });
+    store.seal(3).unwrap();
+    store.publish(3, None, false).unwrap();
+    assert_eq!(modes(&dest), want(false));
+    cleanup(&base);
+}
+
+#[test]
+fn a_failed_publish_leaves_the_old_tree() {
+    let base = scratch("prefail");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"version 1", 0o644);
+    let m1 = walk(&src, &[], 4096).unwrap().manifest;
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m1);
+    store.publish(1, Some("done"), false).unwrap();
+    std::fs::create_dir(dest.join("olddir")).unwrap();
+    // the dest without stages
+    let outside_stages = |d: &Path| {
+        let (mut e, mut c) = snapshot(d, &[]);
+        e.retain(|e| !e.path.starts_with(STAGE_PREFIX));
+        c.retain(|(p, _)| !p.starts_with(STAGE_PREFIX));
+        (e, c)
+    };
+    let before = outside_stages(&dest);
+
+    // version 2 holds a directory named as the flag file; the dest one another
+    std::fs::remove_file(src.join("f")).unwrap();
+    write(&src.join("g"), b"version 2", 0o644);
+    std::fs::create_dir(src.join("done")).unwrap();
+    let m2 = walk(&src, &[], 4096).unwrap().manifest;
+    transfer(&mut store, 2, &src, &dest, &m2);
+    for (flag, why) in [("done", "directory of the pushed tree"), ("olddir", "directory in the dest")] {
+        let e = store.publish(2, Some(flag), true).unwrap_err();
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains(why)), "{e}");
+        assert_eq!(outside_stages(&dest), before, "flag {flag}");
+    }
+    // without the clash the same stage publishes
+    store.publish(2, Some("flag"), true).unwrap();
+    assert_eq!(snapshot(&dest, &["flag"]), snapshot(&src, &[]));
+    assert_eq!(names(&dest), ["done", "flag", "g", "sub"]);
     cleanup(&base);
 }
