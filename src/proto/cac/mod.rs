@@ -4,7 +4,8 @@
 //! Every request is one frame on a fresh or kept connection:
 //! - `AuthRequest` (master): unknown class or address outside `masters` is `Denied`; a class
 //!   with a master secret first gets an `AuthChallenge`, answered by `AuthResponse`; then
-//!   `AuthGrant` with the token, the po list and the class settings.
+//!   `AuthGrant` with the token, the po list and the class settings (or `Busy` when the
+//!   table holds `MAX_LIVE` live transfers).
 //! - `Verify` (po): the token's MAC, expiry, presenting master and the po's membership of the
 //!   class are checked, then `VerifyOk` carries the class settings (the po takes dest and hook
 //!   from here, never from the master).
