@@ -206,10 +206,14 @@ impl CacMachine {
         }
     }
 
-    /// Progress from a master about a transfer this CAC granted to its address. Any other
-    /// report is refused without touching the table; the connection stays (the master keeps
-    /// pushing, and would only dial again), and only its first refusal is logged.
+    /// Progress from a master of the report's class: it updates the master's own entry (see
+    /// `Table::report`). A report from an address that may not push that class ends the
+    /// connection; one that the table refuses does not (the master keeps pushing, and would
+    /// only dial again), and only its first refusal on a connection is logged.
     fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, stat: TransferStat) {
+        if !self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip())) {
+            return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
+        }
         let transfer = stat.transfer;
         if let Err(why) = self.transfers.report(now, peer.ip(), stat) {
             let first = self.conns.get_mut(&conn).is_some_and(|c| !std::mem::replace(&mut c.warned, true));

@@ -1,5 +1,7 @@
 //! The CAC's table of transfers: one entry per grant, keyed by (transfer, the master's address
 //! as the CAC saw it), updated only by reports from that address, bounded and expiring.
+//! A transfer granted elsewhere (another replica, or before a restart) is adopted from its
+//! first report, within the same bounds.
 //!
 //! Bounds (the README's "CAC" part of "Bounds and retention" repeats them):
 //! - at most `MAX_LIVE` live entries (granted, not finished); a grant beyond is refused;
@@ -39,6 +41,10 @@ struct Entry {
     finished: bool,
 }
 
+fn is_finished(stat: &TransferStat) -> bool {
+    matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run")
+}
+
 impl Entry {
     fn expires(&self) -> Instant {
         self.heard + if self.finished { KEEP_DONE } else { SILENT }
@@ -52,7 +58,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// Whether a grant must be refused: `MAX_LIVE` entries are live (expired ones gone first).
+    /// Whether a grant (or an adoption) must be refused: `MAX_LIVE` entries are live (expired
+    /// ones gone first).
     pub fn full(&mut self, now: Instant) -> bool {
         self.prune(now);
         self.entries.values().filter(|e| !e.finished).count() >= MAX_LIVE
@@ -61,34 +68,38 @@ impl Table {
     /// A grant to `master`: only reports from that address may update the entry.
     pub fn add(&mut self, now: Instant, master: IpAddr, stat: TransferStat) {
         self.seq += 1;
-        let e = Entry { stat, seq: self.seq, heard: now, finished: false };
+        let finished = is_finished(&stat);
+        let e = Entry { stat, seq: self.seq, heard: now, finished };
         self.entries.insert((e.stat.transfer, master), e);
     }
 
-    /// A report from `master`. Refused (the reason as log lines show it, the table untouched)
-    /// unless this CAC granted the transfer to that address and the entry has not expired.
-    /// The class and master shown stay what the grant recorded, whatever the report says.
+    /// A report from `master`, whose address may push `stat.class` (the caller checked).
+    /// It updates that address's own entry; the class and master shown stay the entry's,
+    /// whatever the report says. A transfer no one holds here is adopted as if granted now:
+    /// another replica granted it, or this CAC before a restart, or the entry expired while
+    /// the master was silent. Refused, with the table untouched (the reason as log lines show
+    /// it): another address's transfer, or a full table.
     pub fn report(&mut self, now: Instant, master: IpAddr, mut stat: TransferStat) -> Result<(), &'static str> {
         let key = (stat.transfer, master);
-        match self.entries.get_mut(&key) {
-            Some(e) if now < e.expires() => {
-                stat.class = std::mem::take(&mut e.stat.class);
-                stat.master = master.to_string();
-                e.finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
-                e.stat = stat;
-                e.heard = now;
-                Ok(())
-            }
-            Some(_) => {
-                self.entries.remove(&key);
-                Err("expired")
-            }
-            None => {
-                let first = (stat.transfer, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-                let granted = self.entries.range(first..).next().is_some_and(|((t, _), _)| *t == stat.transfer);
-                Err(if granted { "not_yours" } else { "not_granted" })
-            }
+        if let Some(e) = self.entries.get_mut(&key).filter(|e| now < e.expires()) {
+            stat.class = std::mem::take(&mut e.stat.class);
+            stat.master = master.to_string();
+            e.finished = is_finished(&stat);
+            e.stat = stat;
+            e.heard = now;
+            return Ok(());
         }
+        let full = self.full(now);
+        let first = (stat.transfer, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if self.entries.range(first..).next().is_some_and(|((t, _), _)| *t == stat.transfer) {
+            return Err("not_yours");
+        }
+        if full {
+            return Err("table_full");
+        }
+        stat.master = master.to_string();
+        self.add(now, master, stat);
+        Ok(())
     }
 
     /// What `wugui-stat` shows: live transfers, then finished ones, newest first in each; as

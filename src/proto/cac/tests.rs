@@ -94,9 +94,6 @@ fn a_master_updates_only_what_was_granted_to_its_address() {
     c.report(conn_b, ta, "b", "sending");
     let a = c.shown(ta).unwrap();
     assert_eq!((a.state.as_str(), a.class.as_str(), a.master.as_str()), ("authorized", "a", "10.0.0.5"));
-    // Nor can anyone create an entry for a transfer this CAC never granted.
-    c.report(conn_b, 12345, "b", "sending");
-    assert!(c.shown(12345).is_none());
     assert_eq!(c.m.transfers.held(), 2);
     // The owner can, also on a new connection (a master that lost its CAC dials again); the
     // class and master shown stay the grant's, whatever the report claims.
@@ -107,6 +104,30 @@ fn a_master_updates_only_what_was_granted_to_its_address() {
     assert_eq!((a.state.as_str(), a.class.as_str(), a.master.as_str()), ("sending", "a", "10.0.0.5"));
     c.report(conn_b, tb, "b", "ok");
     assert_eq!(c.shown(tb).unwrap().state, "ok");
+}
+
+#[test]
+fn a_transfer_granted_elsewhere_is_adopted_by_its_first_reporter() {
+    let mut c = Cac::new();
+    // Another replica (or this CAC before a restart) granted 12345: its master's reports
+    // make the entry, and it is that master's from then on.
+    let conn_a = c.connect("10.0.0.5:5000");
+    c.report(conn_a, 12345, "a", "sending");
+    let t = c.shown(12345).unwrap();
+    assert_eq!((t.state.as_str(), t.class.as_str(), t.master.as_str()), ("sending", "a", "10.0.0.5"));
+    let conn_b = c.connect("10.0.0.6:5000");
+    c.report(conn_b, 12345, "b", "failed");
+    assert_eq!(c.shown(12345).unwrap().master, "10.0.0.5");
+    // An address that may not push the class it names is refused, and its connection closed.
+    let stranger = c.connect("192.168.1.1:5000");
+    let stat = TransferStat { transfer: 777, class: "a".into(), state: "ok".into(), ..Default::default() };
+    let out = c.send(stranger, Msg::Progress { stat });
+    assert!(matches!(
+        out.as_slice(),
+        [Action::Send { msg: Msg::Denied { reason: Reason::MasterNotAllowed, .. }, .. }, Action::Close { .. }]
+    ));
+    assert!(c.shown(777).is_none());
+    assert_eq!(c.m.transfers.held(), 1);
 }
 
 #[test]
@@ -156,11 +177,12 @@ fn grants_that_never_report_expire_and_make_room() {
     let shown = c.stat();
     assert_eq!(shown.iter().map(|t| t.transfer).collect::<Vec<_>>(), vec![kept]);
     assert_eq!(c.m.transfers.held(), 1);
-    // A late first report from an expired grant does not bring it back.
+    assert!(c.grant("10.1.0.1:6000", "a").is_ok());
+    // A master heard of again after its entry expired (a very long walk of its tree before
+    // the first report) is adopted again.
     let (late, conn) = grants[8];
     c.report(conn, late, "a", "sending");
-    assert!(c.shown(late).is_none());
-    assert!(c.grant("10.1.0.1:6000", "a").is_ok());
+    assert_eq!(c.shown(late).unwrap().state, "sending");
     // A master that stops reporting goes SILENT after its last report (a second ago).
     c.wait(SILENT - Duration::from_secs(2));
     assert!(c.shown(kept).is_some());
@@ -231,4 +253,9 @@ fn a_busy_cac_tells_the_master_why() {
     let (reason, text) = c.grant("10.7.7.7:6000", "a").unwrap_err();
     assert_eq!(reason, Reason::Busy);
     assert!(text.contains("retry when some finish") && text.contains("600 s"), "{text}");
+    // Nor is a transfer granted elsewhere adopted while the table is full.
+    let conn = c.connect("10.7.7.7:6001");
+    c.report(conn, 4242, "a", "sending");
+    assert!(c.shown(4242).is_none());
+    assert_eq!(c.m.transfers.held(), MAX_LIVE);
 }
