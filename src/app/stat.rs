@@ -44,7 +44,13 @@ fn json_str(s: &str) -> String {
     o
 }
 
+/// A CAC with more transfers than one reply holds ends its list with a count of the rest.
+fn split_omitted(ts: &[TransferStat]) -> (&[TransferStat], u64) {
+    ts.split_last().and_then(|(last, rest)| Some((rest, last.omitted_count()?))).unwrap_or((ts, 0))
+}
+
 pub fn to_json(ts: &[TransferStat]) -> String {
+    let (ts, omitted) = split_omitted(ts);
     let items: Vec<String> = ts
         .iter()
         .map(|t| {
@@ -76,11 +82,13 @@ pub fn to_json(ts: &[TransferStat]) -> String {
             )
         })
         .collect();
-    format!("{{\"transfers\":[{}]}}", items.join(","))
+    let omitted = if omitted > 0 { format!(",\"omitted\":{omitted}") } else { String::new() };
+    format!("{{\"transfers\":[{}]{omitted}}}", items.join(","))
 }
 
 pub fn to_table(ts: &[TransferStat]) -> String {
     use super::human;
+    let (ts, omitted) = split_omitted(ts);
     let mut o = format!(
         "{:<20} {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
         "TRANSFER", "CLASS", "STATE", "PCT", "DONE/TOTAL", "RATE", "ETA", "AGE", "MASTER"
@@ -111,6 +119,9 @@ pub fn to_table(ts: &[TransferStat]) -> String {
     }
     if ts.is_empty() {
         o += "(no transfers)\n";
+    }
+    if omitted > 0 {
+        o += &format!("({omitted} older transfers not shown: the reply holds one frame)\n");
     }
     o
 }
@@ -178,5 +189,17 @@ mod tests {
             assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
             assert!(!out.contains("\nb"), "{out:?}");
         }
+    }
+
+    /// A CAC's reply that had to leave transfers out says how many, in both outputs.
+    #[test]
+    fn left_out_transfers_are_counted_not_listed() {
+        let ts =
+            [TransferStat { transfer: 9, state: "sending".into(), ..Default::default() }, TransferStat::omitted(1500)];
+        let table = to_table(&ts);
+        assert!(table.contains("(1500 older transfers not shown"), "{table}");
+        assert!(!table.contains("omitted"), "{table}");
+        assert!(to_json(&ts).ends_with("}],\"omitted\":1500}"), "{}", to_json(&ts));
+        assert_eq!(to_json(&ts[..1]), to_json(&ts).replace(",\"omitted\":1500", ""));
     }
 }

@@ -3,6 +3,8 @@
 use crate::proto::codec::{DecodeError, Reader, Writer};
 use crate::proto::wire::{MAX_ADDRS, MAX_NAME, MAX_TEXT};
 
+const OMITTED: &str = "omitted";
+
 /// One po's line in a status report.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoStat {
@@ -28,6 +30,27 @@ pub struct TransferStat {
     /// Bytes/s over the last report interval, summed over pos.
     pub rate: u64,
     pub pos: Vec<PoStat>,
+}
+
+impl TransferStat {
+    /// Bytes of this entry in a PROGRESS or STAT_REPLY payload (see `encode_stat`): a CAC
+    /// fills one STAT_REPLY frame by it.
+    pub fn wire_len(&self) -> usize {
+        let str_len = |s: &str| 4 + s.len();
+        let pos: usize = self.pos.iter().map(|p| str_len(&p.addr) + str_len(&p.state) + 8 + str_len(&p.error)).sum();
+        6 * 8 + str_len(&self.class) + str_len(&self.master) + str_len(&self.state) + 4 + pos
+    }
+
+    /// The last entry of a STAT_REPLY that had to leave `n` transfers out to fit one frame
+    /// (transfer 0 is never granted). An older `wugui-stat` shows it as a row in state `omitted`.
+    pub fn omitted(n: u64) -> TransferStat {
+        TransferStat { state: OMITTED.into(), total: n, ..Default::default() }
+    }
+
+    /// How many transfers this entry stands for, if it is the `omitted` marker.
+    pub fn omitted_count(&self) -> Option<u64> {
+        (self.transfer == 0 && self.state == OMITTED).then_some(self.total)
+    }
 }
 
 pub(super) fn encode_stat(w: &mut Writer, t: &TransferStat) {
@@ -73,4 +96,27 @@ pub(super) fn decode_stat(r: &mut Reader) -> Result<TransferStat, DecodeError> {
         });
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_len_is_the_encoded_length() {
+        let po = |e: &str| PoStat { addr: "10.0.0.1:7200".into(), state: "sending".into(), bytes: 9, error: e.into() };
+        for t in [
+            TransferStat::default(),
+            TransferStat {
+                class: "base".into(),
+                master: "10.0.0.5".into(),
+                pos: vec![po(""), po("disk full")],
+                ..Default::default()
+            },
+        ] {
+            let mut w = Writer::new();
+            encode_stat(&mut w, &t);
+            assert_eq!(t.wire_len(), w.buf.len());
+        }
+    }
 }

@@ -4,19 +4,27 @@
 //! Every request is one frame on a fresh or kept connection:
 //! - `AuthRequest` (master): unknown class or address outside `masters` is `Denied`; a class
 //!   with a master secret first gets an `AuthChallenge`, answered by `AuthResponse`; then
-//!   `AuthGrant` with the token, the po list and the class settings.
+//!   `AuthGrant` with the token, the po list and the class settings (or `Busy` when the
+//!   table holds `MAX_LIVE` live transfers).
 //! - `Verify` (po): the token's MAC, expiry, presenting master and the po's membership of the
 //!   class are checked, then `VerifyOk` carries the class settings (the po takes dest and hook
 //!   from here, never from the master).
-//! - `Progress` (master): updates the transfer table. `StatQuery`: `StatReply`.
+//! - `Progress` (master): updates the master's own entry of the transfer table (`table.rs`:
+//!   its bounds and expiry). `StatQuery`: `StatReply`.
+
+mod table;
+#[cfg(test)]
+mod tests;
 
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
 use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
 use core::net::{IpAddr, SocketAddr};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use table::Table;
+pub use table::{KEEP_DONE, MAX_LIVE, RECENT, SILENT};
 
 /// A class as the CAC holds it.
 #[derive(Debug, Clone)]
@@ -45,9 +53,6 @@ pub struct CacSettings {
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Masters report every second; a silent connection is dropped after this.
 const IDLE: Duration = Duration::from_secs(120);
-/// Finished transfers stay visible this long, and at most `RECENT` of them.
-const KEEP_DONE: Duration = Duration::from_secs(3600);
-const RECENT: usize = 100;
 
 enum State {
     /// Nothing asked yet.
@@ -64,26 +69,22 @@ struct Conn {
     peer: SocketAddr,
     state: State,
     deadline: Instant,
-}
-
-struct Live {
-    stat: TransferStat,
-    updated: Instant,
-    finished: bool,
+    /// A refused progress report was logged: one line a connection is enough.
+    warned: bool,
 }
 
 pub struct CacMachine {
     settings: CacSettings,
     env: Env,
     conns: HashMap<ConnId, Conn>,
-    transfers: BTreeMap<u64, Live>,
+    transfers: Table,
     out: VecDeque<Action>,
     stats: Stats,
 }
 
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
-        let (conns, transfers, out) = (HashMap::new(), BTreeMap::new(), VecDeque::new());
+        let (conns, transfers, out) = (HashMap::new(), Table::default(), VecDeque::new());
         CacMachine { settings, env, conns, transfers, out, stats: Stats::default() }
     }
 
@@ -98,7 +99,9 @@ impl CacMachine {
 
     fn deny(&mut self, conn: ConnId, reason: Reason, text: String) {
         match reason {
-            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed => self.stats.auth_denied += 1,
+            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed | Reason::Busy => {
+                self.stats.auth_denied += 1
+            }
             Reason::Protocol => self.stats.protocol_errors += 1,
             _ => self.stats.tokens_refused += 1,
         }
@@ -124,8 +127,7 @@ impl CacMachine {
             }
             (State::Master | State::New, Msg::Progress { stat }) => self.on_progress(now, conn, peer, stat),
             (s @ (State::New | State::Served | State::Master), Msg::StatQuery) => {
-                self.prune(now);
-                let transfers = self.transfers.values().map(|l| l.stat.clone()).collect();
+                let transfers = self.transfers.reply(now);
                 self.out.push_back(Action::Send { conn, msg: Msg::StatReply { transfers } });
                 let master = matches!(s, State::Master);
                 self.set_state(conn, if master { State::Master } else { State::Served });
@@ -204,23 +206,36 @@ impl CacMachine {
         }
     }
 
-    /// Progress from a master about a transfer of a class it may push.
-    fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, mut stat: TransferStat) {
-        let allowed = self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip()));
-        if !allowed {
+    /// Progress from a master of the report's class: it updates the master's own entry (see
+    /// `Table::report`). A report from an address that may not push that class ends the
+    /// connection; one that the table refuses does not (the master keeps pushing, and would
+    /// only dial again), and only its first refusal on a connection is logged.
+    fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, stat: TransferStat) {
+        if !self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip())) {
             return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
         }
-        let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
-        if stat.master.is_empty() {
-            stat.master = peer.ip().to_string();
+        let transfer = stat.transfer;
+        if let Err(why) = self.transfers.report(now, peer.ip(), stat) {
+            let first = self.conns.get_mut(&conn).is_some_and(|c| !std::mem::replace(&mut c.warned, true));
+            if first {
+                log::warn!("event=progress_refused transfer={transfer} master={} reason={why}", peer.ip());
+            }
         }
-        self.transfers.insert(stat.transfer, Live { stat, updated: now, finished });
         self.set_state(conn, State::Master);
     }
 
     fn grant(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: &str) {
         let Some(ca) = self.class(class).cloned() else { return };
-        let transfer = self.env.random_u64() >> 1;
+        if self.transfers.full(now) {
+            log::warn!("event=auth_denied class={class} master={} reason=busy live={MAX_LIVE}", peer.ip());
+            let text = format!(
+                "this CAC already tracks {MAX_LIVE} live transfers; retry when some finish (a grant never used expires after {} s)",
+                SILENT.as_secs()
+            );
+            return self.deny(conn, Reason::Busy, text);
+        }
+        // Transfer 0 is never granted: it marks the transfers a STAT_REPLY left out.
+        let transfer = (self.env.random_u64() >> 1).max(1);
         let mut nonce = [0u8; 16];
         (self.env.fill_random)(&mut nonce);
         let expiry = (self.env.unix_now)() + self.settings.token_ttl;
@@ -235,7 +250,7 @@ impl CacMachine {
             started_unix: (self.env.unix_now)(),
             ..Default::default()
         };
-        self.transfers.insert(transfer, Live { stat, updated: now, finished: false });
+        self.transfers.add(now, peer.ip(), stat);
         let msg = Msg::AuthGrant {
             transfer,
             token: token.encode(),
@@ -260,18 +275,6 @@ impl CacMachine {
         }
         Ok((t, ca))
     }
-
-    fn prune(&mut self, now: Instant) {
-        self.transfers.retain(|_, l| !(l.finished && now.duration_since(l.updated) > KEEP_DONE));
-        let done: Vec<u64> = self.transfers.iter().filter(|(_, l)| l.finished).map(|(k, _)| *k).collect();
-        if done.len() > RECENT {
-            let mut by_age: Vec<(Instant, u64)> = done.iter().map(|k| (self.transfers[k].updated, *k)).collect();
-            by_age.sort();
-            for (_, k) in &by_age[..done.len() - RECENT] {
-                self.transfers.remove(k);
-            }
-        }
-    }
 }
 
 pub fn challenge_data(nonce: &[u8; 32], class: &str) -> Vec<u8> {
@@ -284,7 +287,7 @@ impl Machine for CacMachine {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::Accepted { conn, peer } => {
-                self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE });
+                self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE, warned: false });
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
             Event::Closed { conn, reason } => {
