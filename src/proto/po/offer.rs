@@ -1,6 +1,7 @@
 //! An offer from a master: the CAC's word on its token (asking the CACs in order), the new or
 //! resumed transfer it starts, and the delta/resume CHECK that may come before ACCEPT.
 
+use super::super::disk::StageOptions;
 use super::*;
 
 impl<S: Store> PoMachine<S> {
@@ -166,6 +167,7 @@ impl<S: Store> PoMachine<S> {
                 return self.refuse(master, Reason::Disk, e.to_string());
             }
         };
+        self.store.set_options(transfer, StageOptions { keep_special_bits: class.keep_special_bits });
         if class.rate_limit > 0 {
             // The class caps what this host uploads to peers for the transfer.
             let cap = self.settings.max_upload_rate;

@@ -1,6 +1,7 @@
 //! The in-memory source and store of the simulated machines: what the master reads, what each
 //! po stages, publishes and serves to its peers.
 
+use super::super::disk::StageOptions;
 use super::super::manifest::{self, Entry, Kind};
 use super::super::msg::Digest;
 use super::super::*;
@@ -81,9 +82,15 @@ pub struct MemStore {
     /// Blocks an earlier attempt left staged, by index: offered with `candidates`, taken by
     /// `check` when they match the master's digest.
     pub resumable: HashMap<u64, Vec<u8>>,
+    /// What `set_options` was told, by transfer.
+    pub options: HashMap<u64, StageOptions>,
 }
 
 impl Store for MemStore {
+    fn set_options(&mut self, transfer: u64, options: StageOptions) {
+        self.options.insert(transfer, options);
+    }
+
     /// Delta is left out here: the disk store's tests cover it.
     fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, StoreError> {
         if self.fail_prepare {

@@ -511,3 +511,13 @@ fn swarm_links_close_with_the_master() {
     gone.sort();
     assert_eq!(gone, [to2, ACCEPTED | 2]);
 }
+
+/// The class, never the master, decides whether setuid, setgid and sticky bits survive.
+#[test]
+fn the_class_decides_special_bits() {
+    for (value, keep) in [(None, false), (Some("off"), false), (Some("on"), true)] {
+        let extra: Vec<(&str, &str)> = value.map(|v| ("keep_special_bits", v)).into_iter().collect();
+        let (p, _) = receiving(1, &extra);
+        assert_eq!(p.m.store().options[&T].keep_special_bits, keep, "{value:?}");
+    }
+}
