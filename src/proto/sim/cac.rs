@@ -205,10 +205,14 @@ fn forgets_finished_transfers_after_an_hour_or_a_hundred() {
         assert!(p.wait(Duration::from_secs(1)).is_empty());
     }
     let ids: Vec<u64> = table(&mut p, ACCEPTED | 2).into_iter().map(|t| t.0).collect();
-    let want: Vec<u64> = (6..=105).chain([1000]).collect();
-    assert_eq!(ids, want, "the hundred most recent finished ones, and the live one");
+    let want: Vec<u64> = [1000].into_iter().chain((6..=105).rev()).collect();
+    assert_eq!(ids, want, "the live one, then the hundred most recent finished ones, newest first");
+    // A live transfer whose master went silent for 10 minutes is gone; finished ones stay an hour.
+    p.wait(Duration::from_secs(601));
+    let ids: Vec<u64> = table(&mut p, ACCEPTED | 3).into_iter().map(|t| t.0).collect();
+    assert_eq!(ids, (6..=105).rev().collect::<Vec<u64>>());
     p.wait(Duration::from_secs(3601));
-    assert_eq!(table(&mut p, ACCEPTED | 3), [(1000, "sending".into(), "10.0.0.1".into())]);
+    assert_eq!(table(&mut p, ACCEPTED | 4), []);
 }
 
 #[test]
