@@ -542,7 +542,8 @@ impl<S: Store> PoMachine<S> {
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         let t = self.transfers.get_mut(&transfer).expect("found above");
-        if t.me.is_none() {
+        // A class without p2p has no swarm links and no PEERS to wait for: no key matches.
+        if t.me.is_none() && t.class.p2p {
             // Our PEERS is still on its way: judge the hello when it comes (bounded).
             if t.hellos.len() >= MAX_HELLOS {
                 return self.refuse(conn, Reason::Protocol, "too many early hellos".into());
