@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the decoders: every cargo-fuzz target in fuzz/, one after another, SECS seconds each.
+# Fuzz the decoders and the role machines: every cargo-fuzz target in fuzz/, one after another,
+# SECS seconds each (the default 60 s is the smoke run).
 #
 #   scripts/fuzz.sh [SECS] [TARGET...]      (SECS defaults to 60; targets default to all)
 #
@@ -12,6 +13,12 @@
 # fuzz/artifacts/NAME/ and the tail of the log is shown. Reproduce one with
 #
 #   cargo +nightly fuzz run NAME fuzz/artifacts/NAME/crash-...
+#
+# po_machine and master_machine drive PoMachine / MasterMachine through event sequences built
+# from the input (fuzz/fuzz_targets/sim/); they run with -rss_limit_mb=1024 -malloc_limit_mb=64,
+# so that any allocation a peer's frame can make grow without bound is reported as a crash.
+# `WUGUI_FUZZ_LOG=debug fuzz/target/x86_64-unknown-linux-gnu/release/po_machine INPUT` shows
+# what an input does, as the machine's log lines.
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Inputs that found new
 # coverage are kept in fuzz/corpus/NAME/ (git-ignored); fuzz/seeds/NAME/ holds the committed seeds.
@@ -32,7 +39,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame manifest token config)
+    targets=(frame manifest token config po_machine master_machine)
 fi
 case "$secs" in
     ''|*[!0-9]*) echo "usage: $0 [SECS] [TARGET...]" >&2; exit 2 ;;
@@ -67,13 +74,17 @@ for t in "${targets[@]}"; do
     start=$(date +%s.%N)
     # The same binary `cargo +nightly fuzz run $t` builds and runs, run directly so that a
     # rebuild (others editing src/) never eats into the time.
+    limits=()
+    case "$t" in
+        *_machine) limits=(-rss_limit_mb=1024 -malloc_limit_mb=64) ;;
+    esac
     # shellcheck disable=SC2086
     # TMPDIR: the config target's fixture directory (secrets, po files) goes there.
     tmp="$fuzz/target/tmp-$t"
     mkdir -p "$tmp"
     TMPDIR="$tmp" ASAN_OPTIONS="detect_odr_violation=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
         "$bin/$t" -artifact_prefix="$artifacts/" -max_total_time="$secs" -timeout=10 \
-        -print_final_stats=1 ${FUZZ_ARGS:-} "$corpus" "${seeds[@]}" >"$log" 2>&1
+        -print_final_stats=1 "${limits[@]}" ${FUZZ_ARGS:-} "$corpus" "${seeds[@]}" >"$log" 2>&1
     rc=$?
     end=$(date +%s.%N)
     rm -rf "$tmp"

@@ -83,7 +83,8 @@ fuzz_target!(|data: &[u8]| {
     if let [tb, off, rest @ ..] = data {
         let Some(ty) = MsgType::from_u8(*tb) else { return };
         let start = (*off as usize).min(rest.len());
-        let payload = Payload { buf: rest.to_vec(), start };
+        let mut payload = Payload::from_vec(rest.to_vec());
+        payload.start = start;
         let body = rest[start..].to_vec();
         let (r, used) = common::measure(move || Msg::decode(ty, payload));
         common::check_alloc("Msg::decode", rest.len(), used);

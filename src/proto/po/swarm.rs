@@ -45,7 +45,9 @@ impl<S: Store> PoMachine<S> {
             return self.refuse(conn, Reason::BadToken, "no transfer here has that token".into());
         };
         let t = self.transfers.get_mut(&transfer).expect("found above");
-        if let Swarm::Awaiting { hellos } = &mut t.swarm {
+        // Without p2p no PEERS ever comes, so no link key exists: no hello can prove anything.
+        let awaiting = t.class.p2p && matches!(t.swarm, Swarm::Awaiting { .. });
+        if let (true, Swarm::Awaiting { hellos }) = (awaiting, &mut t.swarm) {
             // Our PEERS is still on its way: judge the hello when it comes (bounded).
             if hellos.len() >= MAX_HELLOS {
                 return self.refuse(conn, Reason::Protocol, "too many early hellos".into());
@@ -58,8 +60,8 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn admit_peer(&mut self, now: Instant, conn: ConnId, transfer: u64, idx: u32, proof: Digest) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let master = idx == MASTER_PEER;
-        let Some(j) = t.swarm.joined() else { return };
-        let key = if master { Some(j.master_key) } else { j.link_keys.get(&idx).copied() };
+        let joined = t.swarm.joined();
+        let key = joined.and_then(|j| if master { Some(j.master_key) } else { j.link_keys.get(&idx).copied() });
         if !key.is_some_and(|k| ct_eq(&k, &proof)) {
             let who = if master { "master".to_owned() } else { format!("po#{idx}") };
             log::warn!("event=peer_refused transfer={transfer} reason=bad_credential claimed={who}");
