@@ -32,6 +32,7 @@ mod lane;
 mod pool;
 mod ready;
 mod scrape;
+mod service;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +40,7 @@ pub use bucket::TokenBucket;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::Shutdown;
+
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::proto::{Close, ConnId, Event, Machine, Msg, ACCEPTED};
-use conn::{Conn, ReadEnd, State, WriteEnd, STAGING};
+use conn::{Conn, State, STAGING};
 use lane::{Dir, Lane};
 
 const LISTENER: Token = Token(0);
@@ -494,98 +495,6 @@ impl Reactor {
                 c.parked[dir.i()] = true;
                 lane.park(slot);
                 self.rate_limit_waits += 1;
-            }
-        }
-    }
-
-    /// One turn's reading and writing for one connection.
-    fn service<M: Machine>(&mut self, m: &mut M, slot: usize) {
-        let Some(c) = self.conn(slot) else { return };
-        c.queued = false;
-        let now = Instant::now();
-
-        // Read.
-        match c.state {
-            State::Connecting { .. } => return,
-            State::Open if c.readable && c.out_mem >= OUT_PAUSE => {
-                // The peer asks faster than it reads: read again once the queue drains.
-                log::debug!("event=read_paused conn={} queued={}", c.id, c.out_mem);
-            }
-            State::Open if c.readable && !c.parked[Dir::Down.i()] => {
-                let mut frames = std::mem::take(&mut self.frames);
-                let c = self.slots[slot].as_mut().expect("conn present");
-                let end = conn::read_frames(
-                    c,
-                    &mut self.stage,
-                    &self.pool,
-                    &mut self.lanes[Dir::Down.i()].bucket,
-                    now,
-                    &mut frames,
-                );
-                let id = c.id;
-                for msg in frames.drain(..) {
-                    self.events.push_back(Event::Frame { conn: id, msg });
-                }
-                self.frames = frames;
-                match end {
-                    ReadEnd::Drained => {}
-                    ReadEnd::Budget => self.mark(slot),
-                    ReadEnd::Throttled => self.wait(Dir::Down, slot, now),
-                    ReadEnd::Closed(reason) => self.fail(slot, reason),
-                }
-                self.deliver(m);
-            }
-            State::Draining { .. } if c.readable => {
-                let c = self.slots[slot].as_mut().expect("conn present");
-                match conn::discard_input(c, &mut self.stage) {
-                    ReadEnd::Closed(_) => {
-                        self.remove(slot);
-                    }
-                    ReadEnd::Budget => self.mark(slot),
-                    _ => {}
-                }
-                return;
-            }
-            _ => {}
-        }
-
-        // Write. The machine may have closed or dropped the connection meanwhile.
-        let Some(c) = self.conn(slot) else { return };
-        if !matches!(c.state, State::Open | State::Flushing { .. }) {
-            return;
-        }
-        if c.writable && !c.parked[Dir::Up.i()] && !c.out.is_empty() {
-            let c = self.slots[slot].as_mut().expect("conn present");
-            let paused = c.out_mem >= OUT_PAUSE;
-            let (end, n) = conn::write_out(c, &mut self.lanes[Dir::Up.i()].bucket, now);
-            if paused && c.out_mem < OUT_PAUSE && c.readable {
-                self.mark(slot); // reading resumes
-            }
-            let Some(c) = self.conn(slot) else { return };
-            if n > 0 {
-                if let State::Flushing { .. } = c.state {
-                    c.state = State::Flushing { progress: now };
-                }
-            }
-            match end {
-                WriteEnd::Empty | WriteEnd::Blocked => {}
-                WriteEnd::Budget => self.mark(slot),
-                WriteEnd::Throttled => self.wait(Dir::Up, slot, now),
-                WriteEnd::Failed(e) => {
-                    self.fail(slot, Close::Io(e));
-                    self.deliver(m);
-                    return;
-                }
-            }
-        }
-        // A closed connection whose queue is out: send our FIN and wait for the peer's.
-        let Some(c) = self.conn(slot) else { return };
-        if matches!(c.state, State::Flushing { .. }) && c.out.is_empty() {
-            let _ = c.stream.shutdown(Shutdown::Write);
-            let readable = c.readable;
-            self.set_state(slot, State::Draining { until: now + DRAIN_LINGER });
-            if readable {
-                self.mark(slot);
             }
         }
     }
