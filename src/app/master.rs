@@ -18,17 +18,12 @@ Exclude patterns (-x, and the class's exclude lines) are regexes SEARCHED in eac
 relative to DIR, with / separators, as grep does: `a.txt` also drops `data.txt`; write
 '(^|/)a\\.txt$' for one exact name. A matching directory drops its whole subtree. Every
 word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
+";
 
-Exit codes (the first that applies, in the order 1, 2, 4, 3, 5, 0):
-  0  every po committed and every hook succeeded
-  1  usage, config or source error
-  2  no CAC reachable, unknown class, or refused
-  3  some pos committed and some failed
-  4  no po committed, or the transfer timed out
-  5  every po committed but a hook failed
-
-The last stdout line is the summary:
-  transfer=ID class=C result=ok|partial|failed|denied pos=OK/N bytes=N seconds=S rate=B/S
+/// After the exit codes in `-h`.
+const HELP_SUMMARY: &str = "
+The last stdout line is the summary (also after a usage or config error; not after -h or -v):
+  transfer=ID class=C result=RESULT pos=OK/N bytes=N seconds=S rate=B/S
 Before it, stderr has one `po=ADDR result=... error=...` line per failed po or hook.
 ";
 
@@ -73,7 +68,8 @@ fn parse_args() -> Result<Args, ExitCode> {
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
     let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run]";
-    let m = super::parse_args(o, "masterwugui", brief, &format!("\n{HELP_TAIL}"), &args)?;
+    let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
+    let m = super::parse_args(o, "masterwugui", brief, &tail, &args)?;
     if !m.free.is_empty() {
         return Err(usage_err(format!("unexpected argument {:?}", m.free[0])));
     }
@@ -165,15 +161,40 @@ impl Machine for Cli {
 pub fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
-        Err(code) => return code,
+        // -h and -v exit 0 and print no summary; a usage error does.
+        Err(code) if code == ExitCode::SUCCESS => return code,
+        Err(code) => {
+            println!("{}", usage_summary(&class_arg(std::env::args().skip(1))));
+            return code;
+        }
     };
+    let class = args.class.clone();
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("masterwugui: {e}");
+            println!("{}", usage_summary(&class));
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+/// The summary after a usage, config or source error: nothing was granted or sent.
+fn usage_summary(class: &str) -> String {
+    outcome::summary_line(0, class, "failed", (0, 0), 0, 0.0)
+}
+
+/// The `-c` value of a command line getopts refused (`-` if there is none), for the summary.
+fn class_arg(mut args: impl Iterator<Item = String>) -> String {
+    while let Some(a) = args.next() {
+        if a == "-c" {
+            return args.next().unwrap_or_else(|| "-".into());
+        }
+        if let Some(c) = a.strip_prefix("-c").filter(|c| !c.is_empty()) {
+            return c.to_owned();
+        }
+    }
+    "-".into()
 }
 
 fn run(a: Args) -> Result<u8, String> {
@@ -239,9 +260,9 @@ fn run(a: Args) -> Result<u8, String> {
         eprintln!();
     }
     let Some(o) = cli.m.outcome() else {
-        println!("{}", outcome::summary_line(0, &a.class, "failed", (0, 0), 0, 0.0));
+        println!("{}", outcome::summary_line(0, &a.class, "aborted", (0, 0), 0, 0.0));
         eprintln!("masterwugui: interrupted");
-        return Ok(exit::FAILED);
+        return Ok(exit::ABORTED);
     };
     let r = outcome::report(o);
     for l in &r.stderr {

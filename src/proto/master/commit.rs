@@ -79,6 +79,7 @@ impl MasterMachine {
             master_blocks: plan.sent_blocks,
             master_bytes: plan.sent_bytes,
             pos,
+            skipped: 0,
         };
         let result = match ok {
             0 => TransferResult::Failed(ran),
