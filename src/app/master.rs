@@ -18,6 +18,9 @@ Exclude patterns (-x, and the class's exclude lines) are regexes SEARCHED in eac
 relative to DIR, with / separators, as grep does: `a.txt` also drops `data.txt`; write
 '(^|/)a\\.txt$' for one exact name. A matching directory drops its whole subtree. Every
 word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
+
+SIGINT or SIGTERM aborts the push: every po that has not published is told to abort and
+keeps its old tree, the CAC shows the transfer as aborted, and the exit code is 6.
 ";
 
 /// After the exit codes in `-h`.
@@ -159,6 +162,10 @@ impl Machine for Cli {
 }
 
 pub fn main() -> ExitCode {
+    // SIGINT or SIGTERM before the event loop reads them waits for it (and aborts there)
+    // rather than killing the master without a summary.
+    use nix::sys::signal::{SigSet, Signal};
+    let _ = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]).thread_block();
     let args = match parse_args() {
         Ok(a) => a,
         // -h and -v exit 0 and print no summary; a usage error does.
@@ -247,9 +254,15 @@ fn run(a: Args) -> Result<u8, String> {
     let tty = std::io::stderr().is_terminal();
     let mut cli =
         Cli { m: MasterMachine::new(settings, planner, now), tty, next: now + Duration::from_secs(1), shown: false };
-    let mut on_signal = |_: &mut Cli, sig: nix::sys::signal::Signal| {
+    // The first signal aborts the push everywhere (the machine then finishes once its ABORTs
+    // are queued); a second one stops at once.
+    let mut on_signal = |cli: &mut Cli, sig: nix::sys::signal::Signal| {
         log::warn!("event=stop role=master signal={sig}");
-        Control::Stop
+        if cli.m.outcome().is_some() {
+            return Control::Stop;
+        }
+        cli.m.abort(Instant::now(), &format!("aborted by {sig}"));
+        Control::Continue
     };
     use nix::sys::signal::Signal::*;
     let opts = reactor::Options::default();
@@ -260,9 +273,7 @@ fn run(a: Args) -> Result<u8, String> {
         eprintln!();
     }
     let Some(o) = cli.m.outcome() else {
-        println!("{}", outcome::summary_line(0, &a.class, "aborted", (0, 0), 0, 0.0));
-        eprintln!("masterwugui: interrupted");
-        return Ok(exit::ABORTED);
+        return Err("the event loop ended before the transfer did".into());
     };
     let r = outcome::report(o);
     for l in &r.stderr {

@@ -210,7 +210,8 @@ impl CacMachine {
         if !allowed {
             return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
         }
-        let finished = matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run");
+        let finished =
+            matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run" | "aborted" | "canary_failed");
         if stat.master.is_empty() {
             stat.master = peer.ip().to_string();
         }

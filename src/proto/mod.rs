@@ -134,6 +134,13 @@ pub enum Action {
     Close {
         conn: ConnId,
     },
+    /// Drop the queued frames not begun yet (a frame half written is finished, so the stream
+    /// stays whole), queue `last` if any, then close as `Close` does. For an abort: the ABORT
+    /// must not wait behind megabytes of blocks.
+    Abandon {
+        conn: ConnId,
+        last: Option<Msg>,
+    },
     /// Bytes/s for the whole process; 0 = none.
     SetRates {
         upload: u64,

@@ -54,6 +54,12 @@ impl MasterMachine {
     }
 
     pub(super) fn finish(&mut self, now: Instant) {
+        self.end(now, false)
+    }
+
+    /// The outcome, the last report to the CAC, and every connection closed. `aborted`: a
+    /// signal ended it (the pos not done were told to abort).
+    pub(super) fn end(&mut self, now: Instant, aborted: bool) {
         let Some(plan) = self.plan.as_ref() else { return };
         let pos: Vec<PoOutcome> = self
             .pos
@@ -82,6 +88,7 @@ impl MasterMachine {
             skipped: 0,
         };
         let result = match ok {
+            _ if aborted => TransferResult::Aborted(ran),
             0 => TransferResult::Failed(ran),
             ok if ok < self.pos.len() => TransferResult::Partial(ran),
             _ => TransferResult::Ok(ran),

@@ -9,8 +9,10 @@
 //! Files: `state` (the phase and each po's state), `plan` (manifest, source, checksums),
 //! `grant` (the CAC's answer, the plan, a dry run), `link` (connections to the pos and their
 //! loss), `send` (blocks, push orders and checksums), `frames` (one handler per message a po
-//! sends), `commit` (COMMIT and the end), `timers`, `report` (progress to the CAC), `outcome`.
+//! sends), `commit` (COMMIT and the end), `abort` (the end a signal asks for), `timers`,
+//! `report` (progress to the CAC), `outcome`.
 
+mod abort;
 mod commit;
 mod frames;
 mod grant;

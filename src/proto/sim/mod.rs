@@ -130,6 +130,12 @@ impl Net {
                     self.queue.push_back((peer.0, Event::Closed { conn: peer.1, reason: Close::Eof }));
                 }
             }
+            Action::Abandon { conn, last } => {
+                if let Some(msg) = last {
+                    self.transmit(from, conn, msg);
+                }
+                self.apply(from, Action::Close { conn });
+            }
             Action::SetRates { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             Action::RunHook { id, name, .. } => {
