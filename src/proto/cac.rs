@@ -10,6 +10,10 @@
 //!   from here, never from the master).
 //! - `Progress` (master): updates the transfer table. `StatQuery`: `StatReply`.
 
+mod busy;
+
+pub use busy::transfer_id;
+
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
@@ -77,6 +81,8 @@ pub struct CacMachine {
     env: Env,
     conns: HashMap<ConnId, Conn>,
     transfers: BTreeMap<u64, Live>,
+    /// The live grant of each class: one push of a class at a time.
+    busy: busy::Busy,
     out: VecDeque<Action>,
     stats: Stats,
 }
@@ -84,7 +90,7 @@ pub struct CacMachine {
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
         let (conns, transfers, out) = (HashMap::new(), BTreeMap::new(), VecDeque::new());
-        CacMachine { settings, env, conns, transfers, out, stats: Stats::default() }
+        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default() }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.
@@ -98,7 +104,9 @@ impl CacMachine {
 
     fn deny(&mut self, conn: ConnId, reason: Reason, text: String) {
         match reason {
-            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed => self.stats.auth_denied += 1,
+            Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed | Reason::Busy => {
+                self.stats.auth_denied += 1
+            }
             Reason::Protocol => self.stats.protocol_errors += 1,
             _ => self.stats.tokens_refused += 1,
         }
@@ -215,16 +223,23 @@ impl CacMachine {
         if stat.master.is_empty() {
             stat.master = peer.ip().to_string();
         }
+        self.busy.reported(&stat.class, stat.transfer, peer.ip(), conn, finished, now);
         self.transfers.insert(stat.transfer, Live { stat, updated: now, finished });
         self.set_state(conn, State::Master);
     }
 
     fn grant(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: &str) {
         let Some(ca) = self.class(class).cloned() else { return };
-        let transfer = self.env.random_u64() >> 1;
+        if let Some(text) = self.busy.refusal(class, now, |c| self.conns.contains_key(&c)) {
+            log::warn!("event=auth_denied class={class} master={} reason=busy error=\"{text}\"", peer.ip());
+            return self.deny(conn, Reason::Busy, text);
+        }
+        // Ordered by grant time: the pos' fence (README "Concurrent pushes").
+        let transfer = transfer_id((self.env.unix_ms)(), self.env.random_u64());
+        self.busy.granted(class, transfer, peer.ip(), conn, now);
         let mut nonce = [0u8; 16];
         (self.env.fill_random)(&mut nonce);
-        let expiry = (self.env.unix_now)() + self.settings.token_ttl;
+        let expiry = self.env.unix_now() + self.settings.token_ttl;
         let token = Token::issue(&self.settings.key, transfer, class, peer.ip(), expiry, nonce);
         self.stats.auth_granted += 1;
         log::info!("event=auth_grant transfer={transfer} class={class} master={} pos={}", peer.ip(), ca.pos.len());
@@ -233,7 +248,7 @@ impl CacMachine {
             class: class.to_owned(),
             master: peer.ip().to_string(),
             state: "authorized".into(),
-            started_unix: (self.env.unix_now)(),
+            started_unix: self.env.unix_now(),
             ..Default::default()
         };
         self.transfers.insert(transfer, Live { stat, updated: now, finished: false });
@@ -249,7 +264,7 @@ impl CacMachine {
 
     fn verify(&self, token: &[u8], po: &str, presenter: &str) -> Result<(Token, &ClassAuth), (Reason, String)> {
         let presenter: IpAddr = presenter.parse().map_err(|_| (Reason::Protocol, "bad presenter address".into()))?;
-        let now = (self.env.unix_now)();
+        let now = self.env.unix_now();
         let t = Token::verify(token, &self.settings.key, now, Some(presenter)).map_err(|e| {
             let r = if matches!(e, TokenError::Expired { .. }) { Reason::Expired } else { Reason::BadToken };
             (r, e.to_string())

@@ -174,7 +174,8 @@ pub trait Machine {
 /// Wall clock and randomness, injected so that tests are deterministic (the binaries use
 /// `app::real_env`).
 pub struct Env {
-    pub unix_now: Box<dyn Fn() -> u64>,
+    /// Milliseconds since the epoch by the system clock.
+    pub unix_ms: Box<dyn Fn() -> u64>,
     pub fill_random: RandomFn,
 }
 
@@ -185,7 +186,12 @@ impl Env {
     #[cfg(test)]
     pub fn fixed(unix: u64, seed: u64) -> Env {
         let mut rng = crate::testutil::Rng::from_state(seed | 1);
-        Env { unix_now: Box::new(move || unix), fill_random: Box::new(move |b| rng.fill(b)) }
+        Env { unix_ms: Box::new(move || unix * 1000), fill_random: Box::new(move |b| rng.fill(b)) }
+    }
+
+    /// Seconds since the epoch.
+    pub fn unix_now(&self) -> u64 {
+        (self.unix_ms)() / 1000
     }
 
     pub fn random_u64(&mut self) -> u64 {

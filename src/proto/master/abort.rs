@@ -13,9 +13,11 @@ impl MasterMachine {
     pub fn abort(&mut self, now: Instant, why: &str) {
         match self.phase {
             Phase::Finished => {}
-            Phase::Auth { conn, .. } => {
+            Phase::Auth { .. } | Phase::Waiting { .. } => {
                 log::warn!("event=transfer_abort class={} error=\"{why}\"", self.settings.class);
-                self.out.push_back(Action::Close { conn });
+                if let Phase::Auth { conn, .. } = self.phase {
+                    self.out.push_back(Action::Close { conn });
+                }
                 let ran = Ran {
                     bytes: 0,
                     blocks: 0,

@@ -60,6 +60,7 @@ impl Rig {
             connect_timeout: Duration::from_secs(3),
             unix_start: 0,
             dry_run: false,
+            wait: None,
             transfer_key: [1; 32],
         };
         let mut rig = Rig { m: MasterMachine::new(settings, planner, now), now, conns: Vec::new(), blocks };

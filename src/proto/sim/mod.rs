@@ -259,6 +259,7 @@ fn master_settings(class: &str, cacs: &[&str]) -> MasterSettings {
         connect_timeout: Duration::from_secs(3),
         unix_start: 0,
         dry_run: false,
+        wait: None,
         transfer_key: TRANSFER_KEY,
     }
 }
