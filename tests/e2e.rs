@@ -99,10 +99,15 @@ fn clear_errors_and_exit_codes() {
     let o = c.master(&["-c", "base1", "-p", "/nonexistent/src"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("source /nonexistent/src"), "{}", text(&o.stderr));
-    // usage: 1
+    assert!(text(&o.stdout).contains("transfer=0 class=base1 result=failed pos=0/0"), "{}", text(&o.stdout));
+    // usage: 1, with the summary line naming what class it could
     let o = c.master(&["-p", s]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("-c CLASS"));
+    assert!(text(&o.stdout).starts_with("transfer=0 class=- result=failed pos=0/0"), "{}", text(&o.stdout));
+    let o = c.master(&["-c", "base1", "--bogus"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).starts_with("transfer=0 class=base1 result=failed"), "{}", text(&o.stdout));
     // bad regex: 1
     let o = c.master(&["-c", "base1", "-x", "(", "-p", s]);
     assert_eq!(o.status.code(), Some(1));
@@ -117,12 +122,17 @@ fn clear_errors_and_exit_codes() {
     let o = master_with(&conf, &["-c", "base1", "-p", s]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("nocac.conf:3"), "{}", text(&o.stderr));
-    // help lists the exit codes
+    assert!(text(&o.stdout).starts_with("transfer=0 class=base1 result=failed"), "{}", text(&o.stdout));
+    // help lists the exit codes, and prints no summary
     let o = master_with(&conf, &["-h"]);
     assert_eq!(o.status.code(), Some(0));
-    for code in ["0  every po", "1  usage", "2  no CAC", "3  some pos", "4  no po", "5  every po"] {
+    for code in ["0  every po", "1  usage", "2  no CAC", "3  some pos", "4  no po", "5  every po", "6  aborted"] {
         assert!(text(&o.stdout).contains(code), "help lacks {code}");
     }
+    assert!(text(&o.stdout).contains("in the order 1, 2, 6, 4, 7, 3, 5, 8, 0"), "{}", text(&o.stdout));
+    assert!(!text(&o.stdout).contains("transfer=0"), "{}", text(&o.stdout));
+    let o = master_with(&conf, &["-v"]);
+    assert_eq!((o.status.code(), text(&o.stdout).contains("transfer=")), (Some(0), false));
 }
 
 #[test]

@@ -309,3 +309,71 @@ fn sighup_reloads_a_daemon_that_serves_metrics() {
     }
     assert!(died.is_empty(), "with metrics_listen, a SIGHUP well after start killed:\n{}", died.join("\n"));
 }
+
+/// `wugui-stat -s ADDR --json`.
+fn stat_json(addr: &str) -> String {
+    let mut c = std::process::Command::new(bin("wugui-stat"));
+    c.args(["-s", addr, "--json"]);
+    text(&run_bounded(c, Duration::from_secs(10)).stdout)
+}
+
+#[test]
+fn sigint_on_the_master_aborts_the_push_everywhere() {
+    let extra = vec!["rate_limit = 1M".to_string(), "block_size = 64K".to_string()];
+    let c = Cluster::start("int-master", Opts { pos: 2, class_extra: extra, ..Default::default() });
+    for p in &c.pos {
+        settled(p);
+    }
+    let src = c.dir.path().join("src");
+    small_tree(&src, 5);
+    ok(&c.push(&src));
+    let old = snapshot(&src);
+    fs::write(src.join("big.bin"), noise(8 << 20, 8)).unwrap();
+
+    let mut master = std::process::Command::new(bin("masterwugui"))
+        .arg("-f")
+        .arg(&c.master_conf)
+        .args(["-c", "base1", "-p", src.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for p in &c.pos {
+        wait_log(p, "event=transfer_accept", 2);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(master.try_wait().unwrap().is_none(), "the push ended before the signal; it should take ~16 s");
+    let sent = Instant::now();
+    kill(Pid::from_raw(master.id() as i32), Signal::SIGINT).unwrap();
+    let start = Instant::now();
+    while master.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(5), "the master still runs 5 s after SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = sent.elapsed();
+    eprintln!("masterwugui exited {took:?} after SIGINT");
+    let o = master.wait_with_output().unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(6), "stdout {out} stderr {err}");
+    let summary = out.lines().last().unwrap_or_default();
+    let id = summary.strip_prefix("transfer=").and_then(|s| s.split(' ').next()).unwrap_or("0");
+    assert_ne!(id, "0", "{summary}");
+    assert!(summary.contains(" class=base1 result=aborted pos=0/2 "), "{summary}");
+    let master_log = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    assert!(!master_log.contains("not flushed in time"), "{master_log}");
+    for (i, p) in c.pos.iter().enumerate() {
+        wait_log(p, "event=transfer_abort", 1);
+        // The stage stays beside the tree, for a rerun to resume from.
+        let mut now = snapshot(&c.po_dest(i));
+        now.retain(|k, _| !k.starts_with(".wugui-stage-"));
+        assert_eq!(now, old, "po {i} lost its old tree");
+        assert!(!p.log_text().contains("event=master_lost"), "po {i} was not told:\n{}", p.log_text());
+        let json = stat_json(&p.addr);
+        assert!(!json.contains("receiving"), "po {i} still lists the transfer: {json}");
+    }
+    let json = stat_json(&c.cac.addr);
+    let want = format!("\"transfer\":\"{id}\",\"class\":\"base1\",\"master\":\"127.0.0.1\",\"state\":\"aborted\"");
+    assert!(json.contains(&want), "{json}");
+    assert!(took < Duration::from_secs(5));
+}

@@ -3,9 +3,10 @@
 use super::outcome::{self, exit};
 use crate::config;
 use crate::proto::master::{MasterMachine, MasterSettings, Planner, PoState};
-use crate::proto::{ClassCfg, Event, Machine, Source};
+use crate::proto::{Action, ClassCfg, Event, Machine, Msg, Source};
 use crate::reactor::{self, Control};
 use crate::tree;
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,16 +20,18 @@ relative to DIR, with / separators, as grep does: `a.txt` also drops `data.txt`;
 '(^|/)a\\.txt$' for one exact name. A matching directory drops its whole subtree. Every
 word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
 
-Exit codes (the first that applies, in the order 1, 2, 4, 3, 5, 0):
-  0  every po committed and every hook succeeded
-  1  usage, config or source error
-  2  no CAC reachable, unknown class, or refused
-  3  some pos committed and some failed
-  4  no po committed, or the transfer timed out
-  5  every po committed but a hook failed
+SIGINT or SIGTERM aborts the push: every po that has not published is told to abort and
+keeps its old tree, the CAC shows the transfer as aborted, and the exit code is 6.
 
-The last stdout line is the summary:
-  transfer=ID class=C result=ok|partial|failed|denied pos=OK/N bytes=N seconds=S rate=B/S
+One push of a class at a time: while another master pushes CLASS the CAC refuses this one
+(exit 2, naming the running transfer and its master); with --wait the master asks again every
+second until it may go (at most SECS, default 600).
+";
+
+/// After the exit codes in `-h`.
+const HELP_SUMMARY: &str = "
+The last stdout line is the summary (also after a usage or config error; not after -h or -v):
+  transfer=ID class=C result=RESULT pos=OK/N bytes=N seconds=S rate=B/S
 Before it, stderr has one `po=ADDR result=... error=...` line per failed po or hook.
 ";
 
@@ -38,6 +41,7 @@ struct Args {
     excludes: Vec<String>,
     conf: PathBuf,
     dry_run: bool,
+    wait: Option<Duration>,
 }
 
 /// The seed's `-x a b c`: every word after -x up to the next flag is a pattern. Rewritten to
@@ -70,21 +74,31 @@ fn parse_args() -> Result<Args, ExitCode> {
     o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
     o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
+    o.optflagopt("", "wait", "if another push of the class runs, wait for it (at most SECS, default 600)", "SECS");
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run]";
-    let m = super::parse_args(o, "masterwugui", brief, &format!("\n{HELP_TAIL}"), &args)?;
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run] [--wait[=SECS]]";
+    let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
+    let m = super::parse_args(o, "masterwugui", brief, &tail, &args)?;
     if !m.free.is_empty() {
         return Err(usage_err(format!("unexpected argument {:?}", m.free[0])));
     }
     let class = m.opt_str("c").ok_or_else(|| usage_err("-c CLASS is required".into()))?;
     let dir = m.opt_str("p").ok_or_else(|| usage_err("-p DIR is required".into()))?;
+    let wait = match (m.opt_present("wait"), m.opt_str("wait")) {
+        (false, _) => None,
+        (true, None) => Some(Duration::from_secs(600)),
+        (true, Some(s)) => {
+            Some(Duration::from_secs(s.parse().map_err(|_| usage_err(format!("--wait={s}: not a number of seconds")))?))
+        }
+    };
     Ok(Args {
         class,
         dir: PathBuf::from(dir),
         excludes: m.opt_strs("x"),
         conf: config::config_path("master", m.opt_str("f").as_deref()),
         dry_run: m.opt_present("n"),
+        wait,
     })
 }
 
@@ -94,6 +108,41 @@ struct Cli {
     tty: bool,
     next: Instant,
     shown: bool,
+    hold: Option<HoldCommit>,
+}
+
+/// Fault injection for tests (`WUGUI_FAILPOINT=hold_commit_ms=N`): from the first COMMIT on,
+/// everything the master sends waits N ms, as a COMMIT slow to arrive would. It makes a late
+/// COMMIT, and the race of two pushes of a class, happen every time.
+struct HoldCommit {
+    hold: Duration,
+    until: Option<Instant>,
+    held: VecDeque<Action>,
+}
+
+impl HoldCommit {
+    fn from_env() -> Option<HoldCommit> {
+        let fp = std::env::var("WUGUI_FAILPOINT").ok()?;
+        let ms: u64 = fp.strip_prefix("hold_commit_ms=")?.parse().ok()?;
+        Some(HoldCommit { hold: Duration::from_millis(ms), until: None, held: VecDeque::new() })
+    }
+
+    fn next(&mut self, m: &mut MasterMachine, now: Instant) -> Option<Action> {
+        if self.until.is_none() {
+            let a = m.poll_action()?;
+            if !matches!(a, Action::Send { msg: Msg::Commit { .. }, .. }) {
+                return Some(a);
+            }
+            log::warn!("event=failpoint name=hold_commit_ms ms={}", self.hold.as_millis());
+            self.until = Some(now + self.hold);
+            self.held.push_back(a);
+        }
+        if self.until.is_some_and(|t| now < t) {
+            self.held.extend(std::iter::from_fn(|| m.poll_action()));
+            return None;
+        }
+        self.held.pop_front().or_else(|| m.poll_action())
+    }
 }
 
 impl Cli {
@@ -148,14 +197,18 @@ impl Machine for Cli {
             self.m.handle_timeout(now)
         }
     }
-    fn poll_action(&mut self) -> Option<crate::proto::Action> {
-        self.m.poll_action()
+    fn poll_action(&mut self) -> Option<Action> {
+        match self.hold.as_mut() {
+            Some(h) => h.next(&mut self.m, Instant::now()),
+            None => self.m.poll_action(),
+        }
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        crate::proto::earliest([self.m.poll_timeout(), (!self.m.is_finished()).then_some(self.next)])
+        let held = self.hold.as_ref().and_then(|h| h.until.filter(|_| !h.held.is_empty()));
+        crate::proto::earliest([self.m.poll_timeout(), (!self.m.is_finished()).then_some(self.next), held])
     }
     fn is_finished(&self) -> bool {
-        self.m.is_finished()
+        self.m.is_finished() && self.hold.as_ref().is_none_or(|h| h.held.is_empty())
     }
     fn stats(&self) -> crate::proto::Stats {
         self.m.stats()
@@ -163,17 +216,46 @@ impl Machine for Cli {
 }
 
 pub fn main() -> ExitCode {
+    // SIGINT or SIGTERM before the event loop reads them waits for it (and aborts there)
+    // rather than killing the master without a summary.
+    use nix::sys::signal::{SigSet, Signal};
+    let _ = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]).thread_block();
     let args = match parse_args() {
         Ok(a) => a,
-        Err(code) => return code,
+        // -h and -v exit 0 and print no summary; a usage error does.
+        Err(code) if code == ExitCode::SUCCESS => return code,
+        Err(code) => {
+            println!("{}", usage_summary(&class_arg(std::env::args().skip(1))));
+            return code;
+        }
     };
+    let class = args.class.clone();
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("masterwugui: {e}");
+            println!("{}", usage_summary(&class));
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+/// The summary after a usage, config or source error: nothing was granted or sent.
+fn usage_summary(class: &str) -> String {
+    outcome::summary_line(0, class, "failed", (0, 0), 0, 0.0)
+}
+
+/// The `-c` value of a command line getopts refused (`-` if there is none), for the summary.
+fn class_arg(mut args: impl Iterator<Item = String>) -> String {
+    while let Some(a) = args.next() {
+        if a == "-c" {
+            return args.next().unwrap_or_else(|| "-".into());
+        }
+        if let Some(c) = a.strip_prefix("-c").filter(|c| !c.is_empty()) {
+            return c.to_owned();
+        }
+    }
+    "-".into()
 }
 
 fn run(a: Args) -> Result<u8, String> {
@@ -216,6 +298,7 @@ fn run(a: Args) -> Result<u8, String> {
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         unix_start: super::unix_now(),
         dry_run: a.dry_run,
+        wait: a.wait,
         transfer_key: {
             let mut k = [0u8; 32];
             getrandom::getrandom(&mut k).expect("the kernel's random source is available");
@@ -224,11 +307,22 @@ fn run(a: Args) -> Result<u8, String> {
     };
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    let mut cli =
-        Cli { m: MasterMachine::new(settings, planner, now), tty, next: now + Duration::from_secs(1), shown: false };
-    let mut on_signal = |_: &mut Cli, sig: nix::sys::signal::Signal| {
+    let mut cli = Cli {
+        m: MasterMachine::new(settings, planner, now),
+        tty,
+        next: now + Duration::from_secs(1),
+        shown: false,
+        hold: HoldCommit::from_env(),
+    };
+    // The first signal aborts the push everywhere (the machine then finishes once its ABORTs
+    // are queued); a second one stops at once.
+    let mut on_signal = |cli: &mut Cli, sig: nix::sys::signal::Signal| {
         log::warn!("event=stop role=master signal={sig}");
-        Control::Stop
+        if cli.m.outcome().is_some() {
+            return Control::Stop;
+        }
+        cli.m.abort(Instant::now(), &format!("aborted by {sig}"));
+        Control::Continue
     };
     use nix::sys::signal::Signal::*;
     let opts = reactor::Options::default();
@@ -239,9 +333,7 @@ fn run(a: Args) -> Result<u8, String> {
         eprintln!();
     }
     let Some(o) = cli.m.outcome() else {
-        println!("{}", outcome::summary_line(0, &a.class, "failed", (0, 0), 0, 0.0));
-        eprintln!("masterwugui: interrupted");
-        return Ok(exit::FAILED);
+        return Err("the event loop ended before the transfer did".into());
     };
     let r = outcome::report(o);
     for l in &r.stderr {

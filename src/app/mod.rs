@@ -121,7 +121,10 @@ pub fn run_daemon<M: crate::proto::Machine>(
 /// The system clock and the kernel's random source, for the machines.
 pub fn real_env() -> crate::proto::Env {
     crate::proto::Env {
-        unix_now: Box::new(unix_now),
+        unix_ms: Box::new(|| {
+            let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            d.map(|d| d.as_millis() as u64).unwrap_or(0)
+        }),
         fill_random: Box::new(|b| getrandom::getrandom(b).expect("the kernel's random source is available")),
     }
 }

@@ -14,6 +14,49 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     pub const FAILED: u8 = 4;
     pub const HOOK: u8 = 5;
+    pub const ABORTED: u8 = 6;
+    pub const CANARY_FAILED: u8 = 7;
+    pub const SKIPPED: u8 = 8;
+}
+
+/// The one table of exit codes: `masterwugui -h` prints it and the README must list the same
+/// rows (a test checks), in code order.
+pub const CODES: [(u8, &str); 9] = [
+    (exit::OK, "every po committed (or its tree was unchanged) and every hook succeeded"),
+    (exit::USAGE, "usage, config or source error"),
+    (exit::DENIED, "no CAC reachable, unknown class, refused, or another push of the class is running"),
+    (exit::PARTIAL, "some pos committed and some failed"),
+    (exit::FAILED, "no po committed, or the transfer timed out"),
+    (exit::HOOK, "every po committed but a hook failed"),
+    (exit::ABORTED, "aborted by SIGINT or SIGTERM"),
+    (exit::CANARY_FAILED, "the canary po failed, so no other po was offered the tree"),
+    (exit::SKIPPED, "every po committed but some source files were skipped"),
+];
+
+/// The first code that applies wins, in this order.
+pub const PRECEDENCE: [u8; 9] = [
+    exit::USAGE,
+    exit::DENIED,
+    exit::ABORTED,
+    exit::FAILED,
+    exit::CANARY_FAILED,
+    exit::PARTIAL,
+    exit::HOOK,
+    exit::SKIPPED,
+    exit::OK,
+];
+
+/// The `result=` words of the summary line.
+pub const RESULTS: &str = "ok|partial|failed|denied|aborted|canary_failed|dry-run";
+
+/// The exit-code part of `masterwugui -h`.
+pub fn help() -> String {
+    let order: Vec<String> = PRECEDENCE.iter().map(u8::to_string).collect();
+    let mut s = format!("Exit codes (the first that applies, in the order {}):\n", order.join(", "));
+    for (code, meaning) in CODES {
+        s += &format!("  {code}  {meaning}\n");
+    }
+    s
 }
 
 /// The lines to print and the code to exit with.
@@ -29,16 +72,33 @@ fn hook_failed(p: &PoOutcome) -> bool {
     p.hook.as_ref().is_some_and(|(exit, _)| *exit != 0)
 }
 
-/// The first code that applies, in the order 1, 2, 4, 3, 5, 0.
-pub fn code(r: &TransferResult) -> u8 {
+/// Every code that applies to `r`; `code` picks the first by `PRECEDENCE`.
+fn applies(r: &TransferResult) -> Vec<u8> {
     match r {
-        TransferResult::SourceFailed(_) => exit::USAGE,
-        TransferResult::Denied(_) => exit::DENIED,
-        TransferResult::Failed(_) => exit::FAILED,
-        TransferResult::Partial(_) => exit::PARTIAL,
-        TransferResult::Ok(ran) if ran.pos.iter().any(hook_failed) => exit::HOOK,
-        TransferResult::Ok(_) | TransferResult::DryRun(_) => exit::OK,
+        TransferResult::SourceFailed(_) => vec![exit::USAGE],
+        TransferResult::Denied(_) => vec![exit::DENIED],
+        TransferResult::DryRun(_) => vec![exit::OK],
+        TransferResult::Aborted(_) => vec![exit::ABORTED],
+        TransferResult::Failed(_) => vec![exit::FAILED],
+        TransferResult::CanaryFailed(_) => vec![exit::CANARY_FAILED],
+        TransferResult::Partial(_) => vec![exit::PARTIAL],
+        TransferResult::Ok(ran) => {
+            let mut c = vec![exit::OK];
+            if ran.pos.iter().any(hook_failed) {
+                c.push(exit::HOOK);
+            }
+            if ran.skipped > 0 {
+                c.push(exit::SKIPPED);
+            }
+            c
+        }
     }
+}
+
+/// The exit code: the first in `PRECEDENCE` that applies.
+pub fn code(r: &TransferResult) -> u8 {
+    let codes = applies(r);
+    PRECEDENCE.into_iter().find(|c| codes.contains(c)).unwrap_or(exit::OK)
 }
 
 /// `transfer=ID class=C result=R pos=OK/N bytes=N seconds=S rate=B/S`.
@@ -67,7 +127,11 @@ pub fn report(o: &Outcome) -> Report {
             stdout.push(summary);
             Report { code, stderr: Vec::new(), stdout }
         }
-        TransferResult::Ok(r) | TransferResult::Partial(r) | TransferResult::Failed(r) => {
+        TransferResult::Ok(r)
+        | TransferResult::Partial(r)
+        | TransferResult::Failed(r)
+        | TransferResult::Aborted(r)
+        | TransferResult::CanaryFailed(r) => {
             let ok = r.pos.iter().filter(|p| p.failed.is_none()).count();
             let secs = r.elapsed.as_secs_f64();
             let summary = summary_line(o.transfer, &o.class, result, (ok, r.pos.len()), r.bytes, secs);
@@ -142,7 +206,15 @@ mod tests {
     }
 
     fn ran(pos: Vec<PoOutcome>) -> Ran {
-        Ran { bytes: 3000, blocks: 3, elapsed: Duration::from_millis(1500), master_blocks: 3, master_bytes: 3000, pos }
+        Ran {
+            bytes: 3000,
+            blocks: 3,
+            elapsed: Duration::from_millis(1500),
+            master_blocks: 3,
+            master_bytes: 3000,
+            pos,
+            skipped: 0,
+        }
     }
 
     fn outcome(result: TransferResult) -> Outcome {
@@ -160,10 +232,39 @@ mod tests {
             (TransferResult::Partial(ran(vec![hook(), failed()])), 3),
             (TransferResult::Ok(ran(vec![po("a:1", None, Some((0, "ok"))), hook()])), 5),
             (TransferResult::Ok(ran(vec![po("a:1", None, None)])), 0),
+            (TransferResult::Aborted(ran(vec![failed()])), 6),
+            (TransferResult::CanaryFailed(ran(vec![failed()])), 7),
+            (TransferResult::Ok(Ran { skipped: 2, ..ran(vec![hook()]) }), 5),
+            (TransferResult::Ok(Ran { skipped: 2, ..ran(vec![po("a:1", None, None)]) }), 8),
         ];
         for (r, want) in cases {
             assert_eq!(code(&r), want, "{r:?}");
         }
+    }
+
+    #[test]
+    fn the_precedence_lists_every_code_once_and_the_readme_has_the_table() {
+        let mut p = PRECEDENCE.to_vec();
+        p.sort();
+        assert_eq!(p, CODES.map(|(c, _)| c));
+        let readme = include_str!("../../README.md");
+        for (c, meaning) in CODES {
+            let row = format!("| {c} | {meaning} |");
+            assert!(readme.contains(&row), "README lacks the row {row:?}");
+        }
+        let order: Vec<String> = PRECEDENCE.iter().map(u8::to_string).collect();
+        assert!(readme.contains(&format!("in the order {}.", order.join(", "))), "README's precedence differs");
+        assert!(readme.contains(&format!("result={RESULTS}")), "README's result words differ");
+    }
+
+    #[test]
+    fn an_abort_counts_the_pos_that_published() {
+        let r = report(&outcome(TransferResult::Aborted(ran(vec![
+            po("a:1", None, None),
+            po("b:1", Some("aborted"), None),
+        ]))));
+        assert_eq!(r.code, 6);
+        assert_eq!(r.stdout, ["transfer=7 class=base1 result=aborted pos=1/2 bytes=3000 seconds=1.50 rate=2000"]);
     }
 
     #[test]

@@ -134,6 +134,13 @@ pub enum Action {
     Close {
         conn: ConnId,
     },
+    /// Drop the queued frames not begun yet (a frame half written is finished, so the stream
+    /// stays whole), queue `last` if any, then close as `Close` does. For an abort: the ABORT
+    /// must not wait behind megabytes of blocks.
+    Abandon {
+        conn: ConnId,
+        last: Option<Msg>,
+    },
     /// Bytes/s for the whole process; 0 = none.
     SetRates {
         upload: u64,
@@ -167,7 +174,8 @@ pub trait Machine {
 /// Wall clock and randomness, injected so that tests are deterministic (the binaries use
 /// `app::real_env`).
 pub struct Env {
-    pub unix_now: Box<dyn Fn() -> u64>,
+    /// Milliseconds since the epoch by the system clock.
+    pub unix_ms: Box<dyn Fn() -> u64>,
     pub fill_random: RandomFn,
 }
 
@@ -178,7 +186,12 @@ impl Env {
     #[cfg(test)]
     pub fn fixed(unix: u64, seed: u64) -> Env {
         let mut rng = crate::testutil::Rng::from_state(seed | 1);
-        Env { unix_now: Box::new(move || unix), fill_random: Box::new(move |b| rng.fill(b)) }
+        Env { unix_ms: Box::new(move || unix * 1000), fill_random: Box::new(move |b| rng.fill(b)) }
+    }
+
+    /// Seconds since the epoch.
+    pub fn unix_now(&self) -> u64 {
+        (self.unix_ms)() / 1000
     }
 
     pub fn random_u64(&mut self) -> u64 {

@@ -20,6 +20,7 @@ impl Reactor {
             Action::Connect { conn, addr } => self.connect(conn, addr),
             Action::Send { conn, msg } => {
                 let Some(c) = self.sendable(conn, "send") else { return };
+                c.begin_frame();
                 for part in msg.to_frame_parts().into_iter().filter(|p| !p.is_empty()) {
                     c.push_bytes(part);
                 }
@@ -33,6 +34,7 @@ impl Reactor {
                     return;
                 };
                 let Some(c) = self.sendable(conn, "send_block") else { return };
+                c.begin_frame();
                 c.push_bytes(Arc::new(block_frame_head(&head, len32)));
                 match body {
                     Body::Bytes(b) => c.push_bytes(b),
@@ -60,6 +62,15 @@ impl Reactor {
                     return;
                 };
                 self.close(slot, now);
+            }
+            Action::Abandon { conn, last } => {
+                if let Some(c) = self.sendable(conn, "abandon") {
+                    c.drop_unbegun();
+                }
+                if let Some(msg) = last {
+                    self.apply(Action::Send { conn, msg });
+                }
+                self.apply(Action::Close { conn });
             }
             Action::RunHook { id, dir, name, env, timeout } => {
                 let started = hooks::resolve(std::path::Path::new(&dir), &name).and_then(|p| {

@@ -82,6 +82,10 @@ pub struct Conn {
     /// Bytes of memory the out-queue holds (`Bytes` items; file ranges cost none). Reading
     /// pauses while it is over `OUT_PAUSE`, so a peer that asks and never reads cannot grow it.
     pub out_mem: usize,
+    /// Items ever queued, and the number (in that count) of each queued frame's first item:
+    /// `drop_unbegun` cuts only there.
+    pushed: u64,
+    frame_starts: VecDeque<u64>,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
     scratch: Vec<u8>,
@@ -130,6 +134,8 @@ impl Conn {
             parked: [false; 2],
             out: VecDeque::new(),
             out_mem: 0,
+            pushed: 0,
+            frame_starts: VecDeque::new(),
             sendfile_ok: true,
             scratch: Vec::new(),
             head: [0; HEADER_LEN],
@@ -146,13 +152,38 @@ impl Conn {
         if !buf.is_empty() {
             self.out_mem += buf.len();
             self.out.push_back(Out::Bytes { buf, pos: 0 });
+            self.pushed += 1;
         }
     }
 
     pub fn push_file(&mut self, file: Arc<OwnedFd>, offset: u64, len: u64, sendfile: bool) {
         if len > 0 {
             self.out.push_back(Out::File { file, offset, remaining: len, sendfile });
+            self.pushed += 1;
         }
+    }
+
+    /// The next item pushed begins a frame.
+    pub fn begin_frame(&mut self) {
+        let front = self.pushed - self.out.len() as u64;
+        while self.frame_starts.front().is_some_and(|&s| s < front) {
+            self.frame_starts.pop_front();
+        }
+        self.frame_starts.push_back(self.pushed);
+    }
+
+    /// Drops every queued frame that begins after the queue's first item: none of their bytes
+    /// went out. The first item's frame is kept whole, as it may be half written.
+    pub fn drop_unbegun(&mut self) {
+        let front = self.pushed - self.out.len() as u64;
+        let Some(&cut) = self.frame_starts.iter().find(|&&s| s > front) else { return };
+        for item in self.out.drain((cut - front) as usize..) {
+            if let Out::Bytes { buf, .. } = item {
+                self.out_mem -= buf.len();
+            }
+        }
+        self.pushed = cut;
+        self.frame_starts.retain(|&s| s < cut);
     }
 
     /// When this connection gives up waiting, if it is closing.
@@ -465,6 +496,35 @@ fn advance(out: &mut VecDeque<Out>, mut n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_unbegun_keeps_the_frame_in_flight_whole() {
+        let mut c = Conn::new(1, local_stream(), None, State::Open);
+        for f in 0..3u8 {
+            c.begin_frame();
+            c.push_bytes(Arc::new(vec![f; 4]));
+            c.push_bytes(Arc::new(vec![f; 6]));
+        }
+        // Half of frame 0's first item is out.
+        c.out_mem -= advance(&mut c.out, 2);
+        c.drop_unbegun();
+        assert_eq!(c.out.len(), 2);
+        assert_eq!(c.out_mem, 10);
+        c.begin_frame();
+        c.push_bytes(Arc::new(vec![9; 3]));
+        assert_eq!((c.out.len(), c.out_mem), (3, 13));
+        // Frame 0 is written out: the abort frame is all that is left, and is begun.
+        c.out_mem -= advance(&mut c.out, 8);
+        c.drop_unbegun();
+        assert_eq!((c.out.len(), c.out_mem), (1, 3));
+    }
+
+    /// A connected TCP stream on 127.0.0.1, for a `Conn` that is never written.
+    fn local_stream() -> TcpStream {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        TcpStream::from_std(s)
+    }
 
     #[test]
     fn advance_moves_cursors() {

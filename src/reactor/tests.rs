@@ -113,6 +113,7 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::Send { msg, .. } => Action::Send { conn, msg: msg.clone() },
         Action::SendBlock { head, body, .. } => Action::SendBlock { conn, head: *head, body: body.clone() },
         Action::Close { .. } => Action::Close { conn },
+        Action::Abandon { last, .. } => Action::Abandon { conn, last: last.clone() },
         Action::Connect { addr, .. } => Action::Connect { conn, addr: *addr },
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
         Action::RunHook { .. } => unreachable!("scripts run no hooks"),

@@ -303,3 +303,64 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+impl Cluster {
+    /// A second CAC replica (same key and classes, its own port and log; it shares no state
+    /// with the first), and a master config `master-NAME.conf` that asks only it.
+    pub fn replica(&self, name: &str) -> (Daemon, PathBuf) {
+        let d = self.dir.path();
+        let conf = fs::read_to_string(d.join("cac.conf")).unwrap();
+        let port = free_port();
+        let log = d.join(format!("cac-{name}.log"));
+        let conf: Vec<String> = conf
+            .lines()
+            .map(|l| match l.split_once(" = ") {
+                Some(("listen", _)) => format!("listen = 127.0.0.1:{port}"),
+                Some(("log", _)) => format!("log = {}", log.display()),
+                _ => l.to_owned(),
+            })
+            .collect();
+        let path = d.join(format!("cac-{name}.conf"));
+        fs::write(&path, conf.join("\n") + "\n").unwrap();
+        let cac = Daemon::start("wugui-cac", &path, log);
+        let master = self.master_conf_for(name, &cac.addr);
+        (cac, master)
+    }
+
+    /// `master-NAME.conf`: a master that asks the CAC at `cac` and logs to `master-NAME.log`.
+    pub fn master_conf_for(&self, name: &str, cac: &str) -> PathBuf {
+        let d = self.dir.path();
+        let path = d.join(format!("master-{name}.conf"));
+        fs::write(&path, format!("[master]\ncac = {cac}\nlog = {}\n", d.join(format!("master-{name}.log")).display()))
+            .unwrap();
+        path
+    }
+}
+
+/// `masterwugui -f conf ARGS` with extra environment, running in the background.
+pub fn spawn_master(conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    Command::new(bin("masterwugui"))
+        .envs(env.iter().copied())
+        .arg("-f")
+        .arg(conf)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most `limit`) for `child` to exit and returns its output.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("command ran over {limit:?}: stderr {}", text(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

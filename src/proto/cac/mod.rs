@@ -16,6 +16,10 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+mod busy;
+
+pub use busy::transfer_id;
+
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
@@ -78,6 +82,8 @@ pub struct CacMachine {
     env: Env,
     conns: HashMap<ConnId, Conn>,
     transfers: Table,
+    /// The live grant of each class: one push of a class at a time.
+    busy: busy::Busy,
     out: VecDeque<Action>,
     stats: Stats,
 }
@@ -85,7 +91,7 @@ pub struct CacMachine {
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
         let (conns, transfers, out) = (HashMap::new(), Table::default(), VecDeque::new());
-        CacMachine { settings, env, conns, transfers, out, stats: Stats::default() }
+        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default() }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.
@@ -214,11 +220,15 @@ impl CacMachine {
         if !self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip())) {
             return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
         }
-        let transfer = stat.transfer;
-        if let Err(why) = self.transfers.report(now, peer.ip(), stat) {
-            let first = self.conns.get_mut(&conn).is_some_and(|c| !std::mem::replace(&mut c.warned, true));
-            if first {
-                log::warn!("event=progress_refused transfer={transfer} master={} reason={why}", peer.ip());
+        let (transfer, class) = (stat.transfer, stat.class.clone());
+        let finished = table::is_finished(&stat);
+        match self.transfers.report(now, peer.ip(), stat) {
+            Ok(()) => self.busy.reported(&class, transfer, peer.ip(), conn, finished, now),
+            Err(why) => {
+                let first = self.conns.get_mut(&conn).is_some_and(|c| !std::mem::replace(&mut c.warned, true));
+                if first {
+                    log::warn!("event=progress_refused transfer={transfer} master={} reason={why}", peer.ip());
+                }
             }
         }
         self.set_state(conn, State::Master);
@@ -234,11 +244,17 @@ impl CacMachine {
             );
             return self.deny(conn, Reason::Busy, text);
         }
-        // Transfer 0 is never granted: it marks the transfers a STAT_REPLY left out.
-        let transfer = (self.env.random_u64() >> 1).max(1);
+        if let Some(text) = self.busy.refusal(class, now, |c| self.conns.contains_key(&c)) {
+            log::warn!("event=auth_denied class={class} master={} reason=busy error=\"{text}\"", peer.ip());
+            return self.deny(conn, Reason::Busy, text);
+        }
+        // Ordered by grant time: the pos' fence (README "Concurrent pushes"). Never 0, which
+        // marks the transfers a STAT_REPLY left out.
+        let transfer = transfer_id((self.env.unix_ms)(), self.env.random_u64()).max(1);
+        self.busy.granted(class, transfer, peer.ip(), conn, now);
         let mut nonce = [0u8; 16];
         (self.env.fill_random)(&mut nonce);
-        let expiry = (self.env.unix_now)() + self.settings.token_ttl;
+        let expiry = self.env.unix_now() + self.settings.token_ttl;
         let token = Token::issue(&self.settings.key, transfer, class, peer.ip(), expiry, nonce);
         self.stats.auth_granted += 1;
         log::info!("event=auth_grant transfer={transfer} class={class} master={} pos={}", peer.ip(), ca.pos.len());
@@ -247,7 +263,7 @@ impl CacMachine {
             class: class.to_owned(),
             master: peer.ip().to_string(),
             state: "authorized".into(),
-            started_unix: (self.env.unix_now)(),
+            started_unix: self.env.unix_now(),
             ..Default::default()
         };
         self.transfers.add(now, peer.ip(), stat);
@@ -263,7 +279,7 @@ impl CacMachine {
 
     fn verify(&self, token: &[u8], po: &str, presenter: &str) -> Result<(Token, &ClassAuth), (Reason, String)> {
         let presenter: IpAddr = presenter.parse().map_err(|_| (Reason::Protocol, "bad presenter address".into()))?;
-        let now = (self.env.unix_now)();
+        let now = self.env.unix_now();
         let t = Token::verify(token, &self.settings.key, now, Some(presenter)).map_err(|e| {
             let r = if matches!(e, TokenError::Expired { .. }) { Reason::Expired } else { Reason::BadToken };
             (r, e.to_string())

@@ -41,8 +41,8 @@ struct Entry {
     finished: bool,
 }
 
-fn is_finished(stat: &TransferStat) -> bool {
-    matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run")
+pub(super) fn is_finished(stat: &TransferStat) -> bool {
+    matches!(stat.state.as_str(), "ok" | "partial" | "failed" | "dry-run" | "aborted" | "canary_failed")
 }
 
 impl Entry {

@@ -52,6 +52,12 @@ impl Cac {
         }
     }
 
+    /// The master hangs up (so the class is free for the next master: one push of a class at
+    /// a time), but its entry stays in the table until it reports an end or goes silent.
+    fn leave(&mut self, conn: ConnId) {
+        self.m.handle_event(self.now, Event::Closed { conn, reason: Close::Eof });
+    }
+
     fn report(&mut self, conn: ConnId, transfer: u64, class: &str, state: &str) {
         let stat =
             TransferStat { transfer, class: class.into(), state: state.into(), total: 100, ..Default::default() };
@@ -164,24 +170,32 @@ fn grants_that_never_report_expire_and_make_room() {
     let mut c = Cac::new();
     let mut grants = Vec::new();
     for i in 0..MAX_LIVE {
-        grants.push(c.grant(&format!("10.0.{}.{}:6000", i >> 8, i & 255), "a").unwrap());
+        let peer = format!("10.0.{}.{}:6000", i >> 8, i & 255);
+        let (t, conn) = c.grant(&peer, "a").unwrap();
+        c.leave(conn);
+        grants.push((t, peer));
     }
     assert!(matches!(c.grant("10.1.0.1:6000", "a"), Err((Reason::Busy, _))));
-    // One master reports just before its grant would expire: it stays.
+    // One master reports just before its grant would expire (from a new connection): it stays.
     c.wait(SILENT - Duration::from_secs(1));
-    let (kept, conn) = grants[7];
+    let (kept, peer) = grants[7].clone();
+    let conn = c.connect(&peer);
     c.report(conn, kept, "a", "sending");
+    c.leave(conn);
     assert!(matches!(c.grant("10.1.0.1:6000", "a"), Err((Reason::Busy, _))));
     // The silent ones go, from the table and from STAT.
     c.wait(Duration::from_secs(1));
     let shown = c.stat();
     assert_eq!(shown.iter().map(|t| t.transfer).collect::<Vec<_>>(), vec![kept]);
     assert_eq!(c.m.transfers.held(), 1);
-    assert!(c.grant("10.1.0.1:6000", "a").is_ok());
+    let (_, conn) = c.grant("10.1.0.1:6000", "a").unwrap();
+    c.leave(conn);
     // A master heard of again after its entry expired (a very long walk of its tree before
     // the first report) is adopted again.
-    let (late, conn) = grants[8];
+    let (late, peer) = grants[8].clone();
+    let conn = c.connect(&peer);
     c.report(conn, late, "a", "sending");
+    c.leave(conn);
     assert_eq!(c.shown(late).unwrap().state, "sending");
     // A master that stops reporting goes SILENT after its last report (a second ago).
     c.wait(SILENT - Duration::from_secs(2));
@@ -232,6 +246,7 @@ fn a_stat_reply_fits_one_frame_and_counts_what_it_left_out() {
             ..Default::default()
         };
         assert!(c.send(conn, Msg::Progress { stat }).is_empty());
+        c.leave(conn);
         order.push(t);
     }
     let shown = c.stat();
@@ -248,7 +263,8 @@ fn a_stat_reply_fits_one_frame_and_counts_what_it_left_out() {
 fn a_busy_cac_tells_the_master_why() {
     let mut c = Cac::new();
     for i in 0..MAX_LIVE {
-        c.grant(&format!("10.0.{}.{}:6000", i >> 8, i & 255), "b").unwrap();
+        let (_, conn) = c.grant(&format!("10.0.{}.{}:6000", i >> 8, i & 255), "b").unwrap();
+        c.leave(conn);
     }
     let (reason, text) = c.grant("10.7.7.7:6000", "a").unwrap_err();
     assert_eq!(reason, Reason::Busy);

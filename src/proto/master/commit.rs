@@ -54,6 +54,12 @@ impl MasterMachine {
     }
 
     pub(super) fn finish(&mut self, now: Instant) {
+        self.end(now, false)
+    }
+
+    /// The outcome, the last report to the CAC, and every connection closed. `aborted`: a
+    /// signal ended it (the pos not done were told to abort).
+    pub(super) fn end(&mut self, now: Instant, aborted: bool) {
         let Some(plan) = self.plan.as_ref() else { return };
         let pos: Vec<PoOutcome> = self
             .pos
@@ -79,8 +85,10 @@ impl MasterMachine {
             master_blocks: plan.sent_blocks,
             master_bytes: plan.sent_bytes,
             pos,
+            skipped: 0,
         };
         let result = match ok {
+            _ if aborted => TransferResult::Aborted(ran),
             0 => TransferResult::Failed(ran),
             ok if ok < self.pos.len() => TransferResult::Partial(ran),
             _ => TransferResult::Ok(ran),

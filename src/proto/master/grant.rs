@@ -9,7 +9,7 @@ use crate::proto::auth;
 use crate::proto::cac::challenge_data;
 use crate::proto::failover::Failover;
 use crate::proto::manifest::Kind;
-use crate::proto::msg::TransferStat;
+use crate::proto::msg::{Reason, TransferStat};
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, ClassCfg, ConnId, Event, Manifest, Msg};
 use std::time::Instant;
@@ -51,6 +51,7 @@ impl MasterMachine {
             Event::Frame { conn, msg } if conn == cac => match msg {
                 Msg::AuthGrant { transfer, token, pos, class } => self.on_grant(now, conn, transfer, token, pos, class),
                 Msg::AuthChallenge { nonce } => self.on_challenge(conn, nonce),
+                Msg::Denied { reason: Reason::Busy, text } => self.on_busy(now, conn, text),
                 // A CAC that answers has spoken for all replicas.
                 Msg::Denied { reason, text } => {
                     self.stop_early(TransferResult::Denied(format!("CAC refused ({}): {text}", reason.name())))

@@ -9,8 +9,12 @@
 //! Files: `state` (the phase and each po's state), `plan` (manifest, source, checksums),
 //! `grant` (the CAC's answer, the plan, a dry run), `link` (connections to the pos and their
 //! loss), `send` (blocks, push orders and checksums), `frames` (one handler per message a po
-//! sends), `commit` (COMMIT and the end), `timers`, `report` (progress to the CAC), `outcome`.
+//! sends), `commit` (COMMIT and the end), `abort` (the end a signal asks for), `busy` (another
+//! push of the class runs: give up or wait), `timers`,
+//! `report` (progress to the CAC), `outcome`.
 
+mod abort;
+mod busy;
 mod commit;
 mod frames;
 mod grant;
@@ -45,6 +49,8 @@ pub struct MasterSettings {
     pub unix_start: u64,
     /// Ask the CAC and plan, then report what would go and send nothing.
     pub dry_run: bool,
+    /// While another push of the class runs, ask again for this long rather than give up.
+    pub wait: Option<Duration>,
     /// A fresh random secret of this run: the swarm's link keys derive from it.
     pub transfer_key: [u8; 32],
 }
@@ -73,6 +79,9 @@ pub struct MasterMachine {
     last_done: u64,
     last_report: Option<Instant>,
     rate: u64,
+    /// With `wait`: when to stop asking, and how often the class was busy.
+    wait_until: Option<Instant>,
+    busy_refusals: u32,
     outcome: Option<Outcome>,
     out: VecDeque<Action>,
 }
@@ -92,9 +101,12 @@ impl MasterMachine {
             last_done: 0,
             last_report: None,
             rate: 0,
+            wait_until: None,
+            busy_refusals: 0,
             outcome: None,
             out: VecDeque::new(),
         };
+        m.wait_until = m.settings.wait.map(|w| now + w);
         m.ask_cac(now, super::failover::Failover::first());
         m
     }
@@ -135,6 +147,7 @@ impl Machine for MasterMachine {
     fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Auth { deadline, .. } if deadline <= now => self.cac_failed(now, "timed out"),
+            Phase::Waiting { retry_at } if retry_at <= now => self.ask_cac(now, super::failover::Failover::first()),
             Phase::Transfer { .. } => self.on_transfer_timers(now),
             _ => {}
         }
@@ -146,7 +159,7 @@ impl Machine for MasterMachine {
 
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Auth { deadline, .. } => Some(*deadline),
+            Phase::Auth { deadline, .. } | Phase::Waiting { retry_at: deadline } => Some(*deadline),
             Phase::Transfer { next_report, next_ping } => {
                 earliest(self.pos.iter().map(|p| p.state.deadline()).chain([
                     Some(*next_report),

@@ -27,6 +27,12 @@ pub enum TransferResult {
     Partial(Ran),
     /// No po committed (or the class timeout came first).
     Failed(Ran),
+    /// SIGINT or SIGTERM: the pos that had not published were told to abort (with
+    /// `publish = each`, those that had count as committed).
+    Aborted(Ran),
+    /// The canary po failed, so no other po was offered the transfer. Reserved: nothing makes
+    /// it yet.
+    CanaryFailed(Ran),
 }
 
 impl TransferResult {
@@ -38,6 +44,20 @@ impl TransferResult {
             TransferResult::DryRun(_) => "dry-run",
             TransferResult::Ok(_) => "ok",
             TransferResult::Partial(_) => "partial",
+            TransferResult::Aborted(_) => "aborted",
+            TransferResult::CanaryFailed(_) => "canary_failed",
+        }
+    }
+
+    /// What ran, for the results of a transfer that offered its tree.
+    pub fn ran(&self) -> Option<&Ran> {
+        match self {
+            TransferResult::Ok(r)
+            | TransferResult::Partial(r)
+            | TransferResult::Failed(r)
+            | TransferResult::Aborted(r)
+            | TransferResult::CanaryFailed(r) => Some(r),
+            TransferResult::Denied(_) | TransferResult::SourceFailed(_) | TransferResult::DryRun(_) => None,
         }
     }
 }
@@ -66,6 +86,9 @@ pub struct Ran {
     pub master_blocks: u64,
     pub master_bytes: u64,
     pub pos: Vec<PoOutcome>,
+    /// Source files left out because they could not be read. Reserved: always 0 until the
+    /// opt-in skip of unreadable files exists.
+    pub skipped: u64,
 }
 
 /// How one po ended: every po has committed or failed when a transfer ends.

@@ -139,6 +139,10 @@ pub(super) enum Phase {
         conn: ConnId,
         deadline: Instant,
     },
+    /// The class is being pushed by another master: ask the CACs again at `retry_at`.
+    Waiting {
+        retry_at: Instant,
+    },
     /// Pos are offered the transfer and sent blocks; progress goes to the CAC at
     /// `next_report`, idle control links are pinged at `next_ping`.
     Transfer {

@@ -60,6 +60,7 @@ impl Rig {
             connect_timeout: Duration::from_secs(3),
             unix_start: 0,
             dry_run: false,
+            wait: None,
             transfer_key: [1; 32],
         };
         let mut rig = Rig { m: MasterMachine::new(settings, planner, now), now, conns: Vec::new(), blocks };
@@ -199,4 +200,38 @@ fn messages_for_another_transfer_or_state_are_protocol_errors() {
     r.po(2, Msg::Done { transfer: TRANSFER, files: 0, bytes: 0, hook_exit: None, hook_tail: String::new() });
     assert_eq!(r.states(), [PoState::Failed; 3]);
     assert!(matches!(r.m.outcome().map(|o| &o.result), Some(TransferResult::Failed(_))));
+}
+
+#[test]
+fn an_abort_tells_the_pos_not_done_and_the_cac_and_counts_the_published() {
+    let mut r = Rig::new(3, 4, &[("publish", "each")]);
+    for i in 0..3 {
+        r.accept(i);
+    }
+    let done = Msg::Done { transfer: TRANSFER, files: 1, bytes: 4, hook_exit: None, hook_tail: String::new() };
+    r.po(0, done);
+    r.po(2, Msg::Failed { transfer: TRANSFER, error: "disk".into() });
+    r.actions();
+    r.m.abort(r.now, "aborted by SIGINT");
+    let acts = r.actions();
+    assert!(matches!(acts[0], Action::SetRates { upload: 0, download: 0 }), "{acts:?}");
+    let aborted: Vec<ConnId> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Abandon { conn, last: Some(Msg::Abort { transfer: TRANSFER, .. }) } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(aborted, [r.conns[1]], "only the po still receiving is told: {acts:?}");
+    let progress = acts.iter().find_map(|a| match a {
+        Action::Send { msg: Msg::Progress { stat }, .. } => Some(stat.state.clone()),
+        _ => None,
+    });
+    assert_eq!(progress.as_deref(), Some("aborted"));
+    assert!(r.m.is_finished());
+    let o = r.m.outcome().expect("an outcome");
+    assert_eq!(o.transfer, TRANSFER);
+    let TransferResult::Aborted(ran) = &o.result else { panic!("{:?}", o.result) };
+    let failed: Vec<Option<&str>> = ran.pos.iter().map(|p| p.failed.as_deref()).collect();
+    assert_eq!(failed, [None, Some("aborted by SIGINT"), Some("disk")]);
 }

@@ -8,10 +8,12 @@
 //!
 //! Here: the machine and its connections. `events` dispatches by connection kind and runs the
 //! timers; `offer`, `blocks`, `swarm`, `publish` and `stat` handle what their names say;
+//! `fence` keeps an older push of a dest from replacing a newer one;
 //! `transfer` is one transfer's state.
 
 mod blocks;
 mod events;
+mod fence;
 mod offer;
 mod publish;
 mod stat;
@@ -100,6 +102,8 @@ pub struct PoMachine<S: Store> {
     conns: HashMap<ConnId, Conn>,
     pending: HashMap<ConnId, Pending>,
     transfers: HashMap<u64, Transfer>,
+    /// The last transfer published to each dest (`fence`).
+    published: HashMap<String, u64>,
     next_conn: ConnId,
     out: VecDeque<Action>,
     stats: Stats,
@@ -114,6 +118,7 @@ impl<S: Store> PoMachine<S> {
             conns: HashMap::new(),
             pending: HashMap::new(),
             transfers: HashMap::new(),
+            published: HashMap::new(),
             next_conn: 1,
             out: VecDeque::from([rates]),
             stats: Stats::default(),

@@ -67,6 +67,9 @@ impl<S: Store> PoMachine<S> {
             return;
         }
         self.replace_stale(transfer, &p.manifest);
+        if !self.fence_offer(master, transfer, &dest) {
+            return;
+        }
         self.start(now, master, transfer, p, class, dest);
     }
 

@@ -25,13 +25,20 @@ impl<S: Store> PoMachine<S> {
     }
 
     pub(super) fn publish(&mut self, transfer: u64) {
-        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let Some(t) = self.transfers.get(&transfer) else { return };
         if !matches!(t.state, TState::Ready) {
             return;
         }
+        if let Some(why) = self.fence_publish(transfer, &t.dest) {
+            return self.fail(transfer, why);
+        }
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
             Ok((files, bytes)) => {
                 self.stats.transfers_published += 1;
+                // The fence: nothing older goes to this dest from now on.
+                let last = self.published.entry(t.dest.clone()).or_insert(transfer);
+                *last = (*last).max(transfer);
                 log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
                 let Some(name) = t.class.hook.clone() else {
                     t.state = TState::Published { hook: Hook::Absent };

@@ -187,3 +187,57 @@ fn check_answers_for_blocks_not_asked_or_twice_are_ignored() {
     // A second answer finds nothing asked.
     assert!(po.frame(MASTER, Msg::CheckSums { transfer: T, sums: vec![(1, [2; 32])] }).is_empty());
 }
+
+/// Master connection `conn` offers transfer `id` of the same tree and class as `accepted`.
+fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
+    let token = Token::issue(b"key", id, "c", "10.0.0.1".parse().unwrap(), u64::MAX, [0; 16]).encode();
+    po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap() });
+    let file = Entry {
+        path: "f".into(),
+        kind: Kind::File { size: 10_000 },
+        mode: 0o644,
+        mtime: 1,
+        mtime_nsec: 0,
+        sparse: None,
+    };
+    let manifest = Arc::new(Manifest::new(4096, vec![file]).unwrap().encode());
+    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest });
+    let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
+    let mut class = ClassCfg::new("c");
+    class.set("dest", "/data/x").unwrap();
+    po.frame(*cac, Msg::VerifyOk { transfer: id, class_name: "c".into(), class: class.to_pairs() })
+}
+
+fn said(a: &[Action], conn: ConnId) -> Vec<String> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Send { conn: c, msg: Msg::Failed { error, .. } } if *c == conn => Some(format!("failed: {error}")),
+            Action::Send { conn: c, msg: Msg::Denied { text, .. } } if *c == conn => Some(format!("denied: {text}")),
+            Action::Send { conn: c, msg: Msg::Accept { .. } } if *c == conn => Some("accept".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_older_push_of_a_dest_never_replaces_a_newer_one() {
+    let mut po = accepted();
+    let (older, newer) = (ACCEPTED | 20, ACCEPTED | 21);
+    // T - 2 is refused while T stages.
+    let a = offer(&mut po, older, T - 2);
+    assert_eq!(said(&a, older), ["denied: transfer 5 is too old: the newer transfer 7 is staging to /data/x"]);
+    // T + 2 is accepted and T, still staging, fails.
+    let a = offer(&mut po, newer, T + 2);
+    assert_eq!(said(&a, newer), ["accept"]);
+    assert_eq!(said(&a, MASTER), ["failed: superseded by the newer transfer 9 to /data/x"]);
+    // Had a newer one been published here meanwhile, T + 2 would not be.
+    po.m.published.insert("/data/x".into(), T + 10);
+    po.m.transfers.get_mut(&(T + 2)).unwrap().state = TState::Ready;
+    let a = po.frame(newer, Msg::Commit { transfer: T + 2 });
+    assert_eq!(said(&a, newer), ["failed: not published: the newer transfer 17 was published to /data/x first"]);
+    let a = offer(&mut po, ACCEPTED | 22, T + 3);
+    assert_eq!(
+        said(&a, ACCEPTED | 22),
+        ["denied: transfer 10 is too old: the newer transfer 17 was published to /data/x first"]
+    );
+}

@@ -130,6 +130,12 @@ impl Net {
                     self.queue.push_back((peer.0, Event::Closed { conn: peer.1, reason: Close::Eof }));
                 }
             }
+            Action::Abandon { conn, last } => {
+                if let Some(msg) = last {
+                    self.transmit(from, conn, msg);
+                }
+                self.apply(from, Action::Close { conn });
+            }
             Action::SetRates { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             Action::RunHook { id, name, .. } => {
@@ -253,6 +259,7 @@ fn master_settings(class: &str, cacs: &[&str]) -> MasterSettings {
         connect_timeout: Duration::from_secs(3),
         unix_start: 0,
         dry_run: false,
+        wait: None,
         transfer_key: TRANSFER_KEY,
     }
 }
