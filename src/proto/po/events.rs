@@ -62,7 +62,12 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, msg: Msg) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match (&c.kind, msg) {
-            (ConnKind::New, Msg::Offer { token, po, manifest }) => self.on_offer(now, conn, token, po, &manifest),
+            (ConnKind::New, Msg::Offer { token, po, manifest_id, manifest_len }) => {
+                self.on_offer(now, conn, token, po, Announced { id: manifest_id, len: manifest_len })
+            }
+            (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
+                self.on_manifest(now, conn, transfer, &manifest)
+            }
             (ConnKind::New, Msg::PeerHello { token, me, proof }) => self.on_peer_hello(now, conn, &token, me, proof),
             (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                 let idx = *idx;

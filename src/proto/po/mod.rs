@@ -1,8 +1,9 @@
 //! The po: receives a transfer, verifies every block, stages it and publishes it.
 //!
-//! A master connection goes `New` -> (Offer) `Verifying` (asking the CACs in order) ->
-//! (VerifyOk) `Receiving` -> (all blocks held) `Ready` -> (Commit, or at once with
-//! `publish = each`) `Published`. Any failure sends `Failed` to the master and leaves the
+//! A master connection goes `New` -> (Offer: token, manifest id and size) `Pending` (asking the
+//! CACs in order) -> (VerifyOk; we send Verified) waiting for the manifest -> (Manifest)
+//! `Receiving` -> (all blocks held) `Ready` -> (Commit, or at once with `publish = each`)
+//! `Published`. Nothing big is read before the CAC vouched for the token. Any failure sends `Failed` to the master and leaves the
 //! published tree as it was. Transfers are keyed by id, so a master that reconnects with the
 //! same transfer picks up where it left.
 //!
@@ -27,7 +28,7 @@ use super::failover::Failover;
 use super::manifest::hex;
 use super::msg::{Digest, PeerLink, Reason, TransferStat};
 use super::swarm::MASTER_PEER;
-use super::wire::MAX_CONTROL;
+use super::wire::{MAX_CONTROL, MAX_MANIFEST};
 use super::Verify;
 use super::{
     earliest, Action, BlockHead, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum,
@@ -79,11 +80,26 @@ struct Conn {
     deadline: Option<Instant>,
 }
 
-/// An offer waiting for a CAC's word.
+/// An offer before its transfer starts: the CAC's word on its token, then its manifest.
 struct Pending {
     token: Vec<u8>,
+    /// Who this po says it is to the CAC.
     po: String,
-    manifest: Manifest,
+    announced: Announced,
+    step: Step,
+}
+
+/// The manifest an offer names: its id and encoded length.
+pub(super) struct Announced {
+    id: [u8; 16],
+    len: u64,
+}
+
+enum Step {
+    /// Waiting for a CAC's word.
+    Cac,
+    /// The CAC vouched for the token; the master was asked for the manifest (`Verified`).
+    Manifest { transfer: u64, class: Box<ClassCfg>, dest: String },
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.

@@ -34,16 +34,15 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
-    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, manifest: &[u8]) {
-        let manifest = match Manifest::decode(manifest) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
-                return self.refuse(conn, Reason::BadManifest, e.to_string());
-            }
-        };
+    /// A master offers a transfer: nothing big is read until a CAC vouched for its token.
+    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, announced: Announced) {
+        if announced.len > MAX_MANIFEST as u64 {
+            let text = format!("a manifest of {} bytes is over the limit of {MAX_MANIFEST}", announced.len);
+            log::warn!("event=offer_refused reason=bad_manifest error=\"{text}\"");
+            return self.refuse(conn, Reason::BadManifest, text);
+        }
         let po = self.settings.advertise.clone().unwrap_or(po);
-        self.pending.insert(conn, Pending { token, po, manifest });
+        self.pending.insert(conn, Pending { token, po, announced, step: Step::Cac });
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kind = ConnKind::Master { transfer: None };
             c.deadline = None;
@@ -51,7 +50,7 @@ impl<S: Store> PoMachine<S> {
         self.ask_cac(now, conn, Failover::first());
     }
 
-    /// The CAC vouched for the offer on `master`: resume the transfer, or start it.
+    /// The CAC vouched for the offer on `master`: resume the transfer, or ask for its manifest.
     pub(super) fn on_verified(
         &mut self,
         now: Instant,
@@ -60,13 +59,54 @@ impl<S: Store> PoMachine<S> {
         pairs: &[(String, String)],
         class_name: &str,
     ) {
-        let Some(p) = self.pending.remove(&master) else { return };
-        let Some((class, dest)) = self.judge_offer(master, transfer, &p, pairs, class_name) else { return };
-        if self.resume(now, master, transfer, &p.manifest) {
+        let Some(mut p) = self.pending.remove(&master) else { return };
+        let Some((class, dest)) = self.judge_offer(master, transfer, &p.token, pairs, class_name) else { return };
+        if self.resume(now, master, transfer, &p.announced.id) {
             return;
         }
-        self.replace_stale(transfer, &p.manifest);
-        self.start(now, master, transfer, p, class, dest);
+        p.step = Step::Manifest { transfer, class: Box::new(class), dest };
+        self.pending.insert(master, p);
+        if let Some(c) = self.conns.get_mut(&master) {
+            c.deadline = Some(now + MASTER_IDLE);
+        }
+        self.send(master, Msg::Verified { transfer });
+    }
+
+    /// The manifest we asked for: it must be the one the offer announced.
+    pub(super) fn on_manifest(&mut self, now: Instant, master: ConnId, transfer: u64, bytes: &[u8]) {
+        let Some(Pending { token, announced, step: Step::Manifest { transfer: t, class, dest }, .. }) =
+            self.pending.remove(&master)
+        else {
+            return self.refuse(master, Reason::Protocol, "MANIFEST before the CAC vouched for the token".into());
+        };
+        if t != transfer {
+            return self.refuse(master, Reason::Protocol, format!("MANIFEST for transfer {transfer}, not {t}"));
+        }
+        let manifest = match Self::check_manifest(bytes, &announced, &class) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("event=offer_refused transfer={transfer} reason=bad_manifest error=\"{e}\"");
+                return self.refuse(master, Reason::BadManifest, e);
+            }
+        };
+        self.replace_stale(transfer, &manifest);
+        self.start(now, master, transfer, (token, manifest), *class, dest);
+    }
+
+    /// Decodes a manifest (its decoder allocates no more than `bytes` warrant) and checks it
+    /// against the offer and the class.
+    fn check_manifest(bytes: &[u8], announced: &Announced, class: &ClassCfg) -> Result<Manifest, String> {
+        if bytes.len() as u64 != announced.len {
+            return Err(format!("a manifest of {} bytes, the offer said {}", bytes.len(), announced.len));
+        }
+        let manifest = Manifest::decode(bytes).map_err(|e| e.to_string())?;
+        if manifest.id() != announced.id {
+            return Err("the manifest is not the one the offer named".into());
+        }
+        if class.block_size != 0 && class.block_size != manifest.block_size {
+            return Err("manifest block size differs from the class".into());
+        }
+        Ok(manifest)
     }
 
     /// The class the CAC sent and where it lands here, or None once the offer is refused.
@@ -74,12 +114,12 @@ impl<S: Store> PoMachine<S> {
         &mut self,
         master: ConnId,
         transfer: u64,
-        p: &Pending,
+        token: &[u8],
         pairs: &[(String, String)],
         class_name: &str,
     ) -> Option<(ClassCfg, String)> {
         // The token names the transfer; the CAC has checked its MAC.
-        if Token::decode(&p.token).map(|t| t.transfer) != Ok(transfer) {
+        if Token::decode(token).map(|t| t.transfer) != Ok(transfer) {
             self.refuse(master, Reason::BadToken, "CAC answered for another transfer".into());
             return None;
         }
@@ -90,10 +130,6 @@ impl<S: Store> PoMachine<S> {
                 return None;
             }
         };
-        if class.block_size != 0 && class.block_size != p.manifest.block_size {
-            self.refuse(master, Reason::BadManifest, "manifest block size differs from the class".into());
-            return None;
-        }
         let Some(dest) = self.dest_for(&class.dest) else {
             log::warn!(
                 "event=offer_refused transfer={transfer} class={} reason=dest_not_allowed dest={}",
@@ -109,11 +145,11 @@ impl<S: Store> PoMachine<S> {
 
     /// A master that reconnects to a live transfer keeps its progress (true: done here). A
     /// failed transfer, or another tree under the same id, is dropped.
-    fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest: &Manifest) -> bool {
+    fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest_id: &[u8; 16]) -> bool {
         let Some(t) = self.transfers.get_mut(&transfer) else { return false };
         // What to say again: CHECK still open, READY, DONE.
         let again = match &t.state {
-            _ if t.manifest.id() != manifest.id() => None,
+            _ if t.manifest.id() != *manifest_id => None,
             TState::Receiving { checking } => Some((checking.clone(), false, false)),
             TState::Ready => Some((Vec::new(), true, false)),
             // A published transfer answers DONE again once its hook (if any) has run.
@@ -157,10 +193,18 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// A new transfer: stage it (keeping what an earlier stage holds), then CHECK or ACCEPT.
-    fn start(&mut self, now: Instant, master: ConnId, transfer: u64, p: Pending, class: ClassCfg, dest: String) {
-        let held = match self.store.prepare(transfer, &dest, &p.manifest, class.delta) {
-            Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
-            Ok(_) => vec![false; p.manifest.blocks() as usize],
+    fn start(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        (token, manifest): (Vec<u8>, Manifest),
+        class: ClassCfg,
+        dest: String,
+    ) {
+        let held = match self.store.prepare(transfer, &dest, &manifest, class.delta) {
+            Ok(h) if h.len() as u64 == manifest.blocks() => h,
+            Ok(_) => vec![false; manifest.blocks() as usize],
             Err(e) => {
                 log::error!("event=po_failed transfer={transfer} class={} error=\"{e}\"", class.name);
                 return self.refuse(master, Reason::Disk, e.to_string());
@@ -172,7 +216,7 @@ impl<S: Store> PoMachine<S> {
             let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
             self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
         }
-        let t = Transfer::new(class, p.manifest, held, p.token, dest, master, now);
+        let t = Transfer::new(class, manifest, held, token, dest, master, now);
         log::info!(
             "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
             t.class.name,

@@ -91,12 +91,16 @@ fn accepted() -> Po {
     po.token = Token::issue(b"key", T, "c", ip, u64::MAX, [0; 16]).encode();
     po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap() });
     let manifest = Arc::new(manifest.encode());
-    let a = po.frame(MASTER, Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest });
+    let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
+    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len };
+    let a = po.frame(MASTER, offer);
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
     class.set("dest", "/data/x").unwrap();
     class.set("p2p", "on").unwrap();
     let a = po.frame(*cac, Msg::VerifyOk { transfer: T, class_name: "c".into(), class: class.to_pairs() });
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Verified { transfer: T }, .. })), "{a:?}");
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
     assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
     po
 }

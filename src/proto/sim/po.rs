@@ -3,7 +3,7 @@
 //!
 //! | connection + message or event                  | test                                      |
 //! |------------------------------------------------|-------------------------------------------|
-//! | New + Offer (good, bad manifest)               | `publishes_on_commit`, `refuses_offers_it_cannot_take` |
+//! | New + Offer; Verified, then Manifest (good, garbage, not the one named) | `publishes_on_commit`, `refuses_offers_it_cannot_take` |
 //! | CAC Connected: Verify                          | `publishes_on_commit`                     |
 //! | CAC + VerifyOk (good, other transfer, bad class, block size, dest, disk) | `refuses_offers_it_cannot_take` |
 //! | CAC + Denied: passed on                        | `refuses_offers_it_cannot_take`           |
@@ -63,11 +63,16 @@ fn token(transfer: u64) -> Vec<u8> {
     Token::issue(b"cluster-key", transfer, "base1", "10.0.0.1".parse().unwrap(), u64::MAX, [1; 16]).encode()
 }
 
+/// The offer of `transfer` naming the manifest encoded as `bytes`.
+fn offer(transfer: u64, bytes: &[u8]) -> Msg {
+    let (manifest_id, manifest_len) = (Manifest::id_of(bytes), bytes.len() as u64);
+    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len }
+}
+
 /// Master `conn` offers `m` as `transfer`; returns the CAC connection the po dialled to check.
 fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
     p.accepted(conn, MASTER);
-    let offer = Msg::Offer { token: token(transfer), po: "ignored".into(), manifest: Arc::new(m.encode()) };
-    let acts = p.frame(conn, offer);
+    let acts = p.frame(conn, offer(transfer, &m.encode()));
     let [(cac, addr)] = connects(&acts)[..] else { panic!("{acts:?}") };
     assert_eq!(addr.to_string(), "10.0.0.2:7100");
     let acts = p.connected(cac);
@@ -82,7 +87,16 @@ fn offered(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest, pairs: Vec<(St
     let cac = asked(p, conn, transfer, m);
     let acts = p.frame(cac, Msg::VerifyOk { transfer, class_name: "base1".into(), class: pairs });
     assert!(closes(&acts).contains(&cac), "{acts:?}");
-    acts
+    manifest_if_asked(p, conn, transfer, acts, &m.encode())
+}
+
+/// `acts` if the po did not ask master `conn` for the manifest (`Verified`); else what the
+/// po did with the manifest `bytes`.
+fn manifest_if_asked(p: &mut Po, conn: ConnId, transfer: u64, acts: Vec<Action>, bytes: &[u8]) -> Vec<Action> {
+    if sent_on(&acts, conn) != [&Msg::Verified { transfer }] {
+        return acts;
+    }
+    p.frame(conn, Msg::Manifest { transfer, manifest: Arc::new(bytes.to_vec()) })
 }
 
 /// A po that accepted transfer `T` of `blocks` blocks from master `M`, and the source.
@@ -177,10 +191,22 @@ fn publishes_on_commit() {
 fn refuses_offers_it_cannot_take() {
     let (m, _) = MemSource::one_file(3);
     let mut p = po_with(settings(), MemStore::default());
-    p.accepted(M, MASTER);
-    let garbage = Msg::Offer { token: token(T), po: String::new(), manifest: Arc::new(vec![1, 2, 3]) };
-    assert_eq!(denied(&p.frame(M, garbage), M), Some(Reason::BadManifest));
     let verify_ok = |transfer, class| Msg::VerifyOk { transfer, class_name: "base1".into(), class };
+    // A manifest that does not decode, or is not the one the offer named (length, id).
+    let me = m.encode();
+    let garbage = vec![1, 2, 3];
+    let (id, len) = (Manifest::id_of(&me), me.len() as u64);
+    let bad = [(Manifest::id_of(&garbage), 3, &garbage), (id, len + 1, &me), ([0; 16], len, &me)];
+    for (i, (manifest_id, manifest_len, bytes)) in bad.into_iter().enumerate() {
+        let conn = ACCEPTED | (20 + i as u64);
+        p.accepted(conn, MASTER);
+        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len });
+        let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+        p.connected(cac);
+        let acts = p.frame(cac, verify_ok(T, class_pairs(&[])));
+        let acts = manifest_if_asked(&mut p, conn, T, acts, bytes);
+        assert_eq!(denied(&acts, conn), Some(Reason::BadManifest), "case {i}: {acts:?}");
+    }
     let cases = [
         (verify_ok(T + 1, class_pairs(&[])), Reason::BadToken),
         (verify_ok(T, vec![("verify".into(), "sha0".into())]), Reason::Protocol),
@@ -194,8 +220,9 @@ fn refuses_offers_it_cannot_take() {
         let conn = ACCEPTED | (10 + i as u64);
         let cac = asked(&mut p, conn, T, &m);
         let acts = p.frame(cac, answer);
-        assert_eq!(denied(&acts, conn), Some(want), "case {i}: {acts:?}");
         assert!(connects(&acts).is_empty(), "a CAC that answered is not asked again");
+        let acts = manifest_if_asked(&mut p, conn, T, acts, &me);
+        assert_eq!(denied(&acts, conn), Some(want), "case {i}: {acts:?}");
     }
     let mut p = po_with(settings(), MemStore { fail_prepare: true, ..Default::default() });
     assert_eq!(denied(&offered(&mut p, M, T, &m, class_pairs(&[])), M), Some(Reason::Disk));
@@ -224,6 +251,7 @@ fn asks_the_next_cac_when_one_fails() {
     let acts = p.connected(second);
     assert!(matches!(only(&acts, second), Msg::Verify { .. }));
     let acts = p.frame(second, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
+    let acts = manifest_if_asked(&mut p, ACCEPTED | 2, T, acts, &m.encode());
     assert!(matches!(sent_on(&acts, ACCEPTED | 2)[..], [Msg::Accept { .. }]), "{acts:?}");
 }
 
@@ -355,7 +383,7 @@ fn unexpected_messages_are_protocol_errors() {
     p.accepted(ACCEPTED | 2, PEER);
     assert_eq!(denied(&p.frame(ACCEPTED | 2, src.frame(T, 0, Verify::Crc32)), ACCEPTED | 2), Some(Reason::Protocol));
     let (m, _) = MemSource::one_file(3);
-    let again = Msg::Offer { token: token(T), po: String::new(), manifest: Arc::new(m.encode()) };
+    let again = offer(T, &m.encode());
     let (mut q, _) = receiving(3, &[]);
     assert_eq!(denied(&q.frame(M, again), M), Some(Reason::Protocol));
     assert_eq!(denied(&p.frame(M, src.frame(T + 1, 0, Verify::Crc32)), M), Some(Reason::Protocol));
