@@ -243,6 +243,8 @@ impl CacMachine {
             class: ca.cfg.to_pairs(),
         };
         self.out.push_back(Action::Send { conn, msg });
+        // A granted master's progress reports may be big (one line a po).
+        self.out.push_back(Action::FrameLimit { conn, max: super::wire::NO_FRAME_LIMIT });
         self.set_state(conn, State::Master);
     }
 

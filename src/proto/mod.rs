@@ -134,6 +134,13 @@ pub enum Action {
     Close {
         conn: ConnId,
     },
+    /// Frames on `conn` may now have payloads of up to `max` bytes (and their type's limit).
+    /// Accepted connections start at `wire::MAX_PREAUTH`, so that a peer costs little before
+    /// the machine vouched for it; outbound ones at `wire::NO_FRAME_LIMIT`.
+    FrameLimit {
+        conn: ConnId,
+        max: u32,
+    },
     /// Bytes/s for the whole process; 0 = none.
     SetRates {
         upload: u64,

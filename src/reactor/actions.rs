@@ -11,6 +11,7 @@ use super::conn::{Conn, State};
 use super::lane::Dir;
 use super::{hooks, Reactor, FINISH_FLUSH};
 use crate::proto::msg::block_frame_head;
+use crate::proto::wire::NO_FRAME_LIMIT;
 use crate::proto::{Action, Body, Close, ConnId, Event};
 
 impl Reactor {
@@ -76,6 +77,12 @@ impl Reactor {
                     }
                 }
             }
+            Action::FrameLimit { conn, max } => {
+                if let Some(c) = self.ids.get(&conn).copied().and_then(|s| self.slots[s].as_mut()) {
+                    log::debug!("event=frame_limit conn={conn} max={max}");
+                    c.max_frame = max;
+                }
+            }
             Action::SetRates { upload, download } => {
                 log::debug!("event=set_rates upload={upload} download={download}");
                 self.lanes[Dir::Up.i()].set_rate(upload, now);
@@ -105,8 +112,10 @@ impl Reactor {
         if self.finishing.is_some() {
             return;
         }
-        let res = TcpStream::connect(addr)
-            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
+        let res = TcpStream::connect(addr).and_then(|s| {
+            let c = Conn::new(conn, s, Some(addr), State::Connecting { close_since: None }, NO_FRAME_LIMIT);
+            self.insert(c)
+        });
         match res {
             Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
             Err(e) => {

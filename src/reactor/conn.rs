@@ -84,10 +84,13 @@ pub struct Conn {
     pub out_mem: usize,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
+    /// The largest payload a frame may declare here (`Action::FrameLimit`).
+    pub max_frame: u32,
     scratch: Vec<u8>,
-    /// Start of a frame header that was cut off at the end of a read (`head_len < HEADER_LEN`).
-    head: [u8; HEADER_LEN],
-    head_len: usize,
+    /// Bytes read but not parsed yet: a frame header cut off at the end of a read, or (on a
+    /// limited connection) what follows a frame the machine must see before the next header
+    /// is judged. At most one staging buffer.
+    carry: Vec<u8>,
     partial: Option<Partial>,
 }
 
@@ -118,7 +121,8 @@ pub enum WriteEnd {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, stream: TcpStream, peer: Option<SocketAddr>, state: State) -> Conn {
+    /// `max_frame`: see `Action::FrameLimit`.
+    pub fn new(id: ConnId, stream: TcpStream, peer: Option<SocketAddr>, state: State, max_frame: u32) -> Conn {
         Conn {
             id,
             stream,
@@ -131,9 +135,9 @@ impl Conn {
             out: VecDeque::new(),
             out_mem: 0,
             sendfile_ok: true,
+            max_frame,
             scratch: Vec::new(),
-            head: [0; HEADER_LEN],
-            head_len: 0,
+            carry: Vec::new(),
             partial: None,
         }
     }
@@ -163,11 +167,6 @@ impl Conn {
             State::Draining { until } => Some(until),
             _ => None,
         }
-    }
-
-    /// Whether the connection ended inside a frame.
-    fn mid_frame(&self) -> bool {
-        self.head_len > 0 || self.partial.is_some()
     }
 }
 
@@ -255,56 +254,87 @@ pub fn read_frames(
             continue;
         }
 
-        // Small frames: read into the staging buffer behind any cut-off header.
-        let hl = c.head_len;
-        stage[..hl].copy_from_slice(&c.head[..hl]);
-        let n = match read_metered(&c.stream, &mut c.readable, &mut stage[hl..], down, now) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(end) => return end,
-        };
-        if n == 0 {
-            return ReadEnd::Closed(if c.mid_frame() {
-                Close::Io(format!("peer closed the connection inside a frame header ({hl} bytes)"))
-            } else {
-                Close::Eof
-            });
-        }
-        bytes += n as u64;
-        let end = hl + n;
-        let mut pos = 0;
-        c.head_len = 0;
-        loop {
-            let h = match wire::parse_header(&stage[pos..end]) {
-                Ok(Some(h)) => h,
+        // Small frames: read into the staging buffer behind what was carried over; a whole
+        // header carried over is parsed before reading more.
+        let cl = c.carry.len();
+        stage[..cl].copy_from_slice(&c.carry);
+        c.carry.clear();
+        let end = if cl >= HEADER_LEN {
+            cl
+        } else {
+            let n = match read_metered(&c.stream, &mut c.readable, &mut stage[cl..], down, now) {
+                Ok(Some(n)) => n,
                 Ok(None) => {
-                    // A header cut off by the end of the read: keep it for the next one.
-                    let left = end - pos;
-                    c.head[..left].copy_from_slice(&stage[pos..end]);
-                    c.head_len = left;
-                    break;
+                    c.carry.extend_from_slice(&stage[..cl]);
+                    continue;
                 }
-                Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
+                Err(end) => {
+                    c.carry.extend_from_slice(&stage[..cl]);
+                    return end;
+                }
             };
-            let body = pos + HEADER_LEN;
-            let len = h.len as usize;
-            if end - body >= len {
-                match Msg::decode(h.ty, Payload::from_vec(stage[body..body + len].to_vec())) {
-                    Ok(m) => frames.push(m),
-                    Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
-                }
-                pos = body + len;
-            } else {
-                // `len` was checked against the type's limit by `parse_header`.
-                let mut buf = pool.take(len);
-                let have = end - body;
-                buf[..have].copy_from_slice(&stage[body..end]);
-                c.partial = Some(Partial { ty: h.ty, buf, filled: have });
-                break;
+            if n == 0 {
+                return ReadEnd::Closed(if cl > 0 {
+                    Close::Io(format!("peer closed the connection inside a frame header ({cl} bytes)"))
+                } else {
+                    Close::Eof
+                });
             }
+            bytes += n as u64;
+            cl + n
+        };
+        if let Some(end) = parse_frames(c, &stage[..end], pool, frames) {
+            return end;
         }
     }
     ReadEnd::Budget
+}
+
+/// Decodes the frames in `buf`, keeping a cut-off header in `c.carry` and starting a `Partial`
+/// for a payload that goes past it. `Some` when reading must stop here.
+fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut Vec<Msg>) -> Option<ReadEnd> {
+    let before = frames.len();
+    let mut pos = 0;
+    loop {
+        let h = match wire::parse_header(&buf[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                // A header cut off by the end of the read: keep it for the next one.
+                c.carry.extend_from_slice(&buf[pos..]);
+                return None;
+            }
+            Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
+        };
+        if h.len > c.max_frame {
+            if frames.len() > before {
+                // The frames before it may change the limit (a peer's hello, once checked):
+                // the machine sees them first, and this header is judged again after.
+                c.carry.extend_from_slice(&buf[pos..]);
+                return Some(ReadEnd::Budget);
+            }
+            let e = format!(
+                "a {:?} frame of {} bytes is over this connection's limit of {} bytes (not authenticated yet)",
+                h.ty, h.len, c.max_frame
+            );
+            return Some(ReadEnd::Closed(Close::Decode(e)));
+        }
+        let body = pos + HEADER_LEN;
+        let len = h.len as usize;
+        if buf.len() - body >= len {
+            match Msg::decode(h.ty, Payload::from_vec(buf[body..body + len].to_vec())) {
+                Ok(m) => frames.push(m),
+                Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
+            }
+            pos = body + len;
+        } else {
+            // `len` was checked against the type's and the connection's limits.
+            let mut pb = pool.take(len);
+            let have = buf.len() - body;
+            pb[..have].copy_from_slice(&buf[body..]);
+            c.partial = Some(Partial { ty: h.ty, buf: pb, filled: have });
+            return None;
+        }
+    }
 }
 
 /// Reads and throws away input (a connection we are closing). `Closed` on EOF or error.

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use super::conn::{Conn, State};
 use super::{is_fd_limit, Reactor, ACCEPT_PAUSE};
+use crate::proto::wire::MAX_PREAUTH;
 use crate::proto::{Close, Event, ACCEPTED};
 
 impl Reactor {
@@ -91,7 +92,8 @@ impl Reactor {
             let _ = stream.set_nodelay(true);
             let id = ACCEPTED | self.next_accepted;
             self.next_accepted += 1;
-            let mut c = Conn::new(id, stream, Some(peer), State::Open);
+            // Small frames only, until the machine vouched for the peer (`Action::FrameLimit`).
+            let mut c = Conn::new(id, stream, Some(peer), State::Open, MAX_PREAUTH);
             // Readiness from before registration is not lost with epoll, but reading once
             // costs nothing and does not depend on that.
             c.readable = true;

@@ -28,7 +28,7 @@ use super::failover::Failover;
 use super::manifest::hex;
 use super::msg::{Digest, PeerLink, Reason, TransferStat};
 use super::swarm::MASTER_PEER;
-use super::wire::{MAX_CONTROL, MAX_MANIFEST};
+use super::wire::{MAX_CONTROL, MAX_MANIFEST, NO_FRAME_LIMIT};
 use super::Verify;
 use super::{
     earliest, Action, BlockHead, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum,

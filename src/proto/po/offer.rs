@@ -61,6 +61,8 @@ impl<S: Store> PoMachine<S> {
     ) {
         let Some(mut p) = self.pending.remove(&master) else { return };
         let Some((class, dest)) = self.judge_offer(master, transfer, &p.token, pairs, class_name) else { return };
+        // The master is who its token says: the manifest and blocks may come.
+        self.out.push_back(Action::FrameLimit { conn: master, max: NO_FRAME_LIMIT });
         if self.resume(now, master, transfer, &p.announced.id) {
             return;
         }

@@ -70,6 +70,8 @@ impl<S: Store> PoMachine<S> {
             c.kind = if master { ConnKind::MasterData { transfer } } else { ConnKind::Peer { transfer, idx } };
             c.deadline = None;
         }
+        // The link is proven: blocks may come on it.
+        self.out.push_back(Action::FrameLimit { conn, max: NO_FRAME_LIMIT });
         if master {
             return;
         }

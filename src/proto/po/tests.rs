@@ -54,9 +54,15 @@ impl Po {
         self.ev(Event::Frame { conn, msg })
     }
     /// A neighbour dials us and says who it is.
+    /// The link-limit raise is taken out of the answer: it comes exactly when the link is
+    /// not refused.
     fn hello(&mut self, conn: ConnId, me: u32, proof: Digest) -> Vec<Action> {
         self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap() });
-        self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof })
+        let mut a = self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof });
+        let raised = a.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, .. } if *c == conn));
+        a.retain(|a| !matches!(a, Action::FrameLimit { .. }));
+        assert_eq!(raised, !closes(&a, conn), "{a:?}");
+        a
     }
 }
 

@@ -41,36 +41,36 @@ use super::{class_pairs, po_settings, TRANSFER_KEY};
 use std::sync::Arc;
 use std::time::Duration;
 
-const MASTER: &str = "10.0.0.1:40001";
+pub(super) const MASTER: &str = "10.0.0.1:40001";
 const PEER: &str = "10.0.1.2:40002";
-const M: ConnId = ACCEPTED | 1;
-const T: u64 = 77;
+pub(super) const M: ConnId = ACCEPTED | 1;
+pub(super) const T: u64 = 77;
 const KEY: [u8; 32] = TRANSFER_KEY;
 
-type Po = Probe<PoMachine<MemStore>>;
+pub(super) type Po = Probe<PoMachine<MemStore>>;
 
-fn settings() -> PoSettings {
+pub(super) fn settings() -> PoSettings {
     po_settings("10.0.1.1:7200", &["10.0.0.2:7100", "10.0.0.3:7100"])
 }
 
-fn po_with(settings: PoSettings, store: MemStore) -> Po {
+pub(super) fn po_with(settings: PoSettings, store: MemStore) -> Po {
     let (p, first) = Probe::new(PoMachine::new(settings, store), Instant::now());
     assert!(matches!(first[..], [Action::SetRates { upload: 0, download: 0 }]), "{first:?}");
     p
 }
 
-fn token(transfer: u64) -> Vec<u8> {
+pub(super) fn token(transfer: u64) -> Vec<u8> {
     Token::issue(b"cluster-key", transfer, "base1", "10.0.0.1".parse().unwrap(), u64::MAX, [1; 16]).encode()
 }
 
 /// The offer of `transfer` naming the manifest encoded as `bytes`.
-fn offer(transfer: u64, bytes: &[u8]) -> Msg {
+pub(super) fn offer(transfer: u64, bytes: &[u8]) -> Msg {
     let (manifest_id, manifest_len) = (Manifest::id_of(bytes), bytes.len() as u64);
     Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len }
 }
 
 /// Master `conn` offers `m` as `transfer`; returns the CAC connection the po dialled to check.
-fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
+pub(super) fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
     p.accepted(conn, MASTER);
     let acts = p.frame(conn, offer(transfer, &m.encode()));
     let [(cac, addr)] = connects(&acts)[..] else { panic!("{acts:?}") };
@@ -83,7 +83,13 @@ fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
 }
 
 /// Master `conn` offers `m` and the CAC vouches for it with `pairs`: what the po did then.
-fn offered(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest, pairs: Vec<(String, String)>) -> Vec<Action> {
+pub(super) fn offered(
+    p: &mut Po,
+    conn: ConnId,
+    transfer: u64,
+    m: &Manifest,
+    pairs: Vec<(String, String)>,
+) -> Vec<Action> {
     let cac = asked(p, conn, transfer, m);
     let acts = p.frame(cac, Msg::VerifyOk { transfer, class_name: "base1".into(), class: pairs });
     assert!(closes(&acts).contains(&cac), "{acts:?}");
@@ -92,7 +98,13 @@ fn offered(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest, pairs: Vec<(St
 
 /// `acts` if the po did not ask master `conn` for the manifest (`Verified`); else what the
 /// po did with the manifest `bytes`.
-fn manifest_if_asked(p: &mut Po, conn: ConnId, transfer: u64, acts: Vec<Action>, bytes: &[u8]) -> Vec<Action> {
+pub(super) fn manifest_if_asked(
+    p: &mut Po,
+    conn: ConnId,
+    transfer: u64,
+    acts: Vec<Action>,
+    bytes: &[u8],
+) -> Vec<Action> {
     if sent_on(&acts, conn) != [&Msg::Verified { transfer }] {
         return acts;
     }
@@ -100,7 +112,7 @@ fn manifest_if_asked(p: &mut Po, conn: ConnId, transfer: u64, acts: Vec<Action>,
 }
 
 /// A po that accepted transfer `T` of `blocks` blocks from master `M`, and the source.
-fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) {
+pub(super) fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) {
     let (m, src) = MemSource::one_file(blocks);
     let mut p = po_with(settings(), MemStore::default());
     let acts = offered(&mut p, M, T, &m, class_pairs(extra));
@@ -164,7 +176,8 @@ fn in_swarm(blocks: u64) -> (Po, MemSource, ConnId) {
 /// Po 1 dials in on `conn` with the key of our link.
 fn admit_po1(p: &mut Po, conn: ConnId) {
     p.accepted(conn, PEER);
-    assert!(p.frame(conn, hello(1, link_key(&KEY, 0, 1))).is_empty());
+    let acts = p.frame(conn, hello(1, link_key(&KEY, 0, 1)));
+    assert!(matches!(acts[..], [Action::FrameLimit { .. }]) && raised(&acts, conn), "{acts:?}");
 }
 
 #[test]
@@ -424,7 +437,8 @@ fn a_hello_with_the_right_proof_is_admitted() {
     // The master's data link proves itself with the key PEERS gave us.
     let data = ACCEPTED | 3;
     p.accepted(data, MASTER);
-    assert!(p.frame(data, hello(MASTER_PEER, link_key(&KEY, 0, MASTER_PEER))).is_empty());
+    let acts = p.frame(data, hello(MASTER_PEER, link_key(&KEY, 0, MASTER_PEER)));
+    assert!(matches!(acts[..], [Action::FrameLimit { .. }]) && raised(&acts, data), "{acts:?}");
     p.frame(M, sums(&mut src, 3));
     assert_eq!(sent_on(&p.frame(ACCEPTED | 2, src.frame(T, 0, Verify::Blake3)), M), [&have(0)]);
     assert_eq!(sent_on(&p.frame(data, src.frame(T, 1, Verify::Blake3)), M), [&have(1)]);

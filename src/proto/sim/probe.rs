@@ -81,6 +81,11 @@ pub fn connects(acts: &[Action]) -> Vec<(ConnId, SocketAddr)> {
         .collect()
 }
 
+/// Whether `acts` let `conn` send frames of any size (`Action::FrameLimit`).
+pub fn raised(acts: &[Action], conn: ConnId) -> bool {
+    acts.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, max: wire::NO_FRAME_LIMIT } if *c == conn))
+}
+
 /// The block frames among `acts`: connection and head.
 pub fn blocks(acts: &[Action]) -> Vec<(ConnId, BlockHead)> {
     acts.iter()

@@ -1,0 +1,86 @@
+//! What a connection, an offer or an abandoned transfer may cost a daemon (issue 14): small
+//! frames until a peer is vouched for, the manifest only after the CAC's word, a bounded
+//! number of offers waiting for it, the po's own identity to the CAC, and descriptors let go
+//! when the master is gone.
+
+use super::super::cac::{CacMachine, CacSettings, ClassAuth};
+use super::super::cidr::Cidr;
+use super::super::*;
+use super::mem::{MemSource, MemStore};
+use super::po::*;
+use super::probe::*;
+use super::{class_pairs, world, Setup};
+
+/// Whether `acts` changed `conn`'s frame limit at all.
+fn limited(acts: &[Action], conn: ConnId) -> bool {
+    acts.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, .. } if *c == conn))
+}
+
+#[test]
+fn frames_over_the_preauth_limit_flow_once_each_link_is_vouched_for() {
+    // 64 KiB blocks: every block frame is over MAX_PREAUTH, on the master's control link, its
+    // data links and the links between pos. The simulated network cuts off a frame over the
+    // receiver's limit as the reactor does.
+    for p2p in ["off", "on"] {
+        let mut s = Setup { pos: 4, ..Default::default() };
+        s.class.set("block_size", "64K").unwrap();
+        s.class.set("p2p", p2p).unwrap();
+        s.class.set("verify", "crc32").unwrap();
+        let mut w = world(s);
+        let o = w.run();
+        assert!(matches!(o.result, master::TransferResult::Ok(_)), "p2p {p2p}: {o:?}");
+        for i in 0..4 {
+            assert_eq!(w.published(i).as_ref(), Some(&w.tree), "p2p {p2p} po {i}");
+        }
+    }
+}
+
+#[test]
+fn a_masters_link_is_raised_only_once_the_cac_vouched() {
+    let (m, _) = MemSource::one_file(3);
+    let mut p = po_with(settings(), MemStore::default());
+    assert!(!limited(&p.accepted(M, MASTER), M), "an accepted link starts small");
+    p.accepted(M, MASTER);
+    let acts = p.frame(M, offer(T, &m.encode()));
+    assert!(!limited(&acts, M), "{acts:?}");
+    let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+    p.connected(cac);
+    let acts = p.frame(cac, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
+    assert!(raised(&acts, M), "{acts:?}");
+    assert_eq!(sent_on(&acts, M), [&Msg::Verified { transfer: T }]);
+    // A refused offer is never raised.
+    let conn = ACCEPTED | 9;
+    let cac = asked(&mut p, conn, T + 1, &m);
+    let acts = p.frame(cac, Msg::Denied { reason: msg::Reason::Expired, text: "old".into() });
+    assert!(!limited(&acts, conn) && denied(&acts, conn).is_some(), "{acts:?}");
+    // A master that comes back to resume is raised too, and asked for nothing.
+    let (mut p, _) = receiving(3, &[]);
+    p.closed(M, Close::Eof);
+    let m2 = ACCEPTED | 2;
+    let cac = asked(&mut p, m2, T, &m);
+    let acts = p.frame(cac, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
+    assert!(raised(&acts, m2), "{acts:?}");
+    assert!(matches!(sent_on(&acts, m2)[..], [Msg::Accept { .. }]), "{acts:?}");
+}
+
+#[test]
+fn the_cac_raises_a_masters_link_after_its_grant_only() {
+    let mut cfg = ClassCfg::new("base1");
+    cfg.set("dest", "/home/work/data/base").unwrap();
+    let class = ClassAuth {
+        cfg,
+        pos: vec!["10.0.1.1:7200".parse().unwrap()],
+        masters: vec![Cidr::parse("10.0.0.0/24").unwrap()],
+        master_secret: None,
+    };
+    let settings = CacSettings { key: b"k".to_vec(), classes: vec![class], token_ttl: 60 };
+    let (mut p, _) = Probe::new(CacMachine::new(settings, Env::fixed(1_800_000_000, 1)), Instant::now());
+    for (conn, from, granted) in [(ACCEPTED | 1, "10.0.0.1:4000", true), (ACCEPTED | 2, "192.168.0.1:4000", false)] {
+        p.accepted(conn, from);
+        let acts = p.frame(conn, Msg::AuthRequest { class: "base1".into() });
+        assert_eq!(raised(&acts, conn), granted, "{from}: {acts:?}");
+        assert_eq!(limited(&acts, conn), granted);
+    }
+    p.accepted(ACCEPTED | 3, "10.0.1.1:4000");
+    assert!(!limited(&p.frame(ACCEPTED | 3, Msg::StatQuery), ACCEPTED | 3));
+}
