@@ -41,7 +41,8 @@ impl MasterMachine {
             (_, Msg::Failed { transfer: t, error }) if t == transfer => self.on_failed(i, error),
             (_, Msg::Denied { reason, text }) => {
                 let e = format!("refused ({}): {text}", reason.name());
-                if reason == Reason::NoCac {
+                // Both pass: the po could not ask a CAC, or had too many offers waiting.
+                if matches!(reason, Reason::NoCac | Reason::Busy) {
                     self.po_lost(now, i, e)
                 } else {
                     self.po_fail(i, e)

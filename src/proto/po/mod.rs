@@ -55,7 +55,11 @@ pub struct PoSettings {
     pub max_download_rate: u64,
 }
 
+/// A connection says who it is within this.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Offers waiting for a CAC's word (or for their manifest), over all masters; more are refused
+/// with `Busy`. Each costs at most one small frame's worth of memory.
+const MAX_PENDING: usize = 64;
 /// The master pings at least this often while it waits.
 const MASTER_IDLE: Duration = Duration::from_secs(120);
 

@@ -41,11 +41,18 @@ impl<S: Store> PoMachine<S> {
             log::warn!("event=offer_refused reason=bad_manifest error=\"{text}\"");
             return self.refuse(conn, Reason::BadManifest, text);
         }
+        if self.pending.len() >= MAX_PENDING {
+            log::warn!("event=offer_refused reason=busy pending={MAX_PENDING}");
+            let text = format!("this po has {MAX_PENDING} offers waiting for verification; try again later");
+            return self.refuse(conn, Reason::Busy, text);
+        }
         let po = self.settings.advertise.clone().unwrap_or(po);
         self.pending.insert(conn, Pending { token, po, announced, step: Step::Cac });
+        // Each CAC is given `cac_timeout` in turn; this only backs that up.
+        let cacs = self.settings.cacs.len().max(1) as u32;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kind = ConnKind::Master { transfer: None };
-            c.deadline = None;
+            c.deadline = Some(now + HANDSHAKE + self.settings.cac_timeout * cacs);
         }
         self.ask_cac(now, conn, Failover::first());
     }

@@ -10,6 +10,7 @@ use super::mem::{MemSource, MemStore};
 use super::po::*;
 use super::probe::*;
 use super::{class_pairs, world, Setup};
+use std::time::Duration;
 
 /// Whether `acts` changed `conn`'s frame limit at all.
 fn limited(acts: &[Action], conn: ConnId) -> bool {
@@ -83,4 +84,44 @@ fn the_cac_raises_a_masters_link_after_its_grant_only() {
     }
     p.accepted(ACCEPTED | 3, "10.0.1.1:4000");
     assert!(!limited(&p.frame(ACCEPTED | 3, Msg::StatQuery), ACCEPTED | 3));
+}
+
+#[test]
+fn offers_waiting_for_the_cac_are_bounded_in_number_and_time() {
+    let (m, _) = MemSource::one_file(3);
+    let mut p = po_with(settings(), MemStore::default());
+    let conn = |i: u64| ACCEPTED | (100 + i);
+    for i in 0..64 {
+        p.accepted(conn(i), MASTER);
+        assert_eq!(connects(&p.frame(conn(i), offer(T + i, &m.encode()))).len(), 1, "offer {i}");
+    }
+    p.accepted(conn(64), MASTER);
+    let acts = p.frame(conn(64), offer(T + 64, &m.encode()));
+    assert_eq!(denied(&acts, conn(64)), Some(msg::Reason::Busy), "{acts:?}");
+    assert!(connects(&acts).is_empty(), "a refused offer asks no CAC");
+    // No CAC answers: each is given `cac_timeout` (3 s) in turn, then every offer is refused.
+    p.wait(Duration::from_millis(3100));
+    let acts = p.wait(Duration::from_millis(3100));
+    for i in 0..64 {
+        assert_eq!(denied(&acts, conn(i)), Some(msg::Reason::NoCac), "offer {i}");
+    }
+    // Room again.
+    p.accepted(conn(65), MASTER);
+    assert_eq!(connects(&p.frame(conn(65), offer(T + 65, &m.encode()))).len(), 1);
+}
+
+#[test]
+fn a_connection_that_says_nothing_or_never_sends_its_manifest_is_closed() {
+    let (m, _) = MemSource::one_file(3);
+    let mut p = po_with(settings(), MemStore::default());
+    p.accepted(ACCEPTED | 1, MASTER);
+    assert!(p.wait(Duration::from_secs(9)).is_empty());
+    assert_eq!(closes(&p.wait(Duration::from_secs(2))), [ACCEPTED | 1], "the handshake timeout");
+    // Vouched for, asked for the manifest, never sends it: gone after the idle timeout.
+    let cac = asked(&mut p, M, T, &m);
+    let acts = p.frame(cac, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
+    assert_eq!(sent_on(&acts, M), [&Msg::Verified { transfer: T }]);
+    assert!(!closes(&p.wait(Duration::from_secs(119))).contains(&M));
+    assert!(closes(&p.wait(Duration::from_secs(2))).contains(&M));
+    assert_eq!(p.stats().transfers_active, 0);
 }

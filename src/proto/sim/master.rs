@@ -247,6 +247,12 @@ fn a_refusing_po_is_retried_or_failed() {
     assert!(connects(&p.wait(Duration::from_millis(900))).is_empty());
     let acts = p.wait(Duration::from_millis(100));
     assert_eq!(connects(&acts).iter().map(|c| c.1.to_string()).collect::<Vec<_>>(), [POS[0]]);
+    // So may a po with too many offers waiting.
+    let again = connects(&acts)[0].0;
+    p.connected(again);
+    let acts = p.frame(again, Msg::Denied { reason: Reason::Busy, text: "64 offers waiting".into() });
+    assert_eq!(closes(&acts), [again]);
+    assert_eq!(p.m.po_states()[0], PoState::Idle);
     // Any other refusal is final.
     let acts = p.frame(po[1], Msg::Denied { reason: Reason::DestNotAllowed, text: "not here".into() });
     assert_eq!(closes(&acts), [po[1]]);
