@@ -12,6 +12,7 @@ use std::time::Duration;
 pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
     PoSettings {
         advertise: c.advertise_addr(bound).map(|a| a.to_string()),
+        listen_port: bound.port(),
         cacs: c.cac.clone(),
         allow_dest: c.allow_dest.iter().map(|p| p.display().to_string()).collect(),
         root: c.root.as_ref().map(|p| p.display().to_string()),

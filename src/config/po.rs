@@ -32,7 +32,7 @@ pub struct PoConfig {
 impl PoConfig {
     /// The address this po presents to the CAC, given the address it bound (port 0 made real):
     /// `advertise`, else the bound address. `None` for a wildcard bind: the po then presents
-    /// the address the master dialled.
+    /// the local address each master's connection reached, with the listen port.
     pub fn advertise_addr(&self, bound: SocketAddr) -> Option<SocketAddr> {
         self.advertise.or((!bound.ip().is_unspecified()).then_some(bound))
     }

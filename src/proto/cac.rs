@@ -285,7 +285,7 @@ pub fn challenge_data(nonce: &[u8; 32], class: &str) -> Vec<u8> {
 impl Machine for CacMachine {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
-            Event::Accepted { conn, peer } => {
+            Event::Accepted { conn, peer, .. } => {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE });
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),

@@ -57,9 +57,11 @@ pub enum Event {
         exit: i32,
         tail: String,
     },
+    /// `local`: our address that the peer reached (what `getsockname` says).
     Accepted {
         conn: ConnId,
         peer: SocketAddr,
+        local: SocketAddr,
     },
     /// An outbound connection is established.
     Connected {

@@ -89,6 +89,13 @@ impl Reactor {
                 log::warn!("event=conn_refused peer={peer} open={} max_conns={}", self.accepted, self.max_conns);
                 continue;
             }
+            let local = match stream.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    log::debug!("event=conn_error peer={peer} error=\"getsockname: {e}\"");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let id = ACCEPTED | self.next_accepted;
             self.next_accepted += 1;
@@ -101,7 +108,7 @@ impl Reactor {
             match self.insert(c) {
                 Ok(slot) => {
                     log::debug!("event=conn_accepted conn={id} peer={peer}");
-                    self.events.push_back(Event::Accepted { conn: id, peer });
+                    self.events.push_back(Event::Accepted { conn: id, peer, local });
                     self.mark(slot);
                 }
                 Err(e) => log::warn!("event=conn_error conn={id} peer={peer} error=\"register: {e}\""),

@@ -155,6 +155,7 @@ pub enum Msg {
     /// master -> po: the token, and which manifest (its id and encoded length), so that the po
     /// can recognise a resume and refuse a size before it reads anything big. The manifest
     /// itself comes only once the CAC vouched for the token (`Verified`, then `Manifest`).
+    /// `po` is the address the master dialled: the po never presents it to the CAC.
     Offer {
         token: Vec<u8>,
         po: String,

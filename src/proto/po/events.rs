@@ -62,8 +62,9 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, msg: Msg) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match (&c.kind, msg) {
-            (ConnKind::New, Msg::Offer { token, po, manifest_id, manifest_len }) => {
-                self.on_offer(now, conn, token, po, Announced { id: manifest_id, len: manifest_len })
+            // What the master calls us (`po`) is only its business.
+            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len }) => {
+                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len })
             }
             (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
                 self.on_manifest(now, conn, transfer, &manifest)

@@ -40,8 +40,10 @@ use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
-    /// The address this po presents to the CAC; `None`: the one the master dialled.
+    /// The address this po presents to the CAC; `None` (a wildcard `listen`): the address the
+    /// master's connection reached here, with `listen_port`. Never what a master says.
     pub advertise: Option<String>,
+    pub listen_port: u16,
     pub cacs: Vec<SocketAddr>,
     /// Class dests must lie below one of these (absolute paths).
     pub allow_dest: Vec<String>,
@@ -80,6 +82,8 @@ enum ConnKind {
 
 struct Conn {
     peer: Option<SocketAddr>,
+    /// Our address it reached (accepted connections).
+    local: Option<SocketAddr>,
     kind: ConnKind,
     deadline: Option<Instant>,
 }
@@ -171,9 +175,9 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
-            Event::Accepted { conn, peer } => {
-                self.conns
-                    .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
+            Event::Accepted { conn, peer, local } => {
+                let deadline = Some(now + HANDSHAKE);
+                self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });
             }
             Event::Connected { conn } => self.on_connected(now, conn),
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),

@@ -16,6 +16,7 @@ impl<S: Store> PoMachine<S> {
             conn,
             Conn {
                 peer: Some(addr),
+                local: None,
                 kind: ConnKind::Cac { master, cac },
                 deadline: Some(now + self.settings.cac_timeout),
             },
@@ -35,7 +36,7 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// A master offers a transfer: nothing big is read until a CAC vouched for its token.
-    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, announced: Announced) {
+    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, announced: Announced) {
         if announced.len > MAX_MANIFEST as u64 {
             let text = format!("a manifest of {} bytes is over the limit of {MAX_MANIFEST}", announced.len);
             log::warn!("event=offer_refused reason=bad_manifest error=\"{text}\"");
@@ -46,7 +47,7 @@ impl<S: Store> PoMachine<S> {
             let text = format!("this po has {MAX_PENDING} offers waiting for verification; try again later");
             return self.refuse(conn, Reason::Busy, text);
         }
-        let po = self.settings.advertise.clone().unwrap_or(po);
+        let po = self.identity(conn);
         self.pending.insert(conn, Pending { token, po, announced, step: Step::Cac });
         // Each CAC is given `cac_timeout` in turn; this only backs that up.
         let cacs = self.settings.cacs.len().max(1) as u32;
@@ -55,6 +56,17 @@ impl<S: Store> PoMachine<S> {
             c.deadline = Some(now + HANDSHAKE + self.settings.cac_timeout * cacs);
         }
         self.ask_cac(now, conn, Failover::first());
+    }
+
+    /// Who this po says it is to the CAC about the offer on `conn`: its `advertise` address (or
+    /// its bound one), else the address the master reached here with our listen port; never
+    /// the address the master wrote in the offer, or a master could borrow another po's class.
+    fn identity(&self, conn: ConnId) -> String {
+        if let Some(a) = &self.settings.advertise {
+            return a.clone();
+        }
+        let local = self.conns.get(&conn).and_then(|c| c.local);
+        local.map(|l| SocketAddr::new(l.ip().to_canonical(), self.settings.listen_port).to_string()).unwrap_or_default()
     }
 
     /// The CAC vouched for the offer on `master`: resume the transfer, or ask for its manifest.

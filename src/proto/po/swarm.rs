@@ -25,7 +25,8 @@ impl<S: Store> PoMachine<S> {
                 j.peers.insert(l.idx, conn);
             }
             let kind = ConnKind::Peer { transfer, idx: l.idx };
-            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
+            let deadline = Some(now + self.settings.cac_timeout);
+            self.conns.insert(conn, Conn { peer: Some(addr), local: None, kind, deadline });
             self.out.push_back(Action::Connect { conn, addr });
         }
         for (conn, idx, proof) in hellos {

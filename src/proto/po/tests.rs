@@ -57,7 +57,8 @@ impl Po {
     /// The link-limit raise is taken out of the answer: it comes exactly when the link is
     /// not refused.
     fn hello(&mut self, conn: ConnId, me: u32, proof: Digest) -> Vec<Action> {
-        self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap() });
+        let local = "10.0.0.2:7200".parse().unwrap();
+        self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap(), local });
         let mut a = self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof });
         let raised = a.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, .. } if *c == conn));
         a.retain(|a| !matches!(a, Action::FrameLimit { .. }));
@@ -74,6 +75,7 @@ fn closes(a: &[Action], conn: ConnId) -> bool {
 fn accepted() -> Po {
     let settings = PoSettings {
         advertise: None,
+        listen_port: 7200,
         cacs: vec!["127.0.0.1:1".parse().unwrap()],
         allow_dest: vec!["/data".into()],
         root: None,
@@ -95,7 +97,8 @@ fn accepted() -> Po {
     let manifest = Manifest::new(4096, vec![file]).unwrap();
     let ip = "10.0.0.1".parse().unwrap();
     po.token = Token::issue(b"key", T, "c", ip, u64::MAX, [0; 16]).encode();
-    po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap() });
+    let local = "10.0.0.2:7200".parse().unwrap();
+    po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap(), local });
     let manifest = Arc::new(manifest.encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
     let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len };

@@ -5,6 +5,7 @@
 
 use super::super::cac::{CacMachine, CacSettings, ClassAuth};
 use super::super::cidr::Cidr;
+use super::super::po::PoSettings;
 use super::super::*;
 use super::mem::{MemSource, MemStore};
 use super::po::*;
@@ -124,4 +125,29 @@ fn a_connection_that_says_nothing_or_never_sends_its_manifest_is_closed() {
     assert!(!closes(&p.wait(Duration::from_secs(119))).contains(&M));
     assert!(closes(&p.wait(Duration::from_secs(2))).contains(&M));
     assert_eq!(p.stats().transfers_active, 0);
+}
+
+#[test]
+fn a_po_names_itself_to_the_cac_never_as_the_master_says() {
+    let (m, _) = MemSource::one_file(3);
+    let claimed = "10.0.1.2:7200"; // another po, of a class this one is not in
+    let cases = [
+        // A wildcard listen: the address the master reached, with our listen port.
+        (None, "[::ffff:10.0.1.9]:7201", "10.0.1.9:7200"),
+        // `advertise`, or a bound address (app::po passes either as `advertise`).
+        (Some("10.0.1.1:7200"), "10.0.1.9:7200", "10.0.1.1:7200"),
+    ];
+    for (advertise, local, want) in cases {
+        let mut p = po_with(PoSettings { advertise: advertise.map(Into::into), ..settings() }, MemStore::default());
+        p.local = local.parse().unwrap();
+        p.accepted(M, MASTER);
+        let mut o = offer(T, &m.encode());
+        if let Msg::Offer { po, .. } = &mut o {
+            *po = claimed.into();
+        }
+        let acts = p.frame(M, o);
+        let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+        let Msg::Verify { po, presenter, .. } = only(&p.connected(cac), cac) else { panic!() };
+        assert_eq!((po.as_str(), presenter.as_str()), (want, "10.0.0.1"), "{advertise:?} {local}");
+    }
 }

@@ -117,7 +117,8 @@ impl Net {
                         self.links.insert((to, acc), (from, conn));
                         self.limits.insert((to, acc), wire::MAX_PREAUTH);
                         let peer = SocketAddr::new(self.nodes[from].0.ip(), 40000 + (self.next_accept % 20000) as u16);
-                        self.queue.push_back((to, Event::Accepted { conn: acc, peer }));
+                        let local = self.nodes[to].0;
+                        self.queue.push_back((to, Event::Accepted { conn: acc, peer, local }));
                         self.queue.push_back((from, Event::Connected { conn }));
                     }
                     None => self
@@ -253,6 +254,7 @@ fn class_pairs(extra: &[(&str, &str)]) -> Vec<(String, String)> {
 fn po_settings(addr: &str, cacs: &[&str]) -> PoSettings {
     PoSettings {
         advertise: Some(addr.into()),
+        listen_port: 7200,
         cacs: cacs.iter().map(|c| c.parse().unwrap()).collect(),
         allow_dest: vec!["/home/work/data".into()],
         root: None,
