@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::ini::{self, At};
-use super::values::{parse_abs_path, parse_addr, parse_addr_list, parse_path};
+use super::values::{parse_abs_path, parse_addr, parse_addr_list, parse_path, parse_seconds_ms};
 use super::ConfigError;
 use crate::proto::class::{parse_bool, parse_size};
 
@@ -27,6 +27,9 @@ pub struct PoConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The address this po presents to the CAC; see `advertise_addr`.
     pub advertise: Option<SocketAddr>,
+    /// Key `release_after`, in seconds: how long a transfer whose master is gone keeps its
+    /// files open (default 30 s).
+    pub release_after_ms: u64,
 }
 
 impl PoConfig {
@@ -56,6 +59,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
     let mut root = None;
     let mut metrics_listen = None;
     let mut advertise = None;
+    let mut release_after_ms = 30_000;
     s.read_keys(file, &[], |k| {
         let v = k.value();
         match k.name() {
@@ -79,6 +83,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
                 }
                 advertise = Some(a);
             }
+            "release_after" => release_after_ms = parse_seconds_ms(v).at(k)?,
             _ => return Err(k.unknown()),
         }
         Ok(())
@@ -96,6 +101,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
         root,
         metrics_listen,
         advertise,
+        release_after_ms,
     })
 }
 

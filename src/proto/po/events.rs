@@ -142,6 +142,7 @@ impl<S: Store> PoMachine<S> {
                     if t.master == Some(conn) {
                         t.master = None;
                         if t.state.live() {
+                            t.release_at = Some(now + self.settings.release_after);
                             log::warn!(
                                 "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
                                 transfer.unwrap_or(0),
@@ -202,6 +203,20 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
+    /// Transfers whose master stayed away past `release_after`: the store closes their files.
+    pub(super) fn release_timeouts(&mut self, now: Instant) {
+        for (id, t) in self.transfers.iter_mut().filter(|(_, t)| t.release_at.is_some_and(|d| d <= now)) {
+            t.release_at = None;
+            log::info!(
+                "event=transfer_released transfer={id} class={} held={}/{}",
+                t.class.name,
+                t.nheld,
+                t.manifest.blocks()
+            );
+            self.store.release(*id);
+        }
+    }
+
     /// Pushes whose link never came up go back to the master.
     pub(super) fn link_wait_timeouts(&mut self, now: Instant) {
         let ids: Vec<u64> = self.transfers.keys().copied().collect();
@@ -239,8 +254,9 @@ impl<S: Store> PoMachine<S> {
             if let Some(t) = self.transfers.remove(&id) {
                 if t.state.live() {
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
-                    self.store.abort(id, true);
                 }
+                // Whatever the store still holds for it (a published one's folder too) goes.
+                self.store.abort(id, true);
             }
         }
     }

@@ -44,6 +44,9 @@ pub struct PoSettings {
     /// master's connection reached here, with `listen_port`. Never what a master says.
     pub advertise: Option<String>,
     pub listen_port: u16,
+    /// A transfer whose master is gone keeps its files open this long (for a quick reconnect),
+    /// then the store lets go of them (`Store::release`); the stage stays for a resume.
+    pub release_after: Duration,
     pub cacs: Vec<SocketAddr>,
     /// Class dests must lie below one of these (absolute paths).
     pub allow_dest: Vec<String>,
@@ -187,6 +190,7 @@ impl<S: Store> Machine for PoMachine<S> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.conn_timeouts(now);
+        self.release_timeouts(now);
         self.link_wait_timeouts(now);
         self.transfer_timeouts(now);
     }
@@ -206,7 +210,8 @@ impl<S: Store> Machine for PoMachine<S> {
         let waits = earliest(
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
-        earliest([t, exp, waits])
+        let release = earliest(self.transfers.values().map(|t| t.release_at));
+        earliest([t, exp, waits, release])
     }
 
     fn stats(&self) -> Stats {

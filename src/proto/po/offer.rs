@@ -178,10 +178,13 @@ impl<S: Store> PoMachine<S> {
             TState::Failed => None,
         };
         let Some((checking, ready, done)) = again else {
+            // Nothing stays open for it while the new manifest is on its way.
             self.transfers.remove(&transfer);
+            self.store.abort(transfer, true);
             return false;
         };
         t.master = Some(master);
+        t.release_at = None;
         let have = bitmap(&t.held);
         self.set_master(master, transfer, now);
         if !checking.is_empty() {
@@ -210,6 +213,7 @@ impl<S: Store> PoMachine<S> {
         for old in stale {
             log::info!("event=transfer_replaced transfer={old} by={transfer}");
             self.transfers.remove(&old);
+            self.store.abort(old, true);
         }
     }
 

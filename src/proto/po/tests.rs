@@ -76,6 +76,7 @@ fn accepted() -> Po {
     let settings = PoSettings {
         advertise: None,
         listen_port: 7200,
+        release_after: Duration::from_secs(30),
         cacs: vec!["127.0.0.1:1".parse().unwrap()],
         allow_dest: vec!["/data".into()],
         root: None,

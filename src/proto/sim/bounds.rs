@@ -3,6 +3,7 @@
 //! number of offers waiting for it, the po's own identity to the CAC, and descriptors let go
 //! when the master is gone.
 
+use super::super::bitmap::bitmap;
 use super::super::cac::{CacMachine, CacSettings, ClassAuth};
 use super::super::cidr::Cidr;
 use super::super::po::PoSettings;
@@ -150,4 +151,37 @@ fn a_po_names_itself_to_the_cac_never_as_the_master_says() {
         let Msg::Verify { po, presenter, .. } = only(&p.connected(cac), cac) else { panic!() };
         assert_eq!((po.as_str(), presenter.as_str()), (want, "10.0.0.1"), "{advertise:?} {local}");
     }
+}
+
+#[test]
+fn an_abandoned_transfer_lets_go_of_its_files_after_the_grace() {
+    let (m, _) = MemSource::one_file(3);
+    let (mut p, mut src) = receiving(3, &[]);
+    p.frame(M, src.frame(T, 0, Verify::Crc32));
+    // A master that comes back within the grace finds everything as it was.
+    p.closed(M, Close::Io("reset".into()));
+    p.wait(Duration::from_secs(20));
+    let m2 = ACCEPTED | 2;
+    let acts = offered(&mut p, m2, T, &m, class_pairs(&[]));
+    assert_eq!(sent_on(&acts, m2), [&Msg::Accept { transfer: T, have: bitmap(&[true, false, false]) }]);
+    p.wait(Duration::from_secs(60));
+    assert!(p.m.store().released.is_empty(), "a linked transfer keeps its files");
+    // Gone for good: 30 s later the store lets go of its files, and keeps the stage.
+    p.closed(m2, Close::Eof);
+    p.wait(Duration::from_secs(29));
+    assert!(p.m.store().released.is_empty());
+    p.wait(Duration::from_secs(2));
+    assert_eq!(p.m.store().released, [T]);
+    assert!(p.m.store().staged.contains_key(&T));
+    p.wait(Duration::from_secs(60));
+    assert_eq!(p.m.store().released, [T], "once");
+    // A later master still resumes it; at the class timeout it is dropped for good.
+    let m3 = ACCEPTED | 3;
+    let acts = offered(&mut p, m3, T, &m, class_pairs(&[]));
+    assert_eq!(sent_on(&acts, m3), [&Msg::Accept { transfer: T, have: bitmap(&[true, false, false]) }]);
+    p.closed(m3, Close::Eof);
+    p.wait(Duration::from_secs(3600));
+    assert_eq!(p.m.store().released, [T, T]);
+    assert_eq!(p.stats().transfers_active, 0);
+    assert!(p.m.store().staged.is_empty(), "expiry leaves nothing held");
 }

@@ -81,6 +81,8 @@ pub struct MemStore {
     /// Blocks an earlier attempt left staged, by index: offered with `candidates`, taken by
     /// `check` when they match the master's digest.
     pub resumable: HashMap<u64, Vec<u8>>,
+    /// Transfers the po let go of (`release`), in order.
+    pub released: Vec<u64>,
 }
 
 impl Store for MemStore {
@@ -145,6 +147,9 @@ impl Store for MemStore {
     }
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.staged.remove(&transfer);
+    }
+    fn release(&mut self, transfer: u64) {
+        self.released.push(transfer);
     }
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError> {
         let (m, files) = match self.staged.get(&transfer) {

@@ -255,6 +255,7 @@ fn po_settings(addr: &str, cacs: &[&str]) -> PoSettings {
     PoSettings {
         advertise: Some(addr.into()),
         listen_port: 7200,
+        release_after: Duration::from_secs(30),
         cacs: cacs.iter().map(|c| c.parse().unwrap()).collect(),
         allow_dest: vec!["/home/work/data".into()],
         root: None,
