@@ -124,23 +124,6 @@ fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
     drop(held);
 }
 
-/// Frames over a blocking socket, for the rogue clients.
-fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
-    s.write_all(&m.to_frame()).unwrap();
-}
-
-fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
-    use std::io::Read;
-    use wugui::proto::{wire, Msg, Payload};
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = [0u8; wire::HEADER_LEN];
-    s.read_exact(&mut head).ok()?;
-    let h = wire::parse_header(&head).ok()??;
-    let mut body = vec![0u8; h.len as usize];
-    s.read_exact(&mut body).ok()?;
-    Msg::decode(h.ty, Payload::from_vec(body)).ok()
-}
-
 /// A manifest encoded by hand, so that it can break the rules `Manifest::new` enforces.
 /// A manifest in the wire's compact form, built by hand so that it can break every rule.
 fn evil_manifest(entries: &[(&str, u8, &str)]) -> Vec<u8> {
