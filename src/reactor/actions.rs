@@ -78,9 +78,12 @@ impl Reactor {
                 }
             }
             Action::FrameLimit { conn, max } => {
-                if let Some(c) = self.ids.get(&conn).copied().and_then(|s| self.slots[s].as_mut()) {
-                    log::debug!("event=frame_limit conn={conn} max={max}");
-                    c.max_frame = max;
+                let Some(&slot) = self.ids.get(&conn) else { return };
+                let Some(c) = self.slots[slot].as_mut() else { return };
+                log::debug!("event=frame_limit conn={conn} max={max}");
+                c.max_frame = max;
+                if std::mem::take(&mut c.held) {
+                    self.mark(slot); // the held header is judged again
                 }
             }
             Action::SetRates { upload, download } => {

@@ -86,6 +86,11 @@ pub struct Conn {
     pub sendfile_ok: bool,
     /// The largest payload a frame may declare here (`Action::FrameLimit`).
     pub max_frame: u32,
+    /// A frame was decoded here: the peer said who it claims to be.
+    spoke: bool,
+    /// Reading waits for the machine: the next frame is over `max_frame`, and the machine has
+    /// not judged what the peer said yet. A raise (or the machine's own deadline) ends it.
+    pub held: bool,
     scratch: Vec<u8>,
     /// Bytes read but not parsed yet: a frame header cut off at the end of a read, or (on a
     /// limited connection) what follows a frame the machine must see before the next header
@@ -103,6 +108,8 @@ pub enum ReadEnd {
     Budget,
     /// The download bucket is empty.
     Throttled,
+    /// The next frame is over the connection's limit: see `Conn::held`.
+    Held,
     /// EOF, a read error, or bytes that are not our protocol.
     Closed(Close),
 }
@@ -136,6 +143,8 @@ impl Conn {
             out_mem: 0,
             sendfile_ok: true,
             max_frame,
+            spoke: false,
+            held: false,
             scratch: Vec::new(),
             carry: Vec::new(),
             partial: None,
@@ -247,7 +256,10 @@ pub fn read_frames(
             if p.filled == p.buf.len() {
                 let p = c.partial.take().expect("partial frame present");
                 match Msg::decode(p.ty, Payload::lent(p.buf, pool.clone())) {
-                    Ok(m) => frames.push(m),
+                    Ok(m) => {
+                        c.spoke = true;
+                        frames.push(m);
+                    }
                     Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
                 }
             }
@@ -292,8 +304,8 @@ pub fn read_frames(
 
 /// Decodes the frames in `buf`, keeping a cut-off header in `c.carry` and starting a `Partial`
 /// for a payload that goes past it. `Some` when reading must stop here.
+/// `frames` holds what this read pass decoded so far, which the machine has not seen yet.
 fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut Vec<Msg>) -> Option<ReadEnd> {
-    let before = frames.len();
     let mut pos = 0;
     loop {
         let h = match wire::parse_header(&buf[pos..]) {
@@ -306,11 +318,13 @@ fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut V
             Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
         };
         if h.len > c.max_frame {
-            if frames.len() > before {
-                // The frames before it may change the limit (a peer's hello, once checked):
-                // the machine sees them first, and this header is judged again after.
+            if c.spoke || !frames.is_empty() {
+                // What the peer said may raise the limit (a hello whose proof can be checked
+                // only once the master's word comes): wait for the machine, holding at most
+                // what this read brought.
                 c.carry.extend_from_slice(&buf[pos..]);
-                return Some(ReadEnd::Budget);
+                c.held = true;
+                return Some(ReadEnd::Held);
             }
             let e = format!(
                 "a {:?} frame of {} bytes is over this connection's limit of {} bytes (not authenticated yet)",
@@ -322,7 +336,10 @@ fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut V
         let len = h.len as usize;
         if buf.len() - body >= len {
             match Msg::decode(h.ty, Payload::from_vec(buf[body..body + len].to_vec())) {
-                Ok(m) => frames.push(m),
+                Ok(m) => {
+                    c.spoke = true;
+                    frames.push(m);
+                }
                 Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
             }
             pos = body + len;

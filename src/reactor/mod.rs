@@ -507,6 +507,9 @@ impl Reactor {
         // Read.
         match c.state {
             State::Connecting { .. } => return,
+            State::Open if c.readable && c.held => {
+                log::debug!("event=read_held conn={} max_frame={}", c.id, c.max_frame);
+            }
             State::Open if c.readable && c.out_mem >= OUT_PAUSE => {
                 // The peer asks faster than it reads: read again once the queue drains.
                 log::debug!("event=read_paused conn={} queued={}", c.id, c.out_mem);
@@ -528,7 +531,7 @@ impl Reactor {
                 }
                 self.frames = frames;
                 match end {
-                    ReadEnd::Drained => {}
+                    ReadEnd::Drained | ReadEnd::Held => {}
                     ReadEnd::Budget => self.mark(slot),
                     ReadEnd::Throttled => self.wait(Dir::Down, slot, now),
                     ReadEnd::Closed(reason) => self.fail(slot, reason),

@@ -567,14 +567,13 @@ fn an_accepted_peer_is_cut_off_at_a_big_frame_header_until_vouched_for() {
     let (l, addr) = listen();
     let server = spawn(Script { preauth: true, finish_after_closed: 1, ..Default::default() }, Some(l));
     let mut s = StdStream::connect(addr).unwrap();
-    s.write_all(&Msg::Ping.to_frame()).unwrap();
     s.write_all(&block_frame_head(&head(1), 64 << 20)).unwrap();
     let m = server.join().unwrap();
-    assert_eq!(m.frames(), [&Msg::Ping]);
+    assert!(m.frames().is_empty());
     let [(_, Close::Decode(e))] = &m.closed()[..] else { panic!("{:?}", m.closed()) };
     assert!(e.contains("over this connection's limit of 65536 bytes"), "{e}");
     // A peer the machine vouches for after its first frame may send a big one right behind it,
-    // in the same read: that header is judged once the machine has seen the first.
+    // in the same read: that header waits until the machine has judged the first.
     let (l, addr) = listen();
     let script = Script { preauth: true, vouch_on_frame: true, finish_after_closed: 1, ..Default::default() };
     let server = spawn(script, Some(l));
