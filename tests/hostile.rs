@@ -124,23 +124,6 @@ fn garbage_idle_and_slowloris_connections_do_not_stop_a_transfer() {
     drop(held);
 }
 
-/// Frames over a blocking socket, for the rogue clients.
-fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
-    s.write_all(&m.to_frame()).unwrap();
-}
-
-fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
-    use std::io::Read;
-    use wugui::proto::{wire, Msg, Payload};
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = [0u8; wire::HEADER_LEN];
-    s.read_exact(&mut head).ok()?;
-    let h = wire::parse_header(&head).ok()??;
-    let mut body = vec![0u8; h.len as usize];
-    s.read_exact(&mut body).ok()?;
-    Msg::decode(h.ty, Payload::from_vec(body)).ok()
-}
-
 /// A manifest encoded by hand, so that it can break the rules `Manifest::new` enforces.
 /// A manifest in the wire's compact form, built by hand so that it can break every rule.
 fn evil_manifest(entries: &[(&str, u8, &str)]) -> Vec<u8> {
@@ -170,7 +153,7 @@ fn evil_manifest(entries: &[(&str, u8, &str)]) -> Vec<u8> {
 #[test]
 fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
     use wugui::proto::msg::Reason;
-    use wugui::proto::Msg;
+    use wugui::proto::{auth::Token, Manifest, Msg};
     let c = Cluster::start("rogue", Opts { pos: 1, ..Default::default() });
     let outside = c.dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
@@ -197,8 +180,12 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
         let Some(Msg::AuthGrant { token, .. }) = recv(&mut cac) else { panic!("no grant") };
         let mut po = TcpStream::connect(&c.pos[0].addr).unwrap();
         let manifest = evil_manifest(entries);
-        let offer = Msg::Offer { token, po: c.pos[0].addr.clone(), manifest: manifest.into() };
-        send(&mut po, &offer);
+        let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
+        let transfer = Token::decode(&token).unwrap().transfer;
+        send(&mut po, &Msg::Offer { token, po: c.pos[0].addr.clone(), manifest_id, manifest_len });
+        // The manifest goes only once the CAC vouched for the token.
+        assert_eq!(recv(&mut po), Some(Msg::Verified { transfer }), "case {i}");
+        send(&mut po, &Msg::Manifest { transfer, manifest: manifest.into() });
         match recv(&mut po) {
             Some(Msg::Denied { reason: Reason::BadManifest, text }) => {
                 eprintln!("case {i}: refused: {text}");
@@ -217,11 +204,7 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
     let mut po = TcpStream::connect(&c.pos[0].addr).unwrap();
     send(
         &mut po,
-        &Msg::Offer {
-            token: vec![1, 2, 3],
-            po: c.pos[0].addr.clone(),
-            manifest: evil_manifest(&[("ok", 1, "")]).into(),
-        },
+        &Msg::Offer { token: vec![1, 2, 3], po: c.pos[0].addr.clone(), manifest_id: [0; 16], manifest_len: 9 },
     );
     assert!(matches!(recv(&mut po), Some(Msg::Denied { reason: Reason::BadToken, .. })));
     let src = c.seeded_src();

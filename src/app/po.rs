@@ -12,6 +12,8 @@ use std::time::Duration;
 pub fn settings(c: &PoConfig, bound: SocketAddr) -> PoSettings {
     PoSettings {
         advertise: c.advertise_addr(bound).map(|a| a.to_string()),
+        listen_port: bound.port(),
+        release_after: Duration::from_millis(c.release_after_ms),
         cacs: c.cac.clone(),
         allow_dest: c.allow_dest.iter().map(|p| p.display().to_string()).collect(),
         root: c.root.as_ref().map(|p| p.display().to_string()),
@@ -117,6 +119,9 @@ impl crate::proto::Store for CorruptServe {
     }
     fn abort(&mut self, t: u64, keep: bool) {
         self.0.abort(t, keep)
+    }
+    fn release(&mut self, t: u64) {
+        self.0.release(t)
     }
     fn block_body(&mut self, t: u64, b: &crate::proto::BlockRef) -> Result<crate::proto::Body, StoreError> {
         let body = self.0.block_body(t, b)?;

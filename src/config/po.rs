@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::ini::{self, At};
-use super::values::{parse_abs_path, parse_addr, parse_addr_list, parse_path};
+use super::values::{parse_abs_path, parse_addr, parse_addr_list, parse_path, parse_seconds_ms};
 use super::ConfigError;
 use crate::proto::class::{parse_bool, parse_num, parse_size};
 
@@ -29,12 +29,15 @@ pub struct PoConfig {
     pub advertise: Option<SocketAddr>,
     /// Seconds a stage or resume record no transfer uses is kept (default a week).
     pub stage_retention: u64,
+    /// Key `release_after`, in seconds: how long a transfer whose master is gone keeps its
+    /// files open (default 30 s).
+    pub release_after_ms: u64,
 }
 
 impl PoConfig {
     /// The address this po presents to the CAC, given the address it bound (port 0 made real):
     /// `advertise`, else the bound address. `None` for a wildcard bind: the po then presents
-    /// the address the master dialled.
+    /// the local address each master's connection reached, with the listen port.
     pub fn advertise_addr(&self, bound: SocketAddr) -> Option<SocketAddr> {
         self.advertise.or((!bound.ip().is_unspecified()).then_some(bound))
     }
@@ -62,6 +65,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
     let mut metrics_listen = None;
     let mut advertise = None;
     let mut stage_retention = STAGE_RETENTION;
+    let mut release_after_ms = 30_000;
     s.read_keys(file, &[], |k| {
         let v = k.value();
         match k.name() {
@@ -86,6 +90,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
                 }
                 advertise = Some(a);
             }
+            "release_after" => release_after_ms = parse_seconds_ms(v).at(k)?,
             _ => return Err(k.unknown()),
         }
         Ok(())
@@ -104,6 +109,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
         metrics_listen,
         advertise,
         stage_retention,
+        release_after_ms,
     })
 }
 

@@ -143,6 +143,9 @@ pub trait Store {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError>;
     /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
+    /// The transfer's master is gone: close what is held open for it (the stage stays for a
+    /// resume, and a later write opens its files again).
+    fn release(&mut self, _transfer: u64) {}
     /// The bytes of a block this po holds (staged or published), for serving a peer.
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError>;
 }

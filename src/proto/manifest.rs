@@ -349,7 +349,12 @@ impl Manifest {
     /// Names the content: the same tree and block size give the same id, which is how a po
     /// recognises a transfer it can resume.
     pub fn id(&self) -> [u8; 16] {
-        Md5::digest(self.encode()).into()
+        Manifest::id_of(&self.encode())
+    }
+
+    /// The id of the manifest whose encoding is `encoded`.
+    pub fn id_of(encoded: &[u8]) -> [u8; 16] {
+        Md5::digest(encoded).into()
     }
 }
 

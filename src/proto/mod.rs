@@ -57,9 +57,11 @@ pub enum Event {
         exit: i32,
         tail: String,
     },
+    /// `local`: our address that the peer reached (what `getsockname` says).
     Accepted {
         conn: ConnId,
         peer: SocketAddr,
+        local: SocketAddr,
     },
     /// An outbound connection is established.
     Connected {
@@ -140,6 +142,15 @@ pub enum Action {
     Abandon {
         conn: ConnId,
         last: Option<Msg>,
+    },
+    /// Frames on `conn` may now have payloads of up to `max` bytes (and their type's limit).
+    /// Accepted connections start at `wire::MAX_PREAUTH`, so that a peer costs little before
+    /// the machine vouched for it; outbound ones at `wire::NO_FRAME_LIMIT`. A first frame over
+    /// the limit closes the connection (`Close::Decode`); a later one waits, unread, for the
+    /// machine to raise the limit or close the connection.
+    FrameLimit {
+        conn: ConnId,
+        max: u32,
     },
     /// Bytes/s for the whole process; 0 = none.
     SetRates {

@@ -17,15 +17,21 @@
 use super::codec::DecodeError;
 
 pub const MAGIC: [u8; 2] = *b"WG";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 8;
 
 /// Largest block a class may configure.
 pub const MAX_BLOCK: u32 = 64 << 20;
-/// Control messages (everything but blocks and offers).
+/// Control messages (everything but blocks and manifests).
 pub const MAX_CONTROL: u32 = 4 << 20;
-/// An offer carries the encoded manifest.
-pub const MAX_OFFER: u32 = 256 << 20;
+/// The encoded manifest (`Msg::Manifest`).
+pub const MAX_MANIFEST: u32 = 256 << 20;
+/// Frames an accepted connection may send before the machine vouched for it
+/// (`Action::FrameLimit`): enough for OFFER, PEER_HELLO, AUTH_REQUEST, VERIFY, STAT_QUERY. So
+/// before a token is verified, a connection costs at most this much memory.
+pub const MAX_PREAUTH: u32 = 64 << 10;
+/// A connection limit that leaves only the per-type ones.
+pub const NO_FRAME_LIMIT: u32 = u32::MAX;
 /// Limits inside payloads.
 pub const MAX_NAME: usize = 255;
 pub const MAX_PATH: usize = 4096;
@@ -66,6 +72,8 @@ pub enum MsgType {
     Bad = 26,
     Check = 27,
     CheckSums = 28,
+    Manifest = 29,
+    Verified = 30,
 }
 
 impl MsgType {
@@ -100,6 +108,8 @@ impl MsgType {
             26 => Bad,
             27 => Check,
             28 => CheckSums,
+            29 => Manifest,
+            30 => Verified,
             _ => return None,
         })
     }
@@ -107,7 +117,7 @@ impl MsgType {
     pub fn max_payload(self) -> u32 {
         match self {
             MsgType::Block => MAX_BLOCK + 64,
-            MsgType::Offer => MAX_OFFER,
+            MsgType::Manifest => MAX_MANIFEST,
             _ => MAX_CONTROL,
         }
     }

@@ -11,6 +11,7 @@ use super::conn::{Conn, State};
 use super::lane::Dir;
 use super::{hooks, Reactor, FINISH_FLUSH};
 use crate::proto::msg::block_frame_head;
+use crate::proto::wire::NO_FRAME_LIMIT;
 use crate::proto::{Action, Body, Close, ConnId, Event};
 
 impl Reactor {
@@ -87,6 +88,15 @@ impl Reactor {
                     }
                 }
             }
+            Action::FrameLimit { conn, max } => {
+                let Some(&slot) = self.ids.get(&conn) else { return };
+                let Some(c) = self.slots[slot].as_mut() else { return };
+                log::debug!("event=frame_limit conn={conn} max={max}");
+                c.max_frame = max;
+                if std::mem::take(&mut c.held) {
+                    self.mark(slot); // the held header is judged again
+                }
+            }
             Action::SetRates { upload, download } => {
                 log::debug!("event=set_rates upload={upload} download={download}");
                 self.lanes[Dir::Up.i()].set_rate(upload, now);
@@ -116,8 +126,10 @@ impl Reactor {
         if self.finishing.is_some() {
             return;
         }
-        let res = TcpStream::connect(addr)
-            .and_then(|s| self.insert(Conn::new(conn, s, Some(addr), State::Connecting { close_since: None })));
+        let res = TcpStream::connect(addr).and_then(|s| {
+            let c = Conn::new(conn, s, Some(addr), State::Connecting { close_since: None }, NO_FRAME_LIMIT);
+            self.insert(c)
+        });
         match res {
             Ok(_) => log::debug!("event=conn_connecting conn={conn} peer={addr}"),
             Err(e) => {

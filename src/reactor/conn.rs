@@ -88,10 +88,18 @@ pub struct Conn {
     frame_starts: VecDeque<u64>,
     /// False once the kernel refused sendfile for this connection: use pread/write for good.
     pub sendfile_ok: bool,
+    /// The largest payload a frame may declare here (`Action::FrameLimit`).
+    pub max_frame: u32,
+    /// A frame was decoded here: the peer said who it claims to be.
+    spoke: bool,
+    /// Reading waits for the machine: the next frame is over `max_frame`, and the machine has
+    /// not judged what the peer said yet. A raise (or the machine's own deadline) ends it.
+    pub held: bool,
     scratch: Vec<u8>,
-    /// Start of a frame header that was cut off at the end of a read (`head_len < HEADER_LEN`).
-    head: [u8; HEADER_LEN],
-    head_len: usize,
+    /// Bytes read but not parsed yet: a frame header cut off at the end of a read, or (on a
+    /// limited connection) what follows a frame the machine must see before the next header
+    /// is judged. At most one staging buffer.
+    carry: Vec<u8>,
     partial: Option<Partial>,
 }
 
@@ -104,6 +112,8 @@ pub enum ReadEnd {
     Budget,
     /// The download bucket is empty.
     Throttled,
+    /// The next frame is over the connection's limit: see `Conn::held`.
+    Held,
     /// EOF, a read error, or bytes that are not our protocol.
     Closed(Close),
 }
@@ -122,7 +132,8 @@ pub enum WriteEnd {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, stream: TcpStream, peer: Option<SocketAddr>, state: State) -> Conn {
+    /// `max_frame`: see `Action::FrameLimit`.
+    pub fn new(id: ConnId, stream: TcpStream, peer: Option<SocketAddr>, state: State, max_frame: u32) -> Conn {
         Conn {
             id,
             stream,
@@ -137,9 +148,11 @@ impl Conn {
             pushed: 0,
             frame_starts: VecDeque::new(),
             sendfile_ok: true,
+            max_frame,
+            spoke: false,
+            held: false,
             scratch: Vec::new(),
-            head: [0; HEADER_LEN],
-            head_len: 0,
+            carry: Vec::new(),
             partial: None,
         }
     }
@@ -194,11 +207,6 @@ impl Conn {
             State::Draining { until } => Some(until),
             _ => None,
         }
-    }
-
-    /// Whether the connection ended inside a frame.
-    fn mid_frame(&self) -> bool {
-        self.head_len > 0 || self.partial.is_some()
     }
 }
 
@@ -279,63 +287,102 @@ pub fn read_frames(
             if p.filled == p.buf.len() {
                 let p = c.partial.take().expect("partial frame present");
                 match Msg::decode(p.ty, Payload::lent(p.buf, pool.clone())) {
-                    Ok(m) => frames.push(m),
+                    Ok(m) => {
+                        c.spoke = true;
+                        frames.push(m);
+                    }
                     Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
                 }
             }
             continue;
         }
 
-        // Small frames: read into the staging buffer behind any cut-off header.
-        let hl = c.head_len;
-        stage[..hl].copy_from_slice(&c.head[..hl]);
-        let n = match read_metered(&c.stream, &mut c.readable, &mut stage[hl..], down, now) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(end) => return end,
-        };
-        if n == 0 {
-            return ReadEnd::Closed(if c.mid_frame() {
-                Close::Io(format!("peer closed the connection inside a frame header ({hl} bytes)"))
-            } else {
-                Close::Eof
-            });
-        }
-        bytes += n as u64;
-        let end = hl + n;
-        let mut pos = 0;
-        c.head_len = 0;
-        loop {
-            let h = match wire::parse_header(&stage[pos..end]) {
-                Ok(Some(h)) => h,
+        // Small frames: read into the staging buffer behind what was carried over; a whole
+        // header carried over is parsed before reading more.
+        let cl = c.carry.len();
+        stage[..cl].copy_from_slice(&c.carry);
+        c.carry.clear();
+        let end = if cl >= HEADER_LEN {
+            cl
+        } else {
+            let n = match read_metered(&c.stream, &mut c.readable, &mut stage[cl..], down, now) {
+                Ok(Some(n)) => n,
                 Ok(None) => {
-                    // A header cut off by the end of the read: keep it for the next one.
-                    let left = end - pos;
-                    c.head[..left].copy_from_slice(&stage[pos..end]);
-                    c.head_len = left;
-                    break;
+                    c.carry.extend_from_slice(&stage[..cl]);
+                    continue;
                 }
-                Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
+                Err(end) => {
+                    c.carry.extend_from_slice(&stage[..cl]);
+                    return end;
+                }
             };
-            let body = pos + HEADER_LEN;
-            let len = h.len as usize;
-            if end - body >= len {
-                match Msg::decode(h.ty, Payload::from_vec(stage[body..body + len].to_vec())) {
-                    Ok(m) => frames.push(m),
-                    Err(e) => return ReadEnd::Closed(Close::Decode(e.to_string())),
-                }
-                pos = body + len;
-            } else {
-                // `len` was checked against the type's limit by `parse_header`.
-                let mut buf = pool.take(len);
-                let have = end - body;
-                buf[..have].copy_from_slice(&stage[body..end]);
-                c.partial = Some(Partial { ty: h.ty, buf, filled: have });
-                break;
+            if n == 0 {
+                return ReadEnd::Closed(if cl > 0 {
+                    Close::Io(format!("peer closed the connection inside a frame header ({cl} bytes)"))
+                } else {
+                    Close::Eof
+                });
             }
+            bytes += n as u64;
+            cl + n
+        };
+        if let Some(end) = parse_frames(c, &stage[..end], pool, frames) {
+            return end;
         }
     }
     ReadEnd::Budget
+}
+
+/// Decodes the frames in `buf`, keeping a cut-off header in `c.carry` and starting a `Partial`
+/// for a payload that goes past it. `Some` when reading must stop here.
+/// `frames` holds what this read pass decoded so far, which the machine has not seen yet.
+fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut Vec<Msg>) -> Option<ReadEnd> {
+    let mut pos = 0;
+    loop {
+        let h = match wire::parse_header(&buf[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                // A header cut off by the end of the read: keep it for the next one.
+                c.carry.extend_from_slice(&buf[pos..]);
+                return None;
+            }
+            Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
+        };
+        if h.len > c.max_frame {
+            if c.spoke || !frames.is_empty() {
+                // What the peer said may raise the limit (a hello whose proof can be checked
+                // only once the master's word comes): wait for the machine, holding at most
+                // what this read brought.
+                c.carry.extend_from_slice(&buf[pos..]);
+                c.held = true;
+                return Some(ReadEnd::Held);
+            }
+            let e = format!(
+                "a {:?} frame of {} bytes is over this connection's limit of {} bytes (not authenticated yet)",
+                h.ty, h.len, c.max_frame
+            );
+            return Some(ReadEnd::Closed(Close::Decode(e)));
+        }
+        let body = pos + HEADER_LEN;
+        let len = h.len as usize;
+        if buf.len() - body >= len {
+            match Msg::decode(h.ty, Payload::from_vec(buf[body..body + len].to_vec())) {
+                Ok(m) => {
+                    c.spoke = true;
+                    frames.push(m);
+                }
+                Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
+            }
+            pos = body + len;
+        } else {
+            // `len` was checked against the type's and the connection's limits.
+            let mut pb = pool.take(len);
+            let have = buf.len() - body;
+            pb[..have].copy_from_slice(&buf[body..]);
+            c.partial = Some(Partial { ty: h.ty, buf: pb, filled: have });
+            return None;
+        }
+    }
 }
 
 /// Reads and throws away input (a connection we are closing). `Closed` on EOF or error.
@@ -499,7 +546,7 @@ mod tests {
 
     #[test]
     fn drop_unbegun_keeps_the_frame_in_flight_whole() {
-        let mut c = Conn::new(1, local_stream(), None, State::Open);
+        let mut c = Conn::new(1, local_stream(), None, State::Open, wire::NO_FRAME_LIMIT);
         for f in 0..3u8 {
             c.begin_frame();
             c.push_bytes(Arc::new(vec![f; 4]));

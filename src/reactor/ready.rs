@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use super::conn::{Conn, State};
 use super::{is_fd_limit, Reactor, ACCEPT_PAUSE};
+use crate::proto::wire::MAX_PREAUTH;
 use crate::proto::{Close, Event, ACCEPTED};
 
 impl Reactor {
@@ -88,10 +89,18 @@ impl Reactor {
                 log::warn!("event=conn_refused peer={peer} open={} max_conns={}", self.accepted, self.max_conns);
                 continue;
             }
+            let local = match stream.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    log::debug!("event=conn_error peer={peer} error=\"getsockname: {e}\"");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let id = ACCEPTED | self.next_accepted;
             self.next_accepted += 1;
-            let mut c = Conn::new(id, stream, Some(peer), State::Open);
+            // Small frames only, until the machine vouched for the peer (`Action::FrameLimit`).
+            let mut c = Conn::new(id, stream, Some(peer), State::Open, MAX_PREAUTH);
             // Readiness from before registration is not lost with epoll, but reading once
             // costs nothing and does not depend on that.
             c.readable = true;
@@ -99,7 +108,7 @@ impl Reactor {
             match self.insert(c) {
                 Ok(slot) => {
                     log::debug!("event=conn_accepted conn={id} peer={peer}");
-                    self.events.push_back(Event::Accepted { conn: id, peer });
+                    self.events.push_back(Event::Accepted { conn: id, peer, local });
                     self.mark(slot);
                 }
                 Err(e) => log::warn!("event=conn_error conn={id} peer={peer} error=\"register: {e}\""),

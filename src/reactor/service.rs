@@ -38,6 +38,11 @@ impl Reactor {
         let Some(c) = self.conn(slot) else { return false };
         match c.state {
             State::Connecting { .. } => false,
+            State::Open if c.readable && c.held => {
+                // A frame over the limit waits, unread, for the machine to raise it.
+                log::debug!("event=read_held conn={} max_frame={}", c.id, c.max_frame);
+                true
+            }
             State::Open if c.readable && c.out_mem >= OUT_PAUSE => {
                 // The peer asks faster than it reads: read again once the queue drains.
                 log::debug!("event=read_paused conn={} queued={}", c.id, c.out_mem);
@@ -60,7 +65,7 @@ impl Reactor {
                 }
                 self.frames = frames;
                 match end {
-                    ReadEnd::Drained => {}
+                    ReadEnd::Drained | ReadEnd::Held => {}
                     ReadEnd::Budget => self.mark(slot),
                     ReadEnd::Throttled => self.wait(Dir::Down, slot, now),
                     ReadEnd::Closed(reason) => self.fail(slot, reason),

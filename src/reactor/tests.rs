@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::proto::msg::block_frame_head;
+use crate::proto::wire::NO_FRAME_LIMIT;
 use crate::proto::{Action, BlockHead, Body, Sum};
 use crate::testutil::TempDir;
 use std::fs::File;
@@ -80,6 +81,11 @@ struct Script {
     client_conn: Option<ConnId>,
     /// What `stats` reports.
     stats: crate::proto::Stats,
+    /// Accepted connections keep the pre-auth frame limit (by default the script trusts them
+    /// at once) ...
+    preauth: bool,
+    /// ... until their first frame.
+    vouch_on_frame: bool,
 }
 
 impl Script {
@@ -116,6 +122,7 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::Abandon { last, .. } => Action::Abandon { conn, last: last.clone() },
         Action::Connect { addr, .. } => Action::Connect { conn, addr: *addr },
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
+        Action::FrameLimit { max, .. } => Action::FrameLimit { conn, max: *max },
         Action::RunHook { .. } => unreachable!("scripts run no hooks"),
     }
 }
@@ -124,6 +131,9 @@ impl Machine for Script {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match &ev {
             Event::Accepted { conn, .. } | Event::Connected { conn } => {
+                if !self.preauth {
+                    self.actions.push_back(Action::FrameLimit { conn: *conn, max: NO_FRAME_LIMIT });
+                }
                 for a in &self.on_open {
                     self.actions.push_back(retarget(a, *conn));
                 }
@@ -132,6 +142,9 @@ impl Machine for Script {
                 }
             }
             Event::Frame { conn, msg } => {
+                if self.vouch_on_frame {
+                    self.actions.push_back(Action::FrameLimit { conn: *conn, max: NO_FRAME_LIMIT });
+                }
                 if self.echo {
                     let a = match msg {
                         Msg::Block { head, data } => Action::SendBlock {
@@ -547,4 +560,32 @@ fn hooks_run_off_the_loop_and_report_exit_and_output() {
     assert_eq!(done[1], (2, 7, "oops".into()));
     assert_eq!(done[2].1, -1, "{:?}", done[2]);
     assert_eq!(done[3].1, -1, "{:?}", done[3]);
+}
+
+#[test]
+fn an_accepted_peer_is_cut_off_at_a_big_frame_header_until_vouched_for() {
+    // A stranger's 64 MiB block header: cut off before anything is allocated for it.
+    let (l, addr) = listen();
+    let server = spawn(Script { preauth: true, finish_after_closed: 1, ..Default::default() }, Some(l));
+    let mut s = StdStream::connect(addr).unwrap();
+    s.write_all(&block_frame_head(&head(1), 64 << 20)).unwrap();
+    let m = server.join().unwrap();
+    assert!(m.frames().is_empty());
+    let [(_, Close::Decode(e))] = &m.closed()[..] else { panic!("{:?}", m.closed()) };
+    assert!(e.contains("over this connection's limit of 65536 bytes"), "{e}");
+    // A peer the machine vouches for after its first frame may send a big one right behind it,
+    // in the same read: that header waits until the machine has judged the first.
+    let (l, addr) = listen();
+    let script = Script { preauth: true, vouch_on_frame: true, finish_after_closed: 1, ..Default::default() };
+    let server = spawn(script, Some(l));
+    let mut s = StdStream::connect(addr).unwrap();
+    let mut bytes = Msg::Ping.to_frame();
+    bytes.extend(block_frame_head(&head(1), 2 << 20));
+    bytes.extend(pattern(2 << 20, 5));
+    s.write_all(&bytes).unwrap();
+    drop(s);
+    let m = server.join().unwrap();
+    assert_eq!(m.frames().len(), 2);
+    assert_eq!(block_data(m.frames()[1]), (head(1), pattern(2 << 20, 5)));
+    assert_eq!(m.closed()[0].1, Close::Eof);
 }

@@ -277,6 +277,15 @@ impl Store for DiskStore {
         files::body_of(b.len as u64, &segments, true, open, |_, e| err(e))
     }
 
+    /// Closes the files kept open for writing; the stage folder and its descriptor stay, and
+    /// the resume record is brought up to date.
+    fn release(&mut self, transfer: u64) {
+        if let Some(t) = self.transfers.get_mut(&transfer) {
+            t.checkpoint_or_warn(transfer);
+            t.open.clear();
+        }
+    }
+
     fn abort(&mut self, transfer: u64, keep: bool) {
         self.published.retain(|(id, _, _)| *id != transfer);
         let Some(mut t) = self.transfers.remove(&transfer) else { return };

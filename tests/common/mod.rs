@@ -10,8 +10,8 @@ pub use testutil::{noise, Rng, TempDir};
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -363,4 +363,21 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// A frame over a blocking socket, for rogue clients.
+pub fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
+    s.write_all(&m.to_frame()).unwrap();
+}
+
+/// The next frame from a blocking socket (10 s at most); `None` when it closed or timed out.
+pub fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
+    use wugui::proto::{wire, Msg, Payload};
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut head).ok()?;
+    let h = wire::parse_header(&head).ok()??;
+    let mut body = vec![0u8; h.len as usize];
+    s.read_exact(&mut body).ok()?;
+    Msg::decode(h.ty, Payload::from_vec(body)).ok()
 }

@@ -274,6 +274,8 @@ impl CacMachine {
             class: ca.cfg.to_pairs(),
         };
         self.out.push_back(Action::Send { conn, msg });
+        // A granted master's progress reports may be big (one line a po).
+        self.out.push_back(Action::FrameLimit { conn, max: super::wire::NO_FRAME_LIMIT });
         self.set_state(conn, State::Master);
     }
 
@@ -302,8 +304,13 @@ pub fn challenge_data(nonce: &[u8; 32], class: &str) -> Vec<u8> {
 impl Machine for CacMachine {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
-            Event::Accepted { conn, peer } => {
+            Event::Accepted { conn, peer, .. } => {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE, warned: false });
+                // A master that lost its CAC reports on a fresh connection with no grant here:
+                // an address that may push some class may send reports of any size at once.
+                if self.settings.classes.iter().any(|c| c.master_allowed(peer.ip())) {
+                    self.out.push_back(Action::FrameLimit { conn, max: super::wire::NO_FRAME_LIMIT });
+                }
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
             Event::Closed { conn, reason } => {

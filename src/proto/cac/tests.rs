@@ -29,7 +29,10 @@ impl Cac {
     fn connect(&mut self, peer: &str) -> ConnId {
         self.next += 1;
         let conn = ACCEPTED | self.next;
-        self.m.handle_event(self.now, Event::Accepted { conn, peer: peer.parse().unwrap() });
+        let local = "10.9.0.9:7100".parse().unwrap();
+        self.m.handle_event(self.now, Event::Accepted { conn, peer: peer.parse().unwrap(), local });
+        // A master's address may send big frames at once (tested in `sim::cac`).
+        while self.m.poll_action().is_some() {}
         conn
     }
 
@@ -44,7 +47,11 @@ impl Cac {
     fn grant(&mut self, peer: &str, class: &str) -> Result<(u64, ConnId), (Reason, String)> {
         let conn = self.connect(peer);
         match self.send(conn, Msg::AuthRequest { class: class.into() }).as_slice() {
-            [Action::Send { msg: Msg::AuthGrant { transfer, .. }, .. }] => Ok((*transfer, conn)),
+            // The grant, and the larger frames a granted master may now send (its reports).
+            [Action::FrameLimit { .. }, Action::Send { msg: Msg::AuthGrant { transfer, .. }, .. }]
+            | [Action::Send { msg: Msg::AuthGrant { transfer, .. }, .. }, Action::FrameLimit { .. }] => {
+                Ok((*transfer, conn))
+            }
             [Action::Send { msg: Msg::Denied { reason, text }, .. }, Action::Close { .. }] => {
                 Err((*reason, text.clone()))
             }

@@ -24,6 +24,7 @@ impl MasterMachine {
             (PoState::Offered, Msg::Check { transfer: t, blocks }) if t == transfer => {
                 return self.on_check(now, i, blocks)
             }
+            (PoState::Offered, Msg::Verified { transfer: t }) if t == transfer => self.on_verified(now, i),
             (PoState::Offered, Msg::Accept { transfer: t, have }) if t == transfer => self.on_accept(i, &have),
             (PoState::Sending | PoState::Ready, Msg::Have { transfer: t, blocks }) if t == transfer => {
                 self.on_have(now, i, blocks)
@@ -40,7 +41,8 @@ impl MasterMachine {
             (_, Msg::Failed { transfer: t, error }) if t == transfer => self.on_failed(i, error),
             (_, Msg::Denied { reason, text }) => {
                 let e = format!("refused ({}): {text}", reason.name());
-                if reason == Reason::NoCac {
+                // Both pass: the po could not ask a CAC, or had too many offers waiting.
+                if matches!(reason, Reason::NoCac | Reason::Busy) {
                     self.po_lost(now, i, e)
                 } else {
                     self.po_fail(i, e)
@@ -77,6 +79,17 @@ impl MasterMachine {
         p.state = State::Offered { deadline: now + super::OFFER_TIMEOUT };
         if let Some(conn) = p.conn {
             self.out.push_back(Action::Send { conn, msg: Msg::CheckSums { transfer, sums } });
+        }
+    }
+
+    /// The CAC vouched for our token to the po: now it reads the manifest.
+    fn on_verified(&mut self, now: Instant, i: usize) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        let (transfer, manifest) = (plan.transfer, plan.encoded_manifest());
+        let p = &mut self.pos[i];
+        p.state = State::Offered { deadline: now + super::OFFER_TIMEOUT };
+        if let Some(conn) = p.conn {
+            self.out.push_back(Action::Send { conn, msg: Msg::Manifest { transfer, manifest } });
         }
     }
 

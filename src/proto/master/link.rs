@@ -42,7 +42,8 @@ impl MasterMachine {
             }
             return self.schedule(now);
         }
-        let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest: plan.offer() };
+        let (manifest_id, manifest_len) = plan.announced();
+        let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len };
         self.out.push_back(Action::Send { conn, msg });
         self.pos[i].state = State::Offered { deadline: now + OFFER_TIMEOUT };
     }

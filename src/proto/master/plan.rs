@@ -16,9 +16,13 @@ pub(super) struct Plan {
     pub(super) token: Vec<u8>,
     pub(super) class: ClassCfg,
     pub(super) manifest: Manifest,
-    /// The encoded manifest, shared by the offers in flight; made again for a later one
-    /// (a retry), so that it does not stay in memory for the whole transfer.
+    /// The encoded manifest, shared by the MANIFEST frames in flight, and held (`pinned`)
+    /// while some po was offered the transfer and may still ask for it; made again for a
+    /// later one (a retry), so that it does not stay in memory for the whole transfer.
     pub(super) offer: std::sync::Weak<Vec<u8>>,
+    pub(super) pinned: Option<Arc<Vec<u8>>>,
+    /// The manifest's id and encoded length, as offers name it (computed once).
+    announced: Option<([u8; 16], u64)>,
     /// Blocks read into memory, while some connection still holds them.
     pub(super) in_memory: std::collections::HashMap<u64, std::sync::Weak<Vec<u8>>>,
     /// Digests of the blocks pos asked about with CHECK (delta or resume), computed once.
@@ -52,6 +56,8 @@ impl Plan {
             deadline: now + Duration::from_secs(class.timeout),
             class,
             offer: std::sync::Weak::new(),
+            pinned: None,
+            announced: None,
             digests: std::collections::HashMap::new(),
             in_memory: std::collections::HashMap::new(),
             manifest,
@@ -102,13 +108,27 @@ impl Plan {
         Ok(d)
     }
 
-    /// The encoded manifest for an offer: the one in flight if there is one.
-    pub(super) fn offer(&mut self) -> Arc<Vec<u8>> {
-        self.offer.upgrade().unwrap_or_else(|| {
+    /// The encoded manifest for a MANIFEST frame: the one in flight if there is one. It stays
+    /// pinned until no po waits to ask for it (`unpin`).
+    pub(super) fn encoded_manifest(&mut self) -> Arc<Vec<u8>> {
+        let m = self.offer.upgrade().unwrap_or_else(|| {
             let m = Arc::new(self.manifest.encode());
             self.offer = Arc::downgrade(&m);
             m
-        })
+        });
+        self.pinned = Some(m.clone());
+        m
+    }
+
+    /// What an offer names: the manifest's id and encoded length.
+    pub(super) fn announced(&mut self) -> ([u8; 16], u64) {
+        if let Some(a) = self.announced {
+            return a;
+        }
+        let m = self.encoded_manifest();
+        let a = (Manifest::id_of(&m), m.len() as u64);
+        self.announced = Some(a);
+        a
     }
 
     /// A block frame from the master to `conn`, counted as sent. Also returns the checksum

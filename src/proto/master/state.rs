@@ -52,7 +52,7 @@ pub(super) enum State {
     Connecting {
         deadline: Instant,
     },
-    /// Offer sent, waiting for ACCEPT (or CHECK) until `deadline`.
+    /// Offer sent, waiting for VERIFIED (the manifest goes then), ACCEPT or CHECK until `deadline`.
     Offered {
         deadline: Instant,
     },

@@ -84,6 +84,12 @@ impl MasterMachine {
             self.out.push_back(Action::Connect { conn, addr });
         }
         self.report(now, None);
+        // The encoded manifest is kept only while some po may still ask for it.
+        if !self.pos.iter().any(|p| p.kind() == PoState::Offered) {
+            if let Some(plan) = self.plan.as_mut() {
+                plan.pinned = None;
+            }
+        }
         if let Phase::Transfer { next_report, .. } = &mut self.phase {
             *next_report = now + REPORT_EVERY;
         }

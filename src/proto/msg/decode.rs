@@ -59,7 +59,13 @@ impl Msg {
             MsgType::Offer => Msg::Offer {
                 token: r.bytes(MAX_TOKEN, "token")?.to_vec(),
                 po: r.str(MAX_NAME, "po address")?,
-                manifest: Arc::new(r.bytes(wire::MAX_OFFER as usize, "manifest")?.to_vec()),
+                manifest_id: r.array("manifest id")?,
+                manifest_len: r.u64("manifest length")?,
+            },
+            MsgType::Verified => Msg::Verified { transfer: r.u64("transfer")? },
+            MsgType::Manifest => Msg::Manifest {
+                transfer: r.u64("transfer")?,
+                manifest: Arc::new(r.bytes(wire::MAX_MANIFEST as usize, "manifest")?.to_vec()),
             },
             MsgType::Check => {
                 let transfer = r.u64("transfer")?;

@@ -37,15 +37,14 @@ impl Msg {
         w.buf
     }
 
-    /// The whole frame as buffers to send one after another. An offer's shared parts are
+    /// The whole frame as buffers to send one after another. A manifest's shared bytes are
     /// not copied.
     pub fn to_frame_parts(&self) -> Vec<Arc<Vec<u8>>> {
-        let Msg::Offer { token, po, manifest } = self else { return vec![Arc::new(self.to_frame())] };
+        let Msg::Manifest { transfer, manifest } = self else { return vec![Arc::new(self.to_frame())] };
         let mut w = Writer::new();
-        let len = 4 + token.len() + 4 + po.len() + 4 + manifest.len();
+        let len = 8 + 4 + manifest.len();
         wire::write_header(&mut w.buf, self.ty(), len as u32);
-        w.bytes(token);
-        w.str(po);
+        w.u64(*transfer);
         w.u32(manifest.len() as u32);
         vec![Arc::new(w.buf), manifest.clone()]
     }
@@ -76,9 +75,14 @@ impl Msg {
                 w.str(class_name);
                 encode_pairs(w, class);
             }
-            Msg::Offer { token, po, manifest } => {
+            Msg::Offer { token, po, manifest_id, manifest_len } => {
                 w.bytes(token);
                 w.str(po);
+                w.raw(manifest_id);
+                w.u64(*manifest_len);
+            }
+            Msg::Manifest { transfer, manifest } => {
+                w.u64(*transfer);
                 w.bytes(manifest);
             }
             Msg::Check { transfer, blocks } => {
@@ -107,7 +111,7 @@ impl Msg {
                 w.u32(blocks.len() as u32);
                 blocks.iter().for_each(|b| w.u64(*b));
             }
-            Msg::Ready { transfer } | Msg::Commit { transfer } => w.u64(*transfer),
+            Msg::Ready { transfer } | Msg::Commit { transfer } | Msg::Verified { transfer } => w.u64(*transfer),
             Msg::Abort { transfer, reason } | Msg::Failed { transfer, error: reason } => {
                 w.u64(*transfer);
                 w.str(reason);

@@ -152,11 +152,24 @@ pub enum Msg {
         class_name: String,
         class: Vec<(String, String)>,
     },
-    /// master -> po. The encoded manifest is shared by every po's offer, so 1,000 pos do not
-    /// cost 1,000 copies.
+    /// master -> po: the token, and which manifest (its id and encoded length), so that the po
+    /// can recognise a resume and refuse a size before it reads anything big. The manifest
+    /// itself comes only once the CAC vouched for the token (`Verified`, then `Manifest`).
+    /// `po` is the address the master dialled: the po never presents it to the CAC.
     Offer {
         token: Vec<u8>,
         po: String,
+        manifest_id: [u8; 16],
+        manifest_len: u64,
+    },
+    /// po -> master: the CAC vouched for the token; send the manifest.
+    Verified {
+        transfer: u64,
+    },
+    /// master -> po, after `Verified`. The encoded manifest is shared by every po's copy, so
+    /// 1,000 pos do not cost 1,000 copies.
+    Manifest {
+        transfer: u64,
         manifest: Arc<Vec<u8>>,
     },
     /// po -> master, before ACCEPT (delta): my published copy may hold these blocks; send
@@ -269,6 +282,8 @@ impl Msg {
             Msg::Verify { .. } => MsgType::Verify,
             Msg::VerifyOk { .. } => MsgType::VerifyOk,
             Msg::Offer { .. } => MsgType::Offer,
+            Msg::Verified { .. } => MsgType::Verified,
+            Msg::Manifest { .. } => MsgType::Manifest,
             Msg::Check { .. } => MsgType::Check,
             Msg::CheckSums { .. } => MsgType::CheckSums,
             Msg::Accept { .. } => MsgType::Accept,

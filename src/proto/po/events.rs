@@ -62,7 +62,13 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, msg: Msg) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match (&c.kind, msg) {
-            (ConnKind::New, Msg::Offer { token, po, manifest }) => self.on_offer(now, conn, token, po, &manifest),
+            // What the master calls us (`po`) is only its business.
+            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len }) => {
+                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len })
+            }
+            (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
+                self.on_manifest(now, conn, transfer, &manifest)
+            }
             (ConnKind::New, Msg::PeerHello { token, me, proof }) => self.on_peer_hello(now, conn, &token, me, proof),
             (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                 let idx = *idx;
@@ -136,6 +142,7 @@ impl<S: Store> PoMachine<S> {
                     if t.master == Some(conn) {
                         t.master = None;
                         if t.state.live() {
+                            t.release_at = Some(now + self.settings.release_after);
                             log::warn!(
                                 "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
                                 transfer.unwrap_or(0),
@@ -196,6 +203,20 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
+    /// Transfers whose master stayed away past `release_after`: the store closes their files.
+    pub(super) fn release_timeouts(&mut self, now: Instant) {
+        for (id, t) in self.transfers.iter_mut().filter(|(_, t)| t.release_at.is_some_and(|d| d <= now)) {
+            t.release_at = None;
+            log::info!(
+                "event=transfer_released transfer={id} class={} held={}/{}",
+                t.class.name,
+                t.nheld,
+                t.manifest.blocks()
+            );
+            self.store.release(*id);
+        }
+    }
+
     /// Pushes whose link never came up go back to the master.
     pub(super) fn link_wait_timeouts(&mut self, now: Instant) {
         let ids: Vec<u64> = self.transfers.keys().copied().collect();
@@ -233,8 +254,9 @@ impl<S: Store> PoMachine<S> {
             if let Some(t) = self.transfers.remove(&id) {
                 if t.state.live() {
                     log::warn!("event=transfer_expired transfer={id} class={}", t.class.name);
-                    self.store.abort(id, true);
                 }
+                // Whatever the store still holds for it (a published one's folder too) goes.
+                self.store.abort(id, true);
             }
         }
     }

@@ -1,8 +1,9 @@
 //! The po: receives a transfer, verifies every block, stages it and publishes it.
 //!
-//! A master connection goes `New` -> (Offer) `Verifying` (asking the CACs in order) ->
-//! (VerifyOk) `Receiving` -> (all blocks held) `Ready` -> (Commit, or at once with
-//! `publish = each`) `Published`. Any failure sends `Failed` to the master and leaves the
+//! A master connection goes `New` -> (Offer: token, manifest id and size) `Pending` (asking the
+//! CACs in order) -> (VerifyOk; we send Verified) waiting for the manifest -> (Manifest)
+//! `Receiving` -> (all blocks held) `Ready` -> (Commit, or at once with `publish = each`)
+//! `Published`. Nothing big is read before the CAC vouched for the token. Any failure sends `Failed` to the master and leaves the
 //! published tree as it was. Transfers are keyed by id, so a master that reconnects with the
 //! same transfer picks up where it left.
 //!
@@ -29,7 +30,7 @@ use super::failover::Failover;
 use super::manifest::hex;
 use super::msg::{Digest, PeerLink, Reason, TransferStat};
 use super::swarm::MASTER_PEER;
-use super::wire::MAX_CONTROL;
+use super::wire::{MAX_CONTROL, MAX_MANIFEST, NO_FRAME_LIMIT};
 use super::Verify;
 use super::{
     earliest, Action, BlockHead, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum,
@@ -41,8 +42,13 @@ use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
-    /// The address this po presents to the CAC; `None`: the one the master dialled.
+    /// The address this po presents to the CAC; `None` (a wildcard `listen`): the address the
+    /// master's connection reached here, with `listen_port`. Never what a master says.
     pub advertise: Option<String>,
+    pub listen_port: u16,
+    /// A transfer whose master is gone keeps its files open this long (for a quick reconnect),
+    /// then the store lets go of them (`Store::release`); the stage stays for a resume.
+    pub release_after: Duration,
     pub cacs: Vec<SocketAddr>,
     /// Class dests must lie below one of these (absolute paths).
     pub allow_dest: Vec<String>,
@@ -56,7 +62,11 @@ pub struct PoSettings {
     pub max_download_rate: u64,
 }
 
+/// A connection says who it is within this.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Offers waiting for a CAC's word (or for their manifest), over all masters; more are refused
+/// with `Busy`. Each costs at most one small frame's worth of memory.
+const MAX_PENDING: usize = 64;
 /// The master pings at least this often while it waits.
 const MASTER_IDLE: Duration = Duration::from_secs(120);
 
@@ -77,15 +87,32 @@ enum ConnKind {
 
 struct Conn {
     peer: Option<SocketAddr>,
+    /// Our address it reached (accepted connections).
+    local: Option<SocketAddr>,
     kind: ConnKind,
     deadline: Option<Instant>,
 }
 
-/// An offer waiting for a CAC's word.
+/// An offer before its transfer starts: the CAC's word on its token, then its manifest.
 struct Pending {
     token: Vec<u8>,
+    /// Who this po says it is to the CAC.
     po: String,
-    manifest: Manifest,
+    announced: Announced,
+    step: Step,
+}
+
+/// The manifest an offer names: its id and encoded length.
+pub(super) struct Announced {
+    id: [u8; 16],
+    len: u64,
+}
+
+enum Step {
+    /// Waiting for a CAC's word.
+    Cac,
+    /// The CAC vouched for the token; the master was asked for the manifest (`Verified`).
+    Manifest { transfer: u64, class: Box<ClassCfg>, dest: String },
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.
@@ -156,9 +183,9 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
-            Event::Accepted { conn, peer } => {
-                self.conns
-                    .insert(conn, Conn { peer: Some(peer), kind: ConnKind::New, deadline: Some(now + HANDSHAKE) });
+            Event::Accepted { conn, peer, local } => {
+                let deadline = Some(now + HANDSHAKE);
+                self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });
             }
             Event::Connected { conn } => self.on_connected(now, conn),
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
@@ -168,6 +195,7 @@ impl<S: Store> Machine for PoMachine<S> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.conn_timeouts(now);
+        self.release_timeouts(now);
         self.link_wait_timeouts(now);
         self.transfer_timeouts(now);
     }
@@ -187,7 +215,8 @@ impl<S: Store> Machine for PoMachine<S> {
         let waits = earliest(
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
-        earliest([t, exp, waits])
+        let release = earliest(self.transfers.values().map(|t| t.release_at));
+        earliest([t, exp, waits, release])
     }
 
     fn stats(&self) -> Stats {

@@ -17,6 +17,7 @@ impl<S: Store> PoMachine<S> {
             conn,
             Conn {
                 peer: Some(addr),
+                local: None,
                 kind: ConnKind::Cac { master, cac },
                 deadline: Some(now + self.settings.cac_timeout),
             },
@@ -35,24 +36,41 @@ impl<S: Store> PoMachine<S> {
         }
     }
 
-    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, po: String, manifest: &[u8]) {
-        let manifest = match Manifest::decode(manifest) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("event=offer_refused reason=bad_manifest error=\"{e}\"");
-                return self.refuse(conn, Reason::BadManifest, e.to_string());
-            }
-        };
-        let po = self.settings.advertise.clone().unwrap_or(po);
-        self.pending.insert(conn, Pending { token, po, manifest });
+    /// A master offers a transfer: nothing big is read until a CAC vouched for its token.
+    pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, announced: Announced) {
+        if announced.len > MAX_MANIFEST as u64 {
+            let text = format!("a manifest of {} bytes is over the limit of {MAX_MANIFEST}", announced.len);
+            log::warn!("event=offer_refused reason=bad_manifest error=\"{text}\"");
+            return self.refuse(conn, Reason::BadManifest, text);
+        }
+        if self.pending.len() >= MAX_PENDING {
+            log::warn!("event=offer_refused reason=busy pending={MAX_PENDING}");
+            let text = format!("this po has {MAX_PENDING} offers waiting for verification; try again later");
+            return self.refuse(conn, Reason::Busy, text);
+        }
+        let po = self.identity(conn);
+        self.pending.insert(conn, Pending { token, po, announced, step: Step::Cac });
+        // Each CAC is given `cac_timeout` in turn; this only backs that up.
+        let cacs = self.settings.cacs.len().max(1) as u32;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kind = ConnKind::Master { transfer: None };
-            c.deadline = None;
+            c.deadline = Some(now + HANDSHAKE + self.settings.cac_timeout * cacs);
         }
         self.ask_cac(now, conn, Failover::first());
     }
 
-    /// The CAC vouched for the offer on `master`: resume the transfer, or start it.
+    /// Who this po says it is to the CAC about the offer on `conn`: its `advertise` address (or
+    /// its bound one), else the address the master reached here with our listen port; never
+    /// the address the master wrote in the offer, or a master could borrow another po's class.
+    fn identity(&self, conn: ConnId) -> String {
+        if let Some(a) = &self.settings.advertise {
+            return a.clone();
+        }
+        let local = self.conns.get(&conn).and_then(|c| c.local);
+        local.map(|l| SocketAddr::new(l.ip().to_canonical(), self.settings.listen_port).to_string()).unwrap_or_default()
+    }
+
+    /// The CAC vouched for the offer on `master`: resume the transfer, or ask for its manifest.
     pub(super) fn on_verified(
         &mut self,
         now: Instant,
@@ -61,16 +79,61 @@ impl<S: Store> PoMachine<S> {
         pairs: &[(String, String)],
         class_name: &str,
     ) {
-        let Some(p) = self.pending.remove(&master) else { return };
-        let Some((class, dest)) = self.judge_offer(master, transfer, &p, pairs, class_name) else { return };
-        if self.resume(now, master, transfer, &p.manifest) {
+        let Some(mut p) = self.pending.remove(&master) else { return };
+        let Some((class, dest)) = self.judge_offer(master, transfer, &p.token, pairs, class_name) else { return };
+        // The master is who its token says: the manifest and blocks may come.
+        self.out.push_back(Action::FrameLimit { conn: master, max: NO_FRAME_LIMIT });
+        if self.resume(now, master, transfer, &p.announced.id) {
             return;
         }
-        self.replace_stale(transfer, &p.manifest);
+        // An older push than the one this dest last published, or than one staging there now,
+        // is refused before its manifest travels (README "Concurrent pushes").
         if !self.fence_offer(master, transfer, &dest) {
             return;
         }
-        self.start(now, master, transfer, p, class, dest);
+        p.step = Step::Manifest { transfer, class: Box::new(class), dest };
+        self.pending.insert(master, p);
+        if let Some(c) = self.conns.get_mut(&master) {
+            c.deadline = Some(now + MASTER_IDLE);
+        }
+        self.send(master, Msg::Verified { transfer });
+    }
+
+    /// The manifest we asked for: it must be the one the offer announced.
+    pub(super) fn on_manifest(&mut self, now: Instant, master: ConnId, transfer: u64, bytes: &[u8]) {
+        let Some(Pending { token, announced, step: Step::Manifest { transfer: t, class, dest }, .. }) =
+            self.pending.remove(&master)
+        else {
+            return self.refuse(master, Reason::Protocol, "MANIFEST before the CAC vouched for the token".into());
+        };
+        if t != transfer {
+            return self.refuse(master, Reason::Protocol, format!("MANIFEST for transfer {transfer}, not {t}"));
+        }
+        let manifest = match Self::check_manifest(bytes, &announced, &class) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("event=offer_refused transfer={transfer} reason=bad_manifest error=\"{e}\"");
+                return self.refuse(master, Reason::BadManifest, e);
+            }
+        };
+        self.replace_stale(transfer, &manifest);
+        self.start(now, master, transfer, (token, manifest), *class, dest);
+    }
+
+    /// Decodes a manifest (its decoder allocates no more than `bytes` warrant) and checks it
+    /// against the offer and the class.
+    fn check_manifest(bytes: &[u8], announced: &Announced, class: &ClassCfg) -> Result<Manifest, String> {
+        if bytes.len() as u64 != announced.len {
+            return Err(format!("a manifest of {} bytes, the offer said {}", bytes.len(), announced.len));
+        }
+        let manifest = Manifest::decode(bytes).map_err(|e| e.to_string())?;
+        if manifest.id() != announced.id {
+            return Err("the manifest is not the one the offer named".into());
+        }
+        if class.block_size != 0 && class.block_size != manifest.block_size {
+            return Err("manifest block size differs from the class".into());
+        }
+        Ok(manifest)
     }
 
     /// The class the CAC sent and where it lands here, or None once the offer is refused.
@@ -78,12 +141,12 @@ impl<S: Store> PoMachine<S> {
         &mut self,
         master: ConnId,
         transfer: u64,
-        p: &Pending,
+        token: &[u8],
         pairs: &[(String, String)],
         class_name: &str,
     ) -> Option<(ClassCfg, String)> {
         // The token names the transfer; the CAC has checked its MAC.
-        if Token::decode(&p.token).map(|t| t.transfer) != Ok(transfer) {
+        if Token::decode(token).map(|t| t.transfer) != Ok(transfer) {
             self.refuse(master, Reason::BadToken, "CAC answered for another transfer".into());
             return None;
         }
@@ -94,10 +157,6 @@ impl<S: Store> PoMachine<S> {
                 return None;
             }
         };
-        if class.block_size != 0 && class.block_size != p.manifest.block_size {
-            self.refuse(master, Reason::BadManifest, "manifest block size differs from the class".into());
-            return None;
-        }
         let Some(dest) = self.dest_for(&class.dest) else {
             log::warn!(
                 "event=offer_refused transfer={transfer} class={} reason=dest_not_allowed dest={}",
@@ -113,11 +172,11 @@ impl<S: Store> PoMachine<S> {
 
     /// A master that reconnects to a live transfer keeps its progress (true: done here). A
     /// failed transfer, or another tree under the same id, is dropped.
-    fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest: &Manifest) -> bool {
+    fn resume(&mut self, now: Instant, master: ConnId, transfer: u64, manifest_id: &[u8; 16]) -> bool {
         let Some(t) = self.transfers.get_mut(&transfer) else { return false };
         // What to say again: CHECK still open, READY, DONE.
         let again = match &t.state {
-            _ if t.manifest.id() != manifest.id() => None,
+            _ if t.manifest.id() != *manifest_id => None,
             TState::Receiving { checking } => Some((checking.clone(), false, false)),
             TState::Ready => Some((Vec::new(), true, false)),
             // A published transfer answers DONE again once its hook (if any) has run.
@@ -125,10 +184,13 @@ impl<S: Store> PoMachine<S> {
             TState::Failed => None,
         };
         let Some((checking, ready, done)) = again else {
+            // Nothing stays open for it while the new manifest is on its way.
             self.transfers.remove(&transfer);
+            self.store.abort(transfer, true);
             return false;
         };
         t.master = Some(master);
+        t.release_at = None;
         let have = bitmap(&t.held);
         self.set_master(master, transfer, now);
         if !checking.is_empty() {
@@ -157,14 +219,23 @@ impl<S: Store> PoMachine<S> {
         for old in stale {
             log::info!("event=transfer_replaced transfer={old} by={transfer}");
             self.transfers.remove(&old);
+            self.store.abort(old, true);
         }
     }
 
     /// A new transfer: stage it (keeping what an earlier stage holds), then CHECK or ACCEPT.
-    fn start(&mut self, now: Instant, master: ConnId, transfer: u64, p: Pending, class: ClassCfg, dest: String) {
-        let held = match self.store.prepare(transfer, &dest, &p.manifest, class.delta) {
-            Ok(h) if h.len() as u64 == p.manifest.blocks() => h,
-            Ok(_) => vec![false; p.manifest.blocks() as usize],
+    fn start(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        (token, manifest): (Vec<u8>, Manifest),
+        class: ClassCfg,
+        dest: String,
+    ) {
+        let held = match self.store.prepare(transfer, &dest, &manifest, class.delta) {
+            Ok(h) if h.len() as u64 == manifest.blocks() => h,
+            Ok(_) => vec![false; manifest.blocks() as usize],
             Err(e) => {
                 log::error!("event=po_failed transfer={transfer} class={} error=\"{e}\"", class.name);
                 return self.refuse(master, Reason::Disk, e.to_string());
@@ -177,7 +248,7 @@ impl<S: Store> PoMachine<S> {
             let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
             self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
         }
-        let t = Transfer::new(class, p.manifest, held, p.token, dest, master, now);
+        let t = Transfer::new(class, manifest, held, token, dest, master, now);
         log::info!(
             "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
             t.class.name,

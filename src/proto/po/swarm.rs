@@ -25,7 +25,8 @@ impl<S: Store> PoMachine<S> {
                 j.peers.insert(l.idx, conn);
             }
             let kind = ConnKind::Peer { transfer, idx: l.idx };
-            self.conns.insert(conn, Conn { peer: Some(addr), kind, deadline: Some(now + self.settings.cac_timeout) });
+            let deadline = Some(now + self.settings.cac_timeout);
+            self.conns.insert(conn, Conn { peer: Some(addr), local: None, kind, deadline });
             self.out.push_back(Action::Connect { conn, addr });
         }
         for (conn, idx, proof) in hellos {
@@ -72,6 +73,8 @@ impl<S: Store> PoMachine<S> {
             c.kind = if master { ConnKind::MasterData { transfer } } else { ConnKind::Peer { transfer, idx } };
             c.deadline = None;
         }
+        // The link is proven: blocks may come on it.
+        self.out.push_back(Action::FrameLimit { conn, max: NO_FRAME_LIMIT });
         if master {
             return;
         }

@@ -54,9 +54,16 @@ impl Po {
         self.ev(Event::Frame { conn, msg })
     }
     /// A neighbour dials us and says who it is.
+    /// The link-limit raise is taken out of the answer: it comes exactly when the link is
+    /// not refused.
     fn hello(&mut self, conn: ConnId, me: u32, proof: Digest) -> Vec<Action> {
-        self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap() });
-        self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof })
+        let local = "10.0.0.2:7200".parse().unwrap();
+        self.ev(Event::Accepted { conn, peer: "10.0.0.5:4000".parse().unwrap(), local });
+        let mut a = self.frame(conn, Msg::PeerHello { token: self.token.clone(), me, proof });
+        let raised = a.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, .. } if *c == conn));
+        a.retain(|a| !matches!(a, Action::FrameLimit { .. }));
+        assert_eq!(raised, !closes(&a, conn), "{a:?}");
+        a
     }
 }
 
@@ -68,6 +75,8 @@ fn closes(a: &[Action], conn: ConnId) -> bool {
 fn accepted() -> Po {
     let settings = PoSettings {
         advertise: None,
+        listen_port: 7200,
+        release_after: Duration::from_secs(30),
         cacs: vec!["127.0.0.1:1".parse().unwrap()],
         allow_dest: vec!["/data".into()],
         root: None,
@@ -89,14 +98,19 @@ fn accepted() -> Po {
     let manifest = Manifest::new(4096, vec![file]).unwrap();
     let ip = "10.0.0.1".parse().unwrap();
     po.token = Token::issue(b"key", T, "c", ip, u64::MAX, [0; 16]).encode();
-    po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap() });
+    let local = "10.0.0.2:7200".parse().unwrap();
+    po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap(), local });
     let manifest = Arc::new(manifest.encode());
-    let a = po.frame(MASTER, Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest });
+    let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
+    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len };
+    let a = po.frame(MASTER, offer);
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
     class.set("dest", "/data/x").unwrap();
     class.set("p2p", "on").unwrap();
     let a = po.frame(*cac, Msg::VerifyOk { transfer: T, class_name: "c".into(), class: class.to_pairs() });
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Verified { transfer: T }, .. })), "{a:?}");
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
     assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
     po
 }
@@ -191,7 +205,7 @@ fn check_answers_for_blocks_not_asked_or_twice_are_ignored() {
 /// Master connection `conn` offers transfer `id` of the same tree and class as `accepted`.
 fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
     let token = Token::issue(b"key", id, "c", "10.0.0.1".parse().unwrap(), u64::MAX, [0; 16]).encode();
-    po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap() });
+    po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap(), local: "10.0.0.2:7200".parse().unwrap() });
     let file = Entry {
         path: "f".into(),
         kind: Kind::File { size: 10_000 },
@@ -201,11 +215,17 @@ fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
         sparse: None,
     };
     let manifest = Arc::new(Manifest::new(4096, vec![file]).unwrap().encode());
-    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest });
+    let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
+    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len });
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
     class.set("dest", "/data/x").unwrap();
-    po.frame(*cac, Msg::VerifyOk { transfer: id, class_name: "c".into(), class: class.to_pairs() })
+    let mut a = po.frame(*cac, Msg::VerifyOk { transfer: id, class_name: "c".into(), class: class.to_pairs() });
+    // The CAC vouched: the po asks for the manifest, and takes the offer once it has it.
+    if a.iter().any(|x| matches!(x, Action::Send { msg: Msg::Verified { .. }, .. })) {
+        a.extend(po.frame(conn, Msg::Manifest { transfer: id, manifest }));
+    }
+    a
 }
 
 fn said(a: &[Action], conn: ConnId) -> Vec<String> {

@@ -104,6 +104,9 @@ pub(super) struct Transfer {
     pub(super) class: ClassCfg,
     pub(super) manifest: Manifest,
     pub(super) master: Option<ConnId>,
+    /// While no master is linked and the store holds files open for the transfer: when it
+    /// lets go of them.
+    pub(super) release_at: Option<Instant>,
     pub(super) held: Vec<bool>,
     pub(super) nheld: u64,
     pub(super) bytes: u64,
@@ -140,6 +143,7 @@ impl Transfer {
             class,
             manifest,
             master: Some(master),
+            release_at: None,
             held,
             nheld,
             bytes,

@@ -228,7 +228,7 @@ fn unexpected_messages_are_protocol_errors() {
         Some(Reason::Protocol)
     );
     p.accepted(ACCEPTED | 3, MASTER);
-    let offer = Msg::Offer { token: token.clone(), po: "x".into(), manifest: Default::default() };
+    let offer = Msg::Offer { token: token.clone(), po: "x".into(), manifest_id: [0; 16], manifest_len: 0 };
     assert_eq!(denied(&p.frame(ACCEPTED | 3, offer), ACCEPTED | 3), Some(Reason::Protocol));
     // A stat client may not become a master, nor may a challenged master ask for tokens.
     p.accepted(ACCEPTED | 4, MASTER);
@@ -266,4 +266,15 @@ fn closes_silent_connections_and_counts_broken_ones() {
     assert!(p.connected(7).is_empty());
     assert!(p.event(Event::HookDone { id: 1, exit: 0, tail: String::new() }).is_empty());
     assert_eq!(p.stats(), Stats { protocol_errors: 1, ..Stats::default() });
+}
+
+/// Before any grant, only an address that may push some class may send frames over the
+/// pre-authentication limit: a master that lost its CAC reports on a fresh connection.
+#[test]
+fn only_master_addresses_may_send_big_frames_before_a_grant() {
+    let mut p = cac();
+    let raised = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::FrameLimit { .. }));
+    assert!(raised(&p.accepted(ACCEPTED | 1, MASTER)));
+    assert!(!raised(&p.accepted(ACCEPTED | 2, STRANGER)));
+    assert!(!raised(&p.accepted(ACCEPTED | 3, PO)));
 }

@@ -87,8 +87,12 @@ fn granted(pos: &[&str], blocks: u64, extra: &[(&str, &str)]) -> (Master, ConnId
 /// Po `conn` (number `i`) comes up and takes the offer holding `have`: what the master did then.
 fn joined(p: &mut Master, conn: ConnId, i: usize, have: &[bool]) -> Vec<Action> {
     let acts = p.connected(conn);
-    let Msg::Offer { token, po, manifest } = only(&acts, conn) else { panic!("{acts:?}") };
+    let Msg::Offer { token, po, manifest_id, manifest_len } = only(&acts, conn) else { panic!("{acts:?}") };
     assert_eq!((token.as_slice(), po.as_str()), (&b"token"[..], POS[i]));
+    // The manifest goes once the po says the CAC vouched for the token, as the offer named it.
+    let acts = p.frame(conn, Msg::Verified { transfer: T });
+    let Msg::Manifest { transfer: T, manifest } = only(&acts, conn) else { panic!("{acts:?}") };
+    assert_eq!((Manifest::id_of(&manifest), manifest.len() as u64), (manifest_id, manifest_len));
     assert_eq!(Manifest::decode(&manifest).unwrap().blocks(), have.len() as u64);
     p.frame(conn, Msg::Accept { transfer: T, have: bitmap(have) })
 }
@@ -243,6 +247,12 @@ fn a_refusing_po_is_retried_or_failed() {
     assert!(connects(&p.wait(Duration::from_millis(900))).is_empty());
     let acts = p.wait(Duration::from_millis(100));
     assert_eq!(connects(&acts).iter().map(|c| c.1.to_string()).collect::<Vec<_>>(), [POS[0]]);
+    // So may a po with too many offers waiting.
+    let again = connects(&acts)[0].0;
+    p.connected(again);
+    let acts = p.frame(again, Msg::Denied { reason: Reason::Busy, text: "64 offers waiting".into() });
+    assert_eq!(closes(&acts), [again]);
+    assert_eq!(p.m.po_states()[0], PoState::Idle);
     // Any other refusal is final.
     let acts = p.frame(po[1], Msg::Denied { reason: Reason::DestNotAllowed, text: "not here".into() });
     assert_eq!(closes(&acts), [po[1]]);
@@ -256,7 +266,8 @@ fn unexpected_messages_fail_the_po() {
         Msg::Have { transfer: T, blocks: vec![0] },
         Msg::Accept { transfer: T + 1, have: vec![] },
         Msg::Ready { transfer: T + 1 },
-        Msg::Offer { token: vec![], po: String::new(), manifest: Default::default() },
+        Msg::Offer { token: vec![], po: String::new(), manifest_id: [0; 16], manifest_len: 0 },
+        Msg::Verified { transfer: T + 1 },
     ];
     for msg in cases {
         let ty = msg.ty();

@@ -84,6 +84,8 @@ pub struct MemStore {
     pub resumable: HashMap<u64, Vec<u8>>,
     /// What `set_options` was told, by transfer.
     pub options: HashMap<u64, StageOptions>,
+    /// Transfers the po let go of (`release`), in order.
+    pub released: Vec<u64>,
 }
 
 impl Store for MemStore {
@@ -152,6 +154,9 @@ impl Store for MemStore {
     }
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.staged.remove(&transfer);
+    }
+    fn release(&mut self, transfer: u64) {
+        self.released.push(transfer);
     }
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError> {
         let (m, files) = match self.staged.get(&transfer) {

@@ -6,7 +6,9 @@
 //! - `transfer`: whole transfers between a master, two CACs and many pos on this network.
 //! - `probe`: one machine driven by hand, the test playing every other party; `cac`, `po` and
 //!   `master` use it to reach every message arm of each machine.
+//! - `bounds`: what a connection, an offer or an abandoned transfer may cost a daemon.
 
+mod bounds;
 mod cac;
 mod master;
 mod mem;
@@ -49,6 +51,8 @@ pub struct Net {
     now: Instant,
     nodes: Vec<(SocketAddr, Node, bool)>,
     links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    /// Frame limits of accepted connections, as the reactor keeps them (`Action::FrameLimit`).
+    limits: HashMap<(usize, ConnId), u32>,
     queue: VecDeque<(usize, Event)>,
     next_accept: ConnId,
     pub blackholed: HashSet<SocketAddr>,
@@ -68,6 +72,7 @@ impl Net {
             now: Instant::now(),
             nodes: Vec::new(),
             links: HashMap::new(),
+            limits: HashMap::new(),
             queue: VecDeque::new(),
             next_accept: 0,
             blackholed: HashSet::new(),
@@ -110,8 +115,10 @@ impl Net {
                         let acc = ACCEPTED | self.next_accept;
                         self.links.insert((from, conn), (to, acc));
                         self.links.insert((to, acc), (from, conn));
+                        self.limits.insert((to, acc), wire::MAX_PREAUTH);
                         let peer = SocketAddr::new(self.nodes[from].0.ip(), 40000 + (self.next_accept % 20000) as u16);
-                        self.queue.push_back((to, Event::Accepted { conn: acc, peer }));
+                        let local = self.nodes[to].0;
+                        self.queue.push_back((to, Event::Accepted { conn: acc, peer, local }));
                         self.queue.push_back((from, Event::Connected { conn }));
                     }
                     None => self
@@ -136,6 +143,9 @@ impl Net {
                 }
                 self.apply(from, Action::Close { conn });
             }
+            Action::FrameLimit { conn, max } => {
+                self.limits.insert((from, conn), max);
+            }
             Action::SetRates { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             Action::RunHook { id, name, .. } => {
@@ -150,6 +160,16 @@ impl Net {
         let frame = msg.to_frame();
         let (mut msg, used) = Msg::from_frame(&frame).unwrap().unwrap();
         assert_eq!(used, frame.len());
+        let limit = self.limits.get(&(to, peer_conn)).copied().unwrap_or(wire::NO_FRAME_LIMIT);
+        if frame.len() - wire::HEADER_LEN > limit as usize {
+            // The receiving reactor cuts the connection off at the header.
+            self.links.remove(&(from, conn));
+            self.links.remove(&(to, peer_conn));
+            let e = format!("{:?} frame over the limit of {limit}", msg.ty());
+            self.queue.push_back((to, Event::Closed { conn: peer_conn, reason: Close::Decode(e) }));
+            self.queue.push_back((from, Event::Closed { conn, reason: Close::Io("reset".into()) }));
+            return;
+        }
         self.frames += 1;
         *self.by_type.entry(format!("{:?}", msg.ty())).or_default() += 1;
         if matches!(msg, Msg::Block { .. }) {
@@ -240,6 +260,8 @@ fn class_pairs(extra: &[(&str, &str)]) -> Vec<(String, String)> {
 fn po_settings(addr: &str, cacs: &[&str]) -> PoSettings {
     PoSettings {
         advertise: Some(addr.into()),
+        listen_port: 7200,
+        release_after: Duration::from_secs(30),
         cacs: cacs.iter().map(|c| c.parse().unwrap()).collect(),
         allow_dest: vec!["/home/work/data".into()],
         root: None,

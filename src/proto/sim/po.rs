@@ -3,7 +3,7 @@
 //!
 //! | connection + message or event                  | test                                      |
 //! |------------------------------------------------|-------------------------------------------|
-//! | New + Offer (good, bad manifest)               | `publishes_on_commit`, `refuses_offers_it_cannot_take` |
+//! | New + Offer; Verified, then Manifest (good, garbage, not the one named) | `publishes_on_commit`, `refuses_offers_it_cannot_take` |
 //! | CAC Connected: Verify                          | `publishes_on_commit`                     |
 //! | CAC + VerifyOk (good, other transfer, bad class, block size, dest, disk) | `refuses_offers_it_cannot_take` |
 //! | CAC + Denied: passed on                        | `refuses_offers_it_cannot_take`           |
@@ -41,33 +41,38 @@ use super::{class_pairs, po_settings, TRANSFER_KEY};
 use std::sync::Arc;
 use std::time::Duration;
 
-const MASTER: &str = "10.0.0.1:40001";
+pub(super) const MASTER: &str = "10.0.0.1:40001";
 const PEER: &str = "10.0.1.2:40002";
-const M: ConnId = ACCEPTED | 1;
-const T: u64 = 77;
+pub(super) const M: ConnId = ACCEPTED | 1;
+pub(super) const T: u64 = 77;
 const KEY: [u8; 32] = TRANSFER_KEY;
 
-type Po = Probe<PoMachine<MemStore>>;
+pub(super) type Po = Probe<PoMachine<MemStore>>;
 
-fn settings() -> PoSettings {
+pub(super) fn settings() -> PoSettings {
     po_settings("10.0.1.1:7200", &["10.0.0.2:7100", "10.0.0.3:7100"])
 }
 
-fn po_with(settings: PoSettings, store: MemStore) -> Po {
+pub(super) fn po_with(settings: PoSettings, store: MemStore) -> Po {
     let (p, first) = Probe::new(PoMachine::new(settings, store), Instant::now());
     assert!(matches!(first[..], [Action::SetRates { upload: 0, download: 0 }]), "{first:?}");
     p
 }
 
-fn token(transfer: u64) -> Vec<u8> {
+pub(super) fn token(transfer: u64) -> Vec<u8> {
     Token::issue(b"cluster-key", transfer, "base1", "10.0.0.1".parse().unwrap(), u64::MAX, [1; 16]).encode()
 }
 
+/// The offer of `transfer` naming the manifest encoded as `bytes`.
+pub(super) fn offer(transfer: u64, bytes: &[u8]) -> Msg {
+    let (manifest_id, manifest_len) = (Manifest::id_of(bytes), bytes.len() as u64);
+    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len }
+}
+
 /// Master `conn` offers `m` as `transfer`; returns the CAC connection the po dialled to check.
-fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
+pub(super) fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
     p.accepted(conn, MASTER);
-    let offer = Msg::Offer { token: token(transfer), po: "ignored".into(), manifest: Arc::new(m.encode()) };
-    let acts = p.frame(conn, offer);
+    let acts = p.frame(conn, offer(transfer, &m.encode()));
     let [(cac, addr)] = connects(&acts)[..] else { panic!("{acts:?}") };
     assert_eq!(addr.to_string(), "10.0.0.2:7100");
     let acts = p.connected(cac);
@@ -78,15 +83,36 @@ fn asked(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest) -> ConnId {
 }
 
 /// Master `conn` offers `m` and the CAC vouches for it with `pairs`: what the po did then.
-fn offered(p: &mut Po, conn: ConnId, transfer: u64, m: &Manifest, pairs: Vec<(String, String)>) -> Vec<Action> {
+pub(super) fn offered(
+    p: &mut Po,
+    conn: ConnId,
+    transfer: u64,
+    m: &Manifest,
+    pairs: Vec<(String, String)>,
+) -> Vec<Action> {
     let cac = asked(p, conn, transfer, m);
     let acts = p.frame(cac, Msg::VerifyOk { transfer, class_name: "base1".into(), class: pairs });
     assert!(closes(&acts).contains(&cac), "{acts:?}");
-    acts
+    manifest_if_asked(p, conn, transfer, acts, &m.encode())
+}
+
+/// `acts` if the po did not ask master `conn` for the manifest (`Verified`); else what the
+/// po did with the manifest `bytes`.
+pub(super) fn manifest_if_asked(
+    p: &mut Po,
+    conn: ConnId,
+    transfer: u64,
+    acts: Vec<Action>,
+    bytes: &[u8],
+) -> Vec<Action> {
+    if sent_on(&acts, conn) != [&Msg::Verified { transfer }] {
+        return acts;
+    }
+    p.frame(conn, Msg::Manifest { transfer, manifest: Arc::new(bytes.to_vec()) })
 }
 
 /// A po that accepted transfer `T` of `blocks` blocks from master `M`, and the source.
-fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) {
+pub(super) fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) {
     let (m, src) = MemSource::one_file(blocks);
     let mut p = po_with(settings(), MemStore::default());
     let acts = offered(&mut p, M, T, &m, class_pairs(extra));
@@ -150,7 +176,8 @@ fn in_swarm(blocks: u64) -> (Po, MemSource, ConnId) {
 /// Po 1 dials in on `conn` with the key of our link.
 fn admit_po1(p: &mut Po, conn: ConnId) {
     p.accepted(conn, PEER);
-    assert!(p.frame(conn, hello(1, link_key(&KEY, 0, 1))).is_empty());
+    let acts = p.frame(conn, hello(1, link_key(&KEY, 0, 1)));
+    assert!(matches!(acts[..], [Action::FrameLimit { .. }]) && raised(&acts, conn), "{acts:?}");
 }
 
 #[test]
@@ -177,10 +204,22 @@ fn publishes_on_commit() {
 fn refuses_offers_it_cannot_take() {
     let (m, _) = MemSource::one_file(3);
     let mut p = po_with(settings(), MemStore::default());
-    p.accepted(M, MASTER);
-    let garbage = Msg::Offer { token: token(T), po: String::new(), manifest: Arc::new(vec![1, 2, 3]) };
-    assert_eq!(denied(&p.frame(M, garbage), M), Some(Reason::BadManifest));
     let verify_ok = |transfer, class| Msg::VerifyOk { transfer, class_name: "base1".into(), class };
+    // A manifest that does not decode, or is not the one the offer named (length, id).
+    let me = m.encode();
+    let garbage = vec![1, 2, 3];
+    let (id, len) = (Manifest::id_of(&me), me.len() as u64);
+    let bad = [(Manifest::id_of(&garbage), 3, &garbage), (id, len + 1, &me), ([0; 16], len, &me)];
+    for (i, (manifest_id, manifest_len, bytes)) in bad.into_iter().enumerate() {
+        let conn = ACCEPTED | (20 + i as u64);
+        p.accepted(conn, MASTER);
+        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len });
+        let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+        p.connected(cac);
+        let acts = p.frame(cac, verify_ok(T, class_pairs(&[])));
+        let acts = manifest_if_asked(&mut p, conn, T, acts, bytes);
+        assert_eq!(denied(&acts, conn), Some(Reason::BadManifest), "case {i}: {acts:?}");
+    }
     let cases = [
         (verify_ok(T + 1, class_pairs(&[])), Reason::BadToken),
         (verify_ok(T, vec![("verify".into(), "sha0".into())]), Reason::Protocol),
@@ -194,8 +233,9 @@ fn refuses_offers_it_cannot_take() {
         let conn = ACCEPTED | (10 + i as u64);
         let cac = asked(&mut p, conn, T, &m);
         let acts = p.frame(cac, answer);
-        assert_eq!(denied(&acts, conn), Some(want), "case {i}: {acts:?}");
         assert!(connects(&acts).is_empty(), "a CAC that answered is not asked again");
+        let acts = manifest_if_asked(&mut p, conn, T, acts, &me);
+        assert_eq!(denied(&acts, conn), Some(want), "case {i}: {acts:?}");
     }
     let mut p = po_with(settings(), MemStore { fail_prepare: true, ..Default::default() });
     assert_eq!(denied(&offered(&mut p, M, T, &m, class_pairs(&[])), M), Some(Reason::Disk));
@@ -224,6 +264,7 @@ fn asks_the_next_cac_when_one_fails() {
     let acts = p.connected(second);
     assert!(matches!(only(&acts, second), Msg::Verify { .. }));
     let acts = p.frame(second, Msg::VerifyOk { transfer: T, class_name: "base1".into(), class: class_pairs(&[]) });
+    let acts = manifest_if_asked(&mut p, ACCEPTED | 2, T, acts, &m.encode());
     assert!(matches!(sent_on(&acts, ACCEPTED | 2)[..], [Msg::Accept { .. }]), "{acts:?}");
 }
 
@@ -355,7 +396,7 @@ fn unexpected_messages_are_protocol_errors() {
     p.accepted(ACCEPTED | 2, PEER);
     assert_eq!(denied(&p.frame(ACCEPTED | 2, src.frame(T, 0, Verify::Crc32)), ACCEPTED | 2), Some(Reason::Protocol));
     let (m, _) = MemSource::one_file(3);
-    let again = Msg::Offer { token: token(T), po: String::new(), manifest: Arc::new(m.encode()) };
+    let again = offer(T, &m.encode());
     let (mut q, _) = receiving(3, &[]);
     assert_eq!(denied(&q.frame(M, again), M), Some(Reason::Protocol));
     assert_eq!(denied(&p.frame(M, src.frame(T + 1, 0, Verify::Crc32)), M), Some(Reason::Protocol));
@@ -396,7 +437,8 @@ fn a_hello_with_the_right_proof_is_admitted() {
     // The master's data link proves itself with the key PEERS gave us.
     let data = ACCEPTED | 3;
     p.accepted(data, MASTER);
-    assert!(p.frame(data, hello(MASTER_PEER, link_key(&KEY, 0, MASTER_PEER))).is_empty());
+    let acts = p.frame(data, hello(MASTER_PEER, link_key(&KEY, 0, MASTER_PEER)));
+    assert!(matches!(acts[..], [Action::FrameLimit { .. }]) && raised(&acts, data), "{acts:?}");
     p.frame(M, sums(&mut src, 3));
     assert_eq!(sent_on(&p.frame(ACCEPTED | 2, src.frame(T, 0, Verify::Blake3)), M), [&have(0)]);
     assert_eq!(sent_on(&p.frame(data, src.frame(T, 1, Verify::Blake3)), M), [&have(1)]);

@@ -9,12 +9,14 @@ use std::time::Duration;
 pub struct Probe<M: Machine> {
     pub m: M,
     pub now: Instant,
+    /// Our address that accepted connections reach.
+    pub local: SocketAddr,
 }
 
 impl<M: Machine> Probe<M> {
     /// The machine and what it did on its own at the start.
     pub fn new(m: M, now: Instant) -> (Probe<M>, Vec<Action>) {
-        let mut p = Probe { m, now };
+        let mut p = Probe { m, now, local: "10.0.1.1:7200".parse().unwrap() };
         let first = p.drain();
         (p, first)
     }
@@ -36,7 +38,7 @@ impl<M: Machine> Probe<M> {
     }
 
     pub fn accepted(&mut self, conn: ConnId, peer: &str) -> Vec<Action> {
-        self.event(Event::Accepted { conn, peer: peer.parse().unwrap() })
+        self.event(Event::Accepted { conn, peer: peer.parse().unwrap(), local: self.local })
     }
 
     pub fn connected(&mut self, conn: ConnId) -> Vec<Action> {
@@ -79,6 +81,11 @@ pub fn connects(acts: &[Action]) -> Vec<(ConnId, SocketAddr)> {
     acts.iter()
         .filter_map(|a| if let Action::Connect { conn, addr } = a { Some((*conn, *addr)) } else { None })
         .collect()
+}
+
+/// Whether `acts` let `conn` send frames of any size (`Action::FrameLimit`).
+pub fn raised(acts: &[Action], conn: ConnId) -> bool {
+    acts.iter().any(|a| matches!(a, Action::FrameLimit { conn: c, max: wire::NO_FRAME_LIMIT } if *c == conn))
 }
 
 /// The block frames among `acts`: connection and head.

@@ -1,0 +1,209 @@
+//! What strangers and rogue or vanished masters may cost real daemons (issue 14): memory before
+//! a token is verified, a wildcard-listen po's class membership, descriptors of abandoned
+//! transfers. Each test prints what it measured.
+
+mod common;
+use common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use wugui::proto::manifest::{Entry, Kind};
+use wugui::proto::msg::Reason;
+use wugui::proto::{auth::Token, wire, BlockHead, Manifest, Msg, Payload, Sum, Verify};
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A frame header declaring `len` payload bytes of type `ty`.
+fn header(ty: wire::MsgType, len: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    wire::write_header(&mut h, ty, len);
+    h
+}
+
+/// Sends `bytes`, then up to `junk` more, until the peer cuts us off; returns what it took and
+/// whether it closed the connection within 10 s.
+fn push_until_cut(addr: &str, bytes: &[u8], junk: usize) -> (usize, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut sent = s.write(bytes).unwrap_or(0);
+    let chunk = vec![0x5a; 64 << 10];
+    while sent < bytes.len() + junk {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) => break e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+        }
+    };
+    (sent, closed)
+}
+
+#[test]
+fn strangers_declaring_big_frames_are_cut_off_without_the_po_growing() {
+    let c = Cluster::start("bounds-mem", Opts { pos: 1, ..Default::default() });
+    let pid = c.pos[0].child.id();
+    let (rss0, hwm0) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
+    // Each header alone used to cost its declared size: 64 MiB for a block, up to 256 MiB for
+    // an offer. Twenty of each, with 4 MiB of bytes behind every header.
+    let cases = [
+        (wire::MsgType::Block, wire::MAX_BLOCK),
+        (wire::MsgType::Manifest, 200 << 20),
+        (wire::MsgType::Offer, 200 << 20),
+    ];
+    let mut sent = 0;
+    let threads: Vec<_> = (0..60)
+        .map(|i| {
+            let (ty, len) = cases[i % 3];
+            let addr = c.pos[0].addr.clone();
+            std::thread::spawn(move || push_until_cut(&addr, &header(ty, len), 4 << 20))
+        })
+        .collect();
+    for t in threads {
+        let (n, closed) = t.join().unwrap();
+        assert!(closed, "a stranger's big frame was not cut off");
+        sent += n;
+    }
+    let (rss1, hwm1) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
+    eprintln!(
+        "strangers sent {} KiB; po VmRSS {rss0} -> {rss1} KiB, VmHWM {hwm0} -> {hwm1} KiB ({:.4} bytes of peak memory per byte sent)",
+        sent >> 10,
+        (hwm1.saturating_sub(hwm0) << 10) as f64 / sent.max(1) as f64
+    );
+    assert!(hwm1 < hwm0 + (16 << 10), "the po grew from {hwm0} to {hwm1} KiB");
+    let log = c.pos[0].log_text();
+    assert!(log.contains("over this connection's limit of 65536 bytes"), "{log}");
+    // The po still serves.
+    let src = c.seeded_src();
+    assert_eq!(c.push(&src).status.code(), Some(0));
+}
+
+#[test]
+fn a_wildcard_po_refuses_a_master_of_a_class_it_is_not_in() {
+    let dir = TempDir::new("bounds-class");
+    let d = dir.path();
+    fs::write(d.join("cluster.key"), "test-cluster-key\n").unwrap();
+    let (cac_port, po_port, a_port) = (free_port(), free_port(), free_port());
+    // Class A's only po is elsewhere; this po is in class B only, and listens on 0.0.0.0.
+    let cac = format!(
+        "[cac]\nlisten = 127.0.0.1:{cac_port}\nsecret_file = {}\nlog = {}\n\n\
+         [class A]\npo = 127.0.0.1:{a_port}\ndest = /home/work/data/a\nmasters = 127.0.0.0/8\n\n\
+         [class B]\npo = 127.0.0.1:{po_port}\ndest = /home/work/data/b\nmasters = 127.0.0.0/8\n",
+        d.join("cluster.key").display(),
+        d.join("cac.log").display()
+    );
+    fs::write(d.join("cac.conf"), cac).unwrap();
+    let cac = Daemon::start("wugui-cac", &d.join("cac.conf"), d.join("cac.log"));
+    let root = d.join("po");
+    fs::create_dir_all(root.join("state")).unwrap();
+    let po_conf = format!(
+        "[po]\nlisten = 0.0.0.0:{po_port}\ncac = {}\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\nroot = {}\n",
+        cac.addr,
+        root.join("state").display(),
+        root.join("po.log").display(),
+        root.display()
+    );
+    fs::write(d.join("po.conf"), po_conf).unwrap();
+    let po = Daemon::start("wugui-po", &d.join("po.conf"), root.join("po.log"));
+    // A master granted class A offers to this po, calling it class A's po.
+    let mut s = TcpStream::connect(&cac.addr).unwrap();
+    send(&mut s, &Msg::AuthRequest { class: "A".into() });
+    let Some(Msg::AuthGrant { token, .. }) = recv(&mut s) else { panic!("no grant") };
+    let mut p = TcpStream::connect(format!("127.0.0.1:{po_port}")).unwrap();
+    let claimed = format!("127.0.0.1:{a_port}");
+    send(&mut p, &Msg::Offer { token, po: claimed, manifest_id: [0; 16], manifest_len: 100 });
+    match recv(&mut p) {
+        Some(Msg::Denied { reason: Reason::PoNotInClass, text }) => eprintln!("refused: {text}"),
+        other => panic!("a class-A master was not refused: {other:?}"),
+    }
+    assert!(cac.log_text().contains(&format!("po=127.0.0.1:{po_port}")), "{}", cac.log_text());
+    // Its own class still reaches it through the wildcard.
+    let src = d.join("src");
+    seed_tree(&src);
+    let conf = d.join("master.conf");
+    fs::write(&conf, format!("[master]\ncac = {}\nlog = {}\n", cac.addr, d.join("master.log").display())).unwrap();
+    let out = master_with(&conf, &["-c", "B", "-p", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(root.join("home/work/data/b/keep.dat").exists());
+    assert!(!root.join("home/work/data/a").exists());
+    drop(po);
+}
+
+/// A tree of `files` files of 1 KiB at the top, told apart by `tag` (their mtime).
+fn tree(files: usize, tag: i64) -> Manifest {
+    let f = |i: usize| Entry {
+        path: format!("f{i:03}"),
+        kind: Kind::File { size: 1024 },
+        mode: 0o644,
+        mtime: 1_600_000_000 + tag,
+        mtime_nsec: 0,
+        sparse: None,
+    };
+    Manifest::new(4096, (0..files).map(f).collect()).unwrap()
+}
+
+/// A master that is granted base1, offers `m` to the po, sends every block but the last, and
+/// vanishes. Returns the transfer.
+fn abandon(c: &Cluster, m: &Manifest) -> u64 {
+    let mut s = TcpStream::connect(&c.cac.addr).unwrap();
+    send(&mut s, &Msg::AuthRequest { class: "base1".into() });
+    let Some(Msg::AuthGrant { token, .. }) = recv(&mut s) else { panic!("no grant") };
+    let transfer = Token::decode(&token).unwrap().transfer;
+    let mut p = TcpStream::connect(&c.pos[0].addr).unwrap();
+    let bytes = m.encode();
+    let (manifest_id, manifest_len) = (Manifest::id_of(&bytes), bytes.len() as u64);
+    send(&mut p, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len });
+    assert_eq!(recv(&mut p), Some(Msg::Verified { transfer }));
+    send(&mut p, &Msg::Manifest { transfer, manifest: bytes.into() });
+    assert!(matches!(recv(&mut p), Some(Msg::Accept { .. })));
+    for index in 0..m.blocks() - 1 {
+        let data = vec![index as u8; m.block(index).unwrap().len as usize];
+        let head = BlockHead { transfer, index, sum: Sum::of(Verify::Md5, &data) };
+        send(&mut p, &Msg::Block { head, data: Payload::from_vec(data) });
+        assert!(matches!(recv(&mut p), Some(Msg::Have { .. })), "block {index}");
+    }
+    transfer
+}
+
+#[test]
+fn abandoned_transfers_let_go_of_their_descriptors() {
+    let opts = Opts { pos: 1, po_extra: vec!["release_after = 3".into()], ..Default::default() };
+    let c = Cluster::start("bounds-fds", opts);
+    let pid = c.pos[0].child.id();
+    let before = open_fds(pid);
+    // 40 files a transfer: each keeps its 32 most recent staged files open while it is fed.
+    for i in 0..20 {
+        abandon(&c, &tree(40, i));
+    }
+    let fed = open_fds(pid);
+    wait_for("20 releases", Duration::from_secs(30), || {
+        c.pos[0].log_text().matches("event=transfer_released").count() == 20
+    });
+    // Closed connections linger a second after our FIN.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = open_fds(pid);
+    eprintln!(
+        "po descriptors: {before} at start, {fed} with 20 abandoned transfers, {after} after the grace ({:.1} per abandoned transfer)",
+        (after - before) as f64 / 20.0
+    );
+    assert!(after <= before + 20 * 2 + 8, "{after} descriptors open after the grace (started with {before})");
+    // The next push goes through.
+    let src = c.seeded_src();
+    let out = c.push(&src);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
