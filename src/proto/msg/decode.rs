@@ -67,15 +67,7 @@ impl Msg {
                 transfer: r.u64("transfer")?,
                 manifest: Arc::new(r.bytes(wire::MAX_MANIFEST as usize, "manifest")?.to_vec()),
             },
-            MsgType::Check => {
-                let transfer = r.u64("transfer")?;
-                let n = r.count(wire::MAX_CONTROL as usize / 8, 8, "check list")?;
-                let mut blocks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    blocks.push(r.u64("block index")?);
-                }
-                Msg::Check { transfer, blocks }
-            }
+            MsgType::Check => Msg::Check { transfer: r.u64("transfer")?, blocks: block_list(&mut r, "check list")? },
             MsgType::CheckSums => {
                 let transfer = r.u64("transfer")?;
                 let n = r.count(wire::MAX_CONTROL as usize / 40, 40, "check sums")?;
@@ -89,15 +81,7 @@ impl Msg {
                 transfer: r.u64("transfer")?,
                 have: r.bytes(wire::MAX_CONTROL as usize, "have bitmap")?.to_vec(),
             },
-            MsgType::Have => {
-                let transfer = r.u64("transfer")?;
-                let n = r.count(wire::MAX_CONTROL as usize / 8, 8, "have list")?;
-                let mut blocks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    blocks.push(r.u64("block index")?);
-                }
-                Msg::Have { transfer, blocks }
-            }
+            MsgType::Have => Msg::Have { transfer: r.u64("transfer")?, blocks: block_list(&mut r, "have list")? },
             MsgType::Ready => Msg::Ready { transfer: r.u64("transfer")? },
             MsgType::Commit => Msg::Commit { transfer: r.u64("transfer")? },
             MsgType::Abort => Msg::Abort { transfer: r.u64("transfer")?, reason: r.str(MAX_TEXT, "abort reason")? },
@@ -200,4 +184,10 @@ fn decode_pairs(r: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {
         v.push((r.str(MAX_NAME, "class key")?, r.str(MAX_PATH, "class value")?));
     }
     Ok(v)
+}
+
+/// A counted list of block indices (CHECK, HAVE), its count checked before allocating.
+fn block_list(r: &mut Reader, what: &'static str) -> Result<Vec<u64>, DecodeError> {
+    let n = r.count(wire::MAX_CONTROL as usize / 8, 8, what)?;
+    (0..n).map(|_| r.u64("block index")).collect()
 }
