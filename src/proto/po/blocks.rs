@@ -27,11 +27,9 @@ impl<S: Store> PoMachine<S> {
             return;
         }
         let check = t.class.block_check();
-        let want = match (from, t.sums[b.index as usize]) {
-            (From::Control, _) => {
-                t.sums[b.index as usize] = Some(head.sum);
-                head.sum
-            }
+        let want = match (from, t.sums.get(&b.index).copied()) {
+            // The master's own word, on the connection its token proved.
+            (From::Control, _) => head.sum,
             (_, Some(s)) => s,
             (_, None) if t.parked.len() < MAX_PARKED => return t.parked.push((conn, from, head, data)),
             (_, None) => {
@@ -93,11 +91,8 @@ impl<S: Store> PoMachine<S> {
     /// Checksums from the master; parked peer blocks can be checked now.
     pub(super) fn on_sums(&mut self, transfer: u64, sums: Vec<(u64, Sum)>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        for (b, s) in sums {
-            if let Some(slot) = t.sums.get_mut(b as usize) {
-                *slot = Some(s);
-            }
-        }
+        let blocks = t.manifest.blocks();
+        t.sums.extend(sums.into_iter().filter(|(b, _)| *b < blocks));
         let parked = std::mem::take(&mut t.parked);
         for (conn, from, head, data) in parked {
             self.on_block(conn, from, head, data);

@@ -122,7 +122,7 @@ impl<S: Store> PoMachine<S> {
             }
             return;
         }
-        let sum = t.sums[block as usize].unwrap_or(Sum::None);
+        let sum = t.sums.get(&block).copied().unwrap_or(Sum::None);
         let master = t.master;
         match self.store.block_body(transfer, &b) {
             Ok(body) => {

@@ -117,8 +117,9 @@ pub(super) struct Transfer {
     pub(super) swarm: Swarm,
     /// Pushes waiting for their link to come up, by neighbour (a push may come before PEERS).
     pub(super) waiting: HashMap<u32, Vec<(u64, Instant)>>,
-    /// The master's digest of each block, and blocks waiting for theirs.
-    pub(super) sums: Vec<Option<Sum>>,
+    /// The master's digests (SUMS, in a swarm), and blocks waiting for theirs. A map that grows
+    /// with what the master sent, not with what the manifest claims.
+    pub(super) sums: HashMap<u64, Sum>,
     pub(super) parked: Vec<(ConnId, From, BlockHead, Payload)>,
 }
 
@@ -138,7 +139,6 @@ impl Transfer {
             .filter(|&i| held[i as usize])
             .map(|i| manifest.block(i).map(|b| b.len as u64).unwrap_or(0))
             .sum();
-        let nb = manifest.blocks() as usize;
         Transfer {
             class,
             manifest,
@@ -153,7 +153,7 @@ impl Transfer {
             dest,
             swarm: Swarm::Awaiting { hellos: Vec::new() },
             waiting: HashMap::new(),
-            sums: vec![None; nb],
+            sums: HashMap::new(),
             parked: Vec::new(),
         }
     }
