@@ -604,3 +604,28 @@ fn a_6_gib_sparse_file_arrives_identical_and_still_sparse() {
     // Only the three data blocks travelled (the master's log says how much it sent).
     assert!(master_bytes(&c) < 64 << 20, "the master sent {} bytes", master_bytes(&c));
 }
+
+/// Issue 15 item 5: nothing of a finished transfer stays open, so `umount` of the dest's
+/// filesystem works. Counts the po's descriptors that point into its dest (or a stage there)
+/// after a push (the po used to keep the last dest's directories open for serving peers).
+#[test]
+fn a_finished_transfer_leaves_no_descriptor_in_the_dest() {
+    let c = Cluster::start("nofd", Opts { pos: 2, ..Default::default() });
+    let src = c.seeded_src();
+    let out = c.push(&src);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for (i, po) in c.pos.iter().enumerate() {
+        let dest = c.po_dest(i);
+        let dest = fs::canonicalize(&dest).unwrap_or(dest);
+        let pid = po.child.id();
+        // Publish comes before DONE reaches the master; give the po a moment to close up.
+        wait_for("the po closes what it held in the dest", Duration::from_secs(5), || {
+            let open: Vec<_> = fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .filter(|p| p.starts_with(&dest))
+                .collect();
+            open.is_empty()
+        });
+    }
+}
