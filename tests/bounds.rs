@@ -7,17 +7,10 @@ use common::*;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wugui::proto::manifest::{Entry, Kind};
 use wugui::proto::msg::Reason;
 use wugui::proto::{auth::Token, wire, BlockHead, Manifest, Msg, Payload, Sum, Verify};
-
-/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
@@ -206,4 +199,97 @@ fn abandoned_transfers_let_go_of_their_descriptors() {
     let src = c.seeded_src();
     let out = c.push(&src);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Grants of base1, each on a connection closed at once, until `n` are live in the CAC's table
+/// (they expire only after `cac::SILENT`).
+fn fill_cac_table(cac: &str, n: usize) {
+    let (mut granted, end) = (0, Instant::now() + Duration::from_secs(60));
+    while granted < n {
+        assert!(Instant::now() < end, "only {granted} grants in 60 s");
+        let mut s = TcpStream::connect(cac).unwrap();
+        send(&mut s, &Msg::AuthRequest { class: "base1".into() });
+        match recv(&mut s) {
+            Some(Msg::AuthGrant { .. }) => granted += 1,
+            // The CAC has not yet seen the last grant's connection close (one push at a time).
+            Some(Msg::Denied { reason: Reason::Busy, .. }) => std::thread::sleep(Duration::from_millis(5)),
+            other => panic!("grant {granted}: {other:?}"),
+        }
+    }
+}
+
+/// The size of one STAT_REPLY from `addr`, in bytes on the wire.
+fn stat_reply_len(addr: &str) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    send(&mut s, &Msg::StatQuery);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut head).unwrap();
+    let h = wire::parse_header(&head).unwrap().unwrap();
+    assert_eq!(h.ty, wire::MsgType::StatReply);
+    wire::HEADER_LEN + h.len as usize
+}
+
+/// Pipelines `n` STAT_QUERY frames to the daemon `pid` at `addr` and reads nothing for `hold`.
+/// Returns the frames that went out and the daemon's VmHWM before and after, in KiB.
+fn stat_flood(addr: &str, pid: u32, n: usize, hold: Duration) -> (usize, u64, u64) {
+    let hwm0 = status_kib(pid, "VmHWM");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_write_timeout(Some(hold)).unwrap();
+    let frame = Msg::StatQuery.to_frame();
+    let frames = frame.repeat(n);
+    let mut sent = 0;
+    // A daemon that pauses reading fills the socket's buffers, and the write times out.
+    while sent < frames.len() {
+        match s.write(&frames[sent..]) {
+            Ok(k) if k > 0 => sent += k,
+            _ => break,
+        }
+    }
+    std::thread::sleep(hold);
+    let hwm1 = status_kib(pid, "VmHWM");
+    drop(s);
+    (sent / frame.len(), hwm0, hwm1)
+}
+
+/// `wugui-stat -s addr` (it bounds its own waits; `output` because a big table overfills a pipe).
+fn wugui_stat(addr: &str) -> std::process::Output {
+    std::process::Command::new(bin("wugui-stat")).args(["-s", addr]).output().unwrap()
+}
+
+#[test]
+fn a_client_that_pipelines_stat_queries_and_never_reads_is_paused() {
+    let c = Cluster::start("bounds-stat", Opts { pos: 1, ..Default::default() });
+    fill_cac_table(&c.cac.addr, 500);
+    let reply = stat_reply_len(&c.cac.addr);
+    let pid = c.cac.child.id();
+    let (queries, hwm0, hwm1) = stat_flood(&c.cac.addr, pid, 20_000, Duration::from_secs(4));
+    eprintln!(
+        "CAC: {queries} STAT_QUERY of 8 bytes asking {} MiB of {reply}-byte replies; VmHWM {hwm0} -> {hwm1} KiB (+{} MiB)",
+        (queries * reply) >> 20,
+        (hwm1 - hwm0) >> 10
+    );
+    assert!(reply > 16 << 10, "a STAT_REPLY of 500 grants is only {reply} bytes");
+    assert!(hwm1 < hwm0 + (128 << 10), "the CAC grew from {hwm0} to {hwm1} KiB");
+    let o = wugui_stat(&c.cac.addr);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().filter(|l| l.contains(" authorized ")).count(), 500);
+
+    // A po's replies are small: more of them.
+    let src = c.seeded_src();
+    // The last grant holds base1 until the CAC sees its connection closed.
+    let out = c.master(&["-c", "base1", "-p", src.to_str().unwrap(), "--wait=30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (addr, pid) = (&c.pos[0].addr, c.pos[0].child.id());
+    let reply = stat_reply_len(addr);
+    let (queries, hwm0, hwm1) = stat_flood(addr, pid, 1_000_000, Duration::from_secs(4));
+    eprintln!(
+        "po: {queries} STAT_QUERY asking {} MiB of {reply}-byte replies; VmHWM {hwm0} -> {hwm1} KiB (+{} MiB)",
+        (queries * reply) >> 20,
+        (hwm1 - hwm0) >> 10
+    );
+    assert!(hwm1 < hwm0 + (128 << 10), "the po grew from {hwm0} to {hwm1} KiB");
+    let o = wugui_stat(addr);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("base1"), "{}", text(&o.stdout));
 }

@@ -296,6 +296,13 @@ pub fn seed_tree(root: &Path) {
     }
 }
 
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
