@@ -26,8 +26,9 @@ pub const STAGING: usize = 64 << 10;
 const OPS_BUDGET: usize = 64;
 /// ... and at most this many bytes, so one fast connection cannot starve the others.
 const BYTES_BUDGET: u64 = 16 << 20;
-/// Frames one read pass hands over at most (plus the rest of one staging read), so the machine's
-/// answers reach the out-queue, and `OUT_PAUSE` can stop a peer that never reads, in small steps.
+/// Frames one read pass hands over at most, so the machine's answers reach the out-queue, and
+/// `OUT_PAUSE` can stop a peer that never reads, in small steps. A staging read holds up to 8,192
+/// small frames; what is over waits in `carry`, else each could ask a reply of up to 4 MiB.
 const FRAMES_BUDGET: usize = 64;
 /// Most buffers gathered into one `sendmsg`.
 const MAX_IOV: usize = 64;
@@ -339,6 +340,10 @@ pub fn read_frames(
 fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut Vec<Msg>) -> Option<ReadEnd> {
     let mut pos = 0;
     loop {
+        if frames.len() >= FRAMES_BUDGET && pos < buf.len() {
+            c.carry.extend_from_slice(&buf[pos..]);
+            return Some(ReadEnd::Budget);
+        }
         let h = match wire::parse_header(&buf[pos..]) {
             Ok(Some(h)) => h,
             Ok(None) => {
