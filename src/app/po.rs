@@ -66,9 +66,15 @@ pub fn main() -> ExitCode {
     };
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     log::info!("event=po_start config={} cacs={}", path.display(), cfg.cac.len());
-    if std::env::var("WUGUI_FAILPOINT").as_deref() == Ok("corrupt_serve") {
-        log::warn!("event=failpoint name=corrupt_serve: this po corrupts every block it serves to peers");
-        let mut machine = PoMachine::new(settings(&cfg, bound), CorruptServe(store));
+    let failpoint = std::env::var("WUGUI_FAILPOINT").unwrap_or_default();
+    let fault = match failpoint.as_str() {
+        "corrupt_serve" => Some(ServeFault::Corrupt),
+        "cut_serve" => Some(ServeFault::Cut),
+        _ => None,
+    };
+    if let Some(fault) = fault {
+        log::warn!("event=failpoint name={failpoint}: this po breaks every block it serves to peers");
+        let mut machine = PoMachine::new(settings(&cfg, bound), FaultyServe(store, fault));
         return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
             let c = config::load_po(&path).map_err(|e| e.to_string())?;
             roots.set(dest_roots(&c));
@@ -85,11 +91,19 @@ pub fn main() -> ExitCode {
     })
 }
 
-/// Fault injection for tests (`WUGUI_FAILPOINT=corrupt_serve`): a po that flips a byte in every
-/// block it serves to a peer, as a po with bad memory or a bad disk would.
-struct CorruptServe(DiskStore);
+/// Fault injection for tests: how a po breaks every block it serves to a peer.
+#[derive(Debug, Clone, Copy)]
+enum ServeFault {
+    /// `WUGUI_FAILPOINT=corrupt_serve`: one byte flipped, as bad memory or a bad disk would.
+    Corrupt,
+    /// `WUGUI_FAILPOINT=cut_serve`: the body's file ends at once, as a file shorter than its
+    /// block would: the frame is cut off and the link breaks mid-block.
+    Cut,
+}
 
-impl crate::proto::Store for CorruptServe {
+struct FaultyServe(DiskStore, ServeFault);
+
+impl crate::proto::Store for FaultyServe {
     fn prepare(
         &mut self,
         t: u64,
@@ -125,6 +139,11 @@ impl crate::proto::Store for CorruptServe {
     }
     fn block_body(&mut self, t: u64, b: &crate::proto::BlockRef) -> Result<crate::proto::Body, StoreError> {
         let body = self.0.block_body(t, b)?;
+        if let ServeFault::Cut = self.1 {
+            let null = std::fs::File::open("/dev/null").map_err(|e| StoreError::Refused(e.to_string()))?;
+            let file = std::sync::Arc::new(std::os::fd::OwnedFd::from(null));
+            return Ok(crate::proto::Body::File { file, offset: 0, len: body.len(), sendfile: false });
+        }
         let mut bytes = crate::store::files::body_bytes(&body).map_err(|e| StoreError::Refused(e.to_string()))?;
         if let Some(x) = bytes.first_mut() {
             *x ^= 0xff;

@@ -79,6 +79,19 @@ pub fn body_of<E>(
     })
 }
 
+/// Fails when a range of `body` runs past the end of its file: sent, the frame would end
+/// early and break the link, and the peer could not tell which block it lost.
+pub fn check_within(body: &Body) -> io::Result<()> {
+    for (f, offset, len) in ranges(body) {
+        let size = crate::sys::fd::size(f)?;
+        if offset + len > size {
+            let e = format!("the file ends at {size}, before the block's end at {}", offset + len);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, e));
+        }
+    }
+    Ok(())
+}
+
 /// The (file, offset, len) ranges of a body that is not in memory.
 fn ranges(body: &Body) -> Vec<(BorrowedFd<'_>, u64, u64)> {
     match body {

@@ -274,7 +274,9 @@ impl Store for DiskStore {
         };
         let err = |e: io::Error| StoreError::io(format!("serve block {}", b.index), &e);
         let open = |entry| self.open_for_serving(transfer, entry).map_err(err);
-        files::body_of(b.len as u64, &segments, true, open, |_, e| err(e))
+        let body = files::body_of(b.len as u64, &segments, true, open, |_, e| err(e))?;
+        files::check_within(&body).map_err(err)?;
+        Ok(body)
     }
 
     /// Closes the files kept open for writing; the stage folder and its descriptor stay, and

@@ -224,10 +224,22 @@ impl Staged {
         Ok(())
     }
 
-    /// The staged file of `entry`, open for writing.
+    /// The staged file of `entry`, open for writing. A sparse file has its full size from
+    /// the start: its blocks are served to peers before seal, and a hole past the end of a
+    /// short file would end a block early (and the link with it).
     fn file(&mut self, entry: u32) -> io::Result<&File> {
-        let (stage, path) = (self.stage_fd.as_fd(), &self.manifest.entries()[entry as usize].path);
-        self.open.get(entry, || open_staged(stage, path))
+        let (stage, e) = (self.stage_fd.as_fd(), &self.manifest.entries()[entry as usize]);
+        let size = match e.kind {
+            Kind::File { size } if e.sparse.is_some() => size,
+            _ => 0,
+        };
+        self.open.get(entry, || {
+            let f = open_staged(stage, &e.path)?;
+            if f.metadata()?.len() < size {
+                f.set_len(size)?;
+            }
+            Ok(f)
+        })
     }
 }
 

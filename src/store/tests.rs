@@ -412,3 +412,39 @@ fn a_failed_publish_leaves_the_old_tree() {
     assert_eq!(names(&dest), ["done", "flag", "g", "sub"]);
     cleanup(&base);
 }
+
+#[test]
+fn a_staged_sparse_block_is_served_whole_before_seal() {
+    use std::os::unix::fs::FileExt;
+    let base = scratch("sparse-serve");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir_all(&src).unwrap();
+    // 4 bytes at 160 KiB of a 320 KiB file: the block holding them is one page of data and
+    // the rest zeros, which the stage leaves as a hole at the file's end.
+    let f = File::create(src.join("s.img")).unwrap();
+    f.set_len(320 << 10).unwrap();
+    f.write_all_at(b"data", 160 << 10).unwrap();
+    let m = walk(&src, &[], 16 << 10).unwrap().manifest;
+    if m.entries().iter().all(|e| e.sparse.is_none()) {
+        eprintln!("skipped: the temp dir's filesystem does not keep holes");
+        return cleanup(&base);
+    }
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    let held = store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
+    let data: Vec<u64> = (0..m.blocks()).filter(|&i| !held[i as usize]).collect();
+    assert_eq!(data, [10]);
+    let b = m.block(10).unwrap();
+    let mut fs = FsSource::new(src.clone(), &m);
+    let want = body_bytes(&fs.block(&b, Verify::None, true).unwrap().0).unwrap();
+    store.write_block(1, &b, &want).unwrap();
+    let body = store.block_body(1, &b).unwrap();
+    assert_eq!(body.len(), 16 << 10);
+    assert!(body_bytes(&body).unwrap() == want, "a staged sparse block reads back short or wrong");
+    // A file shorter than its block is refused up front, not cut off mid-frame.
+    let staged = store.stage_dir(1).unwrap().join("s.img");
+    std::fs::OpenOptions::new().write(true).open(&staged).unwrap().set_len(100 << 10).unwrap();
+    let e = store.block_body(1, &b).unwrap_err();
+    assert!(e.to_string().contains("before the block's end"), "{e}");
+    store.abort(1, false);
+    cleanup(&base);
+}

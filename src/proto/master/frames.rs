@@ -193,7 +193,12 @@ impl MasterMachine {
             let unsent_by_sender = from == Some(Src::Po(i as u32));
             // A po that cannot check a block on the master's data link gives it back.
             let unsent_to_itself = to == i as u32 && from == Some(Src::Master);
-            if unsent_by_sender || unsent_to_itself {
+            // A sender that could not serve (its link broke, a read failed) counts a stall, as a
+            // push that never lands does: one that keeps failing stops being a source in
+            // seconds, and what only it holds comes from the master.
+            if unsent_by_sender {
+                sw.stall(to, block, now);
+            } else if unsent_to_itself {
                 sw.cancel(to, block, now);
             }
         }

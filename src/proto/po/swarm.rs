@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Blocks remembered per link as served lately: more than the master ever queues on one.
+const SERVED_KEPT: usize = 16;
+
 impl<S: Store> PoMachine<S> {
     /// The master gave us our place in the swarm and the keys of our links: dial the neighbours
     /// it named, then judge the hellos that came before it.
@@ -10,9 +13,12 @@ impl<S: Store> PoMachine<S> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let links = valid_links(transfer, me, links);
         // A second PEERS brings new keys; the links already made stay.
-        let peers = t.swarm.joined_mut().map(|j| std::mem::take(&mut j.peers)).unwrap_or_default();
         let link_keys = links.iter().map(|l| (l.idx, l.key)).collect();
-        let joined = Swarm::Joined(Joined { me, master_key, link_keys, peers });
+        use std::mem::take;
+        let (peers, served, lost) = (t.swarm.joined_mut())
+            .map(|j| (take(&mut j.peers), take(&mut j.served), take(&mut j.lost)))
+            .unwrap_or_default();
+        let joined = Swarm::Joined(Box::new(Joined { me, master_key, link_keys, peers, served, lost }));
         let hellos = match std::mem::replace(&mut t.swarm, joined) {
             Swarm::Awaiting { hellos } => hellos,
             Swarm::Joined(_) => Vec::new(),
@@ -23,6 +29,7 @@ impl<S: Store> PoMachine<S> {
             self.next_conn += 1;
             if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
                 j.peers.insert(l.idx, conn);
+                j.lost.remove(&l.idx);
             }
             let kind = ConnKind::Peer { transfer, idx: l.idx };
             let deadline = Some(now + self.settings.cac_timeout);
@@ -80,6 +87,7 @@ impl<S: Store> PoMachine<S> {
         }
         if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
             j.peers.insert(idx, conn);
+            j.lost.remove(&idx);
         }
         self.flush_waiting(now, transfer, idx);
     }
@@ -92,10 +100,16 @@ impl<S: Store> PoMachine<S> {
                 "event=protocol_error role=po transfer={transfer} error=\"push of block {block} past the end\""
             );
         }
-        if t.swarm.joined().is_some_and(|j| !j.link_keys.contains_key(&to)) {
+        let why = match t.swarm.joined() {
             // Not a neighbour of ours: no link will ever come up for it.
+            Some(j) if !j.link_keys.contains_key(&to) => Some("no link to that peer"),
+            // Its link broke: waiting for it would only stall the block.
+            Some(j) if j.lost.contains(&to) && !j.peers.contains_key(&to) => Some("peer link lost"),
+            _ => None,
+        };
+        if let Some(why) = why {
             if let Some(m) = t.master {
-                self.send(m, Msg::Unsent { transfer, block, to, why: "no link to that peer".into() });
+                self.send(m, Msg::Unsent { transfer, block, to, why: why.into() });
             }
             return;
         }
@@ -127,6 +141,13 @@ impl<S: Store> PoMachine<S> {
         match self.store.block_body(transfer, &b) {
             Ok(body) => {
                 let head = BlockHead { transfer, index: block, sum };
+                if let Some(j) = t.swarm.joined_mut() {
+                    let served = j.served.entry(to).or_default();
+                    if served.len() >= SERVED_KEPT {
+                        served.pop_front();
+                    }
+                    served.push_back(block);
+                }
                 self.stats.bytes_sent += body.len();
                 self.stats.blocks_sent += 1;
                 self.out.push_back(Action::SendBlock { conn, head, body });
@@ -165,23 +186,28 @@ impl<S: Store> PoMachine<S> {
         if let Some(t) = self.transfers.get_mut(&transfer) {
             if let Some(j) = t.swarm.joined_mut() {
                 j.peers.clear();
+                j.served.clear();
             }
             t.waiting.clear();
             t.parked.clear();
         }
     }
 
-    /// A neighbour's link is gone: pushes to it go back to the master.
+    /// A neighbour's link is gone: pushes to it go back to the master, those waiting for the
+    /// link and those served on it lately (the master takes back only those still under way
+    /// from us; the rest it ignores), so that a link broken mid-block is mended in a round
+    /// trip, not by the master's stall check.
     pub(super) fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let mut back: Vec<u64> = t.waiting.remove(&idx).unwrap_or_default().into_iter().map(|(b, _)| b).collect();
         if let Some(j) = t.swarm.joined_mut().filter(|j| j.peers.get(&idx) == Some(&conn)) {
             j.peers.remove(&idx);
+            j.lost.insert(idx);
+            back.extend(j.served.remove(&idx).unwrap_or_default());
         }
-        let master = t.master;
-        for (block, _) in t.waiting.remove(&idx).unwrap_or_default() {
-            if let Some(m) = master {
-                self.send(m, Msg::Unsent { transfer, block, to: idx, why: "peer link lost".into() });
-            }
+        let Some(m) = t.master else { return };
+        for block in back {
+            self.send(m, Msg::Unsent { transfer, block, to: idx, why: "peer link lost".into() });
         }
     }
 }

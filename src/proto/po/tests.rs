@@ -261,3 +261,27 @@ fn an_older_push_of_a_dest_never_replaces_a_newer_one() {
         ["denied: transfer 10 is too old: the newer transfer 17 was published to /data/x first"]
     );
 }
+
+#[test]
+fn a_broken_link_gives_back_what_it_carried_and_what_comes_for_it() {
+    let mut po = joined();
+    let peer = ACCEPTED | 20;
+    assert!(po.hello(peer, 0, [10; 32]).is_empty());
+    po.m.transfers.get_mut(&T).unwrap().held = vec![true; 3];
+    let a = po.frame(MASTER, Msg::Push { transfer: T, block: 1, to: 0 });
+    assert!(matches!(&a[..], [Action::SendBlock { conn, .. }] if *conn == peer), "{a:?}");
+    // The link breaks mid-block: the push goes back to the master at once.
+    let a = po.ev(Event::Closed { conn: peer, reason: Close::Io("source file ended".into()) });
+    let back = |a: &[Action], b: u64| {
+        a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Unsent { block, to: 0, .. }, .. } if *block == b))
+    };
+    assert!(back(&a, 1), "{a:?}");
+    // A push on the broken link is not held for a link that will not come.
+    let a = po.frame(MASTER, Msg::Push { transfer: T, block: 2, to: 0 });
+    assert!(back(&a, 2), "{a:?}");
+    assert!(po.m.transfers[&T].waiting.is_empty());
+    // Until the neighbour links again.
+    assert!(po.hello(ACCEPTED | 21, 0, [10; 32]).is_empty());
+    let a = po.frame(MASTER, Msg::Push { transfer: T, block: 2, to: 0 });
+    assert!(matches!(&a[..], [Action::SendBlock { .. }]), "{a:?}");
+}

@@ -2,7 +2,7 @@
 //! receiving, the hook's run once published, the swarm's keys and links once PEERS came.
 
 use super::{BlockHead, ClassCfg, ConnId, Digest, Manifest, Payload, Sum};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 pub(super) enum TState {
@@ -52,10 +52,9 @@ pub(super) enum Hook {
 pub(super) enum Swarm {
     /// Our PEERS has not come: hellos that came first wait for it (connection, claimed index,
     /// proof).
-    Awaiting {
-        hellos: Vec<(ConnId, u32, Digest)>,
-    },
-    Joined(Joined),
+    Awaiting { hellos: Vec<(ConnId, u32, Digest)> },
+    /// Boxed: it is far larger than `Awaiting`.
+    Joined(Box<Joined>),
 }
 
 /// What the master's PEERS told us, and the links that came of it.
@@ -68,19 +67,24 @@ pub(super) struct Joined {
     pub(super) link_keys: HashMap<u32, Digest>,
     /// Live links to neighbours, by index.
     pub(super) peers: HashMap<u32, ConnId>,
+    /// The last blocks served on each live link (a link queues only a few): when it breaks
+    /// they go back to the master at once, which sends them from elsewhere.
+    pub(super) served: HashMap<u32, VecDeque<u64>>,
+    /// Neighbours whose link broke: a push to one goes back at once, until it links again.
+    pub(super) lost: HashSet<u32>,
 }
 
 impl Swarm {
     pub(super) fn joined(&self) -> Option<&Joined> {
         match self {
-            Swarm::Joined(j) => Some(j),
+            Swarm::Joined(j) => Some(j.as_ref()),
             Swarm::Awaiting { .. } => None,
         }
     }
 
     pub(super) fn joined_mut(&mut self) -> Option<&mut Joined> {
         match self {
-            Swarm::Joined(j) => Some(j),
+            Swarm::Joined(j) => Some(j.as_mut()),
             Swarm::Awaiting { .. } => None,
         }
     }
