@@ -24,7 +24,7 @@ const fn counter(name: &'static str, help: &'static str, get: fn(&Sample) -> u64
     Metric { name, help, gauge: false, get }
 }
 
-static ALL: [Metric; 16] = [
+static ALL: [Metric; 17] = [
     counter("wugui_bytes_received_total", "Block bytes verified and written by this po.", |s| s.machine.bytes_received),
     counter("wugui_blocks_received_total", "Blocks verified and written.", |s| s.machine.blocks_received),
     counter("wugui_bytes_sent_total", "Block bytes queued to peers (a po) or pos (a master).", |s| {
@@ -43,6 +43,9 @@ static ALL: [Metric; 16] = [
         get: |s| s.machine.transfers_active,
     },
     counter("wugui_transfers_published_total", "Transfers published on this po.", |s| s.machine.transfers_published),
+    counter("wugui_transfers_unchanged_total", "Pushes that changed nothing on this po.", |s| {
+        s.machine.transfers_unchanged
+    }),
     counter("wugui_transfers_failed_total", "Transfers that failed here.", |s| s.machine.transfers_failed),
     counter("wugui_hook_failures_total", "Hooks that exited non-zero.", |s| s.machine.hook_failures),
     counter("wugui_auth_granted_total", "Masters granted a class (CAC).", |s| s.machine.auth_granted),
@@ -95,7 +98,7 @@ mod tests {
             rate_limit_waits: 3,
         };
         let t = render("po", &s);
-        assert_eq!(t.lines().count(), 16 * 3);
+        assert_eq!(t.lines().count(), 17 * 3);
         assert!(t.contains("# HELP wugui_bytes_received_total Block bytes verified and written by this po.\n"));
         assert!(t.contains("wugui_bytes_received_total{role=\"po\"} 7\n"));
         assert!(t.contains("# TYPE wugui_transfers_active gauge\nwugui_transfers_active{role=\"po\"} 2\n"));

@@ -134,7 +134,13 @@ pub fn report(o: &Outcome) -> Report {
         | TransferResult::CanaryFailed(r) => {
             let ok = r.pos.iter().filter(|p| p.failed.is_none()).count();
             let secs = r.elapsed.as_secs_f64();
-            let summary = summary_line(o.transfer, &o.class, result, (ok, r.pos.len()), r.bytes, secs);
+            let mut summary = summary_line(o.transfer, &o.class, result, (ok, r.pos.len()), r.bytes, secs);
+            // Appended, and only when some po held the tree already: the line's fields before
+            // it stay as they were.
+            let unchanged = r.pos.iter().filter(|p| p.failed.is_none() && p.unchanged).count();
+            if unchanged > 0 {
+                summary += &format!(" unchanged={unchanged}");
+            }
             log::info!(
                 "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
                 r.blocks,
@@ -202,7 +208,12 @@ mod tests {
     use std::time::Duration;
 
     fn po(name: &str, failed: Option<&str>, hook: Option<(i32, &str)>) -> PoOutcome {
-        PoOutcome { name: name.into(), failed: failed.map(Into::into), hook: hook.map(|(c, t)| (c, t.into())) }
+        PoOutcome {
+            name: name.into(),
+            failed: failed.map(Into::into),
+            hook: hook.map(|(c, t)| (c, t.into())),
+            unchanged: false,
+        }
     }
 
     fn ran(pos: Vec<PoOutcome>) -> Ran {

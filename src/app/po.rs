@@ -128,7 +128,7 @@ impl crate::proto::Store for FaultyServe {
     fn seal(&mut self, t: u64) -> Result<(), StoreError> {
         self.0.seal(t)
     }
-    fn publish(&mut self, t: u64, flag: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
+    fn publish(&mut self, t: u64, flag: Option<&str>, mirror: bool) -> Result<crate::proto::Published, StoreError> {
         self.0.publish(t, flag, mirror)
     }
     fn abort(&mut self, t: u64, keep: bool) {

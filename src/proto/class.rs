@@ -67,6 +67,9 @@ pub struct ClassCfg {
     /// Keep setuid, setgid and sticky bits of the pushed modes (default off: dropped, since
     /// a po runs as root and a master must not plant setuid-root programs).
     pub keep_special_bits: bool,
+    /// Run the hook after a push that changed nothing on a po too (default off: an unchanged
+    /// tree publishes nothing, so there is nothing new to act on).
+    pub hook_on_unchanged: bool,
 }
 
 impl ClassCfg {
@@ -102,6 +105,7 @@ impl ClassCfg {
             mirror: false,
             delta: true,
             keep_special_bits: false,
+            hook_on_unchanged: false,
         }
     }
 
@@ -188,6 +192,7 @@ impl ClassCfg {
             "mirror" => self.mirror = parse_bool(v)?,
             "delta" => self.delta = parse_bool(v)?,
             "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
+            "hook_on_unchanged" => self.hook_on_unchanged = parse_bool(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -216,6 +221,9 @@ impl ClassCfg {
         // Only when on: the default travels as before, so pos that predate the key accept it.
         if self.keep_special_bits {
             p.push(("keep_special_bits".into(), onoff(true)));
+        }
+        if self.hook_on_unchanged {
+            p.push(("hook_on_unchanged".into(), onoff(true)));
         }
         p.extend(self.exclude.iter().map(|e| ("exclude".to_string(), e.clone())));
         p
@@ -319,6 +327,11 @@ mod tests {
         assert!(c.set("keep_special_bits", "on").unwrap());
         let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
         assert!(back.keep_special_bits);
+        assert_eq!(back, c);
+        assert!(!c.to_pairs().iter().any(|(k, _)| k == "hook_on_unchanged"));
+        assert!(c.set("hook_on_unchanged", "on").unwrap());
+        let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
+        assert!(back.hook_on_unchanged);
         assert_eq!(back, c);
     }
 

@@ -113,6 +113,18 @@ pub struct StageOptions {
     pub keep_special_bits: bool,
 }
 
+/// What `Store::publish` did: the tree's files and bytes, and whether the push changed
+/// nothing there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub files: u64,
+    pub bytes: u64,
+    /// Every entry was in the dest as the manifest has it (kind, size, mtime, mode, symlink
+    /// target), every block was taken unread from there (same size and mtime), the flag file
+    /// was there, and with mirror nothing extra was: nothing was moved, removed or written.
+    pub unchanged: bool,
+}
+
 pub trait Store {
     /// Opens a staging area for `manifest` below `dest` (an absolute path). With `delta`, it
     /// also takes the blocks that the published copy in `dest` holds at the same place in files
@@ -139,8 +151,9 @@ pub trait Store {
     /// Every block is held: make directories, symlinks, modes and mtimes final, and sync.
     fn seal(&mut self, transfer: u64) -> Result<(), StoreError>;
     /// Moves the staged tree into `dest`, then writes `flag_file`; with `mirror`, removes
-    /// what the tree lacks. Returns (files, bytes) published.
-    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError>;
+    /// what the tree lacks. When the dest holds the tree already (see `Published::unchanged`),
+    /// it touches nothing there and drops the stage.
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError>;
     /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
     /// The transfer's master is gone: close what is held open for it (the stage stays for a

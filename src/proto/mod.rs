@@ -38,7 +38,7 @@ use core::net::SocketAddr;
 use std::time::Instant;
 
 pub use class::{ClassCfg, Verify};
-pub use disk::{Body, Source, SourceError, Store, StoreError};
+pub use disk::{Body, Published, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 pub use stats::Stats;

@@ -16,6 +16,8 @@ pub struct Stats {
     /// A gauge: transfers in progress now.
     pub transfers_active: u64,
     pub transfers_published: u64,
+    /// Pushes that changed nothing here (the dest held the tree already): not published.
+    pub transfers_unchanged: u64,
     pub transfers_failed: u64,
     pub hook_failures: u64,
     /// Masters granted a class, or refused (a CAC).

@@ -17,7 +17,9 @@
 use super::codec::DecodeError;
 
 pub const MAGIC: [u8; 2] = *b"WG";
-pub const VERSION: u8 = 3;
+/// 3: OFFER carries the manifest's id and length, the manifest follows the CAC's word (issue 14).
+/// 4: DONE's flag byte says whether the push changed nothing (issue 15).
+pub const VERSION: u8 = 4;
 pub const HEADER_LEN: usize = 8;
 
 /// Largest block a class may configure.

@@ -15,7 +15,8 @@
 //! The files: [`at`] the path-safe `*at` calls, [`staged`] one transfer's stage and its
 //! writes, [`delta`] reuse of the published copy, [`publish`] seal/publish/mirror,
 //! [`resume`] what an earlier attempt staged (its record, and its blocks checked again),
-//! [`files`] block bodies read back from files (shared with the master's `tree::FsSource`).
+//! [`files`] block bodies read back from files (shared with the master's `tree::FsSource`),
+//! [`unchanged`] whether a push changes nothing in the dest.
 
 pub mod at;
 pub mod delta;
@@ -27,6 +28,7 @@ pub mod retain;
 pub mod staged;
 #[cfg(test)]
 pub(crate) mod tests;
+mod unchanged;
 
 use std::collections::HashMap;
 use std::io;
@@ -42,7 +44,7 @@ use crate::logging::kv_quote;
 use crate::proto::disk::StageOptions;
 use crate::proto::manifest::hex;
 use crate::proto::msg::Digest;
-use crate::proto::{BlockRef, Body, Manifest, Store, StoreError};
+use crate::proto::{BlockRef, Body, Manifest, Published, Store, StoreError};
 use delta::REUSE_BUDGET;
 use dest::Roots;
 use staged::Staged;
@@ -181,6 +183,7 @@ impl Store for DiskStore {
         if delta && t.missing > 0 {
             t.reusable = t.reuse_dest(transfer, None, Instant::now() + REUSE_BUDGET).1;
         }
+        t.untouched = t.missing == 0;
         t.find_restaged(transfer);
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
@@ -250,7 +253,7 @@ impl Store for DiskStore {
         self.get(transfer)?.seal(transfer)
     }
 
-    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
         let published = self.get(transfer)?.publish(transfer, flag_file, mirror)?;
         if let Some(t) = self.transfers.remove(&transfer) {
             let _ = std::fs::remove_file(&t.record);

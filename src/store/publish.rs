@@ -22,7 +22,7 @@ use super::staged::Staged;
 use super::STAGE_PREFIX;
 use crate::logging::kv_quote;
 use crate::proto::manifest::{Entry, Kind};
-use crate::proto::StoreError;
+use crate::proto::{Published, StoreError};
 use crate::sys::fd::openat;
 
 /// `Io`, or `NoSpace` for ENOSPC, keeping the `Errno` text of today's messages.
@@ -74,10 +74,10 @@ impl Staged {
         Ok(())
     }
 
-    /// Moves the sealed stage into the dest (see `Store::publish`). Returns (files, bytes).
-    /// Every check that can fail runs before the first rename, so an error reported before
-    /// `move_in` leaves the old tree exactly as it was.
-    pub fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<(u64, u64), StoreError> {
+    /// Moves the sealed stage into the dest (see `Store::publish`). Every check that can fail
+    /// runs before the first rename, so an error reported before `move_in` leaves the old tree
+    /// exactly as it was.
+    pub fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
         if !self.sealed {
             return Err(StoreError::Refused(format!("publish: transfer {transfer} is not sealed")));
         }
@@ -91,6 +91,11 @@ impl Staged {
                 bytes += size;
             }
         }
+        if self.dest_matches(flag_file, mirror) {
+            log::info!("event=publish_unchanged transfer={transfer} files={files} bytes={bytes}");
+            self.drop_stage(transfer);
+            return Ok(Published { files, bytes, unchanged: true });
+        }
         self.check_dest()?;
         let flag = match flag_file {
             Some(flag) => Some((flag, self.stage_flag(flag, transfer, files, bytes)?)),
@@ -99,10 +104,21 @@ impl Staged {
         self.move_in(transfer)?;
         // Remove what the tree lacks, before directory mtimes are set.
         if mirror {
-            self.mirror(transfer, flag_file)?;
+            self.mirror_walk(transfer, flag_file, true)?;
         }
+        self.drop_stage(transfer);
         let dest = self.dest_fd.as_fd();
-        if let Err(e) = remove_at(dest, self.stage.as_str()) {
+        self.dir_attrs(transfer)?;
+        if let Some((flag, tmp)) = flag {
+            place_flag(dest, &tmp, flag).map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
+        }
+        let _ = nix::unistd::fsync(dest.as_raw_fd());
+        Ok(Published { files, bytes, unchanged: false })
+    }
+
+    /// Removes the stage folder once the tree is in place (or was already).
+    fn drop_stage(&self, transfer: u64) {
+        if let Err(e) = remove_at(self.dest_fd.as_fd(), self.stage.as_str()) {
             // The tree is in place; the retention sweep removes what is left.
             log::warn!(
                 "event=stage_remove_failed transfer={transfer} path={} error={}",
@@ -110,12 +126,6 @@ impl Staged {
                 kv_quote(&e.to_string())
             );
         }
-        self.dir_attrs(transfer)?;
-        if let Some((flag, tmp)) = flag {
-            place_flag(dest, &tmp, flag).map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
-        }
-        let _ = nix::unistd::fsync(dest.as_raw_fd());
-        Ok((files, bytes))
     }
 
     /// Before the first rename: the dest's filesystem is writable, and no directory the tree
@@ -230,8 +240,10 @@ impl Staged {
         Ok(())
     }
 
-    /// Removes from the dest what the tree lacks, except stage folders and the flag file.
-    fn mirror(&self, transfer: u64, flag_file: Option<&str>) -> Result<(), StoreError> {
+    /// Removes from the dest what the tree lacks, except stage folders and the flag file; or,
+    /// without `remove`, only says whether there is any. Returns whether there was.
+    pub(super) fn mirror_walk(&self, transfer: u64, flag_file: Option<&str>, remove: bool) -> Result<bool, StoreError> {
+        let mut found = false;
         let entries = self.manifest.entries();
         let dirs: HashMap<&str, bool> = entries.iter().map(|e| (e.path.as_str(), e.kind == Kind::Dir)).collect();
         let base = self.dest_fd.as_fd();
@@ -255,12 +267,16 @@ impl Staged {
                         None => {}
                     }
                 }
+                found = true;
+                if !remove {
+                    return Ok(true);
+                }
                 let shown = rel.unwrap_or_else(|| format!("{dir}/{}", n.to_string_lossy()));
                 remove_at(at, n.as_os_str()).map_err(|e| StoreError::io(format!("mirror: remove {shown}"), &e))?;
                 log::debug!("event=mirror_remove transfer={transfer} path={}", kv_quote(&shown));
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     /// Directory modes and mtimes, deepest first (children sort after their parent).

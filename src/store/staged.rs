@@ -53,6 +53,10 @@ pub struct Staged {
     pub done: Vec<bool>,
     /// Class `keep_special_bits`: otherwise setuid, setgid and sticky bits are dropped.
     pub keep_special: bool,
+    /// Every block was here before the push: holes, or taken unread from the published copy
+    /// (same size and mtime) by `prepare`. Then a dest that matches the manifest changes
+    /// nothing (`dest_matches`).
+    pub untouched: bool,
 }
 
 /// Opens (creating it when missing) the stage folder `stage` in the dest `dest_fd`, with the
@@ -130,6 +134,7 @@ impl Staged {
             left,
             done: vec![false; manifest.entries().len()],
             keep_special: false,
+            untouched: false,
         }
     }
 

@@ -130,7 +130,7 @@ fn full_cycle_into_an_old_dest() {
     assert_eq!(std::fs::read(dest.join("d/small")).unwrap(), b"stale content");
     assert!(dest.join("sub").symlink_metadata().unwrap().file_type().is_symlink());
 
-    let (files, bytes) = store.publish(7, Some("data.done"), false).unwrap();
+    let crate::proto::Published { files, bytes, .. } = store.publish(7, Some("data.done"), false).unwrap();
     assert_eq!((files, bytes), (m.files() as u64, m.bytes()));
     assert!(!stage.exists());
     assert!(store.stage_dir(7).is_none());

@@ -107,7 +107,8 @@ impl Offered {
             _ => None,
         });
         assert!(commit.is_some(), "the master never committed the fake po");
-        let done = Msg::Done { transfer, files: 0, bytes: 0, hook_exit: None, hook_tail: String::new() };
+        let done =
+            Msg::Done { transfer, files: 0, bytes: 0, hook_exit: None, hook_tail: String::new(), unchanged: false };
         assert!(send(&mut self.master, &done));
     }
 }

@@ -72,9 +72,10 @@ impl MasterMachine {
                     _ => Some(String::new()),
                 },
                 hook: match &p.state {
-                    State::Done { hook } => hook.clone(),
+                    State::Done { hook, .. } => hook.clone(),
                     _ => None,
                 },
+                unchanged: matches!(p.state, State::Done { unchanged: true, .. }),
             })
             .collect();
         let ok = pos.iter().filter(|p| p.failed.is_none()).count();

@@ -36,8 +36,8 @@ impl MasterMachine {
             (PoState::Sending | PoState::Offered, Msg::Ready { transfer: t }) if t == transfer => self.on_ready(i),
             (
                 PoState::Ready | PoState::Committing | PoState::Sending,
-                Msg::Done { transfer: t, files, bytes, hook_exit, hook_tail },
-            ) if t == transfer => self.on_done(i, files, bytes, hook_exit, hook_tail),
+                Msg::Done { transfer: t, files, bytes, hook_exit, hook_tail, unchanged },
+            ) if t == transfer => self.on_done(i, (files, bytes, unchanged), hook_exit, hook_tail),
             (_, Msg::Failed { transfer: t, error }) if t == transfer => self.on_failed(i, error),
             (_, Msg::Denied { reason, text }) => {
                 let e = format!("refused ({}): {text}", reason.name());
@@ -230,11 +230,13 @@ impl MasterMachine {
         }
     }
 
-    fn on_done(&mut self, i: usize, files: u64, bytes: u64, hook_exit: Option<i32>, hook_tail: String) {
+    /// The po published (`unchanged`: it held the tree already, which counts as committed).
+    fn on_done(&mut self, i: usize, (files, bytes, unchanged): (u64, u64, bool), hook: Option<i32>, tail: String) {
         let Some(plan) = self.plan.as_ref() else { return };
         let p = &mut self.pos[i];
-        p.state = State::Done { hook: hook_exit.map(|c| (c, hook_tail)) };
-        log::info!("event=po_done transfer={} po={} files={files} bytes={bytes}", plan.transfer, p.name);
+        p.state = State::Done { hook: hook.map(|c| (c, tail)), unchanged };
+        let same = if unchanged { " unchanged=1" } else { "" };
+        log::info!("event=po_done transfer={} po={} files={files} bytes={bytes}{same}", plan.transfer, p.name);
         // In a swarm a finished po still serves its neighbours.
         if plan.swarm.is_none() {
             if let Some(c) = p.conn.take() {

@@ -99,4 +99,6 @@ pub struct PoOutcome {
     pub failed: Option<String>,
     /// The hook's exit code and the tail of its output, if the po ran one.
     pub hook: Option<(i32, String)>,
+    /// It committed by holding the tree already: nothing was written there.
+    pub unchanged: bool,
 }

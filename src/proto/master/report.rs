@@ -27,11 +27,14 @@ impl MasterMachine {
                 .iter()
                 .map(|p| PoStat {
                     addr: p.name.clone(),
-                    state: p.kind().name().into(),
+                    state: match p.state {
+                        State::Done { unchanged: true, .. } => "unchanged".into(),
+                        _ => p.kind().name().into(),
+                    },
                     bytes: p.bytes,
                     // A failed hook shows in wugui-stat as in the master's stderr line.
                     error: match &p.state {
-                        State::Done { hook: Some((c, tail)) } if *c != 0 => {
+                        State::Done { hook: Some((c, tail)), .. } if *c != 0 => {
                             format!("hook_exit={c} {}", tail.lines().last().unwrap_or(""))
                         }
                         State::Failed { error } => error.clone(),

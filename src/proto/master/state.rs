@@ -65,9 +65,11 @@ pub(super) enum State {
     Ready,
     /// COMMIT sent.
     Committing,
-    /// The po published; the hook's exit code and the tail of its output, if it ran one.
+    /// The po published (or, `unchanged`, held the tree already); the hook's exit code and
+    /// the tail of its output, if it ran one.
     Done {
         hook: Option<(i32, String)>,
+        unchanged: bool,
     },
     Failed {
         error: String,

@@ -178,7 +178,14 @@ fn a_po_that_published_stays_done_whatever_it_says_next() {
     let mut r = Rig::new(2, 4, &[("p2p", "on"), ("publish", "each")]);
     r.accept(0);
     r.accept(1);
-    let done = Msg::Done { transfer: TRANSFER, files: 1, bytes: 4, hook_exit: Some(3), hook_tail: "oops".into() };
+    let done = Msg::Done {
+        transfer: TRANSFER,
+        files: 1,
+        bytes: 4,
+        hook_exit: Some(3),
+        hook_tail: "oops".into(),
+        unchanged: false,
+    };
     r.po(0, done);
     // In a swarm a finished po keeps its connection (it serves its neighbours).
     r.po(0, Msg::Failed { transfer: TRANSFER, error: "late".into() });
@@ -197,7 +204,17 @@ fn messages_for_another_transfer_or_state_are_protocol_errors() {
     let mut r = Rig::new(3, 8, &[]);
     r.po(0, Msg::Have { transfer: TRANSFER, blocks: vec![1] });
     r.po(1, Msg::Accept { transfer: TRANSFER + 1, have: vec![0] });
-    r.po(2, Msg::Done { transfer: TRANSFER, files: 0, bytes: 0, hook_exit: None, hook_tail: String::new() });
+    r.po(
+        2,
+        Msg::Done {
+            transfer: TRANSFER,
+            files: 0,
+            bytes: 0,
+            hook_exit: None,
+            hook_tail: String::new(),
+            unchanged: false,
+        },
+    );
     assert_eq!(r.states(), [PoState::Failed; 3]);
     assert!(matches!(r.m.outcome().map(|o| &o.result), Some(TransferResult::Failed(_))));
 }

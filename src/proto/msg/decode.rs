@@ -90,12 +90,13 @@ impl Msg {
                 let transfer = r.u64("transfer")?;
                 let files = r.u64("files")?;
                 let bytes = r.u64("bytes")?;
-                let hook_exit = match r.u8("hook flag")? {
-                    0 => None,
-                    1 => Some(r.u32("hook exit")? as i32),
-                    v => return Err(invalid("hook flag", v.to_string())),
-                };
-                Msg::Done { transfer, files, bytes, hook_exit, hook_tail: r.str(MAX_TEXT, "hook tail")? }
+                let flags = r.u8("hook flag")?;
+                if flags > 3 {
+                    return Err(invalid("hook flag", flags.to_string()));
+                }
+                let hook_exit = if flags & 1 != 0 { Some(r.u32("hook exit")? as i32) } else { None };
+                let hook_tail = r.str(MAX_TEXT, "hook tail")?;
+                Msg::Done { transfer, files, bytes, hook_exit, hook_tail, unchanged: flags & 2 != 0 }
             }
             MsgType::Progress => Msg::Progress { stat: decode_stat(&mut r)? },
             MsgType::StatQuery => Msg::StatQuery,

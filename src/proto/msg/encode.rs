@@ -116,16 +116,14 @@ impl Msg {
                 w.u64(*transfer);
                 w.str(reason);
             }
-            Msg::Done { transfer, files, bytes, hook_exit, hook_tail } => {
+            Msg::Done { transfer, files, bytes, hook_exit, hook_tail, unchanged } => {
                 w.u64(*transfer);
                 w.u64(*files);
                 w.u64(*bytes);
-                match hook_exit {
-                    None => w.u8(0),
-                    Some(c) => {
-                        w.u8(1);
-                        w.u32(*c as u32);
-                    }
+                // Flags: bit 0 a hook exit code follows, bit 1 the push changed nothing.
+                w.u8(u8::from(hook_exit.is_some()) | u8::from(*unchanged) << 1);
+                if let Some(c) = hook_exit {
+                    w.u32(*c as u32);
                 }
                 w.str(hook_tail);
             }

@@ -208,13 +208,15 @@ pub enum Msg {
         transfer: u64,
         reason: String,
     },
-    /// po -> master: published.
+    /// po -> master: published; `unchanged`: the dest held the tree already, so nothing
+    /// was written (and the hook ran only with `hook_on_unchanged`).
     Done {
         transfer: u64,
         files: u64,
         bytes: u64,
         hook_exit: Option<i32>,
         hook_tail: String,
+        unchanged: bool,
     },
     /// po -> master: this po gives up on the transfer.
     Failed {

@@ -180,7 +180,7 @@ impl<S: Store> PoMachine<S> {
             TState::Receiving { checking } => Some((checking.clone(), false, false)),
             TState::Ready => Some((Vec::new(), true, false)),
             // A published transfer answers DONE again once its hook (if any) has run.
-            TState::Published { hook } => Some((Vec::new(), true, !matches!(hook, Hook::Running))),
+            TState::Published { hook, .. } => Some((Vec::new(), true, !matches!(hook, Hook::Running))),
             TState::Failed => None,
         };
         let Some((checking, ready, done)) = again else {

@@ -1,7 +1,10 @@
 //! The end of a transfer: sealed once every block is held, published (at once with
-//! `publish = each`, else on COMMIT), its hook run, DONE reported; or failed.
+//! `publish = each`, else on COMMIT), its hook run, DONE reported; or failed. A push that
+//! changes nothing publishes nothing, runs the hook only with `hook_on_unchanged`, and says
+//! so in DONE.
 
 use super::*;
+use crate::proto::Published;
 
 impl<S: Store> PoMachine<S> {
     /// Seals a transfer that holds every block, and publishes it at once with `publish = each`.
@@ -34,22 +37,33 @@ impl<S: Store> PoMachine<S> {
         }
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         match self.store.publish(transfer, t.class.flag_file.as_deref(), t.class.mirror) {
-            Ok((files, bytes)) => {
-                self.stats.transfers_published += 1;
-                // The fence: nothing older goes to this dest from now on.
+            Ok(Published { files, bytes, unchanged }) => {
+                // The fence: nothing older goes to this dest from now on (an unchanged push too).
                 let last = self.published.entry(t.dest.clone()).or_insert(transfer);
                 *last = (*last).max(transfer);
-                log::info!("event=publish transfer={transfer} class={} files={files} bytes={bytes}", t.class.name);
+                let class = &t.class.name;
+                if unchanged {
+                    self.stats.transfers_unchanged += 1;
+                    log::info!("event=unchanged transfer={transfer} class={class} files={files} bytes={bytes}");
+                } else {
+                    self.stats.transfers_published += 1;
+                    log::info!("event=publish transfer={transfer} class={class} files={files} bytes={bytes}");
+                }
+                let published = |hook| TState::Published { hook, unchanged };
                 let Some(name) = t.class.hook.clone() else {
-                    t.state = TState::Published { hook: Hook::Absent };
+                    t.state = published(Hook::Absent);
                     return self.report_done(transfer);
                 };
+                if unchanged && !t.class.hook_on_unchanged {
+                    t.state = published(Hook::Skipped);
+                    return self.report_done(transfer);
+                }
                 let Some(dir) = self.settings.hook_dir.clone() else {
                     let tail = format!("hook {name}: this po has no hook_dir");
-                    t.state = TState::Published { hook: Hook::Ran { exit: -1, tail } };
+                    t.state = published(Hook::Ran { exit: -1, tail });
                     return self.report_done(transfer);
                 };
-                t.state = TState::Published { hook: Hook::Running };
+                t.state = published(Hook::Running);
                 let env = vec![
                     ("WUGUI_TRANSFER".to_string(), transfer.to_string()),
                     ("WUGUI_CLASS".to_string(), t.class.name.clone()),
@@ -69,11 +83,12 @@ impl<S: Store> PoMachine<S> {
         let Some(t) = self.transfers.get(&transfer) else { return };
         let (files, bytes) = (t.manifest.files() as u64, t.manifest.bytes());
         let (hook_exit, hook_tail) = match &t.state {
-            TState::Published { hook: Hook::Ran { exit, tail } } => (Some(*exit), tail.clone()),
+            TState::Published { hook: Hook::Ran { exit, tail }, .. } => (Some(*exit), tail.clone()),
             _ => (None, String::new()),
         };
+        let unchanged = matches!(t.state, TState::Published { unchanged: true, .. });
         if let Some(m) = t.master {
-            self.send(m, Msg::Done { transfer, files, bytes, hook_exit, hook_tail });
+            self.send(m, Msg::Done { transfer, files, bytes, hook_exit, hook_tail, unchanged });
         }
     }
 
@@ -87,7 +102,7 @@ impl<S: Store> PoMachine<S> {
             log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
             self.stats.hook_failures += 1;
         }
-        if let TState::Published { hook } = &mut t.state {
+        if let TState::Published { hook, .. } = &mut t.state {
             *hook = Hook::Ran { exit, tail };
         }
         self.report_done(transfer);

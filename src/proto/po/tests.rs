@@ -27,8 +27,8 @@ impl Store for NullStore {
     fn seal(&mut self, _t: u64) -> Result<(), StoreError> {
         Ok(())
     }
-    fn publish(&mut self, _t: u64, _f: Option<&str>, _m: bool) -> Result<(u64, u64), StoreError> {
-        Ok((1, 0))
+    fn publish(&mut self, _t: u64, _f: Option<&str>, _m: bool) -> Result<crate::proto::Published, StoreError> {
+        Ok(crate::proto::Published { files: 1, bytes: 0, unchanged: false })
     }
     fn abort(&mut self, _t: u64, _keep: bool) {}
     fn block_body(&mut self, _t: u64, _b: &crate::proto::BlockRef) -> Result<Body, StoreError> {

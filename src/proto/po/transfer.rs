@@ -8,14 +8,11 @@ use std::time::Instant;
 pub(super) enum TState {
     /// Blocks are coming. `checking`: blocks asked about with CHECK (delta or resume); ACCEPT
     /// waits for their digests.
-    Receiving {
-        checking: Vec<u64>,
-    },
+    Receiving { checking: Vec<u64> },
     /// Every block is held and the stage is sealed.
     Ready,
-    Published {
-        hook: Hook,
-    },
+    /// Published; `unchanged`: the dest held the tree already, so nothing was written.
+    Published { hook: Hook, unchanged: bool },
     /// Given up. The error went to the log and to the master; nothing here reads it again.
     Failed,
 }
@@ -25,7 +22,8 @@ impl TState {
         match self {
             TState::Receiving { .. } => "receiving",
             TState::Ready => "ready",
-            TState::Published { .. } => "published",
+            TState::Published { unchanged: false, .. } => "published",
+            TState::Published { unchanged: true, .. } => "unchanged",
             TState::Failed => "failed",
         }
     }
@@ -40,6 +38,8 @@ impl TState {
 pub(super) enum Hook {
     /// The class has none.
     Absent,
+    /// Not run: the push changed nothing here (class `hook_on_unchanged = off`).
+    Skipped,
     Running,
     /// Its exit code (-1: killed or could not run) and the tail of its output.
     Ran {

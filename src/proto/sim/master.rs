@@ -108,7 +108,7 @@ fn outcome(p: &Master) -> Outcome {
 }
 
 fn done(files: u64, bytes: u64) -> Msg {
-    Msg::Done { transfer: T, files, bytes, hook_exit: None, hook_tail: String::new() }
+    Msg::Done { transfer: T, files, bytes, hook_exit: None, hook_tail: String::new(), unchanged: false }
 }
 
 #[test]

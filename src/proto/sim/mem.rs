@@ -5,7 +5,7 @@ use super::super::disk::StageOptions;
 use super::super::manifest::{self, Entry, Kind};
 use super::super::msg::Digest;
 use super::super::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Default, Clone)]
@@ -86,6 +86,12 @@ pub struct MemStore {
     pub options: HashMap<u64, StageOptions>,
     /// Transfers the po let go of (`release`), in order.
     pub released: Vec<u64>,
+    /// dest -> the manifest last published there (its id) and the transfer that did.
+    pub holds: HashMap<String, (Vec<u8>, u64)>,
+    /// Transfers whose every block was taken from the published copy by delta.
+    pub untouched: HashSet<u64>,
+    /// Publishes that wrote into the dest (unchanged ones do not).
+    pub moved: u64,
 }
 
 impl Store for MemStore {
@@ -93,10 +99,17 @@ impl Store for MemStore {
         self.options.insert(transfer, options);
     }
 
-    /// Delta is left out here: the disk store's tests cover it.
-    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, _delta: bool) -> Result<Vec<bool>, StoreError> {
+    /// Delta only as a whole: a dest that holds this very manifest's tree gives every block
+    /// (the disk store's tests cover the rest).
+    fn prepare(&mut self, transfer: u64, dest: &str, m: &Manifest, delta: bool) -> Result<Vec<bool>, StoreError> {
         if self.fail_prepare {
             return Err(StoreError::io("mkdir stage", &std::io::Error::from_raw_os_error(28)));
+        }
+        let held = self.holds.get(dest).filter(|(id, _)| delta && *id == m.id()).and_then(|(_, t)| self.served.get(t));
+        if let Some((_, files)) = held {
+            self.staged.insert(transfer, (dest.to_owned(), m.clone(), files.clone()));
+            self.untouched.insert(transfer);
+            return Ok(vec![true; m.blocks() as usize]);
         }
         self.staged.insert(transfer, (dest.to_owned(), m.clone(), HashMap::new()));
         Ok((0..m.blocks()).map(|i| m.is_hole(&m.block(i).unwrap())).collect())
@@ -136,21 +149,29 @@ impl Store for MemStore {
     fn seal(&mut self, _transfer: u64) -> Result<(), StoreError> {
         Ok(())
     }
-    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<(u64, u64), StoreError> {
+    fn publish(&mut self, transfer: u64, flag_file: Option<&str>, _mirror: bool) -> Result<Published, StoreError> {
         let (dest, m, files) = self.staged.remove(&transfer).ok_or_else(|| refused("not prepared"))?;
+        let (count, bytes) = (m.files() as u64, m.bytes());
+        let has_flag = |t: &Tree| flag_file.is_none_or(|f| t.contains_key(f));
+        if self.untouched.remove(&transfer) && self.published.get(&dest).is_some_and(has_flag) {
+            self.served.insert(transfer, (m, files));
+            return Ok(Published { files: count, bytes, unchanged: true });
+        }
         // A file that no block reached is empty, or all holes.
         let size = |e: u32| match m.entries()[e as usize].kind {
             Kind::File { size } => size as usize,
             _ => 0,
         };
         let tree = tree_of(&m, |e| files.get(&e).cloned().unwrap_or_else(|| vec![0; size(e)]));
-        self.served.insert(transfer, (m.clone(), files));
+        self.holds.insert(dest.clone(), (m.id().to_vec(), transfer));
+        self.served.insert(transfer, (m, files));
+        self.moved += 1;
         let out = self.published.entry(dest).or_default();
         out.extend(tree);
         if let Some(f) = flag_file {
             out.insert(f.to_owned(), "flag".into());
         }
-        Ok((m.files() as u64, m.bytes()))
+        Ok(Published { files: count, bytes, unchanged: false })
     }
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.staged.remove(&transfer);

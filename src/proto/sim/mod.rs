@@ -387,6 +387,19 @@ impl World {
             _ => unreachable!(),
         }
     }
+    /// A new master pushes the same tree again.
+    fn push_again(&mut self) -> Outcome {
+        let (m, src, _) = sample_tree(4096);
+        let mut planned = Some((m, src));
+        let planner: super::master::Planner = Box::new(move |_: &ClassCfg| {
+            let (m, src) = planned.take().ok_or("planned twice")?;
+            Ok((m, Box::new(src) as Box<dyn Source>))
+        });
+        let ms = master_settings("base1", &["10.0.0.2:7100"]);
+        let addr = format!("10.0.0.1:{}", self.net.nodes.len());
+        self.master = self.net.add(&addr, Node::Master(MasterMachine::new(ms, planner, self.net.now)));
+        self.run()
+    }
     fn store(&mut self, i: usize) -> &mut MemStore {
         match &mut self.net.nodes[self.pos[i]].1 {
             Node::Po(p) => p.store_mut(),

@@ -190,7 +190,14 @@ fn publishes_on_commit() {
     assert!(p.frame(M, Msg::Ping).is_empty());
     let Msg::StatReply { transfers } = only(&p.frame(M, Msg::StatQuery), M) else { panic!() };
     assert_eq!((transfers[0].state.as_str(), transfers[0].done), ("ready", 2 * 4096 + 1000));
-    let done = Msg::Done { transfer: T, files: 1, bytes: 2 * 4096 + 1000, hook_exit: None, hook_tail: String::new() };
+    let done = Msg::Done {
+        transfer: T,
+        files: 1,
+        bytes: 2 * 4096 + 1000,
+        hook_exit: None,
+        hook_tail: String::new(),
+        unchanged: false,
+    };
     assert_eq!(sent_on(&p.frame(M, Msg::Commit { transfer: T }), M), [&done]);
     assert!(p.frame(M, Msg::Commit { transfer: T }).is_empty(), "a second COMMIT changes nothing");
     assert!(p.frame(M, src.frame(T, 1, Verify::Crc32)).is_empty(), "a late block changes nothing");
@@ -352,7 +359,14 @@ fn a_hook_runs_after_publish_and_reports_in_done() {
     assert_eq!((dir.as_str(), name.as_str()), ("/etc/wugui/hooks", "notify.sh"));
     assert!(env.contains(&("WUGUI_DEST".into(), "/home/work/data/base".into())), "{env:?}");
     let acts = p.event(Event::HookDone { id: T, exit: 3, tail: "one\nboom".into() });
-    let done = Msg::Done { transfer: T, files: 1, bytes: 1000, hook_exit: Some(3), hook_tail: "one\nboom".into() };
+    let done = Msg::Done {
+        transfer: T,
+        files: 1,
+        bytes: 1000,
+        hook_exit: Some(3),
+        hook_tail: "one\nboom".into(),
+        unchanged: false,
+    };
     assert_eq!(sent_on(&acts, M), [&done]);
     assert_eq!(p.stats().hook_failures, 1);
     // Without a hook_dir the hook cannot run, and DONE says so at once. A class rate limit

@@ -290,3 +290,38 @@ fn every_machine_counts_its_own_stats() {
     assert_eq!((cac.auth_granted, cac.tokens_verified, cac.auth_denied), (1, 5, 0), "{cac:?}");
     assert_eq!(stats(&mut w, 1), Stats::default());
 }
+
+/// Which pos committed by holding the tree already, and the hooks that ran.
+fn unchanged_and_hooks(o: &Outcome) -> (Vec<bool>, Vec<Option<(i32, String)>>) {
+    let TransferResult::Ok(r) = &o.result else { panic!("{o:?}") };
+    (r.pos.iter().map(|p| p.unchanged).collect(), r.pos.iter().map(|p| p.hook.clone()).collect())
+}
+
+#[test]
+fn a_second_identical_push_changes_nothing_and_says_so() {
+    for (hook_on_unchanged, publish) in [("off", "together"), ("on", "each")] {
+        let mut s = Setup::default();
+        s.class.set("hook", "reindex").unwrap();
+        s.class.set("flag_file", "data.done").unwrap();
+        s.class.set("publish", publish).unwrap();
+        s.class.set("hook_on_unchanged", hook_on_unchanged).unwrap();
+        let mut w = world(s);
+        let o = w.run();
+        let (same, hooks) = unchanged_and_hooks(&o);
+        assert!(same.iter().all(|u| !u) && hooks.iter().all(|h| h.is_some()), "{o:?}");
+        let trees: Vec<Option<Tree>> = (0..5).map(|i| w.published(i)).collect();
+        let blocks = w.net.block_frames;
+        // Again: no block travels, no po writes, every po commits saying so.
+        let o = w.push_again();
+        assert_eq!(tally(&o), ("ok", 5, 5), "{o:?}");
+        assert_eq!(w.net.block_frames, blocks);
+        let (same, hooks) = unchanged_and_hooks(&o);
+        assert_eq!(same, [true; 5]);
+        let ran = hooks.iter().filter(|h| h.as_ref().is_some_and(|(c, t)| *c == 0 && t == "ran reindex")).count();
+        assert_eq!(ran, if hook_on_unchanged == "on" { 5 } else { 0 }, "{hooks:?}");
+        for (i, tree) in trees.iter().enumerate() {
+            assert_eq!(&w.published(i), tree);
+            assert_eq!(w.store(i).moved, 1, "po {i} wrote into its dest again");
+        }
+    }
+}
