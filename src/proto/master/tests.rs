@@ -225,7 +225,14 @@ fn an_abort_tells_the_pos_not_done_and_the_cac_and_counts_the_published() {
     for i in 0..3 {
         r.accept(i);
     }
-    let done = Msg::Done { transfer: TRANSFER, files: 1, bytes: 4, hook_exit: None, hook_tail: String::new(), unchanged: false };
+    let done = Msg::Done {
+        transfer: TRANSFER,
+        files: 1,
+        bytes: 4,
+        hook_exit: None,
+        hook_tail: String::new(),
+        unchanged: false,
+    };
     r.po(0, done);
     r.po(2, Msg::Failed { transfer: TRANSFER, error: "disk".into() });
     r.actions();
