@@ -102,17 +102,7 @@ fn a_wildcard_po_refuses_a_master_of_a_class_it_is_not_in() {
     );
     fs::write(d.join("cac.conf"), cac).unwrap();
     let cac = Daemon::start("wugui-cac", &d.join("cac.conf"), d.join("cac.log"));
-    let root = d.join("po");
-    fs::create_dir_all(root.join("state")).unwrap();
-    let po_conf = format!(
-        "[po]\nlisten = 0.0.0.0:{po_port}\ncac = {}\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\nroot = {}\n",
-        cac.addr,
-        root.join("state").display(),
-        root.join("po.log").display(),
-        root.display()
-    );
-    fs::write(d.join("po.conf"), po_conf).unwrap();
-    let po = Daemon::start("wugui-po", &d.join("po.conf"), root.join("po.log"));
+    let (po, root) = start_po(d, &format!("0.0.0.0:{po_port}"), &cac.addr);
     // A master granted class A offers to this po, calling it class A's po.
     let mut s = TcpStream::connect(&cac.addr).unwrap();
     send(&mut s, &Msg::AuthRequest { class: "A".into() });

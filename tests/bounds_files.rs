@@ -41,17 +41,7 @@ fn rig(tag: &str, dest_b: &str, extra_a: &str, extra_b: &str) -> Rig {
     );
     fs::write(d.join("cac.conf"), cac).unwrap();
     let cac = Daemon::start("wugui-cac", &d.join("cac.conf"), d.join("cac.log"));
-    let root = d.join("po");
-    fs::create_dir_all(root.join("state")).unwrap();
-    let po_conf = format!(
-        "[po]\nlisten = 127.0.0.1:{po_port}\ncac = {}\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\nroot = {}\n",
-        cac.addr,
-        root.join("state").display(),
-        root.join("po.log").display(),
-        root.display()
-    );
-    fs::write(d.join("po.conf"), po_conf).unwrap();
-    let po = Daemon::start("wugui-po", &d.join("po.conf"), root.join("po.log"));
+    let (po, root) = start_po(d, &format!("127.0.0.1:{po_port}"), &cac.addr);
     let master_conf = d.join("master.conf");
     fs::write(&master_conf, format!("[master]\ncac = {}\nlog = {}\n", cac.addr, d.join("master.log").display()))
         .unwrap();

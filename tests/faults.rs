@@ -7,25 +7,37 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-#[test]
-fn a_full_disk_fails_that_po_alone_and_keeps_its_old_files() {
+/// A cluster of `pos` pos, or `None` (skipped, said why) where mounting a tmpfs needs root.
+fn root_cluster(tag: &str, pos: usize) -> Option<Cluster> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
+        return None;
     }
-    let c = Cluster::start("diskfull", Opts { pos: 3, ..Default::default() });
-    // po 1's data folder is a 1 MiB tmpfs holding an old copy.
-    let mnt = c.po_dest(1).parent().unwrap().to_path_buf();
+    Some(Cluster::start(tag, Opts { pos, ..Default::default() }))
+}
+
+/// Unmounts its folder when dropped.
+struct Unmount(std::path::PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a 1 MiB tmpfs on po `i`'s data folder (the dest's parent), for as long as the guard lives.
+fn small_tmpfs(c: &Cluster, i: usize) -> Unmount {
+    let mnt = c.po_dest(i).parent().unwrap().to_path_buf();
     fs::create_dir_all(&mnt).unwrap();
     let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().unwrap();
     assert!(ok.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    Unmount(mnt)
+}
+
+#[test]
+fn a_full_disk_fails_that_po_alone_and_keeps_its_old_files() {
+    let Some(c) = root_cluster("diskfull", 3) else { return };
+    // po 1's data folder is a 1 MiB tmpfs holding an old copy.
+    let _guard = small_tmpfs(&c, 1);
     fs::create_dir_all(c.po_dest(1)).unwrap();
     fs::write(c.po_dest(1).join("old.txt"), b"yesterday").unwrap();
     let src = c.dir.path().join("src");
@@ -179,22 +191,8 @@ fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
 
 #[test]
 fn after_a_full_disk_the_next_push_that_fits_succeeds() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
-    let c = Cluster::start("diskstale", Opts { pos: 1, ..Default::default() });
-    let mnt = c.po_dest(0).parent().unwrap().to_path_buf();
-    fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().unwrap();
-    assert!(ok.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let Some(c) = root_cluster("diskstale", 1) else { return };
+    let _guard = small_tmpfs(&c, 0);
     // A stage a killed push left behind (before this po started, or of another tree): 700 KiB.
     let stale = c.po_dest(0).join(".wugui-stage-00112233445566778899aabbccddeeff");
     fs::create_dir_all(&stale).unwrap();

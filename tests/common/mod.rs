@@ -296,6 +296,21 @@ pub fn seed_tree(root: &Path) {
     }
 }
 
+/// A po in `d/po` (its `root`; dests under `/home/work/data`) listening on `listen`, asking
+/// the CAC at `cac`. Returns the daemon and its root.
+pub fn start_po(d: &Path, listen: &str, cac: &str) -> (Daemon, PathBuf) {
+    let root = d.join("po");
+    fs::create_dir_all(root.join("state")).unwrap();
+    let po_conf = format!(
+        "[po]\nlisten = {listen}\ncac = {cac}\nstate_dir = {}\nallow_dest = /home/work/data\nlog = {}\nroot = {}\n",
+        root.join("state").display(),
+        root.join("po.log").display(),
+        root.display()
+    );
+    fs::write(d.join("po.conf"), po_conf).unwrap();
+    (Daemon::start("wugui-po", &d.join("po.conf"), root.join("po.log")), root)
+}
+
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -379,12 +394,5 @@ pub fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
 
 /// The next frame from a blocking socket (10 s at most); `None` when it closed or timed out.
 pub fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
-    use wugui::proto::{wire, Msg, Payload};
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = [0u8; wire::HEADER_LEN];
-    s.read_exact(&mut head).ok()?;
-    let h = wire::parse_header(&head).ok()??;
-    let mut body = vec![0u8; h.len as usize];
-    s.read_exact(&mut body).ok()?;
-    Msg::decode(h.ty, Payload::from_vec(body)).ok()
+    rogue::recv_within(s, Duration::from_secs(10))
 }

@@ -87,15 +87,7 @@ fn accepted() -> Po {
     };
     let mut po = Po { m: PoMachine::new(settings, NullStore::default()), now: Instant::now(), token: Vec::new() };
     let _ = po.m.poll_action();
-    let file = Entry {
-        path: "f".into(),
-        kind: Kind::File { size: 10_000 },
-        mode: 0o644,
-        mtime: 1,
-        mtime_nsec: 0,
-        sparse: None,
-    };
-    let manifest = Manifest::new(4096, vec![file]).unwrap();
+    let manifest = one_file();
     let ip = "10.0.0.1".parse().unwrap();
     po.token = Token::issue(b"key", T, "c", ip, u64::MAX, [0; 16]).encode();
     let local = "10.0.0.2:7200".parse().unwrap();
@@ -202,10 +194,8 @@ fn check_answers_for_blocks_not_asked_or_twice_are_ignored() {
     assert!(po.frame(MASTER, Msg::CheckSums { transfer: T, sums: vec![(1, [2; 32])] }).is_empty());
 }
 
-/// Master connection `conn` offers transfer `id` of the same tree and class as `accepted`.
-fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
-    let token = Token::issue(b"key", id, "c", "10.0.0.1".parse().unwrap(), u64::MAX, [0; 16]).encode();
-    po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap(), local: "10.0.0.2:7200".parse().unwrap() });
+/// The tree every test offers: one 10,000-byte file `f` in 4 KiB blocks.
+fn one_file() -> Manifest {
     let file = Entry {
         path: "f".into(),
         kind: Kind::File { size: 10_000 },
@@ -214,7 +204,14 @@ fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
         mtime_nsec: 0,
         sparse: None,
     };
-    let manifest = Arc::new(Manifest::new(4096, vec![file]).unwrap().encode());
+    Manifest::new(4096, vec![file]).unwrap()
+}
+
+/// Master connection `conn` offers transfer `id` of the same tree and class as `accepted`.
+fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
+    let token = Token::issue(b"key", id, "c", "10.0.0.1".parse().unwrap(), u64::MAX, [0; 16]).encode();
+    po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap(), local: "10.0.0.2:7200".parse().unwrap() });
+    let manifest = Arc::new(one_file().encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
     let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len });
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
