@@ -23,7 +23,7 @@ pub fn settings(c: &CacConfig) -> CacSettings {
 
 pub fn main() -> ExitCode {
     super::block_signals();
-    let path = match super::daemon_args("cac", "The Config & Auth Center: authorises masters, issues and verifies transfer tokens,\nserves class configs and live transfer status.") {
+    let path = match super::daemon_args("cac", "The Config & Auth Center: authorises masters, issues and verifies transfer tokens,\nserves class configs and live transfer status.", super::check::cac) {
         Ok(p) => p,
         Err(code) => return code,
     };

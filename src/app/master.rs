@@ -30,7 +30,7 @@ second until it may go (at most SECS, default 600).
 
 /// After the exit codes in `-h`.
 const HELP_SUMMARY: &str = "
-The last stdout line is the summary (also after a usage or config error; not after -h or -v):
+The last stdout line is the summary (also after a usage or config error; not after -h, -v or -t):
   transfer=ID class=C result=RESULT pos=OK/N bytes=N seconds=S rate=B/S
 Before it, stderr has one `po=ADDR result=... error=...` line per failed po or hook.
 ";
@@ -67,7 +67,14 @@ fn expand_x(args: Vec<String>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn parse_args() -> Result<Args, ExitCode> {
+/// What the command line asks for: a push, or an exit with no summary (`-h`, `-v`, `-t`).
+/// `Err` is a usage error, which prints the summary.
+enum Parsed {
+    Push(Args),
+    Done(ExitCode),
+}
+
+fn parse_args() -> Result<Parsed, ExitCode> {
     let mut o = getopts::Options::new();
     o.optopt("c", "", "the class to push (configured on the CAC)", "CLASS");
     o.optopt("p", "", "the source directory", "DIR");
@@ -75,13 +82,22 @@ fn parse_args() -> Result<Args, ExitCode> {
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
     o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
     o.optflagopt("", "wait", "if another push of the class runs, wait for it (at most SECS, default 600)", "SECS");
+    o.optflag("t", "", "check the config file, print ok or the errors, and exit (no -c or -p needed)");
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run] [--wait[=SECS]]";
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
     let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
-    let m = super::parse_args(o, "masterwugui", brief, &tail, &args)?;
+    let m = match super::parse_args(o, "masterwugui", brief, &tail, &args) {
+        Ok(m) => m,
+        Err(code) if code == ExitCode::SUCCESS => return Ok(Parsed::Done(code)),
+        Err(code) => return Err(code),
+    };
     if !m.free.is_empty() {
         return Err(usage_err(format!("unexpected argument {:?}", m.free[0])));
+    }
+    let conf = config::config_path("master", m.opt_str("f").as_deref());
+    if m.opt_present("t") {
+        return Ok(Parsed::Done(super::check::report("masterwugui", super::check::master(&conf))));
     }
     let class = m.opt_str("c").ok_or_else(|| usage_err("-c CLASS is required".into()))?;
     let dir = m.opt_str("p").ok_or_else(|| usage_err("-p DIR is required".into()))?;
@@ -92,14 +108,14 @@ fn parse_args() -> Result<Args, ExitCode> {
             Some(Duration::from_secs(s.parse().map_err(|_| usage_err(format!("--wait={s}: not a number of seconds")))?))
         }
     };
-    Ok(Args {
+    Ok(Parsed::Push(Args {
         class,
         dir: PathBuf::from(dir),
         excludes: m.opt_strs("x"),
-        conf: config::config_path("master", m.opt_str("f").as_deref()),
+        conf,
         dry_run: m.opt_present("n"),
         wait,
-    })
+    }))
 }
 
 /// The machine plus the progress display: a bar on a TTY, a line every few seconds otherwise.
@@ -221,9 +237,9 @@ pub fn main() -> ExitCode {
     use nix::sys::signal::{SigSet, Signal};
     let _ = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]).thread_block();
     let args = match parse_args() {
-        Ok(a) => a,
-        // -h and -v exit 0 and print no summary; a usage error does.
-        Err(code) if code == ExitCode::SUCCESS => return code,
+        Ok(Parsed::Push(a)) => a,
+        // -h, -v and -t print no summary; a usage error does.
+        Ok(Parsed::Done(code)) => return code,
         Err(code) => {
             println!("{}", usage_summary(&class_arg(std::env::args().skip(1))));
             return code;

@@ -2,6 +2,7 @@
 //! `src/bin/` only call `main` here.
 
 pub mod cac;
+pub mod check;
 pub mod master;
 pub mod outcome;
 pub mod po;
@@ -38,19 +39,34 @@ pub fn parse_args(
 /// One line naming the tool and the mistake; exit code 1.
 pub fn usage_error(tool: &str, e: &str) -> ExitCode {
     eprintln!("{tool}: {e} (try -h)");
-    ExitCode::from(1)
+    ExitCode::from(outcome::exit::USAGE)
 }
 
-/// `-f FILE`, `-h`, `-v` for the daemons; returns the config path, or the exit code to use.
-pub fn daemon_args(role: &str, about: &str) -> Result<std::path::PathBuf, ExitCode> {
+/// `-f FILE`, `-t`, `-h`, `-v` for the daemons; returns the config path, or the exit code to
+/// use (after `-t` too: `check` then says whether the config is good).
+pub fn daemon_args(
+    role: &str,
+    about: &str,
+    check: fn(&std::path::Path) -> Result<Vec<String>, String>,
+) -> Result<std::path::PathBuf, ExitCode> {
     let mut o = getopts::Options::new();
-    o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/<role>.conf)", "FILE");
+    let default = format!("config file (default: $WUGUI_CONF, then /etc/wugui/{role}.conf)");
+    o.optopt("f", "", &default, "FILE");
+    o.optflag("t", "", "check the config (and the files it names), print ok or the errors, and exit");
     let brief = format!(
-        "Usage: wugui-{role} [-f FILE]\n\n{about}\nStays in the foreground. SIGHUP reloads the config (a bad one is refused and the old one\nstays), SIGUSR1 reopens the log file, SIGTERM stops."
+        "Usage: wugui-{role} [-f FILE] [-t]\n\n{about}\nStays in the foreground. SIGHUP reloads the config (a bad one is refused and the old one\nstays), SIGUSR1 reopens the log file, SIGTERM stops."
     );
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let m = parse_args(o, &format!("wugui-{role}"), &brief, "", &args)?;
-    Ok(crate::config::config_path(role, m.opt_str("f").as_deref()))
+    let tool = format!("wugui-{role}");
+    let m = parse_args(o, &tool, &brief, "", &args)?;
+    if !m.free.is_empty() {
+        return Err(usage_error(&tool, &format!("unexpected argument {:?}", m.free[0])));
+    }
+    let path = crate::config::config_path(role, m.opt_str("f").as_deref());
+    if m.opt_present("t") {
+        return Err(check::report(&tool, check(&path)));
+    }
+    Ok(path)
 }
 
 /// Raises the soft limit on open files to the hard one; returns the limit in force.

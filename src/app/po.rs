@@ -35,7 +35,11 @@ pub fn dest_roots(c: &PoConfig) -> Vec<std::path::PathBuf> {
 
 pub fn main() -> ExitCode {
     super::block_signals();
-    let path = match super::daemon_args("po", "The po: receives transfers, verifies, stages and publishes them.") {
+    let path = match super::daemon_args(
+        "po",
+        "The po: receives transfers, verifies, stages and publishes them.",
+        super::check::po,
+    ) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -129,6 +129,9 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
     let mut master_secret_file = None;
     let seen = s.read_keys(file, &["exclude"], |k| {
         let v = k.value();
+        if k.name() == "dest" {
+            normalised_dest(v).at(k)?;
+        }
         if cfg.set(k.name(), v).at(k)? {
             return Ok(());
         }
@@ -164,6 +167,17 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
     }
     let masters = masters.ok_or_else(|| s.missing(file, "masters"))?;
     Ok(CacClass { cfg, pos, masters, master_secret_file, master_secret })
+}
+
+/// A dest names one directory one way: no `.`, `..` or empty components (a trailing `/` is
+/// fine), so the po's `allow_dest` check and the operator read it alike.
+fn normalised_dest(v: &str) -> Result<(), String> {
+    let inner = v.strip_prefix('/').unwrap_or(v).trim_end_matches('/');
+    match inner.split('/').find(|c| matches!(*c, "" | "." | "..")) {
+        Some("..") => Err(format!("must not contain `..`: {v:?}")),
+        Some(_) if !inner.is_empty() => Err(format!("not normalised (no `.` or `//` in it): {v:?}")),
+        _ => Ok(()),
+    }
 }
 
 fn is_class_name(n: &str) -> bool {
@@ -396,6 +410,9 @@ mirror = off
             ("[class c2]\ndest = /x\npo = 1.2.3.4:5, ,1.2.3.5:5\n", 10, "empty entry"),
             ("[class c2]\ndest = /x\npo = 1.2.3.4:5\nmasters = 10.0.0.0/33\n", 11, "prefix"),
             ("[class ..]\n", 8, "bad class name"),
+            ("[class c2]\ndest = /x/../etc\n", 9, "must not contain `..`"),
+            ("[class c2]\ndest = /x//y\n", 9, "not normalised"),
+            ("[class c2]\ndest = /x/./y/\n", 9, "not normalised"),
         ];
         for (extra, line, needle) in cases {
             let e = cac_err(&cac_with(extra));

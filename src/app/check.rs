@@ -1,0 +1,100 @@
+//! `-t`: check a config and exit, like `nginx -t`. `ok` on stdout and exit 0, or the
+//! `file:line: error` on stderr and exit 1. Warnings (a cluster key others can read, or one
+//! too short to be a real key) go to stderr and still leave the config ok.
+
+use crate::config::{self, CacConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A key shorter than this is more likely a placeholder than random bytes.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Prints the verdict on a loaded config (`Err` is the config's own `file:line` error) and
+/// returns the exit code.
+pub fn report(tool: &str, checked: Result<Vec<String>, String>) -> ExitCode {
+    match checked {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("{tool}: warning: {w}");
+            }
+            super::announce("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(super::outcome::exit::USAGE)
+        }
+    }
+}
+
+/// `wugui-cac -t`: the config (which reads every class's secret files and checks every dest),
+/// then warnings about the keys.
+pub fn cac(path: &Path) -> Result<Vec<String>, String> {
+    let c: CacConfig = config::load_cac(path).map_err(|e| e.to_string())?;
+    let mut w = key_warnings("secret_file", &c.secret_file, c.secret.len());
+    for k in &c.classes {
+        if let (Some(p), Some(s)) = (&k.master_secret_file, &k.master_secret) {
+            w.extend(key_warnings(&format!("[class {}] master_secret_file", k.cfg.name), p, s.len()));
+        }
+    }
+    Ok(w)
+}
+
+/// `wugui-po -t`: the config, and that `state_dir` is a directory if it exists.
+pub fn po(path: &Path) -> Result<Vec<String>, String> {
+    let c = config::load_po(path).map_err(|e| e.to_string())?;
+    not_a_dir(&c.state_dir, "state_dir")?;
+    Ok(Vec::new())
+}
+
+/// `masterwugui -t`: the config, and that `secret_dir` is a directory if it exists.
+pub fn master(path: &Path) -> Result<Vec<String>, String> {
+    let c = config::load_master(path).map_err(|e| e.to_string())?;
+    if let Some(d) = &c.secret_dir {
+        not_a_dir(d, "secret_dir")?;
+    }
+    Ok(Vec::new())
+}
+
+fn not_a_dir(p: &Path, key: &str) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if !m.is_dir() => Err(format!("{key} {} is not a directory", p.display())),
+        _ => Ok(()),
+    }
+}
+
+/// What is wrong with a key file that is still usable.
+fn key_warnings(what: &str, path: &Path, len: usize) -> Vec<String> {
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+    weak_key(mode, len).into_iter().map(|m| format!("{what} {}: {m}", path.display())).collect()
+}
+
+/// The warnings for a key file of `mode` holding `len` bytes.
+fn weak_key(mode: u32, len: usize) -> Vec<String> {
+    let mut w = Vec::new();
+    if mode & 0o004 != 0 {
+        w.push(format!("is world-readable (mode {:o}; chmod 600 it)", mode & 0o777));
+    }
+    if len < MIN_KEY_BYTES {
+        w.push(format!(
+            "holds {len} bytes, fewer than {MIN_KEY_BYTES} (head -c 32 /dev/urandom | base64 > FILE makes a good one)"
+        ));
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weak_key;
+
+    #[test]
+    fn weak_keys_are_named() {
+        assert!(weak_key(0o600, 44).is_empty());
+        let w = weak_key(0o644, 6);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("world-readable (mode 644"), "{w:?}");
+        assert!(w[1].contains("6 bytes"), "{w:?}");
+        assert_eq!(weak_key(0o640, 31).len(), 1);
+    }
+}
