@@ -31,7 +31,18 @@ pub struct Walk {
 
 /// Compiles exclude patterns; the error names the pattern that does not compile.
 pub fn compile_excludes(patterns: &[String]) -> Result<Vec<Regex>, String> {
-    patterns.iter().map(|p| Regex::new(p).map_err(|e| format!("bad exclude pattern {p:?}: {e}"))).collect()
+    patterns.iter().map(|p| Regex::new(p).map_err(|e| bad_pattern(p, &e))).collect()
+}
+
+/// One line: what the regex parser found, that patterns are regexes, and the way to a glob.
+fn bad_pattern(p: &str, e: &regex::Error) -> String {
+    let why = e.to_string();
+    let why = why.lines().last().unwrap_or_default().trim_start_matches("error: ");
+    format!(
+        "bad exclude pattern {p:?}: {why}. Patterns are regexes searched in each path, as grep does \
+         (not shell globs); for a glob use --exclude-glob {:?}",
+        p
+    )
 }
 
 fn excluded(excludes: &[Regex], rel: &str, is_dir: bool) -> bool {

@@ -19,6 +19,9 @@ Exclude patterns (-x, and the class's exclude lines) are regexes SEARCHED in eac
 relative to DIR, with / separators, as grep does: `a.txt` also drops `data.txt`; write
 '(^|/)a\\.txt$' for one exact name. A matching directory drops its whole subtree. Every
 word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
+--exclude-glob takes a shell glob instead, matched against the whole relative path: `*` and
+`?` stay within a directory, `**/` is any number of directories, a glob without `/` matches
+a name at any depth: --exclude-glob '*.tmp' --exclude-glob 'logs/**/*.gz'
 
 SIGINT or SIGTERM aborts the push: every po that has not published is told to abort and
 keeps its old tree, the CAC shows the transfer as aborted, and the exit code is 6.
@@ -79,13 +82,14 @@ fn parse_args() -> Result<Parsed, ExitCode> {
     o.optopt("c", "", "the class to push (configured on the CAC)", "CLASS");
     o.optopt("p", "", "the source directory", "DIR");
     o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
+    o.optmulti("", "exclude-glob", "exclude a shell glob (`**` for any depth); repeat for more", "GLOB");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
     o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
     o.optflagopt("", "wait", "if another push of the class runs, wait for it (at most SECS, default 600)", "SECS");
     o.optflag("t", "", "check the config file, print ok or the errors, and exit (no -c or -p needed)");
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [-f FILE] [--dry-run] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [--exclude-glob GLOB] [-f FILE] [--dry-run] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
     let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
     let m = match super::parse_args(o, "masterwugui", brief, &tail, &args) {
         Ok(m) => m,
@@ -111,7 +115,7 @@ fn parse_args() -> Result<Parsed, ExitCode> {
     Ok(Parsed::Push(Args {
         class,
         dir: PathBuf::from(dir),
-        excludes: m.opt_strs("x"),
+        excludes: m.opt_strs("x").into_iter().chain(m.opt_strs("exclude-glob").iter().map(|g| super::glob::to_regex(g))).collect(),
         conf,
         dry_run: m.opt_present("n"),
         wait,
@@ -179,21 +183,23 @@ impl Cli {
             let w = 30;
             let fill = (pct as usize * w / 100).min(w);
             eprint!(
-                "\r[{}{}] {pct:3}% {}/{} {}/s pos ready {ready}/{} failed {failed}  ",
+                "\r[{}{}] {pct:3}% {}/{} {}/s eta {} pos ready {ready}/{} failed {failed}  ",
                 "#".repeat(fill),
                 " ".repeat(w - fill),
                 super::human(s.done),
                 super::human(want),
                 super::human(rate),
+                super::eta(want.saturating_sub(s.done), rate),
                 s.pos.len()
             );
             self.shown = true;
         } else {
             eprintln!(
-                "progress transfer={} pct={pct} bytes={} of={want} rate={rate} ready={ready}/{} failed={failed} secs={secs:.1}",
+                "progress transfer={} pct={pct} bytes={} of={want} rate={rate} ready={ready}/{} failed={failed} secs={secs:.1} eta={}",
                 s.transfer,
                 s.done,
-                s.pos.len()
+                s.pos.len(),
+                super::eta(want.saturating_sub(s.done), rate)
             );
         }
         let _ = std::io::stderr().flush();

@@ -3,6 +3,7 @@
 
 pub mod cac;
 pub mod check;
+mod glob;
 pub mod master;
 pub mod outcome;
 pub mod po;
@@ -211,6 +212,17 @@ pub fn human(n: u64) -> String {
         format!("{n}B")
     } else {
         format!("{v:.1}{}", U[u])
+    }
+}
+
+/// The time `left` bytes take at `rate` bytes/s: `45s`, `3m20s`, `2h05m`; `-` when nothing is
+/// left or nothing moves.
+pub fn eta(left: u64, rate: u64) -> String {
+    let Some(s) = left.checked_div(rate).filter(|_| left > 0) else { return "-".into() };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
     }
 }
 

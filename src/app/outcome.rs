@@ -2,7 +2,7 @@
 //! `transfer_end` log line, one stderr line per failed po or hook, and the summary line, last on
 //! stdout.
 
-use crate::logging::printable;
+use crate::logging::{kv_quote, printable};
 use crate::proto::class::Publish;
 use crate::proto::master::{DryRun, Outcome, PoOutcome, TransferResult};
 
@@ -116,9 +116,10 @@ pub fn report(o: &Outcome) -> Report {
     let code = code(&o.result);
     match &o.result {
         TransferResult::Denied(e) | TransferResult::SourceFailed(e) => {
-            log::error!("event=transfer_end class={} result={result} error=\"{e}\"", o.class);
+            log::error!("event=transfer_end class={} result={result} error={}", o.class, kv_quote(e));
             let summary = summary_line(o.transfer, &o.class, result, (0, 0), 0, 0.0);
-            Report { code, stderr: vec![format!("masterwugui: {e}")], stdout: vec![summary] }
+            // The error may quote a CAC or a po: one line, text only.
+            Report { code, stderr: vec![format!("masterwugui: {}", printable(e))], stdout: vec![summary] }
         }
         TransferResult::DryRun(d) => {
             let summary = summary_line(o.transfer, &o.class, result, (0, d.pos.len()), d.bytes, 0.0);

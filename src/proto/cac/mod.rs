@@ -54,6 +54,9 @@ pub struct CacSettings {
     pub token_ttl: u64,
 }
 
+/// Bytes of class names an unknown-class refusal lists at most: with the asked name (at most
+/// `wire::MAX_NAME`, escaped) the text stays inside `wire::MAX_TEXT`.
+const LIST_BYTES: usize = 2048;
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Masters report every second; a silent connection is dropped after this.
 const IDLE: Duration = Duration::from_secs(120);
@@ -103,6 +106,30 @@ impl CacMachine {
         self.settings.classes.iter().find(|c| c.cfg.name == name)
     }
 
+    /// The classes `ip` may push, for a master that asked for another: the names it may use
+    /// (as many as fit `LIST_BYTES`), never a class it may not push.
+    fn classes_for(&self, ip: IpAddr) -> String {
+        let mut names: Vec<&str> =
+            self.settings.classes.iter().filter(|c| c.master_allowed(ip)).map(|c| c.cfg.name.as_str()).collect();
+        if names.is_empty() {
+            return format!("{ip} may push no class here (see masters in cac.conf)");
+        }
+        names.sort_unstable();
+        let (mut list, mut shown) = (String::new(), 0);
+        for n in &names {
+            if list.len() + n.len() > LIST_BYTES {
+                break;
+            }
+            list += if shown == 0 { "" } else { ", " };
+            list += n;
+            shown += 1;
+        }
+        match names.len() - shown {
+            0 => format!("{ip} may push {list}"),
+            more => format!("{ip} may push {list} and {more} more"),
+        }
+    }
+
     fn deny(&mut self, conn: ConnId, reason: Reason, text: String) {
         match reason {
             Reason::UnknownClass | Reason::MasterNotAllowed | Reason::ChallengeFailed | Reason::Busy => {
@@ -139,6 +166,12 @@ impl CacMachine {
                 self.set_state(conn, if master { State::Master } else { State::Served });
             }
             (s, Msg::Ping) => self.set_state(conn, s),
+            // A master whose class lists this CAC as a po: say what we are.
+            (_, Msg::Offer { .. }) => {
+                log::warn!("event=protocol_error peer={peer} error=\"Offer: a master takes this CAC for a po\"");
+                let text = "unexpected Offer: this address is a CAC (wugui-cac), not a po";
+                self.deny(conn, Reason::Protocol, text.into());
+            }
             // Anything else is a protocol violation by the peer.
             (_, other) => {
                 log::warn!("event=protocol_error peer={peer} error=\"unexpected {:?}\"", other.ty());
@@ -157,7 +190,8 @@ impl CacMachine {
     fn on_auth_request(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: String) {
         let Some(ca) = self.class(&class) else {
             log::warn!("event=auth_denied class={class} master={} reason=unknown_class", peer.ip());
-            return self.deny(conn, Reason::UnknownClass, format!("no class {class:?} on this CAC"));
+            let text = format!("no class {class:?} on this CAC; {}", self.classes_for(peer.ip()));
+            return self.deny(conn, Reason::UnknownClass, text);
         };
         if !ca.master_allowed(peer.ip()) {
             log::warn!("event=auth_denied class={class} master={} reason=master_not_allowed", peer.ip());

@@ -16,17 +16,25 @@ use std::time::Instant;
 
 impl MasterMachine {
     pub(super) fn ask_cac(&mut self, now: Instant, cac: Failover) {
+        if cac == Failover::first() {
+            self.cac_tried.clear();
+        }
         let Some(addr) = cac.cac(&self.settings.cacs) else {
             let n = self.settings.cacs.len();
-            return self.stop_early(TransferResult::Denied(format!("no CAC reachable (tried {n})")));
+            let tried = self.cac_tried.join("; ");
+            let e = format!("no CAC reachable (tried {n}: {tried}); is wugui-cac running there? (cac = in master.conf)");
+            return self.stop_early(TransferResult::Denied(e));
         };
         let conn = self.conn_id();
         self.phase = Phase::Auth { cac, conn, deadline: now + self.settings.connect_timeout };
         self.out.push_back(Action::Connect { conn, addr });
     }
 
+    /// The CAC being asked failed us (`why`, for the log line and the final error): ask the next.
     pub(super) fn cac_failed(&mut self, now: Instant, why: &str) {
         if let Phase::Auth { cac, conn, .. } = self.phase {
+            let addr = cac.cac(&self.settings.cacs).map(|a| a.to_string()).unwrap_or_default();
+            self.cac_tried.push(format!("{addr}: {why}"));
             self.out.push_back(Action::Close { conn });
             self.ask_cac(now, cac.next("master", &self.settings.cacs, why));
         }
@@ -52,6 +60,10 @@ impl MasterMachine {
                 Msg::AuthGrant { transfer, token, pos, class } => self.on_grant(now, conn, transfer, token, pos, class),
                 Msg::AuthChallenge { nonce } => self.on_challenge(conn, nonce),
                 Msg::Denied { reason: Reason::Busy, text } => self.on_busy(now, conn, text),
+                // Not a CAC's answer (a po says this to an AuthRequest): ask the next.
+                Msg::Denied { reason: Reason::Protocol, text } => {
+                    self.cac_failed(now, &format!("not a CAC: it answered \"{}\"", text.escape_debug()))
+                }
                 // A CAC that answers has spoken for all replicas.
                 Msg::Denied { reason, text } => {
                     self.stop_early(TransferResult::Denied(format!("CAC refused ({}): {text}", reason.name())))

@@ -75,6 +75,8 @@ pub struct MasterMachine {
     /// the list to try next.
     cac_redial: Option<ConnId>,
     next_cac: usize,
+    /// While asking for the grant: `ADDR: why` for each CAC that failed, for the final error.
+    cac_tried: Vec<String>,
     next_conn: ConnId,
     last_done: u64,
     last_report: Option<Instant>,
@@ -97,6 +99,7 @@ impl MasterMachine {
             cac_conn: None,
             cac_redial: None,
             next_cac: 0,
+            cac_tried: Vec::new(),
             next_conn: 1,
             last_done: 0,
             last_report: None,
@@ -146,7 +149,10 @@ impl Machine for MasterMachine {
 
     fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
-            Phase::Auth { deadline, .. } if deadline <= now => self.cac_failed(now, "timed out"),
+            Phase::Auth { deadline, .. } if deadline <= now => {
+                let ms = self.settings.connect_timeout.as_millis();
+                self.cac_failed(now, &format!("no answer within connect_timeout ({ms} ms)"))
+            }
             Phase::Waiting { retry_at } if retry_at <= now => self.ask_cac(now, super::failover::Failover::first()),
             Phase::Transfer { .. } => self.on_transfer_timers(now),
             _ => {}

@@ -69,6 +69,12 @@ impl<S: Store> PoMachine<S> {
             (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
                 self.on_manifest(now, conn, transfer, &manifest)
             }
+            // A master whose `cac =` lists this po: say what we are.
+            (ConnKind::New, Msg::AuthRequest { .. }) => {
+                log::warn!("event=protocol_error role=po error=\"AuthRequest: a master takes this po for a CAC\"");
+                let text = "unexpected AuthRequest: this address is a po (wugui-po), not a CAC";
+                self.refuse(conn, Reason::Protocol, text.into());
+            }
             (ConnKind::New, Msg::PeerHello { token, me, proof }) => self.on_peer_hello(now, conn, &token, me, proof),
             (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                 let idx = *idx;

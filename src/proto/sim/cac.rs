@@ -23,7 +23,7 @@ use super::super::cac::{challenge_data, CacMachine, CacSettings, ClassAuth};
 use super::super::cidr::Cidr;
 use super::super::msg::{Reason, TransferStat};
 use super::super::*;
-use super::probe::{closes, denied, only, Probe};
+use super::probe::{closes, denied, only, sent_on, Probe};
 use std::time::Duration;
 
 const MASTER: &str = "10.0.0.1:40001";
@@ -110,13 +110,20 @@ fn refuses_unknown_classes_and_foreign_masters() {
     p.accepted(ACCEPTED | 1, MASTER);
     let acts = p.frame(ACCEPTED | 1, Msg::AuthRequest { class: "nope".into() });
     assert_eq!(denied(&acts, ACCEPTED | 1), Some(Reason::UnknownClass));
+    // The refusal names the classes this master may push, and no other.
+    let [Msg::Denied { text, .. }] = &sent_on(&acts, ACCEPTED | 1)[..] else { panic!("{acts:?}") };
+    assert_eq!(text, "no class \"nope\" on this CAC; 10.0.0.1 may push base1, sec1");
+    p.accepted(ACCEPTED | 3, STRANGER);
+    let acts = p.frame(ACCEPTED | 3, Msg::AuthRequest { class: "nope".into() });
+    let [Msg::Denied { text, .. }] = &sent_on(&acts, ACCEPTED | 3)[..] else { panic!("{acts:?}") };
+    assert!(text.ends_with("192.168.1.1 may push no class here (see masters in cac.conf)"), "{text}");
     p.accepted(ACCEPTED | 2, STRANGER);
     let acts = p.frame(ACCEPTED | 2, Msg::AuthRequest { class: "base1".into() });
     assert_eq!(denied(&acts, ACCEPTED | 2), Some(Reason::MasterNotAllowed));
     // Refused connections are gone: nothing more is answered on them.
     assert!(p.frame(ACCEPTED | 2, Msg::StatQuery).is_empty());
     let s = p.stats();
-    assert_eq!((s.auth_denied, s.auth_granted), (2, 0), "{s:?}");
+    assert_eq!((s.auth_denied, s.auth_granted), (3, 0), "{s:?}");
 }
 
 #[test]

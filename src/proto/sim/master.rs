@@ -178,8 +178,18 @@ fn a_cac_refusal_is_final_and_a_silent_one_is_passed_over() {
     assert!(closes(&acts).contains(&cac));
     let [(second, addr)] = connects(&acts)[..] else { panic!("{acts:?}") };
     assert_eq!(addr.to_string(), CAC2);
-    p.closed(second, Close::Connect("refused".into()));
-    assert_eq!(refusal(&outcome(&p)), "no CAC reachable (tried 2)");
+    p.closed(second, Close::Connect("Connection refused (os error 111)".into()));
+    let e = refusal(&outcome(&p)).to_owned();
+    let tried = format!("tried 2: {CAC1}: unexpected StatReply; {CAC2}: connect: Connection refused (os error 111))");
+    assert!(e.starts_with("no CAC reachable (") && e.contains(&tried), "{e}");
+    // A po where a CAC should be says so, and the next CAC is asked.
+    let (mut p, cac) = master_with(settings(), planner(src.clone()));
+    let text = "unexpected AuthRequest: this address is a po (wugui-po), not a CAC";
+    let acts = p.frame(cac, Msg::Denied { reason: Reason::Protocol, text: text.into() });
+    let [(second, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+    p.closed(second, Close::Connect("Connection refused (os error 111)".into()));
+    let e = refusal(&outcome(&p)).to_owned();
+    assert!(e.contains(&format!("{CAC1}: not a CAC: it answered \"{text}\"")), "{e}");
     // The first says nothing for `connect_timeout`; the second closes before answering.
     let (mut p, cac) = master_with(settings(), planner(src));
     assert!(p.wait(Duration::from_millis(2900)).is_empty());
