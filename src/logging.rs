@@ -148,10 +148,19 @@ fn push_printable(out: &mut String, s: &str) {
 /// `2026-11-26T06:21:03.123Z`: UTC with milliseconds. Times before 1970 print as the epoch.
 pub fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+    format!("{}.{:03}Z", utc_seconds(d.as_secs()), d.subsec_millis())
+}
+
+/// `2026-11-26T06:21:03Z`: a Unix time in seconds, as log lines start (without milliseconds).
+pub fn format_unix_secs(secs: u64) -> String {
+    format!("{}Z", utc_seconds(secs))
+}
+
+/// `2026-11-26T06:21:03`.
+fn utc_seconds(secs: u64) -> String {
     let (y, m, day) = civil_from_days((secs / 86400) as i64);
     let sod = secs % 86400;
-    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, sod / 60 % 60, sod % 60, d.subsec_millis())
+    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -296,6 +305,7 @@ mod tests {
         assert_eq!(format_timestamp(at(4_107_542_400, 7)), "2100-03-01T00:00:00.007Z");
         assert_eq!(format_timestamp(at(253_402_300_799, 0)), "9999-12-31T23:59:59.000Z");
         assert_eq!(format_timestamp(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_unix_secs(1_795_674_063), "2026-11-26T06:21:03Z");
         // Every day of a span, against a day-by-day count.
         let (mut y, mut m, mut d) = (1970i64, 1u32, 1u32);
         for days in 0..(366 * 60) {

@@ -49,6 +49,18 @@ fn split_omitted(ts: &[TransferStat]) -> (&[TransferStat], u64) {
     ts.split_last().and_then(|(last, rest)| Some((rest, last.omitted_count()?))).unwrap_or((ts, 0))
 }
 
+/// What to show: newest first (by start, then by id, which grows with the grant time), only
+/// transfer `id` if one is asked for; a CAC's count of left-out transfers stays last.
+pub fn select(ts: &[TransferStat], id: Option<u64>) -> Vec<TransferStat> {
+    let (list, omitted) = split_omitted(ts);
+    let mut out: Vec<TransferStat> = list.iter().filter(|t| id.is_none_or(|id| t.transfer == id)).cloned().collect();
+    out.sort_by_key(|t| std::cmp::Reverse((t.started_unix, t.transfer)));
+    if omitted > 0 && id.is_none() {
+        out.push(TransferStat::omitted(omitted));
+    }
+    out
+}
+
 pub fn to_json(ts: &[TransferStat]) -> String {
     let (ts, omitted) = split_omitted(ts);
     let items: Vec<String> = ts
@@ -86,35 +98,40 @@ pub fn to_json(ts: &[TransferStat]) -> String {
     format!("{{\"transfers\":[{}]{omitted}}}", items.join(","))
 }
 
+/// The table: TOTAL and DONE are the JSON's `total` (the tree, one copy) and `done` (bytes
+/// held, summed over the pos), so PCT is DONE of TOTAL × POS. START is the wall-clock start
+/// (UTC, as log lines); a po does not know it.
 pub fn to_table(ts: &[TransferStat]) -> String {
     use super::human;
+    use crate::logging::printable as p;
     let (ts, omitted) = split_omitted(ts);
     let mut o = format!(
-        "{:<20} {:<12} {:<11} {:>5} {:>17} {:>9} {:>7} {:>6}  {}\n",
-        "TRANSFER", "CLASS", "STATE", "PCT", "DONE/TOTAL", "RATE", "ETA", "AGE", "MASTER"
+        "{:<20} {:<12} {:<11} {:<20} {:>4} {:>5} {:>8} {:>8} {:>9} {:>7}  {}\n",
+        "TRANSFER", "CLASS", "STATE", "START", "POS", "PCT", "TOTAL", "DONE", "RATE", "ETA", "MASTER"
     );
-    use crate::logging::printable as p;
     for t in ts {
         let n = t.pos.len().max(1) as u64;
         let want = t.total * n;
         let pct = (t.done.min(want) * 100).checked_div(want).unwrap_or(100);
-        let eta = if t.rate > 0 && want > t.done { format!("{}s", (want - t.done) / t.rate) } else { "-".into() };
+        let start = if t.started_unix == 0 { "-".into() } else { crate::logging::format_unix_secs(t.started_unix) };
         o += &format!(
-            "{:<20} {:<12} {:<11} {:>4}% {:>17} {:>7}/s {:>7} {:>5}s  {}\n",
+            "{:<20} {:<12} {:<11} {:<20} {:>4} {:>4}% {:>8} {:>8} {:>7}/s {:>7}  {}\n",
             t.transfer,
             p(&t.class),
             p(&t.state),
+            start,
+            t.pos.len(),
             pct,
-            format!("{}/{}", human(t.done), human(want)),
+            human(t.total),
+            human(t.done),
             human(t.rate),
-            eta,
-            t.elapsed_ms / 1000,
+            super::eta(want.saturating_sub(t.done), t.rate),
             p(&t.master)
         );
         for po in &t.pos {
             let pp = (po.bytes.min(t.total) * 100).checked_div(t.total).unwrap_or(100);
             let err = if po.error.is_empty() { String::new() } else { format!("  error={}", p(&po.error)) };
-            o += &format!("    po {:<24} {:<11} {:>4}% {:>9}{err}\n", p(&po.addr), p(&po.state), pp, human(po.bytes));
+            o += &format!("    po {:<24} {:<11} {:>4}% {:>8}{err}\n", p(&po.addr), p(&po.state), pp, human(po.bytes));
         }
     }
     if ts.is_empty() {
@@ -132,19 +149,32 @@ pub fn main() -> ExitCode {
     o.optflag("", "json", "print JSON for scripts");
     o.optflag("w", "", "refresh like top until interrupted");
     o.optopt("i", "", "refresh interval in seconds with -w (default 1)", "SECS");
+    o.optopt("t", "", "show only this transfer", "ID");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let brief = "Usage: wugui-stat -s HOST:PORT [--json] [-w [-i SECS]]\n\nShows the transfers a CAC (all that its masters report) or a po (what arrives there) knows.";
-    let m = match super::parse_args(o, "wugui-stat", brief, "", &args) {
+    let brief = "Usage: wugui-stat -s HOST:PORT [-t ID] [--json] [-w [-i SECS]]\n\nShows the transfers a CAC (all that its masters report) or a po (what arrives there) knows,\nnewest first. TOTAL is the tree's size, DONE the bytes held summed over its pos (as in --json).";
+    let tail = "\nExit codes: 0 shown; 1 usage error, or no transfer ID there (-t, without -w); 2 no answer.\n";
+    let m = match super::parse_args(o, "wugui-stat", brief, tail, &args) {
         Ok(m) => m,
         Err(code) => return code,
     };
     let Some(addr) = m.opt_str("s") else {
         return super::usage_error("wugui-stat", "-s HOST:PORT is required");
     };
+    let id = match m.opt_str("t").map(|t| t.parse::<u64>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return super::usage_error("wugui-stat", "-t takes a transfer id (a number)"),
+    };
     let json = m.opt_present("json");
     let interval = m.opt_str("i").and_then(|s| s.parse::<f64>().ok()).filter(|s| *s >= 0.1).unwrap_or(1.0);
     loop {
-        let out = match query(&addr) {
+        let out = match query(&addr).map(|ts| select(&ts, id)) {
+            Ok(ts) if ts.is_empty() && id.is_some() && !m.opt_present("w") => {
+                let keep = crate::proto::cac::KEEP_DONE.as_secs() / 60;
+                let id = id.unwrap_or_default();
+                eprintln!("wugui-stat: {addr} knows no transfer {id} (a CAC shows a finished one for {keep} minutes)");
+                return ExitCode::from(1);
+            }
             Ok(ts) if json => to_json(&ts) + "\n",
             Ok(ts) => to_table(&ts),
             Err(e) => {
@@ -189,6 +219,39 @@ mod tests {
             assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
             assert!(!out.contains("\nb"), "{out:?}");
         }
+    }
+
+    /// Newest first whatever order the reply had, one transfer by id, and the table's TOTAL
+    /// and DONE are the JSON's `total` and `done`.
+    #[test]
+    fn newest_first_one_by_id_and_the_same_totals_as_json() {
+        let t = |transfer, started_unix, done| TransferStat {
+            transfer,
+            started_unix,
+            total: 3 << 20,
+            done,
+            state: "sending".into(),
+            pos: vec![PoStat::default(), PoStat::default()],
+            ..Default::default()
+        };
+        let ts = [t(5, 1_795_674_000, 1 << 20), t(9, 1_795_674_063, 6 << 20), t(7, 0, 0), TransferStat::omitted(3)];
+        let order: Vec<u64> = select(&ts, None).iter().map(|t| t.transfer).collect();
+        assert_eq!(order, [9, 5, 7, 0]);
+        assert_eq!(select(&ts, Some(5)), [ts[0].clone()]);
+        assert!(select(&ts, Some(6)).is_empty());
+        let table = to_table(&select(&ts, Some(9)));
+        let row = table.lines().nth(1).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // The class and the master are empty here.
+        assert_eq!(cols, ["9", "sending", "2026-11-26T06:21:03Z", "2", "100%", "3.0M", "6.0M", "0B/s", "-"], "{table}");
+        assert!(to_json(&select(&ts, Some(9))).contains("\"total\":3145728,\"done\":6291456"));
+    }
+
+    #[test]
+    fn eta_reads_at_a_glance() {
+        use super::super::eta;
+        assert_eq!([eta(0, 5), eta(5, 0), eta(90, 2), eta(7200, 1), eta(59, 1)], ["-", "-", "45s", "2h00m", "59s"]);
+        assert_eq!(eta(200, 1), "3m20s");
     }
 
     /// A CAC's reply that had to leave transfers out says how many, in both outputs.
