@@ -68,11 +68,11 @@ fn class(c: &[char]) -> Option<(String, usize)> {
     }
     let first = i;
     let close = first + c.get(first..)?.iter().skip(1).position(|ch| *ch == ']')? + 1;
-    for j in first..close {
-        if c[j] == '-' && j != first && j + 1 != close {
+    for (j, ch) in c.iter().enumerate().take(close).skip(first) {
+        if *ch == '-' && j != first && j + 1 != close {
             set.push('-');
         } else {
-            set += &regex::escape(&c[j].to_string());
+            set += &regex::escape(&ch.to_string());
         }
     }
     set.push(']');

@@ -115,7 +115,11 @@ fn parse_args() -> Result<Parsed, ExitCode> {
     Ok(Parsed::Push(Args {
         class,
         dir: PathBuf::from(dir),
-        excludes: m.opt_strs("x").into_iter().chain(m.opt_strs("exclude-glob").iter().map(|g| super::glob::to_regex(g))).collect(),
+        excludes: m
+            .opt_strs("x")
+            .into_iter()
+            .chain(m.opt_strs("exclude-glob").iter().map(|g| super::glob::to_regex(g)))
+            .collect(),
         conf,
         dry_run: m.opt_present("n"),
         wait,

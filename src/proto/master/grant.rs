@@ -22,7 +22,8 @@ impl MasterMachine {
         let Some(addr) = cac.cac(&self.settings.cacs) else {
             let n = self.settings.cacs.len();
             let tried = self.cac_tried.join("; ");
-            let e = format!("no CAC reachable (tried {n}: {tried}); is wugui-cac running there? (cac = in master.conf)");
+            let e =
+                format!("no CAC reachable (tried {n}: {tried}); is wugui-cac running there? (cac = in master.conf)");
             return self.stop_early(TransferResult::Denied(e));
         };
         let conn = self.conn_id();
