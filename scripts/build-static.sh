@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --strip) STRIP=1 ;;
         --out) shift; OUT=${1:?--out needs a directory} ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,$ { /^#/!q; s/^# \{0,1\}//p; }' "$0"; exit 0 ;;
         *) echo "build-static.sh: unknown argument $1 (try -h)" >&2; exit 1 ;;
     esac
     shift

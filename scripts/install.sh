@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --configs) CONFIGS=1 ;;
         --from) shift; FROM=${1:?--from needs a directory} ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,$ { /^#/!q; s/^# \{0,1\}//p; }' "$0"; exit 0 ;;
         -*) echo "install.sh: unknown option $1 (try -h)" >&2; exit 1 ;;
         *)
             if [ -n "$PREFIX" ]; then echo "install.sh: one PREFIX only (try -h)" >&2; exit 1; fi
