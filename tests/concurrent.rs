@@ -29,11 +29,6 @@ fn wait_line(c: &Cluster, file: &str, needle: &str) -> String {
 }
 
 /// The transfer id in a `transfer=ID` line.
-fn id_in(line: &str) -> u64 {
-    let v = line.split("transfer=").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("");
-    v.parse().unwrap_or_else(|_| panic!("no transfer id in {line}"))
-}
-
 fn push_args(src: &Path) -> Vec<String> {
     vec!["-c".into(), "base1".into(), "-p".into(), src.display().to_string()]
 }
@@ -62,7 +57,7 @@ fn one_cac_refuses_a_second_push_of_a_class_or_makes_it_wait() {
     let c = Cluster::start("busy", Opts { pos: 2, ..Default::default() });
     let (a_src, b_src) = (tree(&c, "a"), tree(&c, "bb"));
     let a = held_master(&c.master_conf, &a_src, 3000);
-    let a_id = id_in(&wait_line(&c, "master.log", "event=transfer_start"));
+    let a_id = transfer_id_in(&wait_line(&c, "master.log", "event=transfer_start"));
     wait_line(&c, "master.log", "event=failpoint name=hold_commit_ms");
 
     // Refused at once, naming the running push.
@@ -84,7 +79,7 @@ fn one_cac_refuses_a_second_push_of_a_class_or_makes_it_wait() {
     assert_eq!(ob.status.code(), Some(0), "B: {}", text(&ob.stderr));
     eprintln!("B waited and pushed in {:?}", started.elapsed());
     assert!(log_of(&c, "master-b.log").contains("event=class_busy"), "{}", log_of(&c, "master-b.log"));
-    let b_id = id_in(text(&ob.stdout).lines().last().unwrap());
+    let b_id = transfer_id_in(text(&ob.stdout).lines().last().unwrap());
     assert!(b_id > a_id, "B ({b_id}) was granted before A ({a_id}) ended");
     every_po_has(&c, &b_src);
 }
@@ -96,12 +91,12 @@ fn with_two_cac_replicas_the_pos_keep_the_newer_push() {
     let (a_src, b_src) = (tree(&c, "a"), tree(&c, "bb"));
     // A, on the first CAC, reaches its COMMIT and is held there ...
     let a = held_master(&c.master_conf, &a_src, 4000);
-    let a_id = id_in(&wait_line(&c, "master.log", "event=transfer_start"));
+    let a_id = transfer_id_in(&wait_line(&c, "master.log", "event=transfer_start"));
     wait_line(&c, "master.log", "event=failpoint name=hold_commit_ms");
     // ... while B, granted later by the other replica, pushes the class.
     let ob = master_with(&b_conf, &args(&push_args(&b_src)));
     assert_eq!(ob.status.code(), Some(0), "B: {} {}", text(&ob.stdout), text(&ob.stderr));
-    let b_id = id_in(text(&ob.stdout).lines().last().unwrap());
+    let b_id = transfer_id_in(text(&ob.stdout).lines().last().unwrap());
     assert!(b_id > a_id, "the replica granted B ({b_id}) an id below A's ({a_id})");
     every_po_has(&c, &b_src);
     // A's late COMMIT cannot put the older tree back, and A does not say ok.

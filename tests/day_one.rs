@@ -97,11 +97,6 @@ fn po_t_and_master_t_check_their_configs() {
     assert!(err.contains("lacks the required key \"cac\""), "{err}");
 }
 
-/// The last stdout line: the summary, which every exit but -h, -v and -t prints.
-fn summary(o: &std::process::Output) -> String {
-    text(&o.stdout).lines().last().unwrap_or_default().to_owned()
-}
-
 #[test]
 fn errors_name_the_next_step() {
     let c = Cluster::start("errors", Opts { pos: 1, ..Default::default() });
@@ -189,12 +184,6 @@ fn stat(addr: &str, args: &[&str]) -> (Option<i32>, String, String) {
     (o.status.code(), text(&o.stdout), text(&o.stderr))
 }
 
-/// The transfer id of a summary line.
-fn transfer_id(o: &std::process::Output) -> String {
-    let line = summary(o);
-    line.split(' ').find_map(|f| f.strip_prefix("transfer=")).unwrap_or_default().to_owned()
-}
-
 #[test]
 fn stat_lists_newest_first_one_by_id_with_the_json_totals() {
     let c = Cluster::start("statid", Opts { pos: 2, ..Default::default() });
@@ -204,7 +193,7 @@ fn stat_lists_newest_first_one_by_id_with_the_json_totals() {
     fs::write(src.join("keep.dat"), "changed").unwrap();
     let second = c.push(&src);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
-    let (id1, id2) = (transfer_id(&first), transfer_id(&second));
+    let (id1, id2) = (transfer_id_in(&summary(&first)).to_string(), transfer_id_in(&summary(&second)).to_string());
 
     let (code, table, _) = stat(&c.cac.addr, &[]);
     assert_eq!(code, Some(0));

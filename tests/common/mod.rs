@@ -234,6 +234,17 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The last stdout line: `masterwugui`'s summary.
+pub fn summary(o: &Output) -> String {
+    text(&o.stdout).lines().last().unwrap_or_default().to_owned()
+}
+
+/// The `transfer=ID` of a summary or log line.
+pub fn transfer_id_in(line: &str) -> u64 {
+    let v = line.split("transfer=").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("");
+    v.parse().unwrap_or_else(|_| panic!("no transfer id in {line}"))
+}
+
 /// Every entry below `root`: type, mode, mtime (files and dirs), content hash, link target.
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
