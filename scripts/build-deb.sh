@@ -4,12 +4,14 @@
 # source of truth), plus the maintainer scripts and the CAC's user drop-in (scripts/deb/).
 # Prints one line: deb=PATH.
 #
-# Usage: scripts/build-deb.sh [--from DIR] [--out DIR] [--revision N]
+# Usage: scripts/build-deb.sh [--from DIR] [--out DIR] [--revision N] [--compress TYPE]
 #   --from DIR      package the binaries in DIR as they are (default: a fresh static build,
 #                   scripts/build-static.sh --strip (debug info dropped, symbols kept), into a
 #                   temp dir; cargo rebuilds only what changed)
 #   --out DIR       where the .deb goes (default: dist/)
 #   --revision N    the Debian revision: VERSION-N, VERSION from Cargo.toml (default: 1)
+#   --compress TYPE xz (default: every dpkg since Debian 6 and Ubuntu 10.04 reads it), gzip
+#                   (faster, for tests) or none
 # Env: WUGUI_DEB_MAINTAINER (the Maintainer: field), CARGO_TARGET_DIR (for build-static.sh).
 # Needs: bash, dpkg-deb, coreutils, md5sum. No root: file owners are set by dpkg-deb.
 # Exit status: 0 built; 1 usage, build or packaging error.
@@ -20,17 +22,20 @@ ROOT=$(cd "$here/.." && pwd)
 FROM=""
 OUT="$ROOT/dist"
 REVISION=1
+COMPRESS=xz
 while [ $# -gt 0 ]; do
     case "$1" in
         --from) shift; FROM=${1:?--from needs a directory} ;;
         --out) shift; OUT=${1:?--out needs a directory} ;;
         --revision) shift; REVISION=${1:?--revision needs a number} ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --compress) shift; COMPRESS=${1:?--compress needs xz, gzip or none} ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-deb.sh: unknown argument $1 (try -h)" >&2; exit 1 ;;
     esac
     shift
 done
 case "$OUT" in /*) ;; *) OUT="$(pwd)/$OUT" ;; esac
+case "$COMPRESS" in xz|gzip|none) ;; *) echo "build-deb.sh: --compress takes xz, gzip or none" >&2; exit 1 ;; esac
 case "$REVISION" in ''|*[!0-9a-zA-Z.+~]*) echo "build-deb.sh: bad --revision $REVISION" >&2; exit 1 ;; esac
 command -v dpkg-deb >/dev/null 2>&1 || { echo "build-deb.sh: dpkg-deb not found (apt-get install dpkg)" >&2; exit 1; }
 
@@ -96,7 +101,6 @@ CONTROL
 
 mkdir -p "$OUT"
 deb="$OUT/wugui_${DEBVER}_${ARCH}.deb"
-# xz: read by every dpkg since Debian 6 and Ubuntu 10.04.
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb.tmp" >&2
+dpkg-deb --root-owner-group -Z"$COMPRESS" --build "$pkg" "$deb.tmp" >&2
 mv -f "$deb.tmp" "$deb"
 echo "deb=$deb"

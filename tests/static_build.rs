@@ -6,83 +6,16 @@
 //! other tests are quick and always run, with the binaries cargo built for the tests.
 
 mod common;
+use common::package::{repo, run_limited, scratch, static_skip_reason, static_target_dir, tail, BUILD_LIMIT};
 use common::{bin, text, Daemon, TempDir};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BINS: [&str; 4] = ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"];
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// A full release build of the four binaries from scratch, with room for a slow machine.
-const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch dir below cargo's per-test temp dir (under target/, room for release binaries).
-fn scratch(tag: &str) -> TempDir {
-    TempDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
-}
-
-/// Runs `cmd` in its own process group with stdout and stderr in files of `dir`; after
-/// `limit` the whole group (the script and the cargo it started) is killed.
-fn run_limited(mut cmd: Command, dir: &Path, tag: &str, limit: Duration) -> (ExitStatus, String, String) {
-    use std::os::unix::process::CommandExt;
-    let (out_path, err_path) = (dir.join(format!("{tag}.out")), dir.join(format!("{tag}.err")));
-    cmd.stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .process_group(0);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{tag}: cannot start: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            kill_group(&mut child);
-            let err = fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("{tag}: still running after {limit:?}, killed; stderr tail:\n{}", tail(&err, 40));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    (status, fs::read_to_string(&out_path).unwrap_or_default(), fs::read_to_string(&err_path).unwrap_or_default())
-}
-
-fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `Some(reason)` when the slow static build test should not run here.
-fn static_skip_reason() -> Option<String> {
-    if std::env::var("WUGUI_TEST_STATIC").as_deref() == Ok("1") {
-        return None;
-    }
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if ci && is_root() {
-        return None;
-    }
-    Some(format!(
-        "skipped: the static build is a full release build; set WUGUI_TEST_STATIC=1 to run it \
-         (it also runs in CI as root; here CI={} root={})",
-        ci,
-        is_root()
-    ))
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Whether `path` is an ELF executable without a program interpreter (PT_INTERP): a static
 /// or static-pie binary, which no dynamic loader or shared library is needed to run.
@@ -125,7 +58,7 @@ fn check_version(bin: &Path, name: &str) {
 #[test]
 fn static_build_makes_four_static_binaries() {
     if let Some(why) = static_skip_reason() {
-        eprintln!("static_build_makes_four_static_binaries: {why}");
+        eprintln!("static_build_makes_four_static_binaries: skipped: {why}");
         return;
     }
     let s = scratch("build");
@@ -133,7 +66,7 @@ fn static_build_makes_four_static_binaries() {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/build-static.sh")).arg("--out").arg(&dist).current_dir(repo());
     // Its own target dir: the release build of this very test run holds the lock of the normal one.
-    cmd.env("CARGO_TARGET_DIR", repo().join("target/static"));
+    cmd.env("CARGO_TARGET_DIR", static_target_dir());
     let (status, out, err) = run_limited(cmd, s.path(), "build-static", BUILD_LIMIT);
     assert!(status.success(), "build-static.sh: {status:?}\nstdout:\n{out}\nstderr tail:\n{}", tail(&err, 40));
 
