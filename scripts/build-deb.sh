@@ -78,7 +78,8 @@ for s in postinst prerm postrm; do
 done
 # Every file under /etc is a conffile: dpkg keeps an edited one on upgrade and asks.
 (cd "$pkg" && find etc -type f | sort | sed 's#^#/#') >"$pkg/DEBIAN/conffiles"
-(cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
+# md5sums for `dpkg --verify`, without the conffiles (dpkg keeps their sums itself).
+(cd "$pkg" && find . \( -path ./DEBIAN -o -path ./etc \) -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
     >"$pkg/DEBIAN/md5sums"
 size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
 cat >"$pkg/DEBIAN/control" <<CONTROL

@@ -349,6 +349,10 @@ fn deb_installs_runs_and_purges_in_a_scratch_root() {
         [r("usr/bin/wugui-po").display().to_string(), "-f".into(), r("etc/wugui/po.conf").display().to_string()]
     );
     assert_eq!((cac_user.as_deref(), po_user.as_deref()), (Some("wugui"), None));
+    // dpkg --verify: every file as shipped (the md5sums hold all but the conffiles).
+    let o =
+        Command::new("dpkg").arg(format!("--root={}", root.display())).args(["--verify", "wugui"]).output().unwrap();
+    assert!(o.status.success() && o.stdout.is_empty(), "dpkg --verify: {} {}", text(&o.stdout), text(&o.stderr));
     let init = fs::read_to_string(r("etc/init.d/wugui-po")).unwrap();
     assert!(init.lines().any(|l| l == "DAEMON=/usr/bin/wugui-po"), "{init}");
 
