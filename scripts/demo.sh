@@ -2,12 +2,19 @@
 # A real distribution on this machine: builds wugui, starts a CAC and 3 pos on 127.0.0.1 with
 # generated configs, pushes a generated tree with the seed's own command line, shows
 # wugui-stat, checks every copy and cleans up. Usage: scripts/demo.sh [SIZE_MB]
+# Env: WUGUI_BIN=DIR runs the binaries in DIR (e.g. /usr/bin, installed by the .deb) and builds
+# nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-64}
-cargo build --release --quiet
-bin=$PWD/target/release
+if [ -n "${WUGUI_BIN:-}" ]; then
+    bin=$WUGUI_BIN
+else
+    cargo build --release --quiet
+    bin=$PWD/target/release
+fi
 . scripts/local.sh
+need_bins "$bin"
 work=$(mktemp -d /tmp/wugui-demo.XXXXXX)
 
 echo "== generating a ${size_mb} MiB tree in $work/src"

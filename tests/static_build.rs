@@ -6,83 +6,16 @@
 //! other tests are quick and always run, with the binaries cargo built for the tests.
 
 mod common;
+use common::package::{repo, run_limited, scratch, static_skip_reason, static_target_dir, tail, BUILD_LIMIT};
 use common::{bin, text, Daemon, TempDir};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BINS: [&str; 4] = ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"];
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// A full release build of the four binaries from scratch, with room for a slow machine.
-const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch dir below cargo's per-test temp dir (under target/, room for release binaries).
-fn scratch(tag: &str) -> TempDir {
-    TempDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
-}
-
-/// Runs `cmd` in its own process group with stdout and stderr in files of `dir`; after
-/// `limit` the whole group (the script and the cargo it started) is killed.
-fn run_limited(mut cmd: Command, dir: &Path, tag: &str, limit: Duration) -> (ExitStatus, String, String) {
-    use std::os::unix::process::CommandExt;
-    let (out_path, err_path) = (dir.join(format!("{tag}.out")), dir.join(format!("{tag}.err")));
-    cmd.stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .process_group(0);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{tag}: cannot start: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            kill_group(&mut child);
-            let err = fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("{tag}: still running after {limit:?}, killed; stderr tail:\n{}", tail(&err, 40));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    (status, fs::read_to_string(&out_path).unwrap_or_default(), fs::read_to_string(&err_path).unwrap_or_default())
-}
-
-fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `Some(reason)` when the slow static build test should not run here.
-fn static_skip_reason() -> Option<String> {
-    if std::env::var("WUGUI_TEST_STATIC").as_deref() == Ok("1") {
-        return None;
-    }
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if ci && is_root() {
-        return None;
-    }
-    Some(format!(
-        "skipped: the static build is a full release build; set WUGUI_TEST_STATIC=1 to run it \
-         (it also runs in CI as root; here CI={} root={})",
-        ci,
-        is_root()
-    ))
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Whether `path` is an ELF executable without a program interpreter (PT_INTERP): a static
 /// or static-pie binary, which no dynamic loader or shared library is needed to run.
@@ -125,7 +58,7 @@ fn check_version(bin: &Path, name: &str) {
 #[test]
 fn static_build_makes_four_static_binaries() {
     if let Some(why) = static_skip_reason() {
-        eprintln!("static_build_makes_four_static_binaries: {why}");
+        eprintln!("static_build_makes_four_static_binaries: skipped: {why}");
         return;
     }
     let s = scratch("build");
@@ -133,7 +66,7 @@ fn static_build_makes_four_static_binaries() {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/build-static.sh")).arg("--out").arg(&dist).current_dir(repo());
     // Its own target dir: the release build of this very test run holds the lock of the normal one.
-    cmd.env("CARGO_TARGET_DIR", repo().join("target/static"));
+    cmd.env("CARGO_TARGET_DIR", static_target_dir());
     let (status, out, err) = run_limited(cmd, s.path(), "build-static", BUILD_LIMIT);
     assert!(status.success(), "build-static.sh: {status:?}\nstdout:\n{out}\nstderr tail:\n{}", tail(&err, 40));
 
@@ -154,13 +87,13 @@ fn static_build_makes_four_static_binaries() {
         check_version(&bin, name);
     }
 
-    // And install.sh puts them (and the rest) into a prefix, the same way twice.
-    let prefix = s.join("prefix");
-    install(&prefix, &dist, s.path(), "install1");
-    let again = install(&prefix, &dist, s.path(), "install2");
+    // And install.sh puts them (and the rest) into a staging root, the same way twice.
+    let root = s.join("root");
+    install(&root, &dist, s.path(), "install1", &[]);
+    let again = install(&root, &dist, s.path(), "install2", &[]);
     assert!(!again.lines().any(|l| l.starts_with("installed ") || l.starts_with("updated ")), "{again}");
     for name in BINS {
-        let bin = prefix.join("bin").join(name);
+        let bin = root.join("usr/local/bin").join(name);
         assert_eq!(elf_is_static(&bin), Ok(true), "{}", bin.display());
         check_version(&bin, name);
     }
@@ -255,20 +188,26 @@ fn example_hook_reads_its_environment_and_exits_0() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// install.sh, with the test binaries standing in for the static ones.
+// install.sh into a scratch DESTDIR, with the test binaries standing in for the static ones.
 
-fn install(prefix: &Path, from: &Path, dir: &Path, tag: &str) -> String {
+/// `DESTDIR=destdir scripts/install.sh --configs --from FROM ARGS...`: its stdout.
+fn install(destdir: &Path, from: &Path, dir: &Path, tag: &str, args: &[&str]) -> String {
     let mut c = Command::new("bash");
-    c.arg(repo().join("scripts/install.sh")).arg(prefix).arg("--configs").arg("--from").arg(from);
+    c.arg(repo().join("scripts/install.sh")).args(["--configs", "--from"]).arg(from).args(args);
+    c.env("DESTDIR", destdir);
     let (status, out, err) = run_limited(c, dir, tag, Duration::from_secs(60));
     assert!(status.success(), "install.sh: {status:?}\n{out}\n{err}");
     out
 }
 
-/// The installed init script `path` runs with the shared part it sources: `status` of a
-/// daemon that is not running, and the usage line.
-fn check_init_script(path: &Path, name: &str) {
-    let run = |arg: &str| Command::new("sh").arg(path).arg(arg).stdin(Stdio::null()).output().unwrap();
+/// The init script `path`, with the shared part it sources taken from `common`, runs: `status`
+/// of a daemon that is not running, and the usage line.
+fn check_init_script(path: &Path, common: &Path, name: &str) {
+    let script = fs::read_to_string(path).unwrap();
+    assert!(script.lines().any(|l| l == ". /etc/init.d/wugui-common"), "{script}");
+    let local = path.with_extension("test");
+    fs::write(&local, script.replace(". /etc/init.d/wugui-common", &format!(". {}", common.display()))).unwrap();
+    let run = |arg: &str| Command::new("sh").arg(&local).arg(arg).stdin(Stdio::null()).output().unwrap();
     if !Path::new(&format!("/var/run/{name}.pid")).exists() {
         let o = run("status");
         assert_eq!(o.status.code(), Some(3), "{} {}", text(&o.stdout), text(&o.stderr));
@@ -277,72 +216,163 @@ fn check_init_script(path: &Path, name: &str) {
     let o = run("bogus");
     assert_eq!(o.status.code(), Some(2), "{} {}", text(&o.stdout), text(&o.stderr));
     assert!(text(&o.stderr).contains("{start|stop|restart|force-reload|reload|status}"), "{}", text(&o.stderr));
+    fs::remove_file(local).unwrap();
 }
 
-#[test]
-fn install_script_is_idempotent_and_keeps_edited_configs() {
-    let s = scratch("install");
+/// The files a `--configs` install makes below DESTDIR, with their modes.
+const INSTALLED: [(&str, u32); 17] = [
+    ("usr/local/bin/masterwugui", 0o755),
+    ("usr/local/bin/wugui-po", 0o755),
+    ("usr/local/bin/wugui-cac", 0o755),
+    ("usr/local/bin/wugui-stat", 0o755),
+    ("usr/local/share/doc/wugui/README.md", 0o644),
+    ("etc/wugui/cac.conf", 0o640),
+    ("etc/wugui/po.conf", 0o640),
+    ("etc/wugui/master.conf", 0o640),
+    ("etc/wugui/hooks/reload.sh", 0o755),
+    ("etc/logrotate.d/wugui", 0o644),
+    ("etc/systemd/system/wugui-po.service", 0o644),
+    ("etc/systemd/system/wugui-cac.service", 0o644),
+    ("etc/init.d/wugui-po", 0o755),
+    ("etc/init.d/wugui-cac", 0o755),
+    ("etc/init.d/wugui-common", 0o644),
+    ("etc/wugui/secrets", 0o700),
+    ("var/log/wugui", 0o750),
+];
+
+fn test_dist(s: &TempDir) -> PathBuf {
     let from = s.join("dist");
     fs::create_dir_all(&from).unwrap();
     for name in BINS {
         fs::copy(bin(name), from.join(name)).unwrap();
     }
-    let prefix = s.join("prefix");
-    let first = install(&prefix, &from, s.path(), "install1");
-    let want = [
-        "bin/masterwugui",
-        "bin/wugui-po",
-        "bin/wugui-cac",
-        "bin/wugui-stat",
-        "etc/wugui/cac.conf",
-        "etc/wugui/po.conf",
-        "etc/wugui/master.conf",
-        "etc/wugui/hooks/reload.sh",
-        "lib/systemd/system/wugui-po.service",
-        "lib/systemd/system/wugui-cac.service",
-        "etc/init.d/wugui-po",
-        "etc/init.d/wugui-cac",
-        "etc/init.d/wugui-common",
-    ];
-    for f in want {
-        let p = prefix.join(f);
-        assert!(p.is_file(), "{} missing after:\n{first}", p.display());
-    }
+    from
+}
+
+#[test]
+fn install_script_follows_the_fhs_in_a_destdir_and_is_idempotent() {
     use std::os::unix::fs::PermissionsExt;
-    for f in ["bin/wugui-po", "etc/wugui/hooks/reload.sh", "etc/init.d/wugui-po"] {
-        let mode = fs::metadata(prefix.join(f)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o111, 0o111, "{f} is not executable: {mode:o}");
+    let s = scratch("install");
+    let from = test_dist(&s);
+    let root = s.join("root");
+    let first = install(&root, &from, s.path(), "install1", &[]);
+    for (f, mode) in INSTALLED {
+        let p = root.join(f);
+        let m = fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e} after:\n{first}", p.display()));
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{f}");
     }
-    check_version(&prefix.join("bin/wugui-cac"), "wugui-cac");
-    // The unit and the init script run the installed binary with the installed config.
-    let unit = fs::read_to_string(prefix.join("lib/systemd/system/wugui-po.service")).unwrap();
-    let exec = format!(
-        "ExecStart={} -f {}",
-        prefix.join("bin/wugui-po").display(),
-        prefix.join("etc/wugui/po.conf").display()
-    );
-    assert!(unit.lines().any(|l| l == exec), "{unit}");
-    let init = fs::read_to_string(prefix.join("etc/init.d/wugui-cac")).unwrap();
-    assert!(init.contains(&format!("DAEMON={}", prefix.join("bin/wugui-cac").display())), "{init}");
-    let common = prefix.join("etc/init.d/wugui-common");
-    assert!(init.lines().any(|l| l == format!(". {}", common.display())), "{init}");
-    let mode = fs::metadata(&common).unwrap().permissions().mode();
-    assert_eq!(mode & 0o111, 0, "wugui-common is sourced, not run: {mode:o}");
-    check_init_script(&prefix.join("etc/init.d/wugui-po"), "wugui-po");
+    assert!(root.join("var/lib/wugui").is_dir(), "{first}");
+    // A staged package carries no cluster key: every install would share it.
+    assert!(!root.join("etc/wugui/cluster.key").exists(), "{first}");
+    // Nothing lands below PREFIX/etc, where nothing reads it.
+    assert!(!root.join("usr/local/etc").exists(), "{first}");
+    check_version(&root.join("usr/local/bin/wugui-cac"), "wugui-cac");
+
+    // The units and init scripts name the final paths, not DESTDIR.
+    let unit = fs::read_to_string(root.join("etc/systemd/system/wugui-po.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "ExecStart=/usr/local/bin/wugui-po -f /etc/wugui/po.conf"), "{unit}");
+    assert!(unit.contains("Documentation=file:///usr/local/share/doc/wugui/README.md"), "{unit}");
+    let init = fs::read_to_string(root.join("etc/init.d/wugui-cac")).unwrap();
+    assert!(init.lines().any(|l| l == "DAEMON=/usr/local/bin/wugui-cac"), "{init}");
+    let common = root.join("etc/init.d/wugui-common");
+    check_init_script(&root.join("etc/init.d/wugui-po"), &common, "wugui-po");
 
     // Again: nothing changes.
-    let second = install(&prefix, &from, s.path(), "install2");
+    let second = install(&root, &from, s.path(), "install2", &[]);
     let changed: Vec<&str> =
         second.lines().filter(|l| l.starts_with("installed ") || l.starts_with("updated ")).collect();
     assert!(changed.is_empty(), "second run changed {changed:?}");
 
     // An edited config is kept; the new example goes beside it.
-    let po_conf = prefix.join("etc/wugui/po.conf");
+    let po_conf = root.join("etc/wugui/po.conf");
     let edited = fs::read_to_string(&po_conf).unwrap() + "# edited by the admin\n";
     fs::write(&po_conf, &edited).unwrap();
-    let third = install(&prefix, &from, s.path(), "install3");
+    let third = install(&root, &from, s.path(), "install3", &[]);
     assert_eq!(fs::read_to_string(&po_conf).unwrap(), edited, "{third}");
-    let example = fs::read_to_string(prefix.join("etc/wugui/po.conf.example")).unwrap();
+    let example = fs::read_to_string(root.join("etc/wugui/po.conf.example")).unwrap();
     assert!(!example.contains("edited by the admin") && example.contains("[po]"), "{example}");
     assert!(third.lines().any(|l| l.starts_with("kept ") && l.contains("po.conf")), "{third}");
+
+    // PREFIX=/usr (a package): units in /lib/systemd/system, naming /usr/bin.
+    let pkg = s.join("pkg");
+    install(&pkg, &from, s.path(), "install-usr", &["/usr"]);
+    let unit = fs::read_to_string(pkg.join("lib/systemd/system/wugui-cac.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "ExecStart=/usr/bin/wugui-cac -f /etc/wugui/cac.conf"), "{unit}");
+    assert!(pkg.join("usr/share/doc/wugui/README.md").is_file());
+}
+
+#[test]
+fn install_script_dry_run_changes_nothing_and_usage_is_text() {
+    let s = scratch("install-dry");
+    let from = test_dist(&s);
+    // Into an empty DESTDIR: it says what it would do, and the DESTDIR stays absent.
+    let root = s.join("root");
+    let out = install(&root, &from, s.path(), "dry1", &["--dry-run"]);
+    assert!(!root.exists(), "{out}");
+    assert!(out.lines().any(|l| l == format!("would-installed {}/usr/local/bin/wugui-po", root.display())), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("would-installed ") && l.ends_with("/etc/wugui/cac.conf")), "{out}");
+    // Over an install with a changed binary and an edited config: nothing moves.
+    install(&root, &from, s.path(), "real", &[]);
+    fs::write(root.join("etc/wugui/po.conf"), "# mine\n").unwrap();
+    fs::write(root.join("usr/local/bin/wugui-stat"), "old").unwrap();
+    let before = common::snapshot(&root);
+    let out = install(&root, &from, s.path(), "dry2", &["--dry-run"]);
+    assert_eq!(common::snapshot(&root), before, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("would-updated ") && l.ends_with("/bin/wugui-stat")), "{out}");
+
+    // -h: the usage text, no code.
+    let o = Command::new("bash").arg(repo().join("scripts/install.sh")).arg("-h").output().unwrap();
+    let help = text(&o.stdout);
+    assert!(o.status.success() && help.starts_with("Usage: scripts/install.sh"), "{help}");
+    for bad in ["set -", "$(", "#!/", "esac"] {
+        assert!(!help.contains(bad), "-h prints code ({bad}):\n{help}");
+    }
+}
+
+/// The installed example config `name` below `root`, with its system paths moved into `root`
+/// and `listen` on port 0.
+fn installed_conf(root: &Path, name: &str) -> PathBuf {
+    let path = root.join("etc/wugui").join(name);
+    let mut text = fs::read_to_string(&path).unwrap();
+    for p in ["/etc/wugui", "/var/log/wugui", "/var/lib/wugui"] {
+        text = text.replace(&format!("= {p}"), &format!("= {}{p}", root.display()));
+    }
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("listen =") { "listen = 127.0.0.1:0".to_owned() } else { l.to_owned() })
+        .collect();
+    let out = root.join(format!("{name}.local"));
+    fs::write(&out, text.join("\n") + "\n").unwrap();
+    out
+}
+
+#[test]
+fn a_fresh_install_starts_with_the_shipped_configs() {
+    let s = scratch("install-start");
+    let from = test_dist(&s);
+    let root = s.join("root");
+    install(&root, &from, s.path(), "install", &[]);
+    // What the system install (no DESTDIR) or the package's postinst makes: the cluster key.
+    fs::write(root.join("etc/wugui/cluster.key"), "0123456789abcdef0123456789abcdef").unwrap();
+    let run = |name: &str, conf: &Path| {
+        let mut child = Command::new(root.join("usr/local/bin").join(name))
+            .arg("-f")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        assert!(line.starts_with("listening=127.0.0.1:"), "{name}: {line:?} stderr {}", text(&o.stderr));
+        line.trim().trim_start_matches("listening=").to_owned()
+    };
+    let cac = run("wugui-cac", &installed_conf(&root, "cac.conf"));
+    let po_conf = installed_conf(&root, "po.conf");
+    set_key(&po_conf, "cac", &cac);
+    run("wugui-po", &po_conf);
 }
