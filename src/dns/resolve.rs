@@ -63,7 +63,8 @@ static CACHE: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
 /// while an earlier answer's TTL lasts, else from the servers of `conf`.
 pub fn lookup(name: &str, conf: &ResolvConf) -> Result<Vec<IpAddr>, Failure> {
     let servers = server_list(conf);
-    let key = format!("{} {servers}", name.to_ascii_lowercase());
+    // The same name may mean another host under another search list or other servers.
+    let key = format!("{} {servers} {} {}", name.to_ascii_lowercase(), conf.search.join(","), conf.ndots);
     if let Some(hit) = cached(&key, Instant::now()) {
         return Ok(hit);
     }
@@ -213,7 +214,12 @@ fn judge(a: Option<&Answer>, aaaa: Option<&Answer>) -> Result<Option<(Vec<IpAddr
     if let Some(bad) = answers.iter().find(|x| !matches!(x.rcode, Rcode::NoError | Rcode::NxDomain)) {
         return Err(format!("answered {}", bad.rcode));
     }
-    Ok(None)
+    // One query answered "no such name": the name is gone, whatever the other would say. One
+    // answered "no records of this type" and the other not at all: the server could not say.
+    if answers.iter().any(|x| x.rcode == Rcode::NxDomain) || answers.len() == 2 {
+        return Ok(None);
+    }
+    Err(format!("no answer to the {} query", if a.is_none() { Qtype::A } else { Qtype::Aaaa }))
 }
 
 /// The A and AAAA queries for `name` to `server`, answers awaited until `until`. Either answer

@@ -98,6 +98,21 @@ fn strays_are_dropped_and_a_hostile_answer_fails_that_server() {
 }
 
 #[test]
+fn a_half_answered_lookup_uses_what_came_and_never_mistakes_silence_for_no_address() {
+    let s = DnsServer::start();
+    s.behave(Behaviour::OnlyA);
+    s.set("half4.wugui.test", &["10.0.6.1"], 60);
+    s.set("half6.wugui.test", &["fd00::6"], 60);
+    let c = conf(&s, "");
+    assert_eq!(lookup("half4.wugui.test", &c), Ok(ips(&["10.0.6.1"])), "the A answer is enough");
+    let e = lookup("half6.wugui.test", &c).unwrap_err();
+    assert!(e.error.starts_with("no answer to the AAAA query"), "{e}");
+    // "No such name" on the A query settles it.
+    let e = lookup("nowhere.wugui.test", &c).unwrap_err();
+    assert_eq!(e.error, "nowhere.wugui.test: no such name");
+}
+
+#[test]
 fn a_dead_server_fails_within_the_bound_and_names_the_name_and_the_server() {
     // A server that takes the datagrams and never answers.
     let hole = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -25,6 +25,8 @@ pub enum Behaviour {
     PointerLoop,
     /// Never answers.
     Silent,
+    /// Answers A queries only; AAAA queries go unanswered.
+    OnlyA,
 }
 
 #[derive(Default)]
@@ -181,6 +183,9 @@ fn respond(q: &[u8], zone: &Mutex<Zone>, udp: bool, b: Behaviour) -> Option<Vec<
     }
     let qend = at + 5;
     let qtype = u16::from_be_bytes([*q.get(at + 1)?, *q.get(at + 2)?]);
+    if b == Behaviour::OnlyA && qtype != 1 {
+        return None;
+    }
     let name = labels.join(".");
     let mut z = zone.lock().unwrap();
     z.asked.push(name.clone());
