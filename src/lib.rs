@@ -2,10 +2,12 @@
 //!
 //! `proto` holds the protocol and the role state machines (no I/O); `reactor` drives them over
 //! sockets; `store` and `tree` are the po's and the master's disk; `sys` holds the system calls
-//! beyond std (the zero-copy data path among them) and is the only module with `unsafe`.
+//! beyond std (the zero-copy data path among them) and is the only module with `unsafe`; `dns`
+//! turns host names into addresses (`/etc/hosts`, then DNS) without NSS.
 #![deny(unsafe_code)]
 pub mod app;
 pub mod config;
+pub mod dns;
 pub mod logging;
 pub mod metrics;
 pub mod proto;

@@ -1,19 +1,27 @@
-//! `host:port` addresses: IP literals, or names looked up in `/etc/hosts` by this code.
+//! `host:port` addresses: IP literals, or names looked up by wugui itself (`crate::dns`:
+//! `/etc/hosts` first, then DNS), since static binaries have no NSS.
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Parse `host:port`: an IP literal (`10.0.0.1:7100`, `[::1]:7100`), or a name looked up in
-/// `/etc/hosts` by this code (first match, IPv4 preferred). No DNS: static binaries have no NSS.
+/// Parse `host:port`: an IP literal (`10.0.0.1:7100`, `[::1]:7100`), or a name whose first
+/// address (IPv4 preferred) is taken: from `/etc/hosts`, else from DNS per `/etc/resolv.conf`.
+/// A name may block for the resolver's bound (timeout x attempts x servers) when DNS is down.
 pub fn resolve(host_port: &str) -> Result<SocketAddr, String> {
-    resolve_with(host_port, || std::fs::read_to_string("/etc/hosts").unwrap_or_default())
+    resolve_with(host_port, crate::dns::lookup_host)
 }
 
-/// `resolve` against the given hosts-file text (for tests).
+/// `resolve` against the given hosts-file text only, without DNS (for tests).
 pub fn resolve_in(host_port: &str, hosts: &str) -> Result<SocketAddr, String> {
-    resolve_with(host_port, || hosts.to_owned())
+    resolve_with(host_port, |name| match crate::dns::hosts::lookup(hosts, name) {
+        v if v.is_empty() => Err("not in the hosts file".into()),
+        v => Ok(v),
+    })
 }
 
-fn resolve_with(host_port: &str, hosts: impl FnOnce() -> String) -> Result<SocketAddr, String> {
+fn resolve_with(
+    host_port: &str,
+    lookup: impl FnOnce(&str) -> Result<Vec<IpAddr>, String>,
+) -> Result<SocketAddr, String> {
     let s = host_port.trim();
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(sa);
@@ -32,34 +40,14 @@ fn resolve_with(host_port: &str, hosts: impl FnOnce() -> String) -> Result<Socke
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    if !bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
-        return Err(format!("bad host name {host:?} in {s:?}"));
+    if let Err(e) = crate::dns::msg::name_to_wire(bare) {
+        return Err(format!("bad host name {host:?} in {s:?}: {e}"));
     }
-    match lookup_hosts(&hosts(), bare) {
-        Some(ip) => Ok(SocketAddr::new(ip, port)),
-        None => Err(format!(
-            "cannot resolve {bare}: wugui resolves names only through /etc/hosts (static binaries have no NSS); use an IP address"
-        )),
+    match lookup(bare) {
+        Ok(ips) if !ips.is_empty() => Ok(SocketAddr::new(ips[0], port)),
+        Ok(_) => Err(format!("cannot resolve {bare}: no address")),
+        Err(e) => Err(format!("cannot resolve {bare}: {e}")),
     }
-}
-
-/// The address of `name` in hosts-file text: the first IPv4 match, else the first IPv6 one.
-fn lookup_hosts(hosts: &str, name: &str) -> Option<IpAddr> {
-    let name = name.trim_end_matches('.');
-    let mut v6 = None;
-    for line in hosts.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut fields = line.split_whitespace();
-        let Some(Ok(ip)) = fields.next().map(str::parse::<IpAddr>) else { continue };
-        if fields.any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name)) {
-            match ip {
-                IpAddr::V4(_) => return Some(ip),
-                IpAddr::V6(_) if v6.is_none() => v6 = Some(ip),
-                IpAddr::V6(_) => {}
-            }
-        }
-    }
-    v6
 }
 
 #[cfg(test)]
@@ -76,11 +64,8 @@ mod tests {
         assert_eq!(resolve_in("PO1:7200", hosts), Ok("10.0.0.5:7200".parse().unwrap()));
         assert_eq!(resolve_in("ip6-localhost:7", hosts), Ok("[::1]:7".parse().unwrap()));
         let e = resolve_in("nowhere:7100", hosts).unwrap_err();
-        assert_eq!(
-            e,
-            "cannot resolve nowhere: wugui resolves names only through /etc/hosts (static binaries have no NSS); use an IP address"
-        );
-        for bad in ["10.0.0.1", "::1:7100", "10.0.0.1:70000", ":7100", "[::1:7", "a b:1", "host:"] {
+        assert_eq!(e, "cannot resolve nowhere: not in the hosts file");
+        for bad in ["10.0.0.1", "::1:7100", "10.0.0.1:70000", ":7100", "[::1:7", "a b:1", "host:", "a..b:1"] {
             assert!(resolve_in(bad, hosts).is_err(), "{bad}");
         }
     }

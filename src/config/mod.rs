@@ -4,8 +4,9 @@
 //! trimmed), blank lines, and comment lines whose first non-blank character is `#`. Nothing else
 //! is a comment: a `#` or `,` inside a value is kept, since exclude regexes may hold both.
 //!
-//! Addresses are `host:port`, where host is an IP literal (`10.0.0.1`, `[::1]`) or a name found
-//! in `/etc/hosts`; wugui ships static binaries, which have no NSS. Relative file paths
+//! Addresses are `host:port`, where host is an IP literal (`10.0.0.1`, `[::1]`) or a name that
+//! `crate::dns` looks up (`/etc/hosts`, then DNS; static binaries have no NSS). Names are looked
+//! up each time a file is loaded: at start and on every reload. Relative file paths
 //! (`secret_file`, `po_file`, `log`, `state_dir`, ...) are resolved against the directory of
 //! the config file, so a daemon finds them whatever its working directory.
 //!

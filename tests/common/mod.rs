@@ -2,6 +2,7 @@
 //! Children are killed by PID when the cluster is dropped.
 #![allow(dead_code)]
 
+pub mod dns_server;
 pub mod package;
 pub mod rogue;
 #[path = "../../src/testutil.rs"]
