@@ -224,3 +224,42 @@ fn a_dead_nameserver_fails_in_bounded_time_naming_the_name_and_the_server() {
     assert_eq!(snapshot(&dest), snapshot(&src));
     drop(hole);
 }
+
+/// A po's name moves (127.0.0.1 to 127.0.0.2) with no SIGHUP: the CAC's watch thread asks
+/// again once the TTL is over and the next push goes to the new host, while a name that stops
+/// answering keeps its last address.
+#[test]
+fn the_cac_follows_a_po_name_that_moves_without_a_sighup() {
+    let dns = DnsServer::start();
+    dns.set("mover.wugui.test", &["127.0.0.1"], 1);
+    let n = Named::new("dns-follow", &dns);
+    let (cac_port, po_port) = (free_port(), free_port());
+    let cac = n.cac(cac_port, &format!("mover:{po_port}"));
+    let (_old, dest_old) = n.po("old", &format!("127.0.0.1:{po_port}"), &format!("127.0.0.1:{cac_port}"));
+    let (_new, dest_new) = n.po("new", &format!("127.0.0.2:{po_port}"), &format!("127.0.0.1:{cac_port}"));
+    let cac_addr = format!("127.0.0.1:{cac_port}");
+    let src1 = n.dir.join("src1");
+    tree(&src1, 1);
+    ok(&n.push(&cac_addr, &src1));
+    assert_eq!(snapshot(&dest_old), snapshot(&src1));
+    assert!(!dest_new.exists(), "the new host got the first push");
+
+    dns.set("mover.wugui.test", &["127.0.0.2"], 1);
+    wait_for("the CAC to follow the move", Duration::from_secs(20), || {
+        cac.log_text().contains(&format!("event=names_refreshed role=cac moved=mover:{po_port}=127.0.0.2:{po_port}"))
+    });
+    assert!(!cac.log_text().contains("event=config_reload"), "a reload, not the watch, took the move");
+    let src2 = n.dir.join("src2");
+    tree(&src2, 2);
+    ok(&n.push(&cac_addr, &src2));
+    assert_eq!(snapshot(&dest_new), snapshot(&src2));
+    assert_eq!(snapshot(&dest_old), snapshot(&src1), "the old host got the second push");
+
+    // The name stops answering: the CAC keeps the last address, and says why.
+    dns.remove("mover.wugui.test");
+    wait_log(&cac, "event=dns_failed", 1);
+    let src3 = n.dir.join("src3");
+    tree(&src3, 3);
+    ok(&n.push(&cac_addr, &src3));
+    assert_eq!(snapshot(&dest_new), snapshot(&src3));
+}

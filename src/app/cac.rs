@@ -1,5 +1,7 @@
 //! `wugui-cac`: the Config & Auth Center daemon.
 
+use super::names::Names;
+use super::Reload;
 use crate::config::{self, CacConfig};
 use crate::proto::cac::{CacMachine, CacSettings, ClassAuth};
 use std::process::ExitCode;
@@ -43,9 +45,48 @@ pub fn main() -> ExitCode {
     };
     log::info!("event=cac_start config={} classes={}", path.display(), cfg.classes.len());
     let mut machine = CacMachine::new(settings(&cfg), super::real_env());
-    super::run_daemon("cac", &mut machine, listener, cfg.metrics_listen, |m| {
-        let c = config::load_cac(&path).map_err(|e| e.to_string())?;
-        m.reload(settings(&c));
-        Ok(format!("config={} classes={}", path.display(), c.classes.len()))
+    let names = Names::watch();
+    follow(&names, &cfg);
+    let metrics = cfg.metrics_listen;
+    let mut cfg = cfg;
+    super::run_daemon("cac", &mut machine, listener, metrics, |m, what| match what {
+        Reload::Config => {
+            let c = config::load_cac(&path).map_err(|e| e.to_string())?;
+            m.reload(settings(&c));
+            follow(&names, &c);
+            let detail = format!("config={} classes={}", path.display(), c.classes.len());
+            cfg = c;
+            Ok(Some(detail))
+        }
+        Reload::Names => {
+            let moved = moved_pos(&mut cfg, &names);
+            if moved.is_empty() {
+                return Ok(None);
+            }
+            m.reload(settings(&cfg));
+            Ok(Some(format!("moved={}", moved.join(","))))
+        }
     })
+}
+
+/// Follows the po names of every class.
+fn follow(names: &Names, c: &CacConfig) {
+    names.follow(c.classes.iter().flat_map(|k| k.po_names.iter().map(String::as_str).zip(k.pos.iter().copied())));
+}
+
+/// Takes the addresses the watch thread found for the po names (no lookup here: the event loop
+/// never waits on DNS). A new address another po of the class already has is not taken.
+/// Returns `name=address` for each po that moved.
+fn moved_pos(c: &mut CacConfig, names: &Names) -> Vec<String> {
+    let mut moved = Vec::new();
+    for k in &mut c.classes {
+        for i in 0..k.pos.len() {
+            let Some(now) = names.address(&k.po_names[i]) else { continue };
+            if now != k.pos[i] && !k.pos.contains(&now) {
+                k.pos[i] = now;
+                moved.push(format!("{}={now}", k.po_names[i]));
+            }
+        }
+    }
+    moved
 }

@@ -5,6 +5,7 @@ pub mod cac;
 pub mod check;
 mod glob;
 pub mod master;
+pub mod names;
 pub mod outcome;
 pub mod po;
 pub mod stat;
@@ -89,15 +90,25 @@ pub fn daemon_options(role: &str) -> crate::reactor::Options {
     crate::reactor::Options { max_conns, ..Default::default() }
 }
 
+/// What a daemon's `reload` is asked to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reload {
+    /// SIGHUP: read the config file again.
+    Config,
+    /// SIGUSR2: take the addresses that names of the config have moved to (`names::Names`).
+    Names,
+}
+
 /// The tail of every daemon's main: the metrics endpoint if configured, then the event loop.
-/// SIGHUP calls `reload` (Ok: a detail for the log line; Err: the config's file:line error, and
-/// the old config stays), SIGUSR1 reopens the log, SIGTERM and SIGINT stop.
+/// SIGHUP calls `reload(m, Reload::Config)` (Ok: a detail for the log line; Err: the config's
+/// file:line error, and the old config stays), SIGUSR2 `reload(m, Reload::Names)` (names that
+/// moved; `None`: nothing to do), SIGUSR1 reopens the log, SIGTERM and SIGINT stop.
 pub fn run_daemon<M: crate::proto::Machine>(
     role: &'static str,
     machine: &mut M,
     listener: TcpListener,
     metrics: Option<std::net::SocketAddr>,
-    mut reload: impl FnMut(&mut M) -> Result<String, String>,
+    mut reload: impl FnMut(&mut M, Reload) -> Result<Option<String>, String>,
 ) -> ExitCode {
     use crate::reactor::{self, Control};
     use nix::sys::signal::Signal;
@@ -109,9 +120,17 @@ pub fn run_daemon<M: crate::proto::Machine>(
     };
     let mut on_signal = |m: &mut M, sig: Signal| match sig {
         Signal::SIGHUP => {
-            match reload(m) {
-                Ok(detail) => log::info!("event=config_reload role={role} {detail}"),
+            match reload(m, Reload::Config) {
+                Ok(detail) => log::info!("event=config_reload role={role} {}", detail.unwrap_or_default()),
                 Err(e) => log::error!("event=config_refused role={role} error=\"{e}\""),
+            }
+            Control::Continue
+        }
+        Signal::SIGUSR2 => {
+            match reload(m, Reload::Names) {
+                Ok(Some(detail)) => log::info!("event=names_refreshed role={role} {detail}"),
+                Ok(None) => {}
+                Err(e) => log::warn!("event=names_refused role={role} error=\"{e}\""),
             }
             Control::Continue
         }
@@ -240,7 +259,7 @@ pub fn block_signals() {
     }
 }
 
-pub fn signals() -> [nix::sys::signal::Signal; 4] {
+pub fn signals() -> [nix::sys::signal::Signal; 5] {
     use nix::sys::signal::Signal::*;
-    [SIGHUP, SIGUSR1, SIGTERM, SIGINT]
+    [SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT]
 }

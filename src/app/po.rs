@@ -79,19 +79,25 @@ pub fn main() -> ExitCode {
     if let Some(fault) = fault {
         log::warn!("event=failpoint name={failpoint}: this po breaks every block it serves to peers");
         let mut machine = PoMachine::new(settings(&cfg, bound), FaultyServe(store, fault));
-        return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
+        return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m, what| {
+            if what != super::Reload::Config {
+                return Ok(None);
+            }
             let c = config::load_po(&path).map_err(|e| e.to_string())?;
             roots.set(dest_roots(&c));
             m.reload(settings(&c, bound));
-            Ok(format!("config={}", path.display()))
+            Ok(Some(format!("config={}", path.display())))
         });
     }
     let mut machine = PoMachine::new(settings(&cfg, bound), store);
-    super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m| {
+    super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m, what| {
+        if what != super::Reload::Config {
+            return Ok(None);
+        }
         let c = config::load_po(&path).map_err(|e| e.to_string())?;
         roots.set(dest_roots(&c));
         m.reload(settings(&c, bound));
-        Ok(format!("config={}", path.display()))
+        Ok(Some(format!("config={}", path.display())))
     })
 }
 

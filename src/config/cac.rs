@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::ini::{self, At, Section};
-use super::values::{parse_addr, parse_addr_list, parse_cidr_list, parse_path, read_secret};
+use super::values::{parse_addr, parse_addr_entries, parse_cidr_list, parse_path, read_secret};
 use super::{Cidr, ConfigError, DEFAULT_TOKEN_TTL};
 use crate::proto::class::parse_num;
 use crate::proto::ClassCfg;
@@ -34,6 +34,8 @@ pub struct CacClass {
     pub cfg: ClassCfg,
     /// From `po = a:p, b:p` and/or `po_file` (one address a line), in file order.
     pub pos: Vec<SocketAddr>,
+    /// Each of `pos` as written (`host:port`), so that a name can be asked again.
+    pub po_names: Vec<String>,
     /// Who may push this class.
     pub masters: Vec<Cidr>,
     pub master_secret_file: Option<PathBuf>,
@@ -124,6 +126,7 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
     };
     let mut cfg = ClassCfg::new(&name);
     let mut pos: Vec<SocketAddr> = Vec::new();
+    let mut po_names: Vec<String> = Vec::new();
     let mut masters = None;
     let mut master_secret = None;
     let mut master_secret_file = None;
@@ -137,13 +140,15 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
         }
         match k.name() {
             "po" => {
-                for a in parse_addr_list(v).at(k)? {
+                for (name, a) in parse_addr_entries(v).at(k)? {
                     add_po(&mut pos, a).at(k)?;
+                    po_names.push(name);
                 }
             }
             "po_file" => {
-                for a in read_po_file(&parse_path(v, base_dir).at(k)?)? {
+                for (name, a) in read_po_file(&parse_path(v, base_dir).at(k)?)? {
                     add_po(&mut pos, a).at(k)?;
+                    po_names.push(name);
                 }
             }
             "masters" => masters = Some(parse_cidr_list(v).at(k)?),
@@ -166,7 +171,7 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
         return Err(s.error(file, format!("{} lists no po", s.title())));
     }
     let masters = masters.ok_or_else(|| s.missing(file, "masters"))?;
-    Ok(CacClass { cfg, pos, masters, master_secret_file, master_secret })
+    Ok(CacClass { cfg, pos, po_names, masters, master_secret_file, master_secret })
 }
 
 /// A dest names one directory one way: no `.`, `..` or empty components (a trailing `/` is
@@ -196,21 +201,21 @@ fn add_po(pos: &mut Vec<SocketAddr>, a: SocketAddr) -> Result<(), String> {
 
 /// The addresses of a `po_file`: one a line, `#` comment lines and blank lines skipped. Errors
 /// name the po_file and its line.
-fn read_po_file(path: &Path) -> Result<Vec<SocketAddr>, ConfigError> {
+fn read_po_file(path: &Path) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, 0, format!("cannot read po_file: {e}")))?;
-    let mut out: Vec<SocketAddr> = Vec::new();
+    let mut out: Vec<(String, SocketAddr)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let t = raw.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
         let a = parse_addr(t, false).map_err(|m| ConfigError::new(&name, i + 1, m))?;
-        if out.contains(&a) {
+        if out.iter().any(|(_, b)| *b == a) {
             return Err(ConfigError::new(&name, i + 1, format!("{a} is listed twice")));
         }
-        out.push(a);
+        out.push((t.to_owned(), a));
     }
     Ok(out)
 }

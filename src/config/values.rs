@@ -19,17 +19,22 @@ pub(super) fn parse_addr(v: &str, allow_port0: bool) -> Result<SocketAddr, Strin
 
 /// A comma-separated, non-empty list of addresses without repeats.
 pub(super) fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, String> {
-    let mut out: Vec<SocketAddr> = Vec::new();
+    Ok(parse_addr_entries(v)?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// `parse_addr_list`, with each entry as written (`host:port`), so a name can be asked again.
+pub(super) fn parse_addr_entries(v: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    let mut out: Vec<(String, SocketAddr)> = Vec::new();
     for item in v.split(',') {
         let item = item.trim();
         if item.is_empty() {
             return Err("empty entry in the address list".into());
         }
         let a = parse_addr(item, false)?;
-        if out.contains(&a) {
+        if out.iter().any(|(_, b)| *b == a) {
             return Err(format!("{a} is listed twice"));
         }
-        out.push(a);
+        out.push((item.to_owned(), a));
     }
     Ok(out)
 }
