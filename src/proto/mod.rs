@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod bitmap;
 pub mod cac;
+pub mod chain;
 pub mod checksum;
 pub mod cidr;
 pub mod class;

@@ -7,9 +7,12 @@
 //! - `probe`: one machine driven by hand, the test playing every other party; `cac`, `po` and
 //!   `master` use it to reach every message arm of each machine.
 //! - `bounds`: what a connection, an offer or an abandoned transfer may cost a daemon.
+//! - `chain`: pipelined chains (issue 16) unit by unit over links with rates and latency, held
+//!   against the flow model (`fluid::chain`).
 
 mod bounds;
 mod cac;
+mod chain;
 mod master;
 mod mem;
 mod po;

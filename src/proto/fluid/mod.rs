@@ -6,6 +6,9 @@
 //! time: a HAVE reaches the master `have_lat` after the block landed, and a push order reaches
 //! its sender `push_lat` after the master decided. The scheduler is the real [`Swarm`].
 
+pub mod chain;
+pub mod share;
+
 use super::swarm::{Assign, Src, Swarm};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -99,40 +102,15 @@ impl Lab {
         Outcome { done, master_copies: sw.master_sent as f64 / self.blocks as f64, up_use, master_end, timeline }
     }
 
-    /// Max-min fair rates of the flows (sender, receiver) under the uplink and downlink limits
-    /// (progressive filling).
+    /// Max-min fair rates of the flows (sender, receiver) under the uplink and downlink limits.
     fn max_min(&self, flows: &[(u32, u32)]) -> Vec<f64> {
         let n = self.pos;
         // Resources: 0..n uplinks of pos, n the master's uplink, n+1.. downlinks.
-        let res = |f: &(u32, u32)| [if f.0 == M { n } else { f.0 as usize }, n + 1 + f.1 as usize];
-        let mut cap: Vec<f64> =
+        let res: Vec<[usize; 2]> =
+            flows.iter().map(|f| [if f.0 == M { n } else { f.0 as usize }, n + 1 + f.1 as usize]).collect();
+        let cap: Vec<f64> =
             self.rate.iter().copied().chain([self.master_rate]).chain(self.rate.iter().copied()).collect();
-        let mut rate = vec![0.0; flows.len()];
-        let mut fixed = vec![false; flows.len()];
-        loop {
-            let mut users = vec![0usize; cap.len()];
-            for (f, _) in flows.iter().zip(&fixed).filter(|(_, x)| !**x) {
-                for r in res(f) {
-                    users[r] += 1;
-                }
-            }
-            let Some((tight, share)) = (0..cap.len())
-                .filter(|&r| users[r] > 0)
-                .map(|r| (r, cap[r] / users[r] as f64))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-            else {
-                return rate;
-            };
-            for (k, f) in flows.iter().enumerate() {
-                if !fixed[k] && res(f).contains(&tight) {
-                    fixed[k] = true;
-                    rate[k] = share;
-                    for r in res(f) {
-                        cap[r] -= share;
-                    }
-                }
-            }
-        }
+        share::max_min(&cap, &res, &vec![f64::INFINITY; flows.len()])
     }
 }
 
