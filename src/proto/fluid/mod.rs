@@ -5,6 +5,10 @@
 //! share the links' capacity max-min fairly (what TCP converges to). Control messages take
 //! time: a HAVE reaches the master `have_lat` after the block landed, and a push order reaches
 //! its sender `push_lat` after the master decided. The scheduler is the real [`Swarm`].
+//!
+//! - `share`: max-min fair sharing, for this model and the chains'.
+//! - `chain`: the flow model of pipelined chains (issue 16), in closed form; `sim::chain` plays
+//!   the same chains unit by unit.
 
 pub mod chain;
 pub mod share;

@@ -90,11 +90,17 @@ impl Ratios {
     }
 }
 
-/// Prints every cell, then how K and the unit move the N=16 cell and the kill:
-/// `scripts/model-chains.sh`, or `cargo test --lib chain_cells -- --ignored --nocapture`.
+/// Prints every cell, then how the design's choices move them: K and the unit (the N=16 cell
+/// and the kill), the hop latency, how soon a stall is noticed, and what the N=16 cell's gap to
+/// 1.0 is made of. `scripts/model-chains.sh`, or
+/// `cargo test --lib chain_cells -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn chain_cells() {
+    let line = |name: &str, what: String, c: &Cell| {
+        let r = c.ratios();
+        println!("{name} cell={}{what} {} sim={:.3} theory={:.3}", c.name, r.model(), r.sim, r.theory);
+    };
     for c in cells(2, 65536.0) {
         let r = c.ratios();
         println!(
@@ -107,17 +113,36 @@ fn chain_cells() {
             c.target
         );
     }
+    let named = |k, unit, name| cells(k, unit).into_iter().find(|c| c.name == name).unwrap();
     for k in [1usize, 2, 4] {
+        // 0: store-and-forward, the unit is the block.
         for unit in [16384.0, 65536.0, 0.0] {
-            for c in cells(k, unit).into_iter().filter(|c| c.name == "n16" || c.name == "kill_at_50%_n8") {
-                let mut c = c;
-                // 0: store-and-forward, the unit is the block.
-                if unit == 0.0 {
-                    c.lab.unit = c.lab.block;
-                }
-                let r = c.ratios();
-                println!("sweep cell={} K={k} unit={} {} sim={:.3}", c.name, c.lab.unit, r.model(), r.sim);
+            for name in ["n16", "kill_at_50%_n8"] {
+                let mut c = named(k, unit, name);
+                c.lab.unit = if unit == 0.0 { c.lab.block } else { unit };
+                line("sweep", format!(" K={k} unit={}", c.lab.unit), &c);
             }
         }
     }
+    for lat in [0.0, 0.005, 0.020, 0.040] {
+        let mut c = named(2, 65536.0, "n16");
+        c.lab.hop_lat = lat;
+        line("sweep", format!(" hop_lat={lat}"), &c);
+    }
+    for detect in [0.1, 0.5, 1.0, 2.0, 6.0] {
+        let mut c = named(2, 65536.0, "stall_at_50%_n8");
+        c.lab.death.as_mut().unwrap().detect = detect;
+        line("sweep", format!(" detect={detect}"), &c);
+    }
+    // The gap: TCP's share of the link, the hops' latency, the units in the pipeline.
+    let n16 = named(2, 65536.0, "n16");
+    let model = |lab: &ChainLab| lab.predict().latest(&[]) / lab.ideal();
+    let no_lat = ChainLab { hop_lat: 0.0, ..n16.lab.clone() };
+    let (all, units) = (model(&n16.lab), model(&no_lat));
+    println!(
+        "gap cell=n16 model={all:.3} tcp={:.3} hop_latency={:.3} units={:.3}",
+        1.0 / GOODPUT - 1.0,
+        all - units,
+        units - 1.0 / GOODPUT
+    );
 }
