@@ -6,14 +6,16 @@
 //! time: a HAVE reaches the master `have_lat` after the block landed, and a push order reaches
 //! its sender `push_lat` after the master decided. The scheduler is the real [`Swarm`].
 //!
-//! - `share`: max-min fair sharing, for this model and the chains'.
+//! - `agenda`: events in time order; `share`: max-min fair sharing; for this model and the chains'.
 //! - `chain`: the flow model of pipelined chains (issue 16), in closed form; `sim::chain` plays
 //!   the same chains unit by unit.
 
+pub mod agenda;
 pub mod chain;
 pub mod share;
 
 use super::swarm::{Assign, Src, Swarm};
+use agenda::Agenda;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -82,7 +84,7 @@ impl Lab {
             sw,
             t0: Instant::now(),
             links: BTreeMap::new(),
-            events: Vec::new(),
+            events: Agenda::new(),
             done: vec![f64::NAN; n],
             held: vec![0u64; n],
             sent: vec![0f64; n],
@@ -126,7 +128,7 @@ struct Run<'a> {
     t0: Instant,
     /// Per link (sender, receiver): the blocks queued, the head's bytes left.
     links: BTreeMap<(u32, u32), (VecDeque<u64>, f64)>,
-    events: Vec<(f64, Ev)>,
+    events: Agenda<Ev>,
     done: Vec<f64>,
     held: Vec<u64>,
     sent: Vec<f64>,
@@ -147,7 +149,7 @@ impl Run<'_> {
         for Assign { from, to, block } in self.sw.schedule(self.at(t)) {
             match from {
                 Src::Master => self.links.entry((M, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(block),
-                Src::Po(s) => self.events.push((t + self.lab.push_lat, Ev::Queue(s, to, block))),
+                Src::Po(s) => self.events.at(t + self.lab.push_lat, Ev::Queue(s, to, block)),
             }
         }
     }
@@ -164,7 +166,7 @@ impl Run<'_> {
         let heads: Vec<(u32, u32)> = self.links.iter().filter(|(_, (q, _))| !q.is_empty()).map(|(k, _)| *k).collect();
         let rates = lab.max_min(&heads);
         let next_done = heads.iter().zip(&rates).map(|(k, r)| self.links[k].1 / r).fold(f64::INFINITY, f64::min);
-        let next_ev = self.events.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
+        let next_ev = self.events.next();
         let dt = next_done.min(next_ev - self.t);
         assert!(dt.is_finite(), "the swarm stalled at {:.3}s: held {:?}", self.t, self.held);
         let w = (self.t / 0.5) as usize;
@@ -190,7 +192,7 @@ impl Run<'_> {
             if l.1 <= 1e-6 {
                 let b = l.0.pop_front().unwrap();
                 l.1 = 0.0;
-                self.events.push((t + lab.have_lat, Ev::Have(k.1, b)));
+                self.events.at(t + lab.have_lat, Ev::Have(k.1, b));
             }
         }
     }
@@ -198,11 +200,8 @@ impl Run<'_> {
     /// Delivers the events now due; whether a HAVE reached the master.
     fn deliver(&mut self) -> bool {
         let t = self.t;
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.events).into_iter().partition(|e| e.0 <= t + 1e-12);
-        self.events = later;
         let mut any = false;
-        for (_, e) in due {
+        while let Some(e) = self.events.due(t + 1e-12) {
             match e {
                 Ev::Queue(s, to, b) => {
                     self.links.entry((s, to)).or_insert_with(|| (VecDeque::new(), 0.0)).0.push_back(b)

@@ -17,9 +17,8 @@ mod cells;
 mod tests;
 
 use super::super::chain;
+use super::super::fluid::agenda::Agenda;
 use super::super::fluid::chain::{ChainLab, Finish, Hop};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Range;
 
 /// What happened, in order, for the invariants' sake.
@@ -111,8 +110,7 @@ struct Sim<'a> {
     blocks: u64,
     alive: Vec<bool>,
     done: Vec<f64>,
-    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    seq: u64,
+    events: Agenda<Ev>,
     t: f64,
     played: Played,
 }
@@ -132,8 +130,7 @@ pub fn play(lab: &ChainLab) -> Played {
         blocks: (lab.bytes / lab.block).ceil() as u64,
         alive: vec![true; lab.pos],
         done: vec![f64::NAN; lab.pos],
-        events: BinaryHeap::new(),
-        seq: 0,
+        events: Agenda::new(),
         t: 0.0,
         played: Played {
             finish: Finish { done: Vec::new(), catch_up: Vec::new() },
@@ -143,7 +140,7 @@ pub fn play(lab: &ChainLab) -> Played {
         },
     };
     if let Some(d) = lab.death {
-        sim.at(d.at, Ev::Die);
+        sim.events.at(d.at, Ev::Die);
     }
     sim.rerate();
     for _ in 0..100_000_000u64 {
@@ -158,12 +155,6 @@ pub fn play(lab: &ChainLab) -> Played {
 }
 
 impl Sim<'_> {
-    fn at(&mut self, t: f64, ev: Ev) {
-        self.seq += 1;
-        // Times are never negative, so their bits order as they do.
-        self.events.push(Reverse((t.max(0.0).to_bits(), self.seq, ev)));
-    }
-
     /// Whether the sender of `l` holds what it needs to start unit `l.next`.
     fn ready(&self, l: &Link) -> bool {
         let st = &self.streams[l.hop.stripe];
@@ -205,7 +196,7 @@ impl Sim<'_> {
             self.rerate();
         }
         let wire = self.links.iter().filter_map(|l| l.left.map(|b| b / l.rate)).fold(f64::INFINITY, f64::min);
-        let ev = self.events.peek().map_or(f64::INFINITY, |Reverse((t, _, _))| f64::from_bits(*t));
+        let ev = self.events.next();
         let dt = wire.min(ev - self.t).max(0.0);
         assert!(dt.is_finite(), "the chain stalled at {:.3}s: held {:?}", self.t, self.held);
         self.t += dt;
@@ -225,13 +216,9 @@ impl Sim<'_> {
             }
         }
         for (h, unit) in sent {
-            self.at(t + self.lab.hop_lat, Ev::Land { stripe: h.stripe, from: h.from, to: h.to, unit });
+            self.events.at(t + self.lab.hop_lat, Ev::Land { stripe: h.stripe, from: h.from, to: h.to, unit });
         }
-        while let Some(Reverse((when, _, ev))) = self.events.peek().copied() {
-            if f64::from_bits(when) > t {
-                break;
-            }
-            self.events.pop();
+        while let Some(ev) = self.events.due(t) {
             self.handle(ev);
         }
     }
@@ -265,14 +252,14 @@ impl Sim<'_> {
                 self.links.retain(|l| l.hop.to != dead && l.hop.from != Some(dead));
                 self.rerate();
                 for s in 0..self.order.len() {
-                    self.at(t + self.lab.death.unwrap().detect, Ev::Notice(s));
+                    self.events.at(t + self.lab.death.unwrap().detect, Ev::Notice(s));
                 }
             }
             // The predecessor cuts the dead po out and asks its successor what it holds.
             Ev::Notice(stripe) => {
                 let dead = self.lab.death.unwrap().po;
                 if let Some((from, Some(to))) = chain::cut_out(&mut self.order[stripe], dead) {
-                    self.at(t + 2.0 * lat, Ev::Relink { stripe, from, to });
+                    self.events.at(t + 2.0 * lat, Ev::Relink { stripe, from, to });
                 }
             }
             // It sends again from the start of the successor's partial block, so every block
