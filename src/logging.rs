@@ -125,25 +125,8 @@ pub fn format_line(t: SystemTime, level: Level, msg: &str) -> String {
     line
 }
 
-/// `s` with every control character escaped (`\n`, `\r`, `\t`, others as `\xNN`), for text
-/// from the network on its way to a log, stderr or a terminal.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    push_printable(&mut out, s);
-    out
-}
-
-fn push_printable(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-}
+use crate::proto::text::push_printable;
+pub use crate::proto::text::{kv_quote, printable};
 
 /// `2026-11-26T06:21:03.123Z`: UTC with milliseconds. Times before 1970 print as the epoch.
 pub fn format_timestamp(t: SystemTime) -> String {
@@ -176,31 +159,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-/// A value for `key=value`: as-is when it has no whitespace, quote or `=` (and is not empty),
-/// else in double quotes with `\"`, `\\`, `\n`, `\r`, `\t` escaped (other control characters as
-/// `\xNN`).
-pub fn kv_quote(s: &str) -> String {
-    let plain = !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
-    if plain {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `error`, `warn`, `info`, `debug`, `trace` or `off`, in any case.

@@ -174,6 +174,11 @@ fn exclude_glob_drops_what_the_shell_would() {
     for kept in ["keep.dat", "index/part-0000", "index/deep/er", "conf/base.conf"] {
         assert!(got.contains_key(kept), "{kept} was not pushed: {got:?}");
     }
+    // A glob the regex parser refuses is named as typed, not as the regex it became.
+    let o = c.master(&["-c", "base1", "-p", s, "--exclude-glob", "[z-a]"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad --exclude-glob \"[z-a]\"") && !err.contains("(^|/)"), "{err}");
 }
 
 /// `wugui-stat -s ADDR ARGS`: (exit code, stdout, stderr).

@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+use wugui::proto::Msg;
 
 #[test]
 fn masters_and_pos_fail_over_past_refusing_and_blackholed_cacs() {
@@ -244,4 +245,39 @@ fn a_po_asking_for_junk_delta_sums_gets_only_real_blocks() {
     let out = master.join().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(fs::read(c.po_dest(0).join("f.bin")).unwrap(), data);
+}
+
+/// Text from the network reaches the logs as one value: a stranger's class name on the CAC, and
+/// a po's FAILED text on the master, cannot add `event=` fields (or lines) to a log line.
+#[test]
+fn text_from_the_network_cannot_add_fields_to_a_log_line() {
+    let c = Cluster::start("logkv", Opts { pos: 1, ..Default::default() });
+    let forged = "nosuch event=auth_grant transfer=1 class=base1 master=10.6.6.6 pos=1";
+    let mut s = TcpStream::connect(&c.cac.addr).unwrap();
+    send(&mut s, &Msg::AuthRequest { class: forged.into() });
+    assert!(matches!(recv(&mut s), Some(Msg::Denied { .. })));
+    wait_for("the auth_denied line", Duration::from_secs(10), || c.cac.log_text().contains("event=auth_denied"));
+    let log = c.cac.log_text();
+    let line = log.lines().find(|l| l.contains("event=auth_denied")).unwrap();
+    assert_eq!(events_in(line), 1, "{line}");
+
+    let fake = common::rogue::FakePo::bind();
+    let list = TempDir::new("logkv-list");
+    let po_file = list.path().join("fake.pos");
+    fs::write(&po_file, format!("{}\n", fake.addr)).unwrap();
+    let c = Cluster::start(
+        "logkv-po",
+        Opts { pos: 1, class_extra: vec![format!("po_file = {}", po_file.display())], ..Default::default() },
+    );
+    let (conf, src) = (c.master_conf.clone(), c.seeded_src());
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", src.to_str().unwrap()]));
+    let mut o = fake.offered();
+    let error = "disk full\" event=po_done po=10.6.6.6 result=ok files=1 \"\u{202e}".to_string();
+    assert!(common::rogue::send(&mut o.master, &Msg::Failed { transfer: o.transfer, error }));
+    let out = master.join().unwrap();
+    let log = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    let line = log.lines().find(|l| l.contains("event=po_failed")).expect("a po_failed line");
+    assert_eq!(events_in(line), 1, "{line}");
+    assert!(line.contains("\\u{202e}") && !line.contains('\u{202e}'), "{line}");
+    assert!(!text(&out.stderr).contains('\u{202e}'), "{}", text(&out.stderr));
 }

@@ -11,7 +11,21 @@
 //! - a trailing `/` matches directories only (`cache/`);
 //! - `\` makes the next character literal.
 
-/// The regex for `glob`. Every glob has one (an unclosed `[` is a literal `[`).
+/// The regex for `glob`, checked: a glob whose set the regex parser refuses (a reversed range
+/// such as `[z-a]`) is an error that names the glob as the user wrote it.
+pub fn checked_regex(glob: &str) -> Result<String, String> {
+    let re = to_regex(glob);
+    match regex::Regex::new(&re) {
+        Ok(_) => Ok(re),
+        Err(e) => {
+            let why = e.to_string();
+            let why = why.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            Err(format!("bad --exclude-glob {glob:?}: {why}"))
+        }
+    }
+}
+
+/// The regex for `glob` (an unclosed `[` is a literal `[`).
 pub fn to_regex(glob: &str) -> String {
     let (body, dir_only) = match glob.strip_suffix('/') {
         Some(b) if !b.is_empty() => (b, true),
@@ -81,7 +95,14 @@ fn class(c: &[char]) -> Option<(String, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::to_regex;
+    use super::{checked_regex, to_regex};
+
+    #[test]
+    fn a_glob_the_regex_parser_refuses_is_named_as_typed() {
+        assert_eq!(checked_regex("*.tmp"), Ok(to_regex("*.tmp")));
+        let e = checked_regex("[z-a]").unwrap_err();
+        assert!(e.starts_with("bad --exclude-glob \"[z-a]\": "), "{e}");
+    }
 
     fn matches(glob: &str, path: &str) -> bool {
         regex::Regex::new(&to_regex(glob)).unwrap().is_match(path)

@@ -112,14 +112,16 @@ fn parse_args() -> Result<Parsed, ExitCode> {
             Some(Duration::from_secs(s.parse().map_err(|_| usage_err(format!("--wait={s}: not a number of seconds")))?))
         }
     };
+    let globs: Vec<String> = m
+        .opt_strs("exclude-glob")
+        .iter()
+        .map(|g| super::glob::checked_regex(g))
+        .collect::<Result<_, _>>()
+        .map_err(usage_err)?;
     Ok(Parsed::Push(Args {
         class,
         dir: PathBuf::from(dir),
-        excludes: m
-            .opt_strs("x")
-            .into_iter()
-            .chain(m.opt_strs("exclude-glob").iter().map(|g| super::glob::to_regex(g)))
-            .collect(),
+        excludes: m.opt_strs("x").into_iter().chain(globs).collect(),
         conf,
         dry_run: m.opt_present("n"),
         wait,

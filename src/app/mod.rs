@@ -122,7 +122,7 @@ pub fn run_daemon<M: crate::proto::Machine>(
         Signal::SIGHUP => {
             match reload(m, Reload::Config) {
                 Ok(detail) => log::info!("event=config_reload role={role} {}", detail.unwrap_or_default()),
-                Err(e) => log::error!("event=config_refused role={role} error=\"{e}\""),
+                Err(e) => log::error!("event=config_refused role={role} error={}", crate::proto::text::quoted(&e)),
             }
             Control::Continue
         }
@@ -130,7 +130,7 @@ pub fn run_daemon<M: crate::proto::Machine>(
             match reload(m, Reload::Names) {
                 Ok(Some(detail)) => log::info!("event=names_refreshed role={role} {detail}"),
                 Ok(None) => {}
-                Err(e) => log::warn!("event=names_refused role={role} error=\"{e}\""),
+                Err(e) => log::warn!("event=names_refused role={role} error={}", crate::proto::text::quoted(&e)),
             }
             Control::Continue
         }
@@ -147,7 +147,7 @@ pub fn run_daemon<M: crate::proto::Machine>(
     match reactor::run(machine, listeners, &opts, &signals(), &mut on_signal) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("event=fatal role={role} error=\"{e}\"");
+            log::error!("event=fatal role={role} error={}", crate::proto::text::quoted(&e));
             eprintln!("wugui-{role}: {e}");
             ExitCode::from(1)
         }
@@ -204,7 +204,7 @@ pub fn listen(role: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Exi
         }
         Err(e) => {
             eprintln!("wugui-{role}: cannot listen on {addr}: {e}");
-            log::error!("event=listen_failed role={role} addr={addr} error=\"{e}\"");
+            log::error!("event=listen_failed role={role} addr={addr} error={}", crate::proto::text::quoted(&e));
             Err(ExitCode::from(1))
         }
     }

@@ -76,7 +76,12 @@ pub fn lookup(name: &str, conf: &ResolvConf) -> Result<Vec<IpAddr>, Failure> {
             remember(key, addrs.clone(), Duration::from_secs(*ttl as u64), Instant::now());
         }
         Err(f) => {
-            log::warn!("event=dns_failed name={} server={} error=\"{}\"", f.name, f.server, f.error.replace('"', "'"))
+            log::warn!(
+                "event=dns_failed name={} server={} error={}",
+                f.name,
+                f.server,
+                crate::proto::text::quoted(&f.error)
+            )
         }
     }
     r.map(|(addrs, _, _)| addrs)

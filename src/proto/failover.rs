@@ -23,7 +23,7 @@ impl Failover {
     /// The CAC asked now failed (`role` and `why` for the log line): the next one to ask.
     pub fn next(self, role: &str, list: &[SocketAddr], why: &str) -> Failover {
         let cac = self.cac(list).map(|a| a.to_string()).unwrap_or_default();
-        log::warn!("event=cac_failover role={role} cac={cac} error=\"{why}\"");
+        log::warn!("event=cac_failover role={role} cac={cac} error={}", crate::proto::text::quoted(why));
         Failover { at: self.at + 1 }
     }
 }

@@ -28,6 +28,7 @@ pub mod msg;
 pub mod po;
 pub mod stats;
 pub mod swarm;
+pub mod text;
 pub mod wire;
 
 #[cfg(test)]

@@ -83,7 +83,10 @@ impl Reactor {
                         self.hooks.push(h);
                     }
                     Err(tail) => {
-                        log::warn!("event=hook_refused id={id} hook={name} error=\"{tail}\"");
+                        log::warn!(
+                            "event=hook_refused id={id} hook={name} error={}",
+                            crate::proto::text::quoted(&tail)
+                        );
                         self.events.push_back(Event::HookDone { id, exit: -1, tail });
                     }
                 }

@@ -466,9 +466,10 @@ pub fn write_out(c: &mut Conn, up: &mut Option<TokenBucket>, now: Instant) -> (W
                     match sendfile::send_file(c.stream.as_fd(), file.as_fd(), offset, count) {
                         Err(e) if sendfile::is_unsupported(&e) => {
                             log::debug!(
-                                "event=sendfile_fallback conn={} peer={} error=\"{e}\"",
+                                "event=sendfile_fallback conn={} peer={} error={}",
                                 c.id,
-                                c.peer.map_or_else(|| "-".to_string(), |p| p.to_string())
+                                c.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                                crate::proto::text::quoted(&e)
                             );
                             c.sendfile_ok = false;
                         }

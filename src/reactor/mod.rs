@@ -431,7 +431,12 @@ impl Reactor {
         let told = matches!(c.state, State::Open | State::Connecting { close_since: None });
         if reason != Close::Eof {
             let e = reason.to_string();
-            log::debug!("event=conn_error conn={} peer={} error=\"{}\"", c.id, c.peer_str(), e.escape_debug());
+            log::debug!(
+                "event=conn_error conn={} peer={} error={}",
+                c.id,
+                c.peer_str(),
+                crate::proto::text::quoted(e.escape_debug().to_string())
+            );
         }
         if told && self.finishing.is_none() {
             self.events.push_back(Event::Closed { conn: c.id, reason });

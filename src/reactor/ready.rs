@@ -78,7 +78,10 @@ impl Reactor {
                     // on a listener that stays readable. The timer retries the accept.
                     let what = if is_fd_limit(&e) { "fd_limit" } else { "other" };
                     if self.emfile_logged.is_none_or(|t| now >= t + Duration::from_secs(1)) {
-                        log::warn!("event=accept_error kind={what} error=\"{e}\" action=pause_accept");
+                        log::warn!(
+                            "event=accept_error kind={what} error={} action=pause_accept",
+                            crate::proto::text::quoted(&e)
+                        );
                         self.emfile_logged = Some(now);
                     }
                     self.accept_resume = Some(now + ACCEPT_PAUSE);
@@ -128,7 +131,7 @@ impl Reactor {
                 Ok(None) => break,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    log::warn!("event=signal_error error=\"{e}\"");
+                    log::warn!("event=signal_error error={}", crate::proto::text::quoted(e));
                     break;
                 }
             }

@@ -94,7 +94,7 @@ impl Metrics {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     // Out of descriptors, say: the next client's connect wakes us again.
-                    log::debug!("event=accept_error listener=metrics error=\"{e}\"");
+                    log::debug!("event=accept_error listener=metrics error={}", crate::proto::text::quoted(&e));
                     return;
                 }
             };
@@ -120,7 +120,7 @@ impl Metrics {
             Ok(Step::More) => {}
             Ok(Step::Done) => self.drop_scrape(registry, i),
             Err(e) => {
-                log::debug!("event=conn_error listener=metrics error=\"{e}\"");
+                log::debug!("event=conn_error listener=metrics error={}", crate::proto::text::quoted(&e));
                 self.drop_scrape(registry, i);
             }
         }

@@ -409,3 +409,25 @@ pub fn send(s: &mut TcpStream, m: &wugui::proto::Msg) {
 pub fn recv(s: &mut TcpStream) -> Option<wugui::proto::Msg> {
     rogue::recv_within(s, Duration::from_secs(10))
 }
+
+/// How many `event=` fields a key=value monitor sees in `line`: fields split on spaces outside
+/// double quotes, where `\"` inside quotes is an escaped quote (as `kv_quote` writes it).
+pub fn events_in(line: &str) -> usize {
+    let mut fields = Vec::new();
+    let (mut cur, mut quoted, mut esc) = (String::new(), false, false);
+    for ch in line.chars() {
+        match ch {
+            _ if esc => esc = false,
+            '\\' if quoted => esc = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                fields.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    fields.push(cur);
+    fields.iter().filter(|f| f.starts_with("event=")).count()
+}

@@ -23,6 +23,7 @@ pub use busy::transfer_id;
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
+use super::text::kv_quote;
 use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
@@ -189,7 +190,7 @@ impl CacMachine {
     /// A master asks for a class: check its address, then challenge or grant.
     fn on_auth_request(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: String) {
         let Some(ca) = self.class(&class) else {
-            log::warn!("event=auth_denied class={class} master={} reason=unknown_class", peer.ip());
+            log::warn!("event=auth_denied class={} master={} reason=unknown_class", kv_quote(&class), peer.ip());
             let text = format!("no class {class:?} on this CAC; {}", self.classes_for(peer.ip()));
             return self.deny(conn, Reason::UnknownClass, text);
         };
@@ -234,13 +235,25 @@ impl CacMachine {
     fn on_verify(&mut self, conn: ConnId, token: &[u8], po: &str, presenter: &str) {
         match self.verify(token, po, presenter) {
             Ok((t, ca)) => {
-                log::info!("event=verify_ok transfer={} class={} po={po} master={presenter}", t.transfer, t.class);
+                log::info!(
+                    "event=verify_ok transfer={} class={} po={} master={}",
+                    t.transfer,
+                    t.class,
+                    kv_quote(po),
+                    kv_quote(presenter)
+                );
                 let msg = Msg::VerifyOk { transfer: t.transfer, class_name: t.class, class: ca.cfg.to_pairs() };
                 self.stats.tokens_verified += 1;
                 self.out.push_back(Action::Send { conn, msg });
             }
             Err((reason, text)) => {
-                log::warn!("event=verify_denied po={po} master={presenter} reason={} error=\"{text}\"", reason.name());
+                log::warn!(
+                    "event=verify_denied po={} master={} reason={} error={}",
+                    kv_quote(po),
+                    kv_quote(presenter),
+                    reason.name(),
+                    crate::proto::text::quoted(&text)
+                );
                 self.deny(conn, reason, text);
             }
         }
@@ -279,7 +292,11 @@ impl CacMachine {
             return self.deny(conn, Reason::Busy, text);
         }
         if let Some(text) = self.busy.refusal(class, now, |c| self.conns.contains_key(&c)) {
-            log::warn!("event=auth_denied class={class} master={} reason=busy error=\"{text}\"", peer.ip());
+            log::warn!(
+                "event=auth_denied class={class} master={} reason=busy error={}",
+                peer.ip(),
+                crate::proto::text::quoted(&text)
+            );
             return self.deny(conn, Reason::Busy, text);
         }
         // Ordered by grant time: the pos' fence (README "Concurrent pushes"). Never 0, which
@@ -351,9 +368,9 @@ impl Machine for CacMachine {
                 if let Some(c) = self.conns.remove(&conn) {
                     if reason != Close::Eof {
                         log::warn!(
-                            "event=protocol_error role=cac peer={} error=\"{}\"",
+                            "event=protocol_error role=cac peer={} error={}",
                             c.peer,
-                            reason.to_string().replace('"', "'")
+                            crate::proto::text::quoted(&reason)
                         );
                         self.stats.protocol_errors += 1;
                     }

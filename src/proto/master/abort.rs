@@ -14,7 +14,11 @@ impl MasterMachine {
         match self.phase {
             Phase::Finished => {}
             Phase::Auth { .. } | Phase::Waiting { .. } => {
-                log::warn!("event=transfer_abort class={} error=\"{why}\"", self.settings.class);
+                log::warn!(
+                    "event=transfer_abort class={} error={}",
+                    self.settings.class,
+                    crate::proto::text::quoted(why)
+                );
                 if let Phase::Auth { conn, .. } = self.phase {
                     self.out.push_back(Action::Close { conn });
                 }
@@ -37,7 +41,7 @@ impl MasterMachine {
 
     fn abort_transfer(&mut self, now: Instant, why: &str) {
         let transfer = self.plan.as_ref().map_or(0, |p| p.transfer);
-        log::warn!("event=transfer_abort transfer={transfer} error=\"{why}\"");
+        log::warn!("event=transfer_abort transfer={transfer} error={}", crate::proto::text::quoted(why));
         // What is left of a frame half sent must go out: not at the class rate.
         self.out.push_back(Action::SetRates { upload: 0, download: 0 });
         for p in &mut self.pos {

@@ -16,7 +16,11 @@ impl MasterMachine {
         match self.wait_until {
             Some(until) if now + RETRY <= until => {
                 if self.busy_refusals == 1 {
-                    log::warn!("event=class_busy class={} waiting=1 error=\"{text}\"", self.settings.class);
+                    log::warn!(
+                        "event=class_busy class={} waiting=1 error={}",
+                        self.settings.class,
+                        crate::proto::text::quoted(&text)
+                    );
                 }
                 self.out.push_back(Action::Close { conn });
                 self.phase = Phase::Waiting { retry_at: now + RETRY };

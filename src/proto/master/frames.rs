@@ -185,8 +185,9 @@ impl MasterMachine {
     fn on_unsent(&mut self, now: Instant, i: usize, block: u64, to: u32, why: &str) {
         let transfer = self.plan.as_ref().map_or(0, |p| p.transfer);
         log::debug!(
-            "event=push_unsent transfer={transfer} po={} block={block} to={to} why=\"{why}\"",
-            self.pos[i].name
+            "event=push_unsent transfer={transfer} po={} block={block} to={to} why={}",
+            self.pos[i].name,
+            crate::proto::text::quoted(why)
         );
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             let from = sw.source_of(to, block);

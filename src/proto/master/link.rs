@@ -54,7 +54,7 @@ impl MasterMachine {
             self.next_cac += 1;
         } else if self.cac_conn == Some(conn) {
             // Progress reports are best effort; the transfer goes on.
-            log::warn!("event=cac_lost role=master error=\"{reason}\"");
+            log::warn!("event=cac_lost role=master error={}", crate::proto::text::quoted(&reason));
             self.cac_conn = None;
         } else if let Some(i) = self.po_index(conn) {
             if self.pos[i].conn == Some(conn) {
@@ -84,10 +84,11 @@ impl MasterMachine {
         if p.attempts <= retries {
             let backoff = Duration::from_millis(500 << p.attempts.min(6));
             log::warn!(
-                "event=po_retry po={} attempt={} in_ms={} error=\"{why}\"",
+                "event=po_retry po={} attempt={} in_ms={} error={}",
                 p.name,
                 p.attempts,
-                backoff.as_millis()
+                backoff.as_millis(),
+                crate::proto::text::quoted(&why)
             );
             p.state = State::Idle { retry_at: now + backoff };
         } else {
@@ -103,7 +104,11 @@ impl MasterMachine {
             // It published: that stays its result. Whatever it does wrong now only ends our
             // links to it (and its place in the swarm).
             PoState::Done => {
-                log::warn!("event=po_error_after_done transfer={transfer} po={} error=\"{error}\"", p.name);
+                log::warn!(
+                    "event=po_error_after_done transfer={transfer} po={} error={}",
+                    p.name,
+                    crate::proto::text::quoted(&error)
+                );
                 if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
                     sw.leave(i as u32);
                 }
@@ -115,7 +120,12 @@ impl MasterMachine {
             }
             _ => {}
         }
-        log::error!("event=po_failed transfer={transfer} po={} state={} error=\"{error}\"", p.name, p.kind().name());
+        log::error!(
+            "event=po_failed transfer={transfer} po={} state={} error={}",
+            p.name,
+            p.kind().name(),
+            crate::proto::text::quoted(&error)
+        );
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
@@ -132,7 +142,7 @@ impl MasterMachine {
 
     /// The source itself is broken: no po can get a good copy.
     pub(super) fn abort_all(&mut self, error: String) {
-        log::error!("event=transfer_abort error=\"{error}\"");
+        log::error!("event=transfer_abort error={}", crate::proto::text::quoted(&error));
         for i in 0..self.pos.len() {
             if self.pos[i].kind() != PoState::Done {
                 self.po_fail(i, error.clone());

@@ -76,7 +76,7 @@ impl<S: Store> PoMachine<S> {
     /// charges `p` a fault and sends the block from elsewhere; otherwise there is nothing honest
     /// to report.
     pub(super) fn peer_fault(&mut self, conn: ConnId, transfer: u64, block: Option<u64>, p: u32, why: &str) {
-        log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error=\"{why}\"");
+        log::warn!("event=peer_fault transfer={transfer} peer=po#{p} error={}", crate::proto::text::quoted(why));
         self.stats.peer_errors += 1;
         self.conns.remove(&conn);
         self.out.push_back(Action::Close { conn });

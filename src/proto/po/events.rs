@@ -20,7 +20,7 @@ impl<S: Store> PoMachine<S> {
                 _ => self.fail(t, "COMMIT before every block was held".into()),
             },
             Msg::Abort { transfer: t, reason } if Some(t) == transfer => {
-                log::warn!("event=transfer_abort transfer={t} reason=\"{reason}\"");
+                log::warn!("event=transfer_abort transfer={t} reason={}", crate::proto::text::quoted(&reason));
                 if let Some(x) = self.transfers.remove(&t) {
                     if !matches!(x.state, TState::Published { .. }) {
                         self.store.abort(t, true);
@@ -115,7 +115,7 @@ impl<S: Store> PoMachine<S> {
                 // The CAC has spoken: pass its refusal on, don't ask another.
                 let master = *master;
                 self.conns.remove(&conn);
-                log::warn!("event=offer_refused reason={} error=\"{text}\"", reason.name());
+                log::warn!("event=offer_refused reason={} error={}", reason.name(), crate::proto::text::quoted(&text));
                 self.refuse(master, reason, text);
             }
             (_, other) => {
@@ -150,11 +150,12 @@ impl<S: Store> PoMachine<S> {
                         if t.state.live() {
                             t.release_at = Some(now + self.settings.release_after);
                             log::warn!(
-                                "event=master_lost transfer={} class={} held={}/{} error=\"{reason}\"",
+                                "event=master_lost transfer={} class={} held={}/{} error={}",
                                 transfer.unwrap_or(0),
                                 t.class.name,
                                 t.nheld,
-                                t.manifest.blocks()
+                                t.manifest.blocks(),
+                                crate::proto::text::quoted(&reason)
                             );
                         }
                     }
@@ -167,7 +168,10 @@ impl<S: Store> PoMachine<S> {
                 let receiving =
                     self.transfers.get(&transfer).is_some_and(|t| matches!(t.state, TState::Receiving { .. }));
                 if receiving || reason != Close::Eof {
-                    log::info!("event=peer_lost transfer={transfer} peer=po#{idx} error=\"{reason}\"");
+                    log::info!(
+                        "event=peer_lost transfer={transfer} peer=po#{idx} error={}",
+                        crate::proto::text::quoted(&reason)
+                    );
                 }
                 if reason != Close::Eof {
                     self.stats.peer_errors += 1;
@@ -179,8 +183,8 @@ impl<S: Store> PoMachine<S> {
                 if let (false, Some(c)) = (reason == Close::Eof, self.conns.remove(&conn)) {
                     let peer = c.peer.map(|p| p.to_string()).unwrap_or_default();
                     log::warn!(
-                        "event=protocol_error role=po peer={peer} error=\"{}\"",
-                        reason.to_string().replace('"', "'")
+                        "event=protocol_error role=po peer={peer} error={}",
+                        crate::proto::text::quoted(&reason)
                     );
                     self.stats.protocol_errors += 1;
                 }

@@ -16,7 +16,10 @@ impl<S: Store> PoMachine<S> {
     /// was published or is staging there; fails the older ones staging there.
     pub(super) fn fence_offer(&mut self, master: ConnId, transfer: u64, dest: &str) -> bool {
         if let Some(why) = self.newer_than(transfer, dest) {
-            log::warn!("event=offer_refused transfer={transfer} reason=superseded dest={dest} error=\"{why}\"");
+            log::warn!(
+                "event=offer_refused transfer={transfer} reason=superseded dest={dest} error={}",
+                crate::proto::text::quoted(&why)
+            );
             self.refuse(master, Reason::Busy, why);
             return false;
         }

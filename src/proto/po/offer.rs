@@ -40,7 +40,7 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_offer(&mut self, now: Instant, conn: ConnId, token: Vec<u8>, announced: Announced) {
         if announced.len > MAX_MANIFEST as u64 {
             let text = format!("a manifest of {} bytes is over the limit of {MAX_MANIFEST}", announced.len);
-            log::warn!("event=offer_refused reason=bad_manifest error=\"{text}\"");
+            log::warn!("event=offer_refused reason=bad_manifest error={}", crate::proto::text::quoted(&text));
             return self.refuse(conn, Reason::BadManifest, text);
         }
         if self.pending.len() >= MAX_PENDING {
@@ -112,7 +112,10 @@ impl<S: Store> PoMachine<S> {
         let manifest = match Self::check_manifest(bytes, &announced, &class) {
             Ok(m) => m,
             Err(e) => {
-                log::warn!("event=offer_refused transfer={transfer} reason=bad_manifest error=\"{e}\"");
+                log::warn!(
+                    "event=offer_refused transfer={transfer} reason=bad_manifest error={}",
+                    crate::proto::text::quoted(&e)
+                );
                 return self.refuse(master, Reason::BadManifest, e);
             }
         };
@@ -237,7 +240,11 @@ impl<S: Store> PoMachine<S> {
             Ok(h) if h.len() as u64 == manifest.blocks() => h,
             Ok(_) => vec![false; manifest.blocks() as usize],
             Err(e) => {
-                log::error!("event=po_failed transfer={transfer} class={} error=\"{e}\"", class.name);
+                log::error!(
+                    "event=po_failed transfer={transfer} class={} error={}",
+                    class.name,
+                    crate::proto::text::quoted(&e)
+                );
                 return self.refuse(master, Reason::Disk, e.to_string());
             }
         };

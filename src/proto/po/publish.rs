@@ -99,7 +99,10 @@ impl<S: Store> PoMachine<S> {
             log::info!("event=hook_done transfer={transfer} hook={name} exit=0");
         } else {
             let last = tail.lines().last().unwrap_or("").replace('"', "'");
-            log::warn!("event=hook_failed transfer={transfer} hook={name} exit={exit} tail=\"{last}\"");
+            log::warn!(
+                "event=hook_failed transfer={transfer} hook={name} exit={exit} tail={}",
+                crate::proto::text::quoted(&last)
+            );
             self.stats.hook_failures += 1;
         }
         if let TState::Published { hook, .. } = &mut t.state {
@@ -111,7 +114,11 @@ impl<S: Store> PoMachine<S> {
     /// This po gives up on `transfer`; what was published before stays.
     pub(super) fn fail(&mut self, transfer: u64, error: String) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        log::error!("event=po_failed transfer={transfer} class={} error=\"{error}\"", t.class.name);
+        log::error!(
+            "event=po_failed transfer={transfer} class={} error={}",
+            t.class.name,
+            crate::proto::text::quoted(&error)
+        );
         if t.state.live() {
             self.stats.transfers_failed += 1;
         }

@@ -153,7 +153,10 @@ impl<S: Store> PoMachine<S> {
                 self.out.push_back(Action::SendBlock { conn, head, body });
             }
             Err(e) => {
-                log::warn!("event=serve_failed transfer={transfer} block={block} error=\"{e}\"");
+                log::warn!(
+                    "event=serve_failed transfer={transfer} block={block} error={}",
+                    crate::proto::text::quoted(&e)
+                );
                 if let Some(m) = master {
                     self.send(m, unsent(e.to_string()));
                 }
