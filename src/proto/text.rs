@@ -17,10 +17,10 @@ pub fn push_printable(out: &mut String, s: &str) {
     }
 }
 
-/// A value for `key=value`: as it is when it has no whitespace, quote, backslash, `=` or
+/// A value for `key=value`: as it is when it has no whitespace, quote, `=` or
 /// escaped character (and is not empty), else [`quoted`].
 pub fn kv_quote(s: &str) -> String {
-    let plain = !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '=') || escaped(c));
+    let plain = !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '=') || escaped(c));
     if plain {
         s.to_owned()
     } else {
