@@ -177,3 +177,27 @@ fn special_mode_bits_are_dropped_unless_the_class_keeps_them() {
     }
     eprintln!("modes 4755, 2750, 1777: published as 755, 750, 777 by default, kept with keep_special_bits = on");
 }
+
+/// The po (root) never writes its state files through a link someone planted in `state_dir`,
+/// and says when `state_dir` is open to others.
+#[test]
+fn a_link_planted_in_state_dir_is_never_written_through() {
+    let c = Cluster::start("statedir-link", Opts { pos: 1, ..Default::default() });
+    let victim = c.dir.path().join("victim");
+    fs::write(&victim, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let state = c.po_roots[0].join("state");
+    std::os::unix::fs::symlink(&victim, state.join("dests.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("dests")).unwrap();
+    let src = c.seeded_src();
+    let o = c.push(&src);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
+    assert!(!fs::symlink_metadata(state.join("dests")).unwrap().file_type().is_symlink());
+
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut t = std::process::Command::new(bin("wugui-po"));
+    t.arg("-t").arg("-f").arg(c.dir.path().join("po0.conf"));
+    let o = run_bounded(t, std::time::Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("writable by group or others"), "{}", text(&o.stderr));
+}

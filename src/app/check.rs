@@ -41,11 +41,12 @@ pub fn cac(path: &Path) -> Result<Vec<String>, String> {
     Ok(w)
 }
 
-/// `wugui-po -t`: the config, and that `state_dir` is a directory if it exists.
+/// `wugui-po -t`: the config, that `state_dir` is a directory if it exists, and a warning when
+/// others could write in it.
 pub fn po(path: &Path) -> Result<Vec<String>, String> {
     let c = config::load_po(path).map_err(|e| e.to_string())?;
     not_a_dir(&c.state_dir, "state_dir")?;
-    Ok(Vec::new())
+    Ok(crate::store::state_file::unsafe_dir(&c.state_dir).into_iter().collect())
 }
 
 /// `masterwugui -t`: the config, and that `secret_dir` is a directory if it exists.

@@ -62,6 +62,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(why) = crate::store::state_file::unsafe_dir(&cfg.state_dir) {
+        log::warn!("event=state_dir_unsafe error={}", crate::proto::text::quoted(&why));
+    }
     // A reload replaces the roots the store opens dests from, as it replaces the po's settings.
     let roots = store.roots();
     let listener = match super::listen("po", cfg.listen) {

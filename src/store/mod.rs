@@ -26,6 +26,7 @@ pub mod publish;
 pub mod resume;
 pub mod retain;
 pub mod staged;
+pub mod state_file;
 #[cfg(test)]
 pub(crate) mod tests;
 mod unchanged;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -138,11 +138,7 @@ impl Staged {
         b.extend_from_slice(&self.manifest.id());
         b.extend_from_slice(&(self.held.len() as u64).to_be_bytes());
         b.extend_from_slice(&bitmap(&self.held));
-        let tmp = self.record.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&b)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &self.record)?;
+        super::state_file::replace(&self.record, &b, true)?;
         self.dirty = false;
         Ok(())
     }

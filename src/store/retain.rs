@@ -170,9 +170,8 @@ impl DiskStore {
         self.dests.retain(|d| d != dest);
         self.dests.insert(0, dest.to_string());
         self.dests.truncate(DESTS);
-        let (path, tmp) = (self.state_dir.join(DESTS_FILE), self.state_dir.join("dests.tmp"));
-        let written = std::fs::write(&tmp, self.dests.join("\n") + "\n").and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        let path = self.state_dir.join(DESTS_FILE);
+        if let Err(e) = super::state_file::replace(&path, (self.dests.join("\n") + "\n").as_bytes(), false) {
             log::warn!(
                 "event=state_write_failed path={} error={}",
                 kv_quote(&path.display().to_string()),
