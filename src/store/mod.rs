@@ -156,8 +156,9 @@ impl Store for DiskStore {
         let stage = stage_name(manifest);
         let dest_fd = self.roots.open(dest, true)?;
         self.remember(dest);
+        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
         self.sweep_dest(dest_fd.as_fd(), dest, &stage);
-        self.sweep_records(&stage);
+        self.sweep_records(Some(&record));
         self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
         let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
         let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
@@ -172,13 +173,18 @@ impl Store for DiskStore {
             manifest.entries().len(),
             started.elapsed().as_millis()
         );
-        // Another transfer of the same tree (a master that died and was run again) hands its
-        // stage over: its record is written first, so nothing durable is lost.
-        let same: Vec<u64> = self.transfers.iter().filter(|(_, t)| t.stage == stage).map(|(id, _)| *id).collect();
+        // Another transfer of the same tree to the same dest (a master that died and was run
+        // again) hands its stage over: its record is written first, so nothing durable is
+        // lost. The same tree bound for another dest has its own stage and record.
+        let same: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
+            .map(|(id, _)| *id)
+            .collect();
         for id in same {
             self.abort(id, true);
         }
-        let record = resume::record_path(&self.state_dir, &stage);
         let dest = (PathBuf::from(dest), dest_fd);
         let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
         if delta && t.missing > 0 {
