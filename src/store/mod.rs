@@ -22,6 +22,7 @@ pub mod at;
 pub mod delta;
 pub mod dest;
 pub mod files;
+mod nested;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -261,7 +262,11 @@ impl Store for DiskStore {
     }
 
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
-        let published = self.get(transfer)?.publish(transfer, flag_file, mirror)?;
+        let dest = self.get(transfer)?.dest.clone();
+        let nested = self.nested_in(&dest);
+        let t = self.get(transfer)?;
+        t.nested = nested;
+        let published = t.publish(transfer, flag_file, mirror)?;
         if let Some(t) = self.transfers.remove(&transfer) {
             let _ = std::fs::remove_file(&t.record);
             if self.published.len() >= SERVED {
