@@ -99,8 +99,9 @@ impl Staged {
             return Ok(());
         }
         let dest = self.dest_fd.as_fd();
+        let present: Vec<&Nested> = self.nested.iter().filter(|n| open_dir_path(dest, &n.rel).is_ok()).collect();
         let mut guarded: HashMap<&str, &Nested> = HashMap::new();
-        for n in self.nested.iter().filter(|n| open_dir_path(dest, &n.rel).is_ok()) {
+        for n in &present {
             for a in ancestors_and_self(&n.rel) {
                 guarded.entry(a).or_insert(n);
             }
@@ -108,7 +109,26 @@ impl Staged {
         if guarded.is_empty() {
             return Ok(());
         }
-        for e in self.manifest.entries().iter().filter(|e| e.kind != Kind::Dir) {
+        for e in self.manifest.entries() {
+            // Nothing of this tree goes into another class's dest: that tree is its class's.
+            if let Some(n) =
+                present.iter().find(|n| e.path.strip_prefix(n.rel.as_str()).is_some_and(|r| r.starts_with('/')))
+            {
+                let other = n.dest.display().to_string();
+                log::warn!(
+                    "event=nested_dest_refused transfer={transfer} dest={} path={} other_dest={}",
+                    kv_quote(&self.dest.display().to_string()),
+                    kv_quote(&e.path),
+                    kv_quote(&other)
+                );
+                return Err(StoreError::Refused(format!(
+                    "publish: would write into the dest of another class: {other} (the tree has {})",
+                    e.path
+                )));
+            }
+            if e.kind == Kind::Dir {
+                continue;
+            }
             let Some(n) = guarded.get(e.path.as_str()) else { continue };
             let other = n.dest.display().to_string();
             log::warn!(

@@ -495,6 +495,17 @@ fn a_file_never_replaces_another_dest_nor_a_directory_that_holds_it() {
     assert!(store.publish(4, None, false).is_err());
     store.abort(4, false);
     assert_eq!(snapshot(&b, &[]), before);
+    // nothing of A's tree goes into B's dest, a file or a directory
+    for (id, at) in [(6, "x/b/f.dat"), (7, "x/b/sub/g.dat")] {
+        let src = base.join(format!("src-a{id}"));
+        let m = tree_of(&src, &[("a.dat", b"class A"), (at, b"into B")]);
+        transfer(&mut store, id, &src, &a, &m);
+        let e = store.publish(id, None, false).unwrap_err();
+        let want = format!("would write into the dest of another class: {}", b.display());
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains(&want)), "{at}: {e}");
+        assert_eq!(snapshot(&b, &[]), before, "{at}");
+        store.abort(id, false);
+    }
     // A's tree with directories on the way, and files beside them, publishes
     let src = base.join("src-a5");
     let m = tree_of(&src, &[("a.dat", b"class A"), ("x/beside", b"A's")]);
