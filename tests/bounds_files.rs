@@ -1,7 +1,8 @@
 //! Two classes on one real po (issue 14): what a master of one class may make the po hold or
 //! write. A manifest over `MAX_BLOCKS` blocks is refused without the po growing, and both
 //! classes still push; one class's tree cannot lead another class's push out of `allow_dest`
-//! through a symlink; setuid, setgid and sticky bits are kept only where the class says so.
+//! through a symlink, nor remove another class's dest nested in its own; setuid, setgid and
+//! sticky bits are kept only where the class says so.
 
 mod common;
 use common::*;
@@ -147,6 +148,41 @@ fn a_symlink_of_one_class_does_not_lead_another_class_out_of_allow_dest() {
     assert!(log.lines().any(|l| l.contains("symlink") && l.contains("/home/work/data/a/sub")), "{log}");
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "something was written outside allow_dest");
     assert_eq!(snapshot(&r.on_po("/home/work/data/a")), snapshot(&a_src), "class A's tree changed");
+}
+
+/// Class B's dest lies inside class A's (mirror on): A's push that puts a file where B's dest
+/// is fails before anything is renamed, and A's push of a tree that lacks that path leaves B's
+/// tree alone. (Review wt-r1, finding 1: A's push removed B's whole published tree.)
+#[test]
+fn a_class_never_removes_the_dest_of_another_class_nested_in_its_own() {
+    let r = rig("files-nested", "/home/work/data/a/child", "mirror = on", "");
+    let b_src = r.dir.join("src-b");
+    seed_tree(&b_src);
+    let out = r.push("B", &b_src);
+    assert_eq!(out.status.code(), Some(0), "class B: {}", text(&out.stderr));
+    let b_dest = r.on_po("/home/work/data/a/child");
+    let before = snapshot(&b_dest);
+    assert!(!before.is_empty());
+    // A's tree with a FILE named `child`: refused on the po, nothing of A's tree published.
+    let a_src = r.dir.join("src-a");
+    fs::create_dir_all(&a_src).unwrap();
+    fs::write(a_src.join("a.dat"), b"class A").unwrap();
+    fs::write(a_src.join("child"), b"gone").unwrap();
+    let out = r.push("A", &a_src);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "class A: {err}");
+    assert!(err.contains("would replace the dest of another class"), "{err}");
+    let log = r.po.log_text();
+    assert!(log.lines().any(|l| l.contains("event=nested_dest_refused") && l.contains("path=child")), "{log}");
+    assert!(fs::symlink_metadata(&b_dest).unwrap().is_dir());
+    assert_eq!(snapshot(&b_dest), before, "class B's tree changed");
+    assert!(!r.on_po("/home/work/data/a/a.dat").exists());
+    // A's tree without `child` (mirror on) publishes, and B's tree stays.
+    fs::remove_file(a_src.join("child")).unwrap();
+    let out = r.push("A", &a_src);
+    assert_eq!(out.status.code(), Some(0), "class A: {}", text(&out.stderr));
+    assert_eq!(fs::read(r.on_po("/home/work/data/a/a.dat")).unwrap(), b"class A");
+    assert_eq!(snapshot(&b_dest), before, "class B's tree changed");
 }
 
 #[test]

@@ -38,7 +38,26 @@ pub fn cac(path: &Path) -> Result<Vec<String>, String> {
             w.extend(key_warnings(&format!("[class {}] master_secret_file", k.cfg.name), p, s.len()));
         }
     }
+    let dests: Vec<(&str, &str)> = c.classes.iter().map(|k| (k.cfg.name.as_str(), k.cfg.dest.as_str())).collect();
+    w.extend(nested_dests(&dests));
     Ok(w)
+}
+
+/// A warning for each class whose dest lies inside another class's dest (`(name, dest)`
+/// pairs): supported, but each class's pushes are then bounded by the other's.
+fn nested_dests(classes: &[(&str, &str)]) -> Vec<String> {
+    let mut w = Vec::new();
+    for (outer, od) in classes {
+        for (inner, id) in classes {
+            let (o, i) = (Path::new(od), Path::new(id));
+            if i.starts_with(o) && i != o {
+                w.push(format!(
+                    "[class {inner}] dest {id} lies inside [class {outer}]'s dest {od}: a push of {outer} that puts a non-directory there fails on every po that has a copy of {inner}'s dest, and {outer}'s mirror leaves it alone"
+                ));
+            }
+        }
+    }
+    w
 }
 
 /// `wugui-po -t`: the config, that `state_dir` is a directory if it exists, and a warning when
@@ -87,7 +106,16 @@ fn weak_key(mode: u32, len: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::weak_key;
+    use super::{nested_dests, weak_key};
+
+    #[test]
+    fn nested_dests_are_named() {
+        let w = nested_dests(&[("a", "/data/a"), ("b", "/data/a/sub/b"), ("c", "/data/ab"), ("d", "/data/a/")]);
+        // b is inside a (and inside d, the same dest as a); a and d are not nested
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("[class b] dest /data/a/sub/b lies inside [class a]'s dest /data/a"), "{w:?}");
+        assert!(nested_dests(&[("a", "/data/a"), ("b", "/data/b")]).is_empty());
+    }
 
     #[test]
     fn weak_keys_are_named() {

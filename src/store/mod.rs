@@ -22,6 +22,7 @@ pub mod at;
 pub mod delta;
 pub mod dest;
 pub mod files;
+mod nested;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -156,8 +157,9 @@ impl Store for DiskStore {
         let stage = stage_name(manifest);
         let dest_fd = self.roots.open(dest, true)?;
         self.remember(dest);
+        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
         self.sweep_dest(dest_fd.as_fd(), dest, &stage);
-        self.sweep_records(&stage);
+        self.sweep_records(Some(&record));
         self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
         let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
         let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
@@ -172,13 +174,18 @@ impl Store for DiskStore {
             manifest.entries().len(),
             started.elapsed().as_millis()
         );
-        // Another transfer of the same tree (a master that died and was run again) hands its
-        // stage over: its record is written first, so nothing durable is lost.
-        let same: Vec<u64> = self.transfers.iter().filter(|(_, t)| t.stage == stage).map(|(id, _)| *id).collect();
+        // Another transfer of the same tree to the same dest (a master that died and was run
+        // again) hands its stage over: its record is written first, so nothing durable is
+        // lost. The same tree bound for another dest has its own stage and record.
+        let same: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
+            .map(|(id, _)| *id)
+            .collect();
         for id in same {
             self.abort(id, true);
         }
-        let record = resume::record_path(&self.state_dir, &stage);
         let dest = (PathBuf::from(dest), dest_fd);
         let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
         if delta && t.missing > 0 {
@@ -255,7 +262,11 @@ impl Store for DiskStore {
     }
 
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
-        let published = self.get(transfer)?.publish(transfer, flag_file, mirror)?;
+        let dest = self.get(transfer)?.dest.clone();
+        let nested = self.nested_in(&dest);
+        let t = self.get(transfer)?;
+        t.nested = nested;
+        let published = t.publish(transfer, flag_file, mirror)?;
         if let Some(t) = self.transfers.remove(&transfer) {
             let _ = std::fs::remove_file(&t.record);
             if self.published.len() >= SERVED {

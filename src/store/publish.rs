@@ -18,6 +18,7 @@ use super::at::{
     create_file_at, ensure_dir_at, is_dir, list, lstat_at, mode, mtime, open_dir_path, open_file_path, open_parent,
     remove_at, set_attrs, split, Cursor,
 };
+use super::nested::Guard;
 use super::staged::Staged;
 use super::STAGE_PREFIX;
 use crate::logging::kv_quote;
@@ -97,6 +98,7 @@ impl Staged {
             return Ok(Published { files, bytes, unchanged: true });
         }
         self.check_dest()?;
+        self.check_nested(transfer)?;
         let flag = match flag_file {
             Some(flag) => Some((flag, self.stage_flag(flag, transfer, files, bytes)?)),
             None => None,
@@ -240,13 +242,15 @@ impl Staged {
         Ok(())
     }
 
-    /// Removes from the dest what the tree lacks, except stage folders and the flag file; or,
-    /// without `remove`, only says whether there is any. Returns whether there was.
+    /// Removes from the dest what the tree lacks, except stage folders, the flag file, other
+    /// dests below this one and the directories that hold them; or, without `remove`, only
+    /// says whether there is any. Returns whether there was.
     pub(super) fn mirror_walk(&self, transfer: u64, flag_file: Option<&str>, remove: bool) -> Result<bool, StoreError> {
         let mut found = false;
         let entries = self.manifest.entries();
         let dirs: HashMap<&str, bool> = entries.iter().map(|e| (e.path.as_str(), e.kind == Kind::Dir)).collect();
         let base = self.dest_fd.as_fd();
+        let guard = Guard::new(&self.nested);
         let mut todo = vec![String::new()];
         while let Some(dir) = todo.pop() {
             let failed = |e: io::Error| StoreError::io(format!("mirror {dir}"), &e);
@@ -258,6 +262,12 @@ impl Staged {
                     if dir.is_empty() && rel.starts_with(STAGE_PREFIX) || flag_file == Some(rel.as_str()) {
                         continue;
                     }
+                    if guard.is_dest(rel) {
+                        if remove {
+                            log::info!("event=mirror_kept_dest transfer={transfer} path={}", kv_quote(rel));
+                        }
+                        continue;
+                    }
                     match dirs.get(rel.as_str()) {
                         Some(true) => {
                             todo.push(rel.clone());
@@ -265,6 +275,11 @@ impl Staged {
                         }
                         Some(false) => continue,
                         None => {}
+                    }
+                    if guard.holds_dest(rel) && lstat_at(at, n.as_os_str()).ok().flatten().is_some_and(|st| is_dir(&st))
+                    {
+                        todo.push(rel.clone());
+                        continue;
                     }
                 }
                 found = true;

@@ -29,9 +29,14 @@ use crate::proto::{Manifest, Segment};
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const RECORD_MAGIC: &[u8; 4] = b"WGH1";
 
-/// Where the record of the stage folder `stage` lives.
-pub fn record_path(state_dir: &Path, stage: &str) -> PathBuf {
-    state_dir.join(format!("{}.held", stage.trim_start_matches('.')))
+/// Where the record of the stage folder `stage` in `dest` lives: one a (dest, manifest) pair,
+/// so that the same tree staged in two dests keeps two records. The name is
+/// `wugui-stage-<manifest id>-<8 bytes of BLAKE3 of the dest, by components>.held`.
+pub fn record_path(state_dir: &Path, dest: &Path, stage: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let dest: PathBuf = dest.components().collect();
+    let tag = crate::proto::manifest::hex(&blake3::hash(dest.as_os_str().as_bytes()).as_bytes()[..8]);
+    state_dir.join(format!("{}-{tag}.held", stage.trim_start_matches('.')))
 }
 
 /// The held blocks recorded for `manifest`, if a record of that exact manifest exists.

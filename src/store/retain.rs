@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::statvfs::fstatvfs;
@@ -83,9 +84,9 @@ fn need(manifest: &Manifest, unit: u64, stage: Option<BorrowedFd>) -> (u64, u64)
 }
 
 impl DiskStore {
-    /// Stage names of live transfers.
-    fn in_use(&self) -> HashSet<String> {
-        self.transfers.values().map(|t| t.stage.clone()).collect()
+    /// Stage names of live transfers to `dest`.
+    fn in_use(&self, dest: &str) -> HashSet<String> {
+        self.transfers.values().filter(|t| t.dest == Path::new(dest)).map(|t| t.stage.clone()).collect()
     }
 
     /// Removes the stale stage `s` of `dest`, and its record.
@@ -102,14 +103,14 @@ impl DiskStore {
                 s.age.as_secs()
             );
         }
-        let _ = std::fs::remove_file(record_path(&self.state_dir, &s.stage));
+        let _ = std::fs::remove_file(record_path(&self.state_dir, Path::new(dest), &s.stage));
         removed.is_ok()
     }
 
     /// Removes the stages of `dest` no live transfer uses (nor `keep`) that are older than
     /// the retention or beyond the newest `STAGES_PER_DEST`.
     pub(super) fn sweep_dest(&self, dest_fd: BorrowedFd, dest: &str, keep: &str) {
-        let mut in_use = self.in_use();
+        let mut in_use = self.in_use(dest);
         in_use.insert(keep.to_string());
         let Ok(stale) = stale_stages(dest_fd, &in_use) else { return };
         for (i, s) in stale.iter().enumerate() {
@@ -121,11 +122,12 @@ impl DiskStore {
         }
     }
 
-    /// Removes resume records no live transfer uses (nor `keep`'s) that are older than the
-    /// retention or beyond the newest `RECORDS`.
-    pub(super) fn sweep_records(&self, keep: &str) {
-        let mut in_use: HashSet<_> = self.in_use().iter().map(|s| record_path(&self.state_dir, s)).collect();
-        in_use.insert(record_path(&self.state_dir, keep));
+    /// Removes resume records no live transfer uses (nor `keep`) that are older than the
+    /// retention or beyond the newest `RECORDS`. (Records named before they were keyed by
+    /// dest, `wugui-stage-<id>.held`, are never used again and go the same way.)
+    pub(super) fn sweep_records(&self, keep: Option<&Path>) {
+        let mut in_use: HashSet<PathBuf> = self.transfers.values().map(|t| t.record.clone()).collect();
+        in_use.extend(keep.map(Path::to_path_buf));
         let Ok(dir) = std::fs::read_dir(&self.state_dir) else { return };
         let mut records: Vec<(Duration, std::path::PathBuf)> = dir
             .filter_map(|e| {
@@ -159,7 +161,7 @@ impl DiskStore {
                 self.sweep_dest(fd.as_fd(), dest, "");
             }
         }
-        self.sweep_records("");
+        self.sweep_records(None);
     }
 
     /// Remembers `dest` for the sweep at start.
@@ -196,7 +198,7 @@ impl DiskStore {
         let own = super::at::open_dir_path(dest_fd, stage).ok();
         let (bytes, inodes) = need(manifest, unit, own.as_ref().map(|f| f.as_fd()));
         drop(own);
-        let mut in_use = self.in_use();
+        let mut in_use = self.in_use(dest);
         in_use.insert(stage.to_string());
         let mut stale = stale_stages(dest_fd, &in_use).unwrap_or_default();
         let mut removed = 0;
@@ -259,7 +261,7 @@ mod tests {
             std::fs::create_dir(dest.join(name)).unwrap();
             write(&dest.join(name).join("x"), b"x", 0o644);
             age(&dest.join(name), ago);
-            let rec = record_path(&state, name);
+            let rec = record_path(&state, &dest, name);
             std::fs::write(&rec, b"r").unwrap();
             age(&rec, ago);
         };
@@ -279,7 +281,8 @@ mod tests {
         want.push(stage.clone());
         want.sort();
         assert_eq!(names(&dest), want);
-        let mut recs: Vec<String> = b.iter().map(|s| format!("{}.held", &s[1..])).collect();
+        let rec = |s: &str| record_path(&state, &dest, s).file_name().unwrap().to_string_lossy().into_owned();
+        let mut recs: Vec<String> = b.iter().map(|s| rec(s)).collect();
         recs.extend(["dests".into(), "unrelated".into()]);
         recs.sort();
         assert_eq!(names(&state), recs);

@@ -53,6 +53,8 @@ pub struct Staged {
     pub done: Vec<bool>,
     /// Class `keep_special_bits`: otherwise setuid, setgid and sticky bits are dropped.
     pub keep_special: bool,
+    /// Other dests below this one, set before publish: never replaced, nor mirrored away.
+    pub nested: Vec<super::nested::Nested>,
     /// Every block was here before the push: holes, or taken unread from the published copy
     /// (same size and mtime) by `prepare`. Then a dest that matches the manifest changes
     /// nothing (`dest_matches`).
@@ -134,6 +136,7 @@ impl Staged {
             left,
             done: vec![false; manifest.entries().len()],
             keep_special: false,
+            nested: Vec::new(),
             untouched: false,
         }
     }

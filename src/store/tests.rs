@@ -448,3 +448,191 @@ fn a_staged_sparse_block_is_served_whole_before_seal() {
     store.abort(1, false);
     cleanup(&base);
 }
+
+/// A tree at `root` of `files` (path, content); parents are made as needed.
+fn tree_of(root: &Path, files: &[(&str, &[u8])]) -> Manifest {
+    std::fs::create_dir_all(root).unwrap();
+    for (p, data) in files {
+        std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+        write(&root.join(p), data, 0o644);
+    }
+    walk(root, &[], 4096).unwrap().manifest
+}
+
+/// Class B's dest `a/x/b` inside class A's dest `a`, B's tree published there.
+fn nested_rig(tag: &str) -> (PathBuf, DiskStore, PathBuf, PathBuf) {
+    let base = scratch(tag);
+    let (a, b) = (base.join("a"), base.join("a/x/b"));
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    let m = tree_of(&base.join("src-b"), &[("b.dat", b"class B"), ("deep/f", b"ff")]);
+    transfer(&mut store, 1, &base.join("src-b"), &b, &m);
+    store.publish(1, None, false).unwrap();
+    (base, store, a, b)
+}
+
+#[test]
+fn a_file_never_replaces_another_dest_nor_a_directory_that_holds_it() {
+    let (base, mut store, a, b) = nested_rig("nested-file");
+    let before = snapshot(&b, &[]);
+    for (id, at) in [(2, "x/b"), (3, "x")] {
+        let src = base.join(format!("src-a{id}"));
+        let m = tree_of(&src, &[("a.dat", b"class A"), (at, b"gone")]);
+        transfer(&mut store, id, &src, &a, &m);
+        let e = store.publish(id, None, false).unwrap_err();
+        let want = format!("would replace the dest of another class: {}", b.display());
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains(&want)), "{at}: {e}");
+        // refused before the first rename: nothing of A's tree is in, B's tree is whole
+        assert!(!a.join("a.dat").exists(), "{at}");
+        assert_eq!(snapshot(&b, &[]), before, "{at}");
+        store.abort(id, false);
+    }
+    // a symlink where the holding directory is: refused too
+    let src = base.join("src-a4");
+    tree_of(&src, &[("a.dat", b"class A")]);
+    std::os::unix::fs::symlink("/", src.join("x")).unwrap();
+    let m = walk(&src, &[], 4096).unwrap().manifest;
+    transfer(&mut store, 4, &src, &a, &m);
+    assert!(store.publish(4, None, false).is_err());
+    store.abort(4, false);
+    assert_eq!(snapshot(&b, &[]), before);
+    // nothing of A's tree goes into B's dest, a file or a directory
+    for (id, at) in [(6, "x/b/f.dat"), (7, "x/b/sub/g.dat")] {
+        let src = base.join(format!("src-a{id}"));
+        let m = tree_of(&src, &[("a.dat", b"class A"), (at, b"into B")]);
+        transfer(&mut store, id, &src, &a, &m);
+        let e = store.publish(id, None, false).unwrap_err();
+        let want = format!("would write into the dest of another class: {}", b.display());
+        assert!(matches!(&e, StoreError::Refused(t) if t.contains(&want)), "{at}: {e}");
+        assert_eq!(snapshot(&b, &[]), before, "{at}");
+        store.abort(id, false);
+    }
+    // A's tree with directories on the way, and files beside them, publishes
+    let src = base.join("src-a5");
+    let m = tree_of(&src, &[("a.dat", b"class A"), ("x/beside", b"A's")]);
+    transfer(&mut store, 5, &src, &a, &m);
+    store.publish(5, None, false).unwrap();
+    assert_eq!(std::fs::read(a.join("x/beside")).unwrap(), b"A's");
+    assert_eq!(snapshot(&b, &[]), before);
+    cleanup(&base);
+}
+
+#[test]
+fn a_file_where_a_dest_once_was_is_published_when_nothing_is_there() {
+    // the po remembers B's dest, but B's tree is gone from the disk: nothing to protect
+    let (base, mut store, a, b) = nested_rig("nested-gone");
+    std::fs::remove_dir_all(a.join("x")).unwrap();
+    let src = base.join("src-a");
+    let m = tree_of(&src, &[("x", b"A's file")]);
+    transfer(&mut store, 2, &src, &a, &m);
+    store.publish(2, None, false).unwrap();
+    assert_eq!(std::fs::read(a.join("x")).unwrap(), b"A's file");
+    assert!(!b.exists());
+    cleanup(&base);
+}
+
+#[test]
+fn mirror_keeps_a_nested_dest_and_its_live_stage_but_not_what_is_beside_it() {
+    let (base, mut store, a, b) = nested_rig("nested-mirror");
+    let before = snapshot(&b, &[]);
+    // B's next push is staging inside B's dest
+    let src_b2 = base.join("src-b2");
+    let mb2 = tree_of(&src_b2, &[("b.dat", b"class B, version 2")]);
+    store.prepare(2, b.to_str().unwrap(), &mb2, false).unwrap();
+    let b_stage = store.stage_dir(2).unwrap();
+    assert!(b_stage.starts_with(&b));
+    // beside B's dest, and in A's dest: what A's tree lacks
+    write(&a.join("x/sibling"), b"extra", 0o644);
+    std::fs::create_dir_all(a.join("x/other/d")).unwrap();
+    write(&a.join("old"), b"extra", 0o644);
+
+    // A's tree lacks x altogether
+    let src = base.join("src-a");
+    let m = tree_of(&src, &[("a.dat", b"class A")]);
+    transfer(&mut store, 3, &src, &a, &m);
+    store.publish(3, None, true).unwrap();
+    assert_eq!(snapshot(&b, &[]).1, before.1);
+    assert!(b_stage.is_dir(), "B's live stage was removed");
+    assert_eq!(names(&a.join("x")), ["b"]);
+    assert_eq!(names(&a), ["a.dat", "x"]);
+
+    // A's tree holds x, with a file of its own; B's dest stays, the sibling goes again
+    write(&a.join("x/sibling"), b"extra", 0o644);
+    let src = base.join("src-a2");
+    let m = tree_of(&src, &[("a.dat", b"class A"), ("x/mine", b"A's")]);
+    transfer(&mut store, 4, &src, &a, &m);
+    store.publish(4, None, true).unwrap();
+    assert_eq!(names(&a.join("x")), ["b", "mine"]);
+    assert_eq!(snapshot(&b, &[]).1, before.1);
+
+    // B's push goes on and publishes
+    transfer_rest(&mut store, 2, &src_b2, &mb2);
+    store.publish(2, None, false).unwrap();
+    assert_eq!(std::fs::read(b.join("b.dat")).unwrap(), b"class B, version 2");
+    cleanup(&base);
+}
+
+/// Writes every block of `m` into the prepared transfer `id`, and seals it.
+fn transfer_rest(store: &mut DiskStore, id: u64, src: &Path, m: &Manifest) {
+    let mut fs = FsSource::new(src.to_path_buf(), m);
+    for i in 0..m.blocks() {
+        let b = m.block(i).unwrap();
+        let (body, _) = fs.block(&b, Verify::None, true).unwrap();
+        store.write_block(id, &b, &body_bytes(&body).unwrap()).unwrap();
+    }
+    store.seal(id).unwrap();
+}
+
+#[test]
+fn one_tree_to_two_dests_stages_and_resumes_in_each() {
+    const BS: u64 = 16 << 10;
+    let base = scratch("two-dests");
+    let src = base.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("d.bin"), crate::testutil::noise(8 * BS as usize, 7)).unwrap();
+    let m = walk(&src, &[], BS as u32).unwrap().manifest;
+    let (d1, d2) = (base.join("one"), base.join("two"));
+    let state = base.join("state");
+    let mut store = DiskStore::new(state.clone(), vec![base.clone()], RETENTION).unwrap();
+    let mut fs = FsSource::new(src.clone(), &m);
+    let mut bytes = |i: u64| body_bytes(&fs.block(&m.block(i).unwrap(), Verify::None, true).unwrap().0).unwrap();
+    let put = |store: &mut DiskStore, id: u64, blocks: &[u64], bytes: &mut dyn FnMut(u64) -> Vec<u8>| {
+        for &i in blocks {
+            store.write_block(id, &m.block(i).unwrap(), &bytes(i)).unwrap();
+        }
+    };
+    store.prepare(1, d1.to_str().unwrap(), &m, false).unwrap();
+    put(&mut store, 1, &[0, 1], &mut bytes);
+    // the same tree to another dest leaves the first transfer prepared
+    store.prepare(2, d2.to_str().unwrap(), &m, false).unwrap();
+    put(&mut store, 2, &[5], &mut bytes);
+    put(&mut store, 1, &[2], &mut bytes);
+    assert!(store.stage_dir(1).unwrap().starts_with(&d1));
+    assert!(store.stage_dir(2).unwrap().starts_with(&d2));
+    store.abort(1, true);
+    store.abort(2, true);
+    let records = names(&state).into_iter().filter(|n| n.ends_with(".held")).count();
+    assert_eq!(records, 2, "{:?}", names(&state));
+
+    // each resumes from its own stage and record
+    drop(store);
+    let mut store = DiskStore::new(state, vec![base.clone()], RETENTION).unwrap();
+    store.prepare(3, d1.to_str().unwrap(), &m, false).unwrap();
+    store.prepare(4, d2.to_str().unwrap(), &m, false).unwrap();
+    let sorted = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sorted(store.candidates(3)), [0, 1, 2]);
+    assert_eq!(sorted(store.candidates(4)), [5]);
+    for (id, dest) in [(3, &d1), (4, &d2)] {
+        let sums: Vec<(u64, crate::proto::msg::Digest)> =
+            store.candidates(id).iter().map(|&i| (i, crate::proto::checksum::digest(&bytes(i)))).collect();
+        let taken = store.check(id, &sums);
+        let rest: Vec<u64> = (0..m.blocks()).filter(|i| !taken.contains(i)).collect();
+        put(&mut store, id, &rest, &mut bytes);
+        store.seal(id).unwrap();
+        store.publish(id, None, false).unwrap();
+        assert_eq!(snapshot(dest, &[]), snapshot(&src, &[]));
+    }
+    cleanup(&base);
+}

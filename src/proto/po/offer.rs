@@ -119,7 +119,7 @@ impl<S: Store> PoMachine<S> {
                 return self.refuse(master, Reason::BadManifest, e);
             }
         };
-        self.replace_stale(transfer, &manifest);
+        self.replace_stale(transfer, &manifest, &dest);
         self.start(now, master, transfer, (token, manifest), *class, dest);
     }
 
@@ -210,13 +210,14 @@ impl<S: Store> PoMachine<S> {
         true
     }
 
-    /// A rerun of the same tree by a new master replaces a transfer whose master is gone.
-    fn replace_stale(&mut self, transfer: u64, manifest: &Manifest) {
+    /// A rerun of the same tree to the same dest by a new master replaces a transfer whose
+    /// master is gone. The same tree bound for another dest (another class) is another push.
+    fn replace_stale(&mut self, transfer: u64, manifest: &Manifest, dest: &str) {
         let id = manifest.id();
         let stale: Vec<u64> = self
             .transfers
             .iter()
-            .filter(|(_, t)| t.master.is_none() && t.manifest.id() == id)
+            .filter(|(_, t)| t.master.is_none() && t.manifest.id() == id && t.dest == dest)
             .map(|(k, _)| *k)
             .collect();
         for old in stale {
