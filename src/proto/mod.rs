@@ -154,6 +154,13 @@ pub enum Action {
         conn: ConnId,
         max: u32,
     },
+    /// Frames on `conn` may only be of these types (accepted connections start with
+    /// `wire::TypeSet::ALL`): a header of another type closes the connection (`Close::Decode`)
+    /// before its payload is read. A CAC never takes a MANIFEST or a BLOCK, so none is buffered.
+    FrameTypes {
+        conn: ConnId,
+        types: wire::TypeSet,
+    },
     /// Bytes/s for the whole process; 0 = none.
     SetRates {
         upload: u64,

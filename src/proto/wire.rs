@@ -19,7 +19,9 @@ use super::codec::DecodeError;
 pub const MAGIC: [u8; 2] = *b"WG";
 /// 3: OFFER carries the manifest's id and length, the manifest follows the CAC's word (issue 14).
 /// 4: DONE's flag byte says whether the push changed nothing (issue 15).
-pub const VERSION: u8 = 4;
+/// 5: PROGRESS ends with the transfer's token (at most `MAX_TOKEN` bytes), so a CAC that does
+///    not know the transfer (a restart, another replica) adopts it only on the token's word.
+pub const VERSION: u8 = 5;
 pub const HEADER_LEN: usize = 8;
 
 /// Largest block a class may configure.
@@ -79,7 +81,7 @@ pub enum MsgType {
 }
 
 impl MsgType {
-    pub fn from_u8(b: u8) -> Option<MsgType> {
+    pub const fn from_u8(b: u8) -> Option<MsgType> {
         use MsgType::*;
         Some(match b {
             1 => AuthRequest,
@@ -116,12 +118,51 @@ impl MsgType {
         })
     }
 
-    pub fn max_payload(self) -> u32 {
+    pub const fn max_payload(self) -> u32 {
         match self {
             MsgType::Block => MAX_BLOCK + 64,
             MsgType::Manifest => MAX_MANIFEST,
             _ => MAX_CONTROL,
         }
+    }
+}
+
+/// A set of message types: what a process takes on a connection (`Action::FrameTypes`); a frame
+/// of any other type is refused at its header, before its payload is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeSet(u32);
+
+// Every type is a bit of a u32.
+const _: () = assert!((MsgType::Verified as u8) < 32);
+
+impl TypeSet {
+    pub const ALL: TypeSet = TypeSet(u32::MAX);
+
+    pub const fn of(types: &[MsgType]) -> TypeSet {
+        let (mut bits, mut i) = (0u32, 0);
+        while i < types.len() {
+            bits |= 1 << types[i] as u8;
+            i += 1;
+        }
+        TypeSet(bits)
+    }
+
+    pub const fn contains(self, ty: MsgType) -> bool {
+        self.0 & (1 << ty as u8) != 0
+    }
+
+    /// The largest payload a frame of one of these types may have (`MsgType::max_payload`).
+    pub const fn max_payload(self) -> u32 {
+        let (mut max, mut b) = (0, 0u8);
+        while b < 32 {
+            if let Some(ty) = MsgType::from_u8(b) {
+                if self.contains(ty) && ty.max_payload() > max {
+                    max = ty.max_payload();
+                }
+            }
+            b += 1;
+        }
+        max
     }
 }
 
@@ -178,5 +219,16 @@ mod tests {
         assert!(parse_header(&b).unwrap().is_some());
         b[3] = 200;
         assert!(parse_header(&b).is_err());
+    }
+
+    #[test]
+    fn type_sets() {
+        let s = TypeSet::of(&[MsgType::Ping, MsgType::Progress]);
+        assert!(s.contains(MsgType::Ping) && s.contains(MsgType::Progress));
+        assert!(!s.contains(MsgType::Manifest) && !s.contains(MsgType::Block));
+        assert_eq!(s.max_payload(), MAX_CONTROL);
+        assert_eq!(TypeSet::of(&[MsgType::Block]).max_payload(), MAX_BLOCK + 64);
+        assert_eq!(TypeSet::ALL.max_payload(), MAX_MANIFEST);
+        assert!((1..=30).all(|b| TypeSet::ALL.contains(MsgType::from_u8(b).unwrap())));
     }
 }

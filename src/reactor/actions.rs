@@ -100,6 +100,12 @@ impl Reactor {
                     self.mark(slot); // the held header is judged again
                 }
             }
+            Action::FrameTypes { conn, types } => {
+                let Some(&slot) = self.ids.get(&conn) else { return };
+                if let Some(c) = self.slots[slot].as_mut() {
+                    c.types = types;
+                }
+            }
             Action::SetRates { upload, download } => {
                 log::debug!("event=set_rates upload={upload} download={download}");
                 self.lanes[Dir::Up.i()].set_rate(upload, now);

@@ -91,6 +91,8 @@ pub struct Conn {
     pub sendfile_ok: bool,
     /// The largest payload a frame may declare here (`Action::FrameLimit`).
     pub max_frame: u32,
+    /// The frame types taken here (`Action::FrameTypes`).
+    pub types: wire::TypeSet,
     /// A frame was decoded here: the peer said who it claims to be.
     spoke: bool,
     /// Reading waits for the machine: the next frame is over `max_frame`, and the machine has
@@ -150,6 +152,7 @@ impl Conn {
             frame_starts: VecDeque::new(),
             sendfile_ok: true,
             max_frame,
+            types: wire::TypeSet::ALL,
             spoke: false,
             held: false,
             scratch: Vec::new(),
@@ -353,6 +356,10 @@ fn parse_frames(c: &mut Conn, buf: &[u8], pool: &Arc<BufferPool>, frames: &mut V
             }
             Err(e) => return Some(ReadEnd::Closed(Close::Decode(e.to_string()))),
         };
+        if !c.types.contains(h.ty) {
+            let e = format!("a {:?} frame: this process takes none ({} bytes declared)", h.ty, h.len);
+            return Some(ReadEnd::Closed(Close::Decode(e)));
+        }
         if h.len > c.max_frame {
             if c.spoke || !frames.is_empty() {
                 // What the peer said may raise the limit (a hello whose proof can be checked

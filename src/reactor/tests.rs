@@ -123,6 +123,7 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::Connect { addr, .. } => Action::Connect { conn, addr: *addr },
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
         Action::FrameLimit { max, .. } => Action::FrameLimit { conn, max: *max },
+        Action::FrameTypes { types, .. } => Action::FrameTypes { conn, types: *types },
         Action::RunHook { .. } => unreachable!("scripts run no hooks"),
     }
 }

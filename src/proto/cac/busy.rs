@@ -43,8 +43,13 @@ impl Busy {
         self.by_class.insert(class.to_owned(), r);
     }
 
-    /// A master's report. A transfer this CAC did not grant (another replica did, or this one
-    /// restarted) counts as running too while it reports; the last one to report is named.
+    /// A report of a transfer the table holds for its master: one this CAC granted, or one it
+    /// adopted on the transfer's token (the caller checked both). A report never takes the slot
+    /// from another transfer whose master is still connected (`open`): an adopted transfer
+    /// that runs beside the holder (another replica granted it) is tracked, not made the
+    /// holder, and the pos' fence orders the two. A free slot, or one whose holder's
+    /// connection is gone, goes to the reporting transfer while it runs; its end frees it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn reported(
         &mut self,
         class: &str,
@@ -53,15 +58,23 @@ impl Busy {
         conn: ConnId,
         finished: bool,
         now: Instant,
+        open: impl Fn(ConnId) -> bool,
     ) {
         match self.by_class.get_mut(class) {
             Some(r) if r.transfer == transfer && finished => {
                 self.by_class.remove(class);
             }
             Some(r) if r.transfer == transfer => r.conn = conn,
+            Some(r) if open(r.conn) => {}
             _ if !finished => self.granted(class, transfer, master, conn, now),
             _ => {}
         }
+    }
+
+    /// The transfer holding `class`'s slot, if any.
+    #[cfg(test)]
+    pub(super) fn holder(&self, class: &str) -> Option<u64> {
+        self.by_class.get(class).map(|r| r.transfer)
     }
 
     /// Why a new grant of `class` must wait, if it must. `open` says whether a connection is
@@ -102,12 +115,27 @@ mod tests {
         assert!(b.refusal("other", now, |_| true).is_none());
         assert!(b.refusal("c", now, |_| false).is_none(), "its master's connection is gone");
         // The end of another transfer changes nothing; its own end frees the class.
-        b.reported("c", 6, ip, 2, true, now);
+        b.reported("c", 6, ip, 2, true, now, |_| true);
         assert!(b.refusal("c", now, |_| true).is_some());
-        b.reported("c", 5, ip, 2, true, now);
+        b.reported("c", 5, ip, 2, true, now, |_| true);
         assert!(b.refusal("c", now, |_| true).is_none());
-        // A running transfer granted elsewhere counts once it reports.
-        b.reported("c", 9, ip, 3, false, now);
+        // A running transfer granted elsewhere takes a free slot once it reports.
+        b.reported("c", 9, ip, 3, false, now, |_| true);
         assert!(b.refusal("c", now, |_| true).unwrap().contains("transfer 9"));
+    }
+
+    #[test]
+    fn a_report_never_takes_the_slot_of_a_connected_holder() {
+        let now = Instant::now();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut b = Busy::default();
+        b.granted("c", 5, ip, 1, now);
+        // Transfer 7 (tracked beside it) reports while 5's master is connected: 5 keeps it.
+        b.reported("c", 7, ip, 2, false, now, |c| c == 1);
+        assert_eq!(b.holder("c"), Some(5));
+        // 5's master is gone: 7, still running, holds the class now.
+        b.reported("c", 7, ip, 2, false, now, |c| c == 2);
+        assert_eq!(b.holder("c"), Some(7));
+        assert!(b.refusal("c", now, |c| c == 2).unwrap().contains("transfer 7"));
     }
 }

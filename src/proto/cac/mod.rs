@@ -10,7 +10,12 @@
 //!   class are checked, then `VerifyOk` carries the class settings (the po takes dest and hook
 //!   from here, never from the master).
 //! - `Progress` (master): updates the master's own entry of the transfer table (`table.rs`:
-//!   its bounds and expiry). `StatQuery`: `StatReply`.
+//!   its bounds and expiry). A transfer the table does not hold is adopted only on its token
+//!   (MAC, class, transfer id and the reporting address checked), and never takes the class
+//!   from another running push (`busy.rs`). `StatQuery`: `StatReply`.
+//!
+//! Any other frame type is refused at its header (`ACCEPTS`), and no frame may be larger than
+//! the largest of these (`MAX_FRAME`): a peer never makes the CAC buffer a manifest or a block.
 
 mod table;
 #[cfg(test)]
@@ -24,12 +29,31 @@ use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
 use super::text::kv_quote;
+use super::wire::{MsgType, TypeSet};
 use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use table::Table;
-pub use table::{KEEP_DONE, MAX_LIVE, RECENT, SILENT};
+pub use table::{KEEP_DONE, MAX_LIVE, MAX_PER_MASTER, RECENT, SILENT};
+
+/// The frame types a CAC takes (an OFFER only to say that it is no po); the reactor refuses
+/// any other at its header (`Action::FrameTypes`).
+pub const ACCEPTS: TypeSet = TypeSet::of(&[
+    MsgType::AuthRequest,
+    MsgType::AuthResponse,
+    MsgType::Verify,
+    MsgType::Offer,
+    MsgType::Progress,
+    MsgType::StatQuery,
+    MsgType::Ping,
+]);
+/// The largest frame a CAC takes: a PROGRESS, whose per-po list (up to `wire::MAX_ADDRS` pos,
+/// each with an error text) is bounded by the control frame only. An address that may push
+/// some class may send this much at once (before a grant: a master that lost its CAC reports
+/// on a fresh connection); any other address `wire::MAX_PREAUTH`.
+pub const MAX_FRAME: u32 = ACCEPTS.max_payload();
+const _: () = assert!(MAX_FRAME == super::wire::MAX_CONTROL);
 
 /// A class as the CAC holds it.
 #[derive(Debug, Clone)]
@@ -159,7 +183,9 @@ impl CacMachine {
             (State::New | State::Served, Msg::Verify { token, po, presenter }) => {
                 self.on_verify(conn, &token, &po, &presenter)
             }
-            (State::Master | State::New, Msg::Progress { stat }) => self.on_progress(now, conn, peer, stat),
+            (State::Master | State::New, Msg::Progress { stat, token }) => {
+                self.on_progress(now, conn, peer, stat, &token)
+            }
             (s @ (State::New | State::Served | State::Master), Msg::StatQuery) => {
                 let transfers = self.transfers.reply(now);
                 self.out.push_back(Action::Send { conn, msg: Msg::StatReply { transfers } });
@@ -259,37 +285,88 @@ impl CacMachine {
         }
     }
 
-    /// Progress from a master of the report's class: it updates the master's own entry (see
-    /// `Table::report`). A report from an address that may not push that class ends the
-    /// connection; one that the table refuses does not (the master keeps pushing, and would
-    /// only dial again), and only its first refusal on a connection is logged.
-    fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, stat: TransferStat) {
-        if !self.class(&stat.class).is_some_and(|ca| ca.master_allowed(peer.ip())) {
+    /// Progress from a master of the report's class. A report from an address that may not
+    /// push that class ends the connection. A transfer the table holds for this address is
+    /// updated (`Table::update`); any other is adopted only on its token (`adopt`). A refused
+    /// report does not end the connection (the master keeps pushing, and would only dial
+    /// again): it changes nothing, and only its first refusal on a connection is logged
+    /// (`event=progress_refused reason=...`).
+    fn on_progress(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, stat: TransferStat, token: &[u8]) {
+        let ip = peer.ip();
+        if !self.class(&stat.class).is_some_and(|ca| ca.master_allowed(ip)) {
             return self.deny(conn, Reason::MasterNotAllowed, "not a master of this class".into());
         }
-        let (transfer, class) = (stat.transfer, stat.class.clone());
+        let (transfer, claimed) = (stat.transfer, stat.class.clone());
         let finished = table::is_finished(&stat);
-        match self.transfers.report(now, peer.ip(), stat) {
-            Ok(()) => self.busy.reported(&class, transfer, peer.ip(), conn, finished, now),
+        let class = if self.transfers.holds(now, transfer, ip) {
+            Ok(self.transfers.update(now, ip, stat))
+        } else {
+            self.adopt(now, ip, stat, token)
+        };
+        match class {
+            Ok(class) => {
+                let conns = &self.conns;
+                self.busy.reported(&class, transfer, ip, conn, finished, now, |c| conns.contains_key(&c))
+            }
             Err(why) => {
                 let first = self.conns.get_mut(&conn).is_some_and(|c| !std::mem::replace(&mut c.warned, true));
                 if first {
-                    log::warn!("event=progress_refused transfer={transfer} master={} reason={why}", peer.ip());
+                    log::warn!(
+                        "event=progress_refused transfer={transfer} class={} master={ip} reason={why}",
+                        kv_quote(&claimed)
+                    );
                 }
             }
         }
         self.set_state(conn, State::Master);
     }
 
+    /// A report of a transfer this CAC does not hold (it restarted, another replica granted
+    /// it, or the entry expired while its master was silent): adopted only if the report
+    /// carries that transfer's token, issued under our key to the reporting address, for the
+    /// class and transfer the report names. Returns the class, or why not.
+    fn adopt(&mut self, now: Instant, ip: IpAddr, stat: TransferStat, token: &[u8]) -> Result<String, &'static str> {
+        if token.is_empty() {
+            return Err("no_token");
+        }
+        let t = Token::verify(token, &self.settings.key, self.env.unix_now(), Some(ip)).map_err(|e| match e {
+            TokenError::Malformed(_) | TokenError::BadSignature => "bad_token",
+            TokenError::Expired { .. } => "token_expired",
+            TokenError::WrongMaster { .. } => "wrong_master",
+            TokenError::WrongClass { .. } => "wrong_class",
+        })?;
+        if t.class != stat.class {
+            return Err("wrong_class");
+        }
+        if t.transfer != stat.transfer {
+            return Err("wrong_transfer");
+        }
+        self.transfers.adopt(now, ip, stat)?;
+        log::info!("event=transfer_adopted transfer={} class={} master={ip}", t.transfer, t.class);
+        Ok(t.class)
+    }
+
     fn grant(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, class: &str) {
         let Some(ca) = self.class(class).cloned() else { return };
-        if self.transfers.full(now) {
-            log::warn!("event=auth_denied class={class} master={} reason=busy live={MAX_LIVE}", peer.ip());
-            let text = format!(
-                "this CAC already tracks {MAX_LIVE} live transfers; retry when some finish (a grant never used expires after {} s)",
-                SILENT.as_secs()
-            );
-            return self.deny(conn, Reason::Busy, text);
+        match self.transfers.room(now, peer.ip()) {
+            Ok(()) => {}
+            Err("master_full") => {
+                let ip = peer.ip();
+                log::warn!("event=auth_denied class={class} master={ip} reason=busy live_master={MAX_PER_MASTER}");
+                let text = format!(
+                    "this CAC already tracks {MAX_PER_MASTER} live transfers of master {ip}; retry when some finish (a grant never used expires after {} s)",
+                    SILENT.as_secs()
+                );
+                return self.deny(conn, Reason::Busy, text);
+            }
+            Err(_) => {
+                log::warn!("event=auth_denied class={class} master={} reason=busy live={MAX_LIVE}", peer.ip());
+                let text = format!(
+                    "this CAC already tracks {MAX_LIVE} live transfers; retry when some finish (a grant never used expires after {} s)",
+                    SILENT.as_secs()
+                );
+                return self.deny(conn, Reason::Busy, text);
+            }
         }
         if let Some(text) = self.busy.refusal(class, now, |c| self.conns.contains_key(&c)) {
             log::warn!(
@@ -326,7 +403,7 @@ impl CacMachine {
         };
         self.out.push_back(Action::Send { conn, msg });
         // A granted master's progress reports may be big (one line a po).
-        self.out.push_back(Action::FrameLimit { conn, max: super::wire::NO_FRAME_LIMIT });
+        self.out.push_back(Action::FrameLimit { conn, max: MAX_FRAME });
         self.set_state(conn, State::Master);
     }
 
@@ -357,10 +434,11 @@ impl Machine for CacMachine {
         match ev {
             Event::Accepted { conn, peer, .. } => {
                 self.conns.insert(conn, Conn { peer, state: State::New, deadline: now + HANDSHAKE, warned: false });
+                self.out.push_back(Action::FrameTypes { conn, types: ACCEPTS });
                 // A master that lost its CAC reports on a fresh connection with no grant here:
-                // an address that may push some class may send reports of any size at once.
+                // an address that may push some class may send a report of any size at once.
                 if self.settings.classes.iter().any(|c| c.master_allowed(peer.ip())) {
-                    self.out.push_back(Action::FrameLimit { conn, max: super::wire::NO_FRAME_LIMIT });
+                    self.out.push_back(Action::FrameLimit { conn, max: MAX_FRAME });
                 }
             }
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),

@@ -1,10 +1,11 @@
 //! The CAC's table of transfers: one entry per grant, keyed by (transfer, the master's address
 //! as the CAC saw it), updated only by reports from that address, bounded and expiring.
 //! A transfer granted elsewhere (another replica, or before a restart) is adopted from its
-//! first report, within the same bounds.
+//! first report that carries the transfer's token (the CAC checks it), within the same bounds.
 //!
 //! Bounds (the README's "CAC" part of "Bounds and retention" repeats them):
-//! - at most `MAX_LIVE` live entries (granted, not finished); a grant beyond is refused;
+//! - at most `MAX_LIVE` live entries (granted, not finished), and `MAX_PER_MASTER` of one master
+//!   address; a grant or an adoption beyond is refused;
 //! - a live entry expires `SILENT` after it was last heard of: its grant, then its reports
 //!   (masters report every second, so only a master that is gone, or never started, goes silent);
 //! - finished entries stay `KEEP_DONE` after their last report, and only the newest `RECENT`;
@@ -19,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// Live transfers one CAC tracks at most (each costs a few hundred bytes plus its po list).
 pub const MAX_LIVE: usize = 1024;
+/// Live transfers of one master address at most: no one address fills the table for everyone
+/// (a master pushes one class at a time; a build host may push a few classes at once).
+pub const MAX_PER_MASTER: usize = 16;
 /// A grant that never reports, or a master that stopped reporting, is dropped after this. Not
 /// the token ttl (a day by default): a flood of grants would hold the table that long. Ten
 /// minutes covers a master that walks a very large tree before its first report.
@@ -58,13 +62,6 @@ pub struct Table {
 }
 
 impl Table {
-    /// Whether a grant (or an adoption) must be refused: `MAX_LIVE` entries are live (expired
-    /// ones gone first).
-    pub fn full(&mut self, now: Instant) -> bool {
-        self.prune(now);
-        self.entries.values().filter(|e| !e.finished).count() >= MAX_LIVE
-    }
-
     /// A grant to `master`: only reports from that address may update the entry.
     pub fn add(&mut self, now: Instant, master: IpAddr, stat: TransferStat) {
         self.seq += 1;
@@ -73,29 +70,53 @@ impl Table {
         self.entries.insert((e.stat.transfer, master), e);
     }
 
-    /// A report from `master`, whose address may push `stat.class` (the caller checked).
-    /// It updates that address's own entry; the class and master shown stay the entry's,
-    /// whatever the report says. A transfer no one holds here is adopted as if granted now:
-    /// another replica granted it, or this CAC before a restart, or the entry expired while
-    /// the master was silent. Refused, with the table untouched (the reason as log lines show
-    /// it): another address's transfer, or a full table.
-    pub fn report(&mut self, now: Instant, master: IpAddr, mut stat: TransferStat) -> Result<(), &'static str> {
-        let key = (stat.transfer, master);
-        if let Some(e) = self.entries.get_mut(&key).filter(|e| now < e.expires()) {
-            stat.class = std::mem::take(&mut e.stat.class);
-            stat.master = master.to_string();
-            e.finished = is_finished(&stat);
-            e.stat = stat;
-            e.heard = now;
-            return Ok(());
+    /// Whether `master` holds a live (or recently finished) entry of `transfer`: its reports
+    /// update it (`update`); any other report must adopt (`adopt`).
+    pub fn holds(&mut self, now: Instant, transfer: u64, master: IpAddr) -> bool {
+        self.entries.get(&(transfer, master)).is_some_and(|e| now < e.expires())
+    }
+
+    /// A report from `master` on the entry it holds (`holds`): the class and master shown stay
+    /// the entry's, whatever the report says. Returns the entry's class.
+    pub fn update(&mut self, now: Instant, master: IpAddr, mut stat: TransferStat) -> String {
+        let Some(e) = self.entries.get_mut(&(stat.transfer, master)) else { return stat.class };
+        stat.class = std::mem::take(&mut e.stat.class);
+        stat.master = master.to_string();
+        e.finished = is_finished(&stat);
+        e.stat = stat;
+        e.heard = now;
+        e.stat.class.clone()
+    }
+
+    /// Whether a new live entry for `master` fits: a grant, or an adoption. Refused (the
+    /// reason as log lines show it) when `MAX_LIVE` entries are live, or `MAX_PER_MASTER` of
+    /// them are that address's.
+    pub fn room(&mut self, now: Instant, master: IpAddr) -> Result<(), &'static str> {
+        self.prune(now);
+        let live = self.entries.iter().filter(|(_, e)| !e.finished);
+        let (all, mine) = live.fold((0, 0), |(a, m), ((_, ip), _)| (a + 1, m + usize::from(*ip == master)));
+        if all >= MAX_LIVE {
+            Err("table_full")
+        } else if mine >= MAX_PER_MASTER {
+            Err("master_full")
+        } else {
+            Ok(())
         }
-        let full = self.full(now);
+    }
+
+    /// A transfer this table does not hold, reported by `master` with the transfer's token
+    /// (the caller checked it: MAC, class, transfer and address): another replica granted it,
+    /// or this CAC before a restart, or its entry expired while the master was silent. It is
+    /// added as if granted now, within the same bounds (`room`, for a live one). Refused, with
+    /// the table untouched: another address holds the transfer, or no room.
+    pub fn adopt(&mut self, now: Instant, master: IpAddr, mut stat: TransferStat) -> Result<(), &'static str> {
+        self.prune(now);
         let first = (stat.transfer, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         if self.entries.range(first..).next().is_some_and(|((t, _), _)| *t == stat.transfer) {
             return Err("not_yours");
         }
-        if full {
-            return Err("table_full");
+        if !is_finished(&stat) {
+            self.room(now, master)?;
         }
         stat.master = master.to_string();
         self.add(now, master, stat);

@@ -5,12 +5,54 @@ use super::*;
 use crate::proto::msg::PoStat;
 use crate::proto::wire::{self, MAX_CONTROL};
 use crate::proto::{Payload, ACCEPTED};
+use std::cell::RefCell;
+
+const KEY: &[u8] = b"cluster-key";
+const NOW_UNIX: u64 = 1_800_000_000;
+
+thread_local! {
+    /// What the CAC logged on this test's thread.
+    static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps the CAC's log lines on the thread that wrote them (each test runs on its own).
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("wugui::proto::cac")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            LOGGED.with(|l| l.borrow_mut().push(r.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// The lines the CAC logged on this thread since the last call.
+fn logged() -> Vec<String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if log::set_logger(&Capture).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+    });
+    LOGGED.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+/// A token as any replica holding the cluster key issues it (`key`: another cluster's).
+fn token(key: &[u8], transfer: u64, class: &str, master: &str) -> Vec<u8> {
+    Token::issue(key, transfer, class, master.parse().unwrap(), NOW_UNIX + 3600, [9; 16]).encode()
+}
 
 /// A CAC with classes `a` and `b`, each pushable from 10.0.0.0/8, and a clock.
 struct Cac {
     m: CacMachine,
     now: Instant,
     next: ConnId,
+    /// The token of each grant, which its master sends with its reports.
+    tokens: HashMap<u64, Vec<u8>>,
 }
 
 impl Cac {
@@ -21,9 +63,15 @@ impl Cac {
             masters: vec![crate::proto::cidr::Cidr::parse("10.0.0.0/8").unwrap()],
             master_secret: None,
         };
-        let settings =
-            CacSettings { key: b"cluster-key".to_vec(), classes: vec![class("a"), class("b")], token_ttl: 86400 };
-        Cac { m: CacMachine::new(settings, Env::fixed(1_800_000_000, 7)), now: Instant::now(), next: 0 }
+        let settings = CacSettings { key: KEY.to_vec(), classes: vec![class("a"), class("b")], token_ttl: 86400 };
+        let m = CacMachine::new(settings, Env::fixed(NOW_UNIX, 7));
+        Cac { m, now: Instant::now(), next: 0, tokens: HashMap::new() }
+    }
+
+    /// The CAC restarts: the same settings, an empty table, no connections.
+    fn restart(&mut self) {
+        let settings = self.m.settings.clone();
+        self.m = CacMachine::new(settings, Env::fixed(NOW_UNIX, 8));
     }
 
     fn connect(&mut self, peer: &str) -> ConnId {
@@ -48,8 +96,9 @@ impl Cac {
         let conn = self.connect(peer);
         match self.send(conn, Msg::AuthRequest { class: class.into() }).as_slice() {
             // The grant, and the larger frames a granted master may now send (its reports).
-            [Action::FrameLimit { .. }, Action::Send { msg: Msg::AuthGrant { transfer, .. }, .. }]
-            | [Action::Send { msg: Msg::AuthGrant { transfer, .. }, .. }, Action::FrameLimit { .. }] => {
+            [Action::Send { msg: Msg::AuthGrant { transfer, token, .. }, .. }, Action::FrameLimit { max, .. }] => {
+                assert_eq!(*max, MAX_FRAME);
+                self.tokens.insert(*transfer, token.clone());
                 Ok((*transfer, conn))
             }
             [Action::Send { msg: Msg::Denied { reason, text }, .. }, Action::Close { .. }] => {
@@ -65,10 +114,17 @@ impl Cac {
         self.m.handle_event(self.now, Event::Closed { conn, reason: Close::Eof });
     }
 
+    /// A report with the token of the transfer's grant, as a master sends it (none if this
+    /// CAC granted no such transfer).
     fn report(&mut self, conn: ConnId, transfer: u64, class: &str, state: &str) {
+        let token = self.tokens.get(&transfer).cloned().unwrap_or_default();
+        self.report_with(conn, transfer, class, state, token);
+    }
+
+    fn report_with(&mut self, conn: ConnId, transfer: u64, class: &str, state: &str, token: Vec<u8>) {
         let stat =
             TransferStat { transfer, class: class.into(), state: state.into(), total: 100, ..Default::default() };
-        let out = self.send(conn, Msg::Progress { stat });
+        let out = self.send(conn, Msg::Progress { stat, token });
         assert!(out.is_empty(), "a report gets no answer, refused or not: {out:?}");
     }
 
@@ -125,16 +181,16 @@ fn a_transfer_granted_elsewhere_is_adopted_by_its_first_reporter() {
     // Another replica (or this CAC before a restart) granted 12345: its master's reports
     // make the entry, and it is that master's from then on.
     let conn_a = c.connect("10.0.0.5:5000");
-    c.report(conn_a, 12345, "a", "sending");
+    c.report_with(conn_a, 12345, "a", "sending", token(KEY, 12345, "a", "10.0.0.5"));
     let t = c.shown(12345).unwrap();
     assert_eq!((t.state.as_str(), t.class.as_str(), t.master.as_str()), ("sending", "a", "10.0.0.5"));
     let conn_b = c.connect("10.0.0.6:5000");
-    c.report(conn_b, 12345, "b", "failed");
+    c.report_with(conn_b, 12345, "b", "failed", token(KEY, 12345, "b", "10.0.0.6"));
     assert_eq!(c.shown(12345).unwrap().master, "10.0.0.5");
     // An address that may not push the class it names is refused, and its connection closed.
     let stranger = c.connect("192.168.1.1:5000");
     let stat = TransferStat { transfer: 777, class: "a".into(), state: "ok".into(), ..Default::default() };
-    let out = c.send(stranger, Msg::Progress { stat });
+    let out = c.send(stranger, Msg::Progress { stat, token: token(KEY, 777, "a", "192.168.1.1") });
     assert!(matches!(
         out.as_slice(),
         [Action::Send { msg: Msg::Denied { reason: Reason::MasterNotAllowed, .. }, .. }, Action::Close { .. }]
@@ -252,7 +308,8 @@ fn a_stat_reply_fits_one_frame_and_counts_what_it_left_out() {
             pos: vec![po(1), po(2)],
             ..Default::default()
         };
-        assert!(c.send(conn, Msg::Progress { stat }).is_empty());
+        let token = c.tokens[&t].clone();
+        assert!(c.send(conn, Msg::Progress { stat, token }).is_empty());
         c.leave(conn);
         order.push(t);
     }
@@ -278,7 +335,149 @@ fn a_busy_cac_tells_the_master_why() {
     assert!(text.contains("retry when some finish") && text.contains("600 s"), "{text}");
     // Nor is a transfer granted elsewhere adopted while the table is full.
     let conn = c.connect("10.7.7.7:6001");
-    c.report(conn, 4242, "a", "sending");
+    logged();
+    c.report_with(conn, 4242, "a", "sending", token(KEY, 4242, "a", "10.7.7.7"));
     assert!(c.shown(4242).is_none());
+    assert!(logged()
+        .iter()
+        .any(|l| l.contains("event=progress_refused transfer=4242") && l.contains("reason=table_full")));
     assert_eq!(c.m.transfers.held(), MAX_LIVE);
+}
+
+/// The reason adoption exists: a CAC that restarts mid-push keeps tracking the running push
+/// from its master's next report, which carries the transfer's token, and keeps the class busy
+/// until it ends.
+#[test]
+fn a_restarted_cac_adopts_a_running_push_on_its_token() {
+    let mut c = Cac::new();
+    let (t, conn) = c.grant("10.0.0.5:5000", "a").unwrap();
+    c.report(conn, t, "a", "sending");
+    c.restart();
+    logged();
+    assert!(c.shown(t).is_none());
+    // The master dials the restarted CAC and goes on reporting.
+    let again = c.connect("10.0.0.5:5001");
+    c.report(again, t, "a", "sending");
+    let s = c.shown(t).expect("adopted");
+    assert_eq!((s.state.as_str(), s.class.as_str(), s.master.as_str()), ("sending", "a", "10.0.0.5"));
+    assert!(logged().iter().any(|l| l == &format!("event=transfer_adopted transfer={t} class=a master=10.0.0.5")));
+    // One push of a class at a time still holds.
+    let (reason, text) = c.grant("10.0.0.6:5000", "a").unwrap_err();
+    assert_eq!(reason, Reason::Busy);
+    assert!(text.contains(&format!("transfer {t} by master 10.0.0.5")), "{text}");
+    // Its end frees the class.
+    c.report(again, t, "a", "ok");
+    assert_eq!(c.shown(t).unwrap().state, "ok");
+    c.grant("10.0.0.6:5000", "a").unwrap();
+}
+
+/// A report of a transfer the CAC does not hold changes nothing without a token that vouches
+/// for exactly that transfer, class and master; each refusal is one log line.
+#[test]
+fn a_report_without_a_good_token_adopts_nothing() {
+    let mut c = Cac::new();
+    let ip = "10.0.0.5";
+    let cases: [(&str, Vec<u8>); 7] = [
+        ("no_token", vec![]),
+        ("bad_token", vec![7; 100]),
+        ("bad_token", token(b"another-cluster", 4242, "a", ip)),
+        ("wrong_master", token(KEY, 4242, "a", "10.0.0.6")),
+        ("wrong_class", token(KEY, 4242, "b", ip)),
+        ("wrong_transfer", token(KEY, 4243, "a", ip)),
+        ("token_expired", Token::issue(KEY, 4242, "a", ip.parse().unwrap(), NOW_UNIX - 1, [1; 16]).encode()),
+    ];
+    logged();
+    for (why, tok) in cases {
+        let conn = c.connect(&format!("{ip}:5000"));
+        c.report_with(conn, 4242, "a", "sending", tok);
+        let lines = logged();
+        let want = format!("event=progress_refused transfer=4242 class=a master={ip} reason={why}");
+        assert_eq!(lines, [want], "{why}");
+        assert!(c.shown(4242).is_none(), "{why}");
+        assert!(c.m.busy.holder("a").is_none(), "{why}");
+        // A refusal is logged once a connection (a master reports every second).
+        c.report_with(conn, 4242, "a", "sending", vec![]);
+        assert!(logged().is_empty());
+    }
+    // A forged report of state ok shows nothing either.
+    let conn = c.connect("10.0.0.5:5000");
+    c.report_with(conn, 4244, "a", "ok", vec![1; 10]);
+    assert_eq!(c.stat(), vec![]);
+    assert_eq!(c.m.transfers.held(), 0);
+    c.grant("10.0.0.6:5000", "a").expect("the class is free");
+}
+
+/// An adopted transfer never takes the class from a running push, whose master still gets its
+/// own end and whose class is not freed early.
+#[test]
+fn a_report_never_replaces_the_running_push_of_a_class() {
+    let mut c = Cac::new();
+    let (t1, conn1) = c.grant("10.0.0.5:5000", "a").unwrap();
+    c.report(conn1, t1, "a", "sending");
+    // Another replica granted t2 for the same class; its master reports here.
+    let conn2 = c.connect("10.0.0.6:5000");
+    c.report_with(conn2, 777, "a", "sending", token(KEY, 777, "a", "10.0.0.6"));
+    assert_eq!(c.shown(777).unwrap().state, "sending", "tracked");
+    assert_eq!(c.m.busy.holder("a"), Some(t1));
+    // t2 ending does not free the class: t1 still runs.
+    c.report(conn2, 777, "a", "ok");
+    let (reason, text) = c.grant("10.0.0.7:5000", "a").unwrap_err();
+    assert!(reason == Reason::Busy && text.contains(&format!("transfer {t1}")), "{text}");
+    // A report of t1's transfer id under another class name moves nothing either.
+    c.report(conn1, t1, "b", "sending");
+    assert_eq!(c.m.busy.holder("b"), None);
+    c.grant("10.0.0.7:5000", "b").expect("class b is free");
+    c.report(conn1, t1, "a", "ok");
+    c.grant("10.0.0.7:5001", "a").expect("t1's own end frees class a");
+}
+
+/// One master address holds at most `MAX_PER_MASTER` live entries, granted or adopted; the
+/// rest of the table stays open to every other master.
+#[test]
+fn one_master_address_holds_a_bounded_share_of_the_table() {
+    let mut c = Cac::new();
+    for _ in 0..MAX_PER_MASTER {
+        let (_, conn) = c.grant("10.0.0.5:5000", "a").unwrap();
+        c.leave(conn);
+    }
+    logged();
+    let (reason, text) = c.grant("10.0.0.5:5000", "a").unwrap_err();
+    assert_eq!(reason, Reason::Busy);
+    assert!(text.contains("16 live transfers of master 10.0.0.5"), "{text}");
+    assert!(logged().iter().any(|l| l.contains("reason=busy live_master=16")));
+    // Nor may it adopt more, even with good tokens.
+    let conn = c.connect("10.0.0.5:5001");
+    c.report_with(conn, 4242, "b", "sending", token(KEY, 4242, "b", "10.0.0.5"));
+    assert!(c.shown(4242).is_none());
+    assert_eq!(logged(), ["event=progress_refused transfer=4242 class=b master=10.0.0.5 reason=master_full"]);
+    // Another address is granted, of either class.
+    let (_, conn) = c.grant("10.0.0.6:5000", "a").unwrap();
+    c.leave(conn);
+    c.grant("10.0.0.6:5001", "b").unwrap();
+    // Expired entries count no more.
+    c.wait(SILENT);
+    c.grant("10.0.0.5:5002", "a").expect("its silent grants expired");
+}
+
+/// The reactor refuses at the header any frame type a CAC never takes, and no peer may send a
+/// frame larger than the largest it takes.
+#[test]
+fn a_cac_takes_only_control_frames_it_answers() {
+    assert_eq!(MAX_FRAME, MAX_CONTROL);
+    for ty in [wire::MsgType::Manifest, wire::MsgType::Block, wire::MsgType::Accept, wire::MsgType::Done] {
+        assert!(!ACCEPTS.contains(ty), "{ty:?}");
+    }
+    let mut c = Cac::new();
+    let conn = ACCEPTED | 99;
+    let peer = "10.0.0.5:5000".parse().unwrap();
+    c.m.handle_event(c.now, Event::Accepted { conn, peer, local: "10.9.0.9:7100".parse().unwrap() });
+    let acts: Vec<Action> = std::iter::from_fn(|| c.m.poll_action()).collect();
+    assert!(matches!(
+        acts.as_slice(),
+        [Action::FrameTypes { types: ACCEPTS, .. }, Action::FrameLimit { max: MAX_FRAME, .. }]
+    ));
+    let peer = "192.168.9.9:5000".parse().unwrap();
+    c.m.handle_event(c.now, Event::Accepted { conn: conn + 1, peer, local: "10.9.0.9:7100".parse().unwrap() });
+    let acts: Vec<Action> = std::iter::from_fn(|| c.m.poll_action()).collect();
+    assert!(matches!(acts.as_slice(), [Action::FrameTypes { types: ACCEPTS, .. }]), "{acts:?}");
 }

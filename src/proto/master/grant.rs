@@ -112,7 +112,7 @@ impl MasterMachine {
             Err(e) => return self.stop_early(TransferResult::SourceFailed(e)),
         };
         if self.settings.dry_run {
-            return self.dry_run(conn, transfer, &class, &manifest, &pos);
+            return self.dry_run(conn, transfer, token, &class, &manifest, &pos);
         }
         log::info!(
             "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}",
@@ -149,7 +149,7 @@ impl MasterMachine {
     }
 
     /// What a transfer would move (`app::outcome` says how long it would take).
-    fn dry_run(&mut self, cac: ConnId, transfer: u64, class: &ClassCfg, m: &Manifest, pos: &[String]) {
+    fn dry_run(&mut self, cac: ConnId, transfer: u64, token: Vec<u8>, class: &ClassCfg, m: &Manifest, pos: &[String]) {
         let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
         let plan = DryRun {
             class: class.clone(),
@@ -169,7 +169,7 @@ impl MasterMachine {
             started_unix: self.settings.unix_start,
             ..Default::default()
         };
-        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat } });
+        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat, token } });
         self.out.push_back(Action::Close { conn: cac });
         let class = class.name.clone();
         self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(plan) });

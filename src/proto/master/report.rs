@@ -64,8 +64,11 @@ impl MasterMachine {
         self.last_done = done;
         self.last_report = Some(now);
         let stat = self.stat(now, state);
-        if let Some(conn) = self.cac_conn {
-            self.out.push_back(Action::Send { conn, msg: Msg::Progress { stat } });
+        if let (Some(conn), Some(plan)) = (self.cac_conn, self.plan.as_ref()) {
+            // The token lets a CAC that does not know the transfer (restarted, or a replica
+            // that did not grant it) adopt it.
+            let token = plan.token.clone();
+            self.out.push_back(Action::Send { conn, msg: Msg::Progress { stat, token } });
         }
     }
 }

@@ -248,7 +248,7 @@ fn an_abort_tells_the_pos_not_done_and_the_cac_and_counts_the_published() {
         .collect();
     assert_eq!(aborted, [r.conns[1]], "only the po still receiving is told: {acts:?}");
     let progress = acts.iter().find_map(|a| match a {
-        Action::Send { msg: Msg::Progress { stat }, .. } => Some(stat.state.clone()),
+        Action::Send { msg: Msg::Progress { stat, .. }, .. } => Some(stat.state.clone()),
         _ => None,
     });
     assert_eq!(progress.as_deref(), Some("aborted"));

@@ -98,7 +98,9 @@ impl Msg {
                 let hook_tail = r.str(MAX_TEXT, "hook tail")?;
                 Msg::Done { transfer, files, bytes, hook_exit, hook_tail, unchanged: flags & 2 != 0 }
             }
-            MsgType::Progress => Msg::Progress { stat: decode_stat(&mut r)? },
+            MsgType::Progress => {
+                Msg::Progress { stat: decode_stat(&mut r)?, token: r.bytes(MAX_TOKEN, "token")?.to_vec() }
+            }
             MsgType::StatQuery => Msg::StatQuery,
             MsgType::StatReply => {
                 let n = r.count(10_000, 8, "transfers")?;

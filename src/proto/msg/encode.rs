@@ -127,7 +127,10 @@ impl Msg {
                 }
                 w.str(hook_tail);
             }
-            Msg::Progress { stat } => encode_stat(w, stat),
+            Msg::Progress { stat, token } => {
+                encode_stat(w, stat);
+                w.bytes(token);
+            }
             Msg::StatQuery | Msg::Ping => {}
             Msg::StatReply { transfers } => {
                 w.u32(transfers.len() as u32);

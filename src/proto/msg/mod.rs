@@ -223,9 +223,12 @@ pub enum Msg {
         transfer: u64,
         error: String,
     },
-    /// master -> cac, about once a second.
+    /// master -> cac, about once a second, with the transfer's token: a CAC that does not
+    /// know the transfer (it restarted, or another replica granted it) adopts it only if the
+    /// token vouches for the transfer, class and master.
     Progress {
         stat: TransferStat,
+        token: Vec<u8>,
     },
     StatQuery,
     StatReply {

@@ -45,7 +45,7 @@ pub fn samples() -> Vec<Msg> {
         Msg::Done { transfer: 1, files: 2, bytes: 3, hook_exit: Some(-1), hook_tail: "t".into(), unchanged: false },
         Msg::Done { transfer: 1, files: 2, bytes: 3, hook_exit: None, hook_tail: String::new(), unchanged: true },
         Msg::Failed { transfer: 1, error: "disk full".into() },
-        Msg::Progress { stat: stat.clone() },
+        Msg::Progress { stat: stat.clone(), token: vec![7; 40] },
         Msg::StatQuery,
         Msg::StatReply { transfers: vec![stat] },
         Msg::Ping,

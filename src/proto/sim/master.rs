@@ -131,11 +131,11 @@ fn pushes_to_every_po_and_commits_when_all_are_ready() {
     // Committing pos are pinged, and the CAC hears how it goes.
     let acts = p.wait(Duration::from_secs(10));
     assert_eq!(sent_on(&acts, po[0]), [&Msg::Ping]);
-    let [Msg::Progress { stat }] = &sent_on(&acts, cac)[..] else { panic!("{acts:?}") };
+    let [Msg::Progress { stat, .. }] = &sent_on(&acts, cac)[..] else { panic!("{acts:?}") };
     assert_eq!((stat.transfer, stat.state.as_str(), stat.done), (T, "committing", 2 * (2 * 4096 + 1000)));
     assert_eq!(closes(&p.frame(po[0], done(1, 2 * 4096 + 1000))), [po[0]], "a direct push is over");
     let acts = p.frame(po[1], done(1, 2 * 4096 + 1000));
-    let [Msg::Progress { stat }] = &sent_on(&acts, cac)[..] else { panic!("{acts:?}") };
+    let [Msg::Progress { stat, .. }] = &sent_on(&acts, cac)[..] else { panic!("{acts:?}") };
     assert_eq!(stat.state, "ok");
     assert!(closes(&acts).contains(&cac));
     let o = outcome(&p);
@@ -222,7 +222,7 @@ fn a_grant_it_cannot_use_ends_the_run() {
     let (o, acts, cac) = ended(dry, planner(src.clone()), grant(&POS, &[]));
     let TransferResult::DryRun(d) = &o.result else { panic!("{o:?}") };
     assert_eq!((d.files, d.blocks, d.bytes, d.pos.len()), (1, 3, 2 * 4096 + 1000, 3));
-    assert!(matches!(only(&acts, cac), Msg::Progress { stat } if stat.state == "dry-run"));
+    assert!(matches!(only(&acts, cac), Msg::Progress { stat, .. } if stat.state == "dry-run"));
     assert!(connects(&acts).is_empty() && closes(&acts) == [cac]);
     // No pos: nothing to do. A po that is no address fails at once.
     let (o, _, _) = ended(settings(), planner(src.clone()), grant(&[], &[]));

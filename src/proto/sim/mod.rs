@@ -56,6 +56,8 @@ pub struct Net {
     links: HashMap<(usize, ConnId), (usize, ConnId)>,
     /// Frame limits of accepted connections, as the reactor keeps them (`Action::FrameLimit`).
     limits: HashMap<(usize, ConnId), u32>,
+    /// Frame types of accepted connections (`Action::FrameTypes`); all when absent.
+    types: HashMap<(usize, ConnId), wire::TypeSet>,
     queue: VecDeque<(usize, Event)>,
     next_accept: ConnId,
     pub blackholed: HashSet<SocketAddr>,
@@ -76,6 +78,7 @@ impl Net {
             nodes: Vec::new(),
             links: HashMap::new(),
             limits: HashMap::new(),
+            types: HashMap::new(),
             queue: VecDeque::new(),
             next_accept: 0,
             blackholed: HashSet::new(),
@@ -149,6 +152,9 @@ impl Net {
             Action::FrameLimit { conn, max } => {
                 self.limits.insert((from, conn), max);
             }
+            Action::FrameTypes { conn, types } => {
+                self.types.insert((from, conn), types);
+            }
             Action::SetRates { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             Action::RunHook { id, name, .. } => {
@@ -164,11 +170,12 @@ impl Net {
         let (mut msg, used) = Msg::from_frame(&frame).unwrap().unwrap();
         assert_eq!(used, frame.len());
         let limit = self.limits.get(&(to, peer_conn)).copied().unwrap_or(wire::NO_FRAME_LIMIT);
-        if frame.len() - wire::HEADER_LEN > limit as usize {
+        let taken = self.types.get(&(to, peer_conn)).is_none_or(|t| t.contains(msg.ty()));
+        if frame.len() - wire::HEADER_LEN > limit as usize || !taken {
             // The receiving reactor cuts the connection off at the header.
             self.links.remove(&(from, conn));
             self.links.remove(&(to, peer_conn));
-            let e = format!("{:?} frame over the limit of {limit}", msg.ty());
+            let e = format!("{:?} frame over the limit of {limit} or of a type not taken", msg.ty());
             self.queue.push_back((to, Event::Closed { conn: peer_conn, reason: Close::Decode(e) }));
             self.queue.push_back((from, Event::Closed { conn, reason: Close::Io("reset".into()) }));
             return;
