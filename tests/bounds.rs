@@ -140,14 +140,15 @@ fn tree(files: usize, tag: i64) -> Manifest {
     Manifest::new(4096, (0..files).map(f).collect()).unwrap()
 }
 
-/// A master that is granted base1, offers `m` to the po, sends every block but the last, and
+/// A master on host `n` (`connect_from`: one address holds at most `cac::MAX_PER_MASTER` live
+/// grants) that is granted base1, offers `m` to the po, sends every block but the last, and
 /// vanishes. Returns the transfer.
-fn abandon(c: &Cluster, m: &Manifest) -> u64 {
-    let mut s = TcpStream::connect(&c.cac.addr).unwrap();
+fn abandon(c: &Cluster, n: usize, m: &Manifest) -> u64 {
+    let mut s = connect_from(n, &c.cac.addr);
     send(&mut s, &Msg::AuthRequest { class: "base1".into() });
     let Some(Msg::AuthGrant { token, .. }) = recv(&mut s) else { panic!("no grant") };
     let transfer = Token::decode(&token).unwrap().transfer;
-    let mut p = TcpStream::connect(&c.pos[0].addr).unwrap();
+    let mut p = connect_from(n, &c.pos[0].addr);
     let bytes = m.encode();
     let (manifest_id, manifest_len) = (Manifest::id_of(&bytes), bytes.len() as u64);
     send(&mut p, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len });
@@ -171,7 +172,7 @@ fn abandoned_transfers_let_go_of_their_descriptors() {
     let before = open_fds(pid);
     // 40 files a transfer: each keeps its 32 most recent staged files open while it is fed.
     for i in 0..20 {
-        abandon(&c, &tree(40, i));
+        abandon(&c, i as usize, &tree(40, i));
     }
     let fed = open_fds(pid);
     wait_for("20 releases", Duration::from_secs(30), || {
@@ -191,13 +192,14 @@ fn abandoned_transfers_let_go_of_their_descriptors() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
-/// Grants of base1, each on a connection closed at once, until `n` are live in the CAC's table
+/// Grants of base1, each on a connection closed at once and from a master address of its own
+/// (one address holds at most `cac::MAX_PER_MASTER`), until `n` are live in the CAC's table
 /// (they expire only after `cac::SILENT`).
 fn fill_cac_table(cac: &str, n: usize) {
     let (mut granted, end) = (0, Instant::now() + Duration::from_secs(60));
     while granted < n {
         assert!(Instant::now() < end, "only {granted} grants in 60 s");
-        let mut s = TcpStream::connect(cac).unwrap();
+        let mut s = connect_from(granted, cac);
         send(&mut s, &Msg::AuthRequest { class: "base1".into() });
         match recv(&mut s) {
             Some(Msg::AuthGrant { .. }) => granted += 1,
@@ -282,4 +284,65 @@ fn a_client_that_pipelines_stat_queries_and_never_reads_is_paused() {
     let o = wugui_stat(addr);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("base1"), "{}", text(&o.stdout));
+}
+
+/// Review wt-r1 finding 5: an address in a class's `masters` may send the CAC bigger frames
+/// before a grant (a master that lost its CAC reports on a fresh connection), but only as big
+/// as the largest frame a CAC takes (a PROGRESS, `cac::MAX_FRAME`), and only of the types it
+/// answers: a MANIFEST or a BLOCK is refused at its header, before any of it is buffered.
+#[test]
+fn a_master_address_cannot_make_the_cac_buffer_frames_it_never_takes() {
+    let c = Cluster::start("bounds-cacmem", Opts { pos: 1, ..Default::default() });
+    let pid = c.cac.child.id();
+    let before = status_kib(pid, "VmRSS");
+    // Four connections each declare a 200 MiB MANIFEST and send what the CAC lets them.
+    let mut cut = 0;
+    let mut conns = Vec::new();
+    let chunk = vec![0u8; 1 << 20];
+    for (ty, len) in [(wire::MsgType::Manifest, 200 << 20), (wire::MsgType::Block, 60 << 20)] {
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(&c.cac.addr).unwrap();
+            s.write_all(&header(ty, len)).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut sent = 0;
+            for _ in 0..64 {
+                match s.write(&chunk) {
+                    Ok(k) if k > 0 => sent += k,
+                    _ => break,
+                }
+            }
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // Cut off: the read sees the end (or a reset), never a frame.
+            if matches!(s.read(&mut [0u8; 64]), Ok(0) | Err(_)) {
+                cut += 1;
+            }
+            eprintln!("{ty:?} of {len} bytes: {sent} bytes of payload taken");
+            conns.push(s);
+        }
+    }
+    // What a master address may send: a PROGRESS up to the control limit, four of them held
+    // one byte short of complete.
+    let mut progress = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&c.cac.addr).unwrap();
+        s.write_all(&header(wire::MsgType::Progress, wire::MAX_CONTROL)).unwrap();
+        s.write_all(&vec![0u8; wire::MAX_CONTROL as usize - 1]).unwrap();
+        progress.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = status_kib(pid, "VmRSS");
+    eprintln!(
+        "CAC VmRSS {before} -> {after} KiB: 2 MANIFEST and 2 BLOCK frames of up to 200 MiB refused, 4 PROGRESS frames of 4 MiB held"
+    );
+    drop(conns);
+    drop(progress);
+    assert_eq!(cut, 4, "every MANIFEST and BLOCK connection is closed");
+    assert!(after < before + (32 << 10), "the CAC grew by {} MiB", (after - before) >> 10);
+    let log = c.cac.log_text();
+    assert!(log.contains("a Manifest frame: this process takes none"), "{log}");
+    assert!(log.contains("a Block frame: this process takes none"), "{log}");
+    // The CAC still serves.
+    let src = c.seeded_src();
+    let o = c.push(&src);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }

@@ -112,6 +112,9 @@ fn a_cac_restart_does_not_break_a_running_transfer() {
     s.args(["-s", &c.cac.addr]);
     let table = text(&run_bounded(s, Duration::from_secs(10)).stdout);
     assert!(table.contains("base1") && table.contains(" ok "), "{table}");
+    // On the token each report carries (a report without one adopts nothing).
+    let clog = c.cac.log_text();
+    assert!(clog.contains("event=transfer_adopted") && !clog.contains("event=progress_refused"), "{clog}");
 }
 
 fn swarm_cluster(tag: &str, extra: &[&str]) -> (Cluster, std::path::PathBuf) {

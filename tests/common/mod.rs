@@ -431,3 +431,16 @@ pub fn events_in(line: &str) -> usize {
     fields.push(cur);
     fields.iter().filter(|f| f.starts_with("event=")).count()
 }
+
+/// A connection to `addr` from the loopback address 127.1.x.y numbered `n` (Linux routes all of
+/// 127.0.0.0/8 to lo): a master host of its own, as the CAC counts them (`cac::MAX_PER_MASTER`).
+pub fn connect_from(n: usize, addr: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    assert!(n < 1 << 16);
+    let ip = std::net::Ipv4Addr::new(127, 1, (n >> 8) as u8, n as u8);
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::new(ip.into(), 0).into()).unwrap();
+    let to: std::net::SocketAddr = addr.parse().unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
