@@ -5,17 +5,16 @@ use super::*;
 use crate::proto::msg::PoStat;
 use crate::proto::wire::{self, MAX_CONTROL};
 use crate::proto::{Payload, ACCEPTED};
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 const KEY: &[u8] = b"cluster-key";
 const NOW_UNIX: u64 = 1_800_000_000;
 
-thread_local! {
-    /// What the CAC logged on this test's thread.
-    static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
+/// What the CAC logged, from every test of this binary (each test asks for the lines that name
+/// its own master addresses).
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Keeps the CAC's log lines on the thread that wrote them (each test runs on its own).
+/// Keeps the CAC's refusal and adoption lines.
 struct Capture;
 
 impl log::Log for Capture {
@@ -23,22 +22,29 @@ impl log::Log for Capture {
         m.target().starts_with("wugui::proto::cac")
     }
     fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            LOGGED.with(|l| l.borrow_mut().push(r.args().to_string()));
+        let line = r.args().to_string();
+        if self.enabled(r.metadata())
+            && (line.contains("progress_") || line.contains("adopted") || line.contains("live_master"))
+        {
+            LOGGED.lock().unwrap().push(line);
         }
     }
     fn flush(&self) {}
 }
 
-/// The lines the CAC logged on this thread since the last call.
-fn logged() -> Vec<String> {
+/// The lines logged about master `ip` since the last call (they are taken).
+fn logged(ip: &str) -> Vec<String> {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         if log::set_logger(&Capture).is_ok() {
             log::set_max_level(log::LevelFilter::Info);
         }
     });
-    LOGGED.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    let field = format!("master={ip}");
+    let mut all = LOGGED.lock().unwrap();
+    let (mine, rest) = std::mem::take(&mut *all).into_iter().partition(|l: &String| l.split(' ').any(|f| f == field));
+    *all = rest;
+    mine
 }
 
 /// A token as any replica holding the cluster key issues it (`key`: another cluster's).
@@ -335,10 +341,10 @@ fn a_busy_cac_tells_the_master_why() {
     assert!(text.contains("retry when some finish") && text.contains("600 s"), "{text}");
     // Nor is a transfer granted elsewhere adopted while the table is full.
     let conn = c.connect("10.7.7.7:6001");
-    logged();
+    logged("10.7.7.7");
     c.report_with(conn, 4242, "a", "sending", token(KEY, 4242, "a", "10.7.7.7"));
     assert!(c.shown(4242).is_none());
-    assert!(logged()
+    assert!(logged("10.7.7.7")
         .iter()
         .any(|l| l.contains("event=progress_refused transfer=4242") && l.contains("reason=table_full")));
     assert_eq!(c.m.transfers.held(), MAX_LIVE);
@@ -350,25 +356,26 @@ fn a_busy_cac_tells_the_master_why() {
 #[test]
 fn a_restarted_cac_adopts_a_running_push_on_its_token() {
     let mut c = Cac::new();
-    let (t, conn) = c.grant("10.0.0.5:5000", "a").unwrap();
+    let (t, conn) = c.grant("10.21.0.5:5000", "a").unwrap();
     c.report(conn, t, "a", "sending");
     c.restart();
-    logged();
+    logged("10.21.0.5");
     assert!(c.shown(t).is_none());
     // The master dials the restarted CAC and goes on reporting.
-    let again = c.connect("10.0.0.5:5001");
+    let again = c.connect("10.21.0.5:5001");
     c.report(again, t, "a", "sending");
     let s = c.shown(t).expect("adopted");
-    assert_eq!((s.state.as_str(), s.class.as_str(), s.master.as_str()), ("sending", "a", "10.0.0.5"));
-    assert!(logged().iter().any(|l| l == &format!("event=transfer_adopted transfer={t} class=a master=10.0.0.5")));
+    assert_eq!((s.state.as_str(), s.class.as_str(), s.master.as_str()), ("sending", "a", "10.21.0.5"));
+    let lines = logged("10.21.0.5");
+    assert_eq!(lines, [format!("event=transfer_adopted transfer={t} class=a master=10.21.0.5")]);
     // One push of a class at a time still holds.
-    let (reason, text) = c.grant("10.0.0.6:5000", "a").unwrap_err();
+    let (reason, text) = c.grant("10.21.0.6:5000", "a").unwrap_err();
     assert_eq!(reason, Reason::Busy);
-    assert!(text.contains(&format!("transfer {t} by master 10.0.0.5")), "{text}");
+    assert!(text.contains(&format!("transfer {t} by master 10.21.0.5")), "{text}");
     // Its end frees the class.
     c.report(again, t, "a", "ok");
     assert_eq!(c.shown(t).unwrap().state, "ok");
-    c.grant("10.0.0.6:5000", "a").unwrap();
+    c.grant("10.21.0.6:5000", "a").unwrap();
 }
 
 /// A report of a transfer the CAC does not hold changes nothing without a token that vouches
@@ -376,35 +383,35 @@ fn a_restarted_cac_adopts_a_running_push_on_its_token() {
 #[test]
 fn a_report_without_a_good_token_adopts_nothing() {
     let mut c = Cac::new();
-    let ip = "10.0.0.5";
+    let ip = "10.22.0.5";
     let cases: [(&str, Vec<u8>); 7] = [
         ("no_token", vec![]),
         ("bad_token", vec![7; 100]),
         ("bad_token", token(b"another-cluster", 4242, "a", ip)),
-        ("wrong_master", token(KEY, 4242, "a", "10.0.0.6")),
+        ("wrong_master", token(KEY, 4242, "a", "10.22.0.6")),
         ("wrong_class", token(KEY, 4242, "b", ip)),
         ("wrong_transfer", token(KEY, 4243, "a", ip)),
         ("token_expired", Token::issue(KEY, 4242, "a", ip.parse().unwrap(), NOW_UNIX - 1, [1; 16]).encode()),
     ];
-    logged();
+    logged(ip);
     for (why, tok) in cases {
         let conn = c.connect(&format!("{ip}:5000"));
         c.report_with(conn, 4242, "a", "sending", tok);
-        let lines = logged();
+        let lines = logged(ip);
         let want = format!("event=progress_refused transfer=4242 class=a master={ip} reason={why}");
         assert_eq!(lines, [want], "{why}");
         assert!(c.shown(4242).is_none(), "{why}");
         assert!(c.m.busy.holder("a").is_none(), "{why}");
         // A refusal is logged once a connection (a master reports every second).
         c.report_with(conn, 4242, "a", "sending", vec![]);
-        assert!(logged().is_empty());
+        assert!(logged(ip).is_empty());
     }
     // A forged report of state ok shows nothing either.
-    let conn = c.connect("10.0.0.5:5000");
+    let conn = c.connect("10.22.0.5:5000");
     c.report_with(conn, 4244, "a", "ok", vec![1; 10]);
     assert_eq!(c.stat(), vec![]);
     assert_eq!(c.m.transfers.held(), 0);
-    c.grant("10.0.0.6:5000", "a").expect("the class is free");
+    c.grant("10.22.0.6:5000", "a").expect("the class is free");
 }
 
 /// An adopted transfer never takes the class from a running push, whose master still gets its
@@ -437,26 +444,27 @@ fn a_report_never_replaces_the_running_push_of_a_class() {
 fn one_master_address_holds_a_bounded_share_of_the_table() {
     let mut c = Cac::new();
     for _ in 0..MAX_PER_MASTER {
-        let (_, conn) = c.grant("10.0.0.5:5000", "a").unwrap();
+        let (_, conn) = c.grant("10.24.0.5:5000", "a").unwrap();
         c.leave(conn);
     }
-    logged();
-    let (reason, text) = c.grant("10.0.0.5:5000", "a").unwrap_err();
+    logged("10.24.0.5");
+    let (reason, text) = c.grant("10.24.0.5:5000", "a").unwrap_err();
     assert_eq!(reason, Reason::Busy);
-    assert!(text.contains("16 live transfers of master 10.0.0.5"), "{text}");
-    assert!(logged().iter().any(|l| l.contains("reason=busy live_master=16")));
+    assert!(text.contains("16 live transfers of master 10.24.0.5"), "{text}");
+    assert!(logged("10.24.0.5").iter().any(|l| l.contains("reason=busy live_master=16")));
     // Nor may it adopt more, even with good tokens.
-    let conn = c.connect("10.0.0.5:5001");
-    c.report_with(conn, 4242, "b", "sending", token(KEY, 4242, "b", "10.0.0.5"));
+    let conn = c.connect("10.24.0.5:5001");
+    c.report_with(conn, 4242, "b", "sending", token(KEY, 4242, "b", "10.24.0.5"));
     assert!(c.shown(4242).is_none());
-    assert_eq!(logged(), ["event=progress_refused transfer=4242 class=b master=10.0.0.5 reason=master_full"]);
+    let lines = logged("10.24.0.5");
+    assert_eq!(lines, ["event=progress_refused transfer=4242 class=b master=10.24.0.5 reason=master_full"]);
     // Another address is granted, of either class.
-    let (_, conn) = c.grant("10.0.0.6:5000", "a").unwrap();
+    let (_, conn) = c.grant("10.24.0.6:5000", "a").unwrap();
     c.leave(conn);
-    c.grant("10.0.0.6:5001", "b").unwrap();
+    c.grant("10.24.0.6:5001", "b").unwrap();
     // Expired entries count no more.
     c.wait(SILENT);
-    c.grant("10.0.0.5:5002", "a").expect("its silent grants expired");
+    c.grant("10.24.0.5:5002", "a").expect("its silent grants expired");
 }
 
 /// The reactor refuses at the header any frame type a CAC never takes, and no peer may send a
