@@ -76,12 +76,8 @@ pub fn lookup(name: &str, conf: &ResolvConf) -> Result<Vec<IpAddr>, Failure> {
             remember(key, addrs.clone(), Duration::from_secs(*ttl as u64), Instant::now());
         }
         Err(f) => {
-            log::warn!(
-                "event=dns_failed name={} server={} error={}",
-                f.name,
-                f.server,
-                crate::proto::text::quoted(&f.error)
-            )
+            // The error is this module's own text (the logger escapes control characters).
+            log::warn!("event=dns_failed name={} server={} error=\"{}\"", f.name, f.server, f.error.replace('"', "'"))
         }
     }
     r.map(|(addrs, _, _)| addrs)
