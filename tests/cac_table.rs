@@ -90,26 +90,6 @@ fn one_master_address_holds_a_bounded_share_of_the_table() {
     assert!(matches!(ask(&c.cac.addr, 1), Msg::AuthGrant { .. }));
 }
 
-fn sighup(d: &Daemon) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    kill(Pid::from_raw(d.child.id() as i32), Signal::SIGHUP).unwrap();
-}
-
-/// Adds `[class NAME]` (base1's pos, dest `dest`, masters 127.0.0.0/8) to the CAC and reloads it.
-fn add_class(c: &Cluster, name: &str, dest: &str) {
-    let path = c.dir.path().join("cac.conf");
-    let mut conf = fs::read_to_string(&path).unwrap();
-    let po = conf.lines().find(|l| l.starts_with("po = ")).unwrap().to_owned();
-    conf += &format!("\n[class {name}]\n{po}\ndest = {dest}\nmasters = 127.0.0.0/8\n");
-    fs::write(&path, conf).unwrap();
-    let before = c.cac.log_text().matches("event=config_reload").count();
-    sighup(&c.cac);
-    wait_for("the CAC's reload", Duration::from_secs(10), || {
-        c.cac.log_text().matches("event=config_reload").count() > before
-    });
-}
-
 /// A PROGRESS as a host that holds no grant would forge it: `token` is whatever it has.
 fn forged_progress(transfer: u64, class: &str, state: &str, token: Vec<u8>) -> Msg {
     let stat = TransferStat {
@@ -164,7 +144,7 @@ fn a_host_without_the_class_secret_cannot_lock_the_class_with_reports() {
 #[test]
 fn reports_without_tokens_cannot_fill_the_table_for_other_classes() {
     let c = Cluster::start("cac-forged-fill", Opts { pos: 1, ..Default::default() });
-    add_class(&c, "base2", "/home/work/data/other");
+    c.add_class("base2", "/home/work/data/other");
     let src = c.seeded_src();
     let mut forger = TcpStream::connect(&c.cac.addr).unwrap();
     for t in 0..1100u64 {

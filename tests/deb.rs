@@ -14,15 +14,13 @@
 
 mod common;
 use common::package::{is_root, repo, run_limited, scratch, static_skip_reason, static_target_dir, tail, BUILD_LIMIT};
-use common::{bin, seed_tree, snapshot, text, wait_for, TempDir};
+use common::{bin, listening, seed_tree, snapshot, text, wait_for, TempDir};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const BINS: [&str; 4] = ["masterwugui", "wugui-po", "wugui-cac", "wugui-stat"];
@@ -193,18 +191,9 @@ impl Running {
             c.uid(u).gid(g);
         }
         let mut child = c.spawn().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening=") {
-                    let _ = tx.send(a.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => Running { child, addr },
-            Err(_) => {
+        match listening(&mut child) {
+            Some(addr) => Running { child, addr },
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("{argv:?} did not listen: stderr {}", fs::read_to_string(err).unwrap_or_default());

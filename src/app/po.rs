@@ -81,23 +81,26 @@ pub fn main() -> ExitCode {
     };
     if let Some(fault) = fault {
         log::warn!("event=failpoint name={failpoint}: this po breaks every block it serves to peers");
-        let mut machine = PoMachine::new(settings(&cfg, bound), FaultyServe(store, fault));
-        return super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m, what| {
-            if what != super::Reload::Config {
-                return Ok(None);
-            }
-            let c = config::load_po(&path).map_err(|e| e.to_string())?;
-            roots.set(dest_roots(&c));
-            m.reload(settings(&c, bound));
-            Ok(Some(format!("config={}", path.display())))
-        });
+        return serve(FaultyServe(store, fault), roots, &cfg, &path, (bound, listener));
     }
-    let mut machine = PoMachine::new(settings(&cfg, bound), store);
+    serve(store, roots, &cfg, &path, (bound, listener))
+}
+
+/// The po's event loop over `store`, listening on `listener` (bound to `bound`); SIGHUP reads
+/// the config at `path` again and hands its `allow_dest` to `roots`.
+fn serve<S: crate::proto::Store>(
+    store: S,
+    roots: crate::store::dest::Roots,
+    cfg: &PoConfig,
+    path: &std::path::Path,
+    (bound, listener): (SocketAddr, std::net::TcpListener),
+) -> ExitCode {
+    let mut machine = PoMachine::new(settings(cfg, bound), store);
     super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m, what| {
         if what != super::Reload::Config {
             return Ok(None);
         }
-        let c = config::load_po(&path).map_err(|e| e.to_string())?;
+        let c = config::load_po(path).map_err(|e| e.to_string())?;
         roots.set(dest_roots(&c));
         m.reload(settings(&c, bound));
         Ok(Some(format!("config={}", path.display())))

@@ -111,25 +111,15 @@ impl Staged {
         }
         for e in self.manifest.entries() {
             // Nothing of this tree goes into another class's dest: that tree is its class's.
-            if let Some(n) =
-                present.iter().find(|n| e.path.strip_prefix(n.rel.as_str()).is_some_and(|r| r.starts_with('/')))
-            {
-                let other = n.dest.display().to_string();
-                log::warn!(
-                    "event=nested_dest_refused transfer={transfer} dest={} path={} other_dest={}",
-                    kv_quote(&self.dest.display().to_string()),
-                    kv_quote(&e.path),
-                    kv_quote(&other)
-                );
-                return Err(StoreError::Refused(format!(
-                    "publish: would write into the dest of another class: {other} (the tree has {})",
-                    e.path
-                )));
-            }
-            if e.kind == Kind::Dir {
-                continue;
-            }
-            let Some(n) = guarded.get(e.path.as_str()) else { continue };
+            let inside =
+                present.iter().find(|n| e.path.strip_prefix(n.rel.as_str()).is_some_and(|r| r.starts_with('/')));
+            let (n, verb, detail) = match (inside, guarded.get(e.path.as_str())) {
+                (Some(n), _) => (*n, "write into", format!("the tree has {}", e.path)),
+                (None, Some(n)) if e.kind != Kind::Dir => {
+                    (*n, "replace", format!("the tree has a non-directory at {}", e.path))
+                }
+                _ => continue,
+            };
             let other = n.dest.display().to_string();
             log::warn!(
                 "event=nested_dest_refused transfer={transfer} dest={} path={} other_dest={}",
@@ -138,8 +128,7 @@ impl Staged {
                 kv_quote(&other)
             );
             return Err(StoreError::Refused(format!(
-                "publish: would replace the dest of another class: {other} (the tree has a non-directory at {})",
-                e.path
+                "publish: would {verb} the dest of another class: {other} ({detail})"
             )));
         }
         Ok(())

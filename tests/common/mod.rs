@@ -35,6 +35,21 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The address a daemon prints as `listening=ADDR` on stdout (10 s at most), or `None`. A
+/// thread drains stdout after that, so a daemon that writes more never blocks on the pipe.
+pub fn listening(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening=") {
+                let _ = tx.send(a.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10)).ok()
+}
+
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
@@ -59,19 +74,9 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // A thread drains stdout, so a daemon that writes more never blocks on the pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening=") {
-                    let _ = tx.send(a.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => Daemon { child, addr, log },
-            Err(_) => {
+        match listening(&mut child) {
+            Some(addr) => Daemon { child, addr, log },
+            None => {
                 let _ = child.kill();
                 let mut err = String::new();
                 child.stderr.take().unwrap().read_to_string(&mut err).ok();
@@ -443,4 +448,22 @@ pub fn connect_from(n: usize, addr: &str) -> TcpStream {
     let to: std::net::SocketAddr = addr.parse().unwrap();
     s.connect(&to.into()).unwrap();
     s.into()
+}
+
+impl Cluster {
+    /// Adds `[class NAME]` (base1's pos, dest `dest`, masters 127.0.0.0/8) to the CAC and
+    /// reloads it, waiting (10 s at most) for the reload.
+    pub fn add_class(&self, name: &str, dest: &str) {
+        use nix::sys::signal::{kill, Signal};
+        let path = self.dir.path().join("cac.conf");
+        let mut conf = fs::read_to_string(&path).unwrap();
+        let po = conf.lines().find(|l| l.starts_with("po = ")).unwrap().to_owned();
+        conf += &format!("\n[class {name}]\n{po}\ndest = {dest}\nmasters = 127.0.0.0/8\n");
+        fs::write(&path, conf).unwrap();
+        let before = self.cac.log_text().matches("event=config_reload").count();
+        kill(nix::unistd::Pid::from_raw(self.cac.child.id() as i32), Signal::SIGHUP).unwrap();
+        wait_for("the CAC's reload", Duration::from_secs(10), || {
+            self.cac.log_text().matches("event=config_reload").count() > before
+        });
+    }
 }
