@@ -4,6 +4,14 @@
 //! Exclude patterns are regexes *searched* (unanchored) in the path relative to the root, with
 //! `/` separators. A directory is tested both as `dir` and as `dir/`, so `(^|/)cache/` drops
 //! the directory `cache` itself along with its subtree; a dropped directory is not descended.
+//! Paths are bytes (a name need not be UTF-8), and so are the patterns (`regex::bytes`): `.`
+//! and `[^/]` match one UTF-8 character, `(?-u:\xff)` the byte 0xff.
+//!
+//! Hard links: files of one inode (nlink > 1) within the walked tree become one `File` (the
+//! first path in byte order) and `Link` entries naming it.
+//!
+//! An unreadable file or directory (open or read fails) fails the walk, unless
+//! `WalkOptions::skip_unreadable`: then it is left out and listed in `Walk::unreadable`.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
@@ -11,11 +19,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use regex::Regex;
+use std::collections::HashMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use regex::bytes::Regex;
 
 use crate::logging::kv_quote;
 
-use crate::proto::manifest::{Entry, Kind};
+use crate::proto::manifest::{Entry, Kind, RelPath};
 use crate::proto::{BlockRef, Body, Manifest, Source, SourceError, Sum, Verify};
 use crate::store::files::{self, OpenFiles};
 
@@ -24,7 +35,10 @@ use crate::store::files::{self, OpenFiles};
 pub struct Walk {
     pub manifest: Manifest,
     /// (relative path, why) for every device, fifo or socket left out.
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<(RelPath, String)>,
+    /// (relative path, error) for every file or directory left out because it could not be
+    /// read (only with `WalkOptions::skip_unreadable`).
+    pub unreadable: Vec<(RelPath, String)>,
     /// How many entries an exclude pattern dropped (a dropped directory counts once).
     pub excluded: u64,
 }
@@ -45,7 +59,7 @@ fn bad_pattern(p: &str, e: &regex::Error) -> String {
     )
 }
 
-fn excluded(excludes: &[Regex], rel: &str, is_dir: bool) -> bool {
+fn excluded(excludes: &[Regex], rel: &[u8], is_dir: bool) -> bool {
     if excludes.is_empty() {
         return false;
     }
@@ -53,10 +67,30 @@ fn excluded(excludes: &[Regex], rel: &str, is_dir: bool) -> bool {
         return true;
     }
     if is_dir {
-        let slashed = format!("{rel}/");
+        let slashed = [rel, b"/"].concat();
         return excludes.iter().any(|r| r.is_match(&slashed));
     }
     false
+}
+
+/// How [`walk_with`] treats what it cannot read.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Leave out unreadable files and directories (listed in `Walk::unreadable`) instead of
+    /// failing the walk.
+    pub skip_unreadable: bool,
+    /// Test-only (`WUGUI_FAILPOINT=unreadable=PATH`): opening this relative path fails with
+    /// EACCES, as an unreadable file would for a user that is not root.
+    pub failpoint_unreadable: Option<Vec<u8>>,
+}
+
+impl WalkOptions {
+    fn check(&self, rel: &[u8]) -> std::io::Result<()> {
+        match &self.failpoint_unreadable {
+            Some(p) if p == rel => Err(std::io::Error::from_raw_os_error(nix::libc::EACCES)),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn special_kind(ft: &std::fs::FileType) -> &'static str {
@@ -121,56 +155,67 @@ pub(crate) fn data_extents(f: &File, size: u64) -> Option<Vec<(u64, u64)>> {
 
 /// Walks `root` into a manifest of `block_size` blocks, leaving out what `excludes` match.
 pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, String> {
+    walk_with(root, excludes, block_size, &WalkOptions::default())
+}
+
+/// [`walk`], with `opts` for what cannot be read.
+pub fn walk_with(root: &Path, excludes: &[Regex], block_size: u32, opts: &WalkOptions) -> Result<Walk, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("source {}: {e}", root.display()))?;
     if !meta.is_dir() {
         return Err(format!("source {}: not a directory", root.display()));
     }
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
+    let mut unreadable = Vec::new();
     let mut excluded_count = 0u64;
+    // (device, inode) of every file with more than one link, and its entries.
+    let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     // (absolute path, relative path) of directories still to read.
-    let mut todo: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    let mut todo: Vec<(PathBuf, RelPath)> = vec![(root.to_path_buf(), RelPath::default())];
     while let Some((dir, rel_dir)) = todo.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| format!("source {}: {e}", dir.display()))?;
+        let rd = std::fs::read_dir(&dir).map_err(|e| format!("source {}: {e}", shown(&dir)))?;
         for de in rd {
-            let de = de.map_err(|e| format!("source {}: {e}", dir.display()))?;
+            let de = de.map_err(|e| format!("source {}: {e}", shown(&dir)))?;
             let abs = de.path();
-            let name = de.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(format!("source {}: the name is not valid UTF-8", abs.display()));
-            };
-            let rel = if rel_dir.is_empty() { name.to_string() } else { format!("{rel_dir}/{name}") };
+            let rel = rel_dir.join(de.file_name().as_bytes());
             // DirEntry::metadata does not follow symlinks (lstat).
-            let md = de.metadata().map_err(|e| format!("source {}: {e}", abs.display()))?;
+            let md = de.metadata().map_err(|e| format!("source {}: {e}", shown(&abs)))?;
             let ft = md.file_type();
-            if excluded(excludes, &rel, ft.is_dir()) {
+            if excluded(excludes, rel.as_bytes(), ft.is_dir()) {
                 excluded_count += 1;
                 continue;
             }
             let mut sparse = None;
             let kind = if ft.is_dir() {
+                // Read it now, so an unreadable one is left out whole rather than sent empty.
+                if let Err(e) = opts.check(rel.as_bytes()).and_then(|()| std::fs::read_dir(&abs).map(drop)) {
+                    unreadable_or_fail(opts, &mut unreadable, &abs, rel, e)?;
+                    continue;
+                }
                 todo.push((abs.clone(), rel.clone()));
                 Kind::Dir
             } else if ft.is_file() {
-                let f = open_source(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
+                let f = match opts.check(rel.as_bytes()).and_then(|()| open_source(&abs)) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        unreadable_or_fail(opts, &mut unreadable, &abs, rel, e)?;
+                        continue;
+                    }
+                };
                 // Fewer blocks than bytes: holes, which stay holes on every po.
                 if md.blocks() * 512 < md.len() {
                     sparse = data_extents(&f, md.len()).map(Vec::into_boxed_slice);
                 }
+                if md.nlink() > 1 {
+                    inodes.entry((md.dev(), md.ino())).or_default().push(entries.len());
+                }
                 Kind::File { size: md.len() }
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&abs).map_err(|e| format!("source {}: {e}", abs.display()))?;
-                let target = target.into_os_string().into_string().map_err(|t| {
-                    format!(
-                        "source {}: the symlink target {} is not valid UTF-8",
-                        abs.display(),
-                        Path::new(&t).display()
-                    )
-                })?;
-                Kind::Symlink { target }
+                let target = std::fs::read_link(&abs).map_err(|e| format!("source {}: {e}", shown(&abs)))?;
+                Kind::Symlink { target: target.into_os_string().into_vec() }
             } else {
                 let kind = special_kind(&ft);
-                log::warn!("event=skip_special path={} kind={kind}", kv_quote(&rel));
+                log::warn!("event=skip_special path={} kind={kind}", kv_quote(&rel.to_string()));
                 skipped.push((rel, format!("{kind} skipped")));
                 continue;
             };
@@ -178,14 +223,52 @@ pub fn walk(root: &Path, excludes: &[Regex], block_size: u32) -> Result<Walk, St
                 path: rel,
                 kind,
                 mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
                 mtime: md.mtime(),
                 mtime_nsec: md.mtime_nsec() as u32,
                 sparse,
             });
         }
     }
+    link_groups(&mut entries, inodes.into_values());
     let manifest = manifest_of(root, entries, block_size)?;
-    Ok(Walk { manifest, skipped, excluded: excluded_count })
+    Ok(Walk { manifest, skipped, unreadable, excluded: excluded_count })
+}
+
+/// `p` for people: a name that is not UTF-8 escaped as `\xNN` (see `RelPath`).
+fn shown(p: &Path) -> String {
+    crate::proto::relpath::show(p.as_os_str().as_bytes())
+}
+
+/// Leaves out `rel`, which could not be read, with a warning, when `opts` says so; otherwise
+/// the walk's error.
+fn unreadable_or_fail(
+    opts: &WalkOptions,
+    unreadable: &mut Vec<(RelPath, String)>,
+    abs: &Path,
+    rel: RelPath,
+    e: std::io::Error,
+) -> Result<(), String> {
+    if !opts.skip_unreadable {
+        return Err(format!("source {}: {e} (--skip-unreadable leaves such files out)", shown(abs)));
+    }
+    log::warn!("event=skip_unreadable path={} error={}", kv_quote(&rel.to_string()), kv_quote(&e.to_string()));
+    unreadable.push((rel, e.to_string()));
+    Ok(())
+}
+
+/// Makes every group of paths of one inode a `File` (the first path in byte order) and
+/// `Link`s naming it.
+fn link_groups(entries: &mut [Entry], groups: impl Iterator<Item = Vec<usize>>) {
+    for group in groups.filter(|g| g.len() > 1) {
+        let first = *group.iter().min_by(|a, b| entries[**a].path.cmp(&entries[**b].path)).expect("not empty");
+        let to = entries[first].path.clone();
+        for i in group.into_iter().filter(|i| *i != first) {
+            entries[i].kind = Kind::Link { to: to.clone() };
+            entries[i].sparse = None;
+        }
+    }
 }
 
 /// The manifest of the walked `entries`, within the wire's limits.
@@ -224,7 +307,7 @@ impl FsSource {
         FsSource { root, manifest: manifest.clone(), open: OpenFiles::new(OPEN_FILES) }
     }
 
-    fn changed(&self, path: &str, why: String) -> SourceError {
+    fn changed(&self, path: &RelPath, why: String) -> SourceError {
         SourceError::Changed { path: path.to_string(), why }
     }
 }
@@ -279,7 +362,7 @@ mod tests {
     }
 
     fn paths(w: &Walk) -> Vec<&str> {
-        w.manifest.entries().iter().map(|e| e.path.as_str()).collect()
+        w.manifest.entries().iter().map(|e| e.path.to_str().unwrap()).collect()
     }
 
     #[test]
@@ -297,7 +380,7 @@ mod tests {
 
         let w = walk(root, &[], 4).unwrap();
         assert_eq!(paths(&w), ["d", "d/e", "d/e/f.bin", "d/link", "empty", "top", "zero"]);
-        assert_eq!(w.skipped, vec![("pipe".to_string(), "fifo skipped".to_string())]);
+        assert_eq!(w.skipped, vec![("pipe".into(), "fifo skipped".to_string())]);
         assert_eq!(w.excluded, 0);
         let m = &w.manifest;
         let by = |p: &str| m.entries().iter().find(|e| e.path == p).unwrap().clone();

@@ -130,7 +130,9 @@ fn a_wildcard_po_refuses_a_master_of_a_class_it_is_not_in() {
 /// A tree of `files` files of 1 KiB at the top, told apart by `tag` (their mtime).
 fn tree(files: usize, tag: i64) -> Manifest {
     let f = |i: usize| Entry {
-        path: format!("f{i:03}"),
+        path: format!("f{i:03}").into(),
+        uid: 0,
+        gid: 0,
         kind: Kind::File { size: 1024 },
         mode: 0o644,
         mtime: 1_600_000_000 + tag,

@@ -26,15 +26,24 @@ fuzz_target!(|data: &[u8]| {
     // Entry rules, as `Manifest::new` documents them.
     let entries = m.entries();
     for (i, e) in entries.iter().enumerate() {
-        check_path(&e.path).unwrap_or_else(|why| panic!("decoded a bad path: {why}"));
+        check_path(e.path.as_bytes()).unwrap_or_else(|why| panic!("decoded a bad path: {why}"));
         assert!(e.mode <= 0o7777);
         if i > 0 {
             assert!(entries[i - 1].path.as_bytes() < e.path.as_bytes(), "entries not sorted or repeated");
         }
-        if let Some((parent, _)) = e.path.rsplit_once('/') {
+        if let Some(slash) = e.path.as_bytes().iter().rposition(|&c| c == b'/') {
+            let parent = &e.path.as_bytes()[..slash];
             assert!(
-                entries[..i].iter().any(|p| p.path == parent && p.kind == Kind::Dir),
+                entries[..i].iter().any(|p| p.path.as_bytes() == parent && p.kind == Kind::Dir),
                 "parent of {:?} is not an earlier directory",
+                e.path
+            );
+        }
+        // A hard link names a file entry before it: a po links inside its stage only.
+        if let Kind::Link { to } = &e.kind {
+            assert!(
+                entries[..i].iter().any(|p| &p.path == to && matches!(p.kind, Kind::File { .. })),
+                "hard link {:?} names {to:?}, not an earlier file",
                 e.path
             );
         }

@@ -10,6 +10,14 @@
 //!   `a.tmp` and `x/y/a.tmp`); one with a `/` is anchored at `-p` (`logs/*.gz`);
 //! - a trailing `/` matches directories only (`cache/`);
 //! - `\` makes the next character literal.
+//!
+//! Names are bytes (`regex::bytes`): `*` and `?` also match a byte that is not part of
+//! valid UTF-8, so `*.bin` drops `\xff\xfe.bin`.
+
+/// One character of a name: a UTF-8 character but `/`, or any byte that is not valid UTF-8.
+const NAME_CHAR: &str = r"(?:[^/]|(?-u:[\x80-\xff]))";
+/// Any run of bytes, `/` and newlines included.
+const ANY: &str = r"(?s-u:.)*";
 
 /// The regex for `glob`, checked: a glob whose set the regex parser refuses (a reversed range
 /// such as `[z-a]`) is an error that names the glob as the user wrote it.
@@ -41,16 +49,16 @@ pub fn to_regex(glob: &str) -> String {
             '*' if c.get(i + 1) == Some(&'*') => {
                 let starts_part = i == 0 || c[i - 1] == '/';
                 if starts_part && c.get(i + 2) == Some(&'/') {
-                    re += "(.*/)?";
+                    re += &format!("({ANY}/)?");
                     i += 3;
                     continue;
                 }
-                re += ".*";
+                re += ANY;
                 i += 2;
                 continue;
             }
-            '*' => re += "[^/]*",
-            '?' => re += "[^/]",
+            '*' => re += &format!("{NAME_CHAR}*"),
+            '?' => re += NAME_CHAR,
             '[' => match class(&c[i..]) {
                 Some((set, len)) => {
                     re += &set;
@@ -105,7 +113,7 @@ mod tests {
     }
 
     fn matches(glob: &str, path: &str) -> bool {
-        regex::Regex::new(&to_regex(glob)).unwrap().is_match(path)
+        regex::bytes::Regex::new(&to_regex(glob)).unwrap().is_match(path.as_bytes())
     }
 
     #[test]
@@ -146,6 +154,10 @@ mod tests {
             ("/top", "top", true),
             ("/top", "a/top", false),
         ];
+        let re = |g: &str| regex::bytes::Regex::new(&to_regex(g)).unwrap();
+        assert!(re("*.bin").is_match(b"d/\xff\xfe.bin"), "* takes bytes that are not UTF-8");
+        assert!(re("?.bin").is_match(b"\xff.bin") && re("?.bin").is_match("é.bin".as_bytes()));
+        assert!(re("a/**").is_match(b"a/\xff/\n"));
         for (glob, path, want) in cases {
             assert_eq!(matches(glob, path), *want, "{glob} on {path}: {}", to_regex(glob));
         }
@@ -154,7 +166,7 @@ mod tests {
     #[test]
     fn every_glob_compiles() {
         for g in ["[", "[]", "[!]", "\\", "**", "***", "a/**/", "[a-]", "[&&]", "[~~]", "[\\]", "[[:x:]]"] {
-            assert!(regex::Regex::new(&to_regex(g)).is_ok(), "{g}: {}", to_regex(g));
+            assert!(regex::bytes::Regex::new(&to_regex(g)).is_ok(), "{g}: {}", to_regex(g));
         }
     }
 }

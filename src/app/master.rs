@@ -2,6 +2,8 @@
 
 use super::outcome::{self, exit};
 use crate::config;
+use crate::logging::{kv_quote, printable};
+use crate::proto::master::TransferResult;
 use crate::proto::master::{MasterMachine, MasterSettings, Planner, PoState};
 use crate::proto::{Action, ClassCfg, Event, Machine, Msg, Source};
 use crate::reactor::{self, Control};
@@ -22,6 +24,13 @@ word after -x up to the next flag is a pattern: -x a.txt b.txt c.txt
 --exclude-glob takes a shell glob instead, matched against the whole relative path: `*` and
 `?` stay within a directory, `**/` is any number of directories, a glob without `/` matches
 a name at any depth: --exclude-glob '*.tmp' --exclude-glob 'logs/**/*.gz'
+Names are bytes, and so is what patterns match: `(?-u:\\xff)` is the byte 0xff of a name
+that is not UTF-8 (such names show as \\xff in logs and messages).
+
+A file or directory that cannot be read stops the push before anything is sent (exit 1).
+--skip-unreadable leaves each one out instead, with a warning on stderr; if every po then
+commits, the summary ends in skipped=K and the exit code is 8. With the class's mirror = on
+it is refused, since the pos would delete their copies of what was skipped.
 
 SIGINT or SIGTERM aborts the push: every po that has not published is told to abort and
 keeps its old tree, the CAC shows the transfer as aborted, and the exit code is 6.
@@ -45,6 +54,7 @@ struct Args {
     conf: PathBuf,
     dry_run: bool,
     wait: Option<Duration>,
+    skip_unreadable: bool,
 }
 
 /// The seed's `-x a b c`: every word after -x up to the next flag is a pattern. Rewritten to
@@ -84,12 +94,13 @@ fn parse_args() -> Result<Parsed, ExitCode> {
     o.optmulti("x", "", "exclude regexes (every word up to the next flag)", "PAT...");
     o.optmulti("", "exclude-glob", "exclude a shell glob (`**` for any depth); repeat for more", "GLOB");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
+    o.optflag("", "skip-unreadable", "leave out files that cannot be read (one warning each; exit 8)");
     o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
     o.optflagopt("", "wait", "if another push of the class runs, wait for it (at most SECS, default 600)", "SECS");
     o.optflag("t", "", "check the config file, print ok or the errors, and exit (no -c or -p needed)");
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [--exclude-glob GLOB] [-f FILE] [--dry-run] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [--exclude-glob GLOB] [-f FILE] [--dry-run] [--skip-unreadable] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
     let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
     let m = match super::parse_args(o, "masterwugui", brief, &tail, &args) {
         Ok(m) => m,
@@ -125,6 +136,7 @@ fn parse_args() -> Result<Parsed, ExitCode> {
         conf,
         dry_run: m.opt_present("n"),
         wait,
+        skip_unreadable: m.opt_present("skip-unreadable"),
     }))
 }
 
@@ -144,6 +156,16 @@ struct HoldCommit {
     hold: Duration,
     until: Option<Instant>,
     held: VecDeque<Action>,
+}
+
+/// Fault injection for tests (`WUGUI_FAILPOINT=unreadable=PATH`): the walk finds the file or
+/// directory PATH (relative to -p, as bytes) unreadable, as a file root cannot read would be.
+fn unreadable_failpoint() -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    let fp = std::env::var_os("WUGUI_FAILPOINT")?.into_vec();
+    let path = fp.strip_prefix(b"unreadable=")?.to_vec();
+    log::warn!("event=failpoint name=unreadable path={}", kv_quote(&crate::proto::relpath::show(&path)));
+    Some(path)
 }
 
 impl HoldCommit {
@@ -308,14 +330,30 @@ fn run(a: Args) -> Result<u8, String> {
     };
     let root = a.dir.clone();
     let cli_excludes = a.excludes.clone();
+    let walk_opts =
+        tree::WalkOptions { skip_unreadable: a.skip_unreadable, failpoint_unreadable: unreadable_failpoint() };
+    let skipped = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let skipped_in_plan = skipped.clone();
     let planner: Planner = Box::new(move |class: &ClassCfg| {
         let mut pats = cli_excludes.clone();
         pats.extend(class.exclude.iter().cloned());
         let ex = tree::compile_excludes(&pats)?;
-        let w = tree::walk(&root, &ex, class.block_size)?;
+        let w = tree::walk_with(&root, &ex, class.block_size, &walk_opts)?;
         for (p, why) in &w.skipped {
-            eprintln!("masterwugui: skipped {p}: {why}");
+            eprintln!("masterwugui: skipped {}: {why}", printable(&p.to_string()));
         }
+        for (p, why) in &w.unreadable {
+            eprintln!("masterwugui: warning: skipped unreadable {}: {why}", printable(&p.to_string()));
+        }
+        if !w.unreadable.is_empty() && class.mirror {
+            return Err(format!(
+                "{} unreadable source files or directories, and class {} has mirror = on: its pos would \
+                 delete their copies of them, so nothing is pushed",
+                w.unreadable.len(),
+                class.name
+            ));
+        }
+        skipped_in_plan.set(w.unreadable.len() as u64);
         let src = tree::FsSource::new(root.clone(), &w.manifest);
         Ok((w.manifest, Box::new(src) as Box<dyn Source>))
     });
@@ -363,7 +401,11 @@ fn run(a: Args) -> Result<u8, String> {
     let Some(o) = cli.m.outcome() else {
         return Err("the event loop ended before the transfer did".into());
     };
-    let r = outcome::report(o);
+    let mut o = o.clone();
+    if let TransferResult::Ok(ran) | TransferResult::Partial(ran) = &mut o.result {
+        ran.skipped = skipped.get();
+    }
+    let r = outcome::report(&o);
     for l in &r.stderr {
         eprintln!("{l}");
     }

@@ -142,6 +142,10 @@ pub fn report(o: &Outcome) -> Report {
             if unchanged > 0 {
                 summary += &format!(" unchanged={unchanged}");
             }
+            // Source files --skip-unreadable left out (exit 8 when every po committed).
+            if r.skipped > 0 {
+                summary += &format!(" skipped={}", r.skipped);
+            }
             log::info!(
                 "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
                 r.blocks,
@@ -317,7 +321,7 @@ mod tests {
             block_size: 4096,
             pos: vec!["a:1".into(), "b:1".into()],
         };
-        let r = report(&outcome(TransferResult::DryRun(d)));
+        let r = report(&outcome(TransferResult::DryRun(Box::new(d))));
         assert_eq!(r.code, 0);
         assert!(r.stderr.is_empty());
         assert!(

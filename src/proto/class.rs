@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub use super::attrs::{Chmod, Owner};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
     None,
@@ -67,6 +69,10 @@ pub struct ClassCfg {
     /// Keep setuid, setgid and sticky bits of the pushed modes (default off: dropped, since
     /// a po runs as root and a master must not plant setuid-root programs).
     pub keep_special_bits: bool,
+    /// Who owns what a po publishes (`owner = root|keep|USER:GROUP`, default root).
+    pub owner: Owner,
+    /// Mode changes applied after the special bits rule (`chmod = u+rwX,go-w`; default none).
+    pub chmod: Chmod,
     /// Run the hook after a push that changed nothing on a po too (default off: an unchanged
     /// tree publishes nothing, so there is nothing new to act on).
     pub hook_on_unchanged: bool,
@@ -105,6 +111,8 @@ impl ClassCfg {
             mirror: false,
             delta: true,
             keep_special_bits: false,
+            owner: Owner::Po,
+            chmod: Chmod::default(),
             hook_on_unchanged: false,
         }
     }
@@ -161,7 +169,7 @@ impl ClassCfg {
             }
             "hook_timeout" => self.hook_timeout = parse_num(v, 1, 86400)?,
             "exclude" => {
-                regex::Regex::new(v).map_err(|e| format!("bad exclude regex {v:?}: {e}"))?;
+                regex::bytes::Regex::new(v).map_err(|e| format!("bad exclude regex {v:?}: {e}"))?;
                 self.exclude.push(v.to_owned());
             }
             "flag_file" => {
@@ -193,6 +201,8 @@ impl ClassCfg {
             "delta" => self.delta = parse_bool(v)?,
             "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
             "hook_on_unchanged" => self.hook_on_unchanged = parse_bool(v)?,
+            "owner" => self.owner = Owner::parse(v)?,
+            "chmod" => self.chmod = Chmod::parse(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -224,6 +234,12 @@ impl ClassCfg {
         }
         if self.hook_on_unchanged {
             p.push(("hook_on_unchanged".into(), onoff(true)));
+        }
+        if self.owner != Owner::Po {
+            p.push(("owner".into(), self.owner.to_string()));
+        }
+        if !self.chmod.is_empty() {
+            p.push(("chmod".into(), self.chmod.to_string()));
         }
         p.extend(self.exclude.iter().map(|e| ("exclude".to_string(), e.clone())));
         p

@@ -106,11 +106,32 @@ pub trait Source {
 /// A po's staging area. Every method names a transfer that `prepare` opened.
 /// How a prepared transfer is finished, from its class (see `Store::set_options`). The
 /// default is the safe one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageOptions {
     /// Keep the setuid, setgid and sticky bits of the manifest's modes (class
     /// `keep_special_bits`); without it, modes are `mode & 0o777`.
     pub keep_special_bits: bool,
+    /// Class `owner`: who owns the published entries.
+    pub owner: super::attrs::Owner,
+    /// Class `chmod`: applied to every mode after the special bits rule.
+    pub chmod: super::attrs::Chmod,
+}
+
+impl StageOptions {
+    /// The options of `class`.
+    pub fn of(class: &super::ClassCfg) -> StageOptions {
+        StageOptions {
+            keep_special_bits: class.keep_special_bits,
+            owner: class.owner.clone(),
+            chmod: class.chmod.clone(),
+        }
+    }
+
+    /// The mode an entry of manifest mode `mode` gets.
+    pub fn mode(&self, mode: u32, is_dir: bool) -> u32 {
+        let keep = if self.keep_special_bits { 0o7777 } else { 0o777 };
+        self.chmod.apply(mode & keep, is_dir)
+    }
 }
 
 /// What `Store::publish` did: the tree's files and bytes, and whether the push changed

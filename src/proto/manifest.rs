@@ -10,8 +10,15 @@
 //! components are non-empty, not `.` or `..`, at most `MAX_NAME` bytes, free of NUL; the whole
 //! path is at most `MAX_PATH` bytes; no path repeats; and the parent of every entry is a
 //! directory entry of the manifest. So no entry can be written through a symlink of the tree.
+//! Paths are bytes (`RelPath`): a name need not be UTF-8.
+//!
+//! Hard links: the first path of a link group (in byte order) is a `File`; every other path
+//! of the group is a `Link` naming it. A `Link` may name only a `File` entry that sorts before
+//! it, so a po links staged files to staged files and to nothing else.
 
 use super::codec::{invalid, DecodeError, Reader, Writer};
+use super::relpath::split;
+pub use super::relpath::RelPath;
 use super::wire::{MAX_ENTRIES, MAX_NAME, MAX_PATH};
 
 /// Most data extents a sparse file may list.
@@ -30,16 +37,28 @@ use md5::{Digest, Md5};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { size: u64 },
-    Symlink { target: String },
+    File {
+        size: u64,
+    },
+    /// The link's target, as bytes (not checked as a path: a po writes it, never follows it).
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A hard link to the `File` entry `to`, which sorts before it: no bytes of its own.
+    Link {
+        to: RelPath,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub path: String,
+    pub path: RelPath,
     pub kind: Kind,
     /// Permission bits (07777).
     pub mode: u32,
+    /// Owner and group on the master (numeric; a po applies them as class `owner` says).
+    pub uid: u32,
+    pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// A sparse file's data extents (offset, len), ascending and apart; the rest is holes.
@@ -84,24 +103,31 @@ impl Manifest {
         if block_size == 0 {
             return Err("block size 0".into());
         }
-        entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-        let mut dirs = std::collections::HashSet::new();
-        let mut prev: Option<&str> = None;
-        for e in &entries {
-            check_path(&e.path)?;
-            if prev == Some(e.path.as_str()) {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut prev: Option<&RelPath> = None;
+        for (i, e) in entries.iter().enumerate() {
+            check_path(e.path.as_bytes())?;
+            if prev == Some(&e.path) {
                 return Err(format!("path {:?} appears twice", e.path));
             }
             prev = Some(&e.path);
-            if let Some((parent, _)) = e.path.rsplit_once('/') {
-                if !dirs.contains(parent) {
-                    return Err(format!("parent of {:?} is not a directory of the tree", e.path));
-                }
+            let (parent, _) = split(e.path.as_bytes());
+            if !parent.is_empty() && !dirs.contains(parent) {
+                return Err(format!("parent of {:?} is not a directory of the tree", e.path));
             }
-            if let Kind::Symlink { target } = &e.kind {
-                if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
+            match &e.kind {
+                Kind::Symlink { target } if target.is_empty() || target.len() > MAX_PATH || target.contains(&0) => {
                     return Err(format!("symlink {:?} has a bad target", e.path));
                 }
+                // Sorted and unique, so a binary search of the entries before this one finds
+                // the target if it is there: a link never names itself, a later entry, or a
+                // path outside the tree.
+                Kind::Link { to } => match entries[..i].binary_search_by(|x| x.path.cmp(to)) {
+                    Ok(t) if matches!(entries[t].kind, Kind::File { .. }) => {}
+                    _ => return Err(format!("hard link {:?} names {to:?}, not a file before it in the tree", e.path)),
+                },
+                _ => {}
             }
             if let Some(ext) = &e.sparse {
                 let Kind::File { size } = e.kind else {
@@ -123,7 +149,7 @@ impl Manifest {
                 return Err(format!("mode {:o} of {:?} is not permission bits", e.mode, e.path));
             }
             if e.kind == Kind::Dir {
-                dirs.insert(e.path.as_str());
+                dirs.insert(e.path.as_bytes());
             }
         }
         // Sorting by bytes puts "a/b" after "a-c"; the parent check above needs the parent
@@ -228,19 +254,19 @@ impl Manifest {
         let mut w = Writer::new();
         w.u32(self.block_size);
         w.u32(self.entries.len() as u32);
-        let (mut prev, mut prev_mtime): (&str, i64) = ("", 0);
+        let (mut prev, mut prev_mtime): (&[u8], i64) = (&[], 0);
         for e in &self.entries {
-            let mut shared = prev.bytes().zip(e.path.bytes()).take_while(|(a, b)| a == b).count();
-            while !e.path.is_char_boundary(shared) {
-                shared -= 1;
-            }
+            let path = e.path.as_bytes();
+            let shared = prev.iter().zip(path).take_while(|(a, b)| a == b).count();
             w.var(shared as u64);
-            w.var((e.path.len() - shared) as u64);
-            w.raw(&e.path.as_bytes()[shared..]);
+            w.var((path.len() - shared) as u64);
+            w.raw(&path[shared..]);
             w.var(e.mode as u64);
             let d = e.mtime.wrapping_sub(prev_mtime);
             w.var(((d << 1) ^ (d >> 63)) as u64); // zigzag
             w.var(e.mtime_nsec as u64);
+            w.var(e.uid as u64);
+            w.var(e.gid as u64);
             match (&e.kind, &e.sparse) {
                 (Kind::Dir, _) => w.u8(0),
                 (Kind::File { size }, None) => {
@@ -250,7 +276,13 @@ impl Manifest {
                 (Kind::Symlink { target }, _) => {
                     w.u8(2);
                     w.var(target.len() as u64);
-                    w.raw(target.as_bytes());
+                    w.raw(target);
+                }
+                (Kind::Link { to }, _) => {
+                    w.u8(4);
+                    // `new` checked that `to` is an entry before this one.
+                    let t = self.entries.binary_search_by(|x| x.path.cmp(to)).unwrap_or(0);
+                    w.var(t as u64);
                 }
                 (Kind::File { size }, Some(ext)) => {
                     w.u8(3);
@@ -264,7 +296,7 @@ impl Manifest {
                     }
                 }
             }
-            prev = &e.path;
+            prev = path;
             prev_mtime = e.mtime;
         }
         w.buf
@@ -276,8 +308,8 @@ impl Manifest {
         if block_size == 0 || block_size > super::wire::MAX_BLOCK {
             return Err(invalid("block size", block_size.to_string()));
         }
-        // Each entry takes at least 6 bytes.
-        let n = r.count(MAX_ENTRIES, 6, "manifest entries")?;
+        // Each entry takes at least 8 bytes.
+        let n = r.count(MAX_ENTRIES, 8, "manifest entries")?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
         let mut prev_mtime = 0i64;
         let mut path_bytes = 0usize;
@@ -285,7 +317,7 @@ impl Manifest {
         for _ in 0..n {
             let shared = r.var("path prefix")? as usize;
             let rest = r.var("path length")? as usize;
-            let prev = entries.last().map_or("", |e| e.path.as_str());
+            let prev: &[u8] = entries.last().map_or(&[], |e| e.path.as_bytes());
             if shared > prev.len() || shared.saturating_add(rest) > MAX_PATH {
                 return Err(invalid("manifest path", "bad prefix or length"));
             }
@@ -293,14 +325,16 @@ impl Manifest {
             if path_bytes > path_budget {
                 return Err(invalid("manifest paths", "decode to far more than was sent"));
             }
-            let mut path = prev.as_bytes()[..shared].to_vec();
+            let mut path = prev[..shared].to_vec();
             path.extend_from_slice(r.take(rest, "manifest path")?);
-            let path = String::from_utf8(path).map_err(|_| invalid("manifest path", "not UTF-8"))?;
+            let path = RelPath::from_bytes(path);
             let mode = u32::try_from(r.var("mode")?).map_err(|_| invalid("mode", "too big"))?;
             let z = r.var("mtime")?;
             let mtime = prev_mtime.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
             prev_mtime = mtime;
             let mtime_nsec = u32::try_from(r.var("mtime nsec")?).map_err(|_| invalid("mtime nsec", "too big"))?;
+            let uid = u32::try_from(r.var("uid")?).map_err(|_| invalid("uid", "too big"))?;
+            let gid = u32::try_from(r.var("gid")?).map_err(|_| invalid("gid", "too big"))?;
             let mut sparse = None;
             let kind = match r.u8("entry kind")? {
                 0 => Kind::Dir,
@@ -310,9 +344,21 @@ impl Manifest {
                     if len > MAX_PATH {
                         return Err(invalid("symlink target", "too long"));
                     }
-                    let t = std::str::from_utf8(r.take(len, "symlink target")?)
-                        .map_err(|_| invalid("symlink target", "not UTF-8"))?;
-                    Kind::Symlink { target: t.to_owned() }
+                    Kind::Symlink { target: r.take(len, "symlink target")?.to_vec() }
+                }
+                4 => {
+                    // An entry decoded before this one, and a file: `new` checks order and
+                    // kind again after sorting. Its path is counted like any other.
+                    let t = r.var("hard link")?;
+                    let to = usize::try_from(t).ok().and_then(|t| entries.get(t));
+                    let Some(to) = to.filter(|x| matches!(x.kind, Kind::File { .. })) else {
+                        return Err(invalid("hard link", format!("entry {t} is not a file before it")));
+                    };
+                    path_bytes += to.path.len();
+                    if path_bytes > path_budget {
+                        return Err(invalid("manifest paths", "decode to far more than was sent"));
+                    }
+                    Kind::Link { to: to.path.clone() }
                 }
                 3 => {
                     let size = r.var("file size")?;
@@ -333,7 +379,7 @@ impl Manifest {
                 }
                 k => return Err(invalid("entry kind", k.to_string())),
             };
-            entries.push(Entry { path, kind, mode, mtime, mtime_nsec, sparse });
+            entries.push(Entry { path, kind, mode, uid, gid, mtime, mtime_nsec, sparse });
         }
         r.finish()?;
         let total = entries.iter().try_fold(0u64, |acc, e| match e.kind {
@@ -358,25 +404,27 @@ impl Manifest {
     }
 }
 
-pub fn check_path(p: &str) -> Result<(), String> {
+/// The path rules on the bytes of `p` (see the module doc).
+pub fn check_path(p: &[u8]) -> Result<(), String> {
+    let shown = super::relpath::show(p);
     if p.is_empty() {
         return Err("empty path".into());
     }
     if p.len() > MAX_PATH {
         return Err(format!("path of {} bytes is over the limit {MAX_PATH}", p.len()));
     }
-    if p.contains('\0') {
-        return Err(format!("path {p:?} contains NUL"));
+    if p.contains(&0) {
+        return Err(format!("path {shown:?} contains NUL"));
     }
-    if p.starts_with('/') {
-        return Err(format!("path {p:?} is absolute"));
+    if p.starts_with(b"/") {
+        return Err(format!("path {shown:?} is absolute"));
     }
-    for c in p.split('/') {
-        if c.is_empty() || c == "." || c == ".." {
-            return Err(format!("path {p:?} has an empty, . or .. component"));
+    for c in p.split(|&b| b == b'/') {
+        if c.is_empty() || c == b"." || c == b".." {
+            return Err(format!("path {shown:?} has an empty, . or .. component"));
         }
         if c.len() > MAX_NAME {
-            return Err(format!("path {p:?} has a name over {MAX_NAME} bytes"));
+            return Err(format!("path {shown:?} has a name over {MAX_NAME} bytes"));
         }
     }
     Ok(())
@@ -391,7 +439,7 @@ mod tests {
     use super::*;
 
     fn e(path: &str, kind: Kind) -> Entry {
-        Entry { path: path.into(), kind, mode: 0o644, mtime: 1, mtime_nsec: 0, sparse: None }
+        Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None }
     }
 
     #[test]
@@ -468,7 +516,7 @@ mod tests {
         for k in 0..20_000u64 {
             let (a, b) = (format!("tree/d{:02}", k % 8), format!("tree/d{:02}/d{:02}", k % 8, (k / 8) % 5));
             for d in [a, b] {
-                if !es.iter().any(|x| x.path == d) {
+                if !es.iter().any(|x| x.path == d.as_str()) {
                     es.push(e(&d, Kind::Dir));
                 }
             }
@@ -484,8 +532,8 @@ mod tests {
         eprintln!("20,000 files: {n} bytes of manifest ({} an entry)", n / m.entries().len());
         assert!(n < 20_050 * 26, "{n} bytes");
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
-        // A prefix longer than the previous path, a varint past 64 bits, a prefix that leaves
-        // broken UTF-8: refused, never a panic.
+        // A prefix longer than the previous path, a varint past 64 bits: refused, never a
+        // panic. A prefix that cuts a character is just bytes.
         let mut w = Writer::new();
         w.u32(4096);
         w.u32(1);
@@ -506,7 +554,96 @@ mod tests {
         w.var(1);
         w.raw(b"x");
         w.raw(&good[8 + 4..]);
-        assert!(Manifest::decode(&w.buf).is_err());
+        let cut = Manifest::decode(&w.buf).unwrap();
+        assert!(cut.entries().iter().any(|e| e.path.as_bytes() == b"\xc3x"));
+    }
+
+    #[test]
+    fn any_name_travels_as_bytes() {
+        let mut es = vec![e("d", Kind::Dir)];
+        for name in [&b"d/\xff\xfe.bin"[..], b"d/\x01\n\t", b"d/caf\xc3\xa9", b"d/\\x"] {
+            es.push(Entry {
+                path: RelPath::from_bytes(name.to_vec()),
+                uid: 1000,
+                gid: 7,
+                ..e("x", Kind::File { size: 3 })
+            });
+        }
+        es.push(e("l", Kind::Symlink { target: b"/\xff/\x80".to_vec() }));
+        let m = Manifest::new(4096, es).unwrap();
+        let back = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.entries()[1].path.as_bytes(), b"d/\x01\n\t");
+        assert_eq!((back.entries()[2].uid, back.entries()[2].gid), (1000, 7));
+        // NUL, `/` in a name (an empty component), `.` and `..` stay refused as bytes
+        for bad in [&b"d/a\0b"[..], b"d//\xff", b"d/./\xff", b"d/../\xff", b"\xff/..", b"/\xff"] {
+            let es = vec![e("d", Kind::Dir), Entry { path: RelPath::from_bytes(bad.to_vec()), ..e("x", Kind::Dir) }];
+            assert!(Manifest::new(4, es).is_err(), "{bad:?}");
+        }
+        // a name over MAX_NAME bytes, a path over MAX_PATH
+        let long = RelPath::from_bytes(vec![0xff; MAX_NAME + 1]);
+        assert!(Manifest::new(4, vec![Entry { path: long, ..e("x", Kind::Dir) }]).is_err());
+        assert!(Manifest::new(4, vec![e("l", Kind::Symlink { target: b"a\0b".to_vec() })]).is_err());
+    }
+
+    #[test]
+    fn hard_links_name_an_earlier_file_of_the_tree_only() {
+        let link = |p: &str, to: &str| e(p, Kind::Link { to: to.into() });
+        let ok = Manifest::new(
+            4,
+            vec![e("d", Kind::Dir), e("d/a", Kind::File { size: 9 }), link("d/b", "d/a"), link("z", "d/a")],
+        )
+        .unwrap();
+        assert_eq!(ok.blocks(), 3, "a link has no bytes of its own");
+        assert_eq!(ok.files(), 1);
+        let back = Manifest::decode(&ok.encode()).unwrap();
+        assert_eq!(back, ok);
+        // Built: a link to itself, to a later file, to nothing, to a directory, a symlink or
+        // another link, to a path outside the tree.
+        let f = || e("f", Kind::File { size: 1 });
+        for (what, es) in [
+            ("itself", vec![link("a", "a")]),
+            ("later", vec![link("a", "f"), f()]),
+            ("missing", vec![f(), link("g", "nope")]),
+            ("dir", vec![e("d", Kind::Dir), link("e", "d")]),
+            ("symlink", vec![e("s", Kind::Symlink { target: b"f".to_vec() }), link("t", "s")]),
+            ("link", vec![f(), link("g", "f"), link("h", "g")]),
+            ("outside", vec![f(), link("g", "../etc/passwd")]),
+            ("absolute", vec![f(), link("g", "/etc/passwd")]),
+        ] {
+            assert!(Manifest::new(4, es).is_err(), "{what}");
+        }
+        // Decoded: the hostile wire forms (an index past the entries, at itself, at a
+        // directory, over u64), refused before anything is allocated for them.
+        let enc = |kind_and_index: &[u8]| {
+            let mut w = Writer::new();
+            w.u32(4);
+            w.u32(2);
+            for (k, name) in [(1u8, b"a"), (4u8, b"b")] {
+                w.var(0);
+                w.var(1);
+                w.raw(name);
+                for _ in 0..5 {
+                    w.var(0);
+                }
+                w.u8(k);
+                if k == 1 {
+                    w.var(1);
+                } else {
+                    w.raw(kind_and_index);
+                }
+            }
+            w.buf
+        };
+        assert!(Manifest::decode(&enc(&[0])).is_ok(), "b links to a");
+        for bad in [&[1u8][..], &[2], &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7f], &[]] {
+            assert!(Manifest::decode(&enc(bad)).is_err(), "{bad:?}");
+        }
+        let mut dir_first = enc(&[0]);
+        dir_first[8 + 8] = 0; // a is a directory
+        let n = dir_first.len();
+        dir_first.remove(8 + 9); // and has no size
+        assert!(Manifest::decode(&dir_first[..n - 1]).is_err());
     }
 
     #[test]
@@ -544,8 +681,9 @@ mod tests {
                 w.raw(b"b");
             }
             w.var(0o755);
-            w.var(0);
-            w.var(0);
+            for _ in 0..4 {
+                w.var(0); // mtime, nsec, uid, gid
+            }
             w.u8(0);
         }
         let err = Manifest::decode(&w.buf).unwrap_err().to_string();

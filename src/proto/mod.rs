@@ -12,6 +12,7 @@
 //! Disk work that a role needs (reading source blocks, staging and publishing) goes through
 //! the [`Source`] and [`Store`] traits, so tests can run whole transfers in memory.
 
+pub mod attrs;
 pub mod auth;
 pub mod bitmap;
 pub mod cac;
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod master;
 pub mod msg;
 pub mod po;
+pub mod relpath;
 pub mod stats;
 pub mod swarm;
 pub mod text;

@@ -21,7 +21,9 @@ pub const MAGIC: [u8; 2] = *b"WG";
 /// 4: DONE's flag byte says whether the push changed nothing (issue 15).
 /// 5: PROGRESS ends with the transfer's token (at most `MAX_TOKEN` bytes), so a CAC that does
 ///    not know the transfer (a restart, another replica) adopts it only on the token's word.
-pub const VERSION: u8 = 5;
+/// 6: manifest paths and symlink targets are bytes (any name Linux allows), every entry carries
+///    its uid and gid, and hard links travel as link entries (issue 20).
+pub const VERSION: u8 = 6;
 pub const HEADER_LEN: usize = 8;
 
 /// Largest block a class may configure.

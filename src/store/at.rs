@@ -29,13 +29,14 @@ pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-fn is_file(st: &libc::stat) -> bool {
+pub fn is_file(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
-/// (parent, name) of a `/`-separated relative path; the parent of a top-level name is "".
-pub fn split(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
+/// (parent, name) of a `/`-separated relative path (bytes: a name need not be UTF-8); the
+/// parent of a top-level name is empty.
+pub fn split<P: AsRef<[u8]> + ?Sized>(path: &P) -> (&[u8], &[u8]) {
+    crate::proto::relpath::split(path.as_ref())
 }
 
 pub fn dir_flags() -> OFlag {
@@ -48,10 +49,19 @@ pub fn set_attrs(fd: BorrowedFd, bits: u32, when: &TimeSpec) -> nix::Result<()> 
     nix::sys::stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, when)
 }
 
+/// Gives an open file or directory its owner (when `owner` is set; first, since a chown
+/// clears the setuid and setgid bits), then its mode and mtime.
+pub fn set_owner_attrs(fd: BorrowedFd, owner: Option<(u32, u32)>, bits: u32, when: &TimeSpec) -> nix::Result<()> {
+    if let Some((u, g)) = owner {
+        nix::unistd::fchown(fd.as_raw_fd(), Some(nix::unistd::Uid::from_raw(u)), Some(nix::unistd::Gid::from_raw(g)))?;
+    }
+    set_attrs(fd, bits, when)
+}
+
 /// Opens directory `rel` (non-empty, `/`-separated) below `base`, refusing symlinks.
-pub fn open_dir_path(base: BorrowedFd, rel: &str) -> io::Result<OwnedFd> {
+pub fn open_dir_path<P: AsRef<[u8]> + ?Sized>(base: BorrowedFd, rel: &P) -> io::Result<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
-    for c in rel.split('/') {
+    for c in rel.as_ref().split(|&b| b == b'/') {
         let at = cur.as_ref().map_or(base, |f| f.as_fd());
         cur = Some(openat(at, c, dir_flags(), Mode::empty())?);
     }
@@ -59,8 +69,8 @@ pub fn open_dir_path(base: BorrowedFd, rel: &str) -> io::Result<OwnedFd> {
 }
 
 /// Opens the parent directory of `rel` below `base` ("" is `base` itself, returned as `None`).
-pub fn open_parent(base: BorrowedFd, parent: &str) -> io::Result<Option<OwnedFd>> {
-    if parent.is_empty() {
+pub fn open_parent<P: AsRef<[u8]> + ?Sized>(base: BorrowedFd, parent: &P) -> io::Result<Option<OwnedFd>> {
+    if parent.as_ref().is_empty() {
         return Ok(None);
     }
     open_dir_path(base, parent).map(Some)
@@ -124,7 +134,7 @@ pub fn remove_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io::Res
 
 /// Makes sure `name` in `dir` is a real directory (not a symlink to one), creating it with
 /// `bits` when missing and replacing whatever else is there.
-pub fn ensure_dir_at(dir: BorrowedFd, name: &str, bits: u32) -> io::Result<()> {
+pub fn ensure_dir_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P, bits: u32) -> io::Result<()> {
     match lstat_at(dir, name)? {
         Some(st) if is_dir(&st) => {
             if st.st_mode & 0o700 != 0o700 {
@@ -140,7 +150,7 @@ pub fn ensure_dir_at(dir: BorrowedFd, name: &str, bits: u32) -> io::Result<()> {
 
 /// Opens (creating it when missing) the regular file `name` in `dir` for writing, mode 0600.
 /// Anything else in the way (a symlink, a directory, a fifo) is removed first.
-pub fn create_file_at(dir: BorrowedFd, name: &str) -> io::Result<File> {
+pub fn create_file_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io::Result<File> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     if let Ok(fd) = openat(dir, name, flags, mode(0o600)) {
         let f = File::from(fd);
@@ -154,7 +164,7 @@ pub fn create_file_at(dir: BorrowedFd, name: &str) -> io::Result<File> {
 }
 
 /// Opens the regular file `rel` below `base` with `flags`, refusing symlinks anywhere.
-pub fn open_file_path(base: BorrowedFd, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
+pub fn open_file_path<P: AsRef<[u8]> + ?Sized>(base: BorrowedFd, rel: &P, flags: OFlag) -> io::Result<OwnedFd> {
     let (parent, name) = split(rel);
     let parent = open_parent(base, parent)?;
     let at = parent.as_ref().map_or(base, |f| f.as_fd());
@@ -169,23 +179,24 @@ pub fn open_file_path(base: BorrowedFd, rel: &str, flags: OFlag) -> io::Result<O
 /// directory about once.
 pub struct Cursor<'a> {
     base: BorrowedFd<'a>,
-    path: String,
+    path: Vec<u8>,
     fd: Option<OwnedFd>,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(base: BorrowedFd<'a>) -> Cursor<'a> {
-        Cursor { base, path: String::new(), fd: None }
+        Cursor { base, path: Vec::new(), fd: None }
     }
 
     /// The descriptor of directory `dir` (relative to the base; "" is the base).
-    pub fn at(&mut self, dir: &str) -> io::Result<BorrowedFd<'_>> {
+    pub fn at<P: AsRef<[u8]> + ?Sized>(&mut self, dir: &P) -> io::Result<BorrowedFd<'_>> {
+        let dir = dir.as_ref();
         if dir.is_empty() {
             return Ok(self.base);
         }
         let fd = match &self.fd {
             Some(_) if self.path == dir => None,
-            Some(fd) => match dir.strip_prefix(self.path.as_str()).and_then(|r| r.strip_prefix('/')) {
+            Some(fd) => match dir.strip_prefix(self.path.as_slice()).and_then(|r| r.strip_prefix(b"/")) {
                 Some(rest) => Some(open_dir_path(fd.as_fd(), rest)?),
                 None => Some(open_dir_path(self.base, dir)?),
             },
@@ -193,7 +204,7 @@ impl<'a> Cursor<'a> {
         };
         if let Some(fd) = fd {
             self.path.clear();
-            self.path.push_str(dir);
+            self.path.extend_from_slice(dir);
             self.fd = Some(fd);
         }
         Ok(self.fd.as_ref().expect("set above").as_fd())

@@ -121,7 +121,7 @@ impl Staged {
             if let Err((path, e)) = self.put(transfer, i, &segs, &buf) {
                 log::warn!(
                     "event=delta_failed transfer={transfer} path={} error={}",
-                    kv_quote(&path),
+                    kv_quote(&path.to_string()),
                     kv_quote(&e.to_string())
                 );
                 break;
@@ -198,7 +198,7 @@ mod tests {
             // The oracle: every piece of the block is at the same place in a version 1 file.
             let data = body_bytes(&body).unwrap();
             want.push(m2.segments(&b).iter().all(|s| {
-                let old = v1.get(&m2.entries()[s.entry as usize].path);
+                let old = v1.get(&m2.entries()[s.entry as usize].path.to_string());
                 let (from, to) = (s.offset as usize, s.offset as usize + s.len as usize);
                 old.is_some_and(|o| o.len() >= to && o[from..to] == data[s.at as usize..s.at as usize + s.len as usize])
             }));

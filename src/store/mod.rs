@@ -23,6 +23,7 @@ pub mod delta;
 pub mod dest;
 pub mod files;
 mod nested;
+pub mod owner;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -44,7 +45,7 @@ use nix::fcntl::OFlag;
 
 use crate::logging::kv_quote;
 use crate::proto::disk::StageOptions;
-use crate::proto::manifest::hex;
+use crate::proto::manifest::{hex, RelPath};
 use crate::proto::msg::Digest;
 use crate::proto::{BlockRef, Body, Manifest, Published, Store, StoreError};
 use delta::REUSE_BUDGET;
@@ -130,7 +131,7 @@ impl DiskStore {
 
     /// Opens the file of `entry` read-only: staged, or published into the dest.
     fn open_for_serving(&self, transfer: u64, entry: u32) -> io::Result<Arc<OwnedFd>> {
-        let path = |m: &Manifest| -> io::Result<String> {
+        let path = |m: &Manifest| -> io::Result<RelPath> {
             Ok(m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path.clone())
         };
         if let Some(t) = self.transfers.get(&transfer) {
@@ -224,12 +225,12 @@ impl Store for DiskStore {
 
     fn set_options(&mut self, transfer: u64, options: StageOptions) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if t.keep_special != options.keep_special_bits {
-            t.keep_special = options.keep_special_bits;
-            // Files finished early (delta, resume) got the other mode: seal sets it again.
-            for (done, e) in t.done.iter_mut().zip(t.manifest.entries()) {
-                *done &= e.mode & 0o7000 == 0;
-            }
+        if t.opts != options {
+            t.ids = owner::resolve(&options.owner);
+            t.opts = options;
+            // Files finished early (delta, resume) got the default attributes: seal sets
+            // them again.
+            t.done.iter_mut().for_each(|d| *d = false);
         }
     }
 

@@ -111,9 +111,11 @@ impl Staged {
         }
         for e in self.manifest.entries() {
             // Nothing of this tree goes into another class's dest: that tree is its class's.
-            let inside =
-                present.iter().find(|n| e.path.strip_prefix(n.rel.as_str()).is_some_and(|r| r.starts_with('/')));
-            let (n, verb, detail) = match (inside, guarded.get(e.path.as_str())) {
+            let inside = present
+                .iter()
+                .find(|n| e.path.as_bytes().strip_prefix(n.rel.as_bytes()).is_some_and(|r| r.starts_with(b"/")));
+            // Other dests are named in the config, so they are UTF-8.
+            let (n, verb, detail) = match (inside, e.path.to_str().and_then(|p| guarded.get(p))) {
                 (Some(n), _) => (*n, "write into", format!("the tree has {}", e.path)),
                 (None, Some(n)) if e.kind != Kind::Dir => {
                     (*n, "replace", format!("the tree has a non-directory at {}", e.path))
@@ -124,7 +126,7 @@ impl Staged {
             log::warn!(
                 "event=nested_dest_refused transfer={transfer} dest={} path={} other_dest={}",
                 kv_quote(&self.dest.display().to_string()),
-                kv_quote(&e.path),
+                kv_quote(&e.path.to_string()),
                 kv_quote(&other)
             );
             return Err(StoreError::Refused(format!(

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -15,14 +16,14 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::symlinkat;
 
 use super::at::{
-    create_file_at, ensure_dir_at, is_dir, list, lstat_at, mode, mtime, open_dir_path, open_file_path, open_parent,
-    remove_at, set_attrs, split, Cursor,
+    create_file_at, ensure_dir_at, is_dir, is_file, list, lstat_at, mode, mtime, open_dir_path, open_file_path,
+    open_parent, remove_at, set_owner_attrs, split, Cursor,
 };
 use super::nested::Guard;
 use super::staged::Staged;
 use super::STAGE_PREFIX;
 use crate::logging::kv_quote;
-use crate::proto::manifest::{Entry, Kind};
+use crate::proto::manifest::{Entry, Kind, RelPath};
 use crate::proto::{Published, StoreError};
 use crate::sys::fd::openat;
 
@@ -45,15 +46,20 @@ impl Staged {
                 self.held.len()
             )));
         }
+        if let Err(why) = &self.ids {
+            return Err(StoreError::Refused(why.clone()));
+        }
         self.open.clear();
         let started = Instant::now();
-        let mut cur = Cursor::new(self.stage_fd.as_fd());
+        let stage = self.stage_fd.as_fd();
+        let mut cur = Cursor::new(stage);
         for (i, e) in self.manifest.entries().iter().enumerate() {
             if self.done[i] {
                 continue;
             }
             let (parent, name) = split(&e.path);
-            let done = cur.at(parent).and_then(|dir| finish_entry(dir, name, e, self.mode_of(e)));
+            let (owner, bits) = (self.owner_of(e), self.mode_of(e));
+            let done = cur.at(parent).and_then(|dir| finish_entry(stage, dir, name, e, owner, bits));
             done.map_err(|err| StoreError::io(format!("seal {}", e.path), &err))?;
         }
         drop(cur);
@@ -83,7 +89,8 @@ impl Staged {
             return Err(StoreError::Refused(format!("publish: transfer {transfer} is not sealed")));
         }
         if let Some(flag) = flag_file {
-            crate::proto::manifest::check_path(flag).map_err(|e| StoreError::Refused(format!("flag file: {e}")))?;
+            crate::proto::manifest::check_path(flag.as_bytes())
+                .map_err(|e| StoreError::Refused(format!("flag file: {e}")))?;
         }
         let (mut files, mut bytes) = (0u64, 0u64);
         for e in self.manifest.entries() {
@@ -141,12 +148,12 @@ impl Staged {
         }
         let dev = fstat(self.stage_fd.as_raw_fd()).map_err(|e| errno("publish: stat of the stage", e))?.st_dev;
         // Directories the dest lacks (or has as something else) are made new, with all below.
-        let mut fresh: HashSet<&str> = HashSet::new();
+        let mut fresh: HashSet<&[u8]> = HashSet::new();
         let mut cur = Cursor::new(dest);
         for e in self.manifest.entries().iter().filter(|e| e.kind == Kind::Dir) {
             let (parent, name) = split(&e.path);
             if fresh.contains(parent) {
-                fresh.insert(&e.path);
+                fresh.insert(e.path.as_bytes());
                 continue;
             }
             let found = cur.at(parent).and_then(|d| lstat_at(d, name));
@@ -156,7 +163,7 @@ impl Staged {
                 }
                 Some(st) if is_dir(&st) => {}
                 _ => {
-                    fresh.insert(&e.path);
+                    fresh.insert(e.path.as_bytes());
                 }
             }
         }
@@ -169,8 +176,9 @@ impl Staged {
     fn stage_flag(&self, flag: &str, transfer: u64, files: u64, bytes: u64) -> Result<String, StoreError> {
         let refuse = |why: &str| Err(StoreError::Refused(format!("flag file {flag} {why}")));
         let dest = self.dest_fd.as_fd();
-        let in_tree = |p: &str| self.manifest.entries().iter().find(|e| e.path == p).map(|e| e.kind == Kind::Dir);
-        match in_tree(flag) {
+        let in_tree =
+            |p: &[u8]| self.manifest.entries().iter().find(|e| e.path.as_bytes() == p).map(|e| e.kind == Kind::Dir);
+        match in_tree(flag.as_bytes()) {
             Some(true) => return refuse("is a directory of the pushed tree"),
             Some(false) => {}
             None => {
@@ -205,11 +213,15 @@ impl Staged {
         let mut renames = 0u64;
         let mut dcur = Cursor::new(self.dest_fd.as_fd());
         let mut scur = Cursor::new(self.stage_fd.as_fd());
-        let mut moved: HashSet<&str> = HashSet::new();
+        let mut moved: HashSet<&[u8]> = HashSet::new();
         for e in self.manifest.entries() {
-            let mut up = e.path.as_str();
+            let mut up = e.path.as_bytes();
             let mut inside = false;
-            while let Some((p, _)) = up.rsplit_once('/') {
+            loop {
+                let (p, _) = split(up);
+                if p.is_empty() {
+                    break;
+                }
                 if moved.contains(p) {
                     inside = true;
                     break;
@@ -224,7 +236,7 @@ impl Staged {
                 if e.kind == Kind::Dir {
                     if lstat_at(d, name)?.is_none() {
                         renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?;
-                        moved.insert(e.path.as_str());
+                        moved.insert(e.path.as_bytes());
                         renames += 1;
                         return Ok(());
                     }
@@ -248,45 +260,46 @@ impl Staged {
     pub(super) fn mirror_walk(&self, transfer: u64, flag_file: Option<&str>, remove: bool) -> Result<bool, StoreError> {
         let mut found = false;
         let entries = self.manifest.entries();
-        let dirs: HashMap<&str, bool> = entries.iter().map(|e| (e.path.as_str(), e.kind == Kind::Dir)).collect();
+        let dirs: HashMap<&[u8], bool> = entries.iter().map(|e| (e.path.as_bytes(), e.kind == Kind::Dir)).collect();
         let base = self.dest_fd.as_fd();
         let guard = Guard::new(&self.nested);
-        let mut todo = vec![String::new()];
+        let mut todo = vec![RelPath::default()];
         while let Some(dir) = todo.pop() {
             let failed = |e: io::Error| StoreError::io(format!("mirror {dir}"), &e);
             let fd = open_parent(base, &dir).map_err(failed)?;
             let at = fd.as_ref().map_or(base, |f| f.as_fd());
             for n in list(at).map_err(failed)? {
-                let rel = n.to_str().map(|n| if dir.is_empty() { n.to_string() } else { format!("{dir}/{n}") });
-                if let Some(rel) = &rel {
-                    if dir.is_empty() && rel.starts_with(STAGE_PREFIX) || flag_file == Some(rel.as_str()) {
+                let rel = dir.join(n.as_bytes());
+                if dir.is_empty() && rel.starts_with(STAGE_PREFIX) || flag_file.is_some_and(|f| rel == f) {
+                    continue;
+                }
+                // Other dests are named in the config, so they are UTF-8.
+                let text = rel.to_str();
+                if text.is_some_and(|r| guard.is_dest(r)) {
+                    if remove {
+                        log::info!("event=mirror_kept_dest transfer={transfer} path={}", kv_quote(&rel.to_string()));
+                    }
+                    continue;
+                }
+                match dirs.get(rel.as_bytes()) {
+                    Some(true) => {
+                        todo.push(rel);
                         continue;
                     }
-                    if guard.is_dest(rel) {
-                        if remove {
-                            log::info!("event=mirror_kept_dest transfer={transfer} path={}", kv_quote(rel));
-                        }
-                        continue;
-                    }
-                    match dirs.get(rel.as_str()) {
-                        Some(true) => {
-                            todo.push(rel.clone());
-                            continue;
-                        }
-                        Some(false) => continue,
-                        None => {}
-                    }
-                    if guard.holds_dest(rel) && lstat_at(at, n.as_os_str()).ok().flatten().is_some_and(|st| is_dir(&st))
-                    {
-                        todo.push(rel.clone());
-                        continue;
-                    }
+                    Some(false) => continue,
+                    None => {}
+                }
+                if text.is_some_and(|r| guard.holds_dest(r))
+                    && lstat_at(at, n.as_os_str()).ok().flatten().is_some_and(|st| is_dir(&st))
+                {
+                    todo.push(rel);
+                    continue;
                 }
                 found = true;
                 if !remove {
                     return Ok(true);
                 }
-                let shown = rel.unwrap_or_else(|| format!("{dir}/{}", n.to_string_lossy()));
+                let shown = rel.to_string();
                 remove_at(at, n.as_os_str()).map_err(|e| StoreError::io(format!("mirror: remove {shown}"), &e))?;
                 log::debug!("event=mirror_remove transfer={transfer} path={}", kv_quote(&shown));
             }
@@ -299,12 +312,12 @@ impl Staged {
         for e in self.manifest.entries().iter().rev().filter(|e| e.kind == Kind::Dir) {
             let what = || format!("publish {}", e.path);
             let fd = open_dir_path(self.dest_fd.as_fd(), &e.path).map_err(|err| StoreError::io(what(), &err))?;
-            match set_attrs(fd.as_fd(), self.mode_of(e), &mtime(e.mtime, e.mtime_nsec)) {
+            match set_owner_attrs(fd.as_fd(), self.owner_of(e), self.mode_of(e), &mtime(e.mtime, e.mtime_nsec)) {
                 Ok(()) => {}
                 Err(Errno::EPERM) => {
                     log::warn!(
                         "event=publish_attr_failed transfer={transfer} path={} error={}",
-                        kv_quote(&e.path),
+                        kv_quote(&e.path.to_string()),
                         kv_quote(&io::Error::from(Errno::EPERM).to_string())
                     )
                 }
@@ -315,16 +328,29 @@ impl Staged {
     }
 }
 
-/// Gives the staged entry `e` (`name` in `dir`) its final form, mode `bits` and mtime.
-fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry, bits: u32) -> io::Result<()> {
+/// Gives the staged entry `e` (`name` in `dir`, below the stage `stage`) its final form,
+/// owner (when set), mode `bits` and mtime.
+fn finish_entry(
+    stage: BorrowedFd,
+    dir: BorrowedFd,
+    name: &[u8],
+    e: &Entry,
+    owner: Option<(u32, u32)>,
+    bits: u32,
+) -> io::Result<()> {
     let when = mtime(e.mtime, e.mtime_nsec);
     match &e.kind {
         Kind::Dir => {}
-        Kind::File { size } => finish_file(dir, name, *size, e, bits)?,
+        Kind::File { size } => finish_file(dir, name, *size, e, owner, bits)?,
+        Kind::Link { to } => link_staged(stage, to, dir, name)?,
         Kind::Symlink { target } => {
             remove_at(dir, name)?;
-            symlinkat(target.as_str(), Some(dir.as_raw_fd()), name)?;
+            symlinkat(std::ffi::OsStr::from_bytes(target), Some(dir.as_raw_fd()), name)?;
             let at = Some(dir.as_raw_fd());
+            if let Some((u, g)) = owner {
+                let (u, g) = (Some(nix::unistd::Uid::from_raw(u)), Some(nix::unistd::Gid::from_raw(g)));
+                nix::unistd::fchownat(at, name, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            }
             match utimensat(at, name, &TimeSpec::UTIME_OMIT, &when, UtimensatFlags::NoFollowSymlink) {
                 Ok(()) | Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {}
                 Err(e) => return Err(e.into()),
@@ -334,9 +360,32 @@ fn finish_entry(dir: BorrowedFd, name: &str, e: &Entry, bits: u32) -> io::Result
     Ok(())
 }
 
+/// Makes `name` in `dir` a hard link to the staged file `to`. The manifest let a link name
+/// only a file entry before it, which seal has finished: `to` is opened below the stage
+/// without following a symlink, and must be a regular file there, so a link never reaches
+/// anything outside the stage.
+fn link_staged(stage: BorrowedFd, to: &RelPath, dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    let (tparent, tname) = split(to);
+    let tdir = open_parent(stage, tparent)?;
+    let tdir = tdir.as_ref().map_or(stage, |f| f.as_fd());
+    if !lstat_at(tdir, tname)?.is_some_and(|st| is_file(&st)) {
+        return Err(io::Error::other(format!("hard link target {to} is not a staged file")));
+    }
+    remove_at(dir, name)?;
+    let (from, at) = (Some(tdir.as_raw_fd()), Some(dir.as_raw_fd()));
+    Ok(nix::unistd::linkat(from, tname, at, name, nix::fcntl::AtFlags::empty())?)
+}
+
 /// Checks a staged file's size (creating an empty or all-hole file no block reached) and
-/// sets its mode `bits` and mtime.
-fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry, bits: u32) -> io::Result<()> {
+/// sets its owner (when set), mode `bits` and mtime.
+fn finish_file(
+    dir: BorrowedFd,
+    name: &[u8],
+    size: u64,
+    e: &Entry,
+    owner: Option<(u32, u32)>,
+    bits: u32,
+) -> io::Result<()> {
     let fd = match open_file_path(dir, name, OFlag::O_RDONLY) {
         Ok(fd) => fd,
         // An empty file (or one all holes) had no block to create it.
@@ -356,7 +405,7 @@ fn finish_file(dir: BorrowedFd, name: &str, size: u64, e: &Entry, bits: u32) -> 
     if st.st_size as u64 != size {
         return Err(io::Error::other(format!("staged size {} is not {size}", st.st_size)));
     }
-    Ok(set_attrs(fd.as_fd(), bits, &mtime(e.mtime, e.mtime_nsec))?)
+    Ok(set_owner_attrs(fd.as_fd(), owner, bits, &mtime(e.mtime, e.mtime_nsec))?)
 }
 
 /// Renames the flag file written beside the stage (`tmp` in `dest`) over `flag`.

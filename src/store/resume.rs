@@ -21,7 +21,7 @@ use super::delta::REUSE_BUDGET;
 use super::staged::Staged;
 use crate::proto::bitmap::{bitmap, unpack};
 use crate::proto::checksum::digest;
-use crate::proto::manifest::Kind;
+use crate::proto::manifest::{Kind, RelPath};
 use crate::proto::msg::Digest;
 use crate::proto::{Manifest, Segment};
 
@@ -161,7 +161,7 @@ impl Staged {
 
 /// The byte ranges of a staged file that hold data: a range never written reads as a hole.
 /// `None` when the file is not there (no block of it was written).
-fn staged_data(stage: BorrowedFd, path: &str) -> Option<Vec<(u64, u64)>> {
+fn staged_data(stage: BorrowedFd, path: &RelPath) -> Option<Vec<(u64, u64)>> {
     let f = File::from(open_file_path(stage, path, OFlag::O_RDONLY).ok()?);
     let size = f.metadata().ok()?.len();
     // When the filesystem cannot say (or the list would be long), all of it may hold data.

@@ -72,6 +72,8 @@ fn need(manifest: &Manifest, unit: u64, stage: Option<BorrowedFd>) -> (u64, u64)
             (Kind::File { size }, None) => round(*size),
             (Kind::Dir, _) => unit,
             (Kind::Symlink { .. }, _) => 0,
+            // another name of a file counted already: no data, no inode
+            (Kind::Link { .. }, _) => continue,
         };
         let (parent, name) = split(&e.path);
         let have = cur.as_mut().and_then(|c| lstat_at(c.at(parent).ok()?, name).ok().flatten());

@@ -13,11 +13,13 @@ use nix::sys::stat::Mode;
 
 use super::at::{
     chmod_dir_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_dir_path, open_file_path,
-    open_parent, set_attrs, split, Cursor,
+    open_parent, set_owner_attrs, split, Cursor,
 };
 use super::files::OpenFiles;
+use super::owner::Ids;
 use crate::logging::kv_quote;
-use crate::proto::manifest::{Entry, Kind};
+use crate::proto::disk::StageOptions;
+use crate::proto::manifest::{Entry, Kind, RelPath};
 use crate::proto::{Manifest, Segment, StoreError};
 use crate::sys::fd::openat;
 
@@ -51,8 +53,10 @@ pub struct Staged {
     /// land, so that seal does not visit 20,000 small files again at the end.
     pub left: Vec<u64>,
     pub done: Vec<bool>,
-    /// Class `keep_special_bits`: otherwise setuid, setgid and sticky bits are dropped.
-    pub keep_special: bool,
+    /// The class's mode and owner rules (`Store::set_options`).
+    pub opts: StageOptions,
+    /// `opts.owner` looked up on this po, or why it cannot be (seal then fails with it).
+    pub ids: Result<Ids, String>,
     /// Other dests below this one, set before publish: never replaced, nor mirrored away.
     pub nested: Vec<super::nested::Nested>,
     /// Every block was here before the push: holes, or taken unread from the published copy
@@ -81,7 +85,7 @@ pub fn open_stage(
         let made = cur.at(parent).and_then(|dir| match e.kind {
             Kind::Dir => ensure_dir_at(dir, name, 0o700),
             // Files appear with their first block (`Staged::file`), empty ones at seal.
-            Kind::File { .. } | Kind::Symlink { .. } => Ok(()),
+            Kind::File { .. } | Kind::Symlink { .. } | Kind::Link { .. } => Ok(()),
         });
         made.map_err(|err| StoreError::io(format!("stage {}", e.path), &err))?;
     }
@@ -135,21 +139,37 @@ impl Staged {
             reusable: Vec::new(),
             left,
             done: vec![false; manifest.entries().len()],
-            keep_special: false,
+            opts: StageOptions::default(),
+            ids: Ok(Ids::Own),
             nested: Vec::new(),
             untouched: false,
         }
     }
 
     /// The mode entry `e` gets: its own, without setuid, setgid and sticky bits unless the
-    /// class keeps them.
+    /// class keeps them, then the class `chmod`.
     pub fn mode_of(&self, e: &Entry) -> u32 {
-        e.mode & if self.keep_special { 0o7777 } else { 0o777 }
+        self.opts.mode(e.mode, e.kind == Kind::Dir)
+    }
+
+    /// The (uid, gid) entry `e` gets, when the class `owner` has one chowned.
+    pub fn owner_of(&self, e: &Entry) -> Option<(u32, u32)> {
+        match self.ids {
+            Ok(Ids::Keep) => Some((e.uid, e.gid)),
+            Ok(Ids::Fixed(u, g)) => Some((u, g)),
+            Ok(Ids::Own) | Err(_) => None,
+        }
     }
 
     /// Writes block `index` (its pieces `segs`, bytes `data`) into the stage and counts it
     /// held. On error, the path that failed.
-    pub fn put(&mut self, transfer: u64, index: u64, segs: &[Segment], data: &[u8]) -> Result<(), (String, io::Error)> {
+    pub fn put(
+        &mut self,
+        transfer: u64,
+        index: u64,
+        segs: &[Segment],
+        data: &[u8],
+    ) -> Result<(), (RelPath, io::Error)> {
         for seg in segs {
             let piece = &data[seg.at as usize..seg.at as usize + seg.len as usize];
             if let Err(e) = self.write_piece(seg.entry, piece, seg.offset) {
@@ -180,13 +200,13 @@ impl Staged {
             if self.left[i] > 0 {
                 continue;
             }
-            let (bits, when) = {
+            let (owner, bits, when) = {
                 let e = &self.manifest.entries()[i];
-                (self.mode_of(e), mtime(e.mtime, e.mtime_nsec))
+                (self.owner_of(e), self.mode_of(e), mtime(e.mtime, e.mtime_nsec))
             };
             // Usually still open from the write; reopened when the cache let it go.
             let set = match self.file(seg.entry) {
-                Ok(f) => set_attrs(f.as_fd(), bits, &when),
+                Ok(f) => set_owner_attrs(f.as_fd(), owner, bits, &when),
                 Err(_) => continue,
             };
             let e = &self.manifest.entries()[i];
@@ -195,7 +215,7 @@ impl Staged {
                 // seal tries again, and reports what still fails
                 Err(err) => log::debug!(
                     "event=finish_file_failed transfer={transfer} path={} error={}",
-                    kv_quote(&e.path),
+                    kv_quote(&e.path.to_string()),
                     kv_quote(&io::Error::from(err).to_string())
                 ),
             }
@@ -242,7 +262,7 @@ impl Staged {
             _ => 0,
         };
         self.open.get(entry, || {
-            let f = open_staged(stage, &e.path)?;
+            let f = open_staged(stage, e.path.as_bytes())?;
             if f.metadata()?.len() < size {
                 f.set_len(size)?;
             }
@@ -261,7 +281,7 @@ fn punch_hole(f: &File, offset: u64, len: u64) -> nix::Result<()> {
 /// Opens the staged file `path` for writing. Files are created when their first block
 /// arrives: on some disks a create costs most of a millisecond, which should overlap the
 /// transfer, not precede it.
-fn open_staged(stage: BorrowedFd, path: &str) -> io::Result<File> {
+fn open_staged(stage: BorrowedFd, path: &[u8]) -> io::Result<File> {
     match open_file_path(stage, path, OFlag::O_WRONLY) {
         Ok(fd) => Ok(File::from(fd)),
         // Finished (made read-only) before a restart whose record lagged behind: writable
@@ -273,7 +293,7 @@ fn open_staged(stage: BorrowedFd, path: &str) -> io::Result<File> {
             Ok(File::from(open_file_path(stage, path, OFlag::O_WRONLY)?))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => match split(path) {
-            ("", name) => create_file_at(stage, name),
+            (b"", name) => create_file_at(stage, name),
             (parent, name) => create_file_at(open_dir_path(stage, parent)?.as_fd(), name),
         },
         Err(e) => Err(e),

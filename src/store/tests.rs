@@ -83,11 +83,11 @@ pub(crate) fn transfer(store: &mut DiskStore, id: u64, src: &Path, dest: &Path, 
 /// The manifest of `dest` without `ignore`, and each file's content.
 pub(crate) fn snapshot(root: &Path, ignore: &[&str]) -> (Vec<crate::proto::manifest::Entry>, Vec<(String, Vec<u8>)>) {
     let m = walk(root, &[], 4096).unwrap().manifest;
-    let entries: Vec<_> = m.entries().iter().filter(|e| !ignore.contains(&e.path.as_str())).cloned().collect();
+    let entries: Vec<_> = m.entries().iter().filter(|e| !ignore.iter().any(|i| e.path == *i)).cloned().collect();
     let contents = entries
         .iter()
         .filter(|e| matches!(e.kind, Kind::File { .. }))
-        .map(|e| (e.path.clone(), std::fs::read(root.join(&e.path)).unwrap()))
+        .map(|e| (e.path.to_string(), std::fs::read(root.join(&e.path)).unwrap()))
         .collect();
     (entries, contents)
 }
@@ -203,7 +203,7 @@ fn many_files() {
         }
     }
     let t = std::time::Instant::now();
-    let m = walk(&src, &[regex::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
+    let m = walk(&src, &[regex::bytes::Regex::new("nomatch$").unwrap()], 4096).unwrap().manifest;
     eprintln!("walk {} entries: {:?}", m.entries().len(), t.elapsed());
     let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
     let t = std::time::Instant::now();
@@ -361,14 +361,14 @@ fn special_bits_are_dropped_unless_the_class_keeps_them() {
     // kept: and also on files the delta took from the published copy before set_options
     let held = store.prepare(2, dest.to_str().unwrap(), &m, true).unwrap();
     assert!(held.iter().all(|h| *h), "{held:?}");
-    store.set_options(2, StageOptions { keep_special_bits: true });
+    store.set_options(2, StageOptions { keep_special_bits: true, ..Default::default() });
     store.seal(2).unwrap();
     store.publish(2, None, false).unwrap();
     assert_eq!(modes(&dest), want(true));
 
     // and dropped again by the next push of a class that does not keep them
     store.prepare(3, dest.to_str().unwrap(), &m, true).unwrap();
-    store.set_options(3, StageOptions { keep_special_bits: false });
+    store.set_options(3, StageOptions { keep_special_bits: false, ..Default::default() });
     store.seal(3).unwrap();
     store.publish(3, None, false).unwrap();
     assert_eq!(modes(&dest), want(false));

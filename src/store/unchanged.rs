@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::fcntl::readlinkat;
 use nix::libc;
 
-use super::at::{lstat_at, split, Cursor};
+use super::at::{lstat_at, open_parent, split, Cursor};
 use super::staged::Staged;
 use crate::proto::manifest::{Entry, Kind};
 
@@ -42,19 +42,33 @@ impl Staged {
     }
 
     /// Whether `name` in `dir` is entry `e` as the stage would publish it.
-    fn entry_matches(&self, dir: BorrowedFd, name: &str, e: &Entry) -> bool {
+    fn entry_matches(&self, dir: BorrowedFd, name: &[u8], e: &Entry) -> bool {
         let Ok(Some(st)) = lstat_at(dir, name) else { return false };
         let kind = st.st_mode & libc::S_IFMT;
         let when = st.st_mtime == e.mtime && st.st_mtime_nsec == i64::from(e.mtime_nsec);
         let bits = st.st_mode & 0o7777 == self.mode_of(e);
+        let owned = self.owner_of(e).is_none_or(|(u, g)| st.st_uid == u && st.st_gid == g);
+        if !owned && !matches!(e.kind, Kind::Link { .. }) {
+            return false;
+        }
         match &e.kind {
+            // The same inode as the file it names, in the dest.
+            Kind::Link { to } => {
+                let (tparent, tname) = split(to);
+                let dest = self.dest_fd.as_fd();
+                let target = open_parent(dest, tparent)
+                    .and_then(|d| lstat_at(d.as_ref().map_or(dest, |f| f.as_fd()), tname))
+                    .ok()
+                    .flatten();
+                kind == libc::S_IFREG && target.is_some_and(|t| (t.st_dev, t.st_ino) == (st.st_dev, st.st_ino))
+            }
             Kind::Dir => kind == libc::S_IFDIR && bits && when,
             Kind::File { size } => kind == libc::S_IFREG && st.st_size as u64 == *size && bits && when,
             Kind::Symlink { target } => {
                 kind == libc::S_IFLNK
                     && when
                     && readlinkat(Some(std::os::fd::AsRawFd::as_raw_fd(&dir)), name)
-                        .is_ok_and(|t| t.as_encoded_bytes() == target.as_bytes())
+                        .is_ok_and(|t| t.as_encoded_bytes() == target.as_slice())
             }
         }
     }

@@ -172,7 +172,7 @@ impl MasterMachine {
         self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat, token } });
         self.out.push_back(Action::Close { conn: cac });
         let class = class.name.clone();
-        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(plan) });
+        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(Box::new(plan)) });
         self.phase = Phase::Finished;
     }
 }

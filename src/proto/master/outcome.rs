@@ -20,7 +20,7 @@ pub enum TransferResult {
     Denied(String),
     /// The source could not be planned; nothing was offered.
     SourceFailed(String),
-    DryRun(DryRun),
+    DryRun(Box<DryRun>),
     /// Every po committed (a hook may still have failed).
     Ok(Ran),
     /// Some pos committed and some failed.

@@ -43,6 +43,8 @@ impl Rig {
         let file = Entry {
             path: "f".into(),
             kind: Kind::File { size: blocks },
+            uid: 0,
+            gid: 0,
             mode: 0o644,
             mtime: 1,
             mtime_nsec: 0,

@@ -249,7 +249,7 @@ impl<S: Store> PoMachine<S> {
                 return self.refuse(master, Reason::Disk, e.to_string());
             }
         };
-        self.store.set_options(transfer, StageOptions { keep_special_bits: class.keep_special_bits });
+        self.store.set_options(transfer, StageOptions::of(&class));
         if class.rate_limit > 0 {
             // The class caps what this host uploads to peers for the transfer.
             let cap = self.settings.max_upload_rate;

@@ -199,6 +199,8 @@ fn one_file() -> Manifest {
     let file = Entry {
         path: "f".into(),
         kind: Kind::File { size: 10_000 },
+        uid: 0,
+        gid: 0,
         mode: 0o644,
         mtime: 1,
         mtime_nsec: 0,

@@ -23,6 +23,8 @@ impl MemSource {
         let f = Entry {
             path: "f.bin".into(),
             kind: Kind::File { size },
+            uid: 0,
+            gid: 0,
             mode: 0o644,
             mtime: 1,
             mtime_nsec: 0,
@@ -201,9 +203,10 @@ pub fn tree_of(m: &Manifest, content: impl Fn(u32) -> Vec<u8>) -> Tree {
             let v = match &e.kind {
                 Kind::Dir => format!("dir {:o}", e.mode),
                 Kind::File { .. } => format!("file {:o} {}", e.mode, manifest::hex(&Sum::md5(&content(i as u32)))),
-                Kind::Symlink { target } => format!("link {target}"),
+                Kind::Symlink { target } => format!("link {}", String::from_utf8_lossy(target)),
+                Kind::Link { to } => format!("hard link {to}"),
             };
-            (e.path.clone(), v)
+            (e.path.to_string(), v)
         })
         .collect()
 }

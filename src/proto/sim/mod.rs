@@ -319,8 +319,16 @@ impl Default for Setup {
 }
 
 fn sample_tree(block_size: u32) -> (Manifest, MemSource, Tree) {
-    let mk =
-        |p: &str, kind| Entry { path: p.into(), kind, mode: 0o644, mtime: 1_700_000_000, mtime_nsec: 5, sparse: None };
+    let mk = |p: &str, kind| Entry {
+        path: p.into(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+        mtime_nsec: 5,
+        sparse: None,
+    };
     let sizes =
         [("a/big.bin", 50_000u64), ("a/b/small.txt", 10), ("a/b/exact", 8192), ("empty.txt", 0), ("top.dat", 4097)];
     let mut entries = vec![mk("a", Kind::Dir), mk("a/b", Kind::Dir), mk("a/emptydir", Kind::Dir)];
