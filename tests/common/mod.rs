@@ -467,3 +467,54 @@ impl Cluster {
         });
     }
 }
+
+/// Every entry below `root` as file fidelity sees it, keyed by its name's bytes (the key
+/// shows bytes that are not UTF-8 as `\xNN`): type, mode, uid:gid, mtime, content hash or
+/// link target (as bytes), and for a file with several links the first of its names below
+/// `root` (so a hard-linked pair shows as one group on both sides). Names in `ignore` (top
+/// level) are left out.
+pub fn fidelity(root: &Path, ignore: &[&str]) -> BTreeMap<String, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let show = |b: &[u8]| {
+        b.iter()
+            .map(|&c| if c.is_ascii_graphic() && c != b'\\' { (c as char).to_string() } else { format!("\\x{c:02x}") })
+            .collect::<String>()
+    };
+    let mut out = BTreeMap::new();
+    let mut groups: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    let mut all = Vec::new();
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap();
+            if dir == root && ignore.iter().any(|i| rel.as_os_str() == *i) {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            all.push((show(rel.as_os_str().as_bytes()), p, m));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, _, m) in &all {
+        if m.is_file() && m.nlink() > 1 {
+            groups.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone());
+        }
+    }
+    for (rel, p, m) in all {
+        let head = format!("{:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
+        let v = if m.file_type().is_symlink() {
+            format!("symlink {}:{} -> {}", m.uid(), m.gid(), show(fs::read_link(&p).unwrap().as_os_str().as_bytes()))
+        } else if m.is_dir() {
+            format!("dir {head} {}", m.mtime())
+        } else {
+            let group = groups.get(&(m.dev(), m.ino())).map(|g| format!(" links={} group={g}", m.nlink()));
+            format!("file {head} {} {:x}{}", m.mtime(), crc(&fs::read(&p).unwrap()), group.unwrap_or_default())
+        };
+        out.insert(rel, v);
+    }
+    out
+}
