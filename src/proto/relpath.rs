@@ -5,9 +5,9 @@
 //! The path rules (`manifest::check_path`) are checked on the bytes.
 //!
 //! Shown to people (`Display`, so logs, stderr and error texts) the valid UTF-8 runs stay as
-//! they are and every other byte is written `\xNN`; control characters are then escaped by
-//! the one escaping function of the logs (`logging::printable`, which every log line and
-//! stderr line goes through). `Debug` quotes that text.
+//! they are and every other byte is written `\xNN` (`text::from_bytes`); control characters
+//! are then escaped by the same rules as any text from the network (`proto::text`, which log
+//! lines and stderr go through). `Debug` quotes that text.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -65,14 +65,7 @@ pub fn split(path: &[u8]) -> (&[u8], &[u8]) {
 
 /// `b` for people: valid UTF-8 as it is, any other byte as `\xNN`.
 pub fn show(b: &[u8]) -> String {
-    let mut out = String::with_capacity(b.len());
-    for chunk in b.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for x in chunk.invalid() {
-            out.push_str(&format!("\\x{x:02x}"));
-        }
-    }
-    out
+    super::text::from_bytes(b)
 }
 
 impl fmt::Display for RelPath {

@@ -17,6 +17,19 @@ pub fn push_printable(out: &mut String, s: &str) {
     }
 }
 
+/// Bytes that should be text (a file name: Linux names are bytes), as text: valid UTF-8 as it
+/// is, every other byte as `\xNN`. The result then goes through the rules above like any text.
+pub fn from_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out
+}
+
 /// A value for `key=value`: as it is when it has no whitespace, quote, `=` or
 /// escaped character (and is not empty), else [`quoted`].
 pub fn kv_quote(s: &str) -> String {
