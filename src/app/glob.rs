@@ -23,7 +23,7 @@ const ANY: &str = r"(?s-u:.)*";
 /// such as `[z-a]`) is an error that names the glob as the user wrote it.
 pub fn checked_regex(glob: &str) -> Result<String, String> {
     let re = to_regex(glob);
-    match regex::Regex::new(&re) {
+    match regex::bytes::Regex::new(&re) {
         Ok(_) => Ok(re),
         Err(e) => {
             let why = e.to_string();
