@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
     follow(&names, &cfg);
     let metrics = cfg.metrics_listen;
     let mut cfg = cfg;
-    super::run_daemon("cac", &mut machine, listener, metrics, |m, what| match what {
+    super::run_daemon("cac", &mut machine, listener, metrics, 0, |m, what| match what {
         Reload::Config => {
             let c = config::load_cac(&path).map_err(|e| e.to_string())?;
             m.reload(settings(&c));

@@ -108,11 +108,12 @@ pub fn run_daemon<M: crate::proto::Machine>(
     machine: &mut M,
     listener: TcpListener,
     metrics: Option<std::net::SocketAddr>,
+    workers: usize,
     mut reload: impl FnMut(&mut M, Reload) -> Result<Option<String>, String>,
 ) -> ExitCode {
     use crate::reactor::{self, Control};
     use nix::sys::signal::Signal;
-    let opts = daemon_options(role);
+    let opts = crate::reactor::Options { workers, ..daemon_options(role) };
     let metrics = match metrics.map(|addr| listen_metrics(role, addr)) {
         None => None,
         Some(Ok(l)) => Some((l, role)),

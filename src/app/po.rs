@@ -96,7 +96,12 @@ fn serve<S: crate::proto::Store>(
     (bound, listener): (SocketAddr, std::net::TcpListener),
 ) -> ExitCode {
     let mut machine = PoMachine::new(settings(cfg, bound), store);
-    super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, |m, what| {
+    // Block checks run on this many threads beside the loop (po.conf `workers`).
+    let workers = match cfg.workers {
+        0 => crate::reactor::workers::default_size(),
+        n => n,
+    };
+    super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, workers, |m, what| {
         if what != super::Reload::Config {
             return Ok(None);
         }

@@ -32,6 +32,8 @@ pub struct PoConfig {
     /// Key `release_after`, in seconds: how long a transfer whose master is gone keeps its
     /// files open (default 30 s).
     pub release_after_ms: u64,
+    /// Threads that check blocks beside the event loop; 0 (unset): one a core, at most 4.
+    pub workers: usize,
 }
 
 impl PoConfig {
@@ -66,6 +68,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
     let mut advertise = None;
     let mut stage_retention = STAGE_RETENTION;
     let mut release_after_ms = 30_000;
+    let mut workers = 0;
     s.read_keys(file, &[], |k| {
         let v = k.value();
         match k.name() {
@@ -91,6 +94,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
                 advertise = Some(a);
             }
             "release_after" => release_after_ms = parse_seconds_ms(v).at(k)?,
+            "workers" => workers = parse_num(v, 1, 64).at(k)? as usize,
             _ => return Err(k.unknown()),
         }
         Ok(())
@@ -110,6 +114,7 @@ pub fn parse_po(text: &str, file: &str, base_dir: &Path) -> Result<PoConfig, Con
         advertise,
         stage_retention,
         release_after_ms,
+        workers,
     })
 }
 
@@ -147,6 +152,10 @@ root = /tmp/po3
         assert_eq!(p.stage_retention, 7 * 86400);
         let p = parse_po(&format!("{BASE}stage_retention = 3600\n"), "po.conf", Path::new("/")).unwrap();
         assert_eq!(p.stage_retention, 3600);
+        assert_eq!(p.workers, 0, "unset: from the cores");
+        let p = parse_po(&format!("{BASE}workers = 2\n"), "po.conf", Path::new("/")).unwrap();
+        assert_eq!(p.workers, 2);
+        assert!(parse_po(&format!("{BASE}workers = 0\n"), "po.conf", Path::new("/")).is_err());
         assert!(parse_po(&format!("{BASE}stage_retention = 1h\n"), "po.conf", Path::new("/")).is_err());
     }
 

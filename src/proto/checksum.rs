@@ -2,7 +2,7 @@
 //! project's one block digest.
 
 use super::msg::Digest;
-use super::{Sum, Verify};
+use super::{Event, Payload, Sum, Verify};
 
 /// The block digest: BLAKE3. It is what a block is checked against whenever the bytes did not
 /// come from the master itself (peers in a swarm, a resumed stage, a delta copy), because CRC32
@@ -53,6 +53,45 @@ impl Hasher {
     }
 }
 
+/// A received block to check against the digest it must have, away from the event loop:
+/// `Action::Verify` hands it out, and whoever runs it (a worker thread of the reactor; the
+/// simulator, at its next step) hands `run`'s event back to the machine. The bytes travel with
+/// it and come back with a good verdict, so checking never copies a block.
+#[derive(Debug)]
+pub struct Check {
+    pub transfer: u64,
+    /// The machine's name for this check, unique among its checks.
+    pub id: u64,
+    pub kind: Verify,
+    pub want: Sum,
+    pub data: Payload,
+}
+
+/// What came of a [`Check`].
+#[derive(Debug)]
+pub enum Verdict {
+    /// The bytes match; here they are back, to be staged.
+    Good(Payload),
+    Bad,
+    /// The check did not run to its end (the worker running it panicked: a bug of ours, never
+    /// the sender's fault); the text says why.
+    Lost(String),
+}
+
+impl Check {
+    /// Hashes the bytes and says whether they match.
+    pub fn run(self) -> Event {
+        let verdict =
+            if Sum::of(self.kind, self.data.bytes()) == self.want { Verdict::Good(self.data) } else { Verdict::Bad };
+        Event::Verified { transfer: self.transfer, id: self.id, verdict }
+    }
+
+    /// The event for check `id` of `transfer` that never ran to its end.
+    pub fn lost(transfer: u64, id: u64, why: String) -> Event {
+        Event::Verified { transfer, id, verdict: Verdict::Lost(why) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +112,18 @@ mod tests {
         let hex: String = digest(b"abc").iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, abc);
         assert_eq!(Sum::of(Verify::Blake3, b"abc"), Sum::Blake3(digest(b"abc")));
+    }
+
+    #[test]
+    fn a_check_gives_its_bytes_back_only_when_they_match() {
+        let data = Payload::from_vec(b"block".to_vec());
+        let at = data.bytes().as_ptr();
+        let want = Sum::of(Verify::Md5, b"block");
+        let good = Check { transfer: 1, id: 2, kind: Verify::Md5, want, data }.run();
+        let Event::Verified { transfer: 1, id: 2, verdict: Verdict::Good(back) } = good else { panic!("{good:?}") };
+        assert_eq!(back.bytes().as_ptr(), at, "the same buffer, not a copy");
+        let bad =
+            Check { transfer: 1, id: 3, kind: Verify::Md5, want, data: Payload::from_vec(b"blocc".to_vec()) }.run();
+        assert!(matches!(bad, Event::Verified { id: 3, verdict: Verdict::Bad, .. }), "{bad:?}");
     }
 }

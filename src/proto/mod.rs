@@ -9,6 +9,9 @@
 //! 3. after each of those calls, [`Machine::poll_action`] until it returns `None`;
 //! 4. it stops when [`Machine::is_finished`] says so.
 //!
+//! Checking a received block against its digest is CPU work the machine hands out
+//! (`Action::Verify`) and hears back about (`Event::Verified`), so it runs beside the loop.
+//!
 //! Disk work that a role needs (reading source blocks, staging and publishing) goes through
 //! the [`Source`] and [`Store`] traits, so tests can run whole transfers in memory.
 
@@ -41,6 +44,7 @@ mod sim;
 use core::net::SocketAddr;
 use std::time::Instant;
 
+pub use checksum::{Check, Verdict};
 pub use class::{ClassCfg, Verify};
 pub use disk::{Body, Published, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
@@ -60,6 +64,12 @@ pub enum Event {
         id: u64,
         exit: i32,
         tail: String,
+    },
+    /// A check handed out by `Action::Verify` is done (see [`Check`]).
+    Verified {
+        transfer: u64,
+        id: u64,
+        verdict: Verdict,
     },
     /// `local`: our address that the peer reached (what `getsockname` says).
     Accepted {
@@ -177,6 +187,9 @@ pub enum Action {
         env: Vec<(String, String)>,
         timeout: std::time::Duration,
     },
+    /// Hash a block off the event loop (a worker thread): `Event::Verified` follows, in any
+    /// order among other checks, and after anything else the machine did meanwhile.
+    Verify(Check),
 }
 
 pub trait Machine {

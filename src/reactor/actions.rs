@@ -1,5 +1,5 @@
 //! The machine's actions, applied to sockets: connect, queue frames, close, set rates, run
-//! hooks; and closing everything when the machine is finished.
+//! hooks, hand checks to the workers; and closing everything when the machine is finished.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ impl Reactor {
                     | Event::Connected { conn: c }
                     | Event::Frame { conn: c, .. }
                     | Event::Closed { conn: c, .. } => *c != conn,
-                    Event::HookDone { .. } => true,
+                    Event::HookDone { .. } | Event::Verified { .. } => true,
                 });
                 let Some(&slot) = self.ids.get(&conn) else {
                     log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
@@ -91,6 +91,7 @@ impl Reactor {
                     }
                 }
             }
+            Action::Verify(check) => self.verify(check),
             Action::FrameLimit { conn, max } => {
                 let Some(&slot) = self.ids.get(&conn) else { return };
                 let Some(c) = self.slots[slot].as_mut() else { return };

@@ -10,7 +10,9 @@
 //!    are recorded and the connection is put in the work list; `/metrics` scrapes are served
 //!    at once (`scrape.rs`);
 //! 3. reactor timers that are due (compared with `now`, never inferred from an empty event
-//!    list): refilled buckets put their waiting connections back in the work list;
+//!    list): refilled buckets put their waiting connections back in the work list; hooks that
+//!    ended and checks the workers finished (`checks.rs`; the workers' waker ends the poll)
+//!    become events;
 //! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
 //!    within a per-wakeup budget;
 //! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`.
@@ -26,6 +28,7 @@ mod actions;
 #[cfg(test)]
 mod backpressure_tests;
 mod bucket;
+mod checks;
 mod conn;
 mod hooks;
 mod lane;
@@ -35,6 +38,7 @@ mod scrape;
 mod service;
 #[cfg(test)]
 mod tests;
+pub mod workers;
 
 pub use bucket::TokenBucket;
 
@@ -56,6 +60,8 @@ use lane::{Dir, Lane};
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 // Token 2 is the metrics listener (`scrape::LISTENER`).
+/// The worker pool's waker: a check is done.
+const WAKER: Token = Token(scrape::FIRST - 1);
 /// Tokens of connections are `FIRST_CONN + slot`.
 const FIRST_CONN: usize = 3;
 
@@ -78,6 +84,8 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Accepted connections beyond this many open ones are closed at once (0 = no limit).
     pub max_conns: usize,
+    /// Worker threads for block checks (`Action::Verify`); 0: none, checks run on the loop.
+    pub workers: usize,
 }
 
 /// The sockets a process listens on.
@@ -140,6 +148,15 @@ pub fn run<M: Machine>(
         poll.registry().register(&mut src, SIGNALS, Interest::READABLE)?;
         Some((fd, src))
     };
+    let checks = match opts.workers {
+        0 => None,
+        n => {
+            let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+            let pool = workers::Workers::new(n, checks::CHECK_JOBS, move || drop(waker.wake()))?;
+            log::info!("event=workers threads={}", pool.threads());
+            Some(pool)
+        }
+    };
     log::debug!("event=reactor_start listen={} idle_timeout={:?}", listener.is_some(), opts.idle_timeout);
     let mut r = Reactor {
         poll,
@@ -164,6 +181,11 @@ pub fn run<M: Machine>(
         emfile_logged: None,
         finishing: None,
         hooks: Vec::new(),
+        checks,
+        checks_out: HashMap::new(),
+        next_check: 0,
+        check_bytes: 0,
+        read_waiting: Vec::new(),
     };
     r.run(machine, on_signal)
 }
@@ -203,6 +225,15 @@ struct Reactor {
     finishing: Option<Instant>,
     /// Running hooks, checked every `hooks::POLL`.
     hooks: Vec<hooks::Hook>,
+    /// The worker pool for block checks (`checks.rs`), when there is one.
+    checks: Option<workers::Workers<Event>>,
+    /// Checks on the pool, by key: the transfer and the machine's id (to report a check that
+    /// never finished), and the bytes it holds.
+    checks_out: HashMap<u64, (u64, u64, usize)>,
+    next_check: u64,
+    check_bytes: usize,
+    /// Connections not read while the checks were at their bound.
+    read_waiting: Vec<usize>,
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -269,6 +300,7 @@ impl Reactor {
             let now = Instant::now();
             self.fire_timers(now);
             self.poll_hooks(now);
+            self.collect_checks();
             self.deliver(m);
 
             // 4. Connections with work.
@@ -303,6 +335,7 @@ impl Reactor {
             match ev.token() {
                 LISTENER => accept = true,
                 SIGNALS => sigs = true,
+                WAKER => {} // verdicts are collected every turn
                 scrape::LISTENER => metrics_accept = true,
                 Token(t) if t >= scrape::FIRST => scrapes.push(t - scrape::FIRST),
                 Token(t) => self.on_ready(t - FIRST_CONN, ev),

@@ -35,6 +35,7 @@ impl Reactor {
 
     /// Reads and delivers frames; false when the turn is over for this connection.
     fn read_step<M: Machine>(&mut self, m: &mut M, slot: usize, now: Instant) -> bool {
+        let checks_full = self.checks_full();
         let Some(c) = self.conn(slot) else { return false };
         match c.state {
             State::Connecting { .. } => false,
@@ -46,6 +47,12 @@ impl Reactor {
             State::Open if c.readable && c.out_mem >= OUT_PAUSE => {
                 // The peer asks faster than it reads: read again once the queue drains.
                 log::debug!("event=read_paused conn={} queued={}", c.id, c.out_mem);
+                true
+            }
+            State::Open if c.readable && checks_full => {
+                // Blocks wait for their checks: read again when the workers catch up.
+                log::trace!("event=read_paused conn={} reason=checks", c.id);
+                self.read_waiting.push(slot);
                 true
             }
             State::Open if c.readable && !c.parked[Dir::Down.i()] => {

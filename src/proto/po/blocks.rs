@@ -1,5 +1,8 @@
 //! Blocks: each one is checked against a digest the master gave us before it counts; blocks
 //! from peers wait (bounded) for the master's `Sums`; a peer's bad frame is the peer's fault.
+//!
+//! The check itself runs off the loop: a block goes out as `Action::Verify` and is staged when
+//! `Event::Verified` says it is good, so the loop keeps receiving while blocks are hashed.
 
 use super::*;
 
@@ -43,32 +46,69 @@ impl<S: Store> PoMachine<S> {
             }
         };
         let kind = if from == From::Control { t.class.verify } else { check };
-        if kind != Verify::None && Sum::of(kind, data.bytes()) != want {
-            let first = t.manifest.segments(&b).first().map(|s| s.entry).unwrap_or(0);
-            let path = t.manifest.entries()[first as usize].path.clone();
-            let source = match from {
-                From::Peer(p) => format!("po#{p}"),
-                _ => "master".into(),
-            };
-            log::warn!("event=block_bad transfer={} block={} path={path} source={source}", head.transfer, b.index);
-            self.stats.verify_failures += 1;
-            return match (from, t.master) {
-                // A bad peer: fetch the block elsewhere, and let the master count the fault.
-                (From::Peer(p), Some(m)) => self.send(m, Msg::Bad { transfer: head.transfer, block: b.index, from: p }),
-                _ => self.fail(head.transfer, format!("block {} of {path} failed its {kind} check", b.index)),
-            };
+        if kind == Verify::None {
+            return self.keep_block(head.transfer, b, data.bytes());
         }
-        if let Err(e) = self.store.write_block(head.transfer, &b, data.bytes()) {
-            return self.fail(head.transfer, e.to_string());
+        // A copy already being checked settles this block either way: a bad one is fetched
+        // again (a peer's) or fails the transfer (the master's).
+        if t.checking.values().any(|c| c.1 == b.index) {
+            return;
         }
-        let t = self.transfers.get_mut(&head.transfer).expect("checked above");
+        let id = self.next_check;
+        self.next_check += 1;
+        t.checking.insert(id, (from, b.index));
+        self.out.push_back(Action::Verify(Check { transfer: head.transfer, id, kind, want, data }));
+    }
+
+    /// Check `id` of `transfer` is done. It counts only if the transfer still waits for it: a
+    /// transfer that was aborted, failed, expired or replaced meanwhile forgot its checks.
+    pub(super) fn on_checked(&mut self, transfer: u64, id: u64, verdict: Verdict) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        let Some((from, block)) = t.checking.remove(&id) else { return };
+        if !matches!(t.state, TState::Receiving { .. }) || t.held[block as usize] {
+            return;
+        }
+        let b = t.manifest.block(block).expect("checked when the block came");
+        let data = match verdict {
+            Verdict::Good(data) => data,
+            Verdict::Lost(why) => {
+                log::error!("event=check_lost transfer={transfer} block={block} error=\"{why}\"");
+                return self.fail(transfer, format!("block {block}: its check did not finish: {why}"));
+            }
+            Verdict::Bad => {
+                let kind = if from == From::Control { t.class.verify } else { t.class.block_check() };
+                let first = t.manifest.segments(&b).first().map(|s| s.entry).unwrap_or(0);
+                let path = t.manifest.entries()[first as usize].path.clone();
+                let source = match from {
+                    From::Peer(p) => format!("po#{p}"),
+                    _ => "master".into(),
+                };
+                log::warn!("event=block_bad transfer={transfer} block={block} path={path} source={source}");
+                self.stats.verify_failures += 1;
+                return match (from, t.master) {
+                    // A bad peer: fetch the block elsewhere, and let the master count the fault.
+                    (From::Peer(p), Some(m)) => self.send(m, Msg::Bad { transfer, block, from: p }),
+                    _ => self.fail(transfer, format!("block {block} of {path} failed its {kind} check")),
+                };
+            }
+        };
+        self.keep_block(transfer, b, data.bytes());
+    }
+
+    /// Block `b`, verified (or of a class that verifies nothing), is staged; only now does it
+    /// count: HAVE, READY, serving and publish all come after this.
+    fn keep_block(&mut self, transfer: u64, b: BlockRef, data: &[u8]) {
+        if let Err(e) = self.store.write_block(transfer, &b, data) {
+            return self.fail(transfer, e.to_string());
+        }
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
         t.hold(b.index);
         self.stats.bytes_received += b.len as u64;
         self.stats.blocks_received += 1;
         if let Some(m) = t.master {
-            self.send(m, Msg::Have { transfer: head.transfer, blocks: vec![b.index] });
+            self.send(m, Msg::Have { transfer, blocks: vec![b.index] });
         }
-        self.maybe_ready(head.transfer);
+        self.maybe_ready(transfer);
     }
 
     /// Neighbour `p` sent a frame that cannot be a block of ours: close its link (only that

@@ -33,7 +33,8 @@ use super::swarm::MASTER_PEER;
 use super::wire::{MAX_CONTROL, MAX_MANIFEST, NO_FRAME_LIMIT};
 use super::Verify;
 use super::{
-    earliest, Action, BlockHead, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload, Stats, Store, Sum,
+    earliest, Action, BlockHead, BlockRef, Check, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload,
+    Stats, Store, Sum, Verdict,
 };
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
@@ -132,6 +133,8 @@ pub struct PoMachine<S: Store> {
     /// The last transfer published to each dest (`fence`).
     published: HashMap<String, u64>,
     next_conn: ConnId,
+    /// Names the next `Check` handed out.
+    next_check: u64,
     out: VecDeque<Action>,
     stats: Stats,
 }
@@ -147,6 +150,7 @@ impl<S: Store> PoMachine<S> {
             transfers: HashMap::new(),
             published: HashMap::new(),
             next_conn: 1,
+            next_check: 1,
             out: VecDeque::from([rates]),
             stats: Stats::default(),
         }
@@ -183,6 +187,7 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
+            Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
                 self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });

@@ -125,6 +125,10 @@ pub(super) struct Transfer {
     /// with what the master sent, not with what the manifest claims.
     pub(super) sums: HashMap<u64, Sum>,
     pub(super) parked: Vec<(ConnId, From, BlockHead, Payload)>,
+    /// Blocks out for checking (`Action::Verify`), by check id: where each came from, and
+    /// its index. Dropped with the transfer, so a late verdict for a
+    /// transfer that is gone finds nothing and is ignored.
+    pub(super) checking: HashMap<u64, (From, u64)>,
 }
 
 impl Transfer {
@@ -159,6 +163,7 @@ impl Transfer {
             waiting: HashMap::new(),
             sums: HashMap::new(),
             parked: Vec::new(),
+            checking: HashMap::new(),
         }
     }
 

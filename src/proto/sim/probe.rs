@@ -11,18 +11,32 @@ pub struct Probe<M: Machine> {
     pub now: Instant,
     /// Our address that accepted connections reach.
     pub local: SocketAddr,
+    /// Checks (`Action::Verify`) the test holds back, to answer when and in the order it
+    /// likes (`hold_checks`); otherwise each is run at once and its verdict handed back.
+    pub checks: Vec<Check>,
+    pub hold_checks: bool,
 }
 
 impl<M: Machine> Probe<M> {
     /// The machine and what it did on its own at the start.
     pub fn new(m: M, now: Instant) -> (Probe<M>, Vec<Action>) {
-        let mut p = Probe { m, now, local: "10.0.1.1:7200".parse().unwrap() };
+        let mut p = Probe { m, now, local: "10.0.1.1:7200".parse().unwrap(), checks: Vec::new(), hold_checks: false };
         let first = p.drain();
         (p, first)
     }
 
+    /// What the machine did; checks are run (and their verdicts handed back) as they come,
+    /// unless held.
     fn drain(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.m.poll_action()).collect()
+        let mut acts = Vec::new();
+        while let Some(a) = self.m.poll_action() {
+            match a {
+                Action::Verify(c) if self.hold_checks => self.checks.push(c),
+                Action::Verify(c) => self.m.handle_event(self.now, c.run()),
+                a => acts.push(a),
+            }
+        }
+        acts
     }
 
     pub fn event(&mut self, ev: Event) -> Vec<Action> {

@@ -1,0 +1,261 @@
+//! The worker pool: a few threads for CPU work (checking blocks against their digests), so
+//! that hashing runs beside the event loop instead of on it. Threads here never touch a
+//! connection; they take a job, run it, and send its result back to the loop, which a wake
+//! callback (the reactor's `mio::Waker`) tells to look.
+//!
+//! Bounds: at most `capacity` jobs are submitted and not yet collected; `submit` hands a job
+//! back rather than queue more (the reactor then runs it itself, and stops reading before it
+//! gets there). A job that panics is caught: its thread lives on and its result is the panic
+//! message, so the loop hears of it and the daemon does not die silently. Dropping the pool
+//! drops the jobs not started and waits for the running ones.
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// A unit of work: runs once, on some worker.
+pub type Job<R> = Box<dyn FnOnce() -> R + Send>;
+
+/// What became of a job: its result, or the message of its panic.
+pub type Outcome<R> = (u64, Result<R, String>);
+
+struct Queue<R> {
+    jobs: VecDeque<(u64, Job<R>)>,
+    closed: bool,
+}
+
+struct Shared<R> {
+    queue: Mutex<Queue<R>>,
+    ready: Condvar,
+}
+
+pub struct Workers<R> {
+    shared: Arc<Shared<R>>,
+    results: Receiver<Outcome<R>>,
+    threads: Vec<JoinHandle<()>>,
+    capacity: usize,
+    /// Submitted and not yet collected.
+    pending: usize,
+}
+
+/// The pool size when the config says nothing: one worker a core, at most 4.
+pub fn default_size() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+}
+
+impl<R: Send + 'static> Workers<R> {
+    /// `n` threads (at least one), holding at most `capacity` jobs; `wake` is called after
+    /// each result is sent.
+    pub fn new(n: usize, capacity: usize, wake: impl Fn() + Send + Sync + 'static) -> io::Result<Workers<R>> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }),
+            ready: Condvar::new(),
+        });
+        let (tx, results) = channel();
+        let wake = Arc::new(wake);
+        let mut pool = Workers { shared, results, threads: Vec::new(), capacity: capacity.max(1), pending: 0 };
+        for i in 0..n.max(1) {
+            let (shared, tx, wake) = (pool.shared.clone(), tx.clone(), wake.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("wugui-worker-{i}"))
+                .spawn(move || work(&shared, &tx, &*wake))?;
+            pool.threads.push(t);
+        }
+        Ok(pool)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Jobs submitted whose outcome has not been collected.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Queues `job` under `key`, or hands it back when `capacity` jobs are pending.
+    pub fn submit(&mut self, key: u64, job: Job<R>) -> Result<(), Job<R>> {
+        if self.pending >= self.capacity {
+            return Err(job);
+        }
+        self.pending += 1;
+        lock(&self.shared.queue).jobs.push_back((key, job));
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// One finished job's outcome, if any is there (never blocks).
+    pub fn collect(&mut self) -> Option<Outcome<R>> {
+        let done = self.results.try_recv().ok()?;
+        self.pending -= 1;
+        Some(done)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A job panics outside the lock, so a poisoned lock still holds a whole queue.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One worker: jobs until the pool closes.
+fn work<R>(shared: &Shared<R>, tx: &Sender<Outcome<R>>, wake: &(dyn Fn() + Send + Sync)) {
+    loop {
+        let (key, job) = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if q.closed {
+                    return;
+                }
+                if let Some(j) = q.jobs.pop_front() {
+                    break j;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a job panicked".into())
+        });
+        if tx.send((key, outcome)).is_err() {
+            return; // the pool is gone
+        }
+        wake();
+    }
+}
+
+impl<R> Drop for Workers<R> {
+    fn drop(&mut self) {
+        {
+            let mut q = lock(&self.shared.queue);
+            q.closed = true;
+            q.jobs.clear();
+        }
+        self.shared.ready.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Collects `n` outcomes, waiting at most a few seconds.
+    fn collect_n<R: Send + 'static>(w: &mut Workers<R>, n: usize) -> Vec<Outcome<R>> {
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(Instant::now() < until, "only {} of {n} outcomes came", out.len());
+            match w.collect() {
+                Some(o) => out.push(o),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn runs_jobs_in_parallel_and_wakes_for_each() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w2 = woken.clone();
+        let mut w = Workers::new(2, 8, move || {
+            w2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        assert_eq!(w.threads(), 2);
+        // Two jobs that each wait for the other: they finish only if both run at once.
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        for k in 0..2 {
+            let g = gate.clone();
+            w.submit(
+                k,
+                Box::new(move || {
+                    g.wait();
+                    k + 10
+                }),
+            )
+            .ok()
+            .unwrap();
+        }
+        let mut out: Vec<(u64, u64)> = collect_n(&mut w, 2).into_iter().map(|(k, r)| (k, r.unwrap())).collect();
+        out.sort();
+        assert_eq!(out, [(0, 10), (1, 11)]);
+        assert_eq!(w.pending(), 0);
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut w: Workers<u64> = Workers::new(1, 3, || {}).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        for k in 0..3 {
+            let rx = rx.clone();
+            w.submit(
+                k,
+                Box::new(move || {
+                    let _ = rx.lock().unwrap().recv();
+                    k
+                }),
+            )
+            .ok()
+            .unwrap();
+        }
+        // Full: the job comes back, and runs where the caller likes.
+        let back = w.submit(9, Box::new(|| 9)).expect_err("a fourth job is refused");
+        assert_eq!(back(), 9);
+        assert_eq!(w.pending(), 3);
+        for _ in 0..3 {
+            tx.send(()).unwrap();
+        }
+        let mut keys: Vec<u64> = collect_n(&mut w, 3).into_iter().map(|(k, r)| k + r.unwrap()).collect();
+        keys.sort();
+        assert_eq!(keys, [0, 2, 4]);
+        assert!(w.submit(4, Box::new(|| 4)).is_ok(), "room again once outcomes are collected");
+    }
+
+    #[test]
+    fn a_panicking_job_is_reported_and_the_worker_lives_on() {
+        let mut w: Workers<u32> = Workers::new(1, 4, || {}).unwrap();
+        w.submit(1, Box::new(|| panic!("bad block {}", 7))).ok().unwrap();
+        w.submit(2, Box::new(|| 5)).ok().unwrap();
+        let out = collect_n(&mut w, 2);
+        assert_eq!(out[0], (1, Err("bad block 7".to_string())));
+        assert_eq!(out[1], (2, Ok(5)), "the same (only) worker ran the next job");
+    }
+
+    #[test]
+    fn dropping_the_pool_drops_queued_jobs_and_joins() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut w: Workers<()> = Workers::new(1, 16, || {}).unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let r = ran.clone();
+        w.submit(
+            0,
+            Box::new(move || {
+                started_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .ok()
+        .unwrap();
+        started.recv().unwrap();
+        for k in 1..10 {
+            let r = ran.clone();
+            w.submit(k, Box::new(move || drop(r.fetch_add(1, Ordering::SeqCst)))).ok().unwrap();
+        }
+        let t = Instant::now();
+        drop(w);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the running job finished, the queued ones never ran");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}
