@@ -3,7 +3,8 @@
 //! `proto` holds the protocol and the role state machines (no I/O); `reactor` drives them over
 //! sockets; `store` and `tree` are the po's and the master's disk; `sys` holds the system calls
 //! beyond std (the zero-copy data path among them) and is the only module with `unsafe`; `dns`
-//! turns host names into addresses (`/etc/hosts`, then DNS) without NSS.
+//! turns host names into addresses (`/etc/hosts`, then DNS) without NSS; `work` is the pool
+//! of worker threads that hashes beside the event loop.
 #![deny(unsafe_code)]
 pub mod app;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tree;
+pub mod work;
 
 #[cfg(test)]
 mod testutil;

@@ -13,13 +13,13 @@
 //! An unreadable file or directory (open or read fails) fails the walk, unless
 //! `WalkOptions::skip_unreadable`: then it is left out and listed in `Walk::unreadable`.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use std::collections::HashMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use regex::bytes::Regex;
@@ -29,6 +29,7 @@ use crate::logging::kv_quote;
 use crate::proto::manifest::{Entry, Kind, RelPath};
 use crate::proto::{BlockRef, Body, Manifest, Source, SourceError, Sum, Verify};
 use crate::store::files::{self, OpenFiles};
+use crate::work::Workers;
 
 /// What [`walk`] found.
 #[derive(Debug)]
@@ -300,20 +301,46 @@ pub struct FsSource {
     root: PathBuf,
     manifest: Manifest,
     open: OpenFiles<Arc<OwnedFd>>,
+    ahead: Option<Ahead>,
+}
+
+/// A block as read, and its checksum.
+type Read = Result<(Body, Sum), SourceError>;
+
+/// Checksums computed ahead of sending, on worker threads (`Source::ahead`): the loop sends
+/// (`sendfile`) while the workers hash the blocks it will send next.
+struct Ahead {
+    pool: Workers<Read>,
+    /// Blocks handed to the pool, and blocks done, by `ahead_key`; at most `limit` together,
+    /// each holding its body (descriptors, or the bytes of a block of small files).
+    running: HashSet<u64>,
+    done: HashMap<u64, Read>,
+    limit: usize,
+}
+
+fn ahead_key(index: u64, verify: Verify) -> u64 {
+    index << 3 | verify as u64
 }
 
 impl FsSource {
     pub fn new(root: PathBuf, manifest: &Manifest) -> FsSource {
-        FsSource { root, manifest: manifest.clone(), open: OpenFiles::new(OPEN_FILES) }
+        FsSource { root, manifest: manifest.clone(), open: OpenFiles::new(OPEN_FILES), ahead: None }
     }
 
     fn changed(&self, path: &RelPath, why: String) -> SourceError {
         SourceError::Changed { path: path.to_string(), why }
     }
-}
 
-impl Source for FsSource {
-    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError> {
+    /// Checksums of the blocks named by `Source::ahead` are computed on `workers` threads.
+    pub fn with_workers(mut self, workers: usize) -> std::io::Result<FsSource> {
+        let pool = Workers::new(workers, 2 * workers, || {})?;
+        let limit = 2 * pool.threads();
+        self.ahead = Some(Ahead { pool, running: HashSet::new(), done: HashMap::new(), limit });
+        Ok(self)
+    }
+
+    /// Block `b` as the master reads it (descriptors, or bytes when it spans many files).
+    fn body(&mut self, b: &BlockRef, sendfile: bool) -> Result<(Body, String), SourceError> {
         let segments = self.manifest.segments(b);
         let (root, manifest, open) = (&self.root, &self.manifest, &mut self.open);
         let path = |entry: u32| &manifest.entries()[entry as usize].path;
@@ -326,8 +353,88 @@ impl Source for FsSource {
             open.get(entry, open_one).cloned().map_err(|e| io("open", entry, e))
         };
         let body = files::body_of(b.len as u64, &segments, sendfile, file, |entry, e| io("read", entry, e))?;
-        let sum = files::checksum(&body, verify).map_err(|e| io("read", segments[0].entry, e))?;
+        Ok((body, format!("read {}", path(segments[0].entry))))
+    }
+
+    /// The read of block `index` that `ahead` started, once done (waiting for it if it
+    /// runs); `None` when none was started.
+    fn take_ahead(&mut self, index: u64, verify: Verify) -> Option<Read> {
+        let a = self.ahead.as_mut()?;
+        let key = ahead_key(index, verify);
+        loop {
+            if let Some(read) = a.done.remove(&key) {
+                return Some(read);
+            }
+            if !a.running.contains(&key) {
+                return None;
+            }
+            a.collect(true);
+        }
+    }
+}
+
+impl Ahead {
+    /// Moves finished reads to `done`; with `wait`, waits for one first.
+    fn collect(&mut self, wait: bool) {
+        let mut next = if wait { self.pool.wait() } else { self.pool.collect() };
+        while let Some((key, outcome)) = next {
+            self.running.remove(&key);
+            let read = outcome.unwrap_or_else(|why| {
+                Err(SourceError::Io { what: "checksum".into(), error: format!("worker panicked: {why}") })
+            });
+            self.done.insert(key, read);
+            next = self.pool.collect();
+        }
+    }
+}
+
+impl Source for FsSource {
+    fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError> {
+        if verify != Verify::None {
+            if let Some(read) = self.take_ahead(b.index, verify) {
+                return read.map(|(body, sum)| (files::with_sendfile(body, sendfile), sum));
+            }
+        }
+        let (body, what) = self.body(b, sendfile)?;
+        let sum = files::checksum(&body, verify).map_err(|e| SourceError::Io { what, error: e.to_string() })?;
         Ok((body, sum))
+    }
+
+    /// Starts reads of `blocks` on the workers, in order, as long as fewer than `limit` are
+    /// out or waiting to be taken. Reads done for blocks that are no longer among the next
+    /// ones are dropped (a block asked for later is read again).
+    fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, sendfile: bool) {
+        let Some(a) = self.ahead.as_mut().filter(|_| verify != Verify::None) else { return };
+        a.collect(false);
+        let keys: HashSet<u64> = blocks.iter().map(|b| ahead_key(b.index, verify)).collect();
+        a.done.retain(|k, _| keys.contains(k));
+        for b in blocks {
+            let a = self.ahead.as_ref().expect("checked above");
+            let key = ahead_key(b.index, verify);
+            if a.running.contains(&key) || a.done.contains_key(&key) {
+                continue;
+            }
+            if a.running.len() + a.done.len() >= a.limit {
+                break;
+            }
+            let read = self.body(b, sendfile);
+            let a = self.ahead.as_mut().expect("checked above");
+            let (body, what) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    a.done.insert(key, Err(e));
+                    continue;
+                }
+            };
+            let job = Box::new(move || {
+                let sum = files::checksum(&body, verify).map_err(|e| SourceError::Io { what, error: e.to_string() })?;
+                Ok((body, sum))
+            });
+            if a.pool.submit(key, job).is_err() {
+                break;
+            }
+            a.running.insert(key);
+        }
     }
 
     fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
@@ -470,5 +577,47 @@ mod tests {
         std::os::unix::fs::symlink("d/f", root.join("g")).unwrap();
         let mut fresh = FsSource::new(root.to_path_buf(), m);
         assert!(fresh.block(&m.block(m.blocks() - 1).unwrap(), Verify::None, true).is_err());
+    }
+}
+
+#[cfg(test)]
+mod ahead_tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Blocks hinted with `ahead` are hashed on the workers and come back from `block` as they
+    /// would have been read there: the same checksums, bodies and errors, in any order.
+    #[test]
+    fn checksums_computed_ahead_are_the_ones_read_in_place() {
+        let tmp = TempDir::new("ahead");
+        let root = tmp.path();
+        std::fs::write(root.join("big"), crate::testutil::noise(40 << 10, 7)).unwrap();
+        for i in 0..40 {
+            std::fs::write(root.join(format!("s{i:02}")), crate::testutil::noise(100, i)).unwrap();
+        }
+        let m = walk(root, &[], 8192).unwrap().manifest;
+        let mut plain = FsSource::new(root.to_path_buf(), &m);
+        let mut ahead = FsSource::new(root.to_path_buf(), &m).with_workers(2).unwrap();
+        let blocks: Vec<BlockRef> = (0..m.blocks()).map(|i| m.block(i).unwrap()).collect();
+        for verify in [Verify::Md5, Verify::Blake3] {
+            // Hinted in order, asked for backwards, one not hinted at all.
+            ahead.ahead(&blocks[1..], verify, true);
+            for b in blocks.iter().rev() {
+                let (want_body, want) = plain.block(b, verify, false).unwrap();
+                let (body, sum) = ahead.block(b, verify, false).unwrap();
+                assert_eq!(sum, want, "block {} {verify}", b.index);
+                assert_eq!(files::body_bytes(&body).unwrap(), files::body_bytes(&want_body).unwrap());
+                assert!(!matches!(body, Body::File { sendfile: true, .. }), "sendfile as asked for now");
+            }
+        }
+        let a = ahead.ahead.as_ref().unwrap();
+        assert!(a.running.is_empty() && a.done.is_empty(), "everything hinted was taken");
+        // A file gone before its block is read: the error comes back from `block`.
+        std::fs::remove_file(root.join("s39")).unwrap();
+        let mut fresh = FsSource::new(root.to_path_buf(), &m).with_workers(1).unwrap();
+        let last = *blocks.last().unwrap();
+        fresh.ahead(&[last], Verify::Md5, true);
+        let err = fresh.block(&last, Verify::Md5, true).unwrap_err();
+        assert!(err.to_string().contains("s39"), "{err}");
     }
 }

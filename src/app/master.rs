@@ -354,7 +354,10 @@ fn run(a: Args) -> Result<u8, String> {
             ));
         }
         skipped_in_plan.set(w.unreadable.len() as u64);
-        let src = tree::FsSource::new(root.clone(), &w.manifest);
+        // Checksums are computed ahead of sending, beside the loop.
+        let src = tree::FsSource::new(root.clone(), &w.manifest)
+            .with_workers(crate::work::default_size())
+            .map_err(|e| format!("worker threads: {e}"))?;
         Ok((w.manifest, Box::new(src) as Box<dyn Source>))
     });
     let settings = MasterSettings {

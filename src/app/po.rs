@@ -98,7 +98,7 @@ fn serve<S: crate::proto::Store>(
     let mut machine = PoMachine::new(settings(cfg, bound), store);
     // Block checks run on this many threads beside the loop (po.conf `workers`).
     let workers = match cfg.workers {
-        0 => crate::reactor::workers::default_size(),
+        0 => crate::work::default_size(),
         n => n,
     };
     super::run_daemon("po", &mut machine, listener, cfg.metrics_listen, workers, |m, what| {

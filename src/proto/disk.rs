@@ -101,6 +101,10 @@ pub trait Source {
     fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError>;
     /// Whether the file of `entry` still has the size and mtime it had in the manifest.
     fn unchanged(&mut self, entry: u32) -> Result<(), SourceError>;
+    /// A hint: `blocks` will be asked for soon with `verify` (and `sendfile`), so their
+    /// checksums may be computed now, beside the caller, and `block` then finds them done.
+    /// Reading ahead stays within the list: a source never reads a block it was not told of.
+    fn ahead(&mut self, _blocks: &[BlockRef], _verify: Verify, _sendfile: bool) {}
 }
 
 /// A po's staging area. Every method names a transfer that `prepare` opened.

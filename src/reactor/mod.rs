@@ -38,7 +38,6 @@ mod scrape;
 mod service;
 #[cfg(test)]
 mod tests;
-pub mod workers;
 
 pub use bucket::TokenBucket;
 
@@ -152,7 +151,7 @@ pub fn run<M: Machine>(
         0 => None,
         n => {
             let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-            let pool = workers::Workers::new(n, checks::CHECK_JOBS, move || drop(waker.wake()))?;
+            let pool = crate::work::Workers::new(n, checks::CHECK_JOBS, move || drop(waker.wake()))?;
             log::info!("event=workers threads={}", pool.threads());
             Some(pool)
         }
@@ -226,7 +225,7 @@ struct Reactor {
     /// Running hooks, checked every `hooks::POLL`.
     hooks: Vec<hooks::Hook>,
     /// The worker pool for block checks (`checks.rs`), when there is one.
-    checks: Option<workers::Workers<Event>>,
+    checks: Option<crate::work::Workers<Event>>,
     /// Checks on the pool, by key: the transfer and the machine's id (to report a check that
     /// never finished), and the bytes it holds.
     checks_out: HashMap<u64, (u64, u64, usize)>,

@@ -101,6 +101,15 @@ fn ranges(body: &Body) -> Vec<(BorrowedFd<'_>, u64, u64)> {
     }
 }
 
+/// `body`, to be sent by `sendfile` or not.
+pub fn with_sendfile(body: Body, sendfile: bool) -> Body {
+    match body {
+        Body::File { file, offset, len, .. } => Body::File { file, offset, len, sendfile },
+        Body::Files { ranges, .. } => Body::Files { ranges, sendfile },
+        bytes => bytes,
+    }
+}
+
 /// The checksum of a body's bytes (mapped in place where they are in files).
 pub fn checksum(body: &Body, verify: Verify) -> io::Result<Sum> {
     match (body, verify) {

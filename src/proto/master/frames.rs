@@ -68,7 +68,11 @@ impl MasterMachine {
         blocks.retain(|&b| b < plan.manifest.blocks());
         blocks.truncate(MAX_CHECK);
         let mut sums = Vec::with_capacity(blocks.len());
-        for b in blocks {
+        for (k, &b) in blocks.iter().enumerate() {
+            // The next ones are hashed beside this one.
+            let unknown = blocks[k..].iter().copied().filter(|b| !plan.digests.contains_key(b));
+            let next: Vec<u64> = unknown.take(super::plan::AHEAD).collect();
+            plan.ahead(next.into_iter(), Verify::Blake3);
             match plan.digest_of(b) {
                 Ok(d) => sums.push((b, d)),
                 Err(e) => return self.abort_all(e),

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes in flight to one po: enough to keep a fast link full between acks.
 const WINDOW_BYTES: u64 = 32 << 20;
+/// Blocks named to the source at most in one hint (`Plan::ahead`); it holds fewer.
+pub(super) const AHEAD: usize = 16;
 
 pub(super) struct Plan {
     pub(super) transfer: u64,
@@ -91,6 +93,23 @@ impl Plan {
         let sum = cached.unwrap_or(sum);
         self.sums[idx as usize] = Some(sum);
         Ok((body, sum, cached.is_none()))
+    }
+
+    /// Tells the source which blocks come next (the first `AHEAD` of `blocks`), so that it
+    /// computes their checksums of kind `verify` on its workers meanwhile.
+    pub(super) fn ahead(&mut self, blocks: impl Iterator<Item = u64>, verify: Verify) {
+        if verify == Verify::None {
+            return;
+        }
+        let refs: Vec<_> = blocks.take(AHEAD).filter_map(|i| self.manifest.block(i)).collect();
+        if !refs.is_empty() {
+            self.source.ahead(&refs, verify, self.class.sendfile);
+        }
+    }
+
+    /// The first `AHEAD` blocks of `blocks` whose checksum is not known yet.
+    pub(super) fn unsummed(&self, blocks: impl Iterator<Item = u64>) -> Vec<u64> {
+        blocks.filter(|&i| self.sums.get(i as usize).is_some_and(Option::is_none)).take(AHEAD).collect()
     }
 
     /// Block `idx`'s digest for a po's CHECK (delta or resume); computed once.

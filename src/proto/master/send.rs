@@ -16,6 +16,13 @@ impl MasterMachine {
         let Some(conn) = p.conn else { return };
         let State::Sending { cursor, inflight } = &mut p.state else { return };
         let nb = plan.manifest.blocks();
+        let check = plan.class.block_check();
+        // The blocks this pump sends and the ones after them are hashed on the source's
+        // workers while the loop queues and sends.
+        // A bounded look: a po that holds most blocks is not scanned to its end every time.
+        let (have, end) = (&p.have, nb.min(*cursor + plan.window + super::plan::AHEAD as u64));
+        let next = plan.unsummed((*cursor..end).filter(|&i| !have[i as usize]));
+        plan.ahead(next.into_iter(), check);
         while *inflight < plan.window && *cursor < nb {
             let idx = *cursor;
             *cursor += 1;
@@ -38,6 +45,10 @@ impl MasterMachine {
     pub(super) fn schedule(&mut self, now: Instant) {
         let Some(plan) = self.plan.as_mut() else { return };
         let Some(assigns) = plan.swarm.as_mut().map(|sw| sw.schedule(now)) else { return };
+        // Every block of these whose checksum is still unknown is hashed on the source's
+        // workers at once, while the loop goes through them in order.
+        let next = plan.unsummed(assigns.iter().map(|a| a.block));
+        plan.ahead(next.into_iter(), plan.class.block_check());
         let mut sums = Vec::new();
         let mut sends = Vec::new();
         for a in assigns {

@@ -13,11 +13,22 @@ use std::time::{Duration, Instant};
 
 const TRANSFER: u64 = 7;
 
-/// Every block is zeros.
-struct Zeros;
+/// What the machine asked of its source, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Ahead(Vec<u64>, Verify),
+    Read(u64, Verify),
+}
+
+/// Every block is zeros; what was asked is written down.
+struct Zeros(Arc<std::sync::Mutex<Vec<Asked>>>);
 
 impl Source for Zeros {
+    fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, _sendfile: bool) {
+        self.0.lock().unwrap().push(Asked::Ahead(blocks.iter().map(|b| b.index).collect(), verify));
+    }
     fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), SourceError> {
+        self.0.lock().unwrap().push(Asked::Read(b.index, verify));
         let data = vec![0u8; b.len as usize];
         let sum = Sum::of(verify, &data);
         Ok((Body::Bytes(Arc::new(data)), sum))
@@ -33,6 +44,7 @@ struct Rig {
     /// Each po's control connection.
     conns: Vec<ConnId>,
     blocks: u64,
+    asked: Arc<std::sync::Mutex<Vec<Asked>>>,
 }
 
 impl Rig {
@@ -52,8 +64,10 @@ impl Rig {
         };
         let manifest = Manifest::new(1, vec![file]).unwrap();
         let mut planned = Some(manifest);
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
         let planner: super::Planner = Box::new(move |_: &ClassCfg| {
-            Ok((planned.take().ok_or("planned twice")?, Box::new(Zeros) as Box<dyn Source>))
+            Ok((planned.take().ok_or("planned twice")?, Box::new(Zeros(log.clone())) as Box<dyn Source>))
         });
         let settings = MasterSettings {
             class: "c".into(),
@@ -65,7 +79,7 @@ impl Rig {
             wait: None,
             transfer_key: [1; 32],
         };
-        let mut rig = Rig { m: MasterMachine::new(settings, planner, now), now, conns: Vec::new(), blocks };
+        let mut rig = Rig { m: MasterMachine::new(settings, planner, now), now, conns: Vec::new(), blocks, asked };
         let cac = rig.connects()[0];
         rig.event(Event::Connected { conn: cac });
         let mut cfg = ClassCfg::new("c");
@@ -162,6 +176,25 @@ fn check_answers_each_real_block_once_within_one_frame() {
     let most = (MAX_CONTROL as usize - 64) / 40;
     assert_eq!(sums, (0..most as u64).collect::<Vec<_>>());
     assert_eq!(r.states(), [PoState::Offered]);
+}
+
+#[test]
+fn checksums_are_asked_for_ahead_of_reading() {
+    let mut r = Rig::new(2, 40, &[("verify", "md5")]);
+    r.accept(0);
+    let asked = std::mem::take(&mut *r.asked.lock().unwrap());
+    // The blocks this pump sends are named before the first is read, then read in order.
+    assert_eq!(asked[0], Asked::Ahead((0..16).collect(), Verify::Md5));
+    assert_eq!(asked[1..3], [Asked::Read(0, Verify::Md5), Asked::Read(1, Verify::Md5)]);
+    // A second po gets blocks whose checksums are known: nothing to hash, nothing named.
+    r.accept(1);
+    let asked = std::mem::take(&mut *r.asked.lock().unwrap());
+    assert!(asked.iter().all(|a| matches!(a, Asked::Read(_, Verify::None))), "{asked:?}");
+    // CHECK: the digests of the blocks asked about are named ahead too, in order.
+    let mut r = Rig::new(1, 40, &[]);
+    r.po(0, Msg::Check { transfer: TRANSFER, blocks: vec![7, 3, 5] });
+    let asked = std::mem::take(&mut *r.asked.lock().unwrap());
+    assert_eq!(asked[..2], [Asked::Ahead(vec![3, 5, 7], Verify::Blake3), Asked::Read(3, Verify::Blake3)]);
 }
 
 #[test]

@@ -13,6 +13,7 @@
 mod bounds;
 mod cac;
 mod chain;
+mod checks;
 mod master;
 mod mem;
 mod po;

@@ -120,7 +120,7 @@ pub(super) fn receiving(blocks: u64, extra: &[(&str, &str)]) -> (Po, MemSource) 
     (p, src)
 }
 
-fn have(b: u64) -> Msg {
+pub(super) fn have(b: u64) -> Msg {
     Msg::Have { transfer: T, blocks: vec![b] }
 }
 
@@ -138,7 +138,7 @@ fn hello(me: u32, proof: [u8; 32]) -> Msg {
 }
 
 /// The master's digests of the first `n` blocks.
-fn sums(src: &mut MemSource, n: u64) -> Msg {
+pub(super) fn sums(src: &mut MemSource, n: u64) -> Msg {
     let sums = (0..n).map(|i| (i, block_sum(src.frame(T, i, Verify::Blake3)))).collect();
     Msg::Sums { transfer: T, sums }
 }
@@ -157,7 +157,7 @@ fn bend(msg: Msg, f: impl Fn(&mut BlockHead, &mut Vec<u8>)) -> Msg {
 }
 
 /// Block `i` with its first byte changed, and the sender's own checksum of what it sends.
-fn forged(src: &mut MemSource, i: u64) -> Msg {
+pub(super) fn forged(src: &mut MemSource, i: u64) -> Msg {
     bend(src.frame(T, i, Verify::Blake3), |h, b| {
         b[0] ^= 1;
         h.sum = Sum::of(Verify::Blake3, b);
@@ -165,7 +165,7 @@ fn forged(src: &mut MemSource, i: u64) -> Msg {
 }
 
 /// A p2p po that took PEERS; returns the connection it dialled to po 2.
-fn in_swarm(blocks: u64) -> (Po, MemSource, ConnId) {
+pub(super) fn in_swarm(blocks: u64) -> (Po, MemSource, ConnId) {
     let (mut p, src) = receiving(blocks, &[("p2p", "on")]);
     let acts = p.frame(M, peers());
     let [(to2, addr)] = connects(&acts)[..] else { panic!("{acts:?}") };
@@ -174,7 +174,7 @@ fn in_swarm(blocks: u64) -> (Po, MemSource, ConnId) {
 }
 
 /// Po 1 dials in on `conn` with the key of our link.
-fn admit_po1(p: &mut Po, conn: ConnId) {
+pub(super) fn admit_po1(p: &mut Po, conn: ConnId) {
     p.accepted(conn, PEER);
     let acts = p.frame(conn, hello(1, link_key(&KEY, 0, 1)));
     assert!(matches!(acts[..], [Action::FrameLimit { .. }]) && raised(&acts, conn), "{acts:?}");

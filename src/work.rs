@@ -1,7 +1,8 @@
-//! The worker pool: a few threads for CPU work (checking blocks against their digests), so
-//! that hashing runs beside the event loop instead of on it. Threads here never touch a
-//! connection; they take a job, run it, and send its result back to the loop, which a wake
-//! callback (the reactor's `mio::Waker`) tells to look.
+//! The worker pool: a few threads for CPU work (a po checking blocks against their digests,
+//! a master computing checksums ahead of sending), so that hashing runs beside the event loop
+//! instead of on it. Threads here never touch a connection; they take a job, run it, and send
+//! its result back to the loop, which a wake callback (the reactor's `mio::Waker`) tells to
+//! look, or which waits for it (`wait`). It names nothing else of the crate.
 //!
 //! Bounds: at most `capacity` jobs are submitted and not yet collected; `submit` hands a job
 //! back rather than queue more (the reactor then runs it itself, and stops reading before it
@@ -90,6 +91,16 @@ impl<R: Send + 'static> Workers<R> {
     /// One finished job's outcome, if any is there (never blocks).
     pub fn collect(&mut self) -> Option<Outcome<R>> {
         let done = self.results.try_recv().ok()?;
+        self.pending -= 1;
+        Some(done)
+    }
+
+    /// The next job to finish, waiting for it; `None` when no job is pending.
+    pub fn wait(&mut self) -> Option<Outcome<R>> {
+        if self.pending == 0 {
+            return None;
+        }
+        let done = self.results.recv().ok()?;
         self.pending -= 1;
         Some(done)
     }
@@ -227,9 +238,9 @@ mod tests {
         let mut w: Workers<u32> = Workers::new(1, 4, || {}).unwrap();
         w.submit(1, Box::new(|| panic!("bad block {}", 7))).ok().unwrap();
         w.submit(2, Box::new(|| 5)).ok().unwrap();
-        let out = collect_n(&mut w, 2);
-        assert_eq!(out[0], (1, Err("bad block 7".to_string())));
-        assert_eq!(out[1], (2, Ok(5)), "the same (only) worker ran the next job");
+        assert_eq!(w.wait(), Some((1, Err("bad block 7".to_string()))));
+        assert_eq!(w.wait(), Some((2, Ok(5))), "the same (only) worker ran the next job");
+        assert_eq!(w.wait(), None, "nothing pending: no wait");
     }
 
     #[test]
@@ -251,7 +262,14 @@ mod tests {
         started.recv().unwrap();
         for k in 1..10 {
             let r = ran.clone();
-            w.submit(k, Box::new(move || drop(r.fetch_add(1, Ordering::SeqCst)))).ok().unwrap();
+            w.submit(
+                k,
+                Box::new(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .ok()
+            .unwrap();
         }
         let t = Instant::now();
         drop(w);
