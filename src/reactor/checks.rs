@@ -3,9 +3,10 @@
 //!
 //! The bound: while the blocks out for checking hold `CHECK_PAUSE` bytes (or `CHECK_JOBS`
 //! checks), no connection is read; each goes on the list of slots to read again, and is
-//! read again as soon as verdicts bring the pool below the bound. A read turn may still
-//! decode several frames at once; a check the pool has no room for runs here, on the loop,
-//! so memory never grows past the bound plus one read turn.
+//! read again as soon as verdicts bring the pool below the bound. A read turn takes in at
+//! most what is left below the bound (give or take the frame it ends in), and a check the pool
+//! has no room for runs here, on the loop, so blocks waiting for a check hold at most
+//! `CHECK_PAUSE` plus about one block.
 
 use super::Reactor;
 use crate::proto::Check;
@@ -35,6 +36,15 @@ impl Reactor {
     /// Whether reading waits for checks to finish.
     pub(super) fn checks_full(&self) -> bool {
         self.checks.as_ref().is_some_and(|p| self.check_bytes >= CHECK_PAUSE || p.pending() >= CHECK_JOBS)
+    }
+
+    /// How many bytes one read turn may take in: what is left below the bound (a frame
+    /// decoded in it becomes a check only after the turn).
+    pub(super) fn check_room(&self) -> u64 {
+        match self.checks {
+            Some(_) => CHECK_PAUSE.saturating_sub(self.check_bytes) as u64,
+            None => u64::MAX,
+        }
     }
 
     /// Verdicts that came back become events; connections paused on the bound read again.

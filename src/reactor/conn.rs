@@ -259,19 +259,21 @@ fn read_metered(
     }
 }
 
-/// Reads and decodes frames into `frames` until `WouldBlock`, the budget, the bucket, EOF or an
-/// error. Complete frames read before an EOF or error are still in `frames`.
+/// Reads and decodes frames into `frames` until `WouldBlock`, the budget (at most `room`
+/// bytes, give or take one read), the bucket, EOF or an error. Complete frames read before an
+/// EOF or error are still in `frames`.
 pub fn read_frames(
     c: &mut Conn,
     stage: &mut [u8],
     pool: &Arc<BufferPool>,
-    down: &mut Option<TokenBucket>,
-    now: Instant,
+    (down, now): (&mut Option<TokenBucket>, Instant),
+    room: u64,
     frames: &mut Vec<Msg>,
 ) -> ReadEnd {
     let mut bytes = 0u64;
+    let budget = BYTES_BUDGET.min(room);
     for _ in 0..OPS_BUDGET {
-        if bytes >= BYTES_BUDGET || frames.len() >= FRAMES_BUDGET {
+        if bytes >= budget || frames.len() >= FRAMES_BUDGET {
             return ReadEnd::Budget;
         }
         if let Some(p) = &mut c.partial {

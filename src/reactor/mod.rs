@@ -29,6 +29,8 @@ mod actions;
 mod backpressure_tests;
 mod bucket;
 mod checks;
+#[cfg(test)]
+mod checks_tests;
 mod conn;
 mod hooks;
 mod lane;

@@ -35,7 +35,7 @@ impl Reactor {
 
     /// Reads and delivers frames; false when the turn is over for this connection.
     fn read_step<M: Machine>(&mut self, m: &mut M, slot: usize, now: Instant) -> bool {
-        let checks_full = self.checks_full();
+        let (checks_full, room) = (self.checks_full(), self.check_room());
         let Some(c) = self.conn(slot) else { return false };
         match c.state {
             State::Connecting { .. } => false,
@@ -62,8 +62,8 @@ impl Reactor {
                     c,
                     &mut self.stage,
                     &self.pool,
-                    &mut self.lanes[Dir::Down.i()].bucket,
-                    now,
+                    (&mut self.lanes[Dir::Down.i()].bucket, now),
+                    room,
                     &mut frames,
                 );
                 let id = c.id;
