@@ -365,18 +365,19 @@ impl FsSource {
             if let Some(read) = a.done.remove(&key) {
                 return Some(read);
             }
-            if !a.running.contains(&key) {
+            // Not started, or (never: each job ends with an outcome) nothing left to wait for.
+            if !a.running.contains(&key) || !a.collect(true) {
                 return None;
             }
-            a.collect(true);
         }
     }
 }
 
 impl Ahead {
-    /// Moves finished reads to `done`; with `wait`, waits for one first.
-    fn collect(&mut self, wait: bool) {
+    /// Moves finished reads to `done`; with `wait`, waits for one first. False when none came.
+    fn collect(&mut self, wait: bool) -> bool {
         let mut next = if wait { self.pool.wait() } else { self.pool.collect() };
+        let came = next.is_some();
         while let Some((key, outcome)) = next {
             self.running.remove(&key);
             let read = outcome.unwrap_or_else(|why| {
@@ -385,6 +386,7 @@ impl Ahead {
             self.done.insert(key, read);
             next = self.pool.collect();
         }
+        came
     }
 }
 
@@ -405,7 +407,7 @@ impl Source for FsSource {
     /// ones are dropped (a block asked for later is read again).
     fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, sendfile: bool) {
         let Some(a) = self.ahead.as_mut().filter(|_| verify != Verify::None) else { return };
-        a.collect(false);
+        a.collect(false); // whatever is done by now
         let keys: HashSet<u64> = blocks.iter().map(|b| ahead_key(b.index, verify)).collect();
         a.done.retain(|k, _| keys.contains(k));
         for b in blocks {

@@ -194,9 +194,12 @@ pub enum Action {
 
 pub trait Machine {
     fn handle_event(&mut self, now: Instant, ev: Event);
-    fn handle_timeout(&mut self, now: Instant);
+    /// A machine with no timers of its own needs neither this nor `poll_timeout`.
+    fn handle_timeout(&mut self, _now: Instant) {}
     fn poll_action(&mut self) -> Option<Action>;
-    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
     fn is_finished(&self) -> bool {
         false
     }

@@ -43,12 +43,8 @@ impl Machine for Checker {
             _ => {}
         }
     }
-    fn handle_timeout(&mut self, _now: Instant) {}
     fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_front()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
     fn is_finished(&self) -> bool {
         self.good + self.bad == BLOCKS
