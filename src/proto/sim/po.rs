@@ -27,6 +27,7 @@
 //! | Closed: New (clean, broken), Peer, MasterData, Master (links close; transfer kept) | `unexpected_messages_are_protocol_errors`, `losing_the_master_keeps_the_transfer`, `swarm_links_close_with_the_master` |
 //! | timeouts: handshake, stat idle, link wait, class timeout | `unexpected_messages_are_protocol_errors`, `serves_pushes_to_its_neighbours`, `losing_the_master_keeps_the_transfer` |
 //! | HookDone (and no hook_dir)                     | `a_hook_runs_after_publish_and_reports_in_done` |
+//! | Verified: good, bad, lost; in any order; after abort, expiry or a new offer (`sim::checks`) | `verdicts_in_any_order_count_each_block_once_it_is_good`, `a_bad_verdict_out_of_order_charges_only_its_peer`, `verdicts_after_abort_or_expiry_change_nothing`, `a_check_that_never_finished_fails_the_transfer_loudly` |
 
 use super::super::auth::{link_key, Token};
 use super::super::bitmap::bitmap;
