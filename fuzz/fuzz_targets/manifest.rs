@@ -109,9 +109,7 @@ fn check_segments(m: &Manifest, b: &BlockRef) -> Vec<Segment> {
         assert!(s.len > 0, "empty segment in block {}: {segs:?}", b.index);
         assert!(prev_entry < Some(s.entry), "segments out of entry order: {segs:?}");
         prev_entry = Some(s.entry);
-        let Kind::File { size } = m.entries()[s.entry as usize].kind else {
-            panic!("segment of a non-file: {segs:?}")
-        };
+        let Kind::File { size } = m.entries()[s.entry as usize].kind else { panic!("segment of a non-file: {segs:?}") };
         assert!(s.offset + s.len as u64 <= size, "segment past the end of its file: {segs:?}");
         at += s.len;
     }
