@@ -1,9 +1,16 @@
 //! The master's state machine (`MasterMachine`) driven by arbitrary event sequences: its CAC
 //! and po connections coming up, failing and closing; the CAC's grant (a class from the input,
-//! p2p on or off, a few pos, sometimes a bad address), challenge or refusal; every report a po
-//! sends (CHECK, ACCEPT with any bitmap, HAVE, READY, DONE, FAILED, UNSENT and BAD with any
-//! index, DENIED) on control and data links; frames decoded from raw bytes; the source
-//! changing; time passing.
+//! p2p on or off, a few pos, sometimes a bad address; a real token, or bytes), challenge,
+//! refusal, or `Busy` (with `--wait`, the master asks again later); every report a po sends
+//! (VERIFIED, which the master answers with the MANIFEST, CHECK, ACCEPT with any bitmap, HAVE,
+//! READY, DONE changed or unchanged, FAILED, UNSENT and BAD with any index, DENIED) on control
+//! and data links; frames decoded from raw bytes; the source changing; time passing (the
+//! master's PROGRESS reports to the CAC, with the grant's token, and its timeouts); a signal
+//! that abandons the transfer (`MasterMachine::abort`).
+//!
+//! Frames come mostly on the connections they belong to (the CAC's on the connection to a
+//! CAC, the pos' on the others), and a frame the reactor would not admit there
+//! (`Action::FrameTypes`, `Action::FrameLimit`) closes the connection instead.
 //!
 //! Properties: no panic, no endless action loop (`sim::MAX_ACTIONS`), and allocation bounded
 //! (libFuzzer's `-malloc_limit_mb` / `-rss_limit_mb`, set by scripts/fuzz.sh).
@@ -12,10 +19,11 @@
 mod sim;
 
 use libfuzzer_sys::fuzz_target;
-use sim::{Bytes, Conns, MemSource};
+use sim::{Bytes, Conns, MemSource, Side};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wugui::proto::auth::Token;
 use wugui::proto::master::{MasterMachine, MasterSettings};
 use wugui::proto::msg::Reason;
 use wugui::proto::{ClassCfg, Event, Machine, Manifest, Msg};
@@ -49,6 +57,8 @@ struct World<'a> {
     pos: Vec<String>,
     manifest: Manifest,
     changed: Arc<AtomicBool>,
+    /// A token as a CAC issues it, for the grant.
+    token: Vec<u8>,
 }
 
 impl World<'_> {
@@ -56,10 +66,17 @@ impl World<'_> {
         self.m.handle_event(self.now, ev);
     }
 
-    fn frame(&mut self, msg: Msg) {
-        if let Some(conn) = self.conns.pick_open(&mut self.b) {
-            self.event(Event::Frame { conn, msg });
+    /// `msg` on an open connection, mostly one on `side`.
+    fn frame_on(&mut self, side: Side, msg: Msg) {
+        if let Some(conn) = self.conns.pick_on(&mut self.b, side) {
+            let ev = self.conns.frame_event(conn, msg);
+            self.event(ev);
         }
+    }
+
+    /// A po's frame, on its control link or the master's data link to it.
+    fn frame(&mut self, msg: Msg) {
+        self.frame_on(Side::Dialled, msg)
     }
 
     fn transfer(&mut self) -> u64 {
@@ -98,24 +115,34 @@ impl World<'_> {
             }
             3 => {
                 let transfer = self.transfer();
-                let token = self.b.take(40);
+                let token = if self.b.u8() < 200 { self.token.clone() } else { self.b.take(40) };
                 let (pos, class) = (self.pos.clone(), self.class.clone());
-                self.frame(Msg::AuthGrant { transfer, token, pos, class });
+                self.frame_on(Side::Cac, Msg::AuthGrant { transfer, token, pos, class });
             }
             4 => {
-                let m = match self.b.pick(3) {
+                let m = match self.b.pick(4) {
                     0 => Msg::AuthChallenge { nonce: [self.b.u8(); 32] },
                     1 => Msg::Ping,
+                    // Another push of the class runs.
+                    2 => Msg::Denied { reason: Reason::Busy, text: "busy".into() },
                     _ => {
                         let reason = Reason::from_u16(self.b.u8() as u16 % 15).unwrap_or(Reason::Refused);
                         Msg::Denied { reason, text: "no".into() }
                     }
                 };
-                self.frame(m)
+                // Mostly the CAC's word; a po says DENIED too.
+                let side = if self.b.u8() < 200 { Side::Cac } else { Side::Dialled };
+                self.frame_on(side, m)
             }
             5 => {
-                let (transfer, blocks) = (self.transfer(), self.blocks());
-                self.frame(Msg::Check { transfer, blocks })
+                let transfer = self.transfer();
+                if self.b.bool() {
+                    // The CAC vouched for the token to the po: the master sends the manifest.
+                    self.frame(Msg::Verified { transfer })
+                } else {
+                    let blocks = self.blocks();
+                    self.frame(Msg::Check { transfer, blocks })
+                }
             }
             6 | 7 => {
                 let transfer = self.transfer();
@@ -140,6 +167,7 @@ impl World<'_> {
                         bytes: 2,
                         hook_exit: Some(self.b.u8() as i32),
                         hook_tail: "t".into(),
+                        unchanged: self.b.bool(),
                     },
                     _ => Msg::Failed { transfer, error: "fuzz".into() },
                 };
@@ -158,11 +186,14 @@ impl World<'_> {
                     self.frame(m)
                 }
             }
-            14 => {
-                if self.b.u8() > 240 {
+            14 => match self.b.u8() {
+                241.. => {
                     self.changed.fetch_xor(true, Ordering::Relaxed);
                 }
-            }
+                // SIGINT: every po not published yet is abandoned with an ABORT.
+                224..=240 => self.m.abort(self.now, "interrupted"),
+                _ => {}
+            },
             _ => {
                 self.now += self.b.step();
                 if self.m.poll_timeout().is_some_and(|t| t <= self.now) {
@@ -200,13 +231,20 @@ fuzz_target!(|data: &[u8]| {
         connect_timeout: Duration::from_secs(5),
         unix_start: 1_700_000_000,
         dry_run: b.u8() > 250,
+        wait: match b.pick(4) {
+            0 => None,
+            1 => Some(Duration::ZERO),
+            2 => Some(Duration::from_secs(3)),
+            _ => Some(Duration::from_secs(600)),
+        },
         transfer_key: [3; 32],
     };
     let now = Instant::now();
     let mut m = MasterMachine::new(settings, planner, now);
     let mut conns = Conns::default();
     conns.absorb(|| m.poll_action());
-    let mut w = World { b, m, conns, now, class, pos, manifest, changed };
+    let token = Token::issue(b"cluster", TRANSFER, "base1", [10, 0, 0, 5].into(), 1 << 40, [2; 16]).encode();
+    let mut w = World { b, m, conns, now, class, pos, manifest, changed, token };
     let mut steps = 0;
     while !w.b.done() && steps < 4096 && !w.m.is_finished() {
         w.step();

@@ -1,8 +1,17 @@
 //! The po's state machine (`PoMachine`) driven by arbitrary event sequences: connections
-//! accepted, dialled, closed; offers with a real token and tree; the CAC's answer; swarm
+//! accepted (on the po's own address or another), dialled, refused, closed; offers with a real
+//! token and the tree's id and length (or wrong ones); the CAC's answer (after which the po
+//! says VERIFIED) and the MANIFEST that follows (right, wrong or for another transfer); swarm
 //! setup (PEERS, PEER_HELLO with right or wrong proofs); blocks from the control link, the
 //! master's data link and peers with right or wrong sums, indices and lengths; SUMS, CHECKSUMS,
-//! PUSH, COMMIT, ABORT; frames decoded from raw bytes; time passing; hooks ending.
+//! PUSH, COMMIT, ABORT; frames decoded from raw bytes; a store that fails, or finds the tree
+//! published already (an unchanged DONE); time passing (the po lets go of a transfer whose
+//! master is gone after `release_after`); hooks ending.
+//!
+//! Frames come mostly on the connections they belong to (a CAC's answer on a connection the po
+//! dialled to a CAC, a master's frames on accepted ones), and the reactor's contract holds: a
+//! frame whose type or size the po did not admit there (`Action::FrameTypes`,
+//! `Action::FrameLimit`) closes the connection instead.
 //!
 //! Properties: no panic, no endless action loop (`sim::MAX_ACTIONS`), and allocation bounded
 //! (libFuzzer's `-malloc_limit_mb` / `-rss_limit_mb`, set by scripts/fuzz.sh).
@@ -12,13 +21,14 @@ mod sim;
 
 use core::net::SocketAddr;
 use libfuzzer_sys::fuzz_target;
-use sim::{block_data, sum_for, Bytes, Conns, MemStore};
+use sim::{block_data, sum_for, Bytes, Conns, MemStore, Side};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wugui::proto::auth::{link_key, Token};
 use wugui::proto::msg::{PeerLink, Reason};
 use wugui::proto::po::{PoMachine, PoSettings};
 use wugui::proto::swarm::MASTER_PEER;
-use wugui::proto::{BlockHead, ClassCfg, Event, Machine, Msg, Payload, Verify, ACCEPTED};
+use wugui::proto::{BlockHead, ClassCfg, Close, Event, Machine, Msg, Payload, Verify, ACCEPTED};
 
 const TRANSFER: u64 = 7;
 
@@ -28,6 +38,8 @@ fn settings() -> PoSettings {
         cacs: vec!["10.0.0.1:4000".parse().unwrap(), "10.0.0.2:4000".parse().unwrap()],
         allow_dest: vec!["/data".into()],
         root: None,
+        listen_port: 4100,
+        release_after: Duration::from_secs(30),
         cac_timeout: Duration::from_secs(5),
         hook_dir: Some("/hooks".into()),
         max_upload_rate: 0,
@@ -72,10 +84,17 @@ impl World<'_> {
         self.po.handle_event(self.now, ev);
     }
 
-    fn frame(&mut self, msg: Msg) {
-        if let Some(conn) = self.conns.pick_open(&mut self.b) {
-            self.event(Event::Frame { conn, msg });
+    /// `msg` on an open connection, mostly one on `side`.
+    fn frame_on(&mut self, side: Side, msg: Msg) {
+        if let Some(conn) = self.conns.pick_on(&mut self.b, side) {
+            let ev = self.conns.frame_event(conn, msg);
+            self.event(ev);
         }
+    }
+
+    /// A frame from a master or a peer that dialled us.
+    fn frame(&mut self, msg: Msg) {
+        self.frame_on(Side::Accepted, msg)
     }
 
     fn transfer(&mut self) -> u64 {
@@ -165,13 +184,25 @@ impl World<'_> {
                 self.conns.next_accept += 1;
                 let conn = ACCEPTED | self.conns.next_accept;
                 let peer = SocketAddr::from(([10, 0, 1, self.b.u8()], 40000));
+                // The address the peer reached: the po's own, the same as an IPv4-mapped IPv6
+                // one, or another.
+                let local = match self.b.pick(8) {
+                    0 => SocketAddr::from(([0, 0, 0, 0, 0, 0xffff, 0x0a00, 9], 4100)),
+                    1 => SocketAddr::from(([10, 0, 0, self.b.u8()], 4100)),
+                    _ => SocketAddr::from(([10, 0, 0, 9], 4100)),
+                };
                 self.conns.open.push(conn);
-                self.event(Event::Accepted { conn, peer });
+                self.event(Event::Accepted { conn, peer, local });
             }
             1 => {
                 if let Some(conn) = self.conns.pick_dialling(&mut self.b) {
-                    self.conns.open.push(conn);
-                    self.event(Event::Connected { conn });
+                    if self.b.u8() < 224 {
+                        self.conns.open.push(conn);
+                        self.event(Event::Connected { conn });
+                    } else {
+                        self.conns.forget(conn);
+                        self.event(Event::Closed { conn, reason: Close::Connect("refused".into()) });
+                    }
                 }
             }
             2 => {
@@ -183,8 +214,13 @@ impl World<'_> {
             }
             3 => {
                 let token = if self.b.u8() < 230 { self.token.clone() } else { self.b.take(64) };
-                let manifest = if self.b.u8() < 240 { self.manifest.encode() } else { self.b.take(255) };
-                self.frame(Msg::Offer { token, po: "10.0.0.9:4100".into(), manifest: manifest.into() });
+                let manifest_id = if self.b.u8() < 240 { self.manifest.id() } else { [self.b.u8(); 16] };
+                let manifest_len = match self.b.u8() {
+                    0..=239 => self.manifest.encode().len() as u64,
+                    240..=247 => self.b.u64(),
+                    _ => u64::MAX - self.b.u8() as u64,
+                };
+                self.frame(Msg::Offer { token, po: "10.0.0.9:4100".into(), manifest_id, manifest_len });
             }
             4 => {
                 let transfer = self.transfer();
@@ -192,11 +228,11 @@ impl World<'_> {
                 if self.b.u8() > 240 {
                     class.push(("verify".into(), "sha1".into()));
                 }
-                self.frame(Msg::VerifyOk { transfer, class_name: "base1".into(), class });
+                self.frame_on(Side::Cac, Msg::VerifyOk { transfer, class_name: "base1".into(), class });
             }
             5 => {
                 let reason = Reason::from_u16(self.b.u8() as u16 % 15).unwrap_or(Reason::Refused);
-                self.frame(Msg::Denied { reason, text: "no".into() });
+                self.frame_on(Side::Cac, Msg::Denied { reason, text: "no".into() });
             }
             6 => {
                 let m = self.peers_msg();
@@ -206,9 +242,19 @@ impl World<'_> {
                 let m = self.hello_msg();
                 self.frame(m)
             }
-            8 | 9 => {
+            8 => {
+                // The manifest the po asked for with VERIFIED: the announced one, another
+                // encoding of bytes from the input, or for another transfer.
+                let transfer = self.transfer();
+                let manifest = if self.b.u8() < 240 { self.manifest.encode() } else { self.b.take(255) };
+                self.frame(Msg::Manifest { transfer, manifest: Arc::new(manifest) })
+            }
+            9 => {
                 let m = self.block_msg();
-                self.frame(m)
+                // Blocks come on the control link, the master's data link, or from a peer
+                // either side dialled.
+                let side = if self.b.u8() < 200 { Side::Accepted } else { Side::Dialled };
+                self.frame_on(side, m)
             }
             10 => {
                 let m = self.sums_msg();
@@ -235,10 +281,13 @@ impl World<'_> {
             }
             14 => {
                 if let Some(m) = self.b.raw_msg() {
-                    self.frame(m)
+                    if let Some(conn) = self.conns.pick_open(&mut self.b) {
+                        let ev = self.conns.frame_event(conn, m);
+                        self.event(ev);
+                    }
                 }
             }
-            _ => match self.b.pick(4) {
+            _ => match self.b.pick(5) {
                 0 => {
                     if !self.conns.hooks.is_empty() {
                         let id = self.conns.hooks.remove(0);
@@ -247,6 +296,7 @@ impl World<'_> {
                     }
                 }
                 1 => self.po.store_mut().fail = !self.po.store().fail,
+                2 => self.po.store_mut().unchanged = !self.po.store().unchanged,
                 _ => {
                     self.now += self.b.step();
                     if self.po.poll_timeout().is_some_and(|t| t <= self.now) {

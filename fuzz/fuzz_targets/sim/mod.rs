@@ -6,14 +6,17 @@
 //! only once its deadline has come, time never going back, and nothing after `is_finished`.
 #![allow(dead_code)]
 
+use core::net::SocketAddr;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use wugui::proto::checksum::digest;
+use wugui::proto::disk::Published;
 use wugui::proto::manifest::{Entry, Kind};
 use wugui::proto::msg::Digest;
-use wugui::proto::{Action, BlockRef, Body, Close, ConnId, Manifest, Msg, Payload, Source, SourceError, Store};
-use wugui::proto::{StoreError, Sum, Verify};
+use wugui::proto::wire::{TypeSet, HEADER_LEN, MAX_PREAUTH, NO_FRAME_LIMIT};
+use wugui::proto::{Action, BlockRef, Body, Close, ConnId, Event, Manifest, Msg, Payload, Source, SourceError, Store};
+use wugui::proto::{StoreError, Sum, Verify, ACCEPTED};
 
 /// With `WUGUI_FUZZ_LOG=debug` (or another level) the machines' log lines go to stderr: for
 /// reading what a seed or a crash input does (`po_machine INPUT`).
@@ -154,6 +157,10 @@ pub struct MemStore {
     open: HashMap<u64, (Manifest, HashSet<u64>)>,
     staged: HashMap<([u8; 16], u64), Digest>,
     pub fail: bool,
+    /// `publish` finds the dest holding the tree already (an unchanged DONE).
+    pub unchanged: bool,
+    /// `release` calls so far (a master gone past `release_after`).
+    pub released: u64,
 }
 
 fn refused(s: &str) -> StoreError {
@@ -198,9 +205,14 @@ impl Store for MemStore {
             _ => Err(refused("cannot seal")),
         }
     }
-    fn publish(&mut self, transfer: u64, _flag: Option<&str>, _mirror: bool) -> Result<(u64, u64), StoreError> {
+    fn publish(&mut self, transfer: u64, _flag: Option<&str>, _mirror: bool) -> Result<Published, StoreError> {
         let (m, _) = self.open.get(&transfer).ok_or_else(|| refused("not prepared"))?;
-        Ok((m.files() as u64, m.bytes()))
+        Ok(Published { files: m.files() as u64, bytes: m.bytes(), unchanged: self.unchanged })
+    }
+    fn release(&mut self, transfer: u64) {
+        if self.open.contains_key(&transfer) {
+            self.released += 1;
+        }
     }
     fn abort(&mut self, transfer: u64, _keep: bool) {
         self.open.remove(&transfer);
@@ -228,6 +240,25 @@ pub struct Conns {
     /// Hooks started, waiting for `HookDone`.
     pub hooks: Vec<u64>,
     pub next_accept: u64,
+    /// Where the machine dialled each connection it made.
+    pub addr: HashMap<ConnId, SocketAddr>,
+    /// `Action::FrameLimit` / `Action::FrameTypes` as the reactor keeps them (absent: the
+    /// defaults, `MAX_PREAUTH` and every type for accepted connections, no limit for outbound).
+    pub limit: HashMap<ConnId, u32>,
+    pub types: HashMap<ConnId, TypeSet>,
+    /// Connections the machine abandoned (`Action::Abandon`).
+    pub abandoned: u64,
+}
+
+/// Which connections a frame should come on, mostly (the input may send it anywhere).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    /// Accepted by the machine: a master's control link, a peer, a stat client.
+    Accepted,
+    /// Dialled by the machine to an address with port 4000 (the CACs of the drivers).
+    Cac,
+    /// Dialled by the machine to any other address (pos, peers, data links).
+    Dialled,
 }
 
 impl Conns {
@@ -238,8 +269,25 @@ impl Conns {
             n += 1;
             assert!(n <= MAX_ACTIONS, "over {MAX_ACTIONS} actions from one call");
             match a {
-                Action::Connect { conn, .. } => self.dialling.push(conn),
+                Action::Connect { conn, addr } => {
+                    assert!(
+                        !self.dialling.contains(&conn) && !self.open.contains(&conn),
+                        "connection {conn} dialled while in use"
+                    );
+                    self.dialling.push(conn);
+                    self.addr.insert(conn, addr);
+                }
                 Action::Close { conn } => self.forget(conn),
+                Action::Abandon { conn, .. } => {
+                    self.abandoned += 1;
+                    self.forget(conn)
+                }
+                Action::FrameLimit { conn, max } => {
+                    self.limit.insert(conn, max);
+                }
+                Action::FrameTypes { conn, types } => {
+                    self.types.insert(conn, types);
+                }
                 Action::RunHook { id, .. } => self.hooks.push(id),
                 Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
             }
@@ -248,9 +296,54 @@ impl Conns {
     pub fn forget(&mut self, conn: ConnId) {
         self.dialling.retain(|c| *c != conn);
         self.open.retain(|c| *c != conn);
+        self.addr.remove(&conn);
+        self.limit.remove(&conn);
+        self.types.remove(&conn);
+    }
+    pub fn side(&self, conn: ConnId) -> Side {
+        if conn & ACCEPTED != 0 {
+            Side::Accepted
+        } else if self.addr.get(&conn).is_some_and(|a| a.port() == 4000) {
+            Side::Cac
+        } else {
+            Side::Dialled
+        }
+    }
+    /// Whether the reactor would hand `msg` on `conn` to the machine: its type allowed there
+    /// and its payload within the connection's limit. (A reactor closes the connection with
+    /// `Close::Decode` instead, or holds a later frame over the limit unread.)
+    pub fn admits(&self, conn: ConnId, msg: &Msg) -> bool {
+        if let Some(t) = self.types.get(&conn) {
+            if !t.contains(msg.ty()) {
+                return false;
+            }
+        }
+        let default = if conn & ACCEPTED != 0 { MAX_PREAUTH } else { NO_FRAME_LIMIT };
+        let max = self.limit.get(&conn).copied().unwrap_or(default);
+        let len = (msg.to_frame().len() - HEADER_LEN) as u64;
+        len <= max as u64 && len <= msg.ty().max_payload() as u64
+    }
+    /// The event for `msg` arriving on `conn`: the frame, or the connection closed as the
+    /// reactor closes it for a frame it does not admit.
+    pub fn frame_event(&mut self, conn: ConnId, msg: Msg) -> Event {
+        if self.admits(conn, &msg) {
+            Event::Frame { conn, msg }
+        } else {
+            self.forget(conn);
+            Event::Closed { conn, reason: Close::Decode(format!("{:?} not admitted", msg.ty())) }
+        }
     }
     pub fn pick_open(&self, b: &mut Bytes) -> Option<ConnId> {
         (!self.open.is_empty()).then(|| self.open[b.pick(self.open.len())])
+    }
+    /// An open connection, mostly one on `side` when there is one.
+    pub fn pick_on(&self, b: &mut Bytes, side: Side) -> Option<ConnId> {
+        let on: Vec<ConnId> = self.open.iter().copied().filter(|c| self.side(*c) == side).collect();
+        if on.is_empty() || b.u8() >= 224 {
+            self.pick_open(b)
+        } else {
+            Some(on[b.pick(on.len())])
+        }
     }
     /// Any connection the machine knows of, dialling or open.
     pub fn pick_any(&self, b: &mut Bytes) -> Option<ConnId> {
