@@ -63,6 +63,7 @@ struct World<'a> {
 
 impl World<'_> {
     fn event(&mut self, ev: Event) {
+        sim::trace(&ev);
         self.m.handle_event(self.now, ev);
     }
 
@@ -201,6 +202,20 @@ impl World<'_> {
                 }
             }
         }
+        self.settle();
+    }
+
+    /// Takes the machine's actions; a deadline that has come is handled at once, as the reactor
+    /// does (a few rounds: a machine may set a deadline of now again).
+    fn settle(&mut self) {
+        for _ in 0..4 {
+            let m = &mut self.m;
+            self.conns.absorb(|| m.poll_action());
+            if !self.m.poll_timeout().is_some_and(|t| t <= self.now) || self.m.is_finished() {
+                break;
+            }
+            self.m.handle_timeout(self.now);
+        }
         let m = &mut self.m;
         self.conns.absorb(|| m.poll_action());
     }
@@ -245,6 +260,7 @@ fuzz_target!(|data: &[u8]| {
     conns.absorb(|| m.poll_action());
     let token = Token::issue(b"cluster", TRANSFER, "base1", [10, 0, 0, 5].into(), 1 << 40, [2; 16]).encode();
     let mut w = World { b, m, conns, now, class, pos, manifest, changed, token };
+    w.settle();
     let mut steps = 0;
     while !w.b.done() && steps < 4096 && !w.m.is_finished() {
         w.step();

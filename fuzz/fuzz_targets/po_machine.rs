@@ -81,6 +81,7 @@ struct World<'a> {
 
 impl World<'_> {
     fn event(&mut self, ev: Event) {
+        sim::trace(&ev);
         self.po.handle_event(self.now, ev);
     }
 
@@ -305,6 +306,20 @@ impl World<'_> {
                 }
             },
         }
+        self.settle();
+    }
+
+    /// Takes the machine's actions; a deadline that has come is handled at once, as the reactor
+    /// does (a few rounds: a machine may set a deadline of now again).
+    fn settle(&mut self) {
+        for _ in 0..4 {
+            let po = &mut self.po;
+            self.conns.absorb(|| po.poll_action());
+            if !self.po.poll_timeout().is_some_and(|t| t <= self.now) || self.po.is_finished() {
+                break;
+            }
+            self.po.handle_timeout(self.now);
+        }
         let po = &mut self.po;
         self.conns.absorb(|| po.poll_action());
     }
@@ -322,6 +337,7 @@ fuzz_target!(|data: &[u8]| {
     let mut conns = Conns::default();
     conns.absorb(|| po.poll_action());
     let mut w = World { b, po, conns, now, class, manifest, token, transfer_key, me: 0 };
+    w.settle();
     let mut steps = 0;
     while !w.b.done() && steps < 4096 {
         w.step();

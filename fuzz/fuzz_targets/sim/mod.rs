@@ -30,6 +30,14 @@ pub fn log_if_asked() {
     });
 }
 
+/// With `WUGUI_FUZZ_TRACE=1` the drivers print every event they hand the machine to stderr.
+pub fn trace(ev: &Event) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("WUGUI_FUZZ_TRACE").is_some_and(|v| v == "1")) {
+        eprintln!("event: {ev:?}");
+    }
+}
+
 /// Reads choices off the input; past its end every read is 0.
 pub struct Bytes<'a>(pub &'a [u8]);
 
