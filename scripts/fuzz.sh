@@ -18,10 +18,13 @@
 # from the input (fuzz/fuzz_targets/sim/); they run with -rss_limit_mb=1024 -malloc_limit_mb=64,
 # so that any allocation a peer's frame can make grow without bound is reported as a crash.
 # `WUGUI_FUZZ_LOG=debug fuzz/target/x86_64-unknown-linux-gnu/release/po_machine INPUT` shows
-# what an input does, as the machine's log lines.
+# what an input does, as the machine's log lines; WUGUI_FUZZ_TRACE=1 also prints every event the
+# driver hands the machine.
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Inputs that found new
-# coverage are kept in fuzz/corpus/NAME/ (git-ignored); fuzz/seeds/NAME/ holds the committed seeds.
+# coverage are kept in fuzz/corpus/NAME/ (git-ignored); fuzz/seeds/NAME/ holds the committed seeds,
+# written from the current protocol by `cargo run --manifest-path fuzz/seedgen/Cargo.toml` (run it
+# after a wire or driver change; the config seeds are kept by hand).
 #
 # Environment:
 #   WUGUI_FUZZ_STRICT=1   also check that class settings round-trip through
