@@ -119,8 +119,16 @@ pub const BLOCK: u32 = 4096;
 
 /// A small tree: a directory, two files (sizes from the input, a few blocks at most) and a symlink.
 pub fn manifest(b: &mut Bytes) -> Manifest {
-    let e =
-        |path: &str, kind: Kind| Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None };
+    let e = |path: &str, kind: Kind| Entry {
+        path: path.into(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1,
+        mtime_nsec: 0,
+        sparse: None,
+    };
     let a = b.u8() as u64 * 97 % (5 * BLOCK as u64);
     let c = b.u8() as u64 * 31;
     let entries = vec![
