@@ -41,7 +41,7 @@ fn write_dir(dir: &Path, files: Vec<(String, Vec<u8>)>) {
 }
 
 fn entry(path: &str, kind: Kind) -> Entry {
-    Entry { path: path.into(), kind, mode: 0o644, mtime: 1, mtime_nsec: 0, sparse: None }
+    Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None }
 }
 
 fn small_manifest() -> Manifest {
