@@ -6,7 +6,8 @@
 //! master's data link and peers with right or wrong sums, indices and lengths; SUMS, CHECKSUMS,
 //! PUSH, COMMIT, ABORT; frames decoded from raw bytes; a store that fails, or finds the tree
 //! published already (an unchanged DONE); time passing (the po lets go of a transfer whose
-//! master is gone after `release_after`); hooks ending.
+//! master is gone after `release_after`); block checks (`Action::Verify`) answered at once, or
+//! held and answered in any order, or lost; hooks ending.
 //!
 //! Frames come mostly on the connections they belong to (a CAC's answer on a connection the po
 //! dialled to a CAC, a master's frames on accepted ones), and the reactor's contract holds: a
@@ -28,7 +29,7 @@ use wugui::proto::auth::{link_key, Token};
 use wugui::proto::msg::{PeerLink, Reason};
 use wugui::proto::po::{PoMachine, PoSettings};
 use wugui::proto::swarm::MASTER_PEER;
-use wugui::proto::{BlockHead, ClassCfg, Close, Event, Machine, Msg, Payload, Verify, ACCEPTED};
+use wugui::proto::{BlockHead, ClassCfg, Close, Event, Machine, Msg, Payload, Verdict, Verify, ACCEPTED};
 
 const TRANSFER: u64 = 7;
 
@@ -77,6 +78,9 @@ struct World<'a> {
     /// The swarm keys of this run, as the master would derive them.
     transfer_key: [u8; 32],
     me: u32,
+    /// Block checks wait for a step that answers one (in any order); otherwise the worker pool
+    /// answers each at once.
+    hold_checks: bool,
 }
 
 impl World<'_> {
@@ -288,7 +292,7 @@ impl World<'_> {
                     }
                 }
             }
-            _ => match self.b.pick(5) {
+            _ => match self.b.pick(7) {
                 0 => {
                     if !self.conns.hooks.is_empty() {
                         let id = self.conns.hooks.remove(0);
@@ -298,6 +302,20 @@ impl World<'_> {
                 }
                 1 => self.po.store_mut().fail = !self.po.store().fail,
                 2 => self.po.store_mut().unchanged = !self.po.store().unchanged,
+                5 => self.hold_checks = !self.hold_checks,
+                6 => {
+                    // A worker answers one held check: its verdict, or lost (the worker died).
+                    if !self.conns.checks.is_empty() {
+                        let c = self.conns.checks.remove(self.b.pick(self.conns.checks.len()));
+                        let ev = if self.b.u8() < 240 {
+                            c.run()
+                        } else {
+                            let verdict = Verdict::Lost("worker panicked".into());
+                            Event::Verified { transfer: c.transfer, id: c.id, verdict }
+                        };
+                        self.event(ev);
+                    }
+                }
                 _ => {
                     self.now += self.b.step();
                     if self.po.poll_timeout().is_some_and(|t| t <= self.now) {
@@ -315,6 +333,12 @@ impl World<'_> {
         for _ in 0..4 {
             let po = &mut self.po;
             self.conns.absorb(|| po.poll_action());
+            while !self.hold_checks && !self.conns.checks.is_empty() {
+                let ev = self.conns.checks.remove(0).run();
+                self.event(ev);
+                let po = &mut self.po;
+                self.conns.absorb(|| po.poll_action());
+            }
             if !self.po.poll_timeout().is_some_and(|t| t <= self.now) || self.po.is_finished() {
                 break;
             }
@@ -336,7 +360,7 @@ fuzz_target!(|data: &[u8]| {
     let mut po = PoMachine::new(settings(), MemStore::default());
     let mut conns = Conns::default();
     conns.absorb(|| po.poll_action());
-    let mut w = World { b, po, conns, now, class, manifest, token, transfer_key, me: 0 };
+    let mut w = World { b, po, conns, now, class, manifest, token, transfer_key, me: 0, hold_checks: false };
     w.settle();
     let mut steps = 0;
     while !w.b.done() && steps < 4096 {

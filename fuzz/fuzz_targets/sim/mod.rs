@@ -15,7 +15,9 @@ use wugui::proto::disk::Published;
 use wugui::proto::manifest::{Entry, Kind};
 use wugui::proto::msg::Digest;
 use wugui::proto::wire::{TypeSet, HEADER_LEN, MAX_PREAUTH, NO_FRAME_LIMIT};
-use wugui::proto::{Action, BlockRef, Body, Close, ConnId, Event, Manifest, Msg, Payload, Source, SourceError, Store};
+use wugui::proto::{
+    Action, BlockRef, Body, Check, Close, ConnId, Event, Manifest, Msg, Payload, Source, SourceError, Store,
+};
 use wugui::proto::{StoreError, Sum, Verify, ACCEPTED};
 
 /// With `WUGUI_FUZZ_LOG=debug` (or another level) the machines' log lines go to stderr: for
@@ -264,6 +266,8 @@ pub struct Conns {
     pub types: HashMap<ConnId, TypeSet>,
     /// Connections the machine abandoned (`Action::Abandon`).
     pub abandoned: u64,
+    /// Block checks handed out (`Action::Verify`), not yet answered with `Event::Verified`.
+    pub checks: Vec<Check>,
 }
 
 /// Which connections a frame should come on, mostly (the input may send it anywhere).
@@ -305,6 +309,7 @@ impl Conns {
                     self.types.insert(conn, types);
                 }
                 Action::RunHook { id, .. } => self.hooks.push(id),
+                Action::Verify(check) => self.checks.push(check),
                 Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
             }
         }
