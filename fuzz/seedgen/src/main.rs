@@ -269,6 +269,12 @@ mod po {
     pub fn wait(secs: u8) -> Vec<u8> {
         vec![15, 3, 1, secs]
     }
+    /// Block checks (`Action::Verify`) wait from now on (or no longer).
+    pub const HOLD_CHECKS: &[u8] = &[15, 5];
+    /// A worker answers held check `i`: its verdict, or lost.
+    pub fn answer(i: u8, lost: bool) -> Vec<u8> {
+        vec![15, 6, i, if lost { 255 } else { 0 }]
+    }
 }
 
 fn po_machine() -> Vec<(String, Vec<u8>)> {
@@ -337,6 +343,21 @@ fn po_machine() -> Vec<(String, Vec<u8>)> {
                 verify_ok(),
                 block(1, 0),
                 block(2, 0),
+                commit(0),
+            ]
+            .concat(),
+        ),
+        // Block checks answered out of order, one lost, then the rest at once.
+        (
+            "07-checks-out-of-order-and-lost".into(),
+            [
+                handshake(0),
+                HOLD_CHECKS.to_vec(),
+                blocks(0),
+                answer(2, false),
+                answer(0, true),
+                HOLD_CHECKS.to_vec(),
+                block(0, 0),
                 commit(0),
             ]
             .concat(),
