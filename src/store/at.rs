@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::libc;
-use nix::sys::stat::{fchmodat, fstat, fstatat, mkdirat, FchmodatFlags, Mode};
+use nix::sys::stat::{fstat, fstatat, mkdirat, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -85,16 +85,23 @@ pub fn lstat_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io::Resu
     }
 }
 
-/// Sets the mode of `name` (a directory, or a staged file) in `dir`, not following a
-/// symlink where the kernel and libc allow that.
+/// Sets the mode of directory `name` in `dir` through a descriptor opened with `O_NOFOLLOW |
+/// O_DIRECTORY`: a symlink swapped in after a check fails the call instead of being followed
+/// (`fchmodat` cannot refuse a symlink without following it on glibc: it says EOPNOTSUPP).
 pub fn chmod_dir_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P, bits: u32) -> io::Result<()> {
-    let at = Some(dir.as_raw_fd());
-    match fchmodat(at, name, mode(bits), FchmodatFlags::NoFollowSymlink) {
-        Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
-            Ok(fchmodat(at, name, mode(bits), FchmodatFlags::FollowSymlink)?)
-        }
-        r => Ok(r?),
+    let fd = openat(dir, name, dir_flags(), Mode::empty())?;
+    Ok(nix::sys::stat::fchmod(fd.as_raw_fd(), mode(bits))?)
+}
+
+/// Sets the mode of regular file `name` in `dir` through a descriptor opened with
+/// `O_NOFOLLOW` (root opens it whatever its mode); anything but a regular file is refused.
+pub fn chmod_file_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P, bits: u32) -> io::Result<()> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty())?;
+    if fstat(fd.as_raw_fd())?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
+    Ok(nix::sys::stat::fchmod(fd.as_raw_fd(), mode(bits))?)
 }
 
 /// The names in directory `dir`, without `.` and `..`.
@@ -214,6 +221,32 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A symlink where a directory (or a staged file) was is never chmodded through: the
+    /// target keeps its mode whichever of the calls meets the link.
+    #[test]
+    fn chmod_never_follows_a_symlink() {
+        let base = crate::store::tests::scratch("at-chmod");
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("link")).unwrap();
+        std::fs::create_dir(base.join("d")).unwrap();
+        let dir = openat(File::open(&base).unwrap().as_fd(), ".", dir_flags(), Mode::empty()).unwrap();
+        assert!(chmod_dir_at(dir.as_fd(), "link", 0o4777).is_err());
+        assert!(chmod_file_at(dir.as_fd(), "link", 0o4777).is_err());
+        assert!(chmod_file_at(dir.as_fd(), "d", 0o777).is_err());
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777, 0o600);
+        chmod_dir_at(dir.as_fd(), "d", 0o750).unwrap();
+        assert_eq!(std::fs::metadata(base.join("d")).unwrap().permissions().mode() & 0o7777, 0o750);
+        // ensure_dir_at on a link that replaced a directory of mode 0: the link goes, the
+        // target stays as it was
+        ensure_dir_at(dir.as_fd(), "link", 0o755).unwrap();
+        assert!(std::fs::symlink_metadata(base.join("link")).unwrap().is_dir());
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777, 0o600);
+        crate::store::tests::cleanup(&base);
+    }
 
     #[test]
     fn cursor_and_remove_refuse_symlinks() {

@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::at::{
-    chmod_dir_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_dir_path, open_file_path,
+    chmod_file_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_dir_path, open_file_path,
     open_parent, set_owner_attrs, split, Cursor,
 };
 use super::files::OpenFiles;
@@ -289,7 +289,7 @@ fn open_staged(stage: BorrowedFd, path: &[u8]) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             let (parent, name) = split(path);
             let dir = open_parent(stage, parent)?;
-            chmod_dir_at(dir.as_ref().map_or(stage, |d| d.as_fd()), name, 0o600)?;
+            chmod_file_at(dir.as_ref().map_or(stage, |d| d.as_fd()), name, 0o600)?;
             Ok(File::from(open_file_path(stage, path, OFlag::O_WRONLY)?))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => match split(path) {
