@@ -333,8 +333,12 @@ impl Manifest {
             let mtime = prev_mtime.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
             prev_mtime = mtime;
             let mtime_nsec = u32::try_from(r.var("mtime nsec")?).map_err(|_| invalid("mtime nsec", "too big"))?;
-            let uid = u32::try_from(r.var("uid")?).map_err(|_| invalid("uid", "too big"))?;
-            let gid = u32::try_from(r.var("gid")?).map_err(|_| invalid("gid", "too big"))?;
+            // u32::MAX is chown's "leave it as it is", never an owner.
+            let id = |v: u64, what| {
+                u32::try_from(v).ok().filter(|v| *v != u32::MAX).ok_or_else(|| invalid(what, "out of range"))
+            };
+            let uid = id(r.var("uid")?, "uid")?;
+            let gid = id(r.var("gid")?, "gid")?;
             let mut sparse = None;
             let kind = match r.u8("entry kind")? {
                 0 => Kind::Dir,
@@ -440,6 +444,17 @@ mod tests {
 
     fn e(path: &str, kind: Kind) -> Entry {
         Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None }
+    }
+
+    /// An owner of u32::MAX (chown's "leave it") never decodes.
+    #[test]
+    fn an_owner_of_minus_one_is_refused() {
+        for (uid, gid) in [(u32::MAX, 0), (0, u32::MAX)] {
+            let mut f = e("f", Kind::File { size: 1 });
+            (f.uid, f.gid) = (uid, gid);
+            let bytes = Manifest::new(4, vec![f]).unwrap().encode();
+            assert!(Manifest::decode(&bytes).is_err(), "{uid} {gid}");
+        }
     }
 
     #[test]
