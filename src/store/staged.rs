@@ -75,10 +75,25 @@ pub fn open_stage(
     manifest: &Manifest,
 ) -> Result<(OwnedFd, bool), StoreError> {
     let stage_err = |e: io::Error| StoreError::io(format!("stage {dest}/{stage}"), &e);
-    let found = lstat_at(dest_fd, stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
-    let stage_fd = ensure_dir_at(dest_fd, stage, 0o700)
-        .and_then(|()| openat(dest_fd, stage, dir_flags(), Mode::empty()))
-        .map_err(stage_err)?;
+    let mut found = lstat_at(dest_fd, stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
+    let open =
+        || ensure_dir_at(dest_fd, stage, 0o700).and_then(|()| openat(dest_fd, stage, dir_flags(), Mode::empty()));
+    let mut stage_fd = open().map_err(stage_err)?;
+    // A stage left from before is only ours if nobody else could have put it there or
+    // entered it: owned by this user, no access for others. Else it goes, with what it holds.
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&stage_fd)).map_err(|e| stage_err(e.into()))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        log::warn!(
+            "event=stage_untrusted dest={} stage={stage} uid={} mode={:o}: removed and made anew",
+            crate::logging::kv_quote(dest),
+            st.st_uid,
+            st.st_mode & 0o7777
+        );
+        drop(stage_fd);
+        super::at::remove_at(dest_fd, stage).map_err(stage_err)?;
+        stage_fd = open().map_err(stage_err)?;
+        found = false;
+    }
     let mut cur = Cursor::new(stage_fd.as_fd());
     for e in manifest.entries() {
         let (parent, name) = split(&e.path);

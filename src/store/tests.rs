@@ -636,3 +636,25 @@ fn one_tree_to_two_dests_stages_and_resumes_in_each() {
     }
     cleanup(&base);
 }
+
+/// A stage someone else could have made or entered (here: open to everyone, with a file
+/// planted in it) is removed and made anew, never reused.
+#[test]
+fn a_stage_others_could_enter_is_made_anew() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = scratch("stage-trust");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let m = source(&src);
+    let stage = dest.join(crate::store::stage_name(&m));
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o777)).unwrap();
+    write(&stage.join("planted"), b"theirs", 0o644);
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    transfer(&mut store, 1, &src, &dest, &m);
+    assert!(!stage.join("planted").exists(), "the planted stage was reused");
+    assert_eq!(std::fs::metadata(&stage).unwrap().permissions().mode() & 0o777, 0o700);
+    store.publish(1, None, false).unwrap();
+    assert!(!dest.join("planted").exists());
+    cleanup(&base);
+}
