@@ -7,7 +7,7 @@
 
 mod common;
 use common::package::{repo, run_limited, scratch, static_skip_reason, static_target_dir, tail, BUILD_LIMIT};
-use common::{bin, text, Daemon, TempDir};
+use common::{bin, spawn_daemon, text, Daemon, TempDir};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -355,14 +355,7 @@ fn a_fresh_install_starts_with_the_shipped_configs() {
     // What the system install (no DESTDIR) or the package's postinst makes: the cluster key.
     fs::write(root.join("etc/wugui/cluster.key"), "0123456789abcdef0123456789abcdef").unwrap();
     let run = |name: &str, conf: &Path| {
-        let mut child = Command::new(root.join("usr/local/bin").join(name))
-            .arg("-f")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_daemon(&root.join("usr/local/bin").join(name), conf, &[]);
         let mut line = String::new();
         let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
         std::io::BufRead::read_line(&mut r, &mut line).unwrap();

@@ -81,11 +81,7 @@ impl World<'_> {
     }
 
     fn transfer(&mut self) -> u64 {
-        if self.b.u8() < 240 {
-            TRANSFER
-        } else {
-            self.b.u64()
-        }
+        self.b.mostly(TRANSFER)
     }
 
     fn blocks(&mut self) -> Vec<u64> {

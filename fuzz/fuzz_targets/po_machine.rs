@@ -103,11 +103,7 @@ impl World<'_> {
     }
 
     fn transfer(&mut self) -> u64 {
-        if self.b.u8() < 240 {
-            TRANSFER
-        } else {
-            self.b.u64()
-        }
+        self.b.mostly(TRANSFER)
     }
 
     fn block_msg(&mut self) -> Msg {

@@ -439,11 +439,19 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// A test entry: `path` of `kind`, mode 0644, owned by root, mtime 1, not sparse.
+    pub fn plain(path: &str, kind: Kind) -> Entry {
+        Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn e(path: &str, kind: Kind) -> Entry {
-        Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, mtime_nsec: 0, sparse: None }
+        Entry::plain(path, kind)
     }
 
     /// An owner of u32::MAX (chown's "leave it") never decodes.

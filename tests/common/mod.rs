@@ -35,6 +35,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts the daemon binary `exe -f conf` with extra environment, stdout and stderr piped.
+pub fn spawn_daemon(exe: &Path, conf: &Path, env: &[(&str, &str)]) -> Child {
+    Command::new(exe)
+        .envs(env.iter().copied())
+        .arg("-f")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The address a daemon prints as `listening=ADDR` on stdout (10 s at most), or `None`. A
 /// thread drains stdout after that, so a daemon that writes more never blocks on the pipe.
 pub fn listening(child: &mut Child) -> Option<String> {
@@ -65,15 +78,7 @@ impl Daemon {
     /// Starts a daemon with extra environment (failpoints), and waits (10 s at most) for the
     /// address it prints as `listening=ADDR`.
     pub fn start_env(name: &str, conf: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin(name))
-            .envs(env.iter().copied())
-            .arg("-f")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_daemon(&bin(name), conf, env);
         match listening(&mut child) {
             Some(addr) => Daemon { child, addr, log },
             None => {

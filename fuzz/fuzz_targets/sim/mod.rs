@@ -65,6 +65,15 @@ impl Bytes<'_> {
     pub fn u32(&mut self) -> u32 {
         u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
     }
+    /// `usual` most of the time (15 in 16), else any value: a transfer id, mostly the live one.
+    pub fn mostly(&mut self, usual: u64) -> u64 {
+        if self.u8() < 240 {
+            usual
+        } else {
+            self.u64()
+        }
+    }
+
     pub fn u64(&mut self) -> u64 {
         (self.u32() as u64) << 32 | self.u32() as u64
     }

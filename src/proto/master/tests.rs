@@ -52,16 +52,7 @@ impl Rig {
     /// every po connected and offered the transfer.
     fn new(pos: usize, blocks: u64, class: &[(&str, &str)]) -> Rig {
         let now = Instant::now();
-        let file = Entry {
-            path: "f".into(),
-            kind: Kind::File { size: blocks },
-            uid: 0,
-            gid: 0,
-            mode: 0o644,
-            mtime: 1,
-            mtime_nsec: 0,
-            sparse: None,
-        };
+        let file = Entry::plain("f", Kind::File { size: blocks });
         let manifest = Manifest::new(1, vec![file]).unwrap();
         let mut planned = Some(manifest);
         let asked = Arc::new(std::sync::Mutex::new(Vec::new()));

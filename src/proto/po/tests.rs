@@ -196,17 +196,7 @@ fn check_answers_for_blocks_not_asked_or_twice_are_ignored() {
 
 /// The tree every test offers: one 10,000-byte file `f` in 4 KiB blocks.
 fn one_file() -> Manifest {
-    let file = Entry {
-        path: "f".into(),
-        kind: Kind::File { size: 10_000 },
-        uid: 0,
-        gid: 0,
-        mode: 0o644,
-        mtime: 1,
-        mtime_nsec: 0,
-        sparse: None,
-    };
-    Manifest::new(4096, vec![file]).unwrap()
+    Manifest::new(4096, vec![Entry::plain("f", Kind::File { size: 10_000 })]).unwrap()
 }
 
 /// Master connection `conn` offers transfer `id` of the same tree and class as `accepted`.

@@ -20,16 +20,7 @@ impl MemSource {
     /// One file `f.bin` of `blocks` blocks of 4 KiB, the last one short.
     pub fn one_file(blocks: u64) -> (Manifest, MemSource) {
         let size = (blocks - 1) * 4096 + 1000;
-        let f = Entry {
-            path: "f.bin".into(),
-            kind: Kind::File { size },
-            uid: 0,
-            gid: 0,
-            mode: 0o644,
-            mtime: 1,
-            mtime_nsec: 0,
-            sparse: None,
-        };
+        let f = Entry::plain("f.bin", Kind::File { size });
         let m = Manifest::new(4096, vec![f]).unwrap();
         let data = crate::testutil::noise(size as usize, blocks);
         let src = MemSource { files: [(0, Arc::new(data))].into(), manifest: Some(m.clone()), changed: None };
