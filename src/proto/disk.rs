@@ -179,7 +179,17 @@ pub trait Store {
     /// what the tree lacks. When the dest holds the tree already (see `Published::unchanged`),
     /// it touches nothing there and drops the stage.
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError>;
-    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
+    /// Canary: the next `publish` of `transfer` keeps what it replaces aside, for `rollback`,
+    /// until `decide` (or `abort`) drops it.
+    fn keep_aside(&mut self, _transfer: u64) {}
+    /// Puts back the tree a canary publish replaced.
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        Err(StoreError::Refused(format!("transfer {transfer}: this store keeps no old tree")))
+    }
+    /// The wave is decided: drops what a canary publish kept aside.
+    fn decide(&mut self, _transfer: u64) {}
+    /// Forgets the transfer (and what a canary publish kept aside). `keep` leaves the staged
+    /// blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
     /// The transfer's master is gone: close what is held open for it (the stage stays for a
     /// resume, and a later write opens its files again).

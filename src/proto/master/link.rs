@@ -43,7 +43,7 @@ impl MasterMachine {
             return self.schedule(now);
         }
         let (manifest_id, manifest_len) = plan.announced();
-        let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len };
+        let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len, mode: 0 };
         self.out.push_back(Action::Send { conn, msg });
         self.pos[i].state = State::Offered { deadline: now + OFFER_TIMEOUT };
     }

@@ -22,6 +22,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 mod transfer;
+mod wave;
 
 use super::auth::{ct_eq, Token};
 use super::bitmap::bitmap;
@@ -39,7 +40,7 @@ use super::{
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
+use transfer::{Canary, From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
@@ -107,6 +108,8 @@ struct Pending {
 pub(super) struct Announced {
     id: [u8; 16],
     len: u64,
+    /// The offer's mode bits (`OFFER_DRY_RUN`, `OFFER_HOLD`).
+    mode: u8,
 }
 
 enum Step {

@@ -120,7 +120,8 @@ impl<S: Store> PoMachine<S> {
             }
         };
         self.replace_stale(transfer, &manifest, &dest);
-        self.start(now, master, transfer, (token, manifest), *class, dest);
+        let hold = announced.mode & crate::proto::msg::OFFER_HOLD != 0;
+        self.start(now, master, transfer, (token, manifest, hold), *class, dest);
     }
 
     /// Decodes a manifest (its decoder allocates no more than `bytes` warrant) and checks it
@@ -233,7 +234,7 @@ impl<S: Store> PoMachine<S> {
         now: Instant,
         master: ConnId,
         transfer: u64,
-        (token, manifest): (Vec<u8>, Manifest),
+        (token, manifest, hold): (Vec<u8>, Manifest, bool),
         class: ClassCfg,
         dest: String,
     ) {
@@ -256,7 +257,8 @@ impl<S: Store> PoMachine<S> {
             let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
             self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
         }
-        let t = Transfer::new(class, manifest, held, token, dest, master, now);
+        let mut t = Transfer::new(class, manifest, held, token, dest, master, now);
+        t.hold = hold;
         log::info!(
             "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
             t.class.name,

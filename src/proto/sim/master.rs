@@ -87,7 +87,7 @@ fn granted(pos: &[&str], blocks: u64, extra: &[(&str, &str)]) -> (Master, ConnId
 /// Po `conn` (number `i`) comes up and takes the offer holding `have`: what the master did then.
 fn joined(p: &mut Master, conn: ConnId, i: usize, have: &[bool]) -> Vec<Action> {
     let acts = p.connected(conn);
-    let Msg::Offer { token, po, manifest_id, manifest_len } = only(&acts, conn) else { panic!("{acts:?}") };
+    let Msg::Offer { token, po, manifest_id, manifest_len, mode: 0 } = only(&acts, conn) else { panic!("{acts:?}") };
     assert_eq!((token.as_slice(), po.as_str()), (&b"token"[..], POS[i]));
     // The manifest goes once the po says the CAC vouched for the token, as the offer named it.
     let acts = p.frame(conn, Msg::Verified { transfer: T });
@@ -276,7 +276,7 @@ fn unexpected_messages_fail_the_po() {
         Msg::Have { transfer: T, blocks: vec![0] },
         Msg::Accept { transfer: T + 1, have: vec![] },
         Msg::Ready { transfer: T + 1 },
-        Msg::Offer { token: vec![], po: String::new(), manifest_id: [0; 16], manifest_len: 0 },
+        Msg::Offer { token: vec![], po: String::new(), manifest_id: [0; 16], manifest_len: 0, mode: 0 },
         Msg::Verified { transfer: T + 1 },
     ];
     for msg in cases {

@@ -67,7 +67,7 @@ pub(super) fn token(transfer: u64) -> Vec<u8> {
 /// The offer of `transfer` naming the manifest encoded as `bytes`.
 pub(super) fn offer(transfer: u64, bytes: &[u8]) -> Msg {
     let (manifest_id, manifest_len) = (Manifest::id_of(bytes), bytes.len() as u64);
-    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len }
+    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len, mode: 0 }
 }
 
 /// Master `conn` offers `m` as `transfer`; returns the CAC connection the po dialled to check.
@@ -221,7 +221,7 @@ fn refuses_offers_it_cannot_take() {
     for (i, (manifest_id, manifest_len, bytes)) in bad.into_iter().enumerate() {
         let conn = ACCEPTED | (20 + i as u64);
         p.accepted(conn, MASTER);
-        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len });
+        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len, mode: 0 });
         let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
         p.connected(cac);
         let acts = p.frame(cac, verify_ok(T, class_pairs(&[])));

@@ -1,0 +1,100 @@
+//! Canary waves: a publish that keeps what it replaces or mirrors away in `<stage>-old`, a
+//! folder beside the stage (so mirror and other pushes leave it alone, and the retention sweep
+//! removes one a restart orphaned), and logs every step, so that a rollback can put the old
+//! tree back; `drop_folder` removes it once the wave is decided.
+//!
+//! Not restored: the modes and mtimes publish gave directories that were there before.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::fcntl::renameat;
+
+use super::at::{ensure_dir_at, lstat_at, open_dir_path, open_parent, remove_at, split};
+
+enum Step {
+    /// The old entry at this path went into the aside folder.
+    Displaced(Vec<u8>),
+    /// The new tree put an entry at this path.
+    Placed(Vec<u8>),
+}
+
+pub struct Aside {
+    /// The folder's name in the dest.
+    name: String,
+    fd: Option<OwnedFd>,
+    log: Vec<Step>,
+}
+
+impl Aside {
+    /// Keeps the old tree of the publish of stage `stage` aside.
+    pub fn new(stage: &str) -> Aside {
+        Aside { name: format!("{stage}-old"), fd: None, log: Vec::new() }
+    }
+
+    /// The aside folder, made (anew: one a crash left behind is not ours) on first use.
+    fn folder(&mut self, dest: BorrowedFd) -> io::Result<BorrowedFd<'_>> {
+        if self.fd.is_none() {
+            remove_at(dest, self.name.as_str())?;
+            ensure_dir_at(dest, self.name.as_str(), 0o700)?;
+            self.fd = Some(open_dir_path(dest, self.name.as_bytes())?);
+        }
+        Ok(self.fd.as_ref().expect("made above").as_fd())
+    }
+
+    /// Moves whatever is at `path` (`name` in `dir`) below the dest into the aside folder.
+    pub fn displace(&mut self, dest: BorrowedFd, dir: BorrowedFd, path: &[u8], name: &[u8]) -> io::Result<()> {
+        if lstat_at(dir, name)?.is_none() {
+            return Ok(());
+        }
+        let (parent, _) = split(path);
+        let folder = self.folder(dest)?;
+        // The same parents below the folder, made as needed.
+        let mut cur: Option<OwnedFd> = None;
+        for c in parent.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            let at = cur.as_ref().map_or(folder, |f| f.as_fd());
+            ensure_dir_at(at, OsStr::from_bytes(c), 0o700)?;
+            cur = Some(open_dir_path(at, c)?);
+        }
+        let to = cur.as_ref().map_or(folder, |f| f.as_fd());
+        renameat(Some(dir.as_raw_fd()), name, Some(to.as_raw_fd()), name)?;
+        self.log.push(Step::Displaced(path.to_vec()));
+        Ok(())
+    }
+
+    /// The new tree put an entry at `path`.
+    pub fn placed(&mut self, path: &[u8]) {
+        self.log.push(Step::Placed(path.to_vec()));
+    }
+
+    /// Puts the old tree back, last step first: what was placed goes, what was displaced
+    /// returns. The folder is removed after.
+    pub fn rollback(mut self, dest: BorrowedFd) -> io::Result<()> {
+        while let Some(step) = self.log.pop() {
+            match step {
+                Step::Placed(path) => {
+                    let (parent, name) = split(&path);
+                    let p = open_parent(dest, parent)?;
+                    remove_at(p.as_ref().map_or(dest, |f| f.as_fd()), OsStr::from_bytes(name))?;
+                }
+                Step::Displaced(path) => {
+                    let (parent, name) = split(&path);
+                    let folder = self.fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| io::Error::other("no folder"))?;
+                    let from = open_parent(folder, parent)?;
+                    let to = open_parent(dest, parent)?;
+                    let (from, to) = (from.as_ref().map_or(folder, |f| f.as_fd()), to.as_ref().map_or(dest, |f| f.as_fd()));
+                    remove_at(to, OsStr::from_bytes(name))?;
+                    renameat(Some(from.as_raw_fd()), name, Some(to.as_raw_fd()), name)?;
+                }
+            }
+        }
+        self.drop_folder(dest)
+    }
+
+    /// The wave is decided: the old tree is not needed any more.
+    pub fn drop_folder(&self, dest: BorrowedFd) -> io::Result<()> {
+        remove_at(dest, self.name.as_str())
+    }
+}
