@@ -29,7 +29,7 @@ pub const CODES: [(u8, &str); 9] = [
     (exit::FAILED, "no po committed, or the transfer timed out"),
     (exit::HOOK, "every po committed but a hook failed"),
     (exit::ABORTED, "aborted by SIGINT or SIGTERM"),
-    (exit::CANARY_FAILED, "the canary po failed, so no other po was offered the tree"),
+    (exit::CANARY_FAILED, "a canary po failed (publish or hook): the canaries rolled back, no other po published"),
     (exit::SKIPPED, "every po committed but some source files were skipped"),
 ];
 

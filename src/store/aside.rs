@@ -84,7 +84,8 @@ impl Aside {
                     let folder = self.fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| io::Error::other("no folder"))?;
                     let from = open_parent(folder, parent)?;
                     let to = open_parent(dest, parent)?;
-                    let (from, to) = (from.as_ref().map_or(folder, |f| f.as_fd()), to.as_ref().map_or(dest, |f| f.as_fd()));
+                    let (from, to) =
+                        (from.as_ref().map_or(folder, |f| f.as_fd()), to.as_ref().map_or(dest, |f| f.as_fd()));
                     remove_at(to, OsStr::from_bytes(name))?;
                     renameat(Some(from.as_raw_fd()), name, Some(to.as_raw_fd()), name)?;
                 }

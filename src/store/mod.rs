@@ -284,7 +284,10 @@ impl Store for DiskStore {
                 // A canary that failed half way puts the old tree back at once.
                 if let Some(a) = aside {
                     if let Err(r) = a.rollback(t.dest_fd.as_fd()) {
-                        log::error!("event=canary_rollback_failed transfer={transfer} error={}", kv_quote(&r.to_string()));
+                        log::error!(
+                            "event=canary_rollback_failed transfer={transfer} error={}",
+                            kv_quote(&r.to_string())
+                        );
                     }
                 }
                 return Err(e);

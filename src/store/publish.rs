@@ -15,11 +15,11 @@ use nix::sys::stat::{fstat, utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::symlinkat;
 
+use super::aside::Aside;
 use super::at::{
     create_file_at, ensure_dir_at, is_dir, is_file, list, lstat_at, mode, mtime, open_dir_path, open_file_path,
     open_parent, remove_at, set_owner_attrs, split, Cursor,
 };
-use super::aside::Aside;
 use super::nested::Guard;
 use super::staged::Staged;
 use super::STAGE_PREFIX;

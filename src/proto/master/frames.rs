@@ -242,8 +242,10 @@ impl MasterMachine {
         p.state = State::Done { hook: hook.map(|c| (c, tail)), unchanged };
         let same = if unchanged { " unchanged=1" } else { "" };
         log::info!("event=po_done transfer={} po={} files={files} bytes={bytes}{same}", plan.transfer, p.name);
-        // In a swarm a finished po still serves its neighbours.
-        if plan.swarm.is_none() {
+        // In a swarm a finished po still serves its neighbours; a canary hears how its wave ends.
+        let holds = self.wave_holds(i);
+        let p = &mut self.pos[i];
+        if plan.swarm.is_none() && !holds {
             if let Some(c) = p.conn.take() {
                 self.out.push_back(Action::Close { conn: c });
             }

@@ -125,6 +125,7 @@ impl MasterMachine {
             if class.p2p { "on" } else { "off" }
         );
         self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
+        self.wave = super::wave::Wave::new(self.settings.canary.unwrap_or(class.canary) as usize);
         let pos = pos.into_iter().map(|name| Po::new(name, manifest.blocks(), now)).collect();
         self.start_transfer(now, Plan::new(transfer, token, class, manifest, source, now), pos);
     }

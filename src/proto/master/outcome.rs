@@ -30,8 +30,8 @@ pub enum TransferResult {
     /// SIGINT or SIGTERM: the pos that had not published were told to abort (with
     /// `publish = each`, those that had count as committed).
     Aborted(Ran),
-    /// The canary po failed, so no other po was offered the transfer. Reserved: nothing makes
-    /// it yet.
+    /// A canary failed (its publish or its hook): the canaries rolled back, and no other po
+    /// published.
     CanaryFailed(Ran),
 }
 
