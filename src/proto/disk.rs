@@ -8,7 +8,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::msg::Digest;
+use super::msg::{Digest, Preview};
 use super::{BlockRef, Manifest, Sum, Verify};
 
 /// The bytes of a block, for sending.
@@ -179,6 +179,24 @@ pub trait Store {
     /// what the tree lacks. When the dest holds the tree already (see `Published::unchanged`),
     /// it touches nothing there and drops the stage.
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError>;
+    /// Dry run: what a push of `manifest` to `dest` would change, writing nothing (no stage,
+    /// no dest, no record); paths only with `itemize`. Also the blocks of changed files the
+    /// published copy may hold (at most `max_check`), for `preview_check` with the master's
+    /// digests.
+    fn preview(
+        &mut self,
+        _dest: &str,
+        _manifest: &Manifest,
+        _mirror: bool,
+        _itemize: bool,
+        _max_check: usize,
+    ) -> Result<(Preview, Vec<u64>), StoreError> {
+        Err(StoreError::Refused("this store has no dry run".into()))
+    }
+    /// Of the blocks `preview` listed, those the published copy holds (their digests match).
+    fn preview_check(&mut self, _dest: &str, _manifest: &Manifest, _sums: &[(u64, Digest)]) -> Vec<u64> {
+        Vec::new()
+    }
     /// Canary: the next `publish` of `transfer` keeps what it replaces aside, for `rollback`,
     /// until `decide` (or `abort`) drops it.
     fn keep_aside(&mut self, _transfer: u64) {}

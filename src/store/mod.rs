@@ -25,6 +25,7 @@ pub mod dest;
 pub mod files;
 mod nested;
 pub mod owner;
+pub mod preview;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -331,6 +332,21 @@ impl Store for DiskStore {
             t.checkpoint_or_warn(transfer);
             t.open.clear();
         }
+    }
+
+    fn preview(
+        &mut self,
+        dest: &str,
+        manifest: &Manifest,
+        mirror: bool,
+        itemize: bool,
+        max_check: usize,
+    ) -> Result<(crate::proto::msg::Preview, Vec<u64>), StoreError> {
+        self.scan(dest, manifest, mirror, itemize, max_check)
+    }
+
+    fn preview_check(&mut self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
+        self.scan_check(dest, manifest, sums)
     }
 
     fn keep_aside(&mut self, transfer: u64) {

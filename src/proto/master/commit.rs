@@ -86,6 +86,22 @@ impl MasterMachine {
             })
             .collect();
         let ok = pos.iter().filter(|p| p.failed.is_none()).count();
+        let dry = self.dry.take().map(|mut d| {
+            d.answers = self
+                .pos
+                .iter()
+                .zip(&self.previews)
+                .zip(&pos)
+                .map(|((p, preview), o)| {
+                    let answer = match (preview, &o.failed) {
+                        (Some(pv), None) => Ok((**pv).clone()),
+                        (_, f) => Err(f.clone().unwrap_or_default()),
+                    };
+                    (p.name.clone(), answer)
+                })
+                .collect();
+            d
+        });
         let ran = Ran {
             bytes: plan.manifest.bytes(),
             blocks: plan.manifest.blocks(),
@@ -96,6 +112,7 @@ impl MasterMachine {
             skipped: 0,
         };
         let result = self.wave_result(match ok {
+            _ if dry.is_some() && !aborted => TransferResult::DryRun(dry.expect("checked")),
             _ if aborted => TransferResult::Aborted(ran),
             0 => TransferResult::Failed(ran),
             ok if ok < self.pos.len() => TransferResult::Partial(ran),

@@ -43,9 +43,16 @@ impl MasterMachine {
             return self.schedule(now);
         }
         let (manifest_id, manifest_len) = plan.announced();
-        // With `publish = each`, a canary wave decides when each po publishes.
+        // With `publish = each`, a canary wave decides when each po publishes; a dry run asks
+        // each po what it would change.
+        use crate::proto::msg;
         let hold = self.wave.on() && plan.class.publish == crate::proto::class::Publish::Each;
-        let mode = if hold { crate::proto::msg::OFFER_HOLD } else { 0 };
+        let mode = match (self.settings.dry_run, self.settings.itemize) {
+            (true, true) => msg::OFFER_DRY_RUN | msg::OFFER_ITEMIZE,
+            (true, false) => msg::OFFER_DRY_RUN,
+            _ if hold => msg::OFFER_HOLD,
+            _ => 0,
+        };
         let msg =
             Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len, mode };
         self.out.push_back(Action::Send { conn, msg });

@@ -91,6 +91,9 @@ pub struct MasterMachine {
     busy_refusals: u32,
     outcome: Option<Outcome>,
     wave: wave::Wave,
+    /// A dry run: the tree's summary, and each po's PREVIEW as it comes.
+    dry: Option<Box<DryRun>>,
+    previews: Vec<Option<Box<crate::proto::msg::Preview>>>,
     out: VecDeque<Action>,
 }
 
@@ -114,6 +117,8 @@ impl MasterMachine {
             busy_refusals: 0,
             outcome: None,
             wave: wave::Wave::new(0),
+            dry: None,
+            previews: Vec::new(),
             out: VecDeque::new(),
         };
         m.wait_until = m.settings.wait.map(|w| now + w);

@@ -62,7 +62,7 @@ impl Msg {
                 manifest_id: r.array("manifest id")?,
                 manifest_len: r.u64("manifest length")?,
                 mode: match r.u8("offer mode")? {
-                    m if m & !(super::OFFER_DRY_RUN | super::OFFER_HOLD) == 0 => m,
+                    m if m & !(super::OFFER_DRY_RUN | super::OFFER_HOLD | super::OFFER_ITEMIZE) == 0 => m,
                     m => return Err(invalid("offer mode", m.to_string())),
                 },
             },

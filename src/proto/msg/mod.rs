@@ -290,6 +290,8 @@ pub const OFFER_DRY_RUN: u8 = 1;
 /// OFFER mode bit: publish only on the master's word, even with `publish = each` (a canary
 /// wave decides the order).
 pub const OFFER_HOLD: u8 = 2;
+/// OFFER mode bit, with `OFFER_DRY_RUN`: list the paths (`-i`).
+pub const OFFER_ITEMIZE: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -316,8 +318,9 @@ pub struct Preview {
     pub more: u64,
 }
 
-/// The most paths one PREVIEW lists; the counts cover the rest.
-pub const MAX_PREVIEW_ITEMS: usize = 1000;
+/// The most paths one PREVIEW lists (500 paths of 4 KiB fit a control frame); the counts
+/// cover the rest.
+pub const MAX_PREVIEW_ITEMS: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -73,6 +73,9 @@ impl<S: Store> PoMachine<S> {
             (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
                 self.on_manifest(now, conn, transfer, &manifest)
             }
+            (ConnKind::Master { transfer: None }, Msg::CheckSums { transfer, sums }) => {
+                self.on_dry_run_sums(conn, transfer, sums)
+            }
             // A master whose `cac =` lists this po: say what we are.
             (ConnKind::New, Msg::AuthRequest { .. }) => {
                 log::warn!("event=protocol_error role=po error=\"AuthRequest: a master takes this po for a CAC\"");
@@ -143,6 +146,7 @@ impl<S: Store> PoMachine<S> {
             ConnKind::Master { transfer } => {
                 self.conns.remove(&conn);
                 self.pending.remove(&conn);
+                self.dry.remove(&conn);
                 // Staged blocks stay for a master that comes back; what was published stays.
                 // The swarm's links go: only this master could schedule them.
                 if let Some(id) = transfer.filter(|t| self.transfers.get(t).is_some_and(|x| x.master == Some(conn))) {

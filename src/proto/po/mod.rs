@@ -13,6 +13,7 @@
 //! `transfer` is one transfer's state.
 
 mod blocks;
+mod dry_run;
 mod events;
 mod fence;
 mod offer;
@@ -132,6 +133,8 @@ pub struct PoMachine<S: Store> {
     store: S,
     conns: HashMap<ConnId, Conn>,
     pending: HashMap<ConnId, Pending>,
+    /// Dry runs waiting for the master's digests of their CHECK, by master connection.
+    dry: HashMap<ConnId, dry_run::DryRun>,
     transfers: HashMap<u64, Transfer>,
     /// The last transfer published to each dest (`fence`).
     published: HashMap<String, u64>,
@@ -150,6 +153,7 @@ impl<S: Store> PoMachine<S> {
             store,
             conns: HashMap::new(),
             pending: HashMap::new(),
+            dry: HashMap::new(),
             transfers: HashMap::new(),
             published: HashMap::new(),
             next_conn: 1,
@@ -183,6 +187,7 @@ impl<S: Store> PoMachine<S> {
         self.out.push_back(Action::Close { conn });
         self.conns.remove(&conn);
         self.pending.remove(&conn);
+        self.dry.remove(&conn);
     }
 }
 

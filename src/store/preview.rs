@@ -1,0 +1,198 @@
+//! Dry run: what a push of a manifest would change in a dest, found without writing anything
+//! (no stage, no dest, no record). Entries are compared as `prepare` and delta see them: a
+//! file of the same size and mtime is unchanged; a changed file's blocks at the same place may
+//! still be in the published copy, which the master's digests decide (`preview_check`), so the
+//! bytes said to travel are delta-aware. Bounded like a real offer: the manifest is already
+//! bounded, the mirror walk stops after `MAX_WALK` entries, and reading the old copy stops at
+//! the reuse budget.
+//!
+//! Not told apart: attribute-only changes (mode, owner), and sparse holes (counted as bytes).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+
+use super::at::{is_dir, is_file, list, lstat_at, open_file_path, open_parent, split};
+use super::delta::REUSE_BUDGET;
+use super::{DiskStore, STAGE_PREFIX};
+use crate::proto::checksum::digest;
+use crate::proto::manifest::{Entry, Kind};
+use crate::proto::msg::{Digest, Preview, PreviewKind, MAX_PREVIEW_ITEMS};
+use crate::proto::{Manifest, StoreError};
+
+/// Entries of the dest a mirror preview visits at most.
+const MAX_WALK: usize = 1_000_000;
+
+/// What an entry would become.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Same,
+    Create,
+    Change,
+}
+
+impl DiskStore {
+    /// Opens `dest` without creating it: `None` when it is not there yet.
+    fn dest_if_any(&self, dest: &str) -> Result<Option<OwnedFd>, StoreError> {
+        match self.roots.open(dest, false) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(StoreError::Refused(e)) => Err(StoreError::Refused(e)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The preview of `manifest` in `dest` (paths listed only with `itemize`, at most
+    /// `MAX_PREVIEW_ITEMS`), and the blocks of changed files the published copy may hold, for
+    /// the master's digests to decide (at most `max_check`).
+    pub(super) fn scan(
+        &self,
+        dest: &str,
+        manifest: &Manifest,
+        mirror: bool,
+        itemize: bool,
+        max_check: usize,
+    ) -> Result<(Preview, Vec<u64>), StoreError> {
+        let mut p = Preview::default();
+        let fd = self.dest_if_any(dest)?;
+        let item = |p: &mut Preview, kind: PreviewKind, path: &[u8]| {
+            if itemize && p.items.len() < MAX_PREVIEW_ITEMS {
+                p.items.push((kind, path.to_vec()));
+            } else if itemize {
+                p.more += 1;
+            }
+        };
+        let entries = manifest.entries();
+        let mut changes = vec![Change::Create; entries.len()];
+        for (i, e) in entries.iter().enumerate() {
+            let c = match &fd {
+                Some(d) => compare(d.as_fd(), e).unwrap_or(Change::Create),
+                None => Change::Create,
+            };
+            changes[i] = c;
+            let kind = match (&e.kind, c) {
+                (_, Change::Same) => continue,
+                (Kind::Dir, _) => PreviewKind::CreateDir,
+                (Kind::Symlink { .. }, Change::Create) => PreviewKind::CreateLink,
+                (Kind::Symlink { .. }, _) => PreviewKind::ChangeLink,
+                (_, Change::Create) => PreviewKind::CreateFile,
+                (_, _) => PreviewKind::ChangeFile,
+            };
+            if c == Change::Create {
+                p.create += 1;
+            } else {
+                p.change += 1;
+            }
+            item(&mut p, kind, e.path.as_bytes());
+        }
+        // Blocks that would travel: those touching a created or changed file. Those lying
+        // wholly in files the dest holds (some changed) may be there still: to check.
+        let mut check = Vec::new();
+        for b in 0..manifest.blocks() {
+            let Some(r) = manifest.block(b) else { break };
+            let segs = manifest.segments(&r);
+            if segs.iter().all(|s| changes[s.entry as usize] == Change::Same) {
+                continue;
+            }
+            p.bytes += r.len as u64;
+            if check.len() < max_check && segs.iter().all(|s| changes[s.entry as usize] != Change::Create) {
+                check.push(b);
+            }
+        }
+        if let (true, Some(d)) = (mirror, &fd) {
+            let names: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_bytes()).collect();
+            let dirs: HashSet<&[u8]> =
+                entries.iter().filter(|e| e.kind == Kind::Dir).map(|e| e.path.as_bytes()).collect();
+            let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut seen = 0usize;
+            while let Some(dir) = todo.pop() {
+                let Ok(sub) = open_parent(d.as_fd(), &dir[..]) else { continue };
+                let at = sub.as_ref().map_or(d.as_fd(), |f| f.as_fd());
+                for n in list(at).unwrap_or_default() {
+                    seen += 1;
+                    if seen > MAX_WALK {
+                        break;
+                    }
+                    let rel = join(&dir, std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()));
+                    if dir.is_empty() && rel.starts_with(STAGE_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    if dirs.contains(&rel[..]) {
+                        todo.push(rel);
+                    } else if !names.contains(&rel[..]) {
+                        p.delete += 1;
+                        item(&mut p, PreviewKind::Delete, &rel);
+                    }
+                }
+            }
+        }
+        Ok((p, check))
+    }
+
+    /// Of the `sums` (blocks `scan` listed, with the master's digests), those the published
+    /// copy in `dest` holds at the same place, read within the reuse budget.
+    pub(super) fn scan_check(&self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
+        let Ok(Some(fd)) = self.dest_if_any(dest) else { return Vec::new() };
+        let until = Instant::now() + REUSE_BUDGET;
+        let mut buf = Vec::new();
+        let mut held = Vec::new();
+        for &(b, want) in sums {
+            if Instant::now() > until {
+                break;
+            }
+            let Some(r) = manifest.block(b) else { continue };
+            buf.clear();
+            buf.resize(r.len as usize, 0);
+            let read = manifest.segments(&r).iter().try_for_each(|s| -> io::Result<()> {
+                let e = &manifest.entries()[s.entry as usize];
+                let f = File::from(open_file_path(fd.as_fd(), &e.path, OFlag::O_RDONLY)?);
+                let to = &mut buf[s.at as usize..s.at as usize + s.len as usize];
+                f.read_exact_at(to, s.offset)
+            });
+            if read.is_ok() && digest(&buf) == want {
+                held.push(b);
+            }
+        }
+        held
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = dir.to_vec();
+    if !v.is_empty() {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+/// How `e` differs from what `dest` holds at its path (symlinks are not followed).
+fn compare(dest: BorrowedFd, e: &Entry) -> io::Result<Change> {
+    let (parent, name) = split(&e.path);
+    let dir = open_parent(dest, parent)?;
+    let at = dir.as_ref().map_or(dest, |f| f.as_fd());
+    let Some(st) = lstat_at(at, name)? else { return Ok(Change::Create) };
+    let same_time = st.st_mtime == e.mtime && st.st_mtime_nsec as u32 == e.mtime_nsec;
+    Ok(match &e.kind {
+        Kind::Dir if is_dir(&st) => Change::Same,
+        Kind::Dir => Change::Change,
+        Kind::File { size } if is_file(&st) && st.st_size as u64 == *size && same_time => Change::Same,
+        Kind::File { .. } if is_file(&st) => Change::Change,
+        // A hard link follows the file it names, which is compared itself.
+        Kind::Link { .. } if is_file(&st) => Change::Same,
+        Kind::Symlink { target } if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK => {
+            let fd = at.as_raw_fd();
+            let now = nix::fcntl::readlinkat(Some(fd), name)?;
+            if std::os::unix::ffi::OsStrExt::as_bytes(now.as_os_str()) == &target[..] {
+                Change::Same
+            } else {
+                Change::Change
+            }
+        }
+        _ => Change::Change,
+    })
+}
