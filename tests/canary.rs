@@ -65,8 +65,8 @@ fn canary_hook_fails(c: &Cluster, extra: &[&str]) {
     let (err, last) = (text(&out.stderr), summary(&out));
     assert_eq!(out.status.code(), Some(7), "{last}\n{err}");
     assert!(last.contains("result=canary_failed"), "{last}");
-    for i in 0..3 {
-        assert_eq!(tree(&c.po_dest(i)), v1[i], "po {i} is not on its old tree");
+    for (i, old) in v1.iter().enumerate() {
+        assert_eq!(&tree(&c.po_dest(i)), old, "po {i} is not on its old tree");
         assert!(aside_folders(&c.po_dest(i)).is_empty(), "po {i} kept its old tree aside");
     }
     assert!(c.pos[0].log_text().contains("event=canary_rollback"), "{}", c.pos[0].log_text());

@@ -53,8 +53,8 @@ fn a_dry_run_after_a_one_file_change_lists_that_file_and_its_changed_block() {
     assert!(o.contains("estimate seconds=") && o.contains("nominal 1 Gbit/s"), "{o}");
     assert!(o.lines().last().unwrap().contains("result=dry-run pos=3/3"), "{o}");
     // No stage, no dest change, no state file: the po roots hold the same names as before.
-    for i in 0..3 {
-        assert_eq!(names(&c.po_roots[i]), before[i], "po {i} wrote something");
+    for (i, was) in before.iter().enumerate() {
+        assert_eq!(&names(&c.po_roots[i]), was, "po {i} wrote something");
         assert!(c.pos[i].log_text().contains("event=dry_run"), "po {i}");
     }
     // Without -i only the counts.

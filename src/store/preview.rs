@@ -6,6 +6,9 @@
 //! bounded, the mirror walk stops after `MAX_WALK` entries, and reading the old copy stops at
 //! the reuse budget.
 //!
+//! A stage that would not fit the dest's free space refuses the dry run as it would the push
+//! (stale stages the real offer could remove first are not counted as free).
+//!
 //! Not told apart: attribute-only changes (mode, owner), and sparse holes (counted as bytes).
 
 use std::collections::HashSet;
@@ -33,7 +36,7 @@ const MAX_WALK: usize = 1_000_000;
 enum Change {
     Same,
     Create,
-    Change,
+    Modify,
 }
 
 impl DiskStore {
@@ -88,6 +91,24 @@ impl DiskStore {
                 p.change += 1;
             }
             item(&mut p, kind, e.path.as_bytes());
+        }
+        // The stage would hold every created or changed file whole: the real offer refuses
+        // when the dest's filesystem cannot take that, and so does the dry run.
+        if let Some(d) = &fd {
+            let need: u64 = entries
+                .iter()
+                .zip(&changes)
+                .filter(|(_, c)| **c != Change::Same)
+                .map(|(e, _)| if let Kind::File { size } = e.kind { size } else { 0 })
+                .sum();
+            if let Ok(vfs) = nix::sys::statvfs::fstatvfs(d.as_fd()) {
+                let free = vfs.blocks_available().saturating_mul(vfs.fragment_size());
+                if need > free {
+                    let what = format!("dry run: dest {dest}");
+                    let error = format!("a stage of {need} bytes does not fit the {free} bytes free");
+                    return Err(StoreError::NoSpace { what, error });
+                }
+            }
         }
         // Blocks that would travel: those touching a created or changed file. Those lying
         // wholly in files the dest holds (some changed) may be there still: to check.
@@ -179,9 +200,9 @@ fn compare(dest: BorrowedFd, e: &Entry) -> io::Result<Change> {
     let same_time = st.st_mtime == e.mtime && st.st_mtime_nsec as u32 == e.mtime_nsec;
     Ok(match &e.kind {
         Kind::Dir if is_dir(&st) => Change::Same,
-        Kind::Dir => Change::Change,
+        Kind::Dir => Change::Modify,
         Kind::File { size } if is_file(&st) && st.st_size as u64 == *size && same_time => Change::Same,
-        Kind::File { .. } if is_file(&st) => Change::Change,
+        Kind::File { .. } if is_file(&st) => Change::Modify,
         // A hard link follows the file it names, which is compared itself.
         Kind::Link { .. } if is_file(&st) => Change::Same,
         Kind::Symlink { target } if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK => {
@@ -190,9 +211,9 @@ fn compare(dest: BorrowedFd, e: &Entry) -> io::Result<Change> {
             if std::os::unix::ffi::OsStrExt::as_bytes(now.as_os_str()) == &target[..] {
                 Change::Same
             } else {
-                Change::Change
+                Change::Modify
             }
         }
-        _ => Change::Change,
+        _ => Change::Modify,
     })
 }

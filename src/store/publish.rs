@@ -250,7 +250,9 @@ impl Staged {
                         renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?;
                         moved.insert(path);
                         renames += 1;
-                        aside.map(|a| a.placed(path));
+                        if let Some(a) = aside {
+                            a.placed(path);
+                        }
                         return Ok(());
                     }
                     if let Some(a) = aside.filter(|_| !found.is_some_and(|st| is_dir(&st))) {

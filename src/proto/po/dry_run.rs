@@ -33,7 +33,7 @@ impl<S: Store> PoMachine<S> {
                 log::warn!(
                     "event=offer_refused transfer={transfer} dry_run=1 class={} error={}",
                     class.name,
-                    crate::proto::text::quoted(&e.to_string())
+                    crate::proto::text::quoted(e.to_string())
                 );
                 return self.refuse(master, Reason::Disk, e.to_string());
             }

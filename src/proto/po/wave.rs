@@ -34,7 +34,7 @@ impl<S: Store> PoMachine<S> {
                     Err(e) => {
                         log::error!(
                             "event=canary_rollback_failed transfer={transfer} class={class} error={}",
-                            crate::proto::text::quoted(&e.to_string())
+                            crate::proto::text::quoted(e.to_string())
                         );
                         format!("rollback failed: {e}")
                     }
