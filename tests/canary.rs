@@ -118,3 +118,24 @@ fn when_every_canary_succeeds_the_rest_follow() {
         assert!(!c.pos[2].log_text().contains("event=canary_commit"), "{tag}: po 2 was no canary");
     }
 }
+
+#[test]
+fn wugui_stat_shows_the_wave() {
+    // The canary's hook takes a while: the CAC then shows the transfer in its canary wave.
+    let slow = "#!/bin/sh\nsleep 2\n";
+    let o = Opts {
+        hook: Some(("check.sh", slow.into())),
+        class_extra: vec!["hook = check.sh".into()],
+        ..Default::default()
+    };
+    let c = Cluster::start("canarystat", o);
+    let src = c.seeded_src();
+    let child = spawn_master(&c.master_conf, &["-c", "base1", "-p", src.to_str().unwrap(), "--canary", "1"], &[]);
+    wait_for("the canary wave in wugui-stat", std::time::Duration::from_secs(20), || {
+        let mut s = std::process::Command::new(bin("wugui-stat"));
+        s.args(["-s", &c.cac.addr, "--json"]);
+        text(&run_bounded(s, std::time::Duration::from_secs(10)).stdout).contains("\"state\":\"canary\"")
+    });
+    let out = wait_output(child, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

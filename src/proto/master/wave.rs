@@ -164,9 +164,13 @@ impl MasterMachine {
         }
         let Some(plan) = self.plan.as_ref() else { return };
         let (transfer, each) = (plan.transfer, plan.class.publish == Publish::Each);
-        // With `each`, the rest publish as they are ready once the canaries gave the go.
-        if self.wave.phase == WavePhase::Rest && each {
-            return self.commit_rest();
+        // After the go, the rest publish as they are ready (`each`), or when the master
+        // would commit (`together`: a po ready late, as without a wave).
+        if self.wave.phase == WavePhase::Rest {
+            if each || commit {
+                self.commit_rest();
+            }
+            return;
         }
         loop {
             let seen = self.seen();
