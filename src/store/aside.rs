@@ -99,3 +99,89 @@ impl Aside {
         remove_at(dest, self.name.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{cleanup, scratch, snapshot, source, transfer, write, RETENTION};
+    use super::super::DiskStore;
+    use crate::proto::manifest::Kind;
+    use crate::proto::Store;
+    use crate::tree::walk;
+    use std::path::Path;
+
+    /// Entries and contents, directories without their mtime (a rollback leaves those new).
+    fn tree(d: &Path) -> Vec<String> {
+        let (entries, contents) = snapshot(d, &[]);
+        let mut out: Vec<String> = entries
+            .iter()
+            .filter(|e| !e.path.starts_with(super::super::STAGE_PREFIX))
+            .map(|e| match e.kind {
+                Kind::Dir => format!("dir {}", e.path),
+                _ => format!("{e:?}"),
+            })
+            .collect();
+        let hash = |c: &[u8]| crate::proto::checksum::digest(c)[..8].to_vec();
+        out.extend(
+            contents
+                .iter()
+                .filter(|(p, _)| !p.starts_with(super::super::STAGE_PREFIX))
+                .map(|(p, c)| format!("{p}: {:?}", hash(c))),
+        );
+        out
+    }
+
+    #[test]
+    fn a_canary_publish_rolls_back_to_the_old_tree_and_a_decided_one_drops_it() {
+        let base = scratch("aside");
+        let (src1, src2, dest) = (base.join("v1"), base.join("v2"), base.join("dest"));
+        let m1 = source(&src1);
+        // Version 2: a file changed, one new, a subtree gone (mirror), a file where a directory
+        // was and a directory where a file was, a symlink retargeted.
+        let m2 = {
+            source(&src2);
+            write(&src2.join("d/small"), b"changed\n", 0o600);
+            write(&src2.join("new.txt"), b"new", 0o644);
+            std::fs::remove_dir_all(src2.join("sub")).unwrap();
+            std::fs::remove_file(src2.join("was_dir")).unwrap();
+            std::fs::create_dir(src2.join("was_dir")).unwrap();
+            write(&src2.join("was_dir/in"), b"in", 0o644);
+            std::fs::remove_dir_all(src2.join("was_file")).unwrap();
+            write(&src2.join("was_file"), b"now a file", 0o644);
+            std::fs::remove_file(src2.join("d/link")).unwrap();
+            std::os::unix::fs::symlink("small", src2.join("d/link")).unwrap();
+            walk(&src2, &[], 4096).unwrap().manifest
+        };
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+        transfer(&mut store, 1, &src1, &dest, &m1);
+        store.publish(1, Some("done"), true).unwrap();
+        let v1 = tree(&dest);
+        for (id, decide) in [(2, false), (3, true)] {
+            transfer(&mut store, id, &src2, &dest, &m2);
+            store.keep_aside(id);
+            store.publish(id, Some("done"), true).unwrap();
+            let mut want = tree(&src2);
+            want.retain(|l| !l.contains("done"));
+            let mut got = tree(&dest);
+            got.retain(|l| !l.contains("done"));
+            assert_eq!(got, want, "the new tree is in place");
+            let old = std::fs::read_dir(&dest)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with("-old"))
+                .count();
+            assert_eq!(old, 1, "the old tree is kept aside");
+            if decide {
+                store.decide(id);
+                assert!(store.rollback(id).is_err(), "nothing is left to roll back to");
+            } else {
+                store.rollback(id).unwrap();
+                assert_eq!(tree(&dest), v1, "the old tree is back");
+            }
+            let old = std::fs::read_dir(&dest)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with("-old"))
+                .count();
+            assert_eq!(old, 0);
+        }
+        cleanup(&base);
+    }
+}
