@@ -1,7 +1,8 @@
 //! Canary waves: a publish that keeps what it replaces or mirrors away in `<stage>-old`, a
-//! folder beside the stage (so mirror and other pushes leave it alone, and the retention sweep
-//! removes one a restart orphaned), and logs every step, so that a rollback can put the old
-//! tree back; `drop_folder` removes it once the wave is decided.
+//! folder beside the stage (so mirror and other pushes leave it alone), and logs every step,
+//! so that a rollback can put the old tree back; `drop_folder` removes it once the wave is decided. One that no wave waits for
+//! (the po restarted mid-wave: the new tree stays) is removed by the next sweep of its dest,
+//! at start or at the next push there.
 //!
 //! Not restored: the modes and mtimes publish gave directories that were there before.
 
@@ -21,6 +22,9 @@ enum Step {
     Placed(Vec<u8>),
 }
 
+/// Ends the aside folder's name (`<stage>-old`).
+pub const SUFFIX: &str = "-old";
+
 pub struct Aside {
     /// The folder's name in the dest.
     name: String,
@@ -31,7 +35,11 @@ pub struct Aside {
 impl Aside {
     /// Keeps the old tree of the publish of stage `stage` aside.
     pub fn new(stage: &str) -> Aside {
-        Aside { name: format!("{stage}-old"), fd: None, log: Vec::new() }
+        Aside { name: format!("{stage}{SUFFIX}"), fd: None, log: Vec::new() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The aside folder, made (anew: one a crash left behind is not ours) on first use.
@@ -109,6 +117,10 @@ mod tests {
     use crate::tree::walk;
     use std::path::Path;
 
+    fn names_of(d: &Path) -> Vec<String> {
+        super::super::tests::names(d)
+    }
+
     /// Entries and contents, directories without their mtime (a rollback leaves those new).
     fn tree(d: &Path) -> Vec<String> {
         let (entries, contents) = snapshot(d, &[]);
@@ -182,6 +194,16 @@ mod tests {
                 .count();
             assert_eq!(old, 0);
         }
+        // A po that restarts mid-wave keeps the new tree; its sweep at start drops the old one.
+        transfer(&mut store, 4, &src1, &dest, &m1);
+        store.keep_aside(4);
+        store.publish(4, Some("done"), true).unwrap();
+        let v1_again = tree(&dest);
+        assert!(names_of(&dest).iter().any(|n| n.ends_with(super::SUFFIX)));
+        drop(store);
+        let _store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+        assert!(!names_of(&dest).iter().any(|n| n.ends_with(super::SUFFIX)), "{:?}", names_of(&dest));
+        assert_eq!(tree(&dest), v1_again);
         cleanup(&base);
     }
 }

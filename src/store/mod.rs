@@ -366,7 +366,7 @@ impl Store for DiskStore {
     fn decide(&mut self, transfer: u64) {
         if let Some((fd, dest, a)) = self.asides.remove(&transfer) {
             if let Err(e) = a.drop_folder(fd.as_fd()) {
-                // The retention sweep removes it later (its name is a stage's).
+                // The next sweep of the dest removes it (no wave waits for it).
                 log::warn!(
                     "event=aside_remove_failed transfer={transfer} dest={} error={}",
                     kv_quote(&dest.display().to_string()),

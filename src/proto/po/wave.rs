@@ -2,7 +2,7 @@
 //! (`on_master_frame` takes them only on that master's connection). A canary publishes keeping
 //! its old tree aside; a rollback puts it back, only while the wave is undecided; `Decided`
 //! drops it. A po that restarts mid-wave keeps the new tree (the wave's record is in memory);
-//! the retention sweep removes the folder kept aside.
+//! its sweep at start removes the folder kept aside.
 
 use super::*;
 use crate::proto::msg::WaveStep;
