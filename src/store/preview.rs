@@ -9,6 +9,8 @@
 //! A stage that would not fit the dest's free space refuses the dry run as it would the push
 //! (stale stages the real offer could remove first are not counted as free).
 //!
+//! With `mirror`, other classes' dests below this one are kept, as publish keeps them.
+//!
 //! Not told apart: attribute-only changes (mode, owner), and sparse holes (counted as bytes).
 
 use std::collections::HashSet;
@@ -128,6 +130,10 @@ impl DiskStore {
             let names: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_bytes()).collect();
             let dirs: HashSet<&[u8]> =
                 entries.iter().filter(|e| e.kind == Kind::Dir).map(|e| e.path.as_bytes()).collect();
+            // Other classes' dests below this one are kept by mirror, and the directories
+            // that hold them are walked, as `mirror_walk` does.
+            let nested = self.nested_in(std::path::Path::new(dest));
+            let guard = super::nested::Guard::new(&nested);
             let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
             let mut seen = 0usize;
             while let Some(dir) = todo.pop() {
@@ -142,7 +148,13 @@ impl DiskStore {
                     if dir.is_empty() && rel.starts_with(STAGE_PREFIX.as_bytes()) {
                         continue;
                     }
-                    if dirs.contains(&rel[..]) {
+                    let text = std::str::from_utf8(&rel).ok();
+                    if text.is_some_and(|r| guard.is_dest(r)) {
+                        continue;
+                    }
+                    let holds = text.is_some_and(|r| guard.holds_dest(r))
+                        && lstat_at(at, n.as_os_str()).ok().flatten().is_some_and(|st| is_dir(&st));
+                    if dirs.contains(&rel[..]) || holds {
                         todo.push(rel);
                     } else if !names.contains(&rel[..]) {
                         p.delete += 1;
@@ -216,4 +228,39 @@ fn compare(dest: BorrowedFd, e: &Entry) -> io::Result<Change> {
         }
         _ => Change::Modify,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{cleanup, names, scratch, transfer, write, RETENTION};
+    use super::super::DiskStore;
+    use crate::proto::msg::PreviewKind;
+    use crate::proto::Store;
+    use crate::tree::walk;
+
+    #[test]
+    fn a_preview_writes_nothing_and_mirror_keeps_nested_dests() {
+        let base = scratch("preview");
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        write(&src.join("d/f"), b"one", 0o644);
+        let m = walk(&src, &[], 4096).unwrap().manifest;
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+        // A dest not there yet: everything would be created, and it is still not there after.
+        let (p, check) = store.preview(dest.to_str().unwrap(), &m, true, true, 100).unwrap();
+        assert_eq!((p.create, p.change, p.delete, p.bytes, check.len()), (2, 0, 0, 3, 0));
+        assert!(!dest.exists());
+        transfer(&mut store, 1, &src, &dest, &m);
+        store.publish(1, None, true).unwrap();
+        // Another class's dest below this one (live), and a stray file.
+        let inner = dest.join("inner");
+        store.prepare(2, inner.to_str().unwrap(), &m, false).unwrap();
+        write(&dest.join("stray"), b"x", 0o644);
+        let before = names(&dest);
+        let (p, _) = store.preview(dest.to_str().unwrap(), &m, true, true, 100).unwrap();
+        assert_eq!((p.create, p.change, p.delete, p.bytes), (0, 0, 1, 0));
+        assert_eq!(p.items, [(PreviewKind::Delete, b"stray".to_vec())]);
+        assert_eq!(names(&dest), before, "a preview wrote in the dest");
+        cleanup(&base);
+    }
 }
