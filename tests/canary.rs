@@ -43,8 +43,9 @@ fn change(src: &Path) {
     fs::remove_file(src.join("keep.dat")).unwrap();
 }
 
+/// A push; `--wait`: the push just before may not have released the class on the CAC yet.
 fn push(c: &Cluster, src: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["-c", "base1", "-p", src.to_str().unwrap()];
+    let mut args = vec!["--wait=30", "-c", "base1", "-p", src.to_str().unwrap()];
     args.extend_from_slice(extra);
     c.master(&args)
 }

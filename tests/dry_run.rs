@@ -24,8 +24,9 @@ fn names(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A dry run; `--wait`: the push just before may not have released the class on the CAC yet.
 fn dry(c: &Cluster, src: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["--dry-run", "-c", "base1", "-p", src.to_str().unwrap()];
+    let mut args = vec!["--dry-run", "--wait=30", "-c", "base1", "-p", src.to_str().unwrap()];
     args.extend_from_slice(extra);
     c.master(&args)
 }
