@@ -249,6 +249,8 @@ fuzz_target!(|data: &[u8]| {
             _ => Some(Duration::from_secs(600)),
         },
         transfer_key: [3; 32],
+        canary: None,
+        itemize: false,
     };
     let now = Instant::now();
     let mut m = MasterMachine::new(settings, planner, now);

@@ -76,6 +76,9 @@ pub struct ClassCfg {
     /// Run the hook after a push that changed nothing on a po too (default off: an unchanged
     /// tree publishes nothing, so there is nothing new to act on).
     pub hook_on_unchanged: bool,
+    /// Canary waves: commit this many pos first, the rest only if all of them succeed
+    /// (0: off; `masterwugui --canary K` overrides it).
+    pub canary: u32,
 }
 
 impl ClassCfg {
@@ -114,6 +117,7 @@ impl ClassCfg {
             owner: Owner::Po,
             chmod: Chmod::default(),
             hook_on_unchanged: false,
+            canary: 0,
         }
     }
 
@@ -201,6 +205,7 @@ impl ClassCfg {
             "delta" => self.delta = parse_bool(v)?,
             "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
             "hook_on_unchanged" => self.hook_on_unchanged = parse_bool(v)?,
+            "canary" => self.canary = parse_num(v, 0, 1_000_000)? as u32,
             "owner" => self.owner = Owner::parse(v)?,
             "chmod" => self.chmod = Chmod::parse(v)?,
             _ => return Ok(false),
@@ -234,6 +239,9 @@ impl ClassCfg {
         }
         if self.hook_on_unchanged {
             p.push(("hook_on_unchanged".into(), onoff(true)));
+        }
+        if self.canary > 0 {
+            p.push(("canary".into(), self.canary.to_string()));
         }
         if self.owner != Owner::Po {
             p.push(("owner".into(), self.owner.to_string()));
@@ -349,6 +357,9 @@ mod tests {
         let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
         assert!(back.hook_on_unchanged);
         assert_eq!(back, c);
+        assert!(c.set("canary", "2").unwrap());
+        assert_eq!(ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap().canary, 2);
+        assert!(c.set("canary", "x").is_err());
     }
 
     #[test]

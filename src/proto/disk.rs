@@ -8,7 +8,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::msg::Digest;
+use super::msg::{Digest, Preview};
 use super::{BlockRef, Manifest, Sum, Verify};
 
 /// The bytes of a block, for sending.
@@ -179,7 +179,35 @@ pub trait Store {
     /// what the tree lacks. When the dest holds the tree already (see `Published::unchanged`),
     /// it touches nothing there and drops the stage.
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError>;
-    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
+    /// Dry run: what a push of `manifest` to `dest` would change, writing nothing (no stage,
+    /// no dest, no record); paths only with `itemize`. Also the blocks of changed files the
+    /// published copy may hold (at most `max_check`), for `preview_check` with the master's
+    /// digests.
+    fn preview(
+        &mut self,
+        _dest: &str,
+        _manifest: &Manifest,
+        _mirror: bool,
+        _itemize: bool,
+        _max_check: usize,
+    ) -> Result<(Preview, Vec<u64>), StoreError> {
+        Err(StoreError::Refused("this store has no dry run".into()))
+    }
+    /// Of the blocks `preview` listed, those the published copy holds (their digests match).
+    fn preview_check(&mut self, _dest: &str, _manifest: &Manifest, _sums: &[(u64, Digest)]) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Canary: the next `publish` of `transfer` keeps what it replaces aside, for `rollback`,
+    /// until `decide` (or `abort`) drops it.
+    fn keep_aside(&mut self, _transfer: u64) {}
+    /// Puts back the tree a canary publish replaced.
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        Err(StoreError::Refused(format!("transfer {transfer}: this store keeps no old tree")))
+    }
+    /// The wave is decided: drops what a canary publish kept aside.
+    fn decide(&mut self, _transfer: u64) {}
+    /// Forgets the transfer (and what a canary publish kept aside). `keep` leaves the staged
+    /// blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
     /// The transfer's master is gone: close what is held open for it (the stage stays for a
     /// resume, and a later write opens its files again).

@@ -18,12 +18,14 @@
 //! [`files`] block bodies read back from files (shared with the master's `tree::FsSource`),
 //! [`unchanged`] whether a push changes nothing in the dest.
 
+pub mod aside;
 pub mod at;
 pub mod delta;
 pub mod dest;
 pub mod files;
 mod nested;
 pub mod owner;
+pub mod preview;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -77,6 +79,10 @@ pub struct DiskStore {
     /// Recently published transfers: their files can still be served to peers. The dest is
     /// reopened for each block served, so that nothing of a finished transfer stays open.
     published: Vec<(u64, String, Manifest)>,
+    /// Canary transfers: those to publish keeping the old tree aside, and those published so,
+    /// with their dest, until the wave is decided.
+    aside_wanted: std::collections::HashSet<u64>,
+    asides: HashMap<u64, (OwnedFd, PathBuf, aside::Aside)>,
 }
 
 impl DiskStore {
@@ -97,6 +103,8 @@ impl DiskStore {
             sync: true,
             transfers: HashMap::new(),
             published: Vec::new(),
+            aside_wanted: Default::default(),
+            asides: HashMap::new(),
         };
         store.sweep_all();
         Ok(store)
@@ -265,10 +273,32 @@ impl Store for DiskStore {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
         let dest = self.get(transfer)?.dest.clone();
         let nested = self.nested_in(&dest);
+        let mut aside = match self.aside_wanted.remove(&transfer) {
+            true => Some(aside::Aside::new(&self.get(transfer)?.stage)),
+            false => None,
+        };
         let t = self.get(transfer)?;
         t.nested = nested;
-        let published = t.publish(transfer, flag_file, mirror)?;
+        let published = match t.publish(transfer, flag_file, mirror, aside.as_mut()) {
+            Ok(p) => p,
+            Err(e) => {
+                // A canary that failed half way puts the old tree back at once.
+                if let Some(a) = aside {
+                    if let Err(r) = a.rollback(t.dest_fd.as_fd()) {
+                        log::error!(
+                            "event=canary_rollback_failed transfer={transfer} error={}",
+                            kv_quote(&r.to_string())
+                        );
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Some(t) = self.transfers.remove(&transfer) {
+            if let Some(a) = aside {
+                let fd = t.dest_fd.try_clone().map_err(|e| StoreError::io("publish: keep the dest open", &e))?;
+                self.asides.insert(transfer, (fd, t.dest.clone(), a));
+            }
             let _ = std::fs::remove_file(&t.record);
             if self.published.len() >= SERVED {
                 self.published.remove(0);
@@ -304,7 +334,51 @@ impl Store for DiskStore {
         }
     }
 
+    fn preview(
+        &mut self,
+        dest: &str,
+        manifest: &Manifest,
+        mirror: bool,
+        itemize: bool,
+        max_check: usize,
+    ) -> Result<(crate::proto::msg::Preview, Vec<u64>), StoreError> {
+        self.scan(dest, manifest, mirror, itemize, max_check)
+    }
+
+    fn preview_check(&mut self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
+        self.scan_check(dest, manifest, sums)
+    }
+
+    fn keep_aside(&mut self, transfer: u64) {
+        if self.transfers.contains_key(&transfer) {
+            self.aside_wanted.insert(transfer);
+        }
+    }
+
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        let Some((fd, dest, a)) = self.asides.remove(&transfer) else {
+            return Err(StoreError::Refused(format!("transfer {transfer} kept no old tree")));
+        };
+        self.published.retain(|(id, _, _)| *id != transfer);
+        a.rollback(fd.as_fd()).map_err(|e| StoreError::io(format!("rollback in {}", dest.display()), &e))
+    }
+
+    fn decide(&mut self, transfer: u64) {
+        if let Some((fd, dest, a)) = self.asides.remove(&transfer) {
+            if let Err(e) = a.drop_folder(fd.as_fd()) {
+                // The next sweep of the dest removes it (no wave waits for it).
+                log::warn!(
+                    "event=aside_remove_failed transfer={transfer} dest={} error={}",
+                    kv_quote(&dest.display().to_string()),
+                    kv_quote(&e.to_string())
+                );
+            }
+        }
+    }
+
     fn abort(&mut self, transfer: u64, keep: bool) {
+        self.decide(transfer);
+        self.aside_wanted.remove(&transfer);
         self.published.retain(|(id, _, _)| *id != transfer);
         let Some(mut t) = self.transfers.remove(&transfer) else { return };
         if keep {

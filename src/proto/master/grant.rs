@@ -9,7 +9,7 @@ use crate::proto::auth;
 use crate::proto::cac::challenge_data;
 use crate::proto::failover::Failover;
 use crate::proto::manifest::Kind;
-use crate::proto::msg::{Reason, TransferStat};
+use crate::proto::msg::Reason;
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, ClassCfg, ConnId, Event, Manifest, Msg};
 use std::time::Instant;
@@ -112,19 +112,22 @@ impl MasterMachine {
             Err(e) => return self.stop_early(TransferResult::SourceFailed(e)),
         };
         if self.settings.dry_run {
-            return self.dry_run(conn, transfer, token, &class, &manifest, &pos);
+            self.dry = Some(Box::new(dry_plan(&class, &manifest, &pos)));
+            self.previews = vec![None; pos.len()];
         }
         log::info!(
-            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}",
+            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}{}",
             class.name,
             pos.len(),
             manifest.files(),
             manifest.bytes(),
             manifest.blocks(),
             class.verify,
-            if class.p2p { "on" } else { "off" }
+            if class.p2p { "on" } else { "off" },
+            if self.settings.dry_run { " dry_run=1" } else { "" }
         );
         self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
+        self.wave = super::wave::Wave::new(self.settings.canary.unwrap_or(class.canary) as usize);
         let pos = pos.into_iter().map(|name| Po::new(name, manifest.blocks(), now)).collect();
         self.start_transfer(now, Plan::new(transfer, token, class, manifest, source, now), pos);
     }
@@ -147,32 +150,21 @@ impl MasterMachine {
             self.finish(now);
         }
     }
+}
 
-    /// What a transfer would move (`app::outcome` says how long it would take).
-    fn dry_run(&mut self, cac: ConnId, transfer: u64, token: Vec<u8>, class: &ClassCfg, m: &Manifest, pos: &[String]) {
-        let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
-        let plan = DryRun {
-            class: class.clone(),
-            files: count(|k| matches!(k, Kind::File { .. })),
-            dirs: count(|k| matches!(k, Kind::Dir)),
-            symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
-            bytes: m.bytes(),
-            blocks: m.blocks(),
-            block_size: m.block_size,
-            pos: pos.to_vec(),
-        };
-        let stat = TransferStat {
-            transfer,
-            class: class.name.clone(),
-            state: "dry-run".into(),
-            total: m.bytes(),
-            started_unix: self.settings.unix_start,
-            ..Default::default()
-        };
-        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat, token } });
-        self.out.push_back(Action::Close { conn: cac });
-        let class = class.name.clone();
-        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(Box::new(plan)) });
-        self.phase = Phase::Finished;
+/// What a dry run would move (`app::outcome` says how long it would take); each po's answer
+/// is added as it comes.
+fn dry_plan(class: &ClassCfg, m: &Manifest, pos: &[String]) -> DryRun {
+    let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
+    DryRun {
+        class: class.clone(),
+        files: count(|k| matches!(k, Kind::File { .. })),
+        dirs: count(|k| matches!(k, Kind::Dir)),
+        symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
+        bytes: m.bytes(),
+        blocks: m.blocks(),
+        block_size: m.block_size,
+        pos: pos.to_vec(),
+        answers: Vec::new(),
     }
 }

@@ -75,11 +75,26 @@ impl Msg {
                 w.str(class_name);
                 encode_pairs(w, class);
             }
-            Msg::Offer { token, po, manifest_id, manifest_len } => {
+            Msg::Offer { token, po, manifest_id, manifest_len, mode } => {
                 w.bytes(token);
                 w.str(po);
                 w.raw(manifest_id);
                 w.u64(*manifest_len);
+                w.u8(*mode);
+            }
+            Msg::Wave { transfer, step } => {
+                w.u64(*transfer);
+                w.u8(*step as u8);
+            }
+            Msg::Preview(p) => {
+                for n in [p.transfer, p.create, p.change, p.delete, p.bytes, p.more] {
+                    w.u64(n);
+                }
+                w.u32(p.items.len() as u32);
+                for (k, path) in &p.items {
+                    w.u8(*k as u8);
+                    w.bytes(path);
+                }
             }
             Msg::Manifest { transfer, manifest } => {
                 w.u64(*transfer);

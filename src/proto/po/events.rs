@@ -19,11 +19,15 @@ impl<S: Store> PoMachine<S> {
                 Some(TState::Published { .. }) => {}
                 _ => self.fail(t, "COMMIT before every block was held".into()),
             },
+            Msg::Wave { transfer: t, step } if Some(t) == transfer => self.on_wave(t, step),
             Msg::Abort { transfer: t, reason } if Some(t) == transfer => {
                 log::warn!("event=transfer_abort transfer={t} reason={}", crate::proto::text::quoted(&reason));
                 if let Some(x) = self.transfers.remove(&t) {
                     if !matches!(x.state, TState::Published { .. }) {
                         self.store.abort(t, true);
+                    } else {
+                        // A canary keeps the new tree: the old one kept aside goes.
+                        self.store.decide(t);
                     }
                 }
             }
@@ -63,11 +67,14 @@ impl<S: Store> PoMachine<S> {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match (&c.kind, msg) {
             // What the master calls us (`po`) is only its business.
-            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len }) => {
-                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len })
+            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len, mode }) => {
+                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len, mode })
             }
             (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
                 self.on_manifest(now, conn, transfer, &manifest)
+            }
+            (ConnKind::Master { transfer: None }, Msg::CheckSums { transfer, sums }) => {
+                self.on_dry_run_sums(conn, transfer, sums)
             }
             // A master whose `cac =` lists this po: say what we are.
             (ConnKind::New, Msg::AuthRequest { .. }) => {
@@ -139,6 +146,7 @@ impl<S: Store> PoMachine<S> {
             ConnKind::Master { transfer } => {
                 self.conns.remove(&conn);
                 self.pending.remove(&conn);
+                self.dry.remove(&conn);
                 // Staged blocks stay for a master that comes back; what was published stays.
                 // The swarm's links go: only this master could schedule them.
                 if let Some(id) = transfer.filter(|t| self.transfers.get(t).is_some_and(|x| x.master == Some(conn))) {

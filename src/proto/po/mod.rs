@@ -13,6 +13,7 @@
 //! `transfer` is one transfer's state.
 
 mod blocks;
+mod dry_run;
 mod events;
 mod fence;
 mod offer;
@@ -22,6 +23,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 mod transfer;
+mod wave;
 
 use super::auth::{ct_eq, Token};
 use super::bitmap::bitmap;
@@ -39,7 +41,7 @@ use super::{
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
+use transfer::{Canary, From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
@@ -107,6 +109,8 @@ struct Pending {
 pub(super) struct Announced {
     id: [u8; 16],
     len: u64,
+    /// The offer's mode bits (`OFFER_DRY_RUN`, `OFFER_HOLD`).
+    mode: u8,
 }
 
 enum Step {
@@ -129,6 +133,8 @@ pub struct PoMachine<S: Store> {
     store: S,
     conns: HashMap<ConnId, Conn>,
     pending: HashMap<ConnId, Pending>,
+    /// Dry runs waiting for the master's digests of their CHECK, by master connection.
+    dry: HashMap<ConnId, dry_run::DryRun>,
     transfers: HashMap<u64, Transfer>,
     /// The last transfer published to each dest (`fence`).
     published: HashMap<String, u64>,
@@ -147,6 +153,7 @@ impl<S: Store> PoMachine<S> {
             store,
             conns: HashMap::new(),
             pending: HashMap::new(),
+            dry: HashMap::new(),
             transfers: HashMap::new(),
             published: HashMap::new(),
             next_conn: 1,
@@ -180,6 +187,7 @@ impl<S: Store> PoMachine<S> {
         self.out.push_back(Action::Close { conn });
         self.conns.remove(&conn);
         self.pending.remove(&conn);
+        self.dry.remove(&conn);
     }
 }
 

@@ -43,7 +43,7 @@ impl<S: Store> PoMachine<S> {
             log::warn!("event=offer_refused reason=bad_manifest error={}", crate::proto::text::quoted(&text));
             return self.refuse(conn, Reason::BadManifest, text);
         }
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.len() + self.dry.len() >= MAX_PENDING {
             log::warn!("event=offer_refused reason=busy pending={MAX_PENDING}");
             let text = format!("this po has {MAX_PENDING} offers waiting for verification; try again later");
             return self.refuse(conn, Reason::Busy, text);
@@ -83,12 +83,19 @@ impl<S: Store> PoMachine<S> {
         let Some((class, dest)) = self.judge_offer(master, transfer, &p.token, pairs, class_name) else { return };
         // The master is who its token says: the manifest and blocks may come.
         self.out.push_back(Action::FrameLimit { conn: master, max: NO_FRAME_LIMIT });
-        if self.resume(now, master, transfer, &p.announced.id) {
+        let dry = p.announced.mode & crate::proto::msg::OFFER_DRY_RUN != 0;
+        if dry {
+            // A dry run is refused as the real push would be, and changes nothing here.
+            if let Some(why) = self.newer_than(transfer, &dest) {
+                log::warn!("event=offer_refused transfer={transfer} reason=superseded dry_run=1 dest={dest}");
+                return self.refuse(master, Reason::Busy, why);
+            }
+        } else if self.resume(now, master, transfer, &p.announced.id) {
             return;
         }
         // An older push than the one this dest last published, or than one staging there now,
         // is refused before its manifest travels (README "Concurrent pushes").
-        if !self.fence_offer(master, transfer, &dest) {
+        if !dry && !self.fence_offer(master, transfer, &dest) {
             return;
         }
         p.step = Step::Manifest { transfer, class: Box::new(class), dest };
@@ -119,8 +126,13 @@ impl<S: Store> PoMachine<S> {
                 return self.refuse(master, Reason::BadManifest, e);
             }
         };
+        if announced.mode & crate::proto::msg::OFFER_DRY_RUN != 0 {
+            let itemize = announced.mode & crate::proto::msg::OFFER_ITEMIZE != 0;
+            return self.dry_run(now, master, transfer, manifest, (*class, dest), itemize);
+        }
         self.replace_stale(transfer, &manifest, &dest);
-        self.start(now, master, transfer, (token, manifest), *class, dest);
+        let hold = announced.mode & crate::proto::msg::OFFER_HOLD != 0;
+        self.start(now, master, transfer, (token, manifest, hold), *class, dest);
     }
 
     /// Decodes a manifest (its decoder allocates no more than `bytes` warrant) and checks it
@@ -233,7 +245,7 @@ impl<S: Store> PoMachine<S> {
         now: Instant,
         master: ConnId,
         transfer: u64,
-        (token, manifest): (Vec<u8>, Manifest),
+        (token, manifest, hold): (Vec<u8>, Manifest, bool),
         class: ClassCfg,
         dest: String,
     ) {
@@ -256,7 +268,8 @@ impl<S: Store> PoMachine<S> {
             let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
             self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
         }
-        let t = Transfer::new(class, manifest, held, token, dest, master, now);
+        let mut t = Transfer::new(class, manifest, held, token, dest, master, now);
+        t.hold = hold;
         log::info!(
             "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
             t.class.name,

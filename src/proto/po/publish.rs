@@ -18,7 +18,7 @@ impl<S: Store> PoMachine<S> {
         }
         t.state = TState::Ready;
         log::info!("event=po_ready transfer={transfer} class={} bytes={}", t.class.name, t.bytes);
-        let (master, each) = (t.master, t.class.publish == Publish::Each);
+        let (master, each) = (t.master, t.class.publish == Publish::Each && !t.hold);
         if let Some(m) = master {
             self.send(m, Msg::Ready { transfer });
         }
@@ -93,7 +93,10 @@ impl<S: Store> PoMachine<S> {
     }
 
     pub(super) fn on_hook_done(&mut self, transfer: u64, exit: i32, tail: String) {
-        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        // A canary rolled back while its hook ran has reported already.
+        let Some(t) = self.transfers.get_mut(&transfer).filter(|t| matches!(t.state, TState::Published { .. })) else {
+            return;
+        };
         let name = t.class.hook.clone().unwrap_or_default();
         if exit == 0 {
             log::info!("event=hook_done transfer={transfer} hook={name} exit=0");

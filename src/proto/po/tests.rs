@@ -94,7 +94,7 @@ fn accepted() -> Po {
     po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap(), local });
     let manifest = Arc::new(manifest.encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
-    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len };
+    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len, mode: 0 };
     let a = po.frame(MASTER, offer);
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
@@ -205,7 +205,7 @@ fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
     po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap(), local: "10.0.0.2:7200".parse().unwrap() });
     let manifest = Arc::new(one_file().encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
-    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len });
+    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len, mode: 0 });
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
     class.set("dest", "/data/x").unwrap();

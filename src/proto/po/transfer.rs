@@ -129,6 +129,20 @@ pub(super) struct Transfer {
     /// its index. Dropped with the transfer, so a late verdict for a
     /// transfer that is gone finds nothing and is ignored.
     pub(super) checking: HashMap<u64, (From, u64)>,
+    /// Publish only on the master's word, even with `publish = each` (OFFER_HOLD).
+    pub(super) hold: bool,
+    pub(super) canary: Canary,
+}
+
+/// Where a transfer stands in a canary wave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Canary {
+    /// Not a canary (or not yet committed as one).
+    No,
+    /// Published as a canary, the old tree kept aside: a rollback may come.
+    Undecided,
+    /// The wave was decided: the old tree is gone, and no rollback is taken.
+    Decided,
 }
 
 impl Transfer {
@@ -164,6 +178,8 @@ impl Transfer {
             sums: HashMap::new(),
             parked: Vec::new(),
             checking: HashMap::new(),
+            hold: false,
+            canary: Canary::No,
         }
     }
 

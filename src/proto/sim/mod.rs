@@ -296,6 +296,8 @@ fn master_settings(class: &str, cacs: &[&str]) -> MasterSettings {
         dry_run: false,
         wait: None,
         transfer_key: TRANSFER_KEY,
+        canary: None,
+        itemize: false,
     }
 }
 
