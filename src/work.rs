@@ -77,6 +77,11 @@ impl<R: Send + 'static> Workers<R> {
         self.pending
     }
 
+    /// Whether `submit` would take a job now.
+    pub fn has_room(&self) -> bool {
+        self.pending < self.capacity
+    }
+
     /// Queues `job` under `key`, or hands it back when `capacity` jobs are pending.
     pub fn submit(&mut self, key: u64, job: Job<R>) -> Result<(), Job<R>> {
         if self.pending >= self.capacity {

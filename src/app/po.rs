@@ -83,6 +83,12 @@ pub fn main() -> ExitCode {
         log::warn!("event=failpoint name={failpoint}: this po breaks every block it serves to peers");
         return serve(FaultyServe(store, fault), roots, &cfg, &path, (bound, listener));
     }
+    // `hold_delta:PATH`: a delta/resume check waits before each block it reads until PATH
+    // exists, so a test can watch other transfers while one check is in the middle.
+    if let Some(gate) = failpoint.strip_prefix("hold_delta:") {
+        log::warn!("event=failpoint name=hold_delta: checks of old copies wait for {gate}");
+        return serve(store.hold_checks(gate.into()), roots, &cfg, &path, (bound, listener));
+    }
     serve(store, roots, &cfg, &path, (bound, listener))
 }
 
@@ -139,6 +145,12 @@ impl crate::proto::Store for FaultyServe {
     }
     fn check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
         self.0.check(t, sums)
+    }
+    fn check_job(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Option<crate::proto::DiskJob> {
+        self.0.check_job(t, sums)
+    }
+    fn check_done(&mut self, id: u64, out: Option<crate::proto::DiskOutput>) -> Result<Vec<u64>, StoreError> {
+        self.0.check_done(id, out)
     }
     fn set_options(&mut self, t: u64, options: crate::proto::disk::StageOptions) {
         self.0.set_options(t, options)

@@ -38,6 +38,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,8 @@ use crate::logging::kv_quote;
 use crate::proto::disk::StageOptions;
 use crate::proto::manifest::{hex, RelPath};
 use crate::proto::msg::Digest;
-use crate::proto::{BlockRef, Body, Manifest, Published, Store, StoreError};
-use delta::REUSE_BUDGET;
+use crate::proto::{BlockRef, Body, DiskJob, DiskOutput, Manifest, Published, Store, StoreError};
+use delta::Stop;
 use dest::Roots;
 use staged::Staged;
 
@@ -77,6 +78,23 @@ pub struct DiskStore {
     /// Recently published transfers: their files can still be served to peers. The dest is
     /// reopened for each block served, so that nothing of a finished transfer stays open.
     published: Vec<(u64, String, Manifest)>,
+    /// Transfers whose stage a disk job holds (`Store::check_job`), by job id.
+    busy: HashMap<u64, Busy>,
+    next_job: u64,
+    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests): check jobs wait for PATH before each block.
+    hold: Option<PathBuf>,
+}
+
+/// A transfer out on a disk job: what the store needs to know of it meanwhile (its stage and
+/// record stay in use), and what became of it.
+struct Busy {
+    transfer: u64,
+    dest: PathBuf,
+    stage: String,
+    record: PathBuf,
+    cancel: Arc<AtomicBool>,
+    /// Aborted meanwhile (`keep` as `abort` was called): applied when the job ends.
+    aborted: Option<bool>,
 }
 
 impl DiskStore {
@@ -97,6 +115,9 @@ impl DiskStore {
             sync: true,
             transfers: HashMap::new(),
             published: Vec::new(),
+            busy: HashMap::new(),
+            next_job: 1,
+            hold: None,
         };
         store.sweep_all();
         Ok(store)
@@ -107,6 +128,20 @@ impl DiskStore {
     pub fn without_sync(mut self) -> DiskStore {
         self.sync = false;
         self
+    }
+
+    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests only): every check job waits for `path` to
+    /// exist before each block it reads.
+    pub fn hold_checks(mut self, path: PathBuf) -> DiskStore {
+        self.hold = Some(path);
+        self
+    }
+
+    /// (dest, stage, record) of every transfer this store has, on a disk job or not.
+    fn live(&self) -> impl Iterator<Item = (&Path, &str, &Path)> {
+        let here = self.transfers.values().map(|t| (t.dest.as_path(), t.stage.as_str(), t.record.as_path()));
+        let busy = self.busy.values().filter(|b| b.aborted.is_none());
+        here.chain(busy.map(|b| (b.dest.as_path(), b.stage.as_str(), b.record.as_path())))
     }
 
     /// The `allow_dest` roots, shared: `Roots::set` on the handle reaches this store.
@@ -183,6 +218,7 @@ impl Store for DiskStore {
             .iter()
             .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
             .map(|(id, _)| *id)
+            .chain(self.busy.values().filter(|b| b.stage == stage && b.dest == Path::new(dest)).map(|b| b.transfer))
             .collect();
         for id in same {
             self.abort(id, true);
@@ -190,7 +226,7 @@ impl Store for DiskStore {
         let dest = (PathBuf::from(dest), dest_fd);
         let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
         if delta && t.missing > 0 {
-            t.reusable = t.reuse_dest(transfer, None, Instant::now() + REUSE_BUDGET).1;
+            t.reusable = t.reuse_dest(transfer, None, Stop::budget()).1;
         }
         t.untouched = t.missing == 0;
         t.find_restaged(transfer);
@@ -206,21 +242,47 @@ impl Store for DiskStore {
         t.restaged.iter().chain(delta).copied().collect()
     }
 
-    /// The stage first; a block it does not hold whole may still be in the published copy.
-    /// Both share one time budget.
     fn check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
-        let until = Instant::now() + REUSE_BUDGET;
-        let mut taken = t.verify_restaged(transfer, sums, until);
-        let rest: Vec<(u64, Digest)> = sums
-            .iter()
-            .filter(|(i, _)| t.reusable.binary_search(i).is_ok() && t.held.get(*i as usize) == Some(&false))
-            .copied()
-            .collect();
-        if !rest.is_empty() {
-            taken.extend(t.reuse_dest(transfer, Some(&rest), until).0);
+        t.check_sums(transfer, sums, Stop::budget())
+    }
+
+    /// The transfer's stage moves into the job and comes back with its output.
+    fn check_job(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Option<DiskJob> {
+        let mut t = self.transfers.remove(&transfer)?;
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        let (dest, stage, record) = (t.dest.clone(), t.stage.clone(), t.record.clone());
+        self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
+        let (sums, hold) = (sums.to_vec(), self.hold.clone());
+        let run = move |cancel: &AtomicBool| -> DiskOutput {
+            let stop = Stop { cancel: Some(cancel), hold: hold.as_deref(), ..Stop::budget() };
+            let taken = t.check_sums(transfer, &sums, stop);
+            Box::new((t, taken))
+        };
+        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+    }
+
+    fn check_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Vec<u64>, StoreError> {
+        let Some(busy) = self.busy.remove(&id) else { return Ok(Vec::new()) };
+        let transfer = busy.transfer;
+        let Some((t, taken)) = out.and_then(|o| o.downcast::<(Staged, Vec<u64>)>().ok()).map(|b| *b) else {
+            return Err(StoreError::Refused(format!("transfer {transfer}: its stage was lost with its disk job")));
+        };
+        match busy.aborted {
+            None => {
+                self.transfers.insert(transfer, t);
+                Ok(taken)
+            }
+            Some(keep) => {
+                // Another transfer may have taken over the stage meanwhile: it is theirs now.
+                let taken_over = self.live().any(|(d, s, _)| d == t.dest && s == t.stage);
+                if !taken_over {
+                    self.finish_abort(transfer, t, keep);
+                }
+                Ok(Vec::new())
+            }
         }
-        taken
     }
 
     fn set_options(&mut self, transfer: u64, options: StageOptions) {
@@ -306,7 +368,18 @@ impl Store for DiskStore {
 
     fn abort(&mut self, transfer: u64, keep: bool) {
         self.published.retain(|(id, _, _)| *id != transfer);
-        let Some(mut t) = self.transfers.remove(&transfer) else { return };
+        // A stage out on a disk job: the job stops soon, and the abort is done when it ends.
+        if let Some(b) = self.busy.values_mut().find(|b| b.transfer == transfer && b.aborted.is_none()) {
+            b.cancel.store(true, Ordering::Relaxed);
+            b.aborted = Some(keep);
+        }
+        let Some(t) = self.transfers.remove(&transfer) else { return };
+        self.finish_abort(transfer, t, keep);
+    }
+}
+
+impl DiskStore {
+    fn finish_abort(&mut self, transfer: u64, mut t: Staged, keep: bool) {
         if keep {
             t.checkpoint_or_warn(transfer);
             retain::touch(t.stage_fd.as_fd());

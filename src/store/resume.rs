@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 
 use super::at::open_file_path;
-use super::delta::REUSE_BUDGET;
+use super::delta::{Stop, REUSE_BUDGET};
 use super::staged::Staged;
 use crate::proto::bitmap::{bitmap, unpack};
 use crate::proto::checksum::digest;
@@ -88,9 +88,9 @@ impl Staged {
     }
 
     /// Takes those of the listed blocks an earlier attempt staged whose staged bytes match
-    /// their digest from the master; the others are fetched again. Reading stops at `until`.
+    /// their digest from the master; the others are fetched again. Reading stops at `stop`.
     /// Returns the blocks taken.
-    pub fn verify_restaged(&mut self, transfer: u64, sums: &[(u64, Digest)], until: Instant) -> Vec<u64> {
+    pub fn verify_restaged(&mut self, transfer: u64, sums: &[(u64, Digest)], stop: Stop) -> Vec<u64> {
         let started = Instant::now();
         let mut files = StagedFiles(HashMap::new());
         let (mut taken, mut checked, mut bytes) = (Vec::new(), 0usize, 0u64);
@@ -100,7 +100,7 @@ impl Staged {
             if self.restaged.binary_search(&i).is_err() || self.held[i as usize] {
                 continue;
             }
-            if Instant::now() > until {
+            if stop.now() {
                 stopped = true;
                 break;
             }
@@ -115,7 +115,7 @@ impl Staged {
             taken.push(i);
             bytes += b.len as u64;
         }
-        if stopped {
+        if stopped && !stop.cancelled() {
             log::warn!("event=stage_check_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         if checked > 0 {

@@ -188,6 +188,7 @@ impl<S: Store> Machine for PoMachine<S> {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
             Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
+            Event::DiskDone { transfer, id, out } => self.on_disk_done(transfer, id, out),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
                 self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });

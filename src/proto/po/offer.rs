@@ -195,7 +195,11 @@ impl<S: Store> PoMachine<S> {
         t.master = Some(master);
         t.release_at = None;
         let have = bitmap(&t.held);
+        let busy = t.disk.is_some();
         self.set_master(master, transfer, now);
+        if busy {
+            return true; // ACCEPT goes out when the disk job ends
+        }
         if !checking.is_empty() {
             self.send(master, Msg::Check { transfer, blocks: checking });
             return true;
@@ -295,7 +299,36 @@ impl<S: Store> PoMachine<S> {
         // One digest a block: a repeated block keeps its first.
         sums.sort_by_key(|(b, _)| *b);
         sums.dedup_by_key(|(b, _)| *b);
+        // Reading and hashing old copies takes long (up to `REUSE_BUDGET`): off the loop.
+        if let Some(job) = self.store.check_job(transfer, &sums) {
+            log::info!("event=disk_job transfer={transfer} job={} kind=check blocks={}", job.id, sums.len());
+            t.disk = Some(job.id);
+            return self.out.push_back(Action::Disk(job));
+        }
         let taken = self.store.check(transfer, &sums);
+        self.checked(transfer, taken);
+    }
+
+    /// Disk job `id` ended. The store hears of it whatever became of the transfer meanwhile;
+    /// the transfer goes on only if it still waits for this job.
+    pub(super) fn on_disk_done(&mut self, transfer: u64, id: u64, out: Option<super::super::DiskOutput>) {
+        let taken = self.store.check_done(id, out);
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.disk != Some(id) {
+            return;
+        }
+        t.disk = None;
+        if !matches!(t.state, TState::Receiving { .. }) {
+            return;
+        }
+        match taken {
+            Ok(taken) => self.checked(transfer, taken),
+            Err(e) => self.fail(transfer, e.to_string()),
+        }
+    }
+
+    /// The blocks of our CHECK that this po holds after all: they count; then ACCEPT.
+    fn checked(&mut self, transfer: u64, taken: Vec<u64>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         for b in taken {
             t.hold(b);

@@ -129,6 +129,9 @@ pub(super) struct Transfer {
     /// its index. Dropped with the transfer, so a late verdict for a
     /// transfer that is gone finds nothing and is ignored.
     pub(super) checking: HashMap<u64, (From, u64)>,
+    /// The store's disk job (`Action::Disk`) this transfer waits for: its stage is the job's
+    /// until `Event::DiskDone`.
+    pub(super) disk: Option<u64>,
 }
 
 impl Transfer {
@@ -164,6 +167,7 @@ impl Transfer {
             sums: HashMap::new(),
             parked: Vec::new(),
             checking: HashMap::new(),
+            disk: None,
         }
     }
 
