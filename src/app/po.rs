@@ -149,8 +149,15 @@ impl crate::proto::Store for FaultyServe {
     fn check_job(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Option<crate::proto::DiskJob> {
         self.0.check_job(t, sums)
     }
-    fn check_done(&mut self, id: u64, out: Option<crate::proto::DiskOutput>) -> Result<Vec<u64>, StoreError> {
-        self.0.check_done(id, out)
+    fn seal_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
+        self.0.seal_job(t)
+    }
+    fn job_done(
+        &mut self,
+        id: u64,
+        out: Option<crate::proto::DiskOutput>,
+    ) -> Result<Option<crate::proto::JobDone>, StoreError> {
+        self.0.job_done(id, out)
     }
     fn set_options(&mut self, t: u64, options: crate::proto::disk::StageOptions) {
         self.0.set_options(t, options)

@@ -47,7 +47,16 @@ impl Body {
 /// What a [`DiskJob`] hands back to its store (only the store knows its type).
 pub type DiskOutput = Box<dyn Any + Send>;
 
-/// Long disk work of the po's store (reading and hashing old copies), run off the event loop
+/// What a finished [`DiskJob`] did (`Store::job_done`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobDone {
+    /// A check: the blocks taken.
+    Checked(Vec<u64>),
+    /// The stage is sealed.
+    Sealed,
+}
+
+/// Long disk work of the po's store (reading and hashing old copies, sealing), run off the event loop
 /// (`Action::Disk`; `Event::DiskDone` follows). What the job works on is moved into it, so
 /// the loop never touches it meanwhile; `cancel` is the store's to set (an abort), and the
 /// job stops soon after it is set.
@@ -201,15 +210,19 @@ pub trait Store {
         Vec::new()
     }
     /// `check` as a job to run off the loop, or None to call `check` here. Until its output
-    /// comes back (`check_done`), the transfer is the job's: the store serves nothing else for
+    /// comes back (`job_done`), the transfer is the job's: the store serves nothing else for
     /// it, and `abort` cancels the job and takes effect when it ends.
     fn check_job(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Option<DiskJob> {
         None
     }
-    /// Check job `id` ended (`out` None: it was lost, a panic): the blocks it took, none when
-    /// the transfer was aborted meanwhile; an error when the job lost the transfer's stage.
-    fn check_done(&mut self, _id: u64, _out: Option<DiskOutput>) -> Result<Vec<u64>, StoreError> {
-        Ok(Vec::new())
+    /// `seal` as a job to run off the loop (as `check_job`), or None to call `seal` here.
+    fn seal_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
+    /// Disk job `id` ended (`out` None: it was lost, a panic): what it did, None when the
+    /// transfer was aborted meanwhile; an error when sealing failed or the job lost the stage.
+    fn job_done(&mut self, _id: u64, _out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        Ok(None)
     }
     /// After `prepare`, before the first block: the class's options for this transfer. Until
     /// it is called, a transfer has `StageOptions::default()` (special bits dropped).

@@ -46,7 +46,7 @@ use std::time::Instant;
 
 pub use checksum::{Check, Verdict};
 pub use class::{ClassCfg, Verify};
-pub use disk::{Body, DiskJob, DiskOutput, Published, Source, SourceError, Store, StoreError};
+pub use disk::{Body, DiskJob, DiskOutput, JobDone, Published, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 pub use stats::Stats;

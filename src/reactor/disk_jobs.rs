@@ -1,11 +1,19 @@
-//! The store's long disk work (`Action::Disk`: reading and hashing old copies) on the same
-//! worker pool as block checks. A disk job may take seconds, so at most all workers but one
-//! run disk jobs at a time: block checks always have a worker, and the transfers receiving
-//! meanwhile keep flowing. The jobs beyond that wait here, in order (one a transfer at most,
-//! so the queue is bounded by the transfers).
+//! The store's long disk work (`Action::Disk`: reading and hashing old copies, sealing) on
+//! the same worker pool as block checks. A disk job may take seconds (a check up to
+//! `REUSE_BUDGET`), so they have a lane of the pool to themselves (`DISK_JOBS` threads beside
+//! the `workers` that check blocks): block checks always have their workers, and one
+//! transfer's long check holds up no other's seal unless `DISK_JOBS` run at once. The pool's
+//! bound counts them too; a job it has no room for waits here, in order (one a transfer at
+//! most, so the queue is bounded by the transfers).
 
 use super::Reactor;
 use crate::proto::{DiskJob, Event};
+
+/// Threads of the pool's disk lane: disk jobs running at once. Each holds at most one block's
+/// buffer.
+pub(super) const DISK_JOBS: usize = 4;
+/// The pool's lane for disk jobs.
+const DISK_LANE: usize = 1;
 
 impl Reactor {
     /// Queues `job` and starts what the pool has room for; with no pool, runs it here.
@@ -17,17 +25,16 @@ impl Reactor {
         self.start_disk_jobs();
     }
 
-    /// Hands waiting disk jobs to the pool while fewer than its workers but one run.
+    /// Hands waiting disk jobs to the pool while it has room (its disk lane queues them).
     pub(super) fn start_disk_jobs(&mut self) {
         let Some(pool) = self.checks.as_mut() else { return };
-        let most = pool.threads().saturating_sub(1).max(1);
         // A full pool (of checks) takes more once their verdicts are collected.
-        while self.disk_out.len() < most && pool.has_room() {
+        while pool.has_room() {
             let Some(job) = self.disk_waiting.pop_front() else { return };
             let (transfer, id) = (job.transfer, job.id);
             let key = self.next_check;
             self.next_check += 1;
-            if pool.submit(key, Box::new(move || job.run())).is_err() {
+            if pool.submit_to(DISK_LANE, key, Box::new(move || job.run())).is_err() {
                 unreachable!("the pool had room");
             }
             self.disk_out.insert(key, (transfer, id));

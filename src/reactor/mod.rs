@@ -154,7 +154,8 @@ pub fn run<M: Machine>(
         0 => None,
         n => {
             let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-            let pool = crate::work::Workers::new(n, checks::CHECK_JOBS, move || drop(waker.wake()))?;
+            let lanes = [n, disk_jobs::DISK_JOBS];
+            let pool = crate::work::Workers::with_lanes(&lanes, checks::CHECK_JOBS, move || drop(waker.wake()))?;
             log::info!("event=workers threads={}", pool.threads());
             Some(pool)
         }

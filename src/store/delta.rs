@@ -193,7 +193,7 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Source, Store, Verify};
+    use crate::proto::{JobDone, Source, Store, Verify};
     use crate::store::files::body_bytes;
     use crate::store::tests::RETENTION;
     use crate::store::tests::{cleanup, scratch, snapshot, transfer, write};
@@ -316,10 +316,27 @@ mod tests {
         let job = store.check_job(2, &sums).expect("a job");
         assert!(store.stage_dir(2).is_none(), "the stage is the job's while it runs");
         let crate::proto::Event::DiskDone { transfer: 2, id, out } = job.run() else { panic!() };
-        let taken = store.check_done(id, out).unwrap();
-        assert_eq!(taken, (0..16).collect::<Vec<u64>>());
+        let taken = store.job_done(id, out).unwrap();
+        assert_eq!(taken, Some(JobDone::Checked((0..16).collect())));
         assert!(store.stage_dir(2).is_some(), "back in the store");
-        assert!(store.check_done(id, None).unwrap().is_empty(), "a job's output counts once");
+        assert_eq!(store.job_done(id, None).unwrap(), None, "a job's output counts once");
+        cleanup(&base);
+    }
+
+    #[test]
+    fn sealing_runs_as_a_job_and_the_transfer_publishes_after() {
+        let (base, mut store, dest, sums) = grown("sealjob");
+        assert!(store.check(2, &sums).len() == 16);
+        let src = base.join("src");
+        let m2 = walk(&src, &[], 4096).unwrap().manifest;
+        let b = m2.block(16).unwrap();
+        store.write_block(2, &b, &[1]).unwrap();
+        let job = store.seal_job(2).expect("a job");
+        assert!(store.publish(2, None, false).is_err(), "not while the job has the stage");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::Sealed));
+        store.publish(2, None, false).unwrap();
+        assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
         cleanup(&base);
     }
 
@@ -332,13 +349,13 @@ mod tests {
         assert!(job.cancel.load(Ordering::Relaxed), "the abort cancels the job");
         assert!(stage.is_dir(), "the job still has the stage");
         let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
-        assert_eq!(store.check_done(id, out).unwrap(), Vec::<u64>::new(), "a cancelled job takes nothing");
+        assert_eq!(store.job_done(id, out).unwrap(), None, "an aborted job's transfer is gone");
         assert!(!stage.exists(), "the abort is done once the job ends");
         assert!(store.stage_dir(2).is_none());
         // A lost job (a panic) loses the transfer's stage: the po fails the transfer.
         let (base2, mut store, _, sums) = grown("checkjob-lost");
         let job = store.check_job(2, &sums).expect("a job");
-        assert!(store.check_done(job.id, None).is_err());
+        assert!(store.job_done(job.id, None).is_err());
         cleanup(&base);
         cleanup(&base2);
     }

@@ -48,7 +48,7 @@ use crate::logging::kv_quote;
 use crate::proto::disk::StageOptions;
 use crate::proto::manifest::{hex, RelPath};
 use crate::proto::msg::Digest;
-use crate::proto::{BlockRef, Body, DiskJob, DiskOutput, Manifest, Published, Store, StoreError};
+use crate::proto::{BlockRef, Body, DiskJob, DiskOutput, JobDone, Manifest, Published, Store, StoreError};
 use delta::Stop;
 use dest::Roots;
 use staged::Staged;
@@ -249,30 +249,29 @@ impl Store for DiskStore {
 
     /// The transfer's stage moves into the job and comes back with its output.
     fn check_job(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Option<DiskJob> {
-        let mut t = self.transfers.remove(&transfer)?;
-        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
-        self.next_job += 1;
-        let (dest, stage, record) = (t.dest.clone(), t.stage.clone(), t.record.clone());
-        self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
         let (sums, hold) = (sums.to_vec(), self.hold.clone());
-        let run = move |cancel: &AtomicBool| -> DiskOutput {
+        self.job(transfer, move |t, cancel| {
             let stop = Stop { cancel: Some(cancel), hold: hold.as_deref(), ..Stop::budget() };
-            let taken = t.check_sums(transfer, &sums, stop);
-            Box::new((t, taken))
-        };
-        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+            Ok(JobDone::Checked(t.check_sums(transfer, &sums, stop)))
+        })
     }
 
-    fn check_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Vec<u64>, StoreError> {
-        let Some(busy) = self.busy.remove(&id) else { return Ok(Vec::new()) };
+    /// Attributes of every entry, syncfs and the record: seconds for a big tree. Not
+    /// cancelled halfway (an abort is done when it ends).
+    fn seal_job(&mut self, transfer: u64) -> Option<DiskJob> {
+        self.job(transfer, move |t, _| t.seal(transfer).map(|()| JobDone::Sealed))
+    }
+
+    fn job_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        let Some(busy) = self.busy.remove(&id) else { return Ok(None) };
         let transfer = busy.transfer;
-        let Some((t, taken)) = out.and_then(|o| o.downcast::<(Staged, Vec<u64>)>().ok()).map(|b| *b) else {
+        let Some((t, done)) = out.and_then(|o| o.downcast::<JobOutput>().ok()).map(|b| *b) else {
             return Err(StoreError::Refused(format!("transfer {transfer}: its stage was lost with its disk job")));
         };
         match busy.aborted {
             None => {
                 self.transfers.insert(transfer, t);
-                Ok(taken)
+                done.map(Some)
             }
             Some(keep) => {
                 // Another transfer may have taken over the stage meanwhile: it is theirs now.
@@ -280,7 +279,7 @@ impl Store for DiskStore {
                 if !taken_over {
                     self.finish_abort(transfer, t, keep);
                 }
-                Ok(Vec::new())
+                Ok(None)
             }
         }
     }
@@ -378,7 +377,27 @@ impl Store for DiskStore {
     }
 }
 
+/// What a disk job hands back: the stage it had, and what it did.
+type JobOutput = (Staged, Result<JobDone, StoreError>);
+
 impl DiskStore {
+    /// A disk job running `work` on the transfer's stage, which moves into the job.
+    fn job<F>(&mut self, transfer: u64, work: F) -> Option<DiskJob>
+    where
+        F: FnOnce(&mut Staged, &AtomicBool) -> Result<JobDone, StoreError> + Send + 'static,
+    {
+        let mut t = self.transfers.remove(&transfer)?;
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        let (dest, stage, record) = (t.dest.clone(), t.stage.clone(), t.record.clone());
+        self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
+        let run = move |cancel: &AtomicBool| -> DiskOutput {
+            let done = work(&mut t, cancel);
+            Box::new((t, done) as JobOutput)
+        };
+        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+    }
+
     fn finish_abort(&mut self, transfer: u64, mut t: Staged, keep: bool) {
         if keep {
             t.checkpoint_or_warn(transfer);

@@ -1,7 +1,7 @@
 //! An offer from a master: the CAC's word on its token (asking the CACs in order), the new or
 //! resumed transfer it starts, and the delta/resume CHECK that may come before ACCEPT.
 
-use super::super::disk::StageOptions;
+use super::super::disk::{JobDone, StageOptions};
 use super::*;
 
 impl<S: Store> PoMachine<S> {
@@ -195,10 +195,10 @@ impl<S: Store> PoMachine<S> {
         t.master = Some(master);
         t.release_at = None;
         let have = bitmap(&t.held);
-        let busy = t.disk.is_some();
+        let (busy, sealing) = (t.disk.is_some(), t.nheld == t.manifest.blocks());
         self.set_master(master, transfer, now);
-        if busy {
-            return true; // ACCEPT goes out when the disk job ends
+        if busy && !sealing {
+            return true; // ACCEPT goes out when the check ends
         }
         if !checking.is_empty() {
             self.send(master, Msg::Check { transfer, blocks: checking });
@@ -312,7 +312,7 @@ impl<S: Store> PoMachine<S> {
     /// Disk job `id` ended. The store hears of it whatever became of the transfer meanwhile;
     /// the transfer goes on only if it still waits for this job.
     pub(super) fn on_disk_done(&mut self, transfer: u64, id: u64, out: Option<super::super::DiskOutput>) {
-        let taken = self.store.check_done(id, out);
+        let done = self.store.job_done(id, out);
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         if t.disk != Some(id) {
             return;
@@ -321,8 +321,10 @@ impl<S: Store> PoMachine<S> {
         if !matches!(t.state, TState::Receiving { .. }) {
             return;
         }
-        match taken {
-            Ok(taken) => self.checked(transfer, taken),
+        match done {
+            Ok(Some(JobDone::Checked(taken))) => self.checked(transfer, taken),
+            Ok(Some(JobDone::Sealed)) => self.sealed(transfer),
+            Ok(None) => {}
             Err(e) => self.fail(transfer, e.to_string()),
         }
     }
