@@ -149,6 +149,15 @@ impl crate::proto::Store for FaultyServe {
     fn check_job(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Option<crate::proto::DiskJob> {
         self.0.check_job(t, sums)
     }
+    fn prepare_job(
+        &mut self,
+        t: u64,
+        dest: &str,
+        m: &crate::proto::Manifest,
+        delta: bool,
+    ) -> Option<crate::proto::DiskJob> {
+        self.0.prepare_job(t, dest, m, delta)
+    }
     fn seal_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
         self.0.seal_job(t)
     }

@@ -54,6 +54,8 @@ pub enum JobDone {
     Checked(Vec<u64>),
     /// The stage is sealed.
     Sealed,
+    /// The stage is prepared: which blocks it holds already (as `Store::prepare` says).
+    Prepared(Vec<bool>),
 }
 
 /// Long disk work of the po's store (reading and hashing old copies, sealing), run off the event loop
@@ -213,6 +215,10 @@ pub trait Store {
     /// comes back (`job_done`), the transfer is the job's: the store serves nothing else for
     /// it, and `abort` cancels the job and takes effect when it ends.
     fn check_job(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Option<DiskJob> {
+        None
+    }
+    /// `prepare` as a job to run off the loop (as `check_job`), or None to call `prepare` here.
+    fn prepare_job(&mut self, _transfer: u64, _dest: &str, _manifest: &Manifest, _delta: bool) -> Option<DiskJob> {
         None
     }
     /// `seal` as a job to run off the loop (as `check_job`), or None to call `seal` here.

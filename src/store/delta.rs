@@ -324,6 +324,29 @@ mod tests {
     }
 
     #[test]
+    fn the_stage_is_built_by_a_job_and_the_quick_phase_runs_there() {
+        let (base, mut store, dest, _) = grown("stagejob");
+        store.abort(2, false);
+        let src = base.join("src");
+        std::fs::create_dir_all(src.join("a/b/c")).unwrap();
+        write(&src.join("a/b/c/new.txt"), b"new", 0o644);
+        // Unchanged by size and mtime this time: the quick phase takes every old block unread.
+        let old = std::fs::metadata(dest.join("f.bin")).unwrap();
+        write(&src.join("f.bin"), &std::fs::read(dest.join("f.bin")).unwrap(), 0o644);
+        let f = std::fs::File::options().write(true).open(src.join("f.bin")).unwrap();
+        f.set_modified(old.modified().unwrap()).unwrap();
+        let m3 = walk(&src, &[], 4096).unwrap().manifest;
+        let job = store.prepare_job(3, dest.to_str().unwrap(), &m3, true).expect("a job");
+        assert!(store.stage_dir(3).is_none(), "the stage is the job's while it is built");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        let Some(JobDone::Prepared(held)) = store.job_done(id, out).unwrap() else { panic!("prepared") };
+        assert_eq!(held.iter().filter(|h| **h).count(), 16, "f.bin's blocks, taken unread");
+        let stage = store.stage_dir(3).expect("back in the store");
+        assert!(stage.join("a/b/c").is_dir(), "the directories are built");
+        cleanup(&base);
+    }
+
+    #[test]
     fn sealing_runs_as_a_job_and_the_transfer_publishes_after() {
         let (base, mut store, dest, sums) = grown("sealjob");
         assert!(store.check(2, &sums).len() == 16);

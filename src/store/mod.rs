@@ -188,51 +188,29 @@ impl Store for DiskStore {
         manifest: &Manifest,
         delta: bool,
     ) -> Result<Vec<bool>, StoreError> {
-        let started = Instant::now();
-        self.transfers.remove(&transfer);
-        let stage = stage_name(manifest);
-        let dest_fd = self.roots.open(dest, true)?;
-        self.remember(dest);
-        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
-        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
-        self.sweep_records(Some(&record));
-        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
-        let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
-        let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
-            // A push refused here leaves no stage of its own behind.
-            if !existed {
-                let _ = at::remove_at(dest_fd.as_fd(), stage.as_str());
-            }
-        })?;
-        retain::touch(stage_fd.as_fd());
-        log::info!(
-            "event=stage_prepared transfer={transfer} entries={} ms={}",
-            manifest.entries().len(),
-            started.elapsed().as_millis()
-        );
-        // Another transfer of the same tree to the same dest (a master that died and was run
-        // again) hands its stage over: its record is written first, so nothing durable is
-        // lost. The same tree bound for another dest has its own stage and record.
-        let same: Vec<u64> = self
-            .transfers
-            .iter()
-            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
-            .map(|(id, _)| *id)
-            .chain(self.busy.values().filter(|b| b.stage == stage && b.dest == Path::new(dest)).map(|b| b.transfer))
-            .collect();
-        for id in same {
-            self.abort(id, true);
-        }
-        let dest = (PathBuf::from(dest), dest_fd);
-        let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
-        if delta && t.missing > 0 {
-            t.reusable = t.reuse_dest(transfer, None, Stop::budget()).1;
-        }
-        t.untouched = t.missing == 0;
-        t.find_restaged(transfer);
+        let begun = self.begin(transfer, dest, manifest)?;
+        let t = build(transfer, begun, manifest, delta, Stop::budget())?;
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
         Ok(held)
+    }
+
+    /// Building the stage (a directory an entry: seconds for a big tree) and the quick delta
+    /// phase (copying unchanged blocks of the published copy) run in the job.
+    fn prepare_job(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool) -> Option<DiskJob> {
+        // A refusal here is quick: `prepare` says it again.
+        let begun = self.begin(transfer, dest, manifest).ok()?;
+        let (manifest, names) = (manifest.clone(), (begun.dest.clone(), begun.stage.clone(), begun.record.clone()));
+        Some(self.spawn(transfer, names, move |cancel| {
+            let stop = Stop { cancel: Some(cancel), ..Stop::budget() };
+            match build(transfer, begun, &manifest, delta, stop) {
+                Ok(t) => {
+                    let held = t.held.clone();
+                    (Some(t), Ok(JobDone::Prepared(held)))
+                }
+                Err(e) => (None, Err(e)),
+            }
+        }))
     }
 
     /// The staged blocks first (the likelier to be whole), then the delta ones not among them.
@@ -268,6 +246,7 @@ impl Store for DiskStore {
         let Some((t, done)) = out.and_then(|o| o.downcast::<JobOutput>().ok()).map(|b| *b) else {
             return Err(StoreError::Refused(format!("transfer {transfer}: its stage was lost with its disk job")));
         };
+        let Some(t) = t else { return if busy.aborted.is_some() { Ok(None) } else { done.map(Some) } };
         match busy.aborted {
             None => {
                 self.transfers.insert(transfer, t);
@@ -377,8 +356,45 @@ impl Store for DiskStore {
     }
 }
 
-/// What a disk job hands back: the stage it had, and what it did.
-type JobOutput = (Staged, Result<JobDone, StoreError>);
+/// What a disk job hands back: the stage it had (or made), and what it did.
+type JobOutput = (Option<Staged>, Result<JobDone, StoreError>);
+
+/// A stage about to be built (`DiskStore::begin`).
+struct Begun {
+    dest: PathBuf,
+    dest_fd: OwnedFd,
+    stage: String,
+    record: PathBuf,
+    sync: bool,
+}
+
+/// `prepare`'s long part: the stage folder and its directories, then what this host holds
+/// already (the published copy unchanged by size and mtime, with `delta`; what an earlier
+/// attempt staged, to check).
+fn build(transfer: u64, b: Begun, manifest: &Manifest, delta: bool, stop: Stop) -> Result<Staged, StoreError> {
+    let started = Instant::now();
+    let dest = b.dest.to_string_lossy().into_owned();
+    let existed = at::lstat_at(b.dest_fd.as_fd(), b.stage.as_str()).ok().flatten().is_some();
+    let (stage_fd, reopened) = staged::open_stage(b.dest_fd.as_fd(), &dest, &b.stage, manifest).inspect_err(|_| {
+        // A push refused here leaves no stage of its own behind.
+        if !existed {
+            let _ = at::remove_at(b.dest_fd.as_fd(), b.stage.as_str());
+        }
+    })?;
+    retain::touch(stage_fd.as_fd());
+    log::info!(
+        "event=stage_prepared transfer={transfer} entries={} ms={}",
+        manifest.entries().len(),
+        started.elapsed().as_millis()
+    );
+    let mut t = Staged::new((b.dest, b.dest_fd), (b.stage, stage_fd, reopened), manifest, b.record, b.sync);
+    if delta && t.missing > 0 {
+        t.reusable = t.reuse_dest(transfer, None, stop).1;
+    }
+    t.untouched = t.missing == 0;
+    t.find_restaged(transfer);
+    Ok(t)
+}
 
 impl DiskStore {
     /// A disk job running `work` on the transfer's stage, which moves into the job.
@@ -387,15 +403,51 @@ impl DiskStore {
         F: FnOnce(&mut Staged, &AtomicBool) -> Result<JobDone, StoreError> + Send + 'static,
     {
         let mut t = self.transfers.remove(&transfer)?;
+        let names = (t.dest.clone(), t.stage.clone(), t.record.clone());
+        Some(self.spawn(transfer, names, move |cancel| {
+            let done = work(&mut t, cancel);
+            (Some(t), done)
+        }))
+    }
+
+    /// A disk job for `transfer` whose stage (dest, stage folder, record: `names`) is the
+    /// job's until it ends.
+    fn spawn<F>(&mut self, transfer: u64, names: (PathBuf, String, PathBuf), work: F) -> DiskJob
+    where
+        F: FnOnce(&AtomicBool) -> JobOutput + Send + 'static,
+    {
         let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
         self.next_job += 1;
-        let (dest, stage, record) = (t.dest.clone(), t.stage.clone(), t.record.clone());
+        let (dest, stage, record) = names;
         self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
-        let run = move |cancel: &AtomicBool| -> DiskOutput {
-            let done = work(&mut t, cancel);
-            Box::new((t, done) as JobOutput)
-        };
-        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+        let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
+        DiskJob { transfer, id, cancel, run: Box::new(run) }
+    }
+
+    /// `prepare`'s part on the loop: the dest opened and remembered, stale stages and records
+    /// swept, room made, and a transfer with the same stage (a master that died and was run
+    /// again) made to hand it over: its record is written first, so nothing durable is lost.
+    /// The same tree bound for another dest has its own stage and record.
+    fn begin(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Begun, StoreError> {
+        self.transfers.remove(&transfer);
+        let stage = stage_name(manifest);
+        let dest_fd = self.roots.open(dest, true)?;
+        self.remember(dest);
+        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
+        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
+        self.sweep_records(Some(&record));
+        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
+        let same: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
+            .map(|(id, _)| *id)
+            .chain(self.busy.values().filter(|b| b.stage == stage && b.dest == Path::new(dest)).map(|b| b.transfer))
+            .collect();
+        for id in same {
+            self.abort(id, true);
+        }
+        Ok(Begun { dest: PathBuf::from(dest), dest_fd, stage, record, sync: self.sync })
     }
 
     fn finish_abort(&mut self, transfer: u64, mut t: Staged, keep: bool) {

@@ -1,7 +1,7 @@
 //! An offer from a master: the CAC's word on its token (asking the CACs in order), the new or
 //! resumed transfer it starts, and the delta/resume CHECK that may come before ACCEPT.
 
-use super::super::disk::{JobDone, StageOptions};
+use super::super::disk::{DiskOutput, JobDone, StageOptions, StoreError};
 use super::*;
 
 impl<S: Store> PoMachine<S> {
@@ -241,7 +241,31 @@ impl<S: Store> PoMachine<S> {
         class: ClassCfg,
         dest: String,
     ) {
-        let held = match self.store.prepare(transfer, &dest, &manifest, class.delta) {
+        // Building the stage takes seconds for a big tree: off the loop; the offer waits.
+        if let Some(job) = self.store.prepare_job(transfer, &dest, &manifest, class.delta) {
+            log::info!("event=disk_job transfer={transfer} job={} kind=stage", job.id);
+            let (id, announced) = (job.id, Announced { id: manifest.id(), len: 0 });
+            let step = Step::Stage { job: id, class: Box::new(class), dest, manifest: Box::new(manifest) };
+            self.pending.insert(master, Pending { token, po: String::new(), announced, step });
+            return self.out.push_back(Action::Disk(job));
+        }
+        let held = self.store.prepare(transfer, &dest, &manifest, class.delta);
+        self.staged(now, master, transfer, (token, manifest), class, dest, held);
+    }
+
+    /// The stage of a new transfer is prepared (or could not be): CHECK or ACCEPT.
+    #[allow(clippy::too_many_arguments)]
+    fn staged(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        (token, manifest): (Vec<u8>, Manifest),
+        class: ClassCfg,
+        dest: String,
+        held: Result<Vec<bool>, StoreError>,
+    ) {
+        let held = match held {
             Ok(h) if h.len() as u64 == manifest.blocks() => h,
             Ok(_) => vec![false; manifest.blocks() as usize],
             Err(e) => {
@@ -311,8 +335,26 @@ impl<S: Store> PoMachine<S> {
 
     /// Disk job `id` ended. The store hears of it whatever became of the transfer meanwhile;
     /// the transfer goes on only if it still waits for this job.
-    pub(super) fn on_disk_done(&mut self, transfer: u64, id: u64, out: Option<super::super::DiskOutput>) {
+    pub(super) fn on_disk_done(&mut self, now: Instant, transfer: u64, id: u64, out: Option<DiskOutput>) {
         let done = self.store.job_done(id, out);
+        let waiting = self.pending.iter().find(|(_, p)| matches!(p.step, Step::Stage { job, .. } if job == id));
+        if let Some(master) = waiting.map(|(c, _)| *c) {
+            let Some(p) = self.pending.remove(&master) else { return };
+            let Step::Stage { class, dest, manifest, .. } = p.step else { return };
+            let held = match done {
+                Ok(Some(JobDone::Prepared(held))) => Ok(held),
+                Ok(_) => Err(StoreError::Refused("the stage was taken over while it was built".into())),
+                Err(e) => Err(e),
+            };
+            return self.staged(now, master, transfer, (p.token, *manifest), *class, dest, held);
+        }
+        if let Ok(Some(JobDone::Prepared(_))) = done {
+            // Its master went away while the stage was built: the stage stays for a resume.
+            if !self.transfers.contains_key(&transfer) {
+                self.store.abort(transfer, true);
+            }
+            return;
+        }
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         if t.disk != Some(id) {
             return;
@@ -324,7 +366,7 @@ impl<S: Store> PoMachine<S> {
         match done {
             Ok(Some(JobDone::Checked(taken))) => self.checked(transfer, taken),
             Ok(Some(JobDone::Sealed)) => self.sealed(transfer),
-            Ok(None) => {}
+            Ok(None | Some(JobDone::Prepared(_))) => {}
             Err(e) => self.fail(transfer, e.to_string()),
         }
     }
