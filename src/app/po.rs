@@ -158,6 +158,9 @@ impl crate::proto::Store for FaultyServe {
     ) -> Option<crate::proto::DiskJob> {
         self.0.prepare_job(t, dest, m, delta)
     }
+    fn checkpoint_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
+        self.0.checkpoint_job(t)
+    }
     fn seal_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
         self.0.seal_job(t)
     }

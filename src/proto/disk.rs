@@ -221,6 +221,11 @@ pub trait Store {
     fn prepare_job(&mut self, _transfer: u64, _dest: &str, _manifest: &Manifest, _delta: bool) -> Option<DiskJob> {
         None
     }
+    /// While blocks come in: a checkpoint of the resume record (a `syncfs`, then the record)
+    /// as a job to run off the loop, when one is due; the stage stays the store's meanwhile.
+    fn checkpoint_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
     /// `seal` as a job to run off the loop (as `check_job`), or None to call `seal` here.
     fn seal_job(&mut self, _transfer: u64) -> Option<DiskJob> {
         None

@@ -347,6 +347,24 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_job_syncs_and_records_the_blocks_held_when_it_began() {
+        let (base, mut store, _, sums) = grown("checkpointjob");
+        assert_eq!(store.check(2, &sums).len(), 16);
+        let t = store.transfers.get_mut(&2).unwrap();
+        t.checkpointed -= Duration::from_secs(2);
+        let (record, manifest) = (t.record.clone(), t.manifest.clone());
+        let job = store.checkpoint_job(2).expect("due: blocks were taken a while after the last");
+        assert!(store.checkpoint_job(2).is_none(), "one at a time");
+        assert!(store.stage_dir(2).is_some(), "the stage stays the store's");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), None);
+        let held = crate::store::resume::read_record(&record, &manifest).expect("a record");
+        assert_eq!(held.iter().filter(|h| **h).count(), 16);
+        assert!(store.checkpoint_job(2).is_none(), "nothing new to record");
+        cleanup(&base);
+    }
+
+    #[test]
     fn sealing_runs_as_a_job_and_the_transfer_publishes_after() {
         let (base, mut store, dest, sums) = grown("sealjob");
         assert!(store.check(2, &sums).len() == 16);

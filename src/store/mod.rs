@@ -83,6 +83,10 @@ pub struct DiskStore {
     next_job: u64,
     /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests): check jobs wait for PATH before each block.
     hold: Option<PathBuf>,
+    /// Checkpoint jobs running, by job id: their transfer.
+    syncing: HashMap<u64, u64>,
+    /// Set once a caller asked for `checkpoint_job`: `write_block` leaves checkpoints to it.
+    checkpoint_jobs: bool,
 }
 
 /// A transfer out on a disk job: what the store needs to know of it meanwhile (its stage and
@@ -118,6 +122,8 @@ impl DiskStore {
             busy: HashMap::new(),
             next_job: 1,
             hold: None,
+            syncing: HashMap::new(),
+            checkpoint_jobs: false,
         };
         store.sweep_all();
         Ok(store)
@@ -240,7 +246,37 @@ impl Store for DiskStore {
         self.job(transfer, move |t, _| t.seal(transfer).map(|()| JobDone::Sealed))
     }
 
+    /// A dup of the stage's descriptor syncs; the record written is of the blocks held now.
+    fn checkpoint_job(&mut self, transfer: u64) -> Option<DiskJob> {
+        self.checkpoint_jobs = true;
+        let t = self.transfers.get_mut(&transfer)?;
+        if t.syncing || !t.sync || !t.dirty || t.checkpointed.elapsed() < resume::CHECKPOINT_EVERY {
+            return None;
+        }
+        let fd = t.stage_fd.try_clone().ok()?;
+        let (record, bytes, lock) = (t.record.clone(), t.record_bytes(), t.record_lock.clone());
+        (t.checkpointed, t.dirty, t.syncing) = (Instant::now(), false, true);
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        self.syncing.insert(id, transfer);
+        let run = move |_: &AtomicBool| -> DiskOutput {
+            Box::new(resume::write_checkpoint(fd.as_fd(), &record, &bytes, &lock).map_err(|e| e.to_string()))
+        };
+        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+    }
+
     fn job_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        if let Some(transfer) = self.syncing.remove(&id) {
+            let done = out.and_then(|o| o.downcast::<Result<(), String>>().ok()).map_or(Err("lost".into()), |r| *r);
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.syncing = false;
+                t.dirty |= done.is_err(); // the next one tries again
+            }
+            if let Err(e) = done {
+                log::warn!("event=checkpoint_failed transfer={transfer} error={}", kv_quote(&e));
+            }
+            return Ok(None);
+        }
         let Some(busy) = self.busy.remove(&id) else { return Ok(None) };
         let transfer = busy.transfer;
         let Some((t, done)) = out.and_then(|o| o.downcast::<JobOutput>().ok()).map(|b| *b) else {
@@ -275,6 +311,7 @@ impl Store for DiskStore {
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
+        let inline = !self.checkpoint_jobs;
         let t = self.get(transfer)?;
         let refuse = |s: String| Err(StoreError::Refused(s));
         if t.manifest.block(b.index) != Some(*b) {
@@ -291,8 +328,9 @@ impl Store for DiskStore {
         }
         let segs = t.manifest.segments(b);
         t.put(transfer, b.index, &segs, data).map_err(|(path, e)| StoreError::io(format!("write {path}"), &e))?;
-        // The resume record: at most about once a second, so its cost stays bounded.
-        if t.checkpointed.elapsed() >= resume::CHECKPOINT_EVERY {
+        // The resume record: at most about once a second, so its cost stays bounded; here
+        // only when the caller does not take checkpoints off the loop (`checkpoint_job`).
+        if inline && t.checkpointed.elapsed() >= resume::CHECKPOINT_EVERY {
             t.checkpoint_or_warn(transfer);
         }
         Ok(())

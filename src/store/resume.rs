@@ -137,15 +137,19 @@ impl Staged {
         if !self.dirty || !self.sync {
             return Ok(());
         }
-        nix::unistd::syncfs(self.stage_fd.as_raw_fd())?;
+        write_checkpoint(self.stage_fd.as_fd(), &self.record, &self.record_bytes(), &self.record_lock)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The resume record of the blocks held now.
+    pub fn record_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(28 + self.held.len() / 8 + 1);
         b.extend_from_slice(RECORD_MAGIC);
         b.extend_from_slice(&self.manifest.id());
         b.extend_from_slice(&(self.held.len() as u64).to_be_bytes());
         b.extend_from_slice(&bitmap(&self.held));
-        super::state_file::replace(&self.record, &b, true)?;
-        self.dirty = false;
-        Ok(())
+        b
     }
 
     /// Checkpoints, logging a failure (the transfer goes on; a resume just fetches more).
@@ -157,6 +161,14 @@ impl Staged {
             );
         }
     }
+}
+
+/// Makes the stage's data durable (`stage`: any descriptor on its filesystem), then replaces
+/// the record with `bytes` (the blocks held before the sync began), one writer at a time.
+pub fn write_checkpoint(stage: BorrowedFd, record: &Path, bytes: &[u8], lock: &std::sync::Mutex<()>) -> io::Result<()> {
+    nix::unistd::syncfs(stage.as_raw_fd())?;
+    let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+    super::state_file::replace(record, bytes, true)
 }
 
 /// The byte ranges of a staged file that hold data: a range never written reads as a hole.

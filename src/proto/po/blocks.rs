@@ -109,6 +109,7 @@ impl<S: Store> PoMachine<S> {
         if let Some(m) = t.master {
             self.send(m, Msg::Have { transfer, blocks: vec![b.index] });
         }
+        self.checkpoint(transfer);
         self.maybe_ready(transfer);
     }
 

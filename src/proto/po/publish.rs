@@ -25,6 +25,14 @@ impl<S: Store> PoMachine<S> {
         self.sealed(transfer);
     }
 
+    /// The resume record's checkpoint (a syncfs), when due, off the loop. Its `DiskDone`
+    /// concerns only the store: the transfer waits for nothing.
+    pub(super) fn checkpoint(&mut self, transfer: u64) {
+        if let Some(job) = self.store.checkpoint_job(transfer) {
+            self.out.push_back(Action::Disk(job));
+        }
+    }
+
     /// The stage is sealed: READY, and with `publish = each` publish at once.
     pub(super) fn sealed(&mut self, transfer: u64) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
