@@ -4,8 +4,10 @@
 //! Files appear here only as opaque descriptors (`OwnedFd`) that the reactor sends from; the
 //! protocol never reads or writes them itself.
 
+use std::any::Any;
 use std::fmt;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::msg::{Digest, Preview};
@@ -39,6 +41,46 @@ impl Body {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What a [`DiskJob`] hands back to its store (only the store knows its type).
+pub type DiskOutput = Box<dyn Any + Send>;
+
+/// What a finished [`DiskJob`] did (`Store::job_done`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobDone {
+    /// A check: the blocks taken.
+    Checked(Vec<u64>),
+    /// The stage is sealed.
+    Sealed,
+    /// The stage is prepared: which blocks it holds already (as `Store::prepare` says).
+    Prepared(Vec<bool>),
+}
+
+/// Long disk work of the po's store (reading and hashing old copies, sealing), run off the event loop
+/// (`Action::Disk`; `Event::DiskDone` follows). What the job works on is moved into it, so
+/// the loop never touches it meanwhile; `cancel` is the store's to set (an abort), and the
+/// job stops soon after it is set.
+pub struct DiskJob {
+    pub transfer: u64,
+    /// The store's name for the job (`Store::check_done`).
+    pub id: u64,
+    pub cancel: Arc<AtomicBool>,
+    pub run: Box<dyn FnOnce(&AtomicBool) -> DiskOutput + Send>,
+}
+
+impl DiskJob {
+    /// Runs the job here, to its event.
+    pub fn run(self) -> super::Event {
+        let out = (self.run)(&self.cancel);
+        super::Event::DiskDone { transfer: self.transfer, id: self.id, out: Some(out) }
+    }
+}
+
+impl fmt::Debug for DiskJob {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "DiskJob {{ transfer: {}, id: {} }}", self.transfer, self.id)
     }
 }
 
@@ -168,6 +210,30 @@ pub trait Store {
     /// digest. Returns the blocks taken.
     fn check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
+    }
+    /// `check` as a job to run off the loop, or None to call `check` here. Until its output
+    /// comes back (`job_done`), the transfer is the job's: the store serves nothing else for
+    /// it, and `abort` cancels the job and takes effect when it ends.
+    fn check_job(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Option<DiskJob> {
+        None
+    }
+    /// `prepare` as a job to run off the loop (as `check_job`), or None to call `prepare` here.
+    fn prepare_job(&mut self, _transfer: u64, _dest: &str, _manifest: &Manifest, _delta: bool) -> Option<DiskJob> {
+        None
+    }
+    /// While blocks come in: a checkpoint of the resume record (a `syncfs`, then the record)
+    /// as a job to run off the loop, when one is due; the stage stays the store's meanwhile.
+    fn checkpoint_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
+    /// `seal` as a job to run off the loop (as `check_job`), or None to call `seal` here.
+    fn seal_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
+    /// Disk job `id` ended (`out` None: it was lost, a panic): what it did, None when the
+    /// transfer was aborted meanwhile; an error when sealing failed or the job lost the stage.
+    fn job_done(&mut self, _id: u64, _out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        Ok(None)
     }
     /// After `prepare`, before the first block: the class's options for this transfer. Until
     /// it is called, a transfer has `StageOptions::default()` (special bits dropped).

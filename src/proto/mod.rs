@@ -46,7 +46,7 @@ use std::time::Instant;
 
 pub use checksum::{Check, Verdict};
 pub use class::{ClassCfg, Verify};
-pub use disk::{Body, Published, Source, SourceError, Store, StoreError};
+pub use disk::{Body, DiskJob, DiskOutput, JobDone, Published, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 pub use stats::Stats;
@@ -70,6 +70,13 @@ pub enum Event {
         transfer: u64,
         id: u64,
         verdict: Verdict,
+    },
+    /// A job handed out by `Action::Disk` ended: its output for the store, None when it was
+    /// lost (a panic).
+    DiskDone {
+        transfer: u64,
+        id: u64,
+        out: Option<DiskOutput>,
     },
     /// `local`: our address that the peer reached (what `getsockname` says).
     Accepted {
@@ -190,6 +197,9 @@ pub enum Action {
     /// Hash a block off the event loop (a worker thread): `Event::Verified` follows, in any
     /// order among other checks, and after anything else the machine did meanwhile.
     Verify(Check),
+    /// Long disk work of the store's, off the event loop (a worker thread): `Event::DiskDone`
+    /// follows.
+    Disk(DiskJob),
 }
 
 pub trait Machine {

@@ -56,7 +56,7 @@ impl Reactor {
                     | Event::Connected { conn: c }
                     | Event::Frame { conn: c, .. }
                     | Event::Closed { conn: c, .. } => *c != conn,
-                    Event::HookDone { .. } | Event::Verified { .. } => true,
+                    Event::HookDone { .. } | Event::Verified { .. } | Event::DiskDone { .. } => true,
                 });
                 let Some(&slot) = self.ids.get(&conn) else {
                     log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
@@ -92,6 +92,7 @@ impl Reactor {
                 }
             }
             Action::Verify(check) => self.verify(check),
+            Action::Disk(job) => self.disk(job),
             Action::FrameLimit { conn, max } => {
                 let Some(&slot) = self.ids.get(&conn) else { return };
                 let Some(c) = self.slots[slot].as_mut() else { return };

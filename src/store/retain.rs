@@ -89,7 +89,7 @@ impl DiskStore {
     /// Stage names of live transfers to `dest`.
     fn in_use(&self, dest: &str) -> HashSet<String> {
         let mut v: HashSet<String> =
-            self.transfers.values().filter(|t| t.dest == Path::new(dest)).map(|t| t.stage.clone()).collect();
+            self.live().filter(|(d, _, _)| *d == Path::new(dest)).map(|(_, s, _)| s.to_owned()).collect();
         // A canary's old tree, kept aside until its wave is decided.
         v.extend(self.asides.values().filter(|(_, d, _)| d == Path::new(dest)).map(|(_, _, a)| a.name().to_string()));
         v
@@ -136,7 +136,7 @@ impl DiskStore {
     /// retention or beyond the newest `RECORDS`. (Records named before they were keyed by
     /// dest, `wugui-stage-<id>.held`, are never used again and go the same way.)
     pub(super) fn sweep_records(&self, keep: Option<&Path>) {
-        let mut in_use: HashSet<PathBuf> = self.transfers.values().map(|t| t.record.clone()).collect();
+        let mut in_use: HashSet<PathBuf> = self.live().map(|(_, _, r)| r.to_path_buf()).collect();
         in_use.extend(keep.map(Path::to_path_buf));
         let Ok(dir) = std::fs::read_dir(&self.state_dir) else { return };
         let mut records: Vec<(Duration, std::path::PathBuf)> = dir

@@ -319,6 +319,8 @@ impl Conns {
                 }
                 Action::RunHook { id, .. } => self.hooks.push(id),
                 Action::Verify(check) => self.checks.push(check),
+                // No store of the fuzz worlds hands out disk jobs (`Store::check_job`).
+                Action::Disk(job) => drop(job),
                 Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
             }
         }

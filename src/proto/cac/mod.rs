@@ -454,7 +454,7 @@ impl Machine for CacMachine {
                     }
                 }
             }
-            Event::Connected { .. } | Event::HookDone { .. } | Event::Verified { .. } => {}
+            Event::Connected { .. } | Event::HookDone { .. } | Event::Verified { .. } | Event::DiskDone { .. } => {}
         }
     }
 

@@ -26,7 +26,8 @@ impl<S: Store> PoMachine<S> {
             (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, Some(head.index), p, &e),
             (Err(e), _) => return self.fail(head.transfer, e),
         };
-        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] {
+        // While a disk job has the stage, no block is taken (none is due before ACCEPT).
+        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] || t.disk.is_some() {
             return;
         }
         let check = t.class.block_check();
@@ -108,6 +109,7 @@ impl<S: Store> PoMachine<S> {
         if let Some(m) = t.master {
             self.send(m, Msg::Have { transfer, blocks: vec![b.index] });
         }
+        self.checkpoint(transfer);
         self.maybe_ready(transfer);
     }
 

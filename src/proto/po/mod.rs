@@ -118,6 +118,8 @@ enum Step {
     Cac,
     /// The CAC vouched for the token; the master was asked for the manifest (`Verified`).
     Manifest { transfer: u64, class: Box<ClassCfg>, dest: String },
+    /// The store builds the stage (disk job `job`); then CHECK or ACCEPT.
+    Stage { job: u64, class: Box<ClassCfg>, dest: String, manifest: Box<Manifest> },
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.
@@ -196,6 +198,7 @@ impl<S: Store> Machine for PoMachine<S> {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
             Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
+            Event::DiskDone { transfer, id, out } => self.on_disk_done(now, transfer, id, out),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
                 self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });

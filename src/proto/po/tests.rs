@@ -11,9 +11,29 @@ use std::sync::Arc;
 #[derive(Default)]
 struct NullStore {
     checked: Vec<(u64, Digest)>,
+    /// Hand `prepare` out as a disk job (`prepare_job`), and what became of those jobs.
+    jobs: bool,
+    preparing: HashMap<u64, usize>,
+    aborted: Vec<(u64, bool)>,
 }
 
 impl Store for NullStore {
+    fn prepare_job(&mut self, t: u64, _d: &str, m: &Manifest, _delta: bool) -> Option<crate::proto::DiskJob> {
+        if !self.jobs {
+            return None;
+        }
+        let id = 100 + self.preparing.len() as u64;
+        self.preparing.insert(id, m.blocks() as usize);
+        let run = Box::new(|_: &std::sync::atomic::AtomicBool| Box::new(()) as crate::proto::DiskOutput);
+        Some(crate::proto::DiskJob { transfer: t, id, cancel: Default::default(), run })
+    }
+    fn job_done(
+        &mut self,
+        id: u64,
+        _out: Option<crate::proto::DiskOutput>,
+    ) -> Result<Option<crate::proto::JobDone>, StoreError> {
+        Ok(self.preparing.remove(&id).map(|n| crate::proto::JobDone::Prepared(vec![false; n])))
+    }
     fn check(&mut self, _t: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         self.checked.extend_from_slice(sums);
         sums.iter().map(|s| s.0).collect()
@@ -30,7 +50,9 @@ impl Store for NullStore {
     fn publish(&mut self, _t: u64, _f: Option<&str>, _m: bool) -> Result<crate::proto::Published, StoreError> {
         Ok(crate::proto::Published { files: 1, bytes: 0, unchanged: false })
     }
-    fn abort(&mut self, _t: u64, _keep: bool) {}
+    fn abort(&mut self, t: u64, keep: bool) {
+        self.aborted.push((t, keep));
+    }
     fn block_body(&mut self, _t: u64, _b: &crate::proto::BlockRef) -> Result<Body, StoreError> {
         Ok(Body::Bytes(Arc::new(vec![0; 4096])))
     }
@@ -73,6 +95,15 @@ fn closes(a: &[Action], conn: ConnId) -> bool {
 
 /// A po in a p2p transfer of 3 blocks, its offer verified and accepted.
 fn accepted() -> Po {
+    let (mut po, manifest) = verified(false);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
+    po
+}
+
+/// A po whose store builds stages as disk jobs (`jobs`), its offer verified: the manifest
+/// (encoded) is due.
+fn verified(jobs: bool) -> (Po, Arc<Vec<u8>>) {
     let settings = PoSettings {
         advertise: None,
         listen_port: 7200,
@@ -85,7 +116,8 @@ fn accepted() -> Po {
         max_upload_rate: 0,
         max_download_rate: 0,
     };
-    let mut po = Po { m: PoMachine::new(settings, NullStore::default()), now: Instant::now(), token: Vec::new() };
+    let store = NullStore { jobs, ..Default::default() };
+    let mut po = Po { m: PoMachine::new(settings, store), now: Instant::now(), token: Vec::new() };
     let _ = po.m.poll_action();
     let manifest = one_file();
     let ip = "10.0.0.1".parse().unwrap();
@@ -102,9 +134,38 @@ fn accepted() -> Po {
     class.set("p2p", "on").unwrap();
     let a = po.frame(*cac, Msg::VerifyOk { transfer: T, class_name: "c".into(), class: class.to_pairs() });
     assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Verified { transfer: T }, .. })), "{a:?}");
+    (po, manifest)
+}
+
+#[test]
+fn the_answer_to_a_manifest_waits_for_the_stage_job() {
+    let (mut po, manifest) = verified(true);
     let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
-    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
-    po
+    let [Action::Disk(job)] = &a[..] else { panic!("only the stage job: {a:?}") };
+    let id = job.id;
+    assert_eq!(po.m.stats().transfers_active, 0);
+    let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Send { conn: MASTER, msg: Msg::Accept { transfer: T, .. } })),
+        "{a:?}"
+    );
+    assert_eq!(po.m.stats().transfers_active, 1);
+    // A second word of the same job changes nothing.
+    assert!(po.ev(Event::DiskDone { transfer: T, id, out: None }).is_empty());
+    assert!(po.m.store().aborted.is_empty());
+}
+
+#[test]
+fn a_stage_built_for_a_master_that_went_away_stays_for_a_resume() {
+    let (mut po, manifest) = verified(true);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    let [Action::Disk(job)] = &a[..] else { panic!("{a:?}") };
+    let id = job.id;
+    po.ev(Event::Closed { conn: MASTER, reason: Close::Eof });
+    let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
+    assert!(!a.iter().any(|a| matches!(a, Action::Send { .. })), "nobody to answer: {a:?}");
+    assert_eq!(po.m.store().aborted, [(T, true)], "released, kept for a resume");
+    assert_eq!(po.m.stats().transfers_active, 0);
 }
 
 /// PEERS for po 1: neighbour 0 dials us, 2 too; bad entries (ourselves, the master's index,

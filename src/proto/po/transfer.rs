@@ -132,6 +132,9 @@ pub(super) struct Transfer {
     /// Publish only on the master's word, even with `publish = each` (OFFER_HOLD).
     pub(super) hold: bool,
     pub(super) canary: Canary,
+    /// The store's disk job (`Action::Disk`) this transfer waits for: its stage is the job's
+    /// until `Event::DiskDone`.
+    pub(super) disk: Option<u64>,
 }
 
 /// Where a transfer stands in a canary wave.
@@ -180,6 +183,7 @@ impl Transfer {
             checking: HashMap::new(),
             hold: false,
             canary: Canary::No,
+            disk: None,
         }
     }
 

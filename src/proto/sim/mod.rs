@@ -160,6 +160,7 @@ impl Net {
             // The simulator's hooks succeed at once, saying what they would run.
             // Checks are done at the node's next turn in the queue, after what is queued already.
             Action::Verify(check) => self.queue.push_back((from, check.run())),
+            Action::Disk(job) => self.queue.push_back((from, job.run())),
             Action::RunHook { id, name, .. } => {
                 self.queue.push_back((from, Event::HookDone { id, exit: 0, tail: format!("ran {name}") }))
             }

@@ -33,6 +33,7 @@ impl<M: Machine> Probe<M> {
             match a {
                 Action::Verify(c) if self.hold_checks => self.checks.push(c),
                 Action::Verify(c) => self.m.handle_event(self.now, c.run()),
+                Action::Disk(job) => self.m.handle_event(self.now, job.run()),
                 a => acts.push(a),
             }
         }
