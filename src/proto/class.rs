@@ -48,6 +48,9 @@ pub struct ClassCfg {
     pub dest: String,
     pub p2p: bool,
     pub peers: u32,
+    /// With `p2p`: the blocks every po needs go down pipelined chains (issue 16); off, every
+    /// block move is the master's push order.
+    pub chains: bool,
     /// Bytes; 0 = auto (`auto_block_size`).
     pub block_size: u32,
     /// Bytes/s per sending host and transfer; 0 = none.
@@ -96,6 +99,7 @@ impl ClassCfg {
             dest: String::new(),
             p2p: false,
             peers: 8,
+            chains: true,
             block_size: 0,
             rate_limit: 0,
             verify: Verify::Md5,
@@ -137,6 +141,7 @@ impl ClassCfg {
             }
             "p2p" => self.p2p = parse_bool(v)?,
             "peers" => self.peers = parse_num(v, 1, 64)? as u32,
+            "chains" => self.chains = parse_bool(v)?,
             "block_size" if v == "auto" => self.block_size = 0,
             "block_size" => {
                 let b = parse_size(v)?;
@@ -214,6 +219,7 @@ impl ClassCfg {
             ("dest".into(), self.dest.clone()),
             ("p2p".into(), onoff(self.p2p)),
             ("peers".into(), self.peers.to_string()),
+            ("chains".into(), onoff(self.chains)),
             ("block_size".into(), if self.block_size == 0 { "auto".into() } else { self.block_size.to_string() }),
             ("rate_limit".into(), self.rate_limit.to_string()),
             ("verify".into(), self.verify.to_string()),

@@ -196,6 +196,8 @@ pub trait Machine {
     fn handle_event(&mut self, now: Instant, ev: Event);
     /// A machine with no timers of its own needs neither this nor `poll_timeout`.
     fn handle_timeout(&mut self, _now: Instant) {}
+    /// The events of one loop turn are all handled: what was batched over them goes now.
+    fn end_turn(&mut self) {}
     fn poll_action(&mut self) -> Option<Action>;
     fn poll_timeout(&self) -> Option<Instant> {
         None

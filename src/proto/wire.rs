@@ -46,6 +46,8 @@ pub const MAX_TEXT: usize = 4096;
 pub const MAX_ADDRS: usize = 100_000;
 pub const MAX_ENTRIES: usize = 10_000_000;
 pub const MAX_CLASS_PAIRS: usize = 256;
+/// Stripes a chain plan may have (`Msg::Chain`).
+pub const MAX_STRIPES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -80,6 +82,7 @@ pub enum MsgType {
     CheckSums = 28,
     Manifest = 29,
     Verified = 30,
+    Chain = 31,
 }
 
 impl MsgType {
@@ -116,6 +119,7 @@ impl MsgType {
             28 => CheckSums,
             29 => Manifest,
             30 => Verified,
+            31 => Chain,
             _ => return None,
         })
     }
@@ -135,7 +139,7 @@ impl MsgType {
 pub struct TypeSet(u32);
 
 // Every type is a bit of a u32.
-const _: () = assert!((MsgType::Verified as u8) < 32);
+const _: () = assert!((MsgType::Chain as u8) < 32);
 
 impl TypeSet {
     pub const ALL: TypeSet = TypeSet(u32::MAX);

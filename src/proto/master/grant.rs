@@ -133,7 +133,9 @@ impl MasterMachine {
     fn start_transfer(&mut self, now: Instant, mut plan: Plan, pos: Vec<Po>) {
         self.pos = pos;
         if plan.class.p2p {
-            plan.swarm = Some(Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers));
+            let depth = super::chain::head_depth(plan.manifest.block_size);
+            let sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
+            plan.swarm = Some(if plan.class.chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }
         self.plan = Some(plan);
         self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };

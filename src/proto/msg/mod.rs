@@ -274,7 +274,18 @@ pub enum Msg {
         block: u64,
         from: u32,
     },
+    /// master -> po, when the chains are planned and when they change: the po that gets each
+    /// block of stripe `s` (`block % next.len()`) that we verified, if the block is in `set`
+    /// (a have-bitmap); `NO_NEXT`: nobody (we are that stripe's tail).
+    Chain {
+        transfer: u64,
+        next: Vec<u32>,
+        set: Vec<u8>,
+    },
 }
+
+/// `Msg::Chain`'s "no successor in this stripe".
+pub const NO_NEXT: u32 = u32::MAX;
 
 impl Msg {
     pub fn ty(&self) -> MsgType {
@@ -309,6 +320,7 @@ impl Msg {
             Msg::Push { .. } => MsgType::Push,
             Msg::Unsent { .. } => MsgType::Unsent,
             Msg::Bad { .. } => MsgType::Bad,
+            Msg::Chain { .. } => MsgType::Chain,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! `transfer` is one transfer's state.
 
 mod blocks;
+mod chain;
 mod events;
 mod fence;
 mod offer;
@@ -187,7 +188,7 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
-            Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
+            Event::Verified { transfer, id, verdict } => self.on_checked(now, transfer, id, verdict),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
                 self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });
@@ -196,6 +197,10 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
             Event::Closed { conn, reason } => self.on_closed(now, conn, reason),
         }
+    }
+
+    fn end_turn(&mut self) {
+        self.flush_haves();
     }
 
     fn handle_timeout(&mut self, now: Instant) {

@@ -18,7 +18,9 @@ impl<S: Store> PoMachine<S> {
         let (peers, served, lost) = (t.swarm.joined_mut())
             .map(|j| (take(&mut j.peers), take(&mut j.served), take(&mut j.lost)))
             .unwrap_or_default();
-        let joined = Swarm::Joined(Box::new(Joined { me, master_key, link_keys, peers, served, lost }));
+        let (chain, forwarded) = t.swarm.joined_mut().map(|j| (j.chain.take(), j.forwarded)).unwrap_or_default();
+        let joined =
+            Swarm::Joined(Box::new(Joined { me, master_key, link_keys, peers, served, lost, chain, forwarded }));
         let hellos = match std::mem::replace(&mut t.swarm, joined) {
             Swarm::Awaiting { hellos } => hellos,
             Swarm::Joined(_) => Vec::new(),

@@ -48,6 +48,7 @@ struct Po {
 impl Po {
     fn ev(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
+        self.m.end_turn();
         std::iter::from_fn(|| self.m.poll_action()).collect()
     }
     fn frame(&mut self, conn: ConnId, msg: Msg) -> Vec<Action> {

@@ -215,6 +215,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
             }
         }
@@ -231,6 +232,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
                 continue;
             }

@@ -28,6 +28,7 @@
 //! The neighbour graph is fixed at the start (a ring plus random matchings, at most `peers`
 //! links per po), so n pos cost O(n) connections.
 
+mod chain;
 mod diag;
 mod plan;
 mod schedule;
@@ -139,6 +140,10 @@ pub struct Swarm {
     /// `slow()` as of the last full pass.
     slow_cache: Vec<bool>,
     diag: Diag,
+    /// Links per po at most (the class's `peers`).
+    peers: usize,
+    /// With chains: the stripes, the chain set and its repair pairs.
+    chain: Option<chain::Chains>,
 }
 
 impl Swarm {
@@ -178,6 +183,8 @@ impl Swarm {
             master_freed: true,
             slow_cache: vec![false; n],
             diag: Diag::new(n),
+            peers: peers as usize,
+            chain: None,
         }
     }
 
@@ -239,6 +246,7 @@ impl Swarm {
             if n.live {
                 self.count[b as usize] += 1;
             }
+            self.chain_forward(i, b, now);
         }
         from
     }
@@ -299,6 +307,7 @@ impl Swarm {
         if let Some(from) = self.finish(to, b) {
             self.cooldown.insert((from, to), now + COOLDOWN);
         }
+        self.chain_repair(to, b);
     }
 
     /// The source of the assignment (to, b) under way, if there is one.
@@ -313,9 +322,14 @@ impl Swarm {
             return;
         }
         self.finish(to, b);
+        self.chain_repair(to, b);
         if let Src::Po(s) = from {
             if let Some(n) = self.nodes.get_mut(s as usize) {
                 n.faults += 1;
+            }
+            // An excluded po forwards nothing that counts: the chains go around it.
+            if !self.serves(s as usize) {
+                self.chain_cut(s);
             }
         }
     }
@@ -335,6 +349,7 @@ impl Swarm {
         for (r, b) in gone {
             self.finish(r, b);
         }
+        self.chain_cut(i);
         let n = &mut self.nodes[i as usize];
         if !n.live {
             return;
@@ -365,7 +380,7 @@ impl Swarm {
 
     fn wants(&self, r: usize, b: usize) -> bool {
         let n = &self.nodes[r];
-        n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64))
+        n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64)) && !self.chain_pending(r, b)
     }
 
     fn queued(&self, from: Src, to: u32) -> u8 {
@@ -437,9 +452,15 @@ impl Swarm {
     /// A stalled assignment: the slots are freed, the link rests, and a po that stalls as a
     /// sender counts a fault, so that a stopped po stops being anyone's source.
     pub fn stall(&mut self, to: u32, b: u64, now: Instant) {
-        if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|m| m.from) {
+        let from = self.inflight.get(&(to, b)).map(|m| m.from);
+        if let Some(Src::Po(s)) = from {
             self.nodes[s as usize].stalls += 1;
         }
         self.cancel(to, b, now);
+        if let Some(Src::Po(s)) = from {
+            if !self.serves(s as usize) {
+                self.chain_cut(s);
+            }
+        }
     }
 }
