@@ -14,6 +14,16 @@ pub(super) const STRIPES: usize = 1;
 /// head's downlink never waits for the master's next block.
 const HEAD_QUEUE: u64 = 2 << 20;
 
+/// The most blocks `block_size = auto` makes for chains (`class::auto_block_size_for`).
+pub(super) const MOST_AUTO_BLOCKS: u64 = 2048;
+
+/// Whether chains pay off for `pos` pos and `blocks` blocks: the last po gets its first block
+/// N·K blocks' time late, the swarm's epidemic about log2(N); chains are planned only when
+/// that fill is at most an eighth of the transfer.
+pub(super) fn worth_it(pos: usize, blocks: u64) -> bool {
+    blocks >= 8 * (pos * STRIPES) as u64
+}
+
 /// Blocks of `block_size` the master queues to a head.
 pub(super) fn head_depth(block_size: u32) -> u8 {
     (HEAD_QUEUE / block_size.max(1) as u64).clamp(2, 64) as u8

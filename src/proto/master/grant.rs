@@ -102,10 +102,12 @@ impl MasterMachine {
         pos: Vec<String>,
         pairs: Vec<(String, String)>,
     ) {
-        let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
+        let mut class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
             Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
         };
+        // Chains that could not pay off are not planned, nor their smaller blocks chosen.
+        class.chains &= super::chain::worth_it(pos.len(), super::chain::MOST_AUTO_BLOCKS);
         self.cac_conn = Some(conn);
         let (manifest, source) = match (self.planner)(&class) {
             Ok(p) => p,
@@ -135,7 +137,8 @@ impl MasterMachine {
         if plan.class.p2p {
             let depth = super::chain::head_depth(plan.manifest.block_size);
             let sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
-            plan.swarm = Some(if plan.class.chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
+            let chains = plan.class.chains && super::chain::worth_it(self.pos.len(), plan.manifest.blocks());
+            plan.swarm = Some(if chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }
         self.plan = Some(plan);
         self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };
