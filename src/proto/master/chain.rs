@@ -30,6 +30,13 @@ pub(super) fn head_depth(block_size: u32) -> u8 {
 }
 
 impl MasterMachine {
+    /// Po `i` follows the last CHAIN it was told (an ack with no CHAIN told counts nothing).
+    pub(super) fn on_chain_ack(&mut self, i: usize) {
+        if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
+            sw.chain_acked(i as u32);
+        }
+    }
+
     /// Sends CHAIN to every po whose successors changed, and logs the plan or the change.
     pub(super) fn tell_chains(&mut self) {
         let Some(plan) = self.plan.as_mut() else { return };

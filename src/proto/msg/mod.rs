@@ -276,7 +276,8 @@ pub enum Msg {
     },
     /// master -> po, when the chains are planned and when they change: the po that gets each
     /// block of stripe `s` (`block % next.len()`) that we verified, if the block is in `set`
-    /// (a have-bitmap); `NO_NEXT`: nobody (we are that stripe's tail).
+    /// (a have-bitmap); `NO_NEXT`: nobody (we are that stripe's tail). po -> master, with an
+    /// empty `set`: the po follows it now.
     Chain {
         transfer: u64,
         next: Vec<u32>,

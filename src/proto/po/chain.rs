@@ -36,7 +36,14 @@ impl<S: Store> PoMachine<S> {
         }
         let shown: Vec<String> = next.iter().map(|n| if *n == NO_NEXT { "-".into() } else { n.to_string() }).collect();
         log::info!("event=chain_next transfer={transfer} me={} next={}", j.me, shown.join(","));
-        j.chain = Some((next, set));
+        j.chain = Some((next.clone(), set));
+        // The acknowledgement (the same successors, no set) follows every HAVE of a block
+        // forwarded by the old plan, so the master knows which plan the later ones followed.
+        let master = t.master;
+        self.flush_haves();
+        if let Some(m) = master {
+            self.send(m, Msg::Chain { transfer, next, set: Vec::new() });
+        }
     }
 
     /// Block `b` is verified and staged: a chain block goes on to our successor in its stripe.

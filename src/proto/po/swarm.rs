@@ -203,6 +203,9 @@ impl<S: Store> PoMachine<S> {
     /// from us; the rest it ignores), so that a link broken mid-block is mended in a round
     /// trip, not by the master's stall check.
     pub(super) fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
+        // The HAVEs of blocks forwarded on it go first: the master takes a forward back only
+        // once it counts it.
+        self.flush_haves();
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let mut back: Vec<u64> = t.waiting.remove(&idx).unwrap_or_default().into_iter().map(|(b, _)| b).collect();
         if let Some(j) = t.swarm.joined_mut().filter(|j| j.peers.get(&idx) == Some(&conn)) {

@@ -38,6 +38,10 @@ pub(super) struct Chains {
     pub(super) planned_at: Option<Instant>,
     /// Pos whose successors changed since the caller last asked (`chain_news`).
     news: BTreeSet<u32>,
+    /// CHAINs told to each po, and acknowledged by it: until a po acknowledged the last, a
+    /// block it reports may have gone to its old successor, so its new one gets it by repair.
+    told: Vec<u32>,
+    acked: Vec<u32>,
 }
 
 impl Chains {
@@ -56,6 +60,8 @@ impl Chains {
             first_join: None,
             planned_at: None,
             news: BTreeSet::new(),
+            told: vec![0; n],
+            acked: vec![0; n],
         }
     }
 
@@ -127,8 +133,18 @@ impl Swarm {
     pub fn chain_news(&mut self) -> Vec<(u32, Vec<Option<u32>>)> {
         let Some(c) = self.chain.as_mut() else { return Vec::new() };
         let news = std::mem::take(&mut c.news);
+        for &i in &news {
+            c.told[i as usize] += 1;
+        }
         // A po cut out but alive (excluded, or gone and back) hears that it forwards nothing.
         news.into_iter().map(|i| (i, c.next.iter().map(|n| n[i as usize]).collect())).collect()
+    }
+
+    /// Po `i` acknowledged a CHAIN: what it reports from now on went by the plan it was told.
+    pub fn chain_acked(&mut self, i: u32) {
+        if let Some(c) = self.chain.as_mut().filter(|c| (i as usize) < c.told.len()) {
+            c.acked[i as usize] = (c.acked[i as usize] + 1).min(c.told[i as usize]);
+        }
     }
 
     /// The stripes' orders, for the log.
@@ -267,7 +283,8 @@ impl Swarm {
         if !self.chain_pending(to as usize, b as usize) || self.inflight.contains_key(&(to, b)) {
             return;
         }
-        if !self.nodes[to as usize].live || !self.serves(i as usize) {
+        let sure = self.chain.as_ref().is_some_and(|c| c.acked[i as usize] == c.told[i as usize]);
+        if !self.nodes[to as usize].live || !self.serves(i as usize) || !sure {
             return self.chain_repair(to, b);
         }
         self.start(Assign { from: Src::Po(i), to, block: b }, now);

@@ -71,6 +71,10 @@ fn simulate_from(
             return (tick, s.master_sent as f64 / blocks as f64, done_at, (s, twice));
         }
         pending.extend(s.schedule(now));
+        // Each po follows its CHAIN at once, and says so.
+        for (i, _) in s.chain_news() {
+            s.chain_acked(i);
+        }
         if pending.is_empty() && tick > 0 {
             let lacking: Vec<(u32, u64, usize, usize)> = (0..n as u32)
                 .filter(|i| !s.complete(*i))
@@ -343,7 +347,9 @@ fn a_slow_po_moves_to_the_tail_of_every_stripe() {
         s.join(i, &[]);
     }
     let mut feed = s.schedule(t0);
-    s.chain_news();
+    for (i, _) in s.chain_news() {
+        s.chain_acked(i);
+    }
     // Po 3's fastest block took ten times the others'.
     for i in 0..8 {
         s.nodes[i].best = Some(if i == 3 { 0.1 } else { 0.01 });
@@ -360,6 +366,16 @@ fn a_slow_po_moves_to_the_tail_of_every_stripe() {
     }
     // Told: the predecessors of 3 (they feed its old successors) and the old tails (they feed 3).
     let told: Vec<u32> = s.chain_news().into_iter().map(|(i, _)| i).collect();
+    // Until they say they follow it, what they report goes to the new successors by repair.
+    let p = before[0][before[0].iter().position(|p| *p == 3).unwrap() - 1];
+    let b = (0..256u64).step_by(2).find(|&b| !s.nodes[p as usize].have[b as usize]).unwrap();
+    let next = s.chain_next(p, b).unwrap();
+    s.have(p, b, t0 + Duration::from_secs(1));
+    assert_eq!(s.source_of(next, b), None);
+    assert!(!s.chain_pending(next as usize, b as usize));
+    for &i in &told {
+        s.chain_acked(i);
+    }
     for o in &before {
         let at = o.iter().position(|p| *p == 3).unwrap();
         assert!(told.contains(&o[at - 1]) && told.contains(o.last().unwrap()), "{told:?} {before:?}");
