@@ -166,6 +166,11 @@ pub enum Action {
         conn: ConnId,
         max: u32,
     },
+    /// Keep what `conn` has written but not yet sent short (`TCP_NOTSENT_LOWAT`): a chain's
+    /// per-hop latency is the bytes queued in each sender's socket.
+    ShortQueue {
+        conn: ConnId,
+    },
     /// Frames on `conn` may only be of these types (accepted connections start with
     /// `wire::TypeSet::ALL`): a header of another type closes the connection (`Close::Decode`)
     /// before its payload is read. A CAC never takes a MANIFEST or a BLOCK, so none is buffered.

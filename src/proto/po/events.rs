@@ -47,6 +47,7 @@ impl<S: Store> PoMachine<S> {
             let proof = j.link_keys.get(&idx).copied().unwrap_or_default();
             let msg = Msg::PeerHello { token: t.token.clone(), me: j.me, proof };
             self.send(conn, msg);
+            self.out.push_back(Action::ShortQueue { conn });
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.deadline = None;
             }

@@ -87,6 +87,8 @@ impl<S: Store> PoMachine<S> {
         if master {
             return;
         }
+        // Chain forwards go out on it: a short socket queue keeps each hop's latency low.
+        self.out.push_back(Action::ShortQueue { conn });
         if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
             j.peers.insert(idx, conn);
             j.lost.remove(&idx);

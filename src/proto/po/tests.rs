@@ -49,7 +49,8 @@ impl Po {
     fn ev(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
         self.m.end_turn();
-        std::iter::from_fn(|| self.m.poll_action()).collect()
+        // Socket tuning, not protocol (`peer_links_keep_short_queues` checks it).
+        std::iter::from_fn(|| self.m.poll_action()).filter(|a| !matches!(a, Action::ShortQueue { .. })).collect()
     }
     fn frame(&mut self, conn: ConnId, msg: Msg) -> Vec<Action> {
         self.ev(Event::Frame { conn, msg })
@@ -339,4 +340,30 @@ fn a_verified_chain_block_goes_on_to_the_successor_the_master_named() {
     // A block it holds already, sent again unasked, is dropped.
     assert!(checked(&mut po, from, block(0, data(0))).is_empty());
     assert_eq!(forwarded(&checked(&mut po, from, block(2, data(2)))), [2]);
+}
+
+#[test]
+fn peer_links_keep_short_queues() {
+    let mut po = joined();
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 40,
+        peer: "10.0.0.5:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    po.m.handle_event(
+        po.now,
+        Event::Frame { conn: ACCEPTED | 40, msg: Msg::PeerHello { token: po.token.clone(), me: 2, proof: [2; 32] } },
+    );
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(a.iter().any(|a| matches!(a, Action::ShortQueue { conn } if *conn == ACCEPTED | 40)), "{a:?}");
+    // Not the master's data link: the master's own queue is its business.
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 41,
+        peer: "10.0.0.1:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    let hello = Msg::PeerHello { token: po.token.clone(), me: MASTER_PEER, proof: [9; 32] };
+    po.m.handle_event(po.now, Event::Frame { conn: ACCEPTED | 41, msg: hello });
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(!a.iter().any(|a| matches!(a, Action::ShortQueue { .. })), "{a:?}");
 }
