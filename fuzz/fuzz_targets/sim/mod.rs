@@ -319,7 +319,10 @@ impl Conns {
                 }
                 Action::RunHook { id, .. } => self.hooks.push(id),
                 Action::Verify(check) => self.checks.push(check),
-                Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
+                Action::Send { .. }
+                | Action::SendBlock { .. }
+                | Action::SetRates { .. }
+                | Action::ShortQueue { .. } => {}
             }
         }
     }
