@@ -99,6 +99,9 @@ struct Node {
     /// The fastest assignment this po took part in, either way: a fast po has some fast
     /// ones even when its partners are slow, a slow po never does.
     best: Option<f64>,
+    /// When it last reported a block: a chain member that reports none while its blocks
+    /// stall is stuck (stopped), not its sender.
+    last_have: Option<Instant>,
 }
 
 pub struct Swarm {
@@ -158,6 +161,7 @@ impl Swarm {
             stalls: 0,
             fresh: 0,
             best: None,
+            last_have: None,
         };
         let neighbours = graph(n, peers as usize);
         Swarm {
@@ -240,6 +244,7 @@ impl Swarm {
             }
         }
         let n = &mut self.nodes[i as usize];
+        n.last_have = Some(now);
         if (b as usize) < n.have.len() && !n.have[b as usize] {
             n.have[b as usize] = true;
             n.held += 1;
@@ -447,6 +452,24 @@ impl Swarm {
         }
         best.sort_by(|a, b| a.total_cmp(b));
         floor.max(Duration::from_secs_f64(best[best.len() / 2] * 20.0))
+    }
+
+    /// An assignment older than `limit` (`stalled`). With chains, a receiver that reported
+    /// nothing since it began, from a sender that is not stuck itself (the master, or a po
+    /// whose own blocks arrive), is stuck (stopped): it is cut out of the chains and its sender
+    /// is not charged. Otherwise as `stall`.
+    pub fn stalled_out(&mut self, to: u32, b: u64, now: Instant, limit: Duration) {
+        let Some(m) = self.inflight.get(&(to, b)).copied() else { return };
+        let silent = self.nodes[to as usize].last_have.is_none_or(|t| t <= m.since);
+        let sender_stuck = match m.from {
+            Src::Master => false,
+            Src::Po(s) => self.inflight.iter().any(|((r, _), x)| *r == s && now.duration_since(x.since) > limit),
+        };
+        if self.chain.is_some() && silent && !sender_stuck {
+            self.chain_cut(to);
+            return self.cancel(to, b, now);
+        }
+        self.stall(to, b, now);
     }
 
     /// A stalled assignment: the slots are freed, the link rests, and a po that stalls as a

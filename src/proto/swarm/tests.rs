@@ -418,3 +418,30 @@ fn a_bad_forward_is_charged_to_the_forwarder_only() {
     let again = s.schedule(t0 + Duration::from_secs(2));
     assert!(again.iter().any(|a| a.to == second && a.block == 0), "{again:?}");
 }
+
+#[test]
+fn a_stopped_po_is_cut_out_of_the_chain_and_its_sender_is_not_charged() {
+    let mut s = chained(4, 64, 1);
+    let t0 = Instant::now();
+    for i in 0..4 {
+        s.join(i, &[]);
+    }
+    let feed = s.schedule(t0);
+    assert_eq!(s.chain_orders(), [vec![0, 1, 2, 3]]);
+    // Po 0 gets its blocks and forwards them; po 1 stopped and reports nothing.
+    for (k, a) in feed.iter().enumerate() {
+        s.have(a.to, a.block, t0 + Duration::from_millis(10 * (k as u64 + 1)));
+    }
+    assert_eq!(s.source_of(1, 0), Some(Src::Po(0)));
+    let late = t0 + Duration::from_secs(60);
+    let limit = Duration::from_secs(6);
+    for (to, b, _) in s.stalled(late, limit) {
+        s.stalled_out(to, b, late, limit);
+    }
+    assert_eq!((s.stalls(0), s.faults(0)), (0, 0), "po 0 is not to blame");
+    assert_eq!(s.chain_orders(), [vec![0, 2, 3]]);
+    assert_eq!(s.chain_next(0, 0), Some(2));
+    // What po 0 holds goes to po 2 by repair, from po 0.
+    let next = s.schedule(late + Duration::from_secs(2));
+    assert!(next.iter().any(|a| a.to == 2 && a.from == Src::Po(0)), "{next:?}");
+}
