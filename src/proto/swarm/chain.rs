@@ -42,6 +42,9 @@ pub(super) struct Chains {
     /// block it reports may have gone to its old successor, so its new one gets it by repair.
     told: Vec<u32>,
     acked: Vec<u32>,
+    /// Pos moved to the tail once: never again (the lab showed slow verdicts that come and go
+    /// turning every full pass into a re-plan).
+    moved: Vec<bool>,
 }
 
 impl Chains {
@@ -62,6 +65,7 @@ impl Chains {
             news: BTreeSet::new(),
             told: vec![0; n],
             acked: vec![0; n],
+            moved: vec![false; n],
         }
     }
 
@@ -243,12 +247,15 @@ impl Swarm {
         }
     }
 
-    /// Moves a slow po to the tail of every stripe, so that it only consumes.
-    pub(super) fn chain_to_tail(&mut self, i: u32) {
+    /// Moves a slow po to the tail of every stripe, so that it only consumes; once, and not
+    /// when only slow pos follow it already.
+    pub(super) fn chain_to_tail(&mut self, i: u32, slow: &[bool]) {
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some() && c.member[i as usize]) else { return };
-        if c.order.iter().all(|o| o.last() == Some(&i)) {
+        let behind_slow = |o: &Vec<u32>| o.iter().skip_while(|p| **p != i).all(|p| slow[*p as usize]);
+        if c.moved[i as usize] || c.order.iter().all(behind_slow) {
             return;
         }
+        c.moved[i as usize] = true;
         let mut links = Vec::new();
         for s in 0..c.k {
             if c.order[s].last() == Some(&i) {

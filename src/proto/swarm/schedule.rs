@@ -33,7 +33,7 @@ impl Swarm {
         let slow = std::mem::take(&mut self.slow_cache);
         if full {
             for i in (0..slow.len()).filter(|&i| slow[i]) {
-                self.chain_to_tail(i as u32);
+                self.chain_to_tail(i as u32, &slow);
             }
         }
         self.chain_feed(now, &mut out);

@@ -445,3 +445,25 @@ fn a_stopped_po_is_cut_out_of_the_chain_and_its_sender_is_not_charged() {
     let next = s.schedule(late + Duration::from_secs(2));
     assert!(next.iter().any(|a| a.to == 2 && a.from == Src::Po(0)), "{next:?}");
 }
+
+#[test]
+fn two_slow_pos_go_to_the_tail_once_and_the_plan_then_holds() {
+    let mut s = chained(8, 256, 1);
+    let t0 = Instant::now();
+    for i in 0..8 {
+        s.join(i, &[]);
+    }
+    s.schedule(t0);
+    for i in 0..8 {
+        s.nodes[i].best = Some(if i == 2 || i == 5 { 0.1 } else { 0.01 });
+    }
+    s.schedule(t0 + Duration::from_secs(1));
+    let moved = s.chain_orders();
+    assert_eq!(moved[0][6..], [2, 5], "{moved:?}");
+    s.chain_news();
+    for k in 2..6 {
+        s.schedule(t0 + Duration::from_secs(k));
+        assert_eq!(s.chain_orders(), moved, "pass {k}");
+        assert!(s.chain_news().is_empty(), "pass {k}: a re-plan with nothing new");
+    }
+}
