@@ -65,6 +65,7 @@ impl World<'_> {
     fn event(&mut self, ev: Event) {
         sim::trace(&ev);
         self.m.handle_event(self.now, ev);
+        self.m.end_turn();
     }
 
     /// `msg` on an open connection, mostly one on `side`.

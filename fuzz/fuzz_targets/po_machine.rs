@@ -87,6 +87,7 @@ impl World<'_> {
     fn event(&mut self, ev: Event) {
         sim::trace(&ev);
         self.po.handle_event(self.now, ev);
+        self.po.end_turn();
     }
 
     /// `msg` on an open connection, mostly one on `side`.

@@ -349,15 +349,19 @@ fn run(a: Args) -> Result<u8, String> {
     };
     let root = a.dir.clone();
     let cli_excludes = a.excludes.clone();
-    let walk_opts =
-        tree::WalkOptions { skip_unreadable: a.skip_unreadable, failpoint_unreadable: unreadable_failpoint() };
+    let walk_opts = tree::WalkOptions {
+        skip_unreadable: a.skip_unreadable,
+        failpoint_unreadable: unreadable_failpoint(),
+        chains: false,
+    };
     let skipped = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let skipped_in_plan = skipped.clone();
     let planner: Planner = Box::new(move |class: &ClassCfg| {
         let mut pats = cli_excludes.clone();
         pats.extend(class.exclude.iter().cloned());
         let ex = tree::compile_excludes(&pats)?;
-        let w = tree::walk_with(&root, &ex, class.block_size, &walk_opts)?;
+        let opts = tree::WalkOptions { chains: class.p2p && class.chains, ..walk_opts.clone() };
+        let w = tree::walk_with(&root, &ex, class.block_size, &opts)?;
         for (p, why) in &w.skipped {
             eprintln!("masterwugui: skipped {}: {why}", printable(&p.to_string()));
         }

@@ -173,6 +173,11 @@ pub enum Action {
         conn: ConnId,
         max: u32,
     },
+    /// Keep what `conn` has written but not yet sent short (`TCP_NOTSENT_LOWAT`): a chain's
+    /// per-hop latency is the bytes queued in each sender's socket.
+    ShortQueue {
+        conn: ConnId,
+    },
     /// Frames on `conn` may only be of these types (accepted connections start with
     /// `wire::TypeSet::ALL`): a header of another type closes the connection (`Close::Decode`)
     /// before its payload is read. A CAC never takes a MANIFEST or a BLOCK, so none is buffered.
@@ -206,6 +211,8 @@ pub trait Machine {
     fn handle_event(&mut self, now: Instant, ev: Event);
     /// A machine with no timers of its own needs neither this nor `poll_timeout`.
     fn handle_timeout(&mut self, _now: Instant) {}
+    /// The events of one loop turn are all handled: what was batched over them goes now.
+    fn end_turn(&mut self) {}
     fn poll_action(&mut self) -> Option<Action>;
     fn poll_timeout(&self) -> Option<Instant> {
         None

@@ -47,6 +47,8 @@ pub const MAX_TEXT: usize = 4096;
 pub const MAX_ADDRS: usize = 100_000;
 pub const MAX_ENTRIES: usize = 10_000_000;
 pub const MAX_CLASS_PAIRS: usize = 256;
+/// Stripes a chain plan may have (`Msg::Chain`).
+pub const MAX_STRIPES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -83,6 +85,7 @@ pub enum MsgType {
     Verified = 30,
     Wave = 31,
     Preview = 32,
+    Chain = 33,
 }
 
 impl MsgType {
@@ -121,6 +124,7 @@ impl MsgType {
             30 => Verified,
             31 => Wave,
             32 => Preview,
+            33 => Chain,
             _ => return None,
         })
     }
@@ -140,7 +144,7 @@ impl MsgType {
 pub struct TypeSet(u64);
 
 // Every type is a bit of a u64.
-const _: () = assert!((MsgType::Preview as u8) < 64);
+const _: () = assert!((MsgType::Chain as u8) < 64);
 
 impl TypeSet {
     pub const ALL: TypeSet = TypeSet(u64::MAX);

@@ -15,7 +15,8 @@
 //!    become events;
 //! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
 //!    within a per-wakeup budget;
-//! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`.
+//! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`;
+//! 6. `Machine::end_turn`: what the machine batched over the turn (a po's HAVEs).
 //!
 //! After every machine call, its actions are drained and applied. Readiness we *have*
 //! (`Conn::readable`/`writable`) is set by events and cleared only on `WouldBlock`; readiness
@@ -328,6 +329,10 @@ impl Reactor {
                     }
                 }
             }
+
+            // 6. What the machine batched over this turn's events.
+            m.end_turn();
+            self.drain_actions(m);
         }
     }
 

@@ -124,6 +124,7 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
         Action::FrameLimit { max, .. } => Action::FrameLimit { conn, max: *max },
         Action::FrameTypes { types, .. } => Action::FrameTypes { conn, types: *types },
+        Action::ShortQueue { .. } => Action::ShortQueue { conn },
         Action::RunHook { .. } | Action::Verify(_) | Action::Disk(_) => {
             unreachable!("scripts run no hooks, check no blocks and have no disk jobs")
         }

@@ -321,7 +321,10 @@ impl Conns {
                 Action::Verify(check) => self.checks.push(check),
                 // No store of the fuzz worlds hands out disk jobs (`Store::check_job`).
                 Action::Disk(job) => drop(job),
-                Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
+                Action::Send { .. }
+                | Action::SendBlock { .. }
+                | Action::SetRates { .. }
+                | Action::ShortQueue { .. } => {}
             }
         }
     }

@@ -36,6 +36,7 @@ impl MasterMachine {
                 self.on_unsent(now, i, block, to, &why)
             }
             (_, Msg::Bad { transfer: t, block, from }) if t == transfer => self.on_bad(now, i, block, from),
+            (_, Msg::Chain { transfer: t, set, .. }) if t == transfer && set.is_empty() => self.on_chain_ack(i),
             (PoState::Sending | PoState::Offered, Msg::Ready { transfer: t }) if t == transfer => self.on_ready(i),
             (
                 PoState::Ready | PoState::Committing | PoState::Sending,

@@ -102,10 +102,12 @@ impl MasterMachine {
         pos: Vec<String>,
         pairs: Vec<(String, String)>,
     ) {
-        let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
+        let mut class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
             Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
         };
+        // Chains that could not pay off are not planned, nor their smaller blocks chosen.
+        class.chains &= super::chain::worth_it(pos.len(), super::chain::MOST_AUTO_BLOCKS);
         self.cac_conn = Some(conn);
         let (manifest, source) = match (self.planner)(&class) {
             Ok(p) => p,
@@ -136,7 +138,10 @@ impl MasterMachine {
     fn start_transfer(&mut self, now: Instant, mut plan: Plan, pos: Vec<Po>) {
         self.pos = pos;
         if plan.class.p2p {
-            plan.swarm = Some(Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers));
+            let depth = super::chain::head_depth(plan.manifest.block_size);
+            let sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
+            let chains = plan.class.chains && super::chain::worth_it(self.pos.len(), plan.manifest.blocks());
+            plan.swarm = Some(if chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }
         self.plan = Some(plan);
         self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };

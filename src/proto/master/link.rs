@@ -85,6 +85,8 @@ impl MasterMachine {
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
+        // Its chain neighbours link around it now.
+        self.tell_chains();
         let p = &mut self.pos[i];
         for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
             self.out.push_back(Action::Close { conn: c });
@@ -128,6 +130,7 @@ impl MasterMachine {
                 if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
                     sw.leave(i as u32);
                 }
+                self.tell_chains();
                 let p = &mut self.pos[i];
                 for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
                     self.out.push_back(Action::Close { conn: c });
@@ -145,6 +148,8 @@ impl MasterMachine {
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
+        // Its chain neighbours link around it now.
+        self.tell_chains();
         let p = &mut self.pos[i];
         p.state = State::Failed { error };
         if let Some(c) = p.conn.take() {

@@ -15,6 +15,7 @@
 
 mod abort;
 mod busy;
+mod chain;
 mod commit;
 mod frames;
 mod grant;

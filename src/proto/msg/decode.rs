@@ -181,6 +181,15 @@ impl Msg {
                 why: r.str(MAX_TEXT, "reason")?,
             },
             MsgType::Bad => Msg::Bad { transfer: r.u64("transfer")?, block: r.u64("block")?, from: r.u32("po index")? },
+            MsgType::Chain => {
+                let transfer = r.u64("transfer")?;
+                let k = r.count(wire::MAX_STRIPES, 4, "stripes")?;
+                if k == 0 {
+                    return Err(invalid("stripes", "0"));
+                }
+                let next = (0..k).map(|_| r.u32("successor")).collect::<Result<_, _>>()?;
+                Msg::Chain { transfer, next, set: r.bytes(wire::MAX_CONTROL as usize, "chain set")?.to_vec() }
+            }
             MsgType::Block => unreachable!("handled above"),
         };
         r.finish()?;

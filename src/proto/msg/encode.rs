@@ -186,6 +186,12 @@ impl Msg {
                 w.u32(*to);
                 w.str(why);
             }
+            Msg::Chain { transfer, next, set } => {
+                w.u64(*transfer);
+                w.u32(next.len() as u32);
+                next.iter().for_each(|n| w.u32(*n));
+                w.bytes(set);
+            }
             Msg::Bad { transfer, block, from } => {
                 w.u64(*transfer);
                 w.u64(*block);

@@ -283,6 +283,15 @@ pub enum Msg {
     },
     /// po -> master, for a dry-run offer: what a push would do here.
     Preview(Box<Preview>),
+    /// master -> po, when the chains are planned and when they change: the po that gets each
+    /// block of stripe `s` (`block % next.len()`) that we verified, if the block is in `set`
+    /// (a have-bitmap); `NO_NEXT`: nobody (we are that stripe's tail). po -> master, with an
+    /// empty `set`: the po follows it now.
+    Chain {
+        transfer: u64,
+        next: Vec<u32>,
+        set: Vec<u8>,
+    },
 }
 
 /// OFFER mode bit: a dry run; the po stages nothing and answers PREVIEW.
@@ -333,6 +342,9 @@ pub enum PreviewKind {
     Delete = 6,
 }
 
+/// `Msg::Chain`'s "no successor in this stripe".
+pub const NO_NEXT: u32 = u32::MAX;
+
 impl Msg {
     pub fn ty(&self) -> MsgType {
         match self {
@@ -368,6 +380,7 @@ impl Msg {
             Msg::Bad { .. } => MsgType::Bad,
             Msg::Wave { .. } => MsgType::Wave,
             Msg::Preview(_) => MsgType::Preview,
+            Msg::Chain { .. } => MsgType::Chain,
         }
     }
 }

@@ -74,6 +74,7 @@ pub fn samples() -> Vec<Msg> {
         Msg::Push { transfer: 1, block: 2, to: 3 },
         Msg::Unsent { transfer: 1, block: 2, to: 3, why: "no link".into() },
         Msg::Bad { transfer: 1, block: 2, from: 3 },
+        Msg::Chain { transfer: 1, next: vec![4, u32::MAX], set: vec![0xff, 0x01] },
     ]
 }
 

@@ -6,13 +6,14 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_master_frame(&mut self, now: Instant, conn: ConnId, transfer: Option<u64>, msg: Msg) {
         match msg {
             Msg::Block { head, data } if Some(head.transfer) == transfer => {
-                self.on_block(conn, From::Control, head, data)
+                self.on_block(now, conn, From::Control, head, data)
             }
             Msg::Peers { transfer: t, me, master_key, links } if Some(t) == transfer => {
                 self.on_peers(now, t, me, master_key, links)
             }
             Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
-            Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
+            Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(now, t, sums),
+            Msg::Chain { transfer: t, next, set } if Some(t) == transfer => self.on_chain(t, next, set),
             Msg::CheckSums { transfer: t, sums } if Some(t) == transfer => self.on_check_sums(t, sums),
             Msg::Commit { transfer: t } if Some(t) == transfer => match self.transfers.get(&t).map(|x| &x.state) {
                 Some(TState::Ready) => self.publish(t),
@@ -50,6 +51,7 @@ impl<S: Store> PoMachine<S> {
             let proof = j.link_keys.get(&idx).copied().unwrap_or_default();
             let msg = Msg::PeerHello { token: t.token.clone(), me: j.me, proof };
             self.send(conn, msg);
+            self.out.push_back(Action::ShortQueue { conn });
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.deadline = None;
             }
@@ -85,10 +87,10 @@ impl<S: Store> PoMachine<S> {
             (ConnKind::New, Msg::PeerHello { token, me, proof }) => self.on_peer_hello(now, conn, &token, me, proof),
             (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                 let idx = *idx;
-                self.on_block(conn, From::Peer(idx), head, data)
+                self.on_block(now, conn, From::Peer(idx), head, data)
             }
             (ConnKind::MasterData { transfer }, Msg::Block { head, data }) if head.transfer == *transfer => {
-                self.on_block(conn, From::MasterData, head, data)
+                self.on_block(now, conn, From::MasterData, head, data)
             }
             (ConnKind::Peer { .. } | ConnKind::MasterData { .. }, Msg::Ping) => {}
             // Anything else from a neighbour is its fault; no block of ours can be named.

@@ -13,6 +13,7 @@
 //! `transfer` is one transfer's state.
 
 mod blocks;
+mod chain;
 mod dry_run;
 mod events;
 mod fence;
@@ -197,7 +198,7 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
-            Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
+            Event::Verified { transfer, id, verdict } => self.on_checked(now, transfer, id, verdict),
             Event::DiskDone { transfer, id, out } => self.on_disk_done(now, transfer, id, out),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
@@ -207,6 +208,10 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
             Event::Closed { conn, reason } => self.on_closed(now, conn, reason),
         }
+    }
+
+    fn end_turn(&mut self) {
+        self.flush_haves();
     }
 
     fn handle_timeout(&mut self, now: Instant) {

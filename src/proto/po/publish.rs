@@ -39,6 +39,8 @@ impl<S: Store> PoMachine<S> {
         t.state = TState::Ready;
         log::info!("event=po_ready transfer={transfer} class={} bytes={}", t.class.name, t.bytes);
         let (master, each) = (t.master, t.class.publish == Publish::Each && !t.hold);
+        // Every HAVE before READY: the master takes none after DONE.
+        self.flush_haves();
         if let Some(m) = master {
             self.send(m, Msg::Ready { transfer });
         }

@@ -70,7 +70,9 @@ struct Po {
 impl Po {
     fn ev(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
-        std::iter::from_fn(|| self.m.poll_action()).collect()
+        self.m.end_turn();
+        // Socket tuning, not protocol (`peer_links_keep_short_queues` checks it).
+        std::iter::from_fn(|| self.m.poll_action()).filter(|a| !matches!(a, Action::ShortQueue { .. })).collect()
     }
     fn frame(&mut self, conn: ConnId, msg: Msg) -> Vec<Action> {
         self.ev(Event::Frame { conn, msg })
@@ -334,4 +336,95 @@ fn a_broken_link_gives_back_what_it_carried_and_what_comes_for_it() {
     assert!(po.hello(ACCEPTED | 21, 0, [10; 32]).is_empty());
     let a = po.frame(MASTER, Msg::Push { transfer: T, block: 2, to: 0 });
     assert!(matches!(&a[..], [Action::SendBlock { .. }]), "{a:?}");
+}
+
+/// `frame`, with the checks it asks for run at once (as the workers would).
+fn checked(po: &mut Po, conn: ConnId, msg: Msg) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut acts = po.frame(conn, msg);
+    while !acts.is_empty() {
+        let mut next = Vec::new();
+        for a in acts {
+            match a {
+                Action::Verify(c) => next.extend(po.ev(c.run())),
+                a => out.push(a),
+            }
+        }
+        acts = next;
+    }
+    out
+}
+
+#[test]
+fn a_verified_chain_block_goes_on_to_the_successor_the_master_named() {
+    let mut po = joined();
+    let chain = |next: Vec<u32>, set: Vec<u8>| Msg::Chain { transfer: T, next, set };
+    // Only the master names successors: a neighbour's CHAIN costs its link.
+    let peer = ACCEPTED | 30;
+    assert!(po.hello(peer, 2, [2; 32]).is_empty());
+    assert!(closes(&po.frame(peer, chain(vec![0], vec![7])), peer));
+    let to = ACCEPTED | 31;
+    assert!(po.hello(to, 2, [2; 32]).is_empty());
+    // A set of the wrong size is dropped, and not acknowledged.
+    assert!(po.frame(MASTER, chain(vec![2], vec![7, 0])).is_empty());
+    // Blocks 0 and 2 go down the chain to po 2; block 1 does not. The po says it follows.
+    let a = po.frame(MASTER, chain(vec![2], vec![0b101]));
+    let ack = |a: &Action| matches!(a, Action::Send { conn: MASTER, msg: Msg::Chain { next, set, .. } } if next == &[2] && set.is_empty());
+    assert!(matches!(&a[..], [x] if ack(x)), "{a:?}");
+    let data = |i: u64| vec![i as u8 + 1; if i == 2 { 10_000 - 8192 } else { 4096 }];
+    let kind = po.m.transfers[&T].class.block_check();
+    let sums = (0..3).map(|i| (i, Sum::of(kind, &data(i)))).collect();
+    assert!(po.frame(MASTER, Msg::Sums { transfer: T, sums }).is_empty());
+    let from = ACCEPTED | 32;
+    assert!(po.hello(from, 0, [10; 32]).is_empty());
+    let block = |i: u64, bytes: Vec<u8>| Msg::Block {
+        head: BlockHead { transfer: T, index: i, sum: Sum::None },
+        data: Payload::from_vec(bytes),
+    };
+    let forwarded = |a: &[Action]| -> Vec<u64> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::SendBlock { conn, head, .. } if *conn == to => Some(head.index),
+                _ => None,
+            })
+            .collect()
+    };
+    // A copy that fails its check is reported, never forwarded.
+    let a = checked(&mut po, from, block(0, vec![9; 4096]));
+    assert!(forwarded(&a).is_empty(), "{a:?}");
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Bad { block: 0, from: 0, .. }, .. })), "{a:?}");
+    // A good one goes on at once, from the stage; the HAVE goes at the end of the loop turn.
+    let a = checked(&mut po, from, block(0, data(0)));
+    assert_eq!(forwarded(&a), [0], "{a:?}");
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Have { blocks, .. }, .. } if blocks == &[0])));
+    assert!(forwarded(&checked(&mut po, from, block(1, data(1)))).is_empty(), "block 1 is not a chain block");
+    // A block it holds already, sent again unasked, is dropped.
+    assert!(checked(&mut po, from, block(0, data(0))).is_empty());
+    assert_eq!(forwarded(&checked(&mut po, from, block(2, data(2)))), [2]);
+}
+
+#[test]
+fn peer_links_keep_short_queues() {
+    let mut po = joined();
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 40,
+        peer: "10.0.0.5:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    po.m.handle_event(
+        po.now,
+        Event::Frame { conn: ACCEPTED | 40, msg: Msg::PeerHello { token: po.token.clone(), me: 2, proof: [2; 32] } },
+    );
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(a.iter().any(|a| matches!(a, Action::ShortQueue { conn } if *conn == ACCEPTED | 40)), "{a:?}");
+    // Not the master's data link: the master's own queue is its business.
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 41,
+        peer: "10.0.0.1:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    let hello = Msg::PeerHello { token: po.token.clone(), me: MASTER_PEER, proof: [9; 32] };
+    po.m.handle_event(po.now, Event::Frame { conn: ACCEPTED | 41, msg: hello });
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(!a.iter().any(|a| matches!(a, Action::ShortQueue { .. })), "{a:?}");
 }

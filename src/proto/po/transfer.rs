@@ -72,6 +72,10 @@ pub(super) struct Joined {
     pub(super) served: HashMap<u32, VecDeque<u64>>,
     /// Neighbours whose link broke: a push to one goes back at once, until it links again.
     pub(super) lost: HashSet<u32>,
+    /// The master's chain plan (`Msg::Chain`): our successor per stripe, and the chain set.
+    pub(super) chain: Option<(Vec<u32>, Vec<u8>)>,
+    /// A chain block went on already (the first is logged).
+    pub(super) forwarded: bool,
 }
 
 impl Swarm {
@@ -135,6 +139,9 @@ pub(super) struct Transfer {
     /// The store's disk job (`Action::Disk`) this transfer waits for: its stage is the job's
     /// until `Event::DiskDone`.
     pub(super) disk: Option<u64>,
+    /// Blocks verified since the last HAVE, and since when (`PoMachine::flush_haves`).
+    pub(super) haves: Vec<u64>,
+    pub(super) haves_since: Option<Instant>,
 }
 
 /// Where a transfer stands in a canary wave.
@@ -184,6 +191,8 @@ impl Transfer {
             hold: false,
             canary: Canary::No,
             disk: None,
+            haves: Vec::new(),
+            haves_since: None,
         }
     }
 

@@ -401,7 +401,7 @@ fn a_lost_cac_is_dialled_again_for_reports() {
 /// A p2p master with `POS` joined, for a tree of 6 blocks: the probe, the pos' control and
 /// data connections, and the actions of the data links coming up.
 fn swarm() -> (Master, Vec<ConnId>, Vec<ConnId>, MemSource, Vec<Action>) {
-    let (mut p, _, po, src) = granted(&POS, 6, &[("p2p", "on")]);
+    let (mut p, _, po, src) = granted(&POS, 6, &[("p2p", "on"), ("chains", "off")]);
     let mut data = Vec::new();
     for (i, &c) in po.iter().enumerate() {
         let acts = joined(&mut p, c, i, &[false; 6]);
@@ -429,7 +429,7 @@ fn a_joining_po_learns_its_links_and_the_data_link_proves_itself() {
     assert_eq!(block_sends(&acts), (0..6).map(|b| (data[0], b)).collect::<Vec<_>>());
     assert_eq!(sent_on(&acts, data[1]), [&hello(1)]);
     // Each po hears of the links of its own: we dial those that joined before (an address).
-    let (mut p, _, po, _) = granted(&POS, 6, &[("p2p", "on")]);
+    let (mut p, _, po, _) = granted(&POS, 6, &[("p2p", "on"), ("chains", "off")]);
     let peers = |acts: &[Action], conn| match only(acts, conn) {
         Msg::Peers { transfer: T, me, master_key, links } => (me, master_key, links),
         other => panic!("{other:?}"),

@@ -156,7 +156,7 @@ impl Net {
             Action::FrameTypes { conn, types } => {
                 self.types.insert((from, conn), types);
             }
-            Action::SetRates { .. } => {}
+            Action::SetRates { .. } | Action::ShortQueue { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             // Checks are done at the node's next turn in the queue, after what is queued already.
             Action::Verify(check) => self.queue.push_back((from, check.run())),
@@ -216,6 +216,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
             }
         }
@@ -232,6 +233,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
                 continue;
             }

@@ -24,7 +24,19 @@ impl Swarm {
             self.slow_cache = self.slow();
             self.cooldown.retain(|_, until| *until > now);
         }
+        if self.chain_waiting() {
+            self.chain_plan(now);
+            if self.chain_waiting() {
+                return out;
+            }
+        }
         let slow = std::mem::take(&mut self.slow_cache);
+        if full {
+            for i in (0..slow.len()).filter(|&i| slow[i]) {
+                self.chain_to_tail(i as u32, &slow);
+            }
+        }
+        self.chain_feed(now, &mut out);
         self.scatter(&slow, now, &mut out);
         self.exchange(full, &slow, now, &mut out);
         let search = full || std::mem::take(&mut self.master_freed);
