@@ -9,6 +9,7 @@
 # timestamp), so host_done shows every po's own time. The result line also gets each daemon's
 # CPU per GiB of data (utime + stime from /proc/PID/stat around the run; the master's from a
 # wrapping shell's `times`): master_cpu_gib, po_cpu_gib (mean) and po_cpu_gib_max, in core·s.
+# WUGUI_MASTER_WRAP (e.g. "perf record -g -o /tmp/master.perf --") runs the master under a tool.
 set -euo pipefail
 # lab.sh (write_confs, the ports) first: lib.sh's helpers of the same names replace its own.
 # shellcheck source=lab.sh source-path=SCRIPTDIR
@@ -60,7 +61,7 @@ run)
     for h in $RECV_HOSTS; do cpu_ticks "$(cat "$conf/$h.pid")" > "$conf/$h.cpu0"; done
     # The shell's `times` after the master's exit is the master's own CPU (its only child).
     in_host "$SRC_HOST" bash -c '"$@"; rc=$?; times > "'"$conf"'/master.times"; exit $rc' _ \
-        "$bin/masterwugui" -f "$conf/master.conf" -c bench -p "$SRC_DIR" \
+        ${WUGUI_MASTER_WRAP:-} "$bin/masterwugui" -f "$conf/master.conf" -c bench -p "$SRC_DIR" \
         > "$conf/master.out" 2> "$conf/master.err" &
     mpid=$!
     # Mark each receiver done with the timestamp of its own publish event.

@@ -110,8 +110,9 @@ impl Reactor {
                 let Some(&slot) = self.ids.get(&conn) else { return };
                 if let Some(c) = self.slots[slot].as_ref() {
                     use std::os::fd::AsFd;
-                    if let Err(e) = crate::sys::sock::set_notsent_lowat(c.stream.as_fd(), SHORT_QUEUE) {
-                        log::debug!("event=short_queue conn={conn} error=\"{e}\"");
+                    match crate::sys::sock::set_notsent_lowat(c.stream.as_fd(), SHORT_QUEUE) {
+                        Ok(()) => _ = self.short.insert(slot, None),
+                        Err(e) => log::debug!("event=short_queue conn={conn} error=\"{e}\""),
                     }
                 }
             }

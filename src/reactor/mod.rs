@@ -76,6 +76,8 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 const FINISH_FLUSH: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long a short-queue link with output waits for a writable edge before it tries anyway.
+const SHORT_NUDGE: Duration = Duration::from_millis(50);
 /// A connection stops being read while its out-queue holds this much memory, so a peer that
 /// pipelines requests and never reads the answers costs at most this (plus one answer). Above
 /// the master's 32 MiB window of in-memory blocks per po, so a transfer never pauses on it.
@@ -175,6 +177,7 @@ pub fn run<M: Machine>(
         events: VecDeque::new(),
         work: Vec::new(),
         closing: HashSet::new(),
+        short: HashMap::new(),
         stage: vec![0u8; STAGING],
         pool: pool::BufferPool::new(),
         frames: Vec::new(),
@@ -215,6 +218,9 @@ struct Reactor {
     work: Vec<usize>,
     /// Slots whose connections are closing (they have a deadline).
     closing: HashSet<usize>,
+    /// Slots of short-queue links (`Action::ShortQueue`), and when each was last tried while
+    /// it had output and no write room (`nudge_short`).
+    short: HashMap<usize, Option<Instant>>,
     /// The staging buffer every connection reads small frames into.
     stage: Vec<u8>,
     /// Buffers for frames too big for `stage`, back from the machine once it drops them.
@@ -309,6 +315,7 @@ impl Reactor {
             // 3. Reactor timers.
             let now = Instant::now();
             self.fire_timers(now);
+            self.nudge_short(now);
             self.poll_hooks(now);
             self.collect_checks();
             self.deliver(m);
@@ -417,7 +424,37 @@ impl Reactor {
                 d = earliest(d, c.deadline());
             }
         }
+        for (&slot, since) in &self.short {
+            if self.slots[slot].as_ref().is_some_and(|c| !c.writable && !c.out.is_empty()) {
+                d = earliest(d, Some(since.unwrap_or_else(Instant::now) + SHORT_NUDGE));
+            }
+        }
         d
+    }
+
+    /// A short-queue link that has output but no write room tries again every `SHORT_NUDGE`:
+    /// with `TCP_NOTSENT_LOWAT` the lab showed a link's last blocks waiting for a writable
+    /// edge that never came (6 s, until the master's stall limit), and a try that finds no
+    /// room costs one syscall.
+    fn nudge_short(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (&slot, since) in self.short.iter_mut() {
+            let Some(c) = self.slots.get(slot).and_then(Option::as_ref) else { continue };
+            if c.writable || c.out.is_empty() {
+                *since = None;
+            } else if since.is_none_or(|t| now >= t + SHORT_NUDGE) {
+                if since.is_some() {
+                    due.push(slot);
+                }
+                *since = Some(now);
+            }
+        }
+        for slot in due {
+            if let Some(c) = self.conn(slot) {
+                c.writable = true;
+            }
+            self.mark(slot);
+        }
     }
 
     fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
@@ -463,6 +500,7 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.ids.remove(&c.id);
         self.closing.remove(&slot);
+        self.short.remove(&slot);
         self.free.push(slot);
         if c.id & ACCEPTED != 0 {
             self.accepted -= 1;

@@ -45,6 +45,10 @@ pub(super) struct Chains {
     /// Pos moved to the tail once: never again (the lab showed slow verdicts that come and go
     /// turning every full pass into a re-plan).
     moved: Vec<bool>,
+    /// Full passes in a row on which each po lagged behind its predecessor (`chain_laggards`).
+    strikes: Vec<u8>,
+    /// Some live po lacks a block outside the chain set (as of the last full pass).
+    open_unset: bool,
 }
 
 impl Chains {
@@ -66,6 +70,8 @@ impl Chains {
             told: vec![0; n],
             acked: vec![0; n],
             moved: vec![false; n],
+            strikes: vec![0; n],
+            open_unset: true,
         }
     }
 
@@ -272,6 +278,55 @@ impl Swarm {
         for (s, pred, succ) in links {
             self.chain_mend(s, pred, succ);
         }
+    }
+
+    /// Whether the chains leave an event's pass nothing to do but feed the heads: no repair pair
+    /// open, no block outside the chain set missing (as of the last full pass), and every po
+    /// outside the chains complete. Exchange and end-game then wait for the next full pass:
+    /// their search costs O(blocks) a sender, and chains bring one HAVE a block a po.
+    pub(super) fn chain_quiet(&self) -> bool {
+        let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return false };
+        let held = |r: u32, b: u64| !self.nodes[r as usize].live || self.nodes[r as usize].have[b as usize];
+        !c.open_unset
+            && c.repair.iter().all(|&(r, b)| held(r, b))
+            && self.nodes.iter().enumerate().all(|(i, n)| !n.live || c.member[i] || n.held >= self.blocks)
+    }
+
+    /// On a full pass: forgets repair pairs that were settled, and looks whether any live po
+    /// lacks a block outside the chain set.
+    pub(super) fn chain_survey(&mut self) {
+        let nodes = &self.nodes;
+        let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return };
+        c.repair.retain(|&(r, b)| nodes[r as usize].live && !nodes[r as usize].have[b as usize]);
+        let set = &c.set;
+        c.open_unset = nodes.iter().any(|n| n.live && n.have.iter().zip(set).any(|(h, s)| !h && !s));
+    }
+
+    /// Members whose own downlink holds them back: on two full passes in a row, behind their
+    /// predecessor in some stripe by more than a sixteenth of the stripe (at least 32 blocks),
+    /// while their successors keep up with them. A po's fastest transfer (`Swarm::slow`)
+    /// cannot tell on a chain: every block a head gets waits behind the master's feed queue.
+    pub(super) fn chain_laggards(&mut self) -> Vec<bool> {
+        let n = self.nodes.len();
+        let mut lagging = vec![false; n];
+        let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return lagging };
+        let limit = (self.blocks / (16 * c.k as u64)).max(32);
+        for s in 0..c.k {
+            for w in c.order[s].windows(2) {
+                let (p, i) = (&self.nodes[w[0] as usize], &self.nodes[w[1] as usize]);
+                let behind =
+                    (s..self.blocks as usize).step_by(c.k).filter(|&b| c.set[b] && p.have[b] && !i.have[b]).count()
+                        as u64;
+                if behind > limit && p.live && i.live {
+                    lagging[w[1] as usize] = true;
+                }
+            }
+        }
+        for i in 0..n {
+            c.strikes[i] = if lagging[i] { c.strikes[i].saturating_add(1) } else { 0 };
+            lagging[i] = c.strikes[i] >= 2;
+        }
+        lagging
     }
 
     /// The pair (to, b) leaves the chain: its delivery stalled, was cancelled or was bad.

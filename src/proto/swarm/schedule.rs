@@ -31,17 +31,21 @@ impl Swarm {
             }
         }
         let slow = std::mem::take(&mut self.slow_cache);
-        if full {
-            for i in (0..slow.len()).filter(|&i| slow[i]) {
-                self.chain_to_tail(i as u32, &slow);
+        if full && self.chained() {
+            self.chain_survey();
+            let lagging = self.chain_laggards();
+            for i in (0..lagging.len()).filter(|&i| lagging[i]) {
+                self.chain_to_tail(i as u32, &lagging);
             }
         }
         self.chain_feed(now, &mut out);
         self.scatter(&slow, now, &mut out);
-        self.exchange(full, &slow, now, &mut out);
-        let search = full || std::mem::take(&mut self.master_freed);
-        if search && self.next_fresh >= self.blocks {
-            self.end_game(&slow, now, &mut out);
+        if full || !self.chain_quiet() {
+            self.exchange(full, &slow, now, &mut out);
+            let search = full || std::mem::take(&mut self.master_freed);
+            if search && self.next_fresh >= self.blocks {
+                self.end_game(&slow, now, &mut out);
+            }
         }
         self.slow_cache = slow;
         out
