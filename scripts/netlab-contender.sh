@@ -9,7 +9,8 @@
 # timestamp), so host_done shows every po's own time. The result line also gets each daemon's
 # CPU per GiB of data (utime + stime from /proc/PID/stat around the run; the master's from a
 # wrapping shell's `times`): master_cpu_gib, po_cpu_gib (mean) and po_cpu_gib_max, in core·s.
-# WUGUI_MASTER_WRAP (e.g. "perf record -g -o /tmp/master.perf --") runs the master under a tool.
+# WUGUI_MASTER_WRAP (e.g. "perf record -g -o /tmp/master.perf --") runs the master under a tool,
+# WUGUI_PO_WRAP each po (its CPU is then the tool's, not the po's).
 set -euo pipefail
 # lab.sh (write_confs, the ports) first: lib.sh's helpers of the same names replace its own.
 # shellcheck source=lab.sh source-path=SCRIPTDIR
@@ -51,7 +52,7 @@ setup)
     write_confs "$RECV_HOSTS" "$RUN_DIR" "${WUGUI_CLASS_EXTRA:-}" "timeout = ${BENCH_TIMEOUT:-300}"
     start_bg "$SRC_HOST" wugui-cac "$bin/wugui-cac" -f "$conf/cac.conf"
     for h in $RECV_HOSTS; do
-        start_bg "$h" "wugui-po-$h" "$bin/wugui-po" -f "$conf/$h.conf"
+        start_bg "$h" "wugui-po-$h" ${WUGUI_PO_WRAP:-} "$bin/wugui-po" -f "$conf/$h.conf"
         echo "$LAST_PID" > "$conf/$h.pid"
     done
     wait_listen "$SRC_HOST" $port_cac 20

@@ -31,6 +31,18 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a po's HAVEs wait for company (`po::chain::HAVE_DELAY`).
+const HAVE_WAIT: Duration = Duration::from_millis(5);
+
+/// Ends a turn as the reactor does, then runs the machine's timer if it is the one a po's
+/// HAVEs of this turn set: the reactor would wake for it a few milliseconds later.
+pub(crate) fn end_turn<M: Machine + ?Sized>(m: &mut M, now: Instant) {
+    m.end_turn();
+    if let Some(t) = m.poll_timeout().filter(|t| *t == now + HAVE_WAIT) {
+        m.handle_timeout(t);
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 enum Node {
     Cac(CacMachine),
@@ -216,7 +228,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
-                    self.nodes[to].1.m().end_turn();
+                    end_turn(self.nodes[to].1.m(), now);
                 }
             }
         }
@@ -233,7 +245,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
-                    self.nodes[to].1.m().end_turn();
+                    end_turn(self.nodes[to].1.m(), now);
                 }
                 continue;
             }
