@@ -322,9 +322,9 @@ impl Swarm {
                 }
             }
         }
-        for i in 0..n {
-            c.strikes[i] = if lagging[i] { c.strikes[i].saturating_add(1) } else { 0 };
-            lagging[i] = c.strikes[i] >= 2;
+        for (strikes, lag) in c.strikes.iter_mut().zip(lagging.iter_mut()) {
+            *strikes = if *lag { strikes.saturating_add(1) } else { 0 };
+            *lag = *strikes >= 2;
         }
         lagging
     }
