@@ -45,8 +45,10 @@ pub(super) struct Chains {
     /// Pos moved to the tail once: never again (the lab showed slow verdicts that come and go
     /// turning every full pass into a re-plan).
     moved: Vec<bool>,
-    /// Full passes in a row on which each po lagged behind its predecessor (`chain_laggards`).
+    /// Full passes in a row on which each po lagged behind its predecessor (`chain_laggards`),
+    /// and each po's blocks at the last full pass.
     strikes: Vec<u8>,
+    held_at_pass: Vec<u64>,
     /// Some live po lacks a block outside the chain set (as of the last full pass).
     open_unset: bool,
 }
@@ -71,6 +73,7 @@ impl Chains {
             acked: vec![0; n],
             moved: vec![false; n],
             strikes: vec![0; n],
+            held_at_pass: vec![0; n],
             open_unset: true,
         }
     }
@@ -303,30 +306,45 @@ impl Swarm {
     }
 
     /// Members whose own downlink holds them back: on two full passes in a row, behind their
-    /// predecessor in some stripe by more than a sixteenth of the stripe (at least 32 blocks),
-    /// while their successors keep up with them. A po's fastest transfer (`Swarm::slow`)
-    /// cannot tell on a chain: every block a head gets waits behind the master's feed queue.
+    /// predecessor in some stripe by more than a sixteenth of the stripe (at least 32 blocks)
+    /// and gaining blocks at under half its pace. (A po just relinked behind a faster
+    /// predecessor is behind too, but catches up faster than it gains.) A po's fastest
+    /// transfer (`Swarm::slow`) cannot tell on a chain: a head's blocks wait behind the feed.
     pub(super) fn chain_laggards(&mut self) -> Vec<bool> {
         let n = self.nodes.len();
         let mut lagging = vec![false; n];
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return lagging };
         let limit = (self.blocks / (16 * c.k as u64)).max(32);
+        let gain: Vec<u64> = (0..n).map(|i| self.nodes[i].held.saturating_sub(c.held_at_pass[i])).collect();
         for s in 0..c.k {
             for w in c.order[s].windows(2) {
-                let (p, i) = (&self.nodes[w[0] as usize], &self.nodes[w[1] as usize]);
-                let behind =
-                    (s..self.blocks as usize).step_by(c.k).filter(|&b| c.set[b] && p.have[b] && !i.have[b]).count()
-                        as u64;
-                if behind > limit && p.live && i.live {
-                    lagging[w[1] as usize] = true;
+                let (p, i) = (w[0] as usize, w[1] as usize);
+                let (pn, inode) = (&self.nodes[p], &self.nodes[i]);
+                let behind = (s..self.blocks as usize)
+                    .step_by(c.k)
+                    .filter(|&b| c.set[b] && pn.have[b] && !inode.have[b])
+                    .count() as u64;
+                if behind > limit && pn.live && inode.live && 2 * gain[i] < gain[p] {
+                    lagging[i] = true;
                 }
             }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            c.held_at_pass[i] = n.held;
         }
         for (strikes, lag) in c.strikes.iter_mut().zip(lagging.iter_mut()) {
             *strikes = if *lag { strikes.saturating_add(1) } else { 0 };
             *lag = *strikes >= 2;
         }
         lagging
+    }
+
+    /// Whether a stalled-looking assignment is a chain forward to a po that keeps reporting
+    /// blocks: it waits its turn behind that po's own slow link (a slow tail), it is not lost.
+    pub(super) fn chain_waits(&self, to: u32, b: u64, from: Src, now: Instant, limit: Duration) -> bool {
+        let Src::Po(s) = from else { return false };
+        self.chain_next(s, b) == Some(to)
+            && self.nodes[to as usize].last_have.is_some_and(|t| now.duration_since(t) < limit)
     }
 
     /// The pair (to, b) leaves the chain: its delivery stalled, was cancelled or was bad.

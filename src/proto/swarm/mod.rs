@@ -437,7 +437,7 @@ impl Swarm {
     pub fn stalled(&self, now: Instant, limit: Duration) -> Vec<(u32, u64, Src)> {
         self.inflight
             .iter()
-            .filter(|(_, m)| now.duration_since(m.since) > limit)
+            .filter(|((r, b), m)| now.duration_since(m.since) > limit && !self.chain_waits(*r, *b, m.from, now, limit))
             .map(|((r, b), m)| (*r, *b, m.from))
             .collect()
     }
