@@ -31,6 +31,7 @@ pub mod master;
 pub mod msg;
 pub mod po;
 pub mod relpath;
+pub mod sites;
 pub mod stats;
 pub mod swarm;
 pub mod text;
