@@ -60,6 +60,8 @@ const _: () = assert!(MAX_FRAME == super::wire::MAX_CONTROL);
 pub struct ClassAuth {
     pub cfg: ClassCfg,
     pub pos: Vec<SocketAddr>,
+    /// Each po's site label (`""`, or none at all: the master's site).
+    pub sites: Vec<String>,
     /// CIDR networks allowed to push.
     pub masters: Vec<Cidr>,
     pub master_secret: Option<Vec<u8>>,
@@ -400,6 +402,8 @@ impl CacMachine {
             token: token.encode(),
             pos: ca.pos.iter().map(|p| p.to_string()).collect(),
             class: ca.cfg.to_pairs(),
+            // Only a class with labels sends them: the master reads none as one site.
+            sites: if ca.sites.iter().any(|s| !s.is_empty()) { ca.sites.clone() } else { Vec::new() },
         };
         self.out.push_back(Action::Send { conn, msg });
         // A granted master's progress reports may be big (one line a po).

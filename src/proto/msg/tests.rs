@@ -14,6 +14,7 @@ pub fn samples() -> Vec<Msg> {
         elapsed_ms: 2,
         rate: 3,
         pos: vec![PoStat { addr: "127.0.0.1:1".into(), state: "ready".into(), bytes: 9, error: String::new() }],
+        sites: vec![crate::proto::sites::SiteLink { from: "master".into(), to: "sh".into(), bytes: 8 }],
     };
     vec![
         Msg::AuthRequest { class: "base1".into() },
@@ -24,6 +25,7 @@ pub fn samples() -> Vec<Msg> {
             token: vec![1, 2],
             pos: vec!["a:1".into()],
             class: vec![("dest".into(), "/x".into())],
+            sites: vec!["bj".into()],
         },
         Msg::Denied { reason: Reason::BadToken, text: "no".into() },
         Msg::Verify { token: vec![1], po: "p".into(), presenter: "1.2.3.4".into() },

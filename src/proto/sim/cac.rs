@@ -38,6 +38,7 @@ fn class(name: &str, secret: Option<&[u8]>) -> ClassAuth {
     ClassAuth {
         cfg,
         pos: vec!["10.0.1.1:7200".parse().unwrap(), "10.0.1.2:7200".parse().unwrap()],
+        sites: Vec::new(),
         masters: vec![Cidr::parse("10.0.0.0/24").unwrap()],
         master_secret: secret.map(|s| s.to_vec()),
     }
@@ -93,7 +94,7 @@ fn grants_a_master_and_vouches_for_its_token() {
     let mut p = cac();
     p.accepted(ACCEPTED | 1, MASTER);
     let acts = p.frame(ACCEPTED | 1, Msg::AuthRequest { class: "base1".into() });
-    let Msg::AuthGrant { transfer, token, pos, class } = only(&acts, ACCEPTED | 1) else { panic!("{acts:?}") };
+    let Msg::AuthGrant { transfer, token, pos, class, .. } = only(&acts, ACCEPTED | 1) else { panic!("{acts:?}") };
     assert_eq!(pos, ["10.0.1.1:7200", "10.0.1.2:7200"]);
     assert_eq!(ClassCfg::from_pairs("base1", &class).unwrap().dest, "/home/work/data/base");
     assert!(closes(&acts).is_empty(), "the master keeps its connection for progress");

@@ -65,7 +65,7 @@ fn master_with(settings: MasterSettings, planner: Planner) -> (Master, ConnId) {
 
 fn grant(pos: &[&str], extra: &[(&str, &str)]) -> Msg {
     let pos = pos.iter().map(|p| p.to_string()).collect();
-    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class_pairs(extra) }
+    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class_pairs(extra), sites: vec![] }
 }
 
 /// A master granted `pos` for a tree of `blocks` blocks, dialling them: the probe, its CAC
@@ -211,7 +211,7 @@ fn a_grant_it_cannot_use_ends_the_run() {
         (outcome(&p), acts, cac)
     };
     let bad_class =
-        Msg::AuthGrant { transfer: T, token: vec![], pos: vec![], class: vec![("p2p".into(), "maybe".into())] };
+        Msg::AuthGrant { transfer: T, token: vec![], pos: vec![], class: vec![("p2p".into(), "maybe".into())], sites: vec![] };
     let (o, _, _) = ended(settings(), planner(src.clone()), bad_class);
     assert!(refusal(&o).contains("CAC sent a bad class"), "{o:?}");
     let broken: Planner = Box::new(|_: &ClassCfg| Err("source /data: gone".into()));

@@ -24,14 +24,14 @@ impl Swarm {
             self.slow_cache = self.slow();
             self.cooldown.retain(|_, until| *until > now);
         }
-        let slow = std::mem::take(&mut self.slow_cache);
+        // A copy: `site_allows` reads the cache while the phases run.
+        let slow = self.slow_cache.clone();
         self.scatter(&slow, now, &mut out);
         self.exchange(full, &slow, now, &mut out);
         let search = full || std::mem::take(&mut self.master_freed);
         if search && self.next_fresh >= self.blocks {
             self.end_game(&slow, now, &mut out);
         }
-        self.slow_cache = slow;
         out
     }
 
@@ -164,7 +164,7 @@ impl Swarm {
                         && !slow[s as usize]
                         && !self.cooling(Src::Po(s), r as u32, now)
                 });
-                if orphan || !near {
+                if orphan || (!near && self.site_allows(Src::Master, r, b)) {
                     best = Some((r, b, key));
                 }
             }
@@ -179,7 +179,7 @@ impl Swarm {
             .min_by_key(|&r| (self.nodes[r].held, r));
         needy.and_then(|r| {
             (0..self.blocks as usize)
-                .filter(|&b| self.wants(r, b) && self.count[b] > 0)
+                .filter(|&b| self.wants(r, b) && self.count[b] > 0 && self.site_allows(Src::Master, r, b))
                 .min_by_key(|&b| (self.count[b], b))
                 .map(|b| (r, b, true))
         })
@@ -200,7 +200,12 @@ impl Swarm {
     /// slow).
     fn pick(&self, s: usize, r: usize, slow: bool) -> Option<usize> {
         (0..self.blocks as usize)
-            .filter(|&b| self.nodes[s].have[b] && self.wants(r, b) && (!slow || self.count[b] <= 1))
+            .filter(|&b| {
+                self.nodes[s].have[b]
+                    && self.wants(r, b)
+                    && (!slow || self.count[b] <= 1)
+                    && self.site_allows(Src::Po(s as u32), r, b)
+            })
             .min_by_key(|&b| (self.count[b], b))
     }
 
