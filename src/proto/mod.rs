@@ -208,6 +208,10 @@ pub trait Machine {
     fn stats(&self) -> Stats {
         Stats::default()
     }
+    /// Bytes per site link counted so far (a CAC, from its masters' reports).
+    fn site_bytes(&self) -> Vec<sites::SiteLink> {
+        Vec::new()
+    }
 }
 
 /// Wall clock and randomness, injected so that tests are deterministic (the binaries use

@@ -256,6 +256,46 @@ impl SiteBytes {
     }
 }
 
+/// Site link counters summed over transfers, as a CAC keeps them from its masters' reports
+/// for `/metrics`. Each report carries a transfer's totals so far; a link counts what it grew
+/// by since that transfer's last report, never less than before (`merge`).
+#[derive(Debug, Clone, Default)]
+pub struct SiteTotals {
+    links: std::collections::BTreeMap<(String, String), u64>,
+}
+
+/// Distinct links a CAC counts: the rest are dropped (only a class's own labels are taken).
+pub const MAX_TOTALS: usize = 4096;
+
+impl SiteTotals {
+    /// A transfer reported `new` after `old`: `new` becomes at least `old` link by link (a
+    /// report cannot take bytes back, so none are counted twice), and what grew is added.
+    /// Only links between names `known` accepts are kept.
+    pub fn merge(&mut self, old: &[SiteLink], new: &mut Vec<SiteLink>, known: impl Fn(&str) -> bool) {
+        new.retain(|l| known(&l.from) && known(&l.to));
+        new.truncate(MAX_SITES * (MAX_SITES + 1));
+        for o in old {
+            match new.iter_mut().find(|l| l.from == o.from && l.to == o.to) {
+                Some(l) => l.bytes = l.bytes.max(o.bytes),
+                None => new.push(o.clone()),
+            }
+        }
+        for l in new.iter() {
+            let before = old.iter().find(|o| o.from == l.from && o.to == l.to).map_or(0, |o| o.bytes);
+            let grew = l.bytes.saturating_sub(before);
+            let key = (l.from.clone(), l.to.clone());
+            if grew > 0 && (self.links.len() < MAX_TOTALS || self.links.contains_key(&key)) {
+                let c = self.links.entry(key).or_default();
+                *c = c.saturating_add(grew);
+            }
+        }
+    }
+
+    pub fn links(&self) -> Vec<SiteLink> {
+        self.links.iter().map(|((from, to), b)| SiteLink { from: from.clone(), to: to.clone(), bytes: *b }).collect()
+    }
+}
+
 /// Bytes that entered each remote site from outside it, by site name, in site order (sites
 /// that received nothing included): the figure the issue judges, `≤ 1.05 × S` a site.
 pub fn entered(sites: &Sites, links: &[SiteLink]) -> Vec<(String, u64)> {
@@ -397,6 +437,26 @@ mod tests {
         assert_eq!(prefer(&s, 2, &[None, Some(1)], true), None, "the site holds it: wait for it");
         assert_eq!(prefer(&s, 1, &[None, Some(3)], true), Some(None), "the master is in site 0");
         assert_eq!(prefer(&s, 1, &[Some(3), Some(0)], true), Some(Some(0)));
+    }
+
+    #[test]
+    fn totals_add_what_each_report_grew_by_and_no_more() {
+        let l = |from: &str, to: &str, bytes| SiteLink { from: from.into(), to: to.into(), bytes };
+        let known = |n: &str| ["master", "bj", "unknown"].contains(&n);
+        let mut t = SiteTotals::default();
+        let mut r1 = vec![l("master", "bj", 100), l("evil", "bj", 5)];
+        t.merge(&[], &mut r1, known);
+        assert_eq!(r1, [l("master", "bj", 100)], "only the class's names");
+        // Less than before, then more: the counter never counts a byte twice.
+        let mut r2 = vec![l("master", "bj", 40), l("bj", "bj", 10)];
+        t.merge(&r1, &mut r2, known);
+        assert_eq!(r2, [l("master", "bj", 100), l("bj", "bj", 10)]);
+        let mut r3 = vec![l("master", "bj", 150), l("bj", "bj", 10)];
+        t.merge(&r2, &mut r3, known);
+        // Another transfer adds to the same links.
+        let mut other = vec![l("master", "bj", 1)];
+        t.merge(&[], &mut other, known);
+        assert_eq!(t.links(), [l("bj", "bj", 10), l("master", "bj", 151)]);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use busy::transfer_id;
 
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
+use super::sites::{self, SiteLink, SiteTotals};
 use super::msg::{Reason, TransferStat};
 use super::text::kv_quote;
 use super::wire::{MsgType, TypeSet};
@@ -116,12 +117,14 @@ pub struct CacMachine {
     busy: busy::Busy,
     out: VecDeque<Action>,
     stats: Stats,
+    /// Bytes per site link over every transfer reported here (`/metrics`).
+    site_totals: SiteTotals,
 }
 
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
         let (conns, transfers, out) = (HashMap::new(), Table::default(), VecDeque::new());
-        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default() }
+        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default(), site_totals: SiteTotals::default() }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.
@@ -300,11 +303,20 @@ impl CacMachine {
         }
         let (transfer, claimed) = (stat.transfer, stat.class.clone());
         let finished = table::is_finished(&stat);
+        let mut stat = stat;
+        let old = self.transfers.sites(transfer, ip);
+        let labels = self.class(&stat.class).map(|ca| ca.sites.clone()).unwrap_or_default();
+        let known = |n: &str| n == sites::MASTER_SITE || n == sites::UNKNOWN || labels.iter().any(|l| l == n);
+        let mut totals = std::mem::take(&mut self.site_totals);
+        let before = totals.clone();
+        totals.merge(&old, &mut stat.sites, known);
         let class = if self.transfers.holds(now, transfer, ip) {
             Ok(self.transfers.update(now, ip, stat))
         } else {
             self.adopt(now, ip, stat, token)
         };
+        // Only an accepted report counts.
+        self.site_totals = if class.is_ok() { totals } else { before };
         match class {
             Ok(class) => {
                 let conns = &self.conns;
@@ -482,5 +494,9 @@ impl Machine for CacMachine {
 
     fn stats(&self) -> Stats {
         self.stats
+    }
+
+    fn site_bytes(&self) -> Vec<SiteLink> {
+        self.site_totals.links()
     }
 }
