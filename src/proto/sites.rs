@@ -122,8 +122,7 @@ pub fn stripes(sites: &Sites, k: usize, slow: &[u32]) -> Vec<Vec<u32>> {
     let k = k.max(1);
     let is_slow = |p: u32| slow.contains(&p);
     let remote: Vec<u16> = (1..sites.count() as u16).filter(|&s| sites.members(s).next().is_some()).collect();
-    let (fast_sites, slow_sites): (Vec<u16>, Vec<u16>) =
-        remote.iter().partition(|&&s| !sites.members(s).any(is_slow));
+    let (fast_sites, slow_sites): (Vec<u16>, Vec<u16>) = remote.iter().partition(|&&s| !sites.members(s).any(is_slow));
     let rotate = |v: &[u16], by: usize| -> Vec<u16> {
         if v.is_empty() {
             return Vec::new();
@@ -200,11 +199,7 @@ pub fn prefer(sites: &Sites, to: u32, candidates: &[Option<u32>], site_has: bool
             (false, false) => 3,
         }
     };
-    candidates
-        .iter()
-        .filter(|c| may_send(sites, **c, to, || site_has))
-        .min_by_key(|c| rank(c))
-        .copied()
+    candidates.iter().filter(|c| may_send(sites, **c, to, || site_has)).min_by_key(|c| rank(c)).copied()
 }
 
 /// One site link's bytes, by name: what the summary, `wugui-stat` and `/metrics` show.
@@ -423,7 +418,7 @@ mod tests {
     #[test]
     fn repair_prefers_the_site_and_spares_the_master() {
         let s = blocks(&["", "bj"], 2); // 0,1 with the master; 2,3 bj
-        // Inside the site: always; across: only while the site lacks the block.
+                                        // Inside the site: always; across: only while the site lacks the block.
         assert!(may_send(&s, Some(3), 2, || true));
         assert!(may_send(&s, None, 1, || panic!("not asked for a send inside the site")));
         assert!(!may_send(&s, Some(0), 2, || true));

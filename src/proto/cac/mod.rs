@@ -27,8 +27,8 @@ pub use busy::transfer_id;
 
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
-use super::sites::{self, SiteLink, SiteTotals};
 use super::msg::{Reason, TransferStat};
+use super::sites::{self, SiteLink, SiteTotals};
 use super::text::kv_quote;
 use super::wire::{MsgType, TypeSet};
 use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
@@ -124,7 +124,16 @@ pub struct CacMachine {
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
         let (conns, transfers, out) = (HashMap::new(), Table::default(), VecDeque::new());
-        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default(), site_totals: SiteTotals::default() }
+        CacMachine {
+            settings,
+            env,
+            conns,
+            transfers,
+            busy: busy::Busy::default(),
+            out,
+            stats: Stats::default(),
+            site_totals: SiteTotals::default(),
+        }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.

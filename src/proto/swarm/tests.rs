@@ -296,7 +296,8 @@ fn simulate_sites(labels: &[&str], blocks: u64, use_labels: bool) -> (u64, Vec<u
 #[test]
 fn with_sites_a_block_enters_each_site_about_once() {
     let blocks = 128;
-    for labels in [[vec!["bj"; 8], vec!["sh"; 8]].concat(), [vec!["a"; 4], vec!["b"; 4], vec!["c"; 4], vec!["d"; 4]].concat()]
+    for labels in
+        [[vec!["bj"; 8], vec!["sh"; 8]].concat(), [vec!["a"; 4], vec!["b"; 4], vec!["c"; 4], vec!["d"; 4]].concat()]
     {
         let (t_on, on) = simulate_sites(&labels, blocks, true);
         let (t_off, off) = simulate_sites(&labels, blocks, false);

@@ -241,7 +241,10 @@ fn chain_cells_sites() {
         let lab = ChainLab::lab(sites.pos(), 64, 100.0);
         for (how, p) in [("labels", play_plan(&lab, sites::stripes(&sites, lab.stripes, &[]))), ("none", play(&lab))] {
             let t = p.finish.latest(&[]) / lab.ideal();
-            println!("sites cell={name} plan={how} sim={t:.3} site_in={}", show(&entered(&sites, &p), &sites, lab.bytes));
+            println!(
+                "sites cell={name} plan={how} sim={t:.3} site_in={}",
+                show(&entered(&sites, &p), &sites, lab.bytes)
+            );
         }
     }
     let sites = site_blocks(&["bj", "sh"], 8);
