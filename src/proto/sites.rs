@@ -107,13 +107,16 @@ impl Sites {
 /// `s` rotates the remote sites by `s` and each site's pos by `s·m/k`, so stripes have
 /// different heads, tails and site entries.
 ///
-/// Slow pos: each goes last in its own site's segment, and the sites that hold slow pos come
-/// after those that do not. With one such site (the usual case) every slow po is at the tail
-/// of every stripe, as in `chain::stripes`, and only consumes. With several, the slow pos of a
-/// site that is not last in a stripe forward into the next site: that stripe runs at their
-/// pace, but moving them to the stripe's tail would make each block cross into their site a
-/// second time, and inter-site bytes are what this plan saves. The rotation shares the cost
-/// among those sites. Without labels this is exactly `chain::stripes`.
+/// Slow pos: a remote site's go last in its own segment, and the remote sites that hold slow
+/// pos come after those that do not. With one such site (the usual case) every slow po is at
+/// the tail of every stripe, as in `chain::stripes`, and only consumes. With several, the slow
+/// pos of a site that is not last in a stripe forward into the next site: that stripe runs at
+/// their pace, but moving them to the stripe's tail would make each block cross into their
+/// site a second time, and bytes into remote sites are what this plan saves. The rotation
+/// shares the cost among those sites. The master's own site is first, so its slow pos go to
+/// the stripe's tail instead: each block then comes back into the master's site once more,
+/// but only for them, and no remote site waits on them. Without labels this is exactly
+/// `chain::stripes`.
 pub fn stripes(sites: &Sites, k: usize, slow: &[u32]) -> Vec<Vec<u32>> {
     let n = sites.pos() as u32;
     if !sites.labelled() {
@@ -133,13 +136,17 @@ pub fn stripes(sites: &Sites, k: usize, slow: &[u32]) -> Vec<Vec<u32>> {
         .map(|s| {
             let mut order = Vec::with_capacity(n as usize);
             let site_order = [vec![0u16], rotate(&fast_sites, s), rotate(&slow_sites, s)].concat();
+            let slow_of = |site: u16| slow.iter().copied().filter(move |&p| p < n && sites.site(p) == site);
             for site in site_order {
                 let fast: Vec<u32> = sites.members(site).filter(|&p| !is_slow(p)).collect();
                 let shift = if fast.is_empty() { 0 } else { s * fast.len() / k };
                 order.extend(fast.iter().cycle().skip(shift).take(fast.len()));
                 // The slow ones in the order given, as chain::stripes does.
-                order.extend(slow.iter().filter(|&&p| p < n && sites.site(p) == site));
+                if site != 0 {
+                    order.extend(slow_of(site));
+                }
             }
+            order.extend(slow_of(0));
             order
         })
         .collect()
@@ -346,6 +353,8 @@ mod tests {
             (blocks(&["a", "b", "c", "d"], 4), 4, vec![]),
             (blocks(&["", "b", "c"], 3), 3, vec![4]),
             (Sites::from_labels(&["b", "", "c", "b", "", "c", "c"]).unwrap(), 2, vec![6, 0]),
+            (blocks(&["", "bj", "sh"], 3), 3, vec![1, 4]),
+            (Sites::from_labels(&["", "bj", "bj"]).unwrap(), 2, vec![0]),
             (blocks(&["x", "y"], 1), 4, vec![0, 1]),
         ];
         for (s, k, slow) in cases {
@@ -355,15 +364,21 @@ mod tests {
                 let mut sorted = order.clone();
                 sorted.sort();
                 assert_eq!(sorted, (0..s.pos() as u32).collect::<Vec<_>>(), "{plan:?}");
-                let r = runs(&s, order);
+                let fast: Vec<u32> = order.iter().copied().filter(|p| s.site(*p) != 0 || !slow.contains(p)).collect();
+                let r = runs(&s, &fast);
                 assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), r.len(), "a site visited twice: {order:?}");
-                if s.members(0).next().is_some() {
+                if fast.iter().any(|&p| s.site(p) == 0) {
                     assert_eq!(r[0], 0, "the master's site first: {order:?}");
                 }
-                // Slow pos are the last of their site's run.
+                // A remote site's slow pos are the last of its run; the master's site's slow pos
+                // are the stripe's tail (the only run that may come back).
                 for &p in &slow {
                     let at = order.iter().position(|&q| q == p).unwrap();
-                    assert!(order[at + 1..].iter().take_while(|&&q| s.site(q) == s.site(p)).all(|q| slow.contains(q)));
+                    let rest = &order[at + 1..];
+                    match s.site(p) {
+                        0 => assert!(rest.iter().all(|q| slow.contains(q) && s.site(*q) == 0), "{order:?}"),
+                        site => assert!(rest.iter().take_while(|&&q| s.site(q) == site).all(|q| slow.contains(q))),
+                    }
                 }
             }
         }
@@ -385,6 +400,10 @@ mod tests {
         // One site holding a slow po goes last: the slow po is every stripe's tail.
         let plan = stripes(&blocks(&["bj", "sh"], 8), 2, &[3]);
         assert!(plan.iter().all(|o| o[15] == 3), "{plan:?}");
+        // A slow po beside the master: the tail too, after the remote sites.
+        let s = blocks(&["", "bj"], 4);
+        let plan = stripes(&s, 2, &[1]);
+        assert!(plan.iter().all(|o| o[7] == 1 && runs(&s, o) == [0, 1, 0]), "{plan:?}");
     }
 
     #[test]
