@@ -400,12 +400,16 @@ mirror = off
     fn site_labels_in_po_and_po_file() {
         let d = cac_dir();
         let head = "[cac]\nlisten = 127.0.0.1:0\nsecret_file = cluster.key\n[class c1]\ndest = /d\nmasters = ::1\n";
-        let text = format!("{head}po = 10.1.0.5:7200@bj, 10.2.0.7:7200@sh , [::1]:7201@bj, 10.0.0.9:7200\n");
+        let text = format!(
+            "{head}po = 10.1.0.5:7200@bj, 10.2.0.7:7200@sh , [::1]:7201@bj, 10.0.0.9:7200, localhost:7202@sh\n"
+        );
         let c = parse_cac(&text, "cac.conf", &d.0).unwrap();
         let k = &c.classes[0];
-        assert_eq!(k.sites, ["bj", "sh", "bj", ""]);
-        assert_eq!(k.po_names, ["10.1.0.5:7200", "10.2.0.7:7200", "[::1]:7201", "10.0.0.9:7200"]);
+        assert_eq!(k.sites, ["bj", "sh", "bj", "", "sh"]);
+        // A name is kept as written, without its label, so that it can be asked again.
+        assert_eq!(k.po_names, ["10.1.0.5:7200", "10.2.0.7:7200", "[::1]:7201", "10.0.0.9:7200", "localhost:7202"]);
         assert_eq!(k.pos[2], "[::1]:7201".parse().unwrap());
+        assert!(k.pos[4].ip().is_loopback() && k.pos[4].port() == 7202);
 
         // A po_file: a second column, or host:port@site; comments and blank lines as before.
         std::fs::write(d.0.join("pos.txt"), "# pos\n10.0.0.2:7200   bj\n\n10.0.0.3:7200@sh\n[::1]:7202\n").unwrap();
