@@ -83,6 +83,8 @@ pub struct WalkOptions {
     /// Test-only (`WUGUI_FAILPOINT=unreadable=PATH`): opening this relative path fails with
     /// EACCES, as an unreadable file would for a user that is not root.
     pub failpoint_unreadable: Option<Vec<u8>>,
+    /// The transfer goes down chains: `block_size = auto` picks smaller blocks.
+    pub chains: bool,
 }
 
 impl WalkOptions {
@@ -233,7 +235,7 @@ pub fn walk_with(root: &Path, excludes: &[Regex], block_size: u32, opts: &WalkOp
         }
     }
     link_groups(&mut entries, inodes.into_values());
-    let manifest = manifest_of(root, entries, block_size)?;
+    let manifest = manifest_of(root, entries, block_size, opts.chains)?;
     Ok(Walk { manifest, skipped, unreadable, excluded: excluded_count })
 }
 
@@ -273,7 +275,7 @@ fn link_groups(entries: &mut [Entry], groups: impl Iterator<Item = Vec<usize>>) 
 }
 
 /// The manifest of the walked `entries`, within the wire's limits.
-fn manifest_of(root: &Path, entries: Vec<Entry>, block_size: u32) -> Result<Manifest, String> {
+fn manifest_of(root: &Path, entries: Vec<Entry>, block_size: u32, chains: bool) -> Result<Manifest, String> {
     if entries.len() > crate::proto::wire::MAX_ENTRIES {
         return Err(format!(
             "source {}: {} entries, over the limit {}",
@@ -286,7 +288,7 @@ fn manifest_of(root: &Path, entries: Vec<Entry>, block_size: u32) -> Result<Mani
     let block_size = match block_size {
         0 => {
             let bytes = entries.iter().map(|e| if let Kind::File { size } = e.kind { size } else { 0 }).sum();
-            crate::proto::class::auto_block_size(bytes)
+            crate::proto::class::auto_block_size_for(bytes, chains)
         }
         b => b,
     };

@@ -4,6 +4,10 @@
 //! its result back to the loop, which a wake callback (the reactor's `mio::Waker`) tells to
 //! look, or which waits for it (`wait`). It names nothing else of the crate.
 //!
+//! Lanes: a pool may have several, each with threads of its own that take only its jobs, so
+//! that long jobs in one (a po's disk work) never hold up short ones in another (block
+//! checks), and the threads of each lane cap what it uses.
+//!
 //! Bounds: at most `capacity` jobs are submitted and not yet collected; `submit` hands a job
 //! back rather than queue more (the reactor then runs it itself, and stops reading before it
 //! gets there). A job that panics is caught: its thread lives on and its result is the panic
@@ -24,7 +28,8 @@ pub type Job<R> = Box<dyn FnOnce() -> R + Send>;
 pub type Outcome<R> = (u64, Result<R, String>);
 
 struct Queue<R> {
-    jobs: VecDeque<(u64, Job<R>)>,
+    /// By lane.
+    jobs: Vec<VecDeque<(u64, Job<R>)>>,
     closed: bool,
 }
 
@@ -51,19 +56,28 @@ impl<R: Send + 'static> Workers<R> {
     /// `n` threads (at least one), holding at most `capacity` jobs; `wake` is called after
     /// each result is sent.
     pub fn new(n: usize, capacity: usize, wake: impl Fn() + Send + Sync + 'static) -> io::Result<Workers<R>> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }),
-            ready: Condvar::new(),
-        });
+        Workers::with_lanes(&[n.max(1)], capacity, wake)
+    }
+
+    /// `lanes[i]` threads for lane `i` (`submit_to`), holding at most `capacity` jobs over all
+    /// lanes.
+    pub fn with_lanes(
+        lanes: &[usize],
+        capacity: usize,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> io::Result<Workers<R>> {
+        let queue = Queue { jobs: lanes.iter().map(|_| VecDeque::new()).collect(), closed: false };
+        let shared = Arc::new(Shared { queue: Mutex::new(queue), ready: Condvar::new() });
         let (tx, results) = channel();
         let wake = Arc::new(wake);
         let mut pool = Workers { shared, results, threads: Vec::new(), capacity: capacity.max(1), pending: 0 };
-        for i in 0..n.max(1) {
-            let (shared, tx, wake) = (pool.shared.clone(), tx.clone(), wake.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("wugui-worker-{i}"))
-                .spawn(move || work(&shared, &tx, &*wake))?;
-            pool.threads.push(t);
+        for (lane, &n) in lanes.iter().enumerate() {
+            for i in 0..n {
+                let (shared, tx, wake) = (pool.shared.clone(), tx.clone(), wake.clone());
+                let name = if lane == 0 { format!("wugui-worker-{i}") } else { format!("wugui-worker-{lane}.{i}") };
+                let t = std::thread::Builder::new().name(name).spawn(move || work(&shared, lane, &tx, &*wake))?;
+                pool.threads.push(t);
+            }
         }
         Ok(pool)
     }
@@ -77,14 +91,24 @@ impl<R: Send + 'static> Workers<R> {
         self.pending
     }
 
-    /// Queues `job` under `key`, or hands it back when `capacity` jobs are pending.
+    /// Whether `submit` would take a job now.
+    pub fn has_room(&self) -> bool {
+        self.pending < self.capacity
+    }
+
+    /// Queues `job` under `key` in lane 0, or hands it back when `capacity` jobs are pending.
     pub fn submit(&mut self, key: u64, job: Job<R>) -> Result<(), Job<R>> {
+        self.submit_to(0, key, job)
+    }
+
+    /// Queues `job` under `key` in `lane`, or hands it back when `capacity` jobs are pending.
+    pub fn submit_to(&mut self, lane: usize, key: u64, job: Job<R>) -> Result<(), Job<R>> {
         if self.pending >= self.capacity {
             return Err(job);
         }
         self.pending += 1;
-        lock(&self.shared.queue).jobs.push_back((key, job));
-        self.shared.ready.notify_one();
+        lock(&self.shared.queue).jobs[lane].push_back((key, job));
+        self.shared.ready.notify_all();
         Ok(())
     }
 
@@ -111,8 +135,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One worker: jobs until the pool closes.
-fn work<R>(shared: &Shared<R>, tx: &Sender<Outcome<R>>, wake: &(dyn Fn() + Send + Sync)) {
+/// One worker of `lane`: its jobs until the pool closes.
+fn work<R>(shared: &Shared<R>, lane: usize, tx: &Sender<Outcome<R>>, wake: &(dyn Fn() + Send + Sync)) {
     loop {
         let (key, job) = {
             let mut q = lock(&shared.queue);
@@ -120,7 +144,7 @@ fn work<R>(shared: &Shared<R>, tx: &Sender<Outcome<R>>, wake: &(dyn Fn() + Send 
                 if q.closed {
                     return;
                 }
-                if let Some(j) = q.jobs.pop_front() {
+                if let Some(j) = q.jobs[lane].pop_front() {
                     break j;
                 }
                 q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -144,7 +168,7 @@ impl<R> Drop for Workers<R> {
         {
             let mut q = lock(&self.shared.queue);
             q.closed = true;
-            q.jobs.clear();
+            q.jobs.iter_mut().for_each(VecDeque::clear);
         }
         self.shared.ready.notify_all();
         for t in self.threads.drain(..) {
@@ -201,6 +225,25 @@ mod tests {
         assert_eq!(out, [(0, 10), (1, 11)]);
         assert_eq!(w.pending(), 0);
         assert_eq!(woken.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_lane_busy_with_long_jobs_holds_up_no_other() {
+        let mut w: Workers<u64> = Workers::with_lanes(&[1, 1], 8, || {}).unwrap();
+        assert_eq!(w.threads(), 2);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // Lane 1's only thread waits for a word that comes after lane 0's jobs are done.
+        w.submit_to(1, 1, Box::new(move || rx.recv().map_or(0, |()| 1))).ok().unwrap();
+        w.submit_to(1, 2, Box::new(|| 2)).ok().unwrap();
+        for k in 10..13 {
+            w.submit(k, Box::new(move || k)).ok().unwrap();
+        }
+        let mut first: Vec<u64> = collect_n(&mut w, 3).into_iter().map(|(k, _)| k).collect();
+        first.sort();
+        assert_eq!(first, [10, 11, 12], "lane 0 ran while lane 1 was held");
+        tx.send(()).unwrap();
+        let rest: Vec<(u64, u64)> = collect_n(&mut w, 2).into_iter().map(|(k, r)| (k, r.unwrap())).collect();
+        assert_eq!(rest, [(1, 1), (2, 2)], "in order, on lane 1's thread");
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn a_wildcard_po_refuses_a_master_of_a_class_it_is_not_in() {
     let Some(Msg::AuthGrant { token, .. }) = recv(&mut s) else { panic!("no grant") };
     let mut p = TcpStream::connect(format!("127.0.0.1:{po_port}")).unwrap();
     let claimed = format!("127.0.0.1:{a_port}");
-    send(&mut p, &Msg::Offer { token, po: claimed, manifest_id: [0; 16], manifest_len: 100 });
+    send(&mut p, &Msg::Offer { token, po: claimed, manifest_id: [0; 16], manifest_len: 100, mode: 0 });
     match recv(&mut p) {
         Some(Msg::Denied { reason: Reason::PoNotInClass, text }) => eprintln!("refused: {text}"),
         other => panic!("a class-A master was not refused: {other:?}"),
@@ -153,7 +153,7 @@ fn abandon(c: &Cluster, n: usize, m: &Manifest) -> u64 {
     let mut p = connect_from(n, &c.pos[0].addr);
     let bytes = m.encode();
     let (manifest_id, manifest_len) = (Manifest::id_of(&bytes), bytes.len() as u64);
-    send(&mut p, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len });
+    send(&mut p, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len, mode: 0 });
     assert_eq!(recv(&mut p), Some(Msg::Verified { transfer }));
     send(&mut p, &Msg::Manifest { transfer, manifest: bytes.into() });
     assert!(matches!(recv(&mut p), Some(Msg::Accept { .. })));

@@ -69,7 +69,7 @@ impl Rig {
         let transfer = Token::decode(&token).unwrap().transfer;
         let mut po = TcpStream::connect(&self.po.addr).unwrap();
         let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
-        send(&mut po, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len });
+        send(&mut po, &Msg::Offer { token, po: String::new(), manifest_id, manifest_len, mode: 0 });
         assert_eq!(recv(&mut po), Some(Msg::Verified { transfer }));
         send(&mut po, &Msg::Manifest { transfer, manifest: manifest.into() });
         recv(&mut po)

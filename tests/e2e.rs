@@ -401,13 +401,20 @@ fn dry_run_reports_what_would_go_and_sends_nothing() {
     let o = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let first = o.lines().next().unwrap();
-    assert!(first.starts_with("dry-run class=base1 files=") && first.contains("p2p=off"), "{o}");
-    assert_eq!(o.lines().filter(|l| l.starts_with("po 127.0.0.1:")).count(), 3, "{o}");
-    assert!(o.contains("estimate seconds=") && o.contains("3 copies"), "{o}");
-    assert!(o.lines().last().unwrap().contains("result=dry-run pos=0/3"), "{o}");
+    assert!(
+        first.starts_with("dry-run class=base1 dest=/home/work/data/base files=") && first.contains("p2p=off"),
+        "{o}"
+    );
+    // Every po is asked; with nothing there yet, everything would be created and travel.
+    let per_po: Vec<&str> = o.lines().filter(|l| l.starts_with("po=127.0.0.1:")).collect();
+    assert_eq!(per_po.len(), 3, "{o}");
+    assert!(per_po.iter().all(|l| l.contains(" would create=") && l.contains(" change=0 delete=0 bytes=")), "{o}");
+    assert!(o.contains("estimate seconds=") && o.contains("at the class rate_limit=1048576 bytes/s"), "{o}");
+    assert!(o.lines().last().unwrap().contains("result=dry-run pos=3/3"), "{o}");
     for i in 0..3 {
         assert!(!c.po_dest(i).exists(), "po {i} got something");
         assert!(!c.pos[i].log_text().contains("event=transfer_accept"));
+        assert!(c.pos[i].log_text().contains("event=dry_run"));
     }
 }
 

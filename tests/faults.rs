@@ -228,3 +228,44 @@ fn after_a_full_disk_the_next_push_that_fits_succeeds() {
     assert_eq!(snapshot(&c.po_dest(0)), snapshot(&src));
     assert_eq!(stages(), 0);
 }
+
+#[test]
+fn chains_carry_the_push_and_route_around_a_killed_po() {
+    // Four pos on one chain; each host sends at 4 MiB/s, so the push takes seconds.
+    let extra = ["rate_limit = 4M", "retries = 0"];
+    let (mut c, src) = swarm_cluster("chains", &extra);
+    let conf = c.master_conf.clone();
+    let s = src.clone();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
+    let mlog = c.dir.path().join("master.log");
+    let read = |p: &std::path::Path| fs::read_to_string(p).unwrap_or_default();
+    wait_for("the chain plan", Duration::from_secs(20), || read(&mlog).contains("event=chain_plan"));
+    let plan = read(&mlog).lines().find(|l| l.contains("event=chain_plan")).unwrap().to_owned();
+    // A po in the middle of the chain dies while blocks flow through it.
+    let order: Vec<usize> =
+        plan.split("stripes=").nth(1).unwrap().split('>').map(|p| p.trim().parse().unwrap()).collect();
+    let victim = order[1];
+    wait_for("a forward", Duration::from_secs(20), || c.pos[victim].log_text().contains("event=chain_forward"));
+    c.pos[victim].kill();
+    let out = master.join().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.lines().any(|l| l.starts_with(&format!("po={} result=failed", c.pos[victim].addr))), "{err}");
+    for i in (0..4).filter(|&i| i != victim) {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+    // Its predecessor now feeds its successor.
+    let log = read(&mlog);
+    let pred = &c.pos[order[0]].addr;
+    let next = &c.pos[order[2]].addr;
+    let relinked = |l: &&str| l.contains("event=chain_relink") && l.contains(&format!("po={pred} "));
+    assert!(log.lines().filter(relinked).any(|l| l.ends_with(&format!("next={next}"))), "{log}");
+    // The chain carried the blocks: the pos forwarded, and the master sent about one copy.
+    for i in (0..4).filter(|&i| i != victim && i != order[3]) {
+        assert!(c.pos[i].log_text().contains("event=chain_forward"), "po {i} forwarded nothing");
+    }
+    let end = log.lines().find(|l| l.contains("event=transfer_end")).unwrap();
+    let copies: f64 = end.split(' ').find_map(|f| f.strip_prefix("src_copies=")).unwrap().parse().unwrap();
+    eprintln!("{end}");
+    assert!(copies < 1.6, "{end}");
+}

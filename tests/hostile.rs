@@ -183,7 +183,7 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
         let manifest = evil_manifest(entries);
         let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
         let transfer = Token::decode(&token).unwrap().transfer;
-        send(&mut po, &Msg::Offer { token, po: c.pos[0].addr.clone(), manifest_id, manifest_len });
+        send(&mut po, &Msg::Offer { token, po: c.pos[0].addr.clone(), manifest_id, manifest_len, mode: 0 });
         // The manifest goes only once the CAC vouched for the token.
         assert_eq!(recv(&mut po), Some(Msg::Verified { transfer }), "case {i}");
         send(&mut po, &Msg::Manifest { transfer, manifest: manifest.into() });
@@ -205,7 +205,7 @@ fn a_rogue_master_with_a_valid_token_cannot_write_outside_the_dest() {
     let mut po = TcpStream::connect(&c.pos[0].addr).unwrap();
     send(
         &mut po,
-        &Msg::Offer { token: vec![1, 2, 3], po: c.pos[0].addr.clone(), manifest_id: [0; 16], manifest_len: 9 },
+        &Msg::Offer { token: vec![1, 2, 3], po: c.pos[0].addr.clone(), manifest_id: [0; 16], manifest_len: 9, mode: 0 },
     );
     assert!(matches!(recv(&mut po), Some(Msg::Denied { reason: Reason::BadToken, .. })));
     let src = c.seeded_src();

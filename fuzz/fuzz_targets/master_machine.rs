@@ -65,6 +65,7 @@ impl World<'_> {
     fn event(&mut self, ev: Event) {
         sim::trace(&ev);
         self.m.handle_event(self.now, ev);
+        self.m.end_turn();
     }
 
     /// `msg` on an open connection, mostly one on `side`.
@@ -254,6 +255,8 @@ fuzz_target!(|data: &[u8]| {
             _ => Some(Duration::from_secs(600)),
         },
         transfer_key: [3; 32],
+        canary: None,
+        itemize: false,
     };
     let now = Instant::now();
     let mut m = MasterMachine::new(settings, planner, now);

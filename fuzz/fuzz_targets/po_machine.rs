@@ -87,6 +87,7 @@ impl World<'_> {
     fn event(&mut self, ev: Event) {
         sim::trace(&ev);
         self.po.handle_event(self.now, ev);
+        self.po.end_turn();
     }
 
     /// `msg` on an open connection, mostly one on `side`.
@@ -221,7 +222,7 @@ impl World<'_> {
                     240..=247 => self.b.u64(),
                     _ => u64::MAX - self.b.u8() as u64,
                 };
-                self.frame(Msg::Offer { token, po: "10.0.0.9:4100".into(), manifest_id, manifest_len });
+                self.frame(Msg::Offer { token, po: "10.0.0.9:4100".into(), manifest_id, manifest_len, mode: 0 });
             }
             4 => {
                 let transfer = self.transfer();

@@ -35,6 +35,10 @@ it is refused, since the pos would delete their copies of what was skipped.
 SIGINT or SIGTERM aborts the push: every po that has not published is told to abort and
 keeps its old tree, the CAC shows the transfer as aborted, and the exit code is 6.
 
+--canary K (or the class's canary = K): every po stages; the first K live pos in class order
+publish first and run their hooks; the rest publish only if all K succeeded. Otherwise the
+canaries roll back to their old tree, the rest keep theirs: result=canary_failed, exit 7.
+
 One push of a class at a time: while another master pushes CLASS the CAC refuses this one
 (exit 2, naming the running transfer and its master); with --wait the master asks again every
 second until it may go (at most SECS, default 600).
@@ -53,6 +57,8 @@ struct Args {
     excludes: Vec<String>,
     conf: PathBuf,
     dry_run: bool,
+    itemize: bool,
+    canary: Option<u32>,
     wait: Option<Duration>,
     skip_unreadable: bool,
 }
@@ -95,12 +101,19 @@ fn parse_args() -> Result<Parsed, ExitCode> {
     o.optmulti("", "exclude-glob", "exclude a shell glob (`**` for any depth); repeat for more", "GLOB");
     o.optopt("f", "", "config file (default: $WUGUI_CONF, then /etc/wugui/master.conf)", "FILE");
     o.optflag("", "skip-unreadable", "leave out files that cannot be read (one warning each; exit 8)");
-    o.optflag("n", "dry-run", "ask the CAC and walk the tree, print what would go, send nothing");
+    o.optflag("n", "dry-run", "ask the CAC and every po what a push would change, send nothing");
+    o.optflag("i", "itemize", "with --dry-run, one line per path each po would change");
+    o.optopt(
+        "",
+        "canary",
+        "commit K pos first, the rest only if all K succeed (0: off; default: the class's canary)",
+        "K",
+    );
     o.optflagopt("", "wait", "if another push of the class runs, wait for it (at most SECS, default 600)", "SECS");
     o.optflag("t", "", "check the config file, print ok or the errors, and exit (no -c or -p needed)");
     let usage_err = |e: String| super::usage_error("masterwugui", &e);
     let args = expand_x(std::env::args().skip(1).collect()).map_err(usage_err)?;
-    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [--exclude-glob GLOB] [-f FILE] [--dry-run] [--skip-unreadable] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
+    let brief = "Usage: masterwugui -c CLASS -p DIR [-x PAT...] [--exclude-glob GLOB] [-f FILE] [--dry-run [-i]] [--canary K] [--skip-unreadable] [--wait[=SECS]]\n       masterwugui -t [-f FILE]";
     let tail = format!("\n{HELP_TAIL}\n{}{}", outcome::help(), HELP_SUMMARY.replace("RESULT", outcome::RESULTS));
     let m = match super::parse_args(o, "masterwugui", brief, &tail, &args) {
         Ok(m) => m,
@@ -123,6 +136,10 @@ fn parse_args() -> Result<Parsed, ExitCode> {
             Some(Duration::from_secs(s.parse().map_err(|_| usage_err(format!("--wait={s}: not a number of seconds")))?))
         }
     };
+    let canary = match m.opt_str("canary") {
+        None => None,
+        Some(k) => Some(k.parse::<u32>().map_err(|_| usage_err(format!("--canary {k}: not a number of pos")))?),
+    };
     let globs: Vec<String> = m
         .opt_strs("exclude-glob")
         .iter()
@@ -135,6 +152,8 @@ fn parse_args() -> Result<Parsed, ExitCode> {
         excludes: m.opt_strs("x").into_iter().chain(globs).collect(),
         conf,
         dry_run: m.opt_present("n"),
+        itemize: m.opt_present("i"),
+        canary,
         wait,
         skip_unreadable: m.opt_present("skip-unreadable"),
     }))
@@ -330,15 +349,19 @@ fn run(a: Args) -> Result<u8, String> {
     };
     let root = a.dir.clone();
     let cli_excludes = a.excludes.clone();
-    let walk_opts =
-        tree::WalkOptions { skip_unreadable: a.skip_unreadable, failpoint_unreadable: unreadable_failpoint() };
+    let walk_opts = tree::WalkOptions {
+        skip_unreadable: a.skip_unreadable,
+        failpoint_unreadable: unreadable_failpoint(),
+        chains: false,
+    };
     let skipped = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let skipped_in_plan = skipped.clone();
     let planner: Planner = Box::new(move |class: &ClassCfg| {
         let mut pats = cli_excludes.clone();
         pats.extend(class.exclude.iter().cloned());
         let ex = tree::compile_excludes(&pats)?;
-        let w = tree::walk_with(&root, &ex, class.block_size, &walk_opts)?;
+        let opts = tree::WalkOptions { chains: class.p2p && class.chains, ..walk_opts.clone() };
+        let w = tree::walk_with(&root, &ex, class.block_size, &opts)?;
         for (p, why) in &w.skipped {
             eprintln!("masterwugui: skipped {}: {why}", printable(&p.to_string()));
         }
@@ -368,6 +391,8 @@ fn run(a: Args) -> Result<u8, String> {
         unix_start: super::unix_now(),
         dry_run: a.dry_run,
         wait: a.wait,
+        canary: a.canary,
+        itemize: a.itemize,
         transfer_key: {
             let mut k = [0u8; 32];
             getrandom::getrandom(&mut k).expect("the kernel's random source is available");

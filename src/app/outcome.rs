@@ -5,6 +5,7 @@
 use crate::logging::{kv_quote, printable};
 use crate::proto::class::Publish;
 use crate::proto::master::{DryRun, Outcome, PoOutcome, TransferResult};
+use crate::proto::msg::PreviewKind;
 
 /// Exit codes of `masterwugui`.
 pub mod exit {
@@ -29,7 +30,7 @@ pub const CODES: [(u8, &str); 9] = [
     (exit::FAILED, "no po committed, or the transfer timed out"),
     (exit::HOOK, "every po committed but a hook failed"),
     (exit::ABORTED, "aborted by SIGINT or SIGTERM"),
-    (exit::CANARY_FAILED, "the canary po failed, so no other po was offered the tree"),
+    (exit::CANARY_FAILED, "a canary po failed (publish or hook): the canaries rolled back, no other po published"),
     (exit::SKIPPED, "every po committed but some source files were skipped"),
 ];
 
@@ -77,7 +78,12 @@ fn applies(r: &TransferResult) -> Vec<u8> {
     match r {
         TransferResult::SourceFailed(_) => vec![exit::USAGE],
         TransferResult::Denied(_) => vec![exit::DENIED],
-        TransferResult::DryRun(_) => vec![exit::OK],
+        // A dry run fails as the real push would: some pos (3), or all (4).
+        TransferResult::DryRun(d) => match d.answers.iter().filter(|(_, a)| a.is_err()).count() {
+            0 => vec![exit::OK],
+            n if n < d.answers.len() => vec![exit::PARTIAL],
+            _ => vec![exit::FAILED],
+        },
         TransferResult::Aborted(_) => vec![exit::ABORTED],
         TransferResult::Failed(_) => vec![exit::FAILED],
         TransferResult::CanaryFailed(_) => vec![exit::CANARY_FAILED],
@@ -122,11 +128,20 @@ pub fn report(o: &Outcome) -> Report {
             Report { code, stderr: vec![format!("masterwugui: {}", printable(e))], stdout: vec![summary] }
         }
         TransferResult::DryRun(d) => {
-            let summary = summary_line(o.transfer, &o.class, result, (0, d.pos.len()), d.bytes, 0.0);
+            let ok = d.answers.iter().filter(|(_, a)| a.is_ok()).count();
+            let summary = summary_line(o.transfer, &o.class, result, (ok, d.pos.len()), d.bytes, 0.0);
             log::info!("event=dry_run {summary}");
             let mut stdout = dry_run_plan(d);
             stdout.push(summary);
-            Report { code, stderr: Vec::new(), stdout }
+            let stderr = d
+                .answers
+                .iter()
+                .filter_map(|(name, a)| a.as_ref().err().map(|e| (name, e)))
+                .map(|(name, e)| {
+                    po_line(&PoOutcome { name: name.clone(), failed: Some(e.clone()), hook: None, unchanged: false })
+                })
+                .collect();
+            Report { code, stderr, stdout }
         }
         TransferResult::Ok(r)
         | TransferResult::Partial(r)
@@ -193,12 +208,30 @@ fn po_line(p: &PoOutcome) -> String {
     )
 }
 
-/// What a dry run would move, and how long it would take at the class rate.
+/// The link rate a dry run's estimate assumes when the class has no `rate_limit`.
+const NOMINAL_RATE: u64 = 125_000_000;
+
+/// `-i`: one line per path, in rsync's spirit.
+fn item_line(kind: PreviewKind, path: &[u8]) -> String {
+    let path = printable(&String::from_utf8_lossy(path));
+    match kind {
+        PreviewKind::CreateFile => format!(">f+++++++++ {path}"),
+        PreviewKind::ChangeFile => format!(">f.st...... {path}"),
+        PreviewKind::CreateDir => format!("cd+++++++++ {path}/"),
+        PreviewKind::CreateLink => format!("cL+++++++++ {path}"),
+        PreviewKind::ChangeLink => format!("cL.t....... {path}"),
+        PreviewKind::Delete => format!("*deleting   {path}"),
+    }
+}
+
+/// What a dry run would move: the tree, each po's answer, and how long it would take at the
+/// class rate (else at a nominal link rate, said so).
 fn dry_run_plan(d: &DryRun) -> Vec<String> {
     let c = &d.class;
     let mut plan = vec![format!(
-        "dry-run class={} files={} dirs={} symlinks={} bytes={} blocks={} block_size={} p2p={} verify={} publish={}",
+        "dry-run class={} dest={} files={} dirs={} symlinks={} bytes={} blocks={} block_size={} p2p={} verify={} publish={}",
         c.name,
+        c.dest,
         d.files,
         d.dirs,
         d.symlinks,
@@ -209,16 +242,27 @@ fn dry_run_plan(d: &DryRun) -> Vec<String> {
         c.verify,
         if c.publish == Publish::Each { "each" } else { "together" }
     )];
-    plan.extend(d.pos.iter().map(|p| format!("po {p} dest={}", c.dest)));
-    // The master's upload carries one copy in a swarm, one per po otherwise.
-    let copies = if c.p2p { 1 } else { (d.pos.len() as u64).max(1) };
-    let cop = if copies == 1 { "y" } else { "ies" };
-    plan.push(if c.rate_limit > 0 {
-        let secs = (d.bytes * copies) as f64 / c.rate_limit as f64;
-        format!("estimate seconds={secs:.1} at rate_limit={} bytes/s ({copies} cop{cop} from the master)", c.rate_limit)
-    } else {
-        format!("estimate: no class rate_limit; the master uploads {copies} cop{cop} of {} bytes", d.bytes)
-    });
+    let (mut sum, mut most) = (0u64, 0u64);
+    for (name, a) in &d.answers {
+        let Ok(p) = a else { continue };
+        plan.push(format!(
+            "po={name} would create={} change={} delete={} bytes={}",
+            p.create, p.change, p.delete, p.bytes
+        ));
+        plan.extend(p.items.iter().map(|(k, path)| format!("  {}", item_line(*k, path))));
+        if p.more > 0 {
+            plan.push(format!("  ... {} more", p.more));
+        }
+        sum += p.bytes;
+        most = most.max(p.bytes);
+    }
+    // The master uploads every po's bytes directly; in a swarm about one po's worth.
+    let bytes = if c.p2p { most } else { sum };
+    let (rate, which) = match c.rate_limit {
+        0 => (NOMINAL_RATE, "a nominal 1 Gbit/s link (no class rate_limit; not measured)".to_string()),
+        r => (r, format!("the class rate_limit={r} bytes/s")),
+    };
+    plan.push(format!("estimate seconds={:.1} bytes={bytes} at {which}", bytes as f64 / rate as f64));
     plan
 }
 
@@ -346,12 +390,22 @@ mod tests {
     }
 
     #[test]
-    fn a_dry_run_prints_its_plan_then_the_summary() {
+    fn a_dry_run_prints_each_pos_answer_then_the_summary() {
+        use crate::proto::msg::Preview;
         let mut class = ClassCfg::new("base1");
         class.set("dest", "/data").unwrap();
         class.set("rate_limit", "1000").unwrap();
-        let d = DryRun {
-            class,
+        let a = Preview {
+            transfer: 7,
+            create: 1,
+            change: 1,
+            delete: 1,
+            bytes: 1500,
+            items: vec![(PreviewKind::CreateFile, b"new".to_vec()), (PreviewKind::ChangeFile, b"x/y".to_vec())],
+            more: 1,
+        };
+        let d = |answers| DryRun {
+            class: class.clone(),
             files: 2,
             dirs: 1,
             symlinks: 0,
@@ -359,19 +413,40 @@ mod tests {
             blocks: 2,
             block_size: 4096,
             pos: vec!["a:1".into(), "b:1".into()],
+            answers,
         };
-        let r = report(&outcome(TransferResult::DryRun(Box::new(d))));
+        let r = report(&outcome(TransferResult::DryRun(Box::new(d(vec![
+            ("a:1".into(), Ok(a.clone())),
+            ("b:1".into(), Ok(Preview { bytes: 500, ..Preview::default() })),
+        ])))));
         assert_eq!(r.code, 0);
         assert!(r.stderr.is_empty());
         assert!(
             r.stdout[0].starts_with(
-                "dry-run class=base1 files=2 dirs=1 symlinks=0 bytes=500 blocks=2 block_size=4096 p2p=off verify="
+                "dry-run class=base1 dest=/data files=2 dirs=1 symlinks=0 bytes=500 blocks=2 block_size=4096 p2p=off verify="
             ),
             "{:?}",
             r.stdout
         );
-        assert_eq!(r.stdout[1..3], ["po a:1 dest=/data", "po b:1 dest=/data"]);
-        assert_eq!(r.stdout[3], "estimate seconds=1.0 at rate_limit=1000 bytes/s (2 copies from the master)");
-        assert_eq!(r.stdout[4], "transfer=7 class=base1 result=dry-run pos=0/2 bytes=500 seconds=0.00 rate=0");
+        assert_eq!(
+            r.stdout[1..7],
+            [
+                "po=a:1 would create=1 change=1 delete=1 bytes=1500",
+                "  >f+++++++++ new",
+                "  >f.st...... x/y",
+                "  ... 1 more",
+                "po=b:1 would create=0 change=0 delete=0 bytes=500",
+                "estimate seconds=2.0 bytes=2000 at the class rate_limit=1000 bytes/s",
+            ]
+        );
+        assert_eq!(r.stdout[7], "transfer=7 class=base1 result=dry-run pos=2/2 bytes=500 seconds=0.00 rate=0");
+        // A po that refuses fails the dry run as it would fail the push.
+        let refused = || ("b:1".to_string(), Err("refused (dest_not_allowed): dest /data".to_string()));
+        let r = report(&outcome(TransferResult::DryRun(Box::new(d(vec![("a:1".into(), Ok(a.clone())), refused()])))));
+        assert_eq!(r.code, 3);
+        assert_eq!(r.stderr.len(), 1);
+        assert!(r.stderr[0].starts_with("po=b:1 result=failed error=\"refused (dest_not_allowed)"), "{:?}", r.stderr);
+        let r = report(&outcome(TransferResult::DryRun(Box::new(d(vec![refused()])))));
+        assert_eq!(r.code, 4);
     }
 }

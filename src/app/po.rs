@@ -83,6 +83,12 @@ pub fn main() -> ExitCode {
         log::warn!("event=failpoint name={failpoint}: this po breaks every block it serves to peers");
         return serve(FaultyServe(store, fault), roots, &cfg, &path, (bound, listener));
     }
+    // `hold_delta:PATH`: a delta/resume check waits before each block it reads until PATH
+    // exists, so a test can watch other transfers while one check is in the middle.
+    if let Some(gate) = failpoint.strip_prefix("hold_delta:") {
+        log::warn!("event=failpoint name=hold_delta: checks of old copies wait for {gate}");
+        return serve(store.hold_checks(gate.into()), roots, &cfg, &path, (bound, listener));
+    }
     serve(store, roots, &cfg, &path, (bound, listener))
 }
 
@@ -139,6 +145,31 @@ impl crate::proto::Store for FaultyServe {
     }
     fn check(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Vec<u64> {
         self.0.check(t, sums)
+    }
+    fn check_job(&mut self, t: u64, sums: &[(u64, crate::proto::msg::Digest)]) -> Option<crate::proto::DiskJob> {
+        self.0.check_job(t, sums)
+    }
+    fn prepare_job(
+        &mut self,
+        t: u64,
+        dest: &str,
+        m: &crate::proto::Manifest,
+        delta: bool,
+    ) -> Option<crate::proto::DiskJob> {
+        self.0.prepare_job(t, dest, m, delta)
+    }
+    fn checkpoint_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
+        self.0.checkpoint_job(t)
+    }
+    fn seal_job(&mut self, t: u64) -> Option<crate::proto::DiskJob> {
+        self.0.seal_job(t)
+    }
+    fn job_done(
+        &mut self,
+        id: u64,
+        out: Option<crate::proto::DiskOutput>,
+    ) -> Result<Option<crate::proto::JobDone>, StoreError> {
+        self.0.job_done(id, out)
     }
     fn set_options(&mut self, t: u64, options: crate::proto::disk::StageOptions) {
         self.0.set_options(t, options)

@@ -48,6 +48,9 @@ pub struct ClassCfg {
     pub dest: String,
     pub p2p: bool,
     pub peers: u32,
+    /// With `p2p`: the blocks every po needs go down pipelined chains (issue 16); off, every
+    /// block move is the master's push order.
+    pub chains: bool,
     /// Bytes; 0 = auto (`auto_block_size`).
     pub block_size: u32,
     /// Bytes/s per sending host and transfer; 0 = none.
@@ -76,6 +79,9 @@ pub struct ClassCfg {
     /// Run the hook after a push that changed nothing on a po too (default off: an unchanged
     /// tree publishes nothing, so there is nothing new to act on).
     pub hook_on_unchanged: bool,
+    /// Canary waves: commit this many pos first, the rest only if all of them succeed
+    /// (0: off; `masterwugui --canary K` overrides it).
+    pub canary: u32,
 }
 
 impl ClassCfg {
@@ -96,6 +102,7 @@ impl ClassCfg {
             dest: String::new(),
             p2p: false,
             peers: 8,
+            chains: true,
             block_size: 0,
             rate_limit: 0,
             verify: Verify::Md5,
@@ -114,6 +121,7 @@ impl ClassCfg {
             owner: Owner::Po,
             chmod: Chmod::default(),
             hook_on_unchanged: false,
+            canary: 0,
         }
     }
 
@@ -137,6 +145,7 @@ impl ClassCfg {
             }
             "p2p" => self.p2p = parse_bool(v)?,
             "peers" => self.peers = parse_num(v, 1, 64)? as u32,
+            "chains" => self.chains = parse_bool(v)?,
             "block_size" if v == "auto" => self.block_size = 0,
             "block_size" => {
                 let b = parse_size(v)?;
@@ -201,6 +210,7 @@ impl ClassCfg {
             "delta" => self.delta = parse_bool(v)?,
             "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
             "hook_on_unchanged" => self.hook_on_unchanged = parse_bool(v)?,
+            "canary" => self.canary = parse_num(v, 0, 1_000_000)? as u32,
             "owner" => self.owner = Owner::parse(v)?,
             "chmod" => self.chmod = Chmod::parse(v)?,
             _ => return Ok(false),
@@ -214,6 +224,7 @@ impl ClassCfg {
             ("dest".into(), self.dest.clone()),
             ("p2p".into(), onoff(self.p2p)),
             ("peers".into(), self.peers.to_string()),
+            ("chains".into(), onoff(self.chains)),
             ("block_size".into(), if self.block_size == 0 { "auto".into() } else { self.block_size.to_string() }),
             ("rate_limit".into(), self.rate_limit.to_string()),
             ("verify".into(), self.verify.to_string()),
@@ -234,6 +245,9 @@ impl ClassCfg {
         }
         if self.hook_on_unchanged {
             p.push(("hook_on_unchanged".into(), onoff(true)));
+        }
+        if self.canary > 0 {
+            p.push(("canary".into(), self.canary.to_string()));
         }
         if self.owner != Owner::Po {
             p.push(("owner".into(), self.owner.to_string()));
@@ -287,7 +301,17 @@ impl fmt::Display for Quorum {
 /// The block size for a tree of `bytes` when the class says `auto`: about 512 blocks, so a
 /// swarm pipelines well, within 256 KiB..16 MiB, so per-block costs stay small.
 pub fn auto_block_size(bytes: u64) -> u32 {
-    (bytes / 512).next_power_of_two().clamp(256 << 10, 16 << 20) as u32
+    auto_block_size_for(bytes, false)
+}
+
+/// `block_size = auto` for a tree of `bytes`: 1/512 of it (256 KiB..16 MiB); with chains
+/// (`p2p` and `chains`), 1/2048 (64 KiB..16 MiB), since a block is forwarded only once
+/// verified and the pipeline's fill costs N·K blocks' time.
+pub fn auto_block_size_for(bytes: u64, chains: bool) -> u32 {
+    match chains {
+        false => (bytes / 512).next_power_of_two().clamp(256 << 10, 16 << 20) as u32,
+        true => (bytes / 2048).next_power_of_two().clamp(64 << 10, 16 << 20) as u32,
+    }
 }
 
 pub fn parse_bool(v: &str) -> Result<bool, String> {
@@ -349,6 +373,9 @@ mod tests {
         let back = ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap();
         assert!(back.hook_on_unchanged);
         assert_eq!(back, c);
+        assert!(c.set("canary", "2").unwrap());
+        assert_eq!(ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap().canary, 2);
+        assert!(c.set("canary", "x").is_err());
     }
 
     #[test]
@@ -364,6 +391,12 @@ mod tests {
         assert_eq!(parse_size("10M"), Ok(10 << 20));
         assert_eq!(Quorum::Percent(50).needed(3), 2);
         assert_eq!(auto_block_size(64 << 20), 256 << 10);
+        assert_eq!(auto_block_size_for(64 << 20, true), 64 << 10);
+        assert_eq!(auto_block_size_for(1 << 30, true), 512 << 10);
+        assert_eq!(auto_block_size_for(200 << 30, true), 16 << 20);
+        // Never more blocks than a manifest may have.
+        let most = crate::proto::manifest::MAX_BLOCKS * (16 << 20);
+        assert!(most / auto_block_size_for(most, true) as u64 <= crate::proto::manifest::MAX_BLOCKS);
         assert_eq!(auto_block_size(1 << 30), 2 << 20);
         assert_eq!(auto_block_size(200 << 30), 16 << 20);
         assert!(c.set("block_size", "auto").is_ok() && c.block_size == 0);

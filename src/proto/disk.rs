@@ -4,11 +4,13 @@
 //! Files appear here only as opaque descriptors (`OwnedFd`) that the reactor sends from; the
 //! protocol never reads or writes them itself.
 
+use std::any::Any;
 use std::fmt;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::msg::Digest;
+use super::msg::{Digest, Preview};
 use super::{BlockRef, Manifest, Sum, Verify};
 
 /// The bytes of a block, for sending.
@@ -39,6 +41,46 @@ impl Body {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What a [`DiskJob`] hands back to its store (only the store knows its type).
+pub type DiskOutput = Box<dyn Any + Send>;
+
+/// What a finished [`DiskJob`] did (`Store::job_done`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobDone {
+    /// A check: the blocks taken.
+    Checked(Vec<u64>),
+    /// The stage is sealed.
+    Sealed,
+    /// The stage is prepared: which blocks it holds already (as `Store::prepare` says).
+    Prepared(Vec<bool>),
+}
+
+/// Long disk work of the po's store (reading and hashing old copies, sealing), run off the event loop
+/// (`Action::Disk`; `Event::DiskDone` follows). What the job works on is moved into it, so
+/// the loop never touches it meanwhile; `cancel` is the store's to set (an abort), and the
+/// job stops soon after it is set.
+pub struct DiskJob {
+    pub transfer: u64,
+    /// The store's name for the job (`Store::check_done`).
+    pub id: u64,
+    pub cancel: Arc<AtomicBool>,
+    pub run: Box<dyn FnOnce(&AtomicBool) -> DiskOutput + Send>,
+}
+
+impl DiskJob {
+    /// Runs the job here, to its event.
+    pub fn run(self) -> super::Event {
+        let out = (self.run)(&self.cancel);
+        super::Event::DiskDone { transfer: self.transfer, id: self.id, out: Some(out) }
+    }
+}
+
+impl fmt::Debug for DiskJob {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "DiskJob {{ transfer: {}, id: {} }}", self.transfer, self.id)
     }
 }
 
@@ -169,6 +211,30 @@ pub trait Store {
     fn check(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
     }
+    /// `check` as a job to run off the loop, or None to call `check` here. Until its output
+    /// comes back (`job_done`), the transfer is the job's: the store serves nothing else for
+    /// it, and `abort` cancels the job and takes effect when it ends.
+    fn check_job(&mut self, _transfer: u64, _sums: &[(u64, Digest)]) -> Option<DiskJob> {
+        None
+    }
+    /// `prepare` as a job to run off the loop (as `check_job`), or None to call `prepare` here.
+    fn prepare_job(&mut self, _transfer: u64, _dest: &str, _manifest: &Manifest, _delta: bool) -> Option<DiskJob> {
+        None
+    }
+    /// While blocks come in: a checkpoint of the resume record (a `syncfs`, then the record)
+    /// as a job to run off the loop, when one is due; the stage stays the store's meanwhile.
+    fn checkpoint_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
+    /// `seal` as a job to run off the loop (as `check_job`), or None to call `seal` here.
+    fn seal_job(&mut self, _transfer: u64) -> Option<DiskJob> {
+        None
+    }
+    /// Disk job `id` ended (`out` None: it was lost, a panic): what it did, None when the
+    /// transfer was aborted meanwhile; an error when sealing failed or the job lost the stage.
+    fn job_done(&mut self, _id: u64, _out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        Ok(None)
+    }
     /// After `prepare`, before the first block: the class's options for this transfer. Until
     /// it is called, a transfer has `StageOptions::default()` (special bits dropped).
     fn set_options(&mut self, _transfer: u64, _options: StageOptions) {}
@@ -179,7 +245,35 @@ pub trait Store {
     /// what the tree lacks. When the dest holds the tree already (see `Published::unchanged`),
     /// it touches nothing there and drops the stage.
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError>;
-    /// Forgets the transfer. `keep` leaves the staged blocks for a resume.
+    /// Dry run: what a push of `manifest` to `dest` would change, writing nothing (no stage,
+    /// no dest, no record); paths only with `itemize`. Also the blocks of changed files the
+    /// published copy may hold (at most `max_check`), for `preview_check` with the master's
+    /// digests.
+    fn preview(
+        &mut self,
+        _dest: &str,
+        _manifest: &Manifest,
+        _mirror: bool,
+        _itemize: bool,
+        _max_check: usize,
+    ) -> Result<(Preview, Vec<u64>), StoreError> {
+        Err(StoreError::Refused("this store has no dry run".into()))
+    }
+    /// Of the blocks `preview` listed, those the published copy holds (their digests match).
+    fn preview_check(&mut self, _dest: &str, _manifest: &Manifest, _sums: &[(u64, Digest)]) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Canary: the next `publish` of `transfer` keeps what it replaces aside, for `rollback`,
+    /// until `decide` (or `abort`) drops it.
+    fn keep_aside(&mut self, _transfer: u64) {}
+    /// Puts back the tree a canary publish replaced.
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        Err(StoreError::Refused(format!("transfer {transfer}: this store keeps no old tree")))
+    }
+    /// The wave is decided: drops what a canary publish kept aside.
+    fn decide(&mut self, _transfer: u64) {}
+    /// Forgets the transfer (and what a canary publish kept aside). `keep` leaves the staged
+    /// blocks for a resume.
     fn abort(&mut self, transfer: u64, keep: bool);
     /// The transfer's master is gone: close what is held open for it (the stage stays for a
     /// resume, and a later write opens its files again).

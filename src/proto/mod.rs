@@ -47,7 +47,7 @@ use std::time::Instant;
 
 pub use checksum::{Check, Verdict};
 pub use class::{ClassCfg, Verify};
-pub use disk::{Body, Published, Source, SourceError, Store, StoreError};
+pub use disk::{Body, DiskJob, DiskOutput, JobDone, Published, Source, SourceError, Store, StoreError};
 pub use manifest::{BlockRef, Manifest, Segment};
 pub use msg::{BlockHead, Msg, Payload, Sum};
 pub use stats::Stats;
@@ -71,6 +71,13 @@ pub enum Event {
         transfer: u64,
         id: u64,
         verdict: Verdict,
+    },
+    /// A job handed out by `Action::Disk` ended: its output for the store, None when it was
+    /// lost (a panic).
+    DiskDone {
+        transfer: u64,
+        id: u64,
+        out: Option<DiskOutput>,
     },
     /// `local`: our address that the peer reached (what `getsockname` says).
     Accepted {
@@ -167,6 +174,11 @@ pub enum Action {
         conn: ConnId,
         max: u32,
     },
+    /// Keep what `conn` has written but not yet sent short (`TCP_NOTSENT_LOWAT`): a chain's
+    /// per-hop latency is the bytes queued in each sender's socket.
+    ShortQueue {
+        conn: ConnId,
+    },
     /// Frames on `conn` may only be of these types (accepted connections start with
     /// `wire::TypeSet::ALL`): a header of another type closes the connection (`Close::Decode`)
     /// before its payload is read. A CAC never takes a MANIFEST or a BLOCK, so none is buffered.
@@ -191,12 +203,17 @@ pub enum Action {
     /// Hash a block off the event loop (a worker thread): `Event::Verified` follows, in any
     /// order among other checks, and after anything else the machine did meanwhile.
     Verify(Check),
+    /// Long disk work of the store's, off the event loop (a worker thread): `Event::DiskDone`
+    /// follows.
+    Disk(DiskJob),
 }
 
 pub trait Machine {
     fn handle_event(&mut self, now: Instant, ev: Event);
     /// A machine with no timers of its own needs neither this nor `poll_timeout`.
     fn handle_timeout(&mut self, _now: Instant) {}
+    /// The events of one loop turn are all handled: what was batched over them goes now.
+    fn end_turn(&mut self) {}
     fn poll_action(&mut self) -> Option<Action>;
     fn poll_timeout(&self) -> Option<Instant> {
         None

@@ -25,6 +25,7 @@ pub const MAGIC: [u8; 2] = *b"WG";
 ///    its uid and gid, and hard links travel as link entries (issue 20).
 /// 7: AUTH_GRANT ends with each po's site label (or none), and a transfer's status with its
 ///    bytes per site link (issue 17).
+/// 7: OFFER ends with a mode byte (dry run, hold for COMMIT); WAVE and PREVIEW (issue 19).
 pub const VERSION: u8 = 7;
 pub const HEADER_LEN: usize = 8;
 
@@ -48,6 +49,8 @@ pub const MAX_TEXT: usize = 4096;
 pub const MAX_ADDRS: usize = 100_000;
 pub const MAX_ENTRIES: usize = 10_000_000;
 pub const MAX_CLASS_PAIRS: usize = 256;
+/// Stripes a chain plan may have (`Msg::Chain`).
+pub const MAX_STRIPES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -82,6 +85,9 @@ pub enum MsgType {
     CheckSums = 28,
     Manifest = 29,
     Verified = 30,
+    Wave = 31,
+    Preview = 32,
+    Chain = 33,
 }
 
 impl MsgType {
@@ -118,6 +124,9 @@ impl MsgType {
             28 => CheckSums,
             29 => Manifest,
             30 => Verified,
+            31 => Wave,
+            32 => Preview,
+            33 => Chain,
             _ => return None,
         })
     }
@@ -134,16 +143,16 @@ impl MsgType {
 /// A set of message types: what a process takes on a connection (`Action::FrameTypes`); a frame
 /// of any other type is refused at its header, before its payload is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TypeSet(u32);
+pub struct TypeSet(u64);
 
-// Every type is a bit of a u32.
-const _: () = assert!((MsgType::Verified as u8) < 32);
+// Every type is a bit of a u64.
+const _: () = assert!((MsgType::Chain as u8) < 64);
 
 impl TypeSet {
-    pub const ALL: TypeSet = TypeSet(u32::MAX);
+    pub const ALL: TypeSet = TypeSet(u64::MAX);
 
     pub const fn of(types: &[MsgType]) -> TypeSet {
-        let (mut bits, mut i) = (0u32, 0);
+        let (mut bits, mut i) = (0u64, 0);
         while i < types.len() {
             bits |= 1 << types[i] as u8;
             i += 1;
@@ -158,7 +167,7 @@ impl TypeSet {
     /// The largest payload a frame of one of these types may have (`MsgType::max_payload`).
     pub const fn max_payload(self) -> u32 {
         let (mut max, mut b) = (0, 0u8);
-        while b < 32 {
+        while b < 64 {
             if let Some(ty) = MsgType::from_u8(b) {
                 if self.contains(ty) && ty.max_payload() > max {
                     max = ty.max_payload();
@@ -233,6 +242,6 @@ mod tests {
         assert_eq!(s.max_payload(), MAX_CONTROL);
         assert_eq!(TypeSet::of(&[MsgType::Block]).max_payload(), MAX_BLOCK + 64);
         assert_eq!(TypeSet::ALL.max_payload(), MAX_MANIFEST);
-        assert!((1..=30).all(|b| TypeSet::ALL.contains(MsgType::from_u8(b).unwrap())));
+        assert!((1..=32).all(|b| TypeSet::ALL.contains(MsgType::from_u8(b).unwrap())));
     }
 }

@@ -14,6 +14,10 @@ use crate::proto::msg::block_frame_head;
 use crate::proto::wire::NO_FRAME_LIMIT;
 use crate::proto::{Action, Body, Close, ConnId, Event};
 
+/// Unsent bytes a chain link's socket holds at most (`Action::ShortQueue`): enough that the
+/// link never idles between writes, few enough that a hop adds little latency.
+const SHORT_QUEUE: u32 = 128 << 10;
+
 impl Reactor {
     pub(super) fn apply(&mut self, a: Action) {
         let now = Instant::now();
@@ -56,7 +60,7 @@ impl Reactor {
                     | Event::Connected { conn: c }
                     | Event::Frame { conn: c, .. }
                     | Event::Closed { conn: c, .. } => *c != conn,
-                    Event::HookDone { .. } | Event::Verified { .. } => true,
+                    Event::HookDone { .. } | Event::Verified { .. } | Event::DiskDone { .. } => true,
                 });
                 let Some(&slot) = self.ids.get(&conn) else {
                     log::debug!("event=action_ignored action=close conn={conn} error=\"unknown connection\"");
@@ -92,6 +96,7 @@ impl Reactor {
                 }
             }
             Action::Verify(check) => self.verify(check),
+            Action::Disk(job) => self.disk(job),
             Action::FrameLimit { conn, max } => {
                 let Some(&slot) = self.ids.get(&conn) else { return };
                 let Some(c) = self.slots[slot].as_mut() else { return };
@@ -99,6 +104,15 @@ impl Reactor {
                 c.max_frame = max;
                 if std::mem::take(&mut c.held) {
                     self.mark(slot); // the held header is judged again
+                }
+            }
+            Action::ShortQueue { conn } => {
+                let Some(&slot) = self.ids.get(&conn) else { return };
+                if let Some(c) = self.slots[slot].as_ref() {
+                    use std::os::fd::AsFd;
+                    if let Err(e) = crate::sys::sock::set_notsent_lowat(c.stream.as_fd(), SHORT_QUEUE) {
+                        log::debug!("event=short_queue conn={conn} error=\"{e}\"");
+                    }
                 }
             }
             Action::FrameTypes { conn, types } => {

@@ -49,8 +49,12 @@ impl Reactor {
 
     /// Verdicts that came back become events; connections paused on the bound read again.
     pub(super) fn collect_checks(&mut self) {
-        let Some(pool) = self.checks.as_mut() else { return };
-        while let Some((key, outcome)) = pool.collect() {
+        while let Some((key, outcome)) = self.checks.as_mut().and_then(|p| p.collect()) {
+            if self.disk_out.contains_key(&key) {
+                let ev = self.disk_done(key, outcome);
+                self.events.extend(ev);
+                continue;
+            }
             let Some((transfer, id, bytes)) = self.checks_out.remove(&key) else { continue };
             self.check_bytes -= bytes;
             let ev = outcome.unwrap_or_else(|why| {
@@ -60,6 +64,7 @@ impl Reactor {
             });
             self.events.push_back(ev);
         }
+        self.start_disk_jobs();
         if !self.read_waiting.is_empty() && !self.checks_full() {
             log::trace!("event=read_resumed conns={}", self.read_waiting.len());
             for slot in std::mem::take(&mut self.read_waiting) {

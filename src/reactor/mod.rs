@@ -15,7 +15,8 @@
 //!    become events;
 //! 4. the work list: each connection reads (frames go to the machine at once) and writes, each
 //!    within a per-wakeup budget;
-//! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`.
+//! 5. `Machine::handle_timeout` when `now` has reached `Machine::poll_timeout`;
+//! 6. `Machine::end_turn`: what the machine batched over the turn (a po's HAVEs).
 //!
 //! After every machine call, its actions are drained and applied. Readiness we *have*
 //! (`Conn::readable`/`writable`) is set by events and cleared only on `WouldBlock`; readiness
@@ -32,6 +33,7 @@ mod checks;
 #[cfg(test)]
 mod checks_tests;
 mod conn;
+mod disk_jobs;
 mod hooks;
 mod lane;
 mod pool;
@@ -153,7 +155,8 @@ pub fn run<M: Machine>(
         0 => None,
         n => {
             let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-            let pool = crate::work::Workers::new(n, checks::CHECK_JOBS, move || drop(waker.wake()))?;
+            let lanes = [n, disk_jobs::DISK_JOBS];
+            let pool = crate::work::Workers::with_lanes(&lanes, checks::CHECK_JOBS, move || drop(waker.wake()))?;
             log::info!("event=workers threads={}", pool.threads());
             Some(pool)
         }
@@ -187,6 +190,8 @@ pub fn run<M: Machine>(
         next_check: 0,
         check_bytes: 0,
         read_waiting: Vec::new(),
+        disk_out: HashMap::new(),
+        disk_waiting: VecDeque::new(),
     };
     r.run(machine, on_signal)
 }
@@ -235,6 +240,10 @@ struct Reactor {
     check_bytes: usize,
     /// Connections not read while the checks were at their bound.
     read_waiting: Vec<usize>,
+    /// Disk jobs on the pool, by key: the transfer and the store's job id (`disk_jobs.rs`).
+    disk_out: HashMap<u64, (u64, u64)>,
+    /// Disk jobs waiting for a worker.
+    disk_waiting: VecDeque<crate::proto::DiskJob>,
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -320,6 +329,10 @@ impl Reactor {
                     }
                 }
             }
+
+            // 6. What the machine batched over this turn's events.
+            m.end_turn();
+            self.drain_actions(m);
         }
     }
 

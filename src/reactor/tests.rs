@@ -124,7 +124,10 @@ fn retarget(a: &Action, conn: ConnId) -> Action {
         Action::SetRates { upload, download } => Action::SetRates { upload: *upload, download: *download },
         Action::FrameLimit { max, .. } => Action::FrameLimit { conn, max: *max },
         Action::FrameTypes { types, .. } => Action::FrameTypes { conn, types: *types },
-        Action::RunHook { .. } | Action::Verify(_) => unreachable!("scripts run no hooks and check no blocks"),
+        Action::ShortQueue { .. } => Action::ShortQueue { conn },
+        Action::RunHook { .. } | Action::Verify(_) | Action::Disk(_) => {
+            unreachable!("scripts run no hooks, check no blocks and have no disk jobs")
+        }
     }
 }
 
@@ -158,7 +161,7 @@ impl Machine for Script {
                     self.actions.push_back(a);
                 }
             }
-            Event::Closed { .. } | Event::HookDone { .. } | Event::Verified { .. } => {}
+            Event::Closed { .. } | Event::HookDone { .. } | Event::Verified { .. } | Event::DiskDone { .. } => {}
         }
         self.events.push((now, ev));
         if self.finish_after_closed > 0 && self.closed().len() >= self.finish_after_closed {

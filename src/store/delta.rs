@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -23,6 +25,35 @@ use crate::proto::Segment;
 /// this long a phase and fetches the rest, so that the master, waiting for the po's answer to
 /// its offer, does not give up on it.
 pub const REUSE_BUDGET: Duration = Duration::from_secs(30);
+
+/// When reuse stops reading: its time budget is spent, or its job was cancelled (an abort).
+#[derive(Clone, Copy)]
+pub struct Stop<'a> {
+    pub until: Instant,
+    pub cancel: Option<&'a AtomicBool>,
+    /// Test hook (`WUGUI_FAILPOINT=hold_delta:PATH`): each block waits until PATH exists (or
+    /// the job is cancelled), so a test sees a check in the middle of its reading.
+    pub hold: Option<&'a Path>,
+}
+
+impl Stop<'_> {
+    /// The time budget from now, nothing else.
+    pub fn budget() -> Stop<'static> {
+        Stop { until: Instant::now() + REUSE_BUDGET, cancel: None, hold: None }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Whether to stop before the next block (after waiting while held).
+    pub fn now(&self) -> bool {
+        while self.hold.is_some_and(|h| !h.exists()) && !self.cancelled() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.cancelled() || Instant::now() > self.until
+    }
+}
 
 /// A file of the published copy, for incremental transfer: open, and whether its size and
 /// mtime equal the manifest's (then it is taken as unchanged without hashing, as rsync does).
@@ -78,14 +109,9 @@ impl Staged {
     /// with `sums` None, takes every missing block whose files are unchanged by size and
     /// mtime and returns the blocks the copy may hold in changed files (to check); with
     /// `sums`, takes those of the listed blocks whose bytes match their digest. Taken blocks
-    /// are copied into the stage and never travel. Reading stops at `until`. Returns (taken,
+    /// are copied into the stage and never travel. Reading stops at `stop`. Returns (taken,
     /// to check).
-    pub fn reuse_dest(
-        &mut self,
-        transfer: u64,
-        sums: Option<&[(u64, Digest)]>,
-        until: Instant,
-    ) -> (Vec<u64>, Vec<u64>) {
+    pub fn reuse_dest(&mut self, transfer: u64, sums: Option<&[(u64, Digest)]>, stop: Stop) -> (Vec<u64>, Vec<u64>) {
         let started = Instant::now();
         let (mut bytes, mut hashed) = (0u64, 0u64);
         let mut old = OldFiles(HashMap::new());
@@ -98,7 +124,7 @@ impl Staged {
         let mut stopped = false;
         for (i, want) in todo {
             let Some(b) = self.manifest.block(i).filter(|_| !self.held[i as usize]) else { continue };
-            if Instant::now() > until {
+            if stop.now() {
                 stopped = true;
                 break;
             }
@@ -129,7 +155,7 @@ impl Staged {
             taken.push(i);
             bytes += b.len as u64;
         }
-        if stopped {
+        if stopped && !stop.cancelled() {
             log::warn!("event=delta_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         log::info!(
@@ -144,10 +170,30 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// `Store::check`: the stage first; a block it does not hold whole may still be in the
+    /// published copy. Both share one time budget.
+    pub fn check_sums(&mut self, transfer: u64, sums: &[(u64, Digest)], stop: Stop) -> Vec<u64> {
+        let mut taken = self.verify_restaged(transfer, sums, stop);
+        let rest: Vec<(u64, Digest)> = sums
+            .iter()
+            .filter(|(i, _)| self.reusable.binary_search(i).is_ok() && self.held.get(*i as usize) == Some(&false))
+            .copied()
+            .collect();
+        if !rest.is_empty() {
+            taken.extend(self.reuse_dest(transfer, Some(&rest), stop).0);
+        }
+        if stop.cancelled() {
+            log::info!("event=disk_job_cancelled transfer={transfer} kind=check taken={}", taken.len());
+        }
+        taken
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Source, Store, Verify};
+    use crate::proto::{JobDone, Source, Store, Verify};
     use crate::store::files::body_bytes;
     use crate::store::tests::RETENTION;
     use crate::store::tests::{cleanup, scratch, snapshot, transfer, write};
@@ -233,5 +279,134 @@ mod tests {
         assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
         assert_eq!(std::fs::read(outside.join("evil.bin")).unwrap(), evil);
         cleanup(&base);
+    }
+
+    /// v1 published in `dest`, v2 (every file grown by a byte) prepared as transfer 2 with
+    /// its delta candidates; returns the store, dest and the candidates' digests.
+    fn grown(tag: &str) -> (std::path::PathBuf, DiskStore, std::path::PathBuf, Vec<(u64, Digest)>) {
+        let base = scratch(tag);
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        std::fs::create_dir_all(&src).unwrap();
+        let mut data = crate::testutil::noise(64 << 10, 7);
+        write(&src.join("f.bin"), &data, 0o644);
+        let m1 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+        transfer(&mut store, 1, &src, &dest, &m1);
+        store.publish(1, None, false).unwrap();
+        data.push(1);
+        write(&src.join("f.bin"), &data, 0o644);
+        let m2 = walk(&src, &[], 4096).unwrap().manifest;
+        let mut fs = FsSource::new(src.clone(), &m2);
+        store.prepare(2, dest.to_str().unwrap(), &m2, true).unwrap();
+        let sums = store
+            .candidates(2)
+            .into_iter()
+            .map(|i| match fs.block(&m2.block(i).unwrap(), Verify::Blake3, false).unwrap().1 {
+                crate::proto::Sum::Blake3(d) => (i, d),
+                s => panic!("{s:?}"),
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(sums.len(), 16, "every whole block of the old copy is a candidate");
+        (base, store, dest, sums)
+    }
+
+    #[test]
+    fn a_check_job_holds_the_stage_until_it_is_done() {
+        let (base, mut store, _, sums) = grown("checkjob");
+        let job = store.check_job(2, &sums).expect("a job");
+        assert!(store.stage_dir(2).is_none(), "the stage is the job's while it runs");
+        let crate::proto::Event::DiskDone { transfer: 2, id, out } = job.run() else { panic!() };
+        let taken = store.job_done(id, out).unwrap();
+        assert_eq!(taken, Some(JobDone::Checked((0..16).collect())));
+        assert!(store.stage_dir(2).is_some(), "back in the store");
+        assert_eq!(store.job_done(id, None).unwrap(), None, "a job's output counts once");
+        cleanup(&base);
+    }
+
+    #[test]
+    fn the_stage_is_built_by_a_job_and_the_quick_phase_runs_there() {
+        let (base, mut store, dest, _) = grown("stagejob");
+        store.abort(2, false);
+        let src = base.join("src");
+        std::fs::create_dir_all(src.join("a/b/c")).unwrap();
+        write(&src.join("a/b/c/new.txt"), b"new", 0o644);
+        // Unchanged by size and mtime this time: the quick phase takes every old block unread.
+        let old = std::fs::metadata(dest.join("f.bin")).unwrap();
+        write(&src.join("f.bin"), &std::fs::read(dest.join("f.bin")).unwrap(), 0o644);
+        let f = std::fs::File::options().write(true).open(src.join("f.bin")).unwrap();
+        f.set_modified(old.modified().unwrap()).unwrap();
+        let m3 = walk(&src, &[], 4096).unwrap().manifest;
+        let job = store.prepare_job(3, dest.to_str().unwrap(), &m3, true).expect("a job");
+        assert!(store.stage_dir(3).is_none(), "the stage is the job's while it is built");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        let Some(JobDone::Prepared(held)) = store.job_done(id, out).unwrap() else { panic!("prepared") };
+        assert_eq!(held.iter().filter(|h| **h).count(), 16, "f.bin's blocks, taken unread");
+        let stage = store.stage_dir(3).expect("back in the store");
+        assert!(stage.join("a/b/c").is_dir(), "the directories are built");
+        cleanup(&base);
+    }
+
+    #[test]
+    fn a_checkpoint_job_syncs_and_records_the_blocks_held_when_it_began() {
+        let (base, mut store, _, sums) = grown("checkpointjob");
+        assert_eq!(store.check(2, &sums).len(), 16);
+        let t = store.transfers.get_mut(&2).unwrap();
+        t.checkpointed -= Duration::from_secs(2);
+        let (record, manifest) = (t.record.clone(), t.manifest.clone());
+        let job = store.checkpoint_job(2).expect("due: blocks were taken a while after the last");
+        assert!(store.checkpoint_job(2).is_none(), "one at a time");
+        assert!(store.stage_dir(2).is_some(), "the stage stays the store's");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), None);
+        let held = crate::store::resume::read_record(&record, &manifest).expect("a record");
+        assert_eq!(held.iter().filter(|h| **h).count(), 16);
+        assert!(store.checkpoint_job(2).is_none(), "nothing new to record");
+        cleanup(&base);
+    }
+
+    #[test]
+    fn sealing_runs_as_a_job_and_the_transfer_publishes_after() {
+        let (base, mut store, dest, sums) = grown("sealjob");
+        assert!(store.check(2, &sums).len() == 16);
+        let src = base.join("src");
+        let m2 = walk(&src, &[], 4096).unwrap().manifest;
+        let b = m2.block(16).unwrap();
+        store.write_block(2, &b, &[1]).unwrap();
+        let job = store.seal_job(2).expect("a job");
+        assert!(store.publish(2, None, false).is_err(), "not while the job has the stage");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::Sealed));
+        store.publish(2, None, false).unwrap();
+        assert_eq!(snapshot(&dest, &[]), snapshot(&src, &[]));
+        cleanup(&base);
+    }
+
+    #[test]
+    fn an_abort_during_a_check_job_cancels_it_and_is_done_when_it_ends() {
+        let (base, mut store, dest, sums) = grown("checkjob-abort");
+        let job = store.check_job(2, &sums).expect("a job");
+        let stage = dest.join(stage_name_of(&dest));
+        store.abort(2, false);
+        assert!(job.cancel.load(Ordering::Relaxed), "the abort cancels the job");
+        assert!(stage.is_dir(), "the job still has the stage");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), None, "an aborted job's transfer is gone");
+        assert!(!stage.exists(), "the abort is done once the job ends");
+        assert!(store.stage_dir(2).is_none());
+        // A lost job (a panic) loses the transfer's stage: the po fails the transfer.
+        let (base2, mut store, _, sums) = grown("checkjob-lost");
+        let job = store.check_job(2, &sums).expect("a job");
+        assert!(store.job_done(job.id, None).is_err());
+        cleanup(&base);
+        cleanup(&base2);
+    }
+
+    /// The one stage folder in `dest`.
+    fn stage_name_of(dest: &std::path::Path) -> String {
+        std::fs::read_dir(dest)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find(|n| n.starts_with(crate::store::STAGE_PREFIX))
+            .expect("a stage")
     }
 }

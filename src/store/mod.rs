@@ -18,12 +18,14 @@
 //! [`files`] block bodies read back from files (shared with the master's `tree::FsSource`),
 //! [`unchanged`] whether a push changes nothing in the dest.
 
+pub mod aside;
 pub mod at;
 pub mod delta;
 pub mod dest;
 pub mod files;
 mod nested;
 pub mod owner;
+pub mod preview;
 pub mod publish;
 pub mod resume;
 pub mod retain;
@@ -38,6 +40,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,8 +50,8 @@ use crate::logging::kv_quote;
 use crate::proto::disk::StageOptions;
 use crate::proto::manifest::{hex, RelPath};
 use crate::proto::msg::Digest;
-use crate::proto::{BlockRef, Body, Manifest, Published, Store, StoreError};
-use delta::REUSE_BUDGET;
+use crate::proto::{BlockRef, Body, DiskJob, DiskOutput, JobDone, Manifest, Published, Store, StoreError};
+use delta::Stop;
 use dest::Roots;
 use staged::Staged;
 
@@ -77,6 +80,31 @@ pub struct DiskStore {
     /// Recently published transfers: their files can still be served to peers. The dest is
     /// reopened for each block served, so that nothing of a finished transfer stays open.
     published: Vec<(u64, String, Manifest)>,
+    /// Canary transfers: those to publish keeping the old tree aside, and those published so,
+    /// with their dest, until the wave is decided.
+    aside_wanted: std::collections::HashSet<u64>,
+    asides: HashMap<u64, (OwnedFd, PathBuf, aside::Aside)>,
+    /// Transfers whose stage a disk job holds (`Store::check_job`), by job id.
+    busy: HashMap<u64, Busy>,
+    next_job: u64,
+    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests): check jobs wait for PATH before each block.
+    hold: Option<PathBuf>,
+    /// Checkpoint jobs running, by job id: their transfer.
+    syncing: HashMap<u64, u64>,
+    /// Set once a caller asked for `checkpoint_job`: `write_block` leaves checkpoints to it.
+    checkpoint_jobs: bool,
+}
+
+/// A transfer out on a disk job: what the store needs to know of it meanwhile (its stage and
+/// record stay in use), and what became of it.
+struct Busy {
+    transfer: u64,
+    dest: PathBuf,
+    stage: String,
+    record: PathBuf,
+    cancel: Arc<AtomicBool>,
+    /// Aborted meanwhile (`keep` as `abort` was called): applied when the job ends.
+    aborted: Option<bool>,
 }
 
 impl DiskStore {
@@ -97,6 +125,13 @@ impl DiskStore {
             sync: true,
             transfers: HashMap::new(),
             published: Vec::new(),
+            aside_wanted: Default::default(),
+            asides: HashMap::new(),
+            busy: HashMap::new(),
+            next_job: 1,
+            hold: None,
+            syncing: HashMap::new(),
+            checkpoint_jobs: false,
         };
         store.sweep_all();
         Ok(store)
@@ -107,6 +142,20 @@ impl DiskStore {
     pub fn without_sync(mut self) -> DiskStore {
         self.sync = false;
         self
+    }
+
+    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests only): every check job waits for `path` to
+    /// exist before each block it reads.
+    pub fn hold_checks(mut self, path: PathBuf) -> DiskStore {
+        self.hold = Some(path);
+        self
+    }
+
+    /// (dest, stage, record) of every transfer this store has, on a disk job or not.
+    fn live(&self) -> impl Iterator<Item = (&Path, &str, &Path)> {
+        let here = self.transfers.values().map(|t| (t.dest.as_path(), t.stage.as_str(), t.record.as_path()));
+        let busy = self.busy.values().filter(|b| b.aborted.is_none());
+        here.chain(busy.map(|b| (b.dest.as_path(), b.stage.as_str(), b.record.as_path())))
     }
 
     /// The `allow_dest` roots, shared: `Roots::set` on the handle reaches this store.
@@ -153,50 +202,29 @@ impl Store for DiskStore {
         manifest: &Manifest,
         delta: bool,
     ) -> Result<Vec<bool>, StoreError> {
-        let started = Instant::now();
-        self.transfers.remove(&transfer);
-        let stage = stage_name(manifest);
-        let dest_fd = self.roots.open(dest, true)?;
-        self.remember(dest);
-        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
-        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
-        self.sweep_records(Some(&record));
-        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
-        let existed = at::lstat_at(dest_fd.as_fd(), stage.as_str()).ok().flatten().is_some();
-        let (stage_fd, reopened) = staged::open_stage(dest_fd.as_fd(), dest, &stage, manifest).inspect_err(|_| {
-            // A push refused here leaves no stage of its own behind.
-            if !existed {
-                let _ = at::remove_at(dest_fd.as_fd(), stage.as_str());
-            }
-        })?;
-        retain::touch(stage_fd.as_fd());
-        log::info!(
-            "event=stage_prepared transfer={transfer} entries={} ms={}",
-            manifest.entries().len(),
-            started.elapsed().as_millis()
-        );
-        // Another transfer of the same tree to the same dest (a master that died and was run
-        // again) hands its stage over: its record is written first, so nothing durable is
-        // lost. The same tree bound for another dest has its own stage and record.
-        let same: Vec<u64> = self
-            .transfers
-            .iter()
-            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in same {
-            self.abort(id, true);
-        }
-        let dest = (PathBuf::from(dest), dest_fd);
-        let mut t = Staged::new(dest, (stage, stage_fd, reopened), manifest, record, self.sync);
-        if delta && t.missing > 0 {
-            t.reusable = t.reuse_dest(transfer, None, Instant::now() + REUSE_BUDGET).1;
-        }
-        t.untouched = t.missing == 0;
-        t.find_restaged(transfer);
+        let begun = self.begin(transfer, dest, manifest)?;
+        let t = build(transfer, begun, manifest, delta, Stop::budget())?;
         let held = t.held.clone();
         self.transfers.insert(transfer, t);
         Ok(held)
+    }
+
+    /// Building the stage (a directory an entry: seconds for a big tree) and the quick delta
+    /// phase (copying unchanged blocks of the published copy) run in the job.
+    fn prepare_job(&mut self, transfer: u64, dest: &str, manifest: &Manifest, delta: bool) -> Option<DiskJob> {
+        // A refusal here is quick: `prepare` says it again.
+        let begun = self.begin(transfer, dest, manifest).ok()?;
+        let (manifest, names) = (manifest.clone(), (begun.dest.clone(), begun.stage.clone(), begun.record.clone()));
+        Some(self.spawn(transfer, names, move |cancel| {
+            let stop = Stop { cancel: Some(cancel), ..Stop::budget() };
+            match build(transfer, begun, &manifest, delta, stop) {
+                Ok(t) => {
+                    let held = t.held.clone();
+                    (Some(t), Ok(JobDone::Prepared(held)))
+                }
+                Err(e) => (None, Err(e)),
+            }
+        }))
     }
 
     /// The staged blocks first (the likelier to be whole), then the delta ones not among them.
@@ -206,21 +234,77 @@ impl Store for DiskStore {
         t.restaged.iter().chain(delta).copied().collect()
     }
 
-    /// The stage first; a block it does not hold whole may still be in the published copy.
-    /// Both share one time budget.
     fn check(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         let Some(t) = self.transfers.get_mut(&transfer) else { return Vec::new() };
-        let until = Instant::now() + REUSE_BUDGET;
-        let mut taken = t.verify_restaged(transfer, sums, until);
-        let rest: Vec<(u64, Digest)> = sums
-            .iter()
-            .filter(|(i, _)| t.reusable.binary_search(i).is_ok() && t.held.get(*i as usize) == Some(&false))
-            .copied()
-            .collect();
-        if !rest.is_empty() {
-            taken.extend(t.reuse_dest(transfer, Some(&rest), until).0);
+        t.check_sums(transfer, sums, Stop::budget())
+    }
+
+    /// The transfer's stage moves into the job and comes back with its output.
+    fn check_job(&mut self, transfer: u64, sums: &[(u64, Digest)]) -> Option<DiskJob> {
+        let (sums, hold) = (sums.to_vec(), self.hold.clone());
+        self.job(transfer, move |t, cancel| {
+            let stop = Stop { cancel: Some(cancel), hold: hold.as_deref(), ..Stop::budget() };
+            Ok(JobDone::Checked(t.check_sums(transfer, &sums, stop)))
+        })
+    }
+
+    /// Attributes of every entry, syncfs and the record: seconds for a big tree. Not
+    /// cancelled halfway (an abort is done when it ends).
+    fn seal_job(&mut self, transfer: u64) -> Option<DiskJob> {
+        self.job(transfer, move |t, _| t.seal(transfer).map(|()| JobDone::Sealed))
+    }
+
+    /// A dup of the stage's descriptor syncs; the record written is of the blocks held now.
+    fn checkpoint_job(&mut self, transfer: u64) -> Option<DiskJob> {
+        self.checkpoint_jobs = true;
+        let t = self.transfers.get_mut(&transfer)?;
+        if t.syncing || !t.sync || !t.dirty || t.checkpointed.elapsed() < resume::CHECKPOINT_EVERY {
+            return None;
         }
-        taken
+        let fd = t.stage_fd.try_clone().ok()?;
+        let (record, bytes, lock) = (t.record.clone(), t.record_bytes(), t.record_lock.clone());
+        (t.checkpointed, t.dirty, t.syncing) = (Instant::now(), false, true);
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        self.syncing.insert(id, transfer);
+        let run = move |_: &AtomicBool| -> DiskOutput {
+            Box::new(resume::write_checkpoint(fd.as_fd(), &record, &bytes, &lock).map_err(|e| e.to_string()))
+        };
+        Some(DiskJob { transfer, id, cancel, run: Box::new(run) })
+    }
+
+    fn job_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        if let Some(transfer) = self.syncing.remove(&id) {
+            let done = out.and_then(|o| o.downcast::<Result<(), String>>().ok()).map_or(Err("lost".into()), |r| *r);
+            if let Some(t) = self.transfers.get_mut(&transfer) {
+                t.syncing = false;
+                t.dirty |= done.is_err(); // the next one tries again
+            }
+            if let Err(e) = done {
+                log::warn!("event=checkpoint_failed transfer={transfer} error={}", kv_quote(&e));
+            }
+            return Ok(None);
+        }
+        let Some(busy) = self.busy.remove(&id) else { return Ok(None) };
+        let transfer = busy.transfer;
+        let Some((t, done)) = out.and_then(|o| o.downcast::<JobOutput>().ok()).map(|b| *b) else {
+            return Err(StoreError::Refused(format!("transfer {transfer}: its stage was lost with its disk job")));
+        };
+        let Some(t) = t else { return if busy.aborted.is_some() { Ok(None) } else { done.map(Some) } };
+        match busy.aborted {
+            None => {
+                self.transfers.insert(transfer, t);
+                done.map(Some)
+            }
+            Some(keep) => {
+                // Another transfer may have taken over the stage meanwhile: it is theirs now.
+                let taken_over = self.live().any(|(d, s, _)| d == t.dest && s == t.stage);
+                if !taken_over {
+                    self.finish_abort(transfer, t, keep);
+                }
+                Ok(None)
+            }
+        }
     }
 
     fn set_options(&mut self, transfer: u64, options: StageOptions) {
@@ -235,6 +319,7 @@ impl Store for DiskStore {
     }
 
     fn write_block(&mut self, transfer: u64, b: &BlockRef, data: &[u8]) -> Result<(), StoreError> {
+        let inline = !self.checkpoint_jobs;
         let t = self.get(transfer)?;
         let refuse = |s: String| Err(StoreError::Refused(s));
         if t.manifest.block(b.index) != Some(*b) {
@@ -251,8 +336,9 @@ impl Store for DiskStore {
         }
         let segs = t.manifest.segments(b);
         t.put(transfer, b.index, &segs, data).map_err(|(path, e)| StoreError::io(format!("write {path}"), &e))?;
-        // The resume record: at most about once a second, so its cost stays bounded.
-        if t.checkpointed.elapsed() >= resume::CHECKPOINT_EVERY {
+        // The resume record: at most about once a second, so its cost stays bounded; here
+        // only when the caller does not take checkpoints off the loop (`checkpoint_job`).
+        if inline && t.checkpointed.elapsed() >= resume::CHECKPOINT_EVERY {
             t.checkpoint_or_warn(transfer);
         }
         Ok(())
@@ -265,10 +351,32 @@ impl Store for DiskStore {
     fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
         let dest = self.get(transfer)?.dest.clone();
         let nested = self.nested_in(&dest);
+        let mut aside = match self.aside_wanted.remove(&transfer) {
+            true => Some(aside::Aside::new(&self.get(transfer)?.stage)),
+            false => None,
+        };
         let t = self.get(transfer)?;
         t.nested = nested;
-        let published = t.publish(transfer, flag_file, mirror)?;
+        let published = match t.publish(transfer, flag_file, mirror, aside.as_mut()) {
+            Ok(p) => p,
+            Err(e) => {
+                // A canary that failed half way puts the old tree back at once.
+                if let Some(a) = aside {
+                    if let Err(r) = a.rollback(t.dest_fd.as_fd()) {
+                        log::error!(
+                            "event=canary_rollback_failed transfer={transfer} error={}",
+                            kv_quote(&r.to_string())
+                        );
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Some(t) = self.transfers.remove(&transfer) {
+            if let Some(a) = aside {
+                let fd = t.dest_fd.try_clone().map_err(|e| StoreError::io("publish: keep the dest open", &e))?;
+                self.asides.insert(transfer, (fd, t.dest.clone(), a));
+            }
             let _ = std::fs::remove_file(&t.record);
             if self.published.len() >= SERVED {
                 self.published.remove(0);
@@ -304,9 +412,157 @@ impl Store for DiskStore {
         }
     }
 
-    fn abort(&mut self, transfer: u64, keep: bool) {
+    fn preview(
+        &mut self,
+        dest: &str,
+        manifest: &Manifest,
+        mirror: bool,
+        itemize: bool,
+        max_check: usize,
+    ) -> Result<(crate::proto::msg::Preview, Vec<u64>), StoreError> {
+        self.scan(dest, manifest, mirror, itemize, max_check)
+    }
+
+    fn preview_check(&mut self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
+        self.scan_check(dest, manifest, sums)
+    }
+
+    fn keep_aside(&mut self, transfer: u64) {
+        if self.transfers.contains_key(&transfer) {
+            self.aside_wanted.insert(transfer);
+        }
+    }
+
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        let Some((fd, dest, a)) = self.asides.remove(&transfer) else {
+            return Err(StoreError::Refused(format!("transfer {transfer} kept no old tree")));
+        };
         self.published.retain(|(id, _, _)| *id != transfer);
-        let Some(mut t) = self.transfers.remove(&transfer) else { return };
+        a.rollback(fd.as_fd()).map_err(|e| StoreError::io(format!("rollback in {}", dest.display()), &e))
+    }
+
+    fn decide(&mut self, transfer: u64) {
+        if let Some((fd, dest, a)) = self.asides.remove(&transfer) {
+            if let Err(e) = a.drop_folder(fd.as_fd()) {
+                // The next sweep of the dest removes it (no wave waits for it).
+                log::warn!(
+                    "event=aside_remove_failed transfer={transfer} dest={} error={}",
+                    kv_quote(&dest.display().to_string()),
+                    kv_quote(&e.to_string())
+                );
+            }
+        }
+    }
+
+    fn abort(&mut self, transfer: u64, keep: bool) {
+        self.decide(transfer);
+        self.aside_wanted.remove(&transfer);
+        self.published.retain(|(id, _, _)| *id != transfer);
+        // A stage out on a disk job: the job stops soon, and the abort is done when it ends.
+        if let Some(b) = self.busy.values_mut().find(|b| b.transfer == transfer && b.aborted.is_none()) {
+            b.cancel.store(true, Ordering::Relaxed);
+            b.aborted = Some(keep);
+        }
+        let Some(t) = self.transfers.remove(&transfer) else { return };
+        self.finish_abort(transfer, t, keep);
+    }
+}
+
+/// What a disk job hands back: the stage it had (or made), and what it did.
+type JobOutput = (Option<Staged>, Result<JobDone, StoreError>);
+
+/// A stage about to be built (`DiskStore::begin`).
+struct Begun {
+    dest: PathBuf,
+    dest_fd: OwnedFd,
+    stage: String,
+    record: PathBuf,
+    sync: bool,
+}
+
+/// `prepare`'s long part: the stage folder and its directories, then what this host holds
+/// already (the published copy unchanged by size and mtime, with `delta`; what an earlier
+/// attempt staged, to check).
+fn build(transfer: u64, b: Begun, manifest: &Manifest, delta: bool, stop: Stop) -> Result<Staged, StoreError> {
+    let started = Instant::now();
+    let dest = b.dest.to_string_lossy().into_owned();
+    let existed = at::lstat_at(b.dest_fd.as_fd(), b.stage.as_str()).ok().flatten().is_some();
+    let (stage_fd, reopened) = staged::open_stage(b.dest_fd.as_fd(), &dest, &b.stage, manifest).inspect_err(|_| {
+        // A push refused here leaves no stage of its own behind.
+        if !existed {
+            let _ = at::remove_at(b.dest_fd.as_fd(), b.stage.as_str());
+        }
+    })?;
+    retain::touch(stage_fd.as_fd());
+    log::info!(
+        "event=stage_prepared transfer={transfer} entries={} ms={}",
+        manifest.entries().len(),
+        started.elapsed().as_millis()
+    );
+    let mut t = Staged::new((b.dest, b.dest_fd), (b.stage, stage_fd, reopened), manifest, b.record, b.sync);
+    if delta && t.missing > 0 {
+        t.reusable = t.reuse_dest(transfer, None, stop).1;
+    }
+    t.untouched = t.missing == 0;
+    t.find_restaged(transfer);
+    Ok(t)
+}
+
+impl DiskStore {
+    /// A disk job running `work` on the transfer's stage, which moves into the job.
+    fn job<F>(&mut self, transfer: u64, work: F) -> Option<DiskJob>
+    where
+        F: FnOnce(&mut Staged, &AtomicBool) -> Result<JobDone, StoreError> + Send + 'static,
+    {
+        let mut t = self.transfers.remove(&transfer)?;
+        let names = (t.dest.clone(), t.stage.clone(), t.record.clone());
+        Some(self.spawn(transfer, names, move |cancel| {
+            let done = work(&mut t, cancel);
+            (Some(t), done)
+        }))
+    }
+
+    /// A disk job for `transfer` whose stage (dest, stage folder, record: `names`) is the
+    /// job's until it ends.
+    fn spawn<F>(&mut self, transfer: u64, names: (PathBuf, String, PathBuf), work: F) -> DiskJob
+    where
+        F: FnOnce(&AtomicBool) -> JobOutput + Send + 'static,
+    {
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        let (dest, stage, record) = names;
+        self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
+        let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
+        DiskJob { transfer, id, cancel, run: Box::new(run) }
+    }
+
+    /// `prepare`'s part on the loop: the dest opened and remembered, stale stages and records
+    /// swept, room made, and a transfer with the same stage (a master that died and was run
+    /// again) made to hand it over: its record is written first, so nothing durable is lost.
+    /// The same tree bound for another dest has its own stage and record.
+    fn begin(&mut self, transfer: u64, dest: &str, manifest: &Manifest) -> Result<Begun, StoreError> {
+        self.transfers.remove(&transfer);
+        let stage = stage_name(manifest);
+        let dest_fd = self.roots.open(dest, true)?;
+        self.remember(dest);
+        let record = resume::record_path(&self.state_dir, Path::new(dest), &stage);
+        self.sweep_dest(dest_fd.as_fd(), dest, &stage);
+        self.sweep_records(Some(&record));
+        self.make_room(dest_fd.as_fd(), dest, &stage, manifest)?;
+        let same: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.stage == stage && t.dest == Path::new(dest))
+            .map(|(id, _)| *id)
+            .chain(self.busy.values().filter(|b| b.stage == stage && b.dest == Path::new(dest)).map(|b| b.transfer))
+            .collect();
+        for id in same {
+            self.abort(id, true);
+        }
+        Ok(Begun { dest: PathBuf::from(dest), dest_fd, stage, record, sync: self.sync })
+    }
+
+    fn finish_abort(&mut self, transfer: u64, mut t: Staged, keep: bool) {
         if keep {
             t.checkpoint_or_warn(transfer);
             retain::touch(t.stage_fd.as_fd());

@@ -53,7 +53,7 @@ impl DiskStore {
     /// The dests this po knows (remembered, or of a live transfer) strictly below `dest`.
     pub(super) fn nested_in(&self, dest: &Path) -> Vec<Nested> {
         let known = self.dests.iter().map(PathBuf::from);
-        let live = self.transfers.values().map(|t| t.dest.clone());
+        let live = self.live().map(|(d, _, _)| d.to_path_buf());
         let mut v: Vec<Nested> =
             known.chain(live).filter_map(|d| Some(Nested { rel: below(dest, &d)?, dest: d })).collect();
         v.sort_by(|a, b| a.rel.cmp(&b.rel));

@@ -15,6 +15,7 @@ use nix::sys::stat::{fstat, utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::symlinkat;
 
+use super::aside::Aside;
 use super::at::{
     create_file_at, ensure_dir_at, is_dir, is_file, list, lstat_at, mode, mtime, open_dir_path, open_file_path,
     open_parent, remove_at, set_owner_attrs, split, Cursor,
@@ -84,7 +85,14 @@ impl Staged {
     /// Moves the sealed stage into the dest (see `Store::publish`). Every check that can fail
     /// runs before the first rename, so an error reported before `move_in` leaves the old tree
     /// exactly as it was.
-    pub fn publish(&mut self, transfer: u64, flag_file: Option<&str>, mirror: bool) -> Result<Published, StoreError> {
+    /// With `aside` (a canary), what is replaced or mirrored away is kept there for a rollback.
+    pub fn publish(
+        &mut self,
+        transfer: u64,
+        flag_file: Option<&str>,
+        mirror: bool,
+        mut aside: Option<&mut Aside>,
+    ) -> Result<Published, StoreError> {
         if !self.sealed {
             return Err(StoreError::Refused(format!("publish: transfer {transfer} is not sealed")));
         }
@@ -110,16 +118,16 @@ impl Staged {
             Some(flag) => Some((flag, self.stage_flag(flag, transfer, files, bytes)?)),
             None => None,
         };
-        self.move_in(transfer)?;
+        self.move_in(transfer, aside.as_deref_mut())?;
         // Remove what the tree lacks, before directory mtimes are set.
         if mirror {
-            self.mirror_walk(transfer, flag_file, true)?;
+            self.mirror_walk(transfer, flag_file, true, aside.as_deref_mut())?;
         }
         self.drop_stage(transfer);
         let dest = self.dest_fd.as_fd();
         self.dir_attrs(transfer)?;
         if let Some((flag, tmp)) = flag {
-            place_flag(dest, &tmp, flag).map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
+            place_flag(dest, &tmp, flag, aside).map_err(|e| StoreError::io(format!("flag file {flag}"), &e))?;
         }
         let _ = nix::unistd::fsync(dest.as_raw_fd());
         Ok(Published { files, bytes, unchanged: false })
@@ -208,7 +216,8 @@ impl Staged {
 
     /// Moves the staged entries in, parents first. A directory the dest lacks moves whole,
     /// with everything below it, in one rename (a first push of 20,000 files is a few).
-    fn move_in(&self, transfer: u64) -> Result<(), StoreError> {
+    fn move_in(&self, transfer: u64, mut aside: Option<&mut Aside>) -> Result<(), StoreError> {
+        let dest = self.dest_fd.as_fd();
         let started = Instant::now();
         let mut renames = 0u64;
         let mut dcur = Cursor::new(self.dest_fd.as_fd());
@@ -232,18 +241,31 @@ impl Staged {
                 continue;
             }
             let (parent, name) = split(&e.path);
+            let path = e.path.as_bytes();
+            let aside = aside.as_deref_mut();
             let done = dcur.at(parent).and_then(|d| -> io::Result<()> {
                 if e.kind == Kind::Dir {
-                    if lstat_at(d, name)?.is_none() {
+                    let found = lstat_at(d, name)?;
+                    if found.is_none() {
                         renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?;
-                        moved.insert(e.path.as_bytes());
+                        moved.insert(path);
                         renames += 1;
+                        if let Some(a) = aside {
+                            a.placed(path);
+                        }
                         return Ok(());
+                    }
+                    if let Some(a) = aside.filter(|_| !found.is_some_and(|st| is_dir(&st))) {
+                        a.displace(dest, d, path, name)?;
+                        a.placed(path);
                     }
                     return ensure_dir_at(d, name, 0o700);
                 }
                 renames += 1;
-                if lstat_at(d, name)?.is_some_and(|st| is_dir(&st)) {
+                if let Some(a) = aside {
+                    a.displace(dest, d, path, name)?;
+                    a.placed(path);
+                } else if lstat_at(d, name)?.is_some_and(|st| is_dir(&st)) {
                     remove_at(d, name)?;
                 }
                 Ok(renameat(Some(scur.at(parent)?.as_raw_fd()), name, Some(d.as_raw_fd()), name)?)
@@ -257,7 +279,13 @@ impl Staged {
     /// Removes from the dest what the tree lacks, except stage folders, the flag file, other
     /// dests below this one and the directories that hold them; or, without `remove`, only
     /// says whether there is any. Returns whether there was.
-    pub(super) fn mirror_walk(&self, transfer: u64, flag_file: Option<&str>, remove: bool) -> Result<bool, StoreError> {
+    pub(super) fn mirror_walk(
+        &self,
+        transfer: u64,
+        flag_file: Option<&str>,
+        remove: bool,
+        mut aside: Option<&mut Aside>,
+    ) -> Result<bool, StoreError> {
         let mut found = false;
         let entries = self.manifest.entries();
         let dirs: HashMap<&[u8], bool> = entries.iter().map(|e| (e.path.as_bytes(), e.kind == Kind::Dir)).collect();
@@ -300,7 +328,11 @@ impl Staged {
                     return Ok(true);
                 }
                 let shown = rel.to_string();
-                remove_at(at, n.as_os_str()).map_err(|e| StoreError::io(format!("mirror: remove {shown}"), &e))?;
+                let gone = match aside.as_deref_mut() {
+                    Some(a) => a.displace(base, at, rel.as_bytes(), n.as_bytes()),
+                    None => remove_at(at, n.as_os_str()),
+                };
+                gone.map_err(|e| StoreError::io(format!("mirror: remove {shown}"), &e))?;
                 log::debug!("event=mirror_remove transfer={transfer} path={}", kv_quote(&shown));
             }
         }
@@ -409,10 +441,15 @@ fn finish_file(
 }
 
 /// Renames the flag file written beside the stage (`tmp` in `dest`) over `flag`.
-fn place_flag(dest: BorrowedFd, tmp: &str, flag: &str) -> io::Result<()> {
+/// With `aside`, the old flag file is kept there.
+fn place_flag(dest: BorrowedFd, tmp: &str, flag: &str, aside: Option<&mut Aside>) -> io::Result<()> {
     let (parent, name) = split(flag);
     let parent = open_parent(dest, parent)?;
     let at = parent.as_ref().map_or(dest, |f| f.as_fd());
+    if let Some(a) = aside {
+        a.displace(dest, at, flag.as_bytes(), name)?;
+        a.placed(flag.as_bytes());
+    }
     renameat(Some(dest.as_raw_fd()), tmp, Some(at.as_raw_fd()), name)?;
     let _ = nix::unistd::fsync(at.as_raw_fd());
     Ok(())

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 
 use super::at::open_file_path;
-use super::delta::REUSE_BUDGET;
+use super::delta::{Stop, REUSE_BUDGET};
 use super::staged::Staged;
 use crate::proto::bitmap::{bitmap, unpack};
 use crate::proto::checksum::digest;
@@ -88,9 +88,9 @@ impl Staged {
     }
 
     /// Takes those of the listed blocks an earlier attempt staged whose staged bytes match
-    /// their digest from the master; the others are fetched again. Reading stops at `until`.
+    /// their digest from the master; the others are fetched again. Reading stops at `stop`.
     /// Returns the blocks taken.
-    pub fn verify_restaged(&mut self, transfer: u64, sums: &[(u64, Digest)], until: Instant) -> Vec<u64> {
+    pub fn verify_restaged(&mut self, transfer: u64, sums: &[(u64, Digest)], stop: Stop) -> Vec<u64> {
         let started = Instant::now();
         let mut files = StagedFiles(HashMap::new());
         let (mut taken, mut checked, mut bytes) = (Vec::new(), 0usize, 0u64);
@@ -100,7 +100,7 @@ impl Staged {
             if self.restaged.binary_search(&i).is_err() || self.held[i as usize] {
                 continue;
             }
-            if Instant::now() > until {
+            if stop.now() {
                 stopped = true;
                 break;
             }
@@ -115,7 +115,7 @@ impl Staged {
             taken.push(i);
             bytes += b.len as u64;
         }
-        if stopped {
+        if stopped && !stop.cancelled() {
             log::warn!("event=stage_check_budget_spent transfer={transfer} seconds={}", REUSE_BUDGET.as_secs());
         }
         if checked > 0 {
@@ -137,15 +137,19 @@ impl Staged {
         if !self.dirty || !self.sync {
             return Ok(());
         }
-        nix::unistd::syncfs(self.stage_fd.as_raw_fd())?;
+        write_checkpoint(self.stage_fd.as_fd(), &self.record, &self.record_bytes(), &self.record_lock)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The resume record of the blocks held now.
+    pub fn record_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(28 + self.held.len() / 8 + 1);
         b.extend_from_slice(RECORD_MAGIC);
         b.extend_from_slice(&self.manifest.id());
         b.extend_from_slice(&(self.held.len() as u64).to_be_bytes());
         b.extend_from_slice(&bitmap(&self.held));
-        super::state_file::replace(&self.record, &b, true)?;
-        self.dirty = false;
-        Ok(())
+        b
     }
 
     /// Checkpoints, logging a failure (the transfer goes on; a resume just fetches more).
@@ -157,6 +161,14 @@ impl Staged {
             );
         }
     }
+}
+
+/// Makes the stage's data durable (`stage`: any descriptor on its filesystem), then replaces
+/// the record with `bytes` (the blocks held before the sync began), one writer at a time.
+pub fn write_checkpoint(stage: BorrowedFd, record: &Path, bytes: &[u8], lock: &std::sync::Mutex<()>) -> io::Result<()> {
+    nix::unistd::syncfs(stage.as_raw_fd())?;
+    let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+    super::state_file::replace(record, bytes, true)
 }
 
 /// The byte ranges of a staged file that hold data: a range never written reads as a hole.

@@ -88,7 +88,11 @@ fn need(manifest: &Manifest, unit: u64, stage: Option<BorrowedFd>) -> (u64, u64)
 impl DiskStore {
     /// Stage names of live transfers to `dest`.
     fn in_use(&self, dest: &str) -> HashSet<String> {
-        self.transfers.values().filter(|t| t.dest == Path::new(dest)).map(|t| t.stage.clone()).collect()
+        let mut v: HashSet<String> =
+            self.live().filter(|(d, _, _)| *d == Path::new(dest)).map(|(_, s, _)| s.to_owned()).collect();
+        // A canary's old tree, kept aside until its wave is decided.
+        v.extend(self.asides.values().filter(|(_, d, _)| d == Path::new(dest)).map(|(_, _, a)| a.name().to_string()));
+        v
     }
 
     /// Removes the stale stage `s` of `dest`, and its record.
@@ -116,7 +120,11 @@ impl DiskStore {
         in_use.insert(keep.to_string());
         let Ok(stale) = stale_stages(dest_fd, &in_use) else { return };
         for (i, s) in stale.iter().enumerate() {
-            if s.age > self.retention {
+            if s.name.to_str().is_some_and(|n| n.ends_with(super::aside::SUFFIX)) {
+                // A canary's old tree no wave waits for (the po restarted, or its removal
+                // failed): the new tree stays, so it goes at once.
+                self.remove_stale(dest_fd, dest, s, "aside");
+            } else if s.age > self.retention {
                 self.remove_stale(dest_fd, dest, s, "retention");
             } else if i >= STAGES_PER_DEST {
                 self.remove_stale(dest_fd, dest, s, "count");
@@ -128,7 +136,7 @@ impl DiskStore {
     /// retention or beyond the newest `RECORDS`. (Records named before they were keyed by
     /// dest, `wugui-stage-<id>.held`, are never used again and go the same way.)
     pub(super) fn sweep_records(&self, keep: Option<&Path>) {
-        let mut in_use: HashSet<PathBuf> = self.transfers.values().map(|t| t.record.clone()).collect();
+        let mut in_use: HashSet<PathBuf> = self.live().map(|(_, _, r)| r.to_path_buf()).collect();
         in_use.extend(keep.map(Path::to_path_buf));
         let Ok(dir) = std::fs::read_dir(&self.state_dir) else { return };
         let mut records: Vec<(Duration, std::path::PathBuf)> = dir

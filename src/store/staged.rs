@@ -41,6 +41,10 @@ pub struct Staged {
     pub checkpointed: Instant,
     pub dirty: bool,
     pub sync: bool,
+    /// A checkpoint job (`Store::checkpoint_job`) runs; the lock orders its record write with
+    /// the ones made here.
+    pub syncing: bool,
+    pub record_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Staged files open for writing.
     pub open: OpenFiles<File>,
     pub sealed: bool,
@@ -148,6 +152,8 @@ impl Staged {
             checkpointed: Instant::now(),
             dirty: false,
             sync,
+            syncing: false,
+            record_lock: Default::default(),
             open: OpenFiles::new(OPEN_FILES),
             sealed: false,
             restaged: Vec::new(),

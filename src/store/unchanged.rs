@@ -38,7 +38,7 @@ impl Staged {
             }
         }
         // Mirror would remove something: the tree in the dest is not the manifest's.
-        !mirror || matches!(self.mirror_walk(0, flag_file, false), Ok(false))
+        !mirror || matches!(self.mirror_walk(0, flag_file, false, None), Ok(false))
     }
 
     /// Whether `name` in `dir` is entry `e` as the stage would publish it.

@@ -11,6 +11,7 @@
 pub mod fd;
 pub mod map;
 pub mod sendfile;
+pub mod sock;
 
 use std::io;
 

@@ -319,7 +319,12 @@ impl Conns {
                 }
                 Action::RunHook { id, .. } => self.hooks.push(id),
                 Action::Verify(check) => self.checks.push(check),
-                Action::Send { .. } | Action::SendBlock { .. } | Action::SetRates { .. } => {}
+                // No store of the fuzz worlds hands out disk jobs (`Store::check_job`).
+                Action::Disk(job) => drop(job),
+                Action::Send { .. }
+                | Action::SendBlock { .. }
+                | Action::SetRates { .. }
+                | Action::ShortQueue { .. } => {}
             }
         }
     }

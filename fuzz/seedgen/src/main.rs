@@ -15,7 +15,7 @@ use std::sync::Arc;
 use wugui::proto::auth::Token;
 use wugui::proto::checksum::digest;
 use wugui::proto::manifest::{Entry, Kind};
-use wugui::proto::msg::{PeerLink, PoStat, Reason, TransferStat};
+use wugui::proto::msg::{PeerLink, PoStat, Reason, TransferStat, WaveStep};
 use wugui::proto::sites::SiteLink;
 use wugui::proto::wire::{self, MsgType, VERSION};
 use wugui::proto::{BlockHead, Manifest, Msg, Payload, Sum};
@@ -97,7 +97,9 @@ fn frames() -> Vec<(String, Vec<u8>)> {
             po: "10.0.0.9:4100".into(),
             manifest_id: m.id(),
             manifest_len: m.encode().len() as u64,
+            mode: 0,
         },
+        Msg::Wave { transfer: 7, step: WaveStep::Canary },
         Msg::Verified { transfer: 7 },
         Msg::Manifest { transfer: 7, manifest: Arc::new(m.encode()) },
         Msg::Check { transfer: 7, blocks: vec![0, 1] },

@@ -479,7 +479,7 @@ impl Machine for CacMachine {
                     }
                 }
             }
-            Event::Connected { .. } | Event::HookDone { .. } | Event::Verified { .. } => {}
+            Event::Connected { .. } | Event::HookDone { .. } | Event::Verified { .. } | Event::DiskDone { .. } => {}
         }
     }
 

@@ -35,6 +35,10 @@ impl MasterMachine {
         if let Some(err) = self.changed_source() {
             return self.abort_all(err);
         }
+        // A canary wave commits its canaries first, the rest on its go.
+        if self.wave.on() {
+            return self.wave_step(true);
+        }
         let Some(plan) = self.plan.as_ref() else { return };
         let transfer = plan.transfer;
         log::info!("event=commit transfer={transfer} ready={ready} total={}", self.pos.len());
@@ -47,6 +51,9 @@ impl MasterMachine {
     }
 
     pub(super) fn maybe_finish(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Transfer { .. }) {
+            self.wave_step(false);
+        }
         if matches!(self.phase, Phase::Transfer { .. })
             && self.pos.iter().all(|p| matches!(p.kind(), PoState::Done | PoState::Failed))
         {
@@ -80,6 +87,22 @@ impl MasterMachine {
             })
             .collect();
         let ok = pos.iter().filter(|p| p.failed.is_none()).count();
+        let dry = self.dry.take().map(|mut d| {
+            d.answers = self
+                .pos
+                .iter()
+                .zip(&self.previews)
+                .zip(&pos)
+                .map(|((p, preview), o)| {
+                    let answer = match (preview, &o.failed) {
+                        (Some(pv), None) => Ok((**pv).clone()),
+                        (_, f) => Err(f.clone().unwrap_or_default()),
+                    };
+                    (p.name.clone(), answer)
+                })
+                .collect();
+            d
+        });
         let ran = Ran {
             bytes: plan.manifest.bytes(),
             blocks: plan.manifest.blocks(),
@@ -96,12 +119,13 @@ impl MasterMachine {
             true => Ran { site_in: sites::entered(sb.sites(), &sb.links()), site_links: sb.links(), ..ran },
             false => ran,
         };
-        let result = match ok {
+        let result = self.wave_result(match ok {
+            _ if dry.is_some() && !aborted => TransferResult::DryRun(dry.expect("checked")),
             _ if aborted => TransferResult::Aborted(ran),
             0 => TransferResult::Failed(ran),
             ok if ok < self.pos.len() => TransferResult::Partial(ran),
             _ => TransferResult::Ok(ran),
-        };
+        });
         if let Some(sw) = plan.swarm.as_ref() {
             log::debug!("event=swarm_diag {}", sw.diag_line());
         }

@@ -25,6 +25,9 @@ impl MasterMachine {
                 return self.on_check(now, i, blocks)
             }
             (PoState::Offered, Msg::Verified { transfer: t }) if t == transfer => self.on_verified(now, i),
+            (PoState::Offered, Msg::Preview(p)) if p.transfer == transfer && self.dry.is_some() => {
+                self.on_preview(i, p)
+            }
             (PoState::Offered, Msg::Accept { transfer: t, have }) if t == transfer => self.on_accept(i, &have),
             (PoState::Sending | PoState::Ready, Msg::Have { transfer: t, blocks }) if t == transfer => {
                 self.on_have(now, i, blocks)
@@ -33,6 +36,7 @@ impl MasterMachine {
                 self.on_unsent(now, i, block, to, &why)
             }
             (_, Msg::Bad { transfer: t, block, from }) if t == transfer => self.on_bad(now, i, block, from),
+            (_, Msg::Chain { transfer: t, set, .. }) if t == transfer && set.is_empty() => self.on_chain_ack(i),
             (PoState::Sending | PoState::Offered, Msg::Ready { transfer: t }) if t == transfer => self.on_ready(i),
             (
                 PoState::Ready | PoState::Committing | PoState::Sending,
@@ -94,6 +98,28 @@ impl MasterMachine {
         p.state = State::Offered { deadline: now + super::OFFER_TIMEOUT };
         if let Some(conn) = p.conn {
             self.out.push_back(Action::Send { conn, msg: Msg::Manifest { transfer, manifest } });
+        }
+    }
+
+    /// A dry run's answer: what this po would change. Nothing more is asked of it.
+    fn on_preview(&mut self, i: usize, p: Box<crate::proto::msg::Preview>) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        let po = &mut self.pos[i];
+        log::info!(
+            "event=dry_run transfer={} po={} create={} change={} delete={} bytes={}",
+            plan.transfer,
+            po.name,
+            p.create,
+            p.change,
+            p.delete,
+            p.bytes
+        );
+        po.state = State::Done { hook: None, unchanged: p.create + p.change + p.delete == 0 };
+        if let Some(c) = po.conn.take() {
+            self.out.push_back(Action::Close { conn: c });
+        }
+        if let Some(slot) = self.previews.get_mut(i) {
+            *slot = Some(p);
         }
     }
 
@@ -249,8 +275,10 @@ impl MasterMachine {
         p.state = State::Done { hook: hook.map(|c| (c, tail)), unchanged };
         let same = if unchanged { " unchanged=1" } else { "" };
         log::info!("event=po_done transfer={} po={} files={files} bytes={bytes}{same}", plan.transfer, p.name);
-        // In a swarm a finished po still serves its neighbours.
-        if plan.swarm.is_none() {
+        // In a swarm a finished po still serves its neighbours; a canary hears how its wave ends.
+        let holds = self.wave_holds(i);
+        let p = &mut self.pos[i];
+        if plan.swarm.is_none() && !holds {
             if let Some(c) = p.conn.take() {
                 self.out.push_back(Action::Close { conn: c });
             }

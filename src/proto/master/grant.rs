@@ -9,7 +9,7 @@ use crate::proto::auth;
 use crate::proto::cac::challenge_data;
 use crate::proto::failover::Failover;
 use crate::proto::manifest::Kind;
-use crate::proto::msg::{Reason, TransferStat};
+use crate::proto::msg::Reason;
 use crate::proto::sites::{SiteBytes, Sites};
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, ClassCfg, ConnId, Event, Manifest, Msg};
@@ -105,7 +105,7 @@ impl MasterMachine {
         (pos, labels): (Vec<String>, Vec<String>),
         pairs: Vec<(String, String)>,
     ) {
-        let class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
+        let mut class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
             Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
         };
@@ -117,25 +117,30 @@ impl MasterMachine {
             Ok(s) => s,
             Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent bad sites: {e}"))),
         };
+        // Chains that could not pay off are not planned, nor their smaller blocks chosen.
+        class.chains &= super::chain::worth_it(pos.len(), super::chain::MOST_AUTO_BLOCKS);
         self.cac_conn = Some(conn);
         let (manifest, source) = match (self.planner)(&class) {
             Ok(p) => p,
             Err(e) => return self.stop_early(TransferResult::SourceFailed(e)),
         };
         if self.settings.dry_run {
-            return self.dry_run(conn, transfer, token, &class, &manifest, &pos);
+            self.dry = Some(Box::new(dry_plan(&class, &manifest, &pos)));
+            self.previews = vec![None; pos.len()];
         }
         log::info!(
-            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}",
+            "event=transfer_start transfer={transfer} class={} pos={} files={} bytes={} blocks={} verify={} p2p={}{}",
             class.name,
             pos.len(),
             manifest.files(),
             manifest.bytes(),
             manifest.blocks(),
             class.verify,
-            if class.p2p { "on" } else { "off" }
+            if class.p2p { "on" } else { "off" },
+            if self.settings.dry_run { " dry_run=1" } else { "" }
         );
         self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
+        self.wave = super::wave::Wave::new(self.settings.canary.unwrap_or(class.canary) as usize);
         let pos = pos.into_iter().map(|name| Po::new(name, manifest.blocks(), now)).collect();
         let mut plan = Plan::new(transfer, token, class, manifest, source, now);
         plan.site_bytes = SiteBytes::new(sites);
@@ -146,9 +151,11 @@ impl MasterMachine {
     fn start_transfer(&mut self, now: Instant, mut plan: Plan, pos: Vec<Po>) {
         self.pos = pos;
         if plan.class.p2p {
-            let mut swarm = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
-            swarm.set_sites(plan.site_bytes.sites().clone());
-            plan.swarm = Some(swarm);
+            let depth = super::chain::head_depth(plan.manifest.block_size);
+            let mut sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
+            sw.set_sites(plan.site_bytes.sites().clone());
+            let chains = plan.class.chains && super::chain::worth_it(self.pos.len(), plan.manifest.blocks());
+            plan.swarm = Some(if chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }
         self.plan = Some(plan);
         self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };
@@ -162,32 +169,21 @@ impl MasterMachine {
             self.finish(now);
         }
     }
+}
 
-    /// What a transfer would move (`app::outcome` says how long it would take).
-    fn dry_run(&mut self, cac: ConnId, transfer: u64, token: Vec<u8>, class: &ClassCfg, m: &Manifest, pos: &[String]) {
-        let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
-        let plan = DryRun {
-            class: class.clone(),
-            files: count(|k| matches!(k, Kind::File { .. })),
-            dirs: count(|k| matches!(k, Kind::Dir)),
-            symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
-            bytes: m.bytes(),
-            blocks: m.blocks(),
-            block_size: m.block_size,
-            pos: pos.to_vec(),
-        };
-        let stat = TransferStat {
-            transfer,
-            class: class.name.clone(),
-            state: "dry-run".into(),
-            total: m.bytes(),
-            started_unix: self.settings.unix_start,
-            ..Default::default()
-        };
-        self.out.push_back(Action::Send { conn: cac, msg: Msg::Progress { stat, token } });
-        self.out.push_back(Action::Close { conn: cac });
-        let class = class.name.clone();
-        self.outcome = Some(Outcome { transfer, class, result: TransferResult::DryRun(Box::new(plan)) });
-        self.phase = Phase::Finished;
+/// What a dry run would move (`app::outcome` says how long it would take); each po's answer
+/// is added as it comes.
+fn dry_plan(class: &ClassCfg, m: &Manifest, pos: &[String]) -> DryRun {
+    let count = |f: fn(&Kind) -> bool| m.entries().iter().filter(|e| f(&e.kind)).count();
+    DryRun {
+        class: class.clone(),
+        files: count(|k| matches!(k, Kind::File { .. })),
+        dirs: count(|k| matches!(k, Kind::Dir)),
+        symlinks: count(|k| matches!(k, Kind::Symlink { .. })),
+        bytes: m.bytes(),
+        blocks: m.blocks(),
+        block_size: m.block_size,
+        pos: pos.to_vec(),
+        answers: Vec::new(),
     }
 }

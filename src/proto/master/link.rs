@@ -43,7 +43,18 @@ impl MasterMachine {
             return self.schedule(now);
         }
         let (manifest_id, manifest_len) = plan.announced();
-        let msg = Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len };
+        // With `publish = each`, a canary wave decides when each po publishes; a dry run asks
+        // each po what it would change.
+        use crate::proto::msg;
+        let hold = self.wave.on() && plan.class.publish == crate::proto::class::Publish::Each;
+        let mode = match (self.settings.dry_run, self.settings.itemize) {
+            (true, true) => msg::OFFER_DRY_RUN | msg::OFFER_ITEMIZE,
+            (true, false) => msg::OFFER_DRY_RUN,
+            _ if hold => msg::OFFER_HOLD,
+            _ => 0,
+        };
+        let msg =
+            Msg::Offer { token: plan.token.clone(), po: self.pos[i].name.clone(), manifest_id, manifest_len, mode };
         self.out.push_back(Action::Send { conn, msg });
         self.pos[i].state = State::Offered { deadline: now + OFFER_TIMEOUT };
     }
@@ -74,6 +85,8 @@ impl MasterMachine {
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
+        // Its chain neighbours link around it now.
+        self.tell_chains();
         let p = &mut self.pos[i];
         for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
             self.out.push_back(Action::Close { conn: c });
@@ -81,6 +94,11 @@ impl MasterMachine {
         if matches!(p.kind(), PoState::Done | PoState::Failed) {
             return;
         }
+        // A canary being rolled back cannot be offered the transfer again.
+        if self.wave.phase == super::wave::WavePhase::Failed && self.wave.canaries.contains(&i) {
+            return self.po_fail(i, why);
+        }
+        let p = &mut self.pos[i];
         if p.attempts <= retries {
             let backoff = Duration::from_millis(500 << p.attempts.min(6));
             log::warn!(
@@ -112,6 +130,7 @@ impl MasterMachine {
                 if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
                     sw.leave(i as u32);
                 }
+                self.tell_chains();
                 let p = &mut self.pos[i];
                 for c in [p.conn.take(), p.data.take()].into_iter().flatten() {
                     self.out.push_back(Action::Close { conn: c });
@@ -129,6 +148,8 @@ impl MasterMachine {
         if let Some(sw) = self.plan.as_mut().and_then(|p| p.swarm.as_mut()) {
             sw.leave(i as u32);
         }
+        // Its chain neighbours link around it now.
+        self.tell_chains();
         let p = &mut self.pos[i];
         p.state = State::Failed { error };
         if let Some(c) = p.conn.take() {

@@ -15,6 +15,7 @@
 
 mod abort;
 mod busy;
+mod chain;
 mod commit;
 mod frames;
 mod grant;
@@ -25,6 +26,7 @@ mod report;
 mod send;
 mod state;
 mod timers;
+mod wave;
 
 pub use outcome::{DryRun, Outcome, PoOutcome, Ran, TransferResult};
 pub use state::PoState;
@@ -53,6 +55,10 @@ pub struct MasterSettings {
     pub wait: Option<Duration>,
     /// A fresh random secret of this run: the swarm's link keys derive from it.
     pub transfer_key: [u8; 32],
+    /// `--canary K`: overrides the class's `canary` (README "Canary waves").
+    pub canary: Option<u32>,
+    /// `-i`: a dry run asks each po for the paths it would change.
+    pub itemize: bool,
 }
 
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,6 +91,10 @@ pub struct MasterMachine {
     wait_until: Option<Instant>,
     busy_refusals: u32,
     outcome: Option<Outcome>,
+    wave: wave::Wave,
+    /// A dry run: the tree's summary, and each po's PREVIEW as it comes.
+    dry: Option<Box<DryRun>>,
+    previews: Vec<Option<Box<crate::proto::msg::Preview>>>,
     out: VecDeque<Action>,
 }
 
@@ -107,6 +117,9 @@ impl MasterMachine {
             wait_until: None,
             busy_refusals: 0,
             outcome: None,
+            wave: wave::Wave::new(0),
+            dry: None,
+            previews: Vec::new(),
             out: VecDeque::new(),
         };
         m.wait_until = m.settings.wait.map(|w| now + w);

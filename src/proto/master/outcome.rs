@@ -1,6 +1,7 @@
 //! How a transfer ended, as data: `app::outcome` turns it into the exit code, the summary line
 //! and the per-po lines.
 
+use crate::proto::msg::Preview;
 use crate::proto::sites::SiteLink;
 use crate::proto::ClassCfg;
 use std::time::Duration;
@@ -31,8 +32,8 @@ pub enum TransferResult {
     /// SIGINT or SIGTERM: the pos that had not published were told to abort (with
     /// `publish = each`, those that had count as committed).
     Aborted(Ran),
-    /// The canary po failed, so no other po was offered the transfer. Reserved: nothing makes
-    /// it yet.
+    /// A canary failed (its publish or its hook): the canaries rolled back, and no other po
+    /// published.
     CanaryFailed(Ran),
 }
 
@@ -74,6 +75,9 @@ pub struct DryRun {
     pub blocks: u64,
     pub block_size: u32,
     pub pos: Vec<String>,
+    /// Each po's answer, in class order: what it would change, or why it failed as the real
+    /// push would.
+    pub answers: Vec<(String, Result<Preview, String>)>,
 }
 
 /// A transfer that ran.

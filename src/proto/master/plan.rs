@@ -37,6 +37,8 @@ pub(super) struct Plan {
     pub(super) window: u64,
     /// With `p2p = on`: who holds what, and who sends what next.
     pub(super) swarm: Option<Swarm>,
+    /// The chain plan went out (later CHAINs are re-plans).
+    pub(super) chain_told: bool,
     /// Blocks this master uploaded itself, and their bytes.
     pub(super) sent_blocks: u64,
     pub(super) sent_bytes: u64,
@@ -70,6 +72,7 @@ impl Plan {
             sums: vec![None; nb],
             started: now,
             swarm: None,
+            chain_told: false,
             sent_blocks: 0,
             sent_bytes: 0,
             site_bytes: SiteBytes::new(Sites::one(0)),

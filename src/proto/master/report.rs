@@ -16,7 +16,14 @@ impl MasterMachine {
             transfer: plan.transfer,
             class: plan.class.name.clone(),
             master: String::new(),
-            state: state.unwrap_or(if live { "sending" } else { "committing" }).to_owned(),
+            state: state
+                .unwrap_or(match self.wave.phase {
+                    // A canary wave shows where it is: canary, rest, or decided (it failed).
+                    super::wave::WavePhase::Staging if live => "sending",
+                    super::wave::WavePhase::Staging => "committing",
+                    w => w.name(),
+                })
+                .to_owned(),
             total: plan.manifest.bytes(),
             done,
             started_unix: self.settings.unix_start,

@@ -45,6 +45,9 @@ impl MasterMachine {
     pub(super) fn schedule(&mut self, now: Instant) {
         let Some(plan) = self.plan.as_mut() else { return };
         let Some(assigns) = plan.swarm.as_mut().map(|sw| sw.schedule(now)) else { return };
+        // A plan or re-plan goes out before any block of it.
+        self.tell_chains();
+        let Some(plan) = self.plan.as_mut() else { return };
         // Every block of these whose checksum is still unknown is hashed on the source's
         // workers at once, while the loop goes through them in order.
         let next = plan.unsummed(assigns.iter().map(|a| a.block));

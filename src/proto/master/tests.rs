@@ -69,6 +69,8 @@ impl Rig {
             dry_run: false,
             wait: None,
             transfer_key: [1; 32],
+            canary: None,
+            itemize: false,
         };
         let mut rig = Rig { m: MasterMachine::new(settings, planner, now), now, conns: Vec::new(), blocks, asked };
         let cac = rig.connects()[0];

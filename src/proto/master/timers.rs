@@ -99,7 +99,7 @@ impl MasterMachine {
             let limit = sw.stall_limit(STALL_FLOOR);
             for (to, b, from) in sw.stalled(now, limit) {
                 log::warn!("event=push_stalled block={b} to={to} from={from:?} limit_ms={}", limit.as_millis());
-                sw.stall(to, b, now);
+                sw.stalled_out(to, b, now, limit);
             }
         }
         self.schedule(now);

@@ -2,7 +2,7 @@
 //! allocating.
 
 use super::stat::decode_stat;
-use super::{BlockHead, Msg, Payload, PeerLink, Reason, Sum};
+use super::{BlockHead, Msg, Payload, PeerLink, Preview, PreviewKind, Reason, Sum, WaveStep, MAX_PREVIEW_ITEMS};
 use crate::proto::codec::{invalid, DecodeError, Reader};
 use crate::proto::sites;
 use crate::proto::wire::{self, MsgType, MAX_ADDRS, MAX_CLASS_PAIRS, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TOKEN};
@@ -69,7 +69,42 @@ impl Msg {
                 po: r.str(MAX_NAME, "po address")?,
                 manifest_id: r.array("manifest id")?,
                 manifest_len: r.u64("manifest length")?,
+                mode: match r.u8("offer mode")? {
+                    m if m & !(super::OFFER_DRY_RUN | super::OFFER_HOLD | super::OFFER_ITEMIZE) == 0 => m,
+                    m => return Err(invalid("offer mode", m.to_string())),
+                },
             },
+            MsgType::Wave => {
+                let transfer = r.u64("transfer")?;
+                let step = match r.u8("wave step")? {
+                    1 => WaveStep::Canary,
+                    2 => WaveStep::Rollback,
+                    3 => WaveStep::Decided,
+                    s => return Err(invalid("wave step", s.to_string())),
+                };
+                Msg::Wave { transfer, step }
+            }
+            MsgType::Preview => {
+                let mut p = Preview::default();
+                for n in [&mut p.transfer, &mut p.create, &mut p.change, &mut p.delete, &mut p.bytes, &mut p.more] {
+                    *n = r.u64("preview count")?;
+                }
+                let n = r.count(MAX_PREVIEW_ITEMS, 5, "preview items")?;
+                p.items.reserve(n);
+                for _ in 0..n {
+                    let kind = match r.u8("preview kind")? {
+                        1 => PreviewKind::CreateFile,
+                        2 => PreviewKind::ChangeFile,
+                        3 => PreviewKind::CreateDir,
+                        4 => PreviewKind::CreateLink,
+                        5 => PreviewKind::ChangeLink,
+                        6 => PreviewKind::Delete,
+                        k => return Err(invalid("preview kind", k.to_string())),
+                    };
+                    p.items.push((kind, r.bytes(MAX_PATH, "preview path")?.to_vec()));
+                }
+                Msg::Preview(Box::new(p))
+            }
             MsgType::Verified => Msg::Verified { transfer: r.u64("transfer")? },
             MsgType::Manifest => Msg::Manifest {
                 transfer: r.u64("transfer")?,
@@ -154,6 +189,15 @@ impl Msg {
                 why: r.str(MAX_TEXT, "reason")?,
             },
             MsgType::Bad => Msg::Bad { transfer: r.u64("transfer")?, block: r.u64("block")?, from: r.u32("po index")? },
+            MsgType::Chain => {
+                let transfer = r.u64("transfer")?;
+                let k = r.count(wire::MAX_STRIPES, 4, "stripes")?;
+                if k == 0 {
+                    return Err(invalid("stripes", "0"));
+                }
+                let next = (0..k).map(|_| r.u32("successor")).collect::<Result<_, _>>()?;
+                Msg::Chain { transfer, next, set: r.bytes(wire::MAX_CONTROL as usize, "chain set")?.to_vec() }
+            }
             MsgType::Block => unreachable!("handled above"),
         };
         r.finish()?;

@@ -77,11 +77,26 @@ impl Msg {
                 w.str(class_name);
                 encode_pairs(w, class);
             }
-            Msg::Offer { token, po, manifest_id, manifest_len } => {
+            Msg::Offer { token, po, manifest_id, manifest_len, mode } => {
                 w.bytes(token);
                 w.str(po);
                 w.raw(manifest_id);
                 w.u64(*manifest_len);
+                w.u8(*mode);
+            }
+            Msg::Wave { transfer, step } => {
+                w.u64(*transfer);
+                w.u8(*step as u8);
+            }
+            Msg::Preview(p) => {
+                for n in [p.transfer, p.create, p.change, p.delete, p.bytes, p.more] {
+                    w.u64(n);
+                }
+                w.u32(p.items.len() as u32);
+                for (k, path) in &p.items {
+                    w.u8(*k as u8);
+                    w.bytes(path);
+                }
             }
             Msg::Manifest { transfer, manifest } => {
                 w.u64(*transfer);
@@ -172,6 +187,12 @@ impl Msg {
                 w.u64(*block);
                 w.u32(*to);
                 w.str(why);
+            }
+            Msg::Chain { transfer, next, set } => {
+                w.u64(*transfer);
+                w.u32(next.len() as u32);
+                next.iter().for_each(|n| w.u32(*n));
+                w.bytes(set);
             }
             Msg::Bad { transfer, block, from } => {
                 w.u64(*transfer);

@@ -163,6 +163,8 @@ pub enum Msg {
         po: String,
         manifest_id: [u8; 16],
         manifest_len: u64,
+        /// `OFFER_DRY_RUN` | `OFFER_HOLD`; any other bit is refused at decoding.
+        mode: u8,
     },
     /// po -> master: the CAC vouched for the token; send the manifest.
     Verified {
@@ -276,7 +278,74 @@ pub enum Msg {
         block: u64,
         from: u32,
     },
+    /// master -> po: a step of a canary wave (README "Canary waves").
+    Wave {
+        transfer: u64,
+        step: WaveStep,
+    },
+    /// po -> master, for a dry-run offer: what a push would do here.
+    Preview(Box<Preview>),
+    /// master -> po, when the chains are planned and when they change: the po that gets each
+    /// block of stripe `s` (`block % next.len()`) that we verified, if the block is in `set`
+    /// (a have-bitmap); `NO_NEXT`: nobody (we are that stripe's tail). po -> master, with an
+    /// empty `set`: the po follows it now.
+    Chain {
+        transfer: u64,
+        next: Vec<u32>,
+        set: Vec<u8>,
+    },
 }
+
+/// OFFER mode bit: a dry run; the po stages nothing and answers PREVIEW.
+pub const OFFER_DRY_RUN: u8 = 1;
+/// OFFER mode bit: publish only on the master's word, even with `publish = each` (a canary
+/// wave decides the order).
+pub const OFFER_HOLD: u8 = 2;
+/// OFFER mode bit, with `OFFER_DRY_RUN`: list the paths (`-i`).
+pub const OFFER_ITEMIZE: u8 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WaveStep {
+    /// Publish as a canary: keep what is replaced aside until the wave is decided.
+    Canary = 1,
+    /// The canaries failed: put the old tree back.
+    Rollback = 2,
+    /// The wave is decided: drop what was kept aside.
+    Decided = 3,
+}
+
+/// What a push would change on one po. `items` holds at most `MAX_PREVIEW_ITEMS` paths
+/// (only when the master asked for them); `more` counts the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Preview {
+    pub transfer: u64,
+    pub create: u64,
+    pub change: u64,
+    pub delete: u64,
+    /// Bytes that would travel to this po (blocks it lacks).
+    pub bytes: u64,
+    pub items: Vec<(PreviewKind, Vec<u8>)>,
+    pub more: u64,
+}
+
+/// The most paths one PREVIEW lists (500 paths of 4 KiB fit a control frame); the counts
+/// cover the rest.
+pub const MAX_PREVIEW_ITEMS: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PreviewKind {
+    CreateFile = 1,
+    ChangeFile = 2,
+    CreateDir = 3,
+    CreateLink = 4,
+    ChangeLink = 5,
+    Delete = 6,
+}
+
+/// `Msg::Chain`'s "no successor in this stripe".
+pub const NO_NEXT: u32 = u32::MAX;
 
 impl Msg {
     pub fn ty(&self) -> MsgType {
@@ -311,6 +380,9 @@ impl Msg {
             Msg::Push { .. } => MsgType::Push,
             Msg::Unsent { .. } => MsgType::Unsent,
             Msg::Bad { .. } => MsgType::Bad,
+            Msg::Wave { .. } => MsgType::Wave,
+            Msg::Preview(_) => MsgType::Preview,
+            Msg::Chain { .. } => MsgType::Chain,
         }
     }
 }

@@ -30,7 +30,18 @@ pub fn samples() -> Vec<Msg> {
         Msg::Denied { reason: Reason::BadToken, text: "no".into() },
         Msg::Verify { token: vec![1], po: "p".into(), presenter: "1.2.3.4".into() },
         Msg::VerifyOk { transfer: 1, class_name: "c".into(), class: vec![] },
-        Msg::Offer { token: vec![1], po: "p".into(), manifest_id: [5; 16], manifest_len: 10 },
+        Msg::Offer { token: vec![1], po: "p".into(), manifest_id: [5; 16], manifest_len: 10, mode: 0 },
+        Msg::Offer { token: vec![1], po: "p".into(), manifest_id: [5; 16], manifest_len: 10, mode: 3 },
+        Msg::Wave { transfer: 1, step: WaveStep::Rollback },
+        Msg::Preview(Box::new(Preview {
+            transfer: 1,
+            create: 2,
+            change: 3,
+            delete: 4,
+            bytes: 5,
+            items: vec![(PreviewKind::ChangeFile, b"a/b".to_vec()), (PreviewKind::Delete, vec![0xff])],
+            more: 6,
+        })),
         Msg::Verified { transfer: 1 },
         Msg::Manifest { transfer: 1, manifest: Arc::new(vec![0; 10]) },
         Msg::Check { transfer: 1, blocks: vec![3, 9] },
@@ -65,6 +76,7 @@ pub fn samples() -> Vec<Msg> {
         Msg::Push { transfer: 1, block: 2, to: 3 },
         Msg::Unsent { transfer: 1, block: 2, to: 3, why: "no link".into() },
         Msg::Bad { transfer: 1, block: 2, from: 3 },
+        Msg::Chain { transfer: 1, next: vec![4, u32::MAX], set: vec![0xff, 0x01] },
     ]
 }
 
@@ -144,4 +156,29 @@ fn site_lists_are_bounded() {
     let link = crate::proto::sites::SiteLink { from: long, to: "bj".into(), bytes: 1 };
     let stat = TransferStat { sites: vec![link], ..Default::default() };
     assert!(Msg::from_frame(&Msg::StatReply { transfers: vec![stat] }.to_frame()).is_err());
+}
+
+#[test]
+fn wave_and_preview_fields_out_of_range_are_refused() {
+    // The last byte of each frame is the field under test.
+    let bad_last = |m: Msg, b: u8| {
+        let mut f = m.to_frame();
+        *f.last_mut().unwrap() = b;
+        assert!(Msg::from_frame(&f).is_err(), "{m:?} with {b}");
+    };
+    let offer = Msg::Offer { token: vec![1], po: "p".into(), manifest_id: [5; 16], manifest_len: 10, mode: 0 };
+    bad_last(offer, 8);
+    bad_last(Msg::Wave { transfer: 1, step: WaveStep::Canary }, 4);
+    bad_last(Msg::Wave { transfer: 1, step: WaveStep::Canary }, 0);
+    // A PREVIEW that claims more items than the bound is refused before anything is allocated.
+    let mut f = Msg::Preview(Box::default()).to_frame();
+    let n = f.len() - 4;
+    f[n..].copy_from_slice(&(MAX_PREVIEW_ITEMS as u32 + 1).to_be_bytes());
+    assert!(Msg::from_frame(&f).is_err());
+    let mut f =
+        Msg::Preview(Box::new(Preview { items: vec![(PreviewKind::Delete, vec![b'a'])], ..Preview::default() }))
+            .to_frame();
+    let kind_at = f.len() - 1 - 4 - 1;
+    f[kind_at] = 9;
+    assert!(Msg::from_frame(&f).is_err());
 }

@@ -10,7 +10,7 @@ impl<S: Store> PoMachine<S> {
     /// A block from the master's control connection, its data link, or neighbour `p`. Only
     /// control blocks carry their own checksum; the rest are checked against the master's `Sums`.
     /// A peer's bad frame is the peer's fault: its link closes and the master refetches the block.
-    pub(super) fn on_block(&mut self, conn: ConnId, from: From, head: BlockHead, data: Payload) {
+    pub(super) fn on_block(&mut self, now: Instant, conn: ConnId, from: From, head: BlockHead, data: Payload) {
         let Some(t) = self.transfers.get_mut(&head.transfer) else {
             return self.refuse(conn, Reason::Protocol, format!("block for unknown transfer {}", head.transfer));
         };
@@ -26,7 +26,8 @@ impl<S: Store> PoMachine<S> {
             (Err(e), From::Peer(p)) => return self.peer_fault(conn, head.transfer, Some(head.index), p, &e),
             (Err(e), _) => return self.fail(head.transfer, e),
         };
-        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] {
+        // While a disk job has the stage, no block is taken (none is due before ACCEPT).
+        if !matches!(t.state, TState::Receiving { .. }) || t.held[b.index as usize] || t.disk.is_some() {
             return;
         }
         let check = t.class.block_check();
@@ -47,7 +48,7 @@ impl<S: Store> PoMachine<S> {
         };
         let kind = if from == From::Control { t.class.verify } else { check };
         if kind == Verify::None {
-            return self.keep_block(head.transfer, b, data.bytes());
+            return self.keep_block(now, head.transfer, b, data.bytes());
         }
         // A copy already being checked settles this block either way: a bad one is fetched
         // again (a peer's) or fails the transfer (the master's).
@@ -62,7 +63,7 @@ impl<S: Store> PoMachine<S> {
 
     /// Check `id` of `transfer` is done. It counts only if the transfer still waits for it: a
     /// transfer that was aborted, failed, expired or replaced meanwhile forgot its checks.
-    pub(super) fn on_checked(&mut self, transfer: u64, id: u64, verdict: Verdict) {
+    pub(super) fn on_checked(&mut self, now: Instant, transfer: u64, id: u64, verdict: Verdict) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let Some((from, block)) = t.checking.remove(&id) else { return };
         if !matches!(t.state, TState::Receiving { .. }) || t.held[block as usize] {
@@ -92,12 +93,12 @@ impl<S: Store> PoMachine<S> {
                 };
             }
         };
-        self.keep_block(transfer, b, data.bytes());
+        self.keep_block(now, transfer, b, data.bytes());
     }
 
     /// Block `b`, verified (or of a class that verifies nothing), is staged; only now does it
     /// count: HAVE, READY, serving and publish all come after this.
-    fn keep_block(&mut self, transfer: u64, b: BlockRef, data: &[u8]) {
+    fn keep_block(&mut self, now: Instant, transfer: u64, b: BlockRef, data: &[u8]) {
         if let Err(e) = self.store.write_block(transfer, &b, data) {
             return self.fail(transfer, e.to_string());
         }
@@ -105,9 +106,14 @@ impl<S: Store> PoMachine<S> {
         t.hold(b.index);
         self.stats.bytes_received += b.len as u64;
         self.stats.blocks_received += 1;
-        if let Some(m) = t.master {
-            self.send(m, Msg::Have { transfer, blocks: vec![b.index] });
+        // HAVEs go out together once per loop turn (`flush_haves`): with small blocks one
+        // frame each would cost the master a wake-up per block.
+        if t.master.is_some() {
+            t.haves.push(b.index);
+            t.haves_since.get_or_insert(now);
         }
+        self.checkpoint(transfer);
+        self.forward(now, transfer, b.index);
         self.maybe_ready(transfer);
     }
 
@@ -129,13 +135,13 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// Checksums from the master; parked peer blocks can be checked now.
-    pub(super) fn on_sums(&mut self, transfer: u64, sums: Vec<(u64, Sum)>) {
+    pub(super) fn on_sums(&mut self, now: Instant, transfer: u64, sums: Vec<(u64, Sum)>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let blocks = t.manifest.blocks();
         t.sums.extend(sums.into_iter().filter(|(b, _)| *b < blocks));
         let parked = std::mem::take(&mut t.parked);
         for (conn, from, head, data) in parked {
-            self.on_block(conn, from, head, data);
+            self.on_block(now, conn, from, head, data);
         }
     }
 }

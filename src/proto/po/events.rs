@@ -6,24 +6,29 @@ impl<S: Store> PoMachine<S> {
     pub(super) fn on_master_frame(&mut self, now: Instant, conn: ConnId, transfer: Option<u64>, msg: Msg) {
         match msg {
             Msg::Block { head, data } if Some(head.transfer) == transfer => {
-                self.on_block(conn, From::Control, head, data)
+                self.on_block(now, conn, From::Control, head, data)
             }
             Msg::Peers { transfer: t, me, master_key, links } if Some(t) == transfer => {
                 self.on_peers(now, t, me, master_key, links)
             }
             Msg::Push { transfer: t, block, to } if Some(t) == transfer => self.on_push(now, t, block, to),
-            Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(t, sums),
+            Msg::Sums { transfer: t, sums } if Some(t) == transfer => self.on_sums(now, t, sums),
+            Msg::Chain { transfer: t, next, set } if Some(t) == transfer => self.on_chain(t, next, set),
             Msg::CheckSums { transfer: t, sums } if Some(t) == transfer => self.on_check_sums(t, sums),
             Msg::Commit { transfer: t } if Some(t) == transfer => match self.transfers.get(&t).map(|x| &x.state) {
                 Some(TState::Ready) => self.publish(t),
                 Some(TState::Published { .. }) => {}
                 _ => self.fail(t, "COMMIT before every block was held".into()),
             },
+            Msg::Wave { transfer: t, step } if Some(t) == transfer => self.on_wave(t, step),
             Msg::Abort { transfer: t, reason } if Some(t) == transfer => {
                 log::warn!("event=transfer_abort transfer={t} reason={}", crate::proto::text::quoted(&reason));
                 if let Some(x) = self.transfers.remove(&t) {
                     if !matches!(x.state, TState::Published { .. }) {
                         self.store.abort(t, true);
+                    } else {
+                        // A canary keeps the new tree: the old one kept aside goes.
+                        self.store.decide(t);
                     }
                 }
             }
@@ -46,6 +51,7 @@ impl<S: Store> PoMachine<S> {
             let proof = j.link_keys.get(&idx).copied().unwrap_or_default();
             let msg = Msg::PeerHello { token: t.token.clone(), me: j.me, proof };
             self.send(conn, msg);
+            self.out.push_back(Action::ShortQueue { conn });
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.deadline = None;
             }
@@ -63,11 +69,14 @@ impl<S: Store> PoMachine<S> {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match (&c.kind, msg) {
             // What the master calls us (`po`) is only its business.
-            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len }) => {
-                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len })
+            (ConnKind::New, Msg::Offer { token, po: _, manifest_id, manifest_len, mode }) => {
+                self.on_offer(now, conn, token, Announced { id: manifest_id, len: manifest_len, mode })
             }
             (ConnKind::Master { transfer: None }, Msg::Manifest { transfer, manifest }) => {
                 self.on_manifest(now, conn, transfer, &manifest)
+            }
+            (ConnKind::Master { transfer: None }, Msg::CheckSums { transfer, sums }) => {
+                self.on_dry_run_sums(conn, transfer, sums)
             }
             // A master whose `cac =` lists this po: say what we are.
             (ConnKind::New, Msg::AuthRequest { .. }) => {
@@ -78,10 +87,10 @@ impl<S: Store> PoMachine<S> {
             (ConnKind::New, Msg::PeerHello { token, me, proof }) => self.on_peer_hello(now, conn, &token, me, proof),
             (ConnKind::Peer { transfer, idx, .. }, Msg::Block { head, data }) if head.transfer == *transfer => {
                 let idx = *idx;
-                self.on_block(conn, From::Peer(idx), head, data)
+                self.on_block(now, conn, From::Peer(idx), head, data)
             }
             (ConnKind::MasterData { transfer }, Msg::Block { head, data }) if head.transfer == *transfer => {
-                self.on_block(conn, From::MasterData, head, data)
+                self.on_block(now, conn, From::MasterData, head, data)
             }
             (ConnKind::Peer { .. } | ConnKind::MasterData { .. }, Msg::Ping) => {}
             // Anything else from a neighbour is its fault; no block of ours can be named.
@@ -139,6 +148,7 @@ impl<S: Store> PoMachine<S> {
             ConnKind::Master { transfer } => {
                 self.conns.remove(&conn);
                 self.pending.remove(&conn);
+                self.dry.remove(&conn);
                 // Staged blocks stay for a master that comes back; what was published stays.
                 // The swarm's links go: only this master could schedule them.
                 if let Some(id) = transfer.filter(|t| self.transfers.get(t).is_some_and(|x| x.master == Some(conn))) {

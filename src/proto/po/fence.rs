@@ -47,7 +47,7 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// Why an offer of `transfer` to `dest` comes too late, if it does.
-    fn newer_than(&self, transfer: u64, dest: &str) -> Option<String> {
+    pub(super) fn newer_than(&self, transfer: u64, dest: &str) -> Option<String> {
         let late = |what: String| Some(format!("transfer {transfer} is too old: {what}"));
         if let Some(last) = self.published_after(transfer, dest) {
             return late(format!("the newer transfer {last} was published to {dest} first"));

@@ -13,6 +13,8 @@
 //! `transfer` is one transfer's state.
 
 mod blocks;
+mod chain;
+mod dry_run;
 mod events;
 mod fence;
 mod offer;
@@ -22,6 +24,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 mod transfer;
+mod wave;
 
 use super::auth::{ct_eq, Token};
 use super::bitmap::bitmap;
@@ -39,7 +42,7 @@ use super::{
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use transfer::{From, Hook, Joined, Swarm, TState, Transfer};
+use transfer::{Canary, From, Hook, Joined, Swarm, TState, Transfer};
 
 #[derive(Debug, Clone)]
 pub struct PoSettings {
@@ -107,6 +110,8 @@ struct Pending {
 pub(super) struct Announced {
     id: [u8; 16],
     len: u64,
+    /// The offer's mode bits (`OFFER_DRY_RUN`, `OFFER_HOLD`).
+    mode: u8,
 }
 
 enum Step {
@@ -114,6 +119,8 @@ enum Step {
     Cac,
     /// The CAC vouched for the token; the master was asked for the manifest (`Verified`).
     Manifest { transfer: u64, class: Box<ClassCfg>, dest: String },
+    /// The store builds the stage (disk job `job`); then CHECK or ACCEPT.
+    Stage { job: u64, class: Box<ClassCfg>, dest: String, manifest: Box<Manifest> },
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.
@@ -129,6 +136,8 @@ pub struct PoMachine<S: Store> {
     store: S,
     conns: HashMap<ConnId, Conn>,
     pending: HashMap<ConnId, Pending>,
+    /// Dry runs waiting for the master's digests of their CHECK, by master connection.
+    dry: HashMap<ConnId, dry_run::DryRun>,
     transfers: HashMap<u64, Transfer>,
     /// The last transfer published to each dest (`fence`).
     published: HashMap<String, u64>,
@@ -147,6 +156,7 @@ impl<S: Store> PoMachine<S> {
             store,
             conns: HashMap::new(),
             pending: HashMap::new(),
+            dry: HashMap::new(),
             transfers: HashMap::new(),
             published: HashMap::new(),
             next_conn: 1,
@@ -180,6 +190,7 @@ impl<S: Store> PoMachine<S> {
         self.out.push_back(Action::Close { conn });
         self.conns.remove(&conn);
         self.pending.remove(&conn);
+        self.dry.remove(&conn);
     }
 }
 
@@ -187,7 +198,8 @@ impl<S: Store> Machine for PoMachine<S> {
     fn handle_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::HookDone { id, exit, tail } => self.on_hook_done(id, exit, tail),
-            Event::Verified { transfer, id, verdict } => self.on_checked(transfer, id, verdict),
+            Event::Verified { transfer, id, verdict } => self.on_checked(now, transfer, id, verdict),
+            Event::DiskDone { transfer, id, out } => self.on_disk_done(now, transfer, id, out),
             Event::Accepted { conn, peer, local } => {
                 let deadline = Some(now + HANDSHAKE);
                 self.conns.insert(conn, Conn { peer: Some(peer), local: Some(local), kind: ConnKind::New, deadline });
@@ -196,6 +208,10 @@ impl<S: Store> Machine for PoMachine<S> {
             Event::Frame { conn, msg } => self.on_frame(now, conn, msg),
             Event::Closed { conn, reason } => self.on_closed(now, conn, reason),
         }
+    }
+
+    fn end_turn(&mut self) {
+        self.flush_haves();
     }
 
     fn handle_timeout(&mut self, now: Instant) {

@@ -1,7 +1,7 @@
 //! An offer from a master: the CAC's word on its token (asking the CACs in order), the new or
 //! resumed transfer it starts, and the delta/resume CHECK that may come before ACCEPT.
 
-use super::super::disk::StageOptions;
+use super::super::disk::{DiskOutput, JobDone, StageOptions, StoreError};
 use super::*;
 
 impl<S: Store> PoMachine<S> {
@@ -43,7 +43,7 @@ impl<S: Store> PoMachine<S> {
             log::warn!("event=offer_refused reason=bad_manifest error={}", crate::proto::text::quoted(&text));
             return self.refuse(conn, Reason::BadManifest, text);
         }
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.len() + self.dry.len() >= MAX_PENDING {
             log::warn!("event=offer_refused reason=busy pending={MAX_PENDING}");
             let text = format!("this po has {MAX_PENDING} offers waiting for verification; try again later");
             return self.refuse(conn, Reason::Busy, text);
@@ -83,12 +83,19 @@ impl<S: Store> PoMachine<S> {
         let Some((class, dest)) = self.judge_offer(master, transfer, &p.token, pairs, class_name) else { return };
         // The master is who its token says: the manifest and blocks may come.
         self.out.push_back(Action::FrameLimit { conn: master, max: NO_FRAME_LIMIT });
-        if self.resume(now, master, transfer, &p.announced.id) {
+        let dry = p.announced.mode & crate::proto::msg::OFFER_DRY_RUN != 0;
+        if dry {
+            // A dry run is refused as the real push would be, and changes nothing here.
+            if let Some(why) = self.newer_than(transfer, &dest) {
+                log::warn!("event=offer_refused transfer={transfer} reason=superseded dry_run=1 dest={dest}");
+                return self.refuse(master, Reason::Busy, why);
+            }
+        } else if self.resume(now, master, transfer, &p.announced.id) {
             return;
         }
         // An older push than the one this dest last published, or than one staging there now,
         // is refused before its manifest travels (README "Concurrent pushes").
-        if !self.fence_offer(master, transfer, &dest) {
+        if !dry && !self.fence_offer(master, transfer, &dest) {
             return;
         }
         p.step = Step::Manifest { transfer, class: Box::new(class), dest };
@@ -119,8 +126,13 @@ impl<S: Store> PoMachine<S> {
                 return self.refuse(master, Reason::BadManifest, e);
             }
         };
+        if announced.mode & crate::proto::msg::OFFER_DRY_RUN != 0 {
+            let itemize = announced.mode & crate::proto::msg::OFFER_ITEMIZE != 0;
+            return self.dry_run(now, master, transfer, manifest, (*class, dest), itemize);
+        }
         self.replace_stale(transfer, &manifest, &dest);
-        self.start(now, master, transfer, (token, manifest), *class, dest);
+        let hold = announced.mode & crate::proto::msg::OFFER_HOLD != 0;
+        self.start(now, master, transfer, (token, manifest, hold), *class, dest);
     }
 
     /// Decodes a manifest (its decoder allocates no more than `bytes` warrant) and checks it
@@ -195,7 +207,11 @@ impl<S: Store> PoMachine<S> {
         t.master = Some(master);
         t.release_at = None;
         let have = bitmap(&t.held);
+        let (busy, sealing) = (t.disk.is_some(), t.nheld == t.manifest.blocks());
         self.set_master(master, transfer, now);
+        if busy && !sealing {
+            return true; // ACCEPT goes out when the check ends
+        }
         if !checking.is_empty() {
             self.send(master, Msg::Check { transfer, blocks: checking });
             return true;
@@ -233,11 +249,36 @@ impl<S: Store> PoMachine<S> {
         now: Instant,
         master: ConnId,
         transfer: u64,
-        (token, manifest): (Vec<u8>, Manifest),
+        (token, manifest, hold): (Vec<u8>, Manifest, bool),
         class: ClassCfg,
         dest: String,
     ) {
-        let held = match self.store.prepare(transfer, &dest, &manifest, class.delta) {
+        // Building the stage takes seconds for a big tree: off the loop; the offer waits.
+        if let Some(job) = self.store.prepare_job(transfer, &dest, &manifest, class.delta) {
+            log::info!("event=disk_job transfer={transfer} job={} kind=stage", job.id);
+            let mode = if hold { crate::proto::msg::OFFER_HOLD } else { 0 };
+            let (id, announced) = (job.id, Announced { id: manifest.id(), len: 0, mode });
+            let step = Step::Stage { job: id, class: Box::new(class), dest, manifest: Box::new(manifest) };
+            self.pending.insert(master, Pending { token, po: String::new(), announced, step });
+            return self.out.push_back(Action::Disk(job));
+        }
+        let held = self.store.prepare(transfer, &dest, &manifest, class.delta);
+        self.staged(now, master, transfer, (token, manifest, hold), class, dest, held);
+    }
+
+    /// The stage of a new transfer is prepared (or could not be): CHECK or ACCEPT.
+    #[allow(clippy::too_many_arguments)]
+    fn staged(
+        &mut self,
+        now: Instant,
+        master: ConnId,
+        transfer: u64,
+        (token, manifest, hold): (Vec<u8>, Manifest, bool),
+        class: ClassCfg,
+        dest: String,
+        held: Result<Vec<bool>, StoreError>,
+    ) {
+        let held = match held {
             Ok(h) if h.len() as u64 == manifest.blocks() => h,
             Ok(_) => vec![false; manifest.blocks() as usize],
             Err(e) => {
@@ -256,7 +297,8 @@ impl<S: Store> PoMachine<S> {
             let upload = if cap == 0 { class.rate_limit } else { cap.min(class.rate_limit) };
             self.out.push_back(Action::SetRates { upload, download: self.settings.max_download_rate });
         }
-        let t = Transfer::new(class, manifest, held, token, dest, master, now);
+        let mut t = Transfer::new(class, manifest, held, token, dest, master, now);
+        t.hold = hold;
         log::info!(
             "event=transfer_accept transfer={transfer} class={} dest={} files={} bytes={} held={} manifest={}",
             t.class.name,
@@ -295,7 +337,57 @@ impl<S: Store> PoMachine<S> {
         // One digest a block: a repeated block keeps its first.
         sums.sort_by_key(|(b, _)| *b);
         sums.dedup_by_key(|(b, _)| *b);
+        // Reading and hashing old copies takes long (up to `REUSE_BUDGET`): off the loop.
+        if let Some(job) = self.store.check_job(transfer, &sums) {
+            log::info!("event=disk_job transfer={transfer} job={} kind=check blocks={}", job.id, sums.len());
+            t.disk = Some(job.id);
+            return self.out.push_back(Action::Disk(job));
+        }
         let taken = self.store.check(transfer, &sums);
+        self.checked(transfer, taken);
+    }
+
+    /// Disk job `id` ended. The store hears of it whatever became of the transfer meanwhile;
+    /// the transfer goes on only if it still waits for this job.
+    pub(super) fn on_disk_done(&mut self, now: Instant, transfer: u64, id: u64, out: Option<DiskOutput>) {
+        let done = self.store.job_done(id, out);
+        let waiting = self.pending.iter().find(|(_, p)| matches!(p.step, Step::Stage { job, .. } if job == id));
+        if let Some(master) = waiting.map(|(c, _)| *c) {
+            let Some(p) = self.pending.remove(&master) else { return };
+            let Step::Stage { class, dest, manifest, .. } = p.step else { return };
+            let held = match done {
+                Ok(Some(JobDone::Prepared(held))) => Ok(held),
+                Ok(_) => Err(StoreError::Refused("the stage was taken over while it was built".into())),
+                Err(e) => Err(e),
+            };
+            let hold = p.announced.mode & crate::proto::msg::OFFER_HOLD != 0;
+            return self.staged(now, master, transfer, (p.token, *manifest, hold), *class, dest, held);
+        }
+        if let Ok(Some(JobDone::Prepared(_))) = done {
+            // Its master went away while the stage was built: the stage stays for a resume.
+            if !self.transfers.contains_key(&transfer) {
+                self.store.abort(transfer, true);
+            }
+            return;
+        }
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        if t.disk != Some(id) {
+            return;
+        }
+        t.disk = None;
+        if !matches!(t.state, TState::Receiving { .. }) {
+            return;
+        }
+        match done {
+            Ok(Some(JobDone::Checked(taken))) => self.checked(transfer, taken),
+            Ok(Some(JobDone::Sealed)) => self.sealed(transfer),
+            Ok(None | Some(JobDone::Prepared(_))) => {}
+            Err(e) => self.fail(transfer, e.to_string()),
+        }
+    }
+
+    /// The blocks of our CHECK that this po holds after all: they count; then ACCEPT.
+    fn checked(&mut self, transfer: u64, taken: Vec<u64>) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         for b in taken {
             t.hold(b);

@@ -10,15 +10,37 @@ impl<S: Store> PoMachine<S> {
     /// Seals a transfer that holds every block, and publishes it at once with `publish = each`.
     pub(super) fn maybe_ready(&mut self, transfer: u64) {
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
-        if !matches!(t.state, TState::Receiving { .. }) || t.nheld < t.manifest.blocks() {
+        if !matches!(t.state, TState::Receiving { .. }) || t.nheld < t.manifest.blocks() || t.disk.is_some() {
             return;
+        }
+        // Sealing (attributes of every entry, syncfs) takes seconds for a big tree: off the loop.
+        if let Some(job) = self.store.seal_job(transfer) {
+            log::info!("event=disk_job transfer={transfer} job={} kind=seal", job.id);
+            t.disk = Some(job.id);
+            return self.out.push_back(Action::Disk(job));
         }
         if let Err(e) = self.store.seal(transfer) {
             return self.fail(transfer, e.to_string());
         }
+        self.sealed(transfer);
+    }
+
+    /// The resume record's checkpoint (a syncfs), when due, off the loop. Its `DiskDone`
+    /// concerns only the store: the transfer waits for nothing.
+    pub(super) fn checkpoint(&mut self, transfer: u64) {
+        if let Some(job) = self.store.checkpoint_job(transfer) {
+            self.out.push_back(Action::Disk(job));
+        }
+    }
+
+    /// The stage is sealed: READY, and with `publish = each` publish at once.
+    pub(super) fn sealed(&mut self, transfer: u64) {
+        let Some(t) = self.transfers.get_mut(&transfer) else { return };
         t.state = TState::Ready;
         log::info!("event=po_ready transfer={transfer} class={} bytes={}", t.class.name, t.bytes);
-        let (master, each) = (t.master, t.class.publish == Publish::Each);
+        let (master, each) = (t.master, t.class.publish == Publish::Each && !t.hold);
+        // Every HAVE before READY: the master takes none after DONE.
+        self.flush_haves();
         if let Some(m) = master {
             self.send(m, Msg::Ready { transfer });
         }
@@ -93,7 +115,10 @@ impl<S: Store> PoMachine<S> {
     }
 
     pub(super) fn on_hook_done(&mut self, transfer: u64, exit: i32, tail: String) {
-        let Some(t) = self.transfers.get_mut(&transfer) else { return };
+        // A canary rolled back while its hook ran has reported already.
+        let Some(t) = self.transfers.get_mut(&transfer).filter(|t| matches!(t.state, TState::Published { .. })) else {
+            return;
+        };
         let name = t.class.hook.clone().unwrap_or_default();
         if exit == 0 {
             log::info!("event=hook_done transfer={transfer} hook={name} exit=0");

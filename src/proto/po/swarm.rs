@@ -18,7 +18,9 @@ impl<S: Store> PoMachine<S> {
         let (peers, served, lost) = (t.swarm.joined_mut())
             .map(|j| (take(&mut j.peers), take(&mut j.served), take(&mut j.lost)))
             .unwrap_or_default();
-        let joined = Swarm::Joined(Box::new(Joined { me, master_key, link_keys, peers, served, lost }));
+        let (chain, forwarded) = t.swarm.joined_mut().map(|j| (j.chain.take(), j.forwarded)).unwrap_or_default();
+        let joined =
+            Swarm::Joined(Box::new(Joined { me, master_key, link_keys, peers, served, lost, chain, forwarded }));
         let hellos = match std::mem::replace(&mut t.swarm, joined) {
             Swarm::Awaiting { hellos } => hellos,
             Swarm::Joined(_) => Vec::new(),
@@ -85,6 +87,8 @@ impl<S: Store> PoMachine<S> {
         if master {
             return;
         }
+        // Chain forwards go out on it: a short socket queue keeps each hop's latency low.
+        self.out.push_back(Action::ShortQueue { conn });
         if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
             j.peers.insert(idx, conn);
             j.lost.remove(&idx);
@@ -201,6 +205,9 @@ impl<S: Store> PoMachine<S> {
     /// from us; the rest it ignores), so that a link broken mid-block is mended in a round
     /// trip, not by the master's stall check.
     pub(super) fn peer_lost(&mut self, transfer: u64, idx: u32, conn: ConnId) {
+        // The HAVEs of blocks forwarded on it go first: the master takes a forward back only
+        // once it counts it.
+        self.flush_haves();
         let Some(t) = self.transfers.get_mut(&transfer) else { return };
         let mut back: Vec<u64> = t.waiting.remove(&idx).unwrap_or_default().into_iter().map(|(b, _)| b).collect();
         if let Some(j) = t.swarm.joined_mut().filter(|j| j.peers.get(&idx) == Some(&conn)) {

@@ -11,9 +11,29 @@ use std::sync::Arc;
 #[derive(Default)]
 struct NullStore {
     checked: Vec<(u64, Digest)>,
+    /// Hand `prepare` out as a disk job (`prepare_job`), and what became of those jobs.
+    jobs: bool,
+    preparing: HashMap<u64, usize>,
+    aborted: Vec<(u64, bool)>,
 }
 
 impl Store for NullStore {
+    fn prepare_job(&mut self, t: u64, _d: &str, m: &Manifest, _delta: bool) -> Option<crate::proto::DiskJob> {
+        if !self.jobs {
+            return None;
+        }
+        let id = 100 + self.preparing.len() as u64;
+        self.preparing.insert(id, m.blocks() as usize);
+        let run = Box::new(|_: &std::sync::atomic::AtomicBool| Box::new(()) as crate::proto::DiskOutput);
+        Some(crate::proto::DiskJob { transfer: t, id, cancel: Default::default(), run })
+    }
+    fn job_done(
+        &mut self,
+        id: u64,
+        _out: Option<crate::proto::DiskOutput>,
+    ) -> Result<Option<crate::proto::JobDone>, StoreError> {
+        Ok(self.preparing.remove(&id).map(|n| crate::proto::JobDone::Prepared(vec![false; n])))
+    }
     fn check(&mut self, _t: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         self.checked.extend_from_slice(sums);
         sums.iter().map(|s| s.0).collect()
@@ -30,7 +50,9 @@ impl Store for NullStore {
     fn publish(&mut self, _t: u64, _f: Option<&str>, _m: bool) -> Result<crate::proto::Published, StoreError> {
         Ok(crate::proto::Published { files: 1, bytes: 0, unchanged: false })
     }
-    fn abort(&mut self, _t: u64, _keep: bool) {}
+    fn abort(&mut self, t: u64, keep: bool) {
+        self.aborted.push((t, keep));
+    }
     fn block_body(&mut self, _t: u64, _b: &crate::proto::BlockRef) -> Result<Body, StoreError> {
         Ok(Body::Bytes(Arc::new(vec![0; 4096])))
     }
@@ -48,7 +70,9 @@ struct Po {
 impl Po {
     fn ev(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
-        std::iter::from_fn(|| self.m.poll_action()).collect()
+        self.m.end_turn();
+        // Socket tuning, not protocol (`peer_links_keep_short_queues` checks it).
+        std::iter::from_fn(|| self.m.poll_action()).filter(|a| !matches!(a, Action::ShortQueue { .. })).collect()
     }
     fn frame(&mut self, conn: ConnId, msg: Msg) -> Vec<Action> {
         self.ev(Event::Frame { conn, msg })
@@ -73,6 +97,15 @@ fn closes(a: &[Action], conn: ConnId) -> bool {
 
 /// A po in a p2p transfer of 3 blocks, its offer verified and accepted.
 fn accepted() -> Po {
+    let (mut po, manifest) = verified(false);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
+    po
+}
+
+/// A po whose store builds stages as disk jobs (`jobs`), its offer verified: the manifest
+/// (encoded) is due.
+fn verified(jobs: bool) -> (Po, Arc<Vec<u8>>) {
     let settings = PoSettings {
         advertise: None,
         listen_port: 7200,
@@ -85,7 +118,8 @@ fn accepted() -> Po {
         max_upload_rate: 0,
         max_download_rate: 0,
     };
-    let mut po = Po { m: PoMachine::new(settings, NullStore::default()), now: Instant::now(), token: Vec::new() };
+    let store = NullStore { jobs, ..Default::default() };
+    let mut po = Po { m: PoMachine::new(settings, store), now: Instant::now(), token: Vec::new() };
     let _ = po.m.poll_action();
     let manifest = one_file();
     let ip = "10.0.0.1".parse().unwrap();
@@ -94,7 +128,7 @@ fn accepted() -> Po {
     po.ev(Event::Accepted { conn: MASTER, peer: "10.0.0.1:5000".parse().unwrap(), local });
     let manifest = Arc::new(manifest.encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
-    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len };
+    let offer = Msg::Offer { token: po.token.clone(), po: "10.0.0.2:7200".into(), manifest_id, manifest_len, mode: 0 };
     let a = po.frame(MASTER, offer);
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
@@ -102,9 +136,38 @@ fn accepted() -> Po {
     class.set("p2p", "on").unwrap();
     let a = po.frame(*cac, Msg::VerifyOk { transfer: T, class_name: "c".into(), class: class.to_pairs() });
     assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Verified { transfer: T }, .. })), "{a:?}");
+    (po, manifest)
+}
+
+#[test]
+fn the_answer_to_a_manifest_waits_for_the_stage_job() {
+    let (mut po, manifest) = verified(true);
     let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
-    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Accept { .. }, .. })), "{a:?}");
-    po
+    let [Action::Disk(job)] = &a[..] else { panic!("only the stage job: {a:?}") };
+    let id = job.id;
+    assert_eq!(po.m.stats().transfers_active, 0);
+    let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Send { conn: MASTER, msg: Msg::Accept { transfer: T, .. } })),
+        "{a:?}"
+    );
+    assert_eq!(po.m.stats().transfers_active, 1);
+    // A second word of the same job changes nothing.
+    assert!(po.ev(Event::DiskDone { transfer: T, id, out: None }).is_empty());
+    assert!(po.m.store().aborted.is_empty());
+}
+
+#[test]
+fn a_stage_built_for_a_master_that_went_away_stays_for_a_resume() {
+    let (mut po, manifest) = verified(true);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    let [Action::Disk(job)] = &a[..] else { panic!("{a:?}") };
+    let id = job.id;
+    po.ev(Event::Closed { conn: MASTER, reason: Close::Eof });
+    let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
+    assert!(!a.iter().any(|a| matches!(a, Action::Send { .. })), "nobody to answer: {a:?}");
+    assert_eq!(po.m.store().aborted, [(T, true)], "released, kept for a resume");
+    assert_eq!(po.m.stats().transfers_active, 0);
 }
 
 /// PEERS for po 1: neighbour 0 dials us, 2 too; bad entries (ourselves, the master's index,
@@ -205,7 +268,7 @@ fn offer(po: &mut Po, conn: ConnId, id: u64) -> Vec<Action> {
     po.ev(Event::Accepted { conn, peer: "10.0.0.1:5001".parse().unwrap(), local: "10.0.0.2:7200".parse().unwrap() });
     let manifest = Arc::new(one_file().encode());
     let (manifest_id, manifest_len) = (Manifest::id_of(&manifest), manifest.len() as u64);
-    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len });
+    let a = po.frame(conn, Msg::Offer { token, po: "10.0.0.2:7200".into(), manifest_id, manifest_len, mode: 0 });
     let Some(Action::Connect { conn: cac, .. }) = a.first() else { panic!("{a:?}") };
     let mut class = ClassCfg::new("c");
     class.set("dest", "/data/x").unwrap();
@@ -273,4 +336,95 @@ fn a_broken_link_gives_back_what_it_carried_and_what_comes_for_it() {
     assert!(po.hello(ACCEPTED | 21, 0, [10; 32]).is_empty());
     let a = po.frame(MASTER, Msg::Push { transfer: T, block: 2, to: 0 });
     assert!(matches!(&a[..], [Action::SendBlock { .. }]), "{a:?}");
+}
+
+/// `frame`, with the checks it asks for run at once (as the workers would).
+fn checked(po: &mut Po, conn: ConnId, msg: Msg) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut acts = po.frame(conn, msg);
+    while !acts.is_empty() {
+        let mut next = Vec::new();
+        for a in acts {
+            match a {
+                Action::Verify(c) => next.extend(po.ev(c.run())),
+                a => out.push(a),
+            }
+        }
+        acts = next;
+    }
+    out
+}
+
+#[test]
+fn a_verified_chain_block_goes_on_to_the_successor_the_master_named() {
+    let mut po = joined();
+    let chain = |next: Vec<u32>, set: Vec<u8>| Msg::Chain { transfer: T, next, set };
+    // Only the master names successors: a neighbour's CHAIN costs its link.
+    let peer = ACCEPTED | 30;
+    assert!(po.hello(peer, 2, [2; 32]).is_empty());
+    assert!(closes(&po.frame(peer, chain(vec![0], vec![7])), peer));
+    let to = ACCEPTED | 31;
+    assert!(po.hello(to, 2, [2; 32]).is_empty());
+    // A set of the wrong size is dropped, and not acknowledged.
+    assert!(po.frame(MASTER, chain(vec![2], vec![7, 0])).is_empty());
+    // Blocks 0 and 2 go down the chain to po 2; block 1 does not. The po says it follows.
+    let a = po.frame(MASTER, chain(vec![2], vec![0b101]));
+    let ack = |a: &Action| matches!(a, Action::Send { conn: MASTER, msg: Msg::Chain { next, set, .. } } if next == &[2] && set.is_empty());
+    assert!(matches!(&a[..], [x] if ack(x)), "{a:?}");
+    let data = |i: u64| vec![i as u8 + 1; if i == 2 { 10_000 - 8192 } else { 4096 }];
+    let kind = po.m.transfers[&T].class.block_check();
+    let sums = (0..3).map(|i| (i, Sum::of(kind, &data(i)))).collect();
+    assert!(po.frame(MASTER, Msg::Sums { transfer: T, sums }).is_empty());
+    let from = ACCEPTED | 32;
+    assert!(po.hello(from, 0, [10; 32]).is_empty());
+    let block = |i: u64, bytes: Vec<u8>| Msg::Block {
+        head: BlockHead { transfer: T, index: i, sum: Sum::None },
+        data: Payload::from_vec(bytes),
+    };
+    let forwarded = |a: &[Action]| -> Vec<u64> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::SendBlock { conn, head, .. } if *conn == to => Some(head.index),
+                _ => None,
+            })
+            .collect()
+    };
+    // A copy that fails its check is reported, never forwarded.
+    let a = checked(&mut po, from, block(0, vec![9; 4096]));
+    assert!(forwarded(&a).is_empty(), "{a:?}");
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Bad { block: 0, from: 0, .. }, .. })), "{a:?}");
+    // A good one goes on at once, from the stage; the HAVE goes at the end of the loop turn.
+    let a = checked(&mut po, from, block(0, data(0)));
+    assert_eq!(forwarded(&a), [0], "{a:?}");
+    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Have { blocks, .. }, .. } if blocks == &[0])));
+    assert!(forwarded(&checked(&mut po, from, block(1, data(1)))).is_empty(), "block 1 is not a chain block");
+    // A block it holds already, sent again unasked, is dropped.
+    assert!(checked(&mut po, from, block(0, data(0))).is_empty());
+    assert_eq!(forwarded(&checked(&mut po, from, block(2, data(2)))), [2]);
+}
+
+#[test]
+fn peer_links_keep_short_queues() {
+    let mut po = joined();
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 40,
+        peer: "10.0.0.5:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    po.m.handle_event(
+        po.now,
+        Event::Frame { conn: ACCEPTED | 40, msg: Msg::PeerHello { token: po.token.clone(), me: 2, proof: [2; 32] } },
+    );
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(a.iter().any(|a| matches!(a, Action::ShortQueue { conn } if *conn == ACCEPTED | 40)), "{a:?}");
+    // Not the master's data link: the master's own queue is its business.
+    po.ev(Event::Accepted {
+        conn: ACCEPTED | 41,
+        peer: "10.0.0.1:4000".parse().unwrap(),
+        local: "10.0.0.2:7200".parse().unwrap(),
+    });
+    let hello = Msg::PeerHello { token: po.token.clone(), me: MASTER_PEER, proof: [9; 32] };
+    po.m.handle_event(po.now, Event::Frame { conn: ACCEPTED | 41, msg: hello });
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert!(!a.iter().any(|a| matches!(a, Action::ShortQueue { .. })), "{a:?}");
 }

@@ -72,6 +72,10 @@ pub(super) struct Joined {
     pub(super) served: HashMap<u32, VecDeque<u64>>,
     /// Neighbours whose link broke: a push to one goes back at once, until it links again.
     pub(super) lost: HashSet<u32>,
+    /// The master's chain plan (`Msg::Chain`): our successor per stripe, and the chain set.
+    pub(super) chain: Option<(Vec<u32>, Vec<u8>)>,
+    /// A chain block went on already (the first is logged).
+    pub(super) forwarded: bool,
 }
 
 impl Swarm {
@@ -129,6 +133,26 @@ pub(super) struct Transfer {
     /// its index. Dropped with the transfer, so a late verdict for a
     /// transfer that is gone finds nothing and is ignored.
     pub(super) checking: HashMap<u64, (From, u64)>,
+    /// Publish only on the master's word, even with `publish = each` (OFFER_HOLD).
+    pub(super) hold: bool,
+    pub(super) canary: Canary,
+    /// The store's disk job (`Action::Disk`) this transfer waits for: its stage is the job's
+    /// until `Event::DiskDone`.
+    pub(super) disk: Option<u64>,
+    /// Blocks verified since the last HAVE, and since when (`PoMachine::flush_haves`).
+    pub(super) haves: Vec<u64>,
+    pub(super) haves_since: Option<Instant>,
+}
+
+/// Where a transfer stands in a canary wave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Canary {
+    /// Not a canary (or not yet committed as one).
+    No,
+    /// Published as a canary, the old tree kept aside: a rollback may come.
+    Undecided,
+    /// The wave was decided: the old tree is gone, and no rollback is taken.
+    Decided,
 }
 
 impl Transfer {
@@ -164,6 +188,11 @@ impl Transfer {
             sums: HashMap::new(),
             parked: Vec::new(),
             checking: HashMap::new(),
+            hold: false,
+            canary: Canary::No,
+            disk: None,
+            haves: Vec::new(),
+            haves_since: None,
         }
     }
 

@@ -243,7 +243,7 @@ fn unexpected_messages_are_protocol_errors() {
         Some(Reason::Protocol)
     );
     p.accepted(ACCEPTED | 3, MASTER);
-    let offer = Msg::Offer { token: token.clone(), po: "x".into(), manifest_id: [0; 16], manifest_len: 0 };
+    let offer = Msg::Offer { token: token.clone(), po: "x".into(), manifest_id: [0; 16], manifest_len: 0, mode: 0 };
     assert_eq!(denied(&p.frame(ACCEPTED | 3, offer), ACCEPTED | 3), Some(Reason::Protocol));
     // A stat client may not become a master, nor may a challenged master ask for tokens.
     p.accepted(ACCEPTED | 4, MASTER);

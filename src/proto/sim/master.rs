@@ -87,7 +87,7 @@ fn granted(pos: &[&str], blocks: u64, extra: &[(&str, &str)]) -> (Master, ConnId
 /// Po `conn` (number `i`) comes up and takes the offer holding `have`: what the master did then.
 fn joined(p: &mut Master, conn: ConnId, i: usize, have: &[bool]) -> Vec<Action> {
     let acts = p.connected(conn);
-    let Msg::Offer { token, po, manifest_id, manifest_len } = only(&acts, conn) else { panic!("{acts:?}") };
+    let Msg::Offer { token, po, manifest_id, manifest_len, mode: 0 } = only(&acts, conn) else { panic!("{acts:?}") };
     assert_eq!((token.as_slice(), po.as_str()), (&b"token"[..], POS[i]));
     // The manifest goes once the po says the CAC vouched for the token, as the offer named it.
     let acts = p.frame(conn, Msg::Verified { transfer: T });
@@ -227,13 +227,23 @@ fn a_grant_it_cannot_use_ends_the_run() {
     let broken: Planner = Box::new(|_: &ClassCfg| Err("source /data: gone".into()));
     let (o, _, _) = ended(settings(), broken, grant(&POS, &[]));
     assert!(matches!(&o.result, TransferResult::SourceFailed(e) if e == "source /data: gone"), "{o:?}");
-    // A dry run says what would go, tells the CAC, and sends nothing to any po.
+    // A dry run says what would go and tells the CAC; with no pos that is all.
     let dry = MasterSettings { dry_run: true, ..settings() };
-    let (o, acts, cac) = ended(dry, planner(src.clone()), grant(&POS, &[]));
+    let (o, acts, cac) = ended(dry, planner(src.clone()), grant(&[], &[]));
     let TransferResult::DryRun(d) = &o.result else { panic!("{o:?}") };
-    assert_eq!((d.files, d.blocks, d.bytes, d.pos.len()), (1, 3, 2 * 4096 + 1000, 3));
+    assert_eq!((d.files, d.blocks, d.bytes, d.pos.len()), (1, 3, 2 * 4096 + 1000, 0));
     assert!(matches!(only(&acts, cac), Msg::Progress { stat, .. } if stat.state == "dry-run"));
     assert!(connects(&acts).is_empty() && closes(&acts) == [cac]);
+    // With pos, each is offered the tree in dry-run mode (with -i, itemized), as in a push.
+    let dry = MasterSettings { dry_run: true, itemize: true, ..settings() };
+    let (mut p, cac) = master_with(dry, planner(src.clone()));
+    p.connected(cac);
+    p.frame(cac, grant(&POS[..1], &[]));
+    let acts = p.wait(Duration::ZERO);
+    let [(po, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
+    let acts = p.connected(po);
+    let Msg::Offer { mode, .. } = only(&acts, po) else { panic!("{acts:?}") };
+    assert_eq!(mode, crate::proto::msg::OFFER_DRY_RUN | crate::proto::msg::OFFER_ITEMIZE);
     // No pos: nothing to do. A po that is no address fails at once.
     let (o, _, _) = ended(settings(), planner(src.clone()), grant(&[], &[]));
     assert!(matches!(&o.result, TransferResult::Failed(r) if r.pos.is_empty()), "{o:?}");
@@ -286,7 +296,7 @@ fn unexpected_messages_fail_the_po() {
         Msg::Have { transfer: T, blocks: vec![0] },
         Msg::Accept { transfer: T + 1, have: vec![] },
         Msg::Ready { transfer: T + 1 },
-        Msg::Offer { token: vec![], po: String::new(), manifest_id: [0; 16], manifest_len: 0 },
+        Msg::Offer { token: vec![], po: String::new(), manifest_id: [0; 16], manifest_len: 0, mode: 0 },
         Msg::Verified { transfer: T + 1 },
     ];
     for msg in cases {
@@ -401,7 +411,7 @@ fn a_lost_cac_is_dialled_again_for_reports() {
 /// A p2p master with `POS` joined, for a tree of 6 blocks: the probe, the pos' control and
 /// data connections, and the actions of the data links coming up.
 fn swarm() -> (Master, Vec<ConnId>, Vec<ConnId>, MemSource, Vec<Action>) {
-    let (mut p, _, po, src) = granted(&POS, 6, &[("p2p", "on")]);
+    let (mut p, _, po, src) = granted(&POS, 6, &[("p2p", "on"), ("chains", "off")]);
     let mut data = Vec::new();
     for (i, &c) in po.iter().enumerate() {
         let acts = joined(&mut p, c, i, &[false; 6]);
@@ -429,7 +439,7 @@ fn a_joining_po_learns_its_links_and_the_data_link_proves_itself() {
     assert_eq!(block_sends(&acts), (0..6).map(|b| (data[0], b)).collect::<Vec<_>>());
     assert_eq!(sent_on(&acts, data[1]), [&hello(1)]);
     // Each po hears of the links of its own: we dial those that joined before (an address).
-    let (mut p, _, po, _) = granted(&POS, 6, &[("p2p", "on")]);
+    let (mut p, _, po, _) = granted(&POS, 6, &[("p2p", "on"), ("chains", "off")]);
     let peers = |acts: &[Action], conn| match only(acts, conn) {
         Msg::Peers { transfer: T, me, master_key, links } => (me, master_key, links),
         other => panic!("{other:?}"),

@@ -85,6 +85,9 @@ pub struct MemStore {
     pub untouched: HashSet<u64>,
     /// Publishes that wrote into the dest (unchanged ones do not).
     pub moved: u64,
+    /// Canary publishes to keep the old tree of, and the old trees kept (dest, tree).
+    pub aside_wanted: HashSet<u64>,
+    pub asides: HashMap<u64, (String, Tree)>,
 }
 
 impl Store for MemStore {
@@ -159,6 +162,10 @@ impl Store for MemStore {
         self.holds.insert(dest.clone(), (m.id().to_vec(), transfer));
         self.served.insert(transfer, (m, files));
         self.moved += 1;
+        if self.aside_wanted.remove(&transfer) {
+            let old = self.published.get(&dest).cloned().unwrap_or_default();
+            self.asides.insert(transfer, (dest.clone(), old));
+        }
         let out = self.published.entry(dest).or_default();
         out.extend(tree);
         if let Some(f) = flag_file {
@@ -166,7 +173,19 @@ impl Store for MemStore {
         }
         Ok(Published { files: count, bytes, unchanged: false })
     }
+    fn keep_aside(&mut self, transfer: u64) {
+        self.aside_wanted.insert(transfer);
+    }
+    fn rollback(&mut self, transfer: u64) -> Result<(), StoreError> {
+        let (dest, old) = self.asides.remove(&transfer).ok_or_else(|| refused("nothing kept aside"))?;
+        self.published.insert(dest, old);
+        Ok(())
+    }
+    fn decide(&mut self, transfer: u64) {
+        self.asides.remove(&transfer);
+    }
     fn abort(&mut self, transfer: u64, _keep: bool) {
+        self.asides.remove(&transfer);
         self.staged.remove(&transfer);
     }
     fn release(&mut self, transfer: u64) {

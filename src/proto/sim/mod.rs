@@ -156,10 +156,11 @@ impl Net {
             Action::FrameTypes { conn, types } => {
                 self.types.insert((from, conn), types);
             }
-            Action::SetRates { .. } => {}
+            Action::SetRates { .. } | Action::ShortQueue { .. } => {}
             // The simulator's hooks succeed at once, saying what they would run.
             // Checks are done at the node's next turn in the queue, after what is queued already.
             Action::Verify(check) => self.queue.push_back((from, check.run())),
+            Action::Disk(job) => self.queue.push_back((from, job.run())),
             Action::RunHook { id, name, .. } => {
                 self.queue.push_back((from, Event::HookDone { id, exit: 0, tail: format!("ran {name}") }))
             }
@@ -215,6 +216,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
             }
         }
@@ -231,6 +233,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
+                    self.nodes[to].1.m().end_turn();
                 }
                 continue;
             }
@@ -296,6 +299,8 @@ fn master_settings(class: &str, cacs: &[&str]) -> MasterSettings {
         dry_run: false,
         wait: None,
         transfer_key: TRANSFER_KEY,
+        canary: None,
+        itemize: false,
     }
 }
 

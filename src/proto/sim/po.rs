@@ -11,6 +11,7 @@
 //! | Master + Block (control: good, bad sum, past the end, short) | `publishes_on_commit`, `a_bad_block_from_the_master_fails_the_transfer` |
 //! | Master + Commit (ready, published, too early)  | `publishes_on_commit`, `a_commit_before_every_block_fails_the_transfer` |
 //! | Master + Abort                                 | `an_abort_drops_the_transfer`             |
+//! | Master + Wave (canary, rollback, decided; refused after the decision, from another master) | `a_canary_rolls_back_only_while_its_wave_is_undecided` |
 //! | Master + Ping, StatQuery                       | `publishes_on_commit`                     |
 //! | Master + Peers, Connected peer: PeerHello      | `a_hello_with_the_right_proof_is_admitted`|
 //! | Master + Sums; peer blocks parked until then, Unsent past the bound | `peer_blocks_wait_for_their_checksum` |
@@ -67,7 +68,7 @@ pub(super) fn token(transfer: u64) -> Vec<u8> {
 /// The offer of `transfer` naming the manifest encoded as `bytes`.
 pub(super) fn offer(transfer: u64, bytes: &[u8]) -> Msg {
     let (manifest_id, manifest_len) = (Manifest::id_of(bytes), bytes.len() as u64);
-    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len }
+    Msg::Offer { token: token(transfer), po: "ignored".into(), manifest_id, manifest_len, mode: 0 }
 }
 
 /// Master `conn` offers `m` as `transfer`; returns the CAC connection the po dialled to check.
@@ -209,6 +210,51 @@ fn publishes_on_commit() {
 }
 
 #[test]
+fn a_canary_rolls_back_only_while_its_wave_is_undecided() {
+    use super::super::msg::WaveStep;
+    let wave = |step| Msg::Wave { transfer: T, step };
+    let dest = "/home/work/data/base";
+    for decided_first in [false, true] {
+        let (mut p, mut src) = receiving(3, &[]);
+        p.m.store_mut().published.insert(dest.into(), [("old.txt".to_string(), "v1".to_string())].into());
+        for b in 0..3 {
+            p.frame(M, src.frame(T, b, Verify::Crc32));
+        }
+        // A WAVE on another master's connection names no transfer of its own: refused there.
+        let other = ACCEPTED | 9;
+        p.accepted(other, MASTER);
+        let acts = p.frame(other, wave(WaveStep::Rollback));
+        assert!(matches!(sent_on(&acts, other)[..], [Msg::Denied { reason: Reason::Protocol, .. }]), "{acts:?}");
+        // The canary commit publishes and keeps the old tree aside.
+        let acts = p.frame(M, wave(WaveStep::Canary));
+        assert!(matches!(sent_on(&acts, M)[..], [Msg::Done { .. }]), "{acts:?}");
+        assert!(p.m.store().published[dest].contains_key("f.bin"));
+        assert!(p.frame(M, wave(WaveStep::Canary)).is_empty(), "said twice");
+        if decided_first {
+            assert!(p.frame(M, wave(WaveStep::Decided)).is_empty());
+            // After the decision a rollback is refused: the new tree stays.
+            assert!(p.frame(M, wave(WaveStep::Rollback)).is_empty());
+            assert!(p.m.store().published[dest].contains_key("f.bin"));
+            assert!(p.m.store().asides.is_empty());
+        } else {
+            let acts = p.frame(M, wave(WaveStep::Rollback));
+            let [Msg::Failed { error, .. }] = &sent_on(&acts, M)[..] else { panic!("{acts:?}") };
+            assert!(error.starts_with("rolled back"), "{error}");
+            assert_eq!(p.m.store().published[dest], [("old.txt".to_string(), "v1".to_string())].into());
+            assert!(p.frame(M, wave(WaveStep::Rollback)).is_empty(), "a second rollback does nothing");
+        }
+    }
+    // A po that is no canary (published on COMMIT) never rolls back.
+    let (mut p, mut src) = receiving(3, &[]);
+    for b in 0..3 {
+        p.frame(M, src.frame(T, b, Verify::Crc32));
+    }
+    p.frame(M, Msg::Commit { transfer: T });
+    assert!(p.frame(M, wave(WaveStep::Rollback)).is_empty());
+    assert!(p.m.store().published[dest].contains_key("f.bin"));
+}
+
+#[test]
 fn refuses_offers_it_cannot_take() {
     let (m, _) = MemSource::one_file(3);
     let mut p = po_with(settings(), MemStore::default());
@@ -221,7 +267,7 @@ fn refuses_offers_it_cannot_take() {
     for (i, (manifest_id, manifest_len, bytes)) in bad.into_iter().enumerate() {
         let conn = ACCEPTED | (20 + i as u64);
         p.accepted(conn, MASTER);
-        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len });
+        let acts = p.frame(conn, Msg::Offer { token: token(T), po: String::new(), manifest_id, manifest_len, mode: 0 });
         let [(cac, _)] = connects(&acts)[..] else { panic!("{acts:?}") };
         p.connected(cac);
         let acts = p.frame(cac, verify_ok(T, class_pairs(&[])));

@@ -28,6 +28,7 @@
 //! The neighbour graph is fixed at the start (a ring plus random matchings, at most `peers`
 //! links per po), so n pos cost O(n) connections.
 
+mod chain;
 mod diag;
 mod plan;
 mod schedule;
@@ -99,6 +100,9 @@ struct Node {
     /// The fastest assignment this po took part in, either way: a fast po has some fast
     /// ones even when its partners are slow, a slow po never does.
     best: Option<f64>,
+    /// When it last reported a block: a chain member that reports none while its blocks
+    /// stall is stuck (stopped), not its sender.
+    last_have: Option<Instant>,
 }
 
 pub struct Swarm {
@@ -142,6 +146,10 @@ pub struct Swarm {
     diag: Diag,
     /// Each po's site (issue 17): a block crosses into a site only as `site_allows` says.
     sites: Sites,
+    /// Links per po at most (the class's `peers`).
+    peers: usize,
+    /// With chains: the stripes, the chain set and its repair pairs.
+    chain: Option<chain::Chains>,
 }
 
 impl Swarm {
@@ -156,6 +164,7 @@ impl Swarm {
             stalls: 0,
             fresh: 0,
             best: None,
+            last_have: None,
         };
         let neighbours = graph(n, peers as usize);
         Swarm {
@@ -182,6 +191,8 @@ impl Swarm {
             slow_cache: vec![false; n],
             diag: Diag::new(n),
             sites: Sites::one(n),
+            peers: peers as usize,
+            chain: None,
         }
     }
 
@@ -264,12 +275,14 @@ impl Swarm {
             }
         }
         let n = &mut self.nodes[i as usize];
+        n.last_have = Some(now);
         if (b as usize) < n.have.len() && !n.have[b as usize] {
             n.have[b as usize] = true;
             n.held += 1;
             if n.live {
                 self.count[b as usize] += 1;
             }
+            self.chain_forward(i, b, now);
         }
         from
     }
@@ -330,6 +343,7 @@ impl Swarm {
         if let Some(from) = self.finish(to, b) {
             self.cooldown.insert((from, to), now + COOLDOWN);
         }
+        self.chain_repair(to, b);
     }
 
     /// The source of the assignment (to, b) under way, if there is one.
@@ -344,9 +358,14 @@ impl Swarm {
             return;
         }
         self.finish(to, b);
+        self.chain_repair(to, b);
         if let Src::Po(s) = from {
             if let Some(n) = self.nodes.get_mut(s as usize) {
                 n.faults += 1;
+            }
+            // An excluded po forwards nothing that counts: the chains go around it.
+            if !self.serves(s as usize) {
+                self.chain_cut(s);
             }
         }
     }
@@ -366,6 +385,7 @@ impl Swarm {
         for (r, b) in gone {
             self.finish(r, b);
         }
+        self.chain_cut(i);
         let n = &mut self.nodes[i as usize];
         if !n.live {
             return;
@@ -396,7 +416,7 @@ impl Swarm {
 
     fn wants(&self, r: usize, b: usize) -> bool {
         let n = &self.nodes[r];
-        n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64))
+        n.live && !n.have[b] && !self.inflight.contains_key(&(r as u32, b as u64)) && !self.chain_pending(r, b)
     }
 
     fn queued(&self, from: Src, to: u32) -> u8 {
@@ -465,12 +485,36 @@ impl Swarm {
         floor.max(Duration::from_secs_f64(best[best.len() / 2] * 20.0))
     }
 
+    /// An assignment older than `limit` (`stalled`). With chains, a receiver that reported
+    /// nothing since it began, from a sender that is not stuck itself (the master, or a po
+    /// whose own blocks arrive), is stuck (stopped): it is cut out of the chains and its sender
+    /// is not charged. Otherwise as `stall`.
+    pub fn stalled_out(&mut self, to: u32, b: u64, now: Instant, limit: Duration) {
+        let Some(m) = self.inflight.get(&(to, b)).copied() else { return };
+        let silent = self.nodes[to as usize].last_have.is_none_or(|t| t <= m.since);
+        let sender_stuck = match m.from {
+            Src::Master => false,
+            Src::Po(s) => self.inflight.iter().any(|((r, _), x)| *r == s && now.duration_since(x.since) > limit),
+        };
+        if self.chain.is_some() && silent && !sender_stuck {
+            self.chain_cut(to);
+            return self.cancel(to, b, now);
+        }
+        self.stall(to, b, now);
+    }
+
     /// A stalled assignment: the slots are freed, the link rests, and a po that stalls as a
     /// sender counts a fault, so that a stopped po stops being anyone's source.
     pub fn stall(&mut self, to: u32, b: u64, now: Instant) {
-        if let Some(Src::Po(s)) = self.inflight.get(&(to, b)).map(|m| m.from) {
+        let from = self.inflight.get(&(to, b)).map(|m| m.from);
+        if let Some(Src::Po(s)) = from {
             self.nodes[s as usize].stalls += 1;
         }
         self.cancel(to, b, now);
+        if let Some(Src::Po(s)) = from {
+            if !self.serves(s as usize) {
+                self.chain_cut(s);
+            }
+        }
     }
 }

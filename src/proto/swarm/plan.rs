@@ -44,6 +44,11 @@ fn augment(s: usize, g: &[Vec<u32>], out: &[Vec<u32>], seen: &mut [bool], sender
 /// A full mesh up to `peers + 1` pos; beyond that a ring (so the graph is connected) plus
 /// seeded random matchings up to `peers` links each, which keeps the diameter logarithmic.
 pub fn graph(n: usize, peers: usize) -> Vec<Vec<u32>> {
+    graph_with(n, peers, &[])
+}
+
+/// `graph`, with the links in `first` (the chains' hops) made before any other.
+pub(super) fn graph_with(n: usize, peers: usize, first: &[(u32, u32)]) -> Vec<Vec<u32>> {
     let mut g: Vec<Vec<u32>> = vec![Vec::new(); n];
     let link = |g: &mut Vec<Vec<u32>>, i: usize, j: usize| {
         if i != j && !g[i].contains(&(j as u32)) && g[i].len() < peers && g[j].len() < peers {
@@ -51,6 +56,9 @@ pub fn graph(n: usize, peers: usize) -> Vec<Vec<u32>> {
             g[j].push(i as u32);
         }
     };
+    for &(i, j) in first {
+        link(&mut g, i as usize, j as usize);
+    }
     if n <= peers + 1 {
         for i in 0..n {
             for j in i + 1..n {

@@ -24,8 +24,20 @@ impl Swarm {
             self.slow_cache = self.slow();
             self.cooldown.retain(|_, until| *until > now);
         }
+        if self.chain_waiting() {
+            self.chain_plan(now);
+            if self.chain_waiting() {
+                return out;
+            }
+        }
         // A copy: `site_allows` reads the cache while the phases run.
         let slow = self.slow_cache.clone();
+        if full {
+            for i in (0..slow.len()).filter(|&i| slow[i]) {
+                self.chain_to_tail(i as u32, &slow);
+            }
+        }
+        self.chain_feed(now, &mut out);
         self.scatter(&slow, now, &mut out);
         self.exchange(full, &slow, now, &mut out);
         let search = full || std::mem::take(&mut self.master_freed);

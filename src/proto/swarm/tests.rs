@@ -7,12 +7,29 @@ use crate::proto::sites::Sites;
 /// po's one every four ticks; blocks on a link go in order. Returns ticks, master copies
 /// and when each po was done.
 fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u32, u64)>) -> (u64, f64, Vec<u64>) {
-    let mut s = Swarm::new(n, blocks, peers);
+    let (ticks, copies, done, _) = simulate_in(Swarm::new(n, blocks, peers), slow, dead_at);
+    (ticks, copies, done)
+}
+
+/// `simulate` for any swarm (chains on or off): a po forwards each block it gets to its chain
+/// successor, as the po does. Also returns the swarm and how many blocks arrived twice.
+fn simulate_in(s: Swarm, slow: &[u32], dead_at: Option<(u32, u64)>) -> (u64, f64, Vec<u64>, (Swarm, u64)) {
+    simulate_from(s, Vec::new(), slow, dead_at)
+}
+
+/// `simulate_in` for a swarm whose assignments `pending` were scheduled already.
+fn simulate_from(
+    mut s: Swarm,
+    mut pending: Vec<Assign>,
+    slow: &[u32],
+    dead_at: Option<(u32, u64)>,
+) -> (u64, f64, Vec<u64>, (Swarm, u64)) {
+    let (n, blocks) = (s.nodes.len(), s.blocks);
+    let mut twice = 0;
     let t0 = Instant::now();
     for i in 0..n as u32 {
         s.join(i, &[]);
     }
-    let mut pending: Vec<Assign> = Vec::new();
     let mut done_at = vec![0u64; n];
     for tick in 0..100_000u64 {
         let now = t0 + Duration::from_millis(tick * 10);
@@ -26,6 +43,7 @@ fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u3
         let mut sent: std::collections::HashSet<Src> = std::collections::HashSet::new();
         let mut got = vec![false; n];
         let mut later = Vec::new();
+        let mut forwards = Vec::new();
         for a in std::mem::take(&mut pending) {
             let sender_free = match a.from {
                 Src::Master => true,
@@ -33,6 +51,12 @@ fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u3
             };
             if sender_free && free(a.to) && !got[a.to as usize] && sent.insert(a.from) {
                 got[a.to as usize] = true;
+                if s.nodes[a.to as usize].have[a.block as usize] {
+                    twice += 1;
+                } else if let Some(next) = s.chain_next(a.to, a.block) {
+                    // The po forwards what it verified, unasked.
+                    forwards.push(Assign { from: Src::Po(a.to), to: next, block: a.block });
+                }
                 s.have(a.to, a.block, now);
                 if s.complete(a.to) && done_at[a.to as usize] == 0 {
                     done_at[a.to as usize] = tick;
@@ -43,10 +67,15 @@ fn simulate(n: usize, blocks: u64, peers: u32, slow: &[u32], dead_at: Option<(u3
             }
         }
         pending = later;
+        pending.extend(forwards);
         if (0..n as u32).filter(|i| Some(*i) != dead_at.map(|d| d.0)).all(|i| s.complete(i)) {
-            return (tick, s.master_sent as f64 / blocks as f64, done_at);
+            return (tick, s.master_sent as f64 / blocks as f64, done_at, (s, twice));
         }
         pending.extend(s.schedule(now));
+        // Each po follows its CHAIN at once, and says so.
+        for (i, _) in s.chain_news() {
+            s.chain_acked(i);
+        }
         if pending.is_empty() && tick > 0 {
             let lacking: Vec<(u32, u64, usize, usize)> = (0..n as u32)
                 .filter(|i| !s.complete(*i))
@@ -310,5 +339,199 @@ fn with_sites_a_block_enters_each_site_about_once() {
         }
         // The rule costs little time (measured: 158 and 157 ticks against 152).
         assert!(t_on as f64 <= 1.2 * t_off as f64, "{t_on} ticks with labels, {t_off} without");
+    }
+}
+
+/// A chained swarm of `n` pos, every one joined.
+fn chained(n: usize, blocks: u64, k: usize) -> Swarm {
+    Swarm::new(n, blocks, 8).with_chains(k, 4)
+}
+
+#[test]
+fn chains_carry_every_block_once_with_one_copy_from_the_master() {
+    for (n, k) in [(1usize, 1usize), (4, 1), (8, 1), (8, 2), (16, 2), (30, 1)] {
+        let (ticks, copies, _, (s, twice)) = simulate_in(chained(n, 256, k), &[], None);
+        // Store-and-forward costs one tick a hop (and a tick a stripe).
+        assert!(ticks <= 256 + 2 * n as u64 + 8, "n={n} k={k}: {ticks} ticks");
+        assert_eq!(copies, 1.0, "n={n} k={k}: the master sent {copies} copies");
+        assert_eq!(twice, 0, "n={n} k={k}: blocks arrived twice");
+        assert!(s.chained());
+        assert_eq!(s.chain_orders().len(), k);
+    }
+}
+
+#[test]
+fn the_scheduler_never_sends_a_block_that_is_on_its_way_down_a_chain() {
+    let mut s = chained(6, 64, 2);
+    let t0 = Instant::now();
+    for i in 0..6 {
+        s.join(i, &[]);
+    }
+    let orders = {
+        s.schedule(t0);
+        s.chain_orders()
+    };
+    let heads: Vec<u32> = orders.iter().map(|o| o[0]).collect();
+    let mut now = t0;
+    // Every po that gets a block reports it; only the master's feed of the heads is scheduled.
+    for step in 0..10 {
+        now += Duration::from_millis(10);
+        for a in s.schedule(now) {
+            assert_eq!(a.from, Src::Master, "step {step}: {a:?}");
+            assert!(heads.contains(&a.to), "step {step}: {a:?} is not to a head");
+        }
+        let moving: Vec<(u32, u64, Src)> = s.stalled(now + Duration::from_secs(3600), Duration::ZERO);
+        for (to, b, _) in moving {
+            s.have(to, b, now);
+        }
+    }
+    // A stalled forward takes the pair out of the chain: the swarm may schedule it now.
+    let late = now + Duration::from_secs(60);
+    let stalled = s.stalled(late, Duration::from_secs(1));
+    let (to, b, from) = *stalled.iter().find(|(_, _, f)| *f != Src::Master).expect("a forward is under way");
+    s.stall(to, b, late);
+    assert!(!s.chain_pending(to as usize, b as usize), "{to} {b} from {from:?}");
+}
+
+#[test]
+fn a_dead_pos_successors_finish_through_its_predecessor() {
+    for k in [1usize, 2] {
+        let (ticks, copies, done, (s, _)) = simulate_in(chained(8, 128, k), &[], Some((2, 60)));
+        assert!(ticks < 128 * 2, "k={k}: {ticks}");
+        assert!(copies <= 1.10, "k={k}: {copies} copies");
+        assert!(done.iter().enumerate().all(|(i, t)| i == 2 || *t > 0), "{done:?}");
+        assert!(s.chain_orders().iter().all(|o| !o.contains(&2) && o.len() == 7), "{:?}", s.chain_orders());
+    }
+    // The head dies: the next po becomes the head, fed by the master from where it is.
+    let (_, copies, _, _) = simulate_in(chained(8, 128, 1), &[], Some((0, 30)));
+    assert!(copies <= 1.10, "{copies} copies");
+}
+
+#[test]
+fn a_slow_po_moves_to_the_tail_of_every_stripe() {
+    let mut s = chained(8, 256, 2);
+    let t0 = Instant::now();
+    for i in 0..8 {
+        s.join(i, &[]);
+    }
+    let mut feed = s.schedule(t0);
+    for (i, _) in s.chain_news() {
+        s.chain_acked(i);
+    }
+    // Po 3's fastest block took ten times the others'.
+    for i in 0..8 {
+        s.nodes[i].best = Some(if i == 3 { 0.1 } else { 0.01 });
+    }
+    let before = s.chain_orders();
+    feed.extend(s.schedule(t0 + Duration::from_secs(1)));
+    let after = s.chain_orders();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.last(), Some(&3), "{after:?}");
+        assert_eq!(
+            a.iter().filter(|p| **p != 3).collect::<Vec<_>>(),
+            b.iter().filter(|p| **p != 3).collect::<Vec<_>>()
+        );
+    }
+    // Told: the predecessors of 3 (they feed its old successors) and the old tails (they feed 3).
+    let told: Vec<u32> = s.chain_news().into_iter().map(|(i, _)| i).collect();
+    // Until they say they follow it, what they report goes to the new successors by repair.
+    let p = before[0][before[0].iter().position(|p| *p == 3).unwrap() - 1];
+    let b = (0..256u64).step_by(2).find(|&b| !s.nodes[p as usize].have[b as usize]).unwrap();
+    let next = s.chain_next(p, b).unwrap();
+    s.have(p, b, t0 + Duration::from_secs(1));
+    assert_eq!(s.source_of(next, b), None);
+    assert!(!s.chain_pending(next as usize, b as usize));
+    for &i in &told {
+        s.chain_acked(i);
+    }
+    for o in &before {
+        let at = o.iter().position(|p| *p == 3).unwrap();
+        assert!(told.contains(&o[at - 1]) && told.contains(o.last().unwrap()), "{told:?} {before:?}");
+    }
+    // And the others still finish at line rate while po 3 runs at a quarter of it.
+    for i in 0..8 {
+        s.nodes[i].best = None;
+    }
+    let (_, copies, done, _) = simulate_from(s, feed, &[3], None);
+    for (i, t) in done.iter().enumerate() {
+        if i != 3 {
+            assert!((*t as f64) < 256.0 * 1.25, "po {i} done at {t}");
+        }
+    }
+    assert!(copies <= 1.10, "{copies} copies");
+}
+
+#[test]
+fn a_bad_forward_is_charged_to_the_forwarder_only() {
+    let mut s = chained(3, 8, 1);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        s.join(i, &[]);
+    }
+    let feed = s.schedule(t0);
+    let head = s.chain_orders()[0][0];
+    let second = s.chain_orders()[0][1];
+    let third = s.chain_orders()[0][2];
+    assert!(feed.iter().all(|a| a.from == Src::Master && a.to == head), "{feed:?}");
+    s.have(head, 0, t0);
+    assert_eq!(s.source_of(second, 0), Some(Src::Po(head)), "the forward is an assignment");
+    // A report naming another po, or another block, charges nobody.
+    s.bad(second, 0, Src::Po(third));
+    s.bad(second, 1, Src::Po(head));
+    assert_eq!((s.faults(head), s.faults(third)), (0, 0));
+    s.bad(second, 0, Src::Po(head));
+    assert_eq!(s.faults(head), 1);
+    // The pair is repair now: the swarm sends it, from the head (its only holder).
+    assert!(!s.chain_pending(second as usize, 0));
+    let again = s.schedule(t0 + Duration::from_secs(2));
+    assert!(again.iter().any(|a| a.to == second && a.block == 0), "{again:?}");
+}
+
+#[test]
+fn a_stopped_po_is_cut_out_of_the_chain_and_its_sender_is_not_charged() {
+    let mut s = chained(4, 64, 1);
+    let t0 = Instant::now();
+    for i in 0..4 {
+        s.join(i, &[]);
+    }
+    let feed = s.schedule(t0);
+    assert_eq!(s.chain_orders(), [vec![0, 1, 2, 3]]);
+    // Po 0 gets its blocks and forwards them; po 1 stopped and reports nothing.
+    for (k, a) in feed.iter().enumerate() {
+        s.have(a.to, a.block, t0 + Duration::from_millis(10 * (k as u64 + 1)));
+    }
+    assert_eq!(s.source_of(1, 0), Some(Src::Po(0)));
+    let late = t0 + Duration::from_secs(60);
+    let limit = Duration::from_secs(6);
+    for (to, b, _) in s.stalled(late, limit) {
+        s.stalled_out(to, b, late, limit);
+    }
+    assert_eq!((s.stalls(0), s.faults(0)), (0, 0), "po 0 is not to blame");
+    assert_eq!(s.chain_orders(), [vec![0, 2, 3]]);
+    assert_eq!(s.chain_next(0, 0), Some(2));
+    // What po 0 holds goes to po 2 by repair, from po 0.
+    let next = s.schedule(late + Duration::from_secs(2));
+    assert!(next.iter().any(|a| a.to == 2 && a.from == Src::Po(0)), "{next:?}");
+}
+
+#[test]
+fn two_slow_pos_go_to_the_tail_once_and_the_plan_then_holds() {
+    let mut s = chained(8, 256, 1);
+    let t0 = Instant::now();
+    for i in 0..8 {
+        s.join(i, &[]);
+    }
+    s.schedule(t0);
+    for i in 0..8 {
+        s.nodes[i].best = Some(if i == 2 || i == 5 { 0.1 } else { 0.01 });
+    }
+    s.schedule(t0 + Duration::from_secs(1));
+    let moved = s.chain_orders();
+    assert_eq!(moved[0][6..], [2, 5], "{moved:?}");
+    s.chain_news();
+    for k in 2..6 {
+        s.schedule(t0 + Duration::from_secs(k));
+        assert_eq!(s.chain_orders(), moved, "pass {k}");
+        assert!(s.chain_news().is_empty(), "pass {k}: a re-plan with nothing new");
     }
 }
