@@ -181,6 +181,50 @@ pub fn cut_out(sites: &Sites, order: &mut Vec<u32>, dead: u32) -> Option<Cut> {
     Some(Cut { pred, succ, new_entry })
 }
 
+/// What moving a slow po towards the tail of one stripe changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Its old neighbours, now linked (`chain::cut_out`'s answer).
+    pub pred: Option<u32>,
+    pub succ: Option<u32>,
+    /// Its new predecessor, and its new successor (`None`: it is the stripe's tail).
+    pub before: Option<u32>,
+    pub after: Option<u32>,
+}
+
+/// Where slow po `p` goes in a stripe's `order` so that it only consumes: to the end of its
+/// site's run of pos, which is the stripe's tail when its site is last. A po of a remote site
+/// is never taken past its site's run: from the tail it would get every block from outside
+/// its site, a second crossing into the site, and those bytes are what sites save; so a slow
+/// po holds up the sites after its own in this stripe (the plan rotates which site is last,
+/// and [`stripes`] puts sites with slow pos last). A po of the master's site (and every po
+/// without labels, which is exactly `chain::stripes`' move) goes to the stripe's tail, as in
+/// [`stripes`]: no remote site waits on it, and what comes back into the master's site is
+/// not a remote site's bytes. `None`: it is there already, or not in the stripe.
+pub fn to_segment_tail(sites: &Sites, order: &mut Vec<u32>, p: u32) -> Option<Moved> {
+    let at = order.iter().position(|&q| q == p)?;
+    let site = sites.site(p);
+    let end = match site {
+        0 => order.len(),
+        _ => at + order[at..].iter().take_while(|&&q| sites.site(q) == site).count(),
+    };
+    if end == at + 1 {
+        return None;
+    }
+    let (pred, succ) = chain::cut_out(order, p)?;
+    order.insert(end - 1, p);
+    let before = Some(order[end - 2]);
+    let after = order.get(end).copied();
+    Some(Moved { pred, succ, before, after })
+}
+
+/// The pos after `p` in its stripe up to where [`to_segment_tail`] would put it.
+pub fn behind_in_segment<'a>(sites: &'a Sites, order: &'a [u32], p: u32) -> impl Iterator<Item = u32> + 'a {
+    let site = sites.site(p);
+    let rest = order.iter().copied().skip_while(move |&q| q != p).skip(1);
+    rest.take_while(move |&q| site == 0 || sites.site(q) == site)
+}
+
 /// The repair rule: may `from` (`None`: the master) send a block to po `to`? From the
 /// receiver's own site always (the master counts as a member of site 0). From another site
 /// only while `site_has()` is false, that is while no po of the receiver's site that could
@@ -382,6 +426,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_slow_po_moves_to_its_sites_end_and_a_master_site_po_to_the_tail() {
+        let s = Sites::from_labels(&["", "", "bj", "bj", "bj", "sh", "sh"]).unwrap();
+        let mut o = vec![0, 1, 2, 3, 4, 5, 6];
+        let m = to_segment_tail(&s, &mut o, 2).unwrap();
+        assert_eq!(o, [0, 1, 3, 4, 2, 5, 6]);
+        assert_eq!(m, Moved { pred: Some(1), succ: Some(3), before: Some(4), after: Some(5) });
+        assert_eq!(runs(&s, &o), [0, 1, 2], "bj is entered once still");
+        assert_eq!(to_segment_tail(&s, &mut o, 2), None, "at its site's end already");
+        assert_eq!(behind_in_segment(&s, &o, 3).collect::<Vec<_>>(), [4, 2]);
+        let m = to_segment_tail(&s, &mut o, 0).unwrap();
+        assert_eq!((o.last(), m.before, m.after), (Some(&0), Some(6), None));
+        assert_eq!(to_segment_tail(&s, &mut o, 6), None);
+        // Without labels: chain::stripes' move to the tail.
+        let one = Sites::one(4);
+        let mut o = vec![0, 1, 2, 3];
+        to_segment_tail(&one, &mut o, 1).unwrap();
+        assert_eq!(o, [0, 2, 3, 1]);
     }
 
     #[test]

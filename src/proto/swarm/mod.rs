@@ -196,8 +196,10 @@ impl Swarm {
         }
     }
 
-    /// The pos' sites, before any joins (all in one site unless this is called).
+    /// The pos' sites, before any joins and before `with_chains`, whose stripes follow them
+    /// (all in one site unless this is called).
     pub fn set_sites(&mut self, sites: Sites) {
+        debug_assert!(self.chain.is_none(), "sites after chains: the stripes ignore them");
         self.sites = sites;
     }
 
