@@ -191,11 +191,15 @@ impl MasterMachine {
         let nb = plan.manifest.blocks();
         for b in blocks.into_iter().filter(|&b| b < nb) {
             // Who sent it: the swarm's assignment, or the master itself without a swarm.
+            // A chain block may come before its forwarder's HAVE: then it is from the forwarder.
             let from = match plan.swarm.as_mut() {
-                Some(sw) => sw.have(i as u32, b, now).ok_or(()).map(|s| match s {
-                    Src::Master => None,
-                    Src::Po(s) => Some(s),
-                }),
+                Some(sw) => {
+                    let chained = sw.chain_source(i as u32, b).map(Src::Po);
+                    sw.have(i as u32, b, now).or(chained).ok_or(()).map(|s| match s {
+                        Src::Master => None,
+                        Src::Po(s) => Some(s),
+                    })
+                }
                 None => Ok(None),
             };
             if let Some(h) = p.have.get_mut(b as usize) {

@@ -147,6 +147,18 @@ impl Swarm {
         c.next[stripe_of(b, c.k)][i as usize]
     }
 
+    /// Who sent po `i` chain block `b` when its HAVE comes before its forwarder's (HAVEs travel
+    /// on different links): its predecessor in `b`'s stripe, as nothing else was sent it. Asked
+    /// before `have`, for the bytes per site link (issue 17), never for blame.
+    pub fn chain_source(&self, i: u32, b: u64) -> Option<u32> {
+        if !self.chain_pending(i as usize, b as usize) || self.inflight.contains_key(&(i, b)) {
+            return None;
+        }
+        let c = self.chain.as_ref()?;
+        let next = &c.next[stripe_of(b, c.k)];
+        (0..next.len() as u32).find(|&p| next[p as usize] == Some(i))
+    }
+
     /// The chain set as a have-bitmap's layout, and `k`.
     pub fn chain_set(&self) -> Option<(usize, &[bool])> {
         self.chain.as_ref().filter(|c| c.planned_at.is_some()).map(|c| (c.k, &c.set[..]))
