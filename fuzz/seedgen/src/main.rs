@@ -15,7 +15,7 @@ use std::sync::Arc;
 use wugui::proto::auth::Token;
 use wugui::proto::checksum::digest;
 use wugui::proto::manifest::{Entry, Kind};
-use wugui::proto::msg::{PeerLink, PoStat, Reason, TransferStat, WaveStep};
+use wugui::proto::msg::{PeerLink, PoStat, Preview, PreviewKind, Reason, TransferStat, WaveStep};
 use wugui::proto::sites::SiteLink;
 use wugui::proto::wire::{self, MsgType, VERSION};
 use wugui::proto::{BlockHead, Manifest, Msg, Payload, Sum};
@@ -130,6 +130,16 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         Msg::Push { transfer: 7, block: 0, to: 1 },
         Msg::Unsent { transfer: 7, block: 0, to: 1, why: "peer gone".into() },
         Msg::Bad { transfer: 7, block: 0, from: 1 },
+        Msg::Preview(Box::new(Preview {
+            transfer: 7,
+            create: 1,
+            change: 1,
+            delete: 1,
+            bytes: 5010,
+            items: vec![(PreviewKind::ChangeFile, b"a/x".to_vec()), (PreviewKind::Delete, b"old".to_vec())],
+            more: 0,
+        })),
+        Msg::Chain { transfer: 7, next: vec![1, u32::MAX], set: vec![0xc0] },
     ];
     let mut out: Vec<(String, Vec<u8>)> = msgs
         .iter()
