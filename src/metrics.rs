@@ -2,14 +2,17 @@
 //! plus what the reactor counts itself), and the HTTP reply that carries it. Pure: the reactor
 //! reads the request and writes the reply like any other connection.
 
+use crate::proto::sites::SiteLink;
 use crate::proto::Stats;
 
 /// What one scrape shows.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub machine: Stats,
     /// Times a connection waited for its token bucket (counted by the reactor).
     pub rate_limit_waits: u64,
+    /// Bytes per site link (a CAC: summed over its masters' reports).
+    pub sites: Vec<SiteLink>,
 }
 
 struct Metric {
@@ -65,6 +68,12 @@ pub fn render(role: &str, s: &Sample) -> String {
         let name = c.name;
         o += &format!("# HELP {name} {}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {}\n", c.help, (c.get)(s));
     }
+    // Labelled by site names, which are [A-Za-z0-9_.-] (`sites::check_label`): no escaping.
+    let name = "wugui_site_bytes_total";
+    o += &format!("# HELP {name} Block bytes that landed per site link (from the sender's site to the receiver's), as masters reported them.\n# TYPE {name} counter\n");
+    for l in &s.sites {
+        o += &format!("{name}{{role=\"{role}\",from=\"{}\",to=\"{}\"}} {}\n", l.from, l.to, l.bytes);
+    }
     o
 }
 
@@ -96,14 +105,19 @@ mod tests {
         let s = Sample {
             machine: Stats { bytes_received: 7, transfers_active: 2, ..Stats::default() },
             rate_limit_waits: 3,
+            sites: Vec::new(),
         };
         let t = render("po", &s);
-        assert_eq!(t.lines().count(), 17 * 3);
+        assert_eq!(t.lines().count(), 17 * 3 + 2);
         assert!(t.contains("# HELP wugui_bytes_received_total Block bytes verified and written by this po.\n"));
         assert!(t.contains("wugui_bytes_received_total{role=\"po\"} 7\n"));
         assert!(t.contains("# TYPE wugui_transfers_active gauge\nwugui_transfers_active{role=\"po\"} 2\n"));
         assert!(t.contains("wugui_rate_limit_waits_total{role=\"po\"} 3\n"));
         assert!(t.contains("# TYPE wugui_protocol_errors_total counter\n"));
+        let link = SiteLink { from: "master".into(), to: "bj".into(), bytes: 9 };
+        let t = render("cac", &Sample { sites: vec![link], ..Sample::default() });
+        assert!(t.contains("# TYPE wugui_site_bytes_total counter\n"), "{t}");
+        assert!(t.contains("\nwugui_site_bytes_total{role=\"cac\",from=\"master\",to=\"bj\"} 9\n"), "{t}");
     }
 
     #[test]

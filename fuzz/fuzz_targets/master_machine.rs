@@ -115,7 +115,12 @@ impl World<'_> {
                 let transfer = self.transfer();
                 let token = if self.b.u8() < 200 { self.token.clone() } else { self.b.take(40) };
                 let (pos, class) = (self.pos.clone(), self.class.clone());
-                self.frame_on(Side::Cac, Msg::AuthGrant { transfer, token, pos, class });
+                // Now and then a class with site labels (issue 17), so the site code runs too.
+                let sites = match self.b.u8() % 4 {
+                    0 => (0..pos.len()).map(|i| ["", "bj", "sh"][i % 3].to_string()).collect(),
+                    _ => Vec::new(),
+                };
+                self.frame_on(Side::Cac, Msg::AuthGrant { transfer, token, pos, class, sites });
             }
             4 => {
                 let m = match self.b.pick(4) {

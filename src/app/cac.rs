@@ -16,6 +16,7 @@ pub fn settings(c: &CacConfig) -> CacSettings {
             .map(|k| ClassAuth {
                 cfg: k.cfg.clone(),
                 pos: k.pos.clone(),
+                sites: k.sites.clone(),
                 masters: k.masters.clone(),
                 master_secret: k.master_secret.clone(),
             })

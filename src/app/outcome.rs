@@ -161,6 +161,22 @@ pub fn report(o: &Outcome) -> Report {
             if r.skipped > 0 {
                 summary += &format!(" skipped={}", r.skipped);
             }
+            // With site labels: what entered each remote site (the figure to watch), and one
+            // stdout line a site link before the summary.
+            if !r.site_in.is_empty() {
+                let sites: Vec<String> = r.site_in.iter().map(|(s, b)| format!("{s}:{b}")).collect();
+                summary += &format!(" site_in={}", sites.join(","));
+            }
+            let mut stdout = Vec::new();
+            for l in &r.site_links {
+                let line = format!("site_bytes from={} to={} bytes={}", l.from, l.to, l.bytes);
+                log::info!("event={line} transfer={}", o.transfer);
+                stdout.push(line);
+            }
+            for (site, b) in &r.site_in {
+                let ratio = *b as f64 / r.bytes.max(1) as f64;
+                log::info!("event=site_in transfer={} site={site} bytes={b} ratio={ratio:.3}", o.transfer);
+            }
             log::info!(
                 "event=transfer_end {summary} blocks={} master_blocks={} master_bytes={} src_copies={:.2}",
                 r.blocks,
@@ -169,7 +185,8 @@ pub fn report(o: &Outcome) -> Report {
                 r.master_bytes as f64 / r.bytes.max(1) as f64
             );
             let stderr = r.pos.iter().filter(|p| p.failed.is_some() || hook_failed(p)).map(po_line).collect();
-            Report { code, stderr, stdout: vec![summary] }
+            stdout.push(summary);
+            Report { code, stderr, stdout }
         }
     }
 }
@@ -274,6 +291,8 @@ mod tests {
             master_bytes: 3000,
             pos,
             skipped: 0,
+            site_links: Vec::new(),
+            site_in: Vec::new(),
         }
     }
 
@@ -348,6 +367,26 @@ mod tests {
         assert_eq!(r.stderr, ["masterwugui: no CAC"]);
         let r = report(&outcome(TransferResult::SourceFailed("source /x: gone".into())));
         assert_eq!((r.code, r.stdout[0].contains("result=failed pos=0/0")), (1, true));
+    }
+
+    #[test]
+    fn site_links_come_before_the_summary_which_ends_with_site_in() {
+        use crate::proto::sites::SiteLink;
+        let link = |from: &str, to: &str, bytes| SiteLink { from: from.into(), to: to.into(), bytes };
+        let ran = Ran {
+            site_links: vec![link("master", "bj", 3000), link("bj", "bj", 3000)],
+            site_in: vec![("bj".into(), 3000)],
+            ..ran(vec![po("a:1", None, None), po("b:1", None, None)])
+        };
+        let r = report(&outcome(TransferResult::Ok(ran)));
+        assert_eq!(
+            r.stdout,
+            [
+                "site_bytes from=master to=bj bytes=3000",
+                "site_bytes from=bj to=bj bytes=3000",
+                "transfer=7 class=base1 result=ok pos=2/2 bytes=3000 seconds=1.50 rate=2000 site_in=bj:3000",
+            ]
+        );
     }
 
     #[test]

@@ -79,8 +79,15 @@ pub fn to_json(ts: &[TransferStat]) -> String {
                     )
                 })
                 .collect();
+            // Only a class with site labels has them, so other scripts see the same keys.
+            let sites: Vec<String> = t
+                .sites
+                .iter()
+                .map(|l| format!("{{\"from\":{},\"to\":{},\"bytes\":{}}}", json_str(&l.from), json_str(&l.to), l.bytes))
+                .collect();
+            let sites = if sites.is_empty() { String::new() } else { format!(",\"sites\":[{}]", sites.join(",")) };
             format!(
-                "{{\"transfer\":\"{}\",\"class\":{},\"master\":{},\"state\":{},\"total\":{},\"done\":{},\"started_unix\":{},\"elapsed_ms\":{},\"rate\":{},\"pos\":[{}]}}",
+                "{{\"transfer\":\"{}\",\"class\":{},\"master\":{},\"state\":{},\"total\":{},\"done\":{},\"started_unix\":{},\"elapsed_ms\":{},\"rate\":{},\"pos\":[{}]{sites}}}",
                 t.transfer,
                 json_str(&t.class),
                 json_str(&t.master),
@@ -132,6 +139,12 @@ pub fn to_table(ts: &[TransferStat]) -> String {
             let pp = (po.bytes.min(t.total) * 100).checked_div(t.total).unwrap_or(100);
             let err = if po.error.is_empty() { String::new() } else { format!("  error={}", p(&po.error)) };
             o += &format!("    po {:<24} {:<11} {:>4}% {:>8}{err}\n", p(&po.addr), p(&po.state), pp, human(po.bytes));
+        }
+        // Bytes per site link; the ratio to the tree's size is what crossed into the site.
+        for l in &t.sites {
+            let ratio = l.bytes as f64 / t.total.max(1) as f64;
+            let link = format!("{} -> {}", p(&l.from), p(&l.to));
+            o += &format!("    site {:<24} {:>8} {ratio:>6.2}x  bytes={}\n", link, human(l.bytes), l.bytes);
         }
     }
     if ts.is_empty() {
@@ -200,6 +213,7 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
     use crate::proto::msg::PoStat;
+    use crate::proto::sites::SiteLink;
 
     /// Whatever a master or a po reported reaches the terminal with its control characters
     /// escaped: no escape sequence, no line of its own.
@@ -213,6 +227,7 @@ mod tests {
             state: evil.into(),
             total: 10,
             pos: vec![PoStat { addr: evil.into(), state: evil.into(), bytes: 5, error: evil.into() }],
+            sites: vec![SiteLink { from: evil.into(), to: evil.into(), bytes: 1 }],
             ..Default::default()
         };
         for out in [to_table(std::slice::from_ref(&t)), to_json(&[t])] {
@@ -245,6 +260,27 @@ mod tests {
         // The class and the master are empty here.
         assert_eq!(cols, ["9", "sending", "2026-11-26T06:21:03Z", "2", "100%", "3.0M", "6.0M", "0B/s", "-"], "{table}");
         assert!(to_json(&select(&ts, Some(9))).contains("\"total\":3145728,\"done\":6291456"));
+    }
+
+    /// Bytes per site link: a row each in the table, a `sites` list in the JSON (only then).
+    #[test]
+    fn site_links_show_in_both_outputs() {
+        let t = TransferStat {
+            transfer: 3,
+            total: 1 << 20,
+            sites: vec![
+                SiteLink { from: "master".into(), to: "bj".into(), bytes: 1 << 20 },
+                SiteLink { from: "bj".into(), to: "bj".into(), bytes: 7 << 20 },
+            ],
+            ..Default::default()
+        };
+        let table = to_table(std::slice::from_ref(&t));
+        assert!(table.contains("    site master -> bj"), "{table}");
+        assert!(table.contains("1.00x  bytes=1048576\n"), "{table}");
+        assert!(table.contains("7.00x  bytes=7340032\n"), "{table}");
+        let json = to_json(std::slice::from_ref(&t));
+        assert!(json.contains(",\"sites\":[{\"from\":\"master\",\"to\":\"bj\",\"bytes\":1048576},"), "{json}");
+        assert!(!to_json(&[TransferStat::default()]).contains("sites"));
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::ini::{self, At, Section};
-use super::values::{parse_addr, parse_addr_entries, parse_cidr_list, parse_path, read_secret};
+use super::values::{parse_addr, parse_cidr_list, parse_path, read_secret};
 use super::{Cidr, ConfigError, DEFAULT_TOKEN_TTL};
 use crate::proto::class::parse_num;
+use crate::proto::sites::{check_label, Sites};
 use crate::proto::ClassCfg;
 
 #[derive(Clone, PartialEq)]
@@ -34,8 +35,12 @@ pub struct CacClass {
     pub cfg: ClassCfg,
     /// From `po = a:p, b:p` and/or `po_file` (one address a line), in file order.
     pub pos: Vec<SocketAddr>,
-    /// Each of `pos` as written (`host:port`), so that a name can be asked again.
+    /// Each of `pos` as written (`host:port`, without its site), so that a name can be asked
+    /// again.
     pub po_names: Vec<String>,
+    /// Each po's site label (`po = host:port@site`, or a po_file's second column); `""`:
+    /// unlabelled, the master's site.
+    pub sites: Vec<String>,
     /// Who may push this class.
     pub masters: Vec<Cidr>,
     pub master_secret_file: Option<PathBuf>,
@@ -70,6 +75,7 @@ impl fmt::Debug for CacClass {
         f.debug_struct("CacClass")
             .field("cfg", &self.cfg)
             .field("pos", &self.pos)
+            .field("sites", &self.sites)
             .field("masters", &self.masters)
             .field("master_secret_file", &self.master_secret_file)
             .field("master_secret", &self.master_secret.as_ref().map(|s| format!("<{} bytes>", s.len())))
@@ -127,6 +133,7 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
     let mut cfg = ClassCfg::new(&name);
     let mut pos: Vec<SocketAddr> = Vec::new();
     let mut po_names: Vec<String> = Vec::new();
+    let mut sites: Vec<String> = Vec::new();
     let mut masters = None;
     let mut master_secret = None;
     let mut master_secret_file = None;
@@ -140,15 +147,18 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
         }
         match k.name() {
             "po" => {
-                for (name, a) in parse_addr_entries(v).at(k)? {
+                for item in v.split(',') {
+                    let (name, a, site) = parse_po(item.trim()).at(k)?;
                     add_po(&mut pos, a).at(k)?;
                     po_names.push(name);
+                    sites.push(site);
                 }
             }
             "po_file" => {
-                for (name, a) in read_po_file(&parse_path(v, base_dir).at(k)?)? {
+                for (name, a, site) in read_po_file(&parse_path(v, base_dir).at(k)?)? {
                     add_po(&mut pos, a).at(k)?;
                     po_names.push(name);
+                    sites.push(site);
                 }
             }
             "masters" => masters = Some(parse_cidr_list(v).at(k)?),
@@ -171,7 +181,8 @@ fn parse_class(s: &Section, file: &str, base_dir: &Path) -> Result<CacClass, Con
         return Err(s.error(file, format!("{} lists no po", s.title())));
     }
     let masters = masters.ok_or_else(|| s.missing(file, "masters"))?;
-    Ok(CacClass { cfg, pos, po_names, masters, master_secret_file, master_secret })
+    Sites::from_labels(&sites).map_err(|e| s.error(file, format!("{}: {e}", s.title())))?;
+    Ok(CacClass { cfg, pos, po_names, sites, masters, master_secret_file, master_secret })
 }
 
 /// A dest names one directory one way: no `.`, `..` or empty components (a trailing `/` is
@@ -199,23 +210,53 @@ fn add_po(pos: &mut Vec<SocketAddr>, a: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-/// The addresses of a `po_file`: one a line, `#` comment lines and blank lines skipped. Errors
-/// name the po_file and its line.
-fn read_po_file(path: &Path) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+/// One po of a class: `host:port` or `host:port@site` (an IPv6 literal in brackets, as
+/// `[::1]:7200@bj`): the address as written, the address, and the site label (`""`: none).
+fn parse_po(item: &str) -> Result<(String, SocketAddr, String), String> {
+    if item.is_empty() {
+        return Err("empty entry in the address list".into());
+    }
+    let (addr, site) = match item.rsplit_once('@') {
+        Some((a, s)) => {
+            check_label(s).map_err(|e| format!("po {item:?}: {e}"))?;
+            (a.trim_end(), s)
+        }
+        None => (item, ""),
+    };
+    Ok((addr.to_owned(), parse_addr(addr, false)?, site.to_owned()))
+}
+
+/// The pos of a `po_file`: one a line, `host:port` and an optional site label after white
+/// space (or `host:port@site`); `#` comment lines and blank lines skipped. Errors name the
+/// po_file and its line.
+fn read_po_file(path: &Path) -> Result<Vec<(String, SocketAddr, String)>, ConfigError> {
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, 0, format!("cannot read po_file: {e}")))?;
-    let mut out: Vec<(String, SocketAddr)> = Vec::new();
+    let mut out: Vec<(String, SocketAddr, String)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let t = raw.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let a = parse_addr(t, false).map_err(|m| ConfigError::new(&name, i + 1, m))?;
-        if out.iter().any(|(_, b)| *b == a) {
-            return Err(ConfigError::new(&name, i + 1, format!("{a} is listed twice")));
+        let err = |m: String| ConfigError::new(&name, i + 1, m);
+        let mut cols = t.split_whitespace();
+        let (first, site) = (cols.next().unwrap_or(""), cols.next());
+        if cols.next().is_some() {
+            return Err(err(format!("expected `host:port [site]`, not {t:?}")));
         }
-        out.push((t.to_owned(), a));
+        let (po, a, mut label) = parse_po(first).map_err(err)?;
+        if let Some(site) = site {
+            if !label.is_empty() {
+                return Err(err(format!("{t:?} names its site twice")));
+            }
+            check_label(site).map_err(|e| err(format!("po {po:?}: {e}")))?;
+            label = site.to_owned();
+        }
+        if out.iter().any(|(_, b, _)| *b == a) {
+            return Err(err(format!("{a} is listed twice")));
+        }
+        out.push((po, a, label));
     }
     Ok(out)
 }
@@ -353,6 +394,55 @@ mirror = off
         // A po_file alone is enough.
         let text = "[cac]\nlisten = 127.0.0.1:0\nsecret_file = cluster.key\n[class c1]\ndest = /d\npo_file = pos.txt\nmasters = ::1\n";
         assert_eq!(parse_cac(text, "cac.conf", &d.0).unwrap().classes[0].pos.len(), 2);
+    }
+
+    #[test]
+    fn site_labels_in_po_and_po_file() {
+        let d = cac_dir();
+        let head = "[cac]\nlisten = 127.0.0.1:0\nsecret_file = cluster.key\n[class c1]\ndest = /d\nmasters = ::1\n";
+        let text = format!(
+            "{head}po = 10.1.0.5:7200@bj, 10.2.0.7:7200@sh , [::1]:7201@bj, 10.0.0.9:7200, localhost:7202@sh\n"
+        );
+        let c = parse_cac(&text, "cac.conf", &d.0).unwrap();
+        let k = &c.classes[0];
+        assert_eq!(k.sites, ["bj", "sh", "bj", "", "sh"]);
+        // A name is kept as written, without its label, so that it can be asked again.
+        assert_eq!(k.po_names, ["10.1.0.5:7200", "10.2.0.7:7200", "[::1]:7201", "10.0.0.9:7200", "localhost:7202"]);
+        assert_eq!(k.pos[2], "[::1]:7201".parse().unwrap());
+        assert!(k.pos[4].ip().is_loopback() && k.pos[4].port() == 7202);
+
+        // A po_file: a second column, or host:port@site; comments and blank lines as before.
+        std::fs::write(d.0.join("pos.txt"), "# pos\n10.0.0.2:7200   bj\n\n10.0.0.3:7200@sh\n[::1]:7202\n").unwrap();
+        let c = parse_cac(&format!("{head}po_file = pos.txt\npo = 10.0.0.4:7200@bj\n"), "cac.conf", &d.0).unwrap();
+        assert_eq!(c.classes[0].sites, ["bj", "sh", "", "bj"]);
+
+        // Bad labels, in po: the line of the key; in a po_file: the file's line.
+        for (po, needle) in [
+            ("10.0.0.1:7200@", "1 to 32"),
+            ("10.0.0.1:7200@b j", "letters, digits"),
+            ("10.0.0.1:7200@master", "reserved"),
+            ("10.0.0.1:7200@unknown", "reserved"),
+            (&format!("10.0.0.1:7200@{}", "x".repeat(33)), "1 to 32"),
+            ("10.0.0.1@bj", "10.0.0.1"),
+        ] {
+            let e = parse_cac(&format!("{head}po = {po}\n"), "cac.conf", &d.0).unwrap_err();
+            assert_eq!(e.line, 7, "{po}: {e}");
+            assert!(e.msg.contains(needle), "{po}: {e}");
+        }
+        for (line, needle) in [
+            ("10.0.0.2:7200 b/j", "letters, digits"),
+            ("10.0.0.2:7200@bj sh", "names its site twice"),
+            ("10.0.0.2:7200 bj sh", "host:port [site]"),
+        ] {
+            std::fs::write(d.0.join("bad.txt"), format!("10.0.0.3:7200 ok\n{line}\n")).unwrap();
+            let e = parse_cac(&format!("{head}po_file = bad.txt\n"), "cac.conf", &d.0).unwrap_err();
+            assert_eq!((e.line, e.file.clone()), (2, d.0.join("bad.txt").display().to_string()), "{line}: {e}");
+            assert!(e.msg.contains(needle), "{line}: {e}");
+        }
+        // At most 63 labels besides the master's site.
+        let many: Vec<String> = (1..=64).map(|i| format!("10.0.1.{i}:7200@s{i}")).collect();
+        let e = parse_cac(&format!("{head}po = {}\n", many.join(",")), "cac.conf", &d.0).unwrap_err();
+        assert!(e.msg.contains("more than 63 site labels"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod master;
 pub mod msg;
 pub mod po;
 pub mod relpath;
+pub mod sites;
 pub mod stats;
 pub mod swarm;
 pub mod text;
@@ -223,6 +224,10 @@ pub trait Machine {
     /// What this machine has counted so far.
     fn stats(&self) -> Stats {
         Stats::default()
+    }
+    /// Bytes per site link counted so far (a CAC, from its masters' reports).
+    fn site_bytes(&self) -> Vec<sites::SiteLink> {
+        Vec::new()
     }
 }
 

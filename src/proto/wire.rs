@@ -23,6 +23,8 @@ pub const MAGIC: [u8; 2] = *b"WG";
 ///    not know the transfer (a restart, another replica) adopts it only on the token's word.
 /// 6: manifest paths and symlink targets are bytes (any name Linux allows), every entry carries
 ///    its uid and gid, and hard links travel as link entries (issue 20).
+/// 7: AUTH_GRANT ends with each po's site label (or none), and a transfer's status with its
+///    bytes per site link (issue 17).
 /// 7: OFFER ends with a mode byte (dry run, hold for COMMIT); WAVE and PREVIEW (issue 19).
 pub const VERSION: u8 = 7;
 pub const HEADER_LEN: usize = 8;

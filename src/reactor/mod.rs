@@ -387,7 +387,7 @@ impl Reactor {
     fn serve_metrics<M: Machine>(&mut self, m: &M, accept: bool, ready: &[usize]) {
         let Some(x) = &mut self.metrics else { return };
         let waits = self.rate_limit_waits;
-        let sample = || crate::metrics::Sample { machine: m.stats(), rate_limit_waits: waits };
+        let sample = || crate::metrics::Sample { machine: m.stats(), rate_limit_waits: waits, sites: m.site_bytes() };
         let (registry, now) = (self.poll.registry(), Instant::now());
         if accept {
             x.accept(registry, now, &sample);

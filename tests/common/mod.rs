@@ -128,6 +128,8 @@ pub struct Opts {
     pub po_cacs_before: Vec<String>,
     /// Extra `key = value` lines for every po.conf.
     pub po_extra: Vec<String>,
+    /// Each po's site label in the class (`po = ADDR@SITE`; `""` or missing: none).
+    pub po_sites: Vec<&'static str>,
 }
 
 impl Default for Opts {
@@ -140,6 +142,7 @@ impl Default for Opts {
             hook: None,
             po_cacs_before: vec![],
             po_extra: vec![],
+            po_sites: vec![],
         }
     }
 }
@@ -151,7 +154,9 @@ impl Cluster {
         fs::write(d.join("cluster.key"), "test-cluster-key\n").unwrap();
         let cac_port = free_port();
         let po_ports: Vec<u16> = (0..o.pos).map(|_| free_port()).collect();
-        let po_list: Vec<String> = po_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let site = |i: usize| o.po_sites.get(i).filter(|s| !s.is_empty()).map(|s| format!("@{s}")).unwrap_or_default();
+        let po_list: Vec<String> =
+            po_ports.iter().enumerate().map(|(i, p)| format!("127.0.0.1:{p}{}", site(i))).collect();
         let dest = "/home/work/data/base".to_string();
         let mut cac = format!(
             "[cac]\nlisten = 127.0.0.1:{cac_port}\nsecret_file = {}\nlog = {}\n\n[class base1]\npo = {}\ndest = {dest}\nmasters = {}\n",

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use wugui::proto::auth::Token;
 use wugui::proto::checksum::digest;
 use wugui::proto::manifest::{Entry, Kind};
-use wugui::proto::msg::{PeerLink, PoStat, Reason, TransferStat, WaveStep};
+use wugui::proto::msg::{PeerLink, PoStat, Preview, PreviewKind, Reason, TransferStat, WaveStep};
+use wugui::proto::sites::SiteLink;
 use wugui::proto::wire::{self, MsgType, VERSION};
 use wugui::proto::{BlockHead, Manifest, Msg, Payload, Sum};
 
@@ -74,13 +75,20 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         elapsed_ms: 1500,
         rate: 1000,
         pos: vec![PoStat { addr: "10.0.0.9:4100".into(), state: "sending".into(), bytes: 100, error: String::new() }],
+        sites: vec![SiteLink { from: "master".into(), to: "bj".into(), bytes: 100 }],
     };
     let data = vec![7u8; 64];
     let msgs = vec![
         Msg::AuthRequest { class: "base1".into() },
         Msg::AuthChallenge { nonce: [3; 32] },
         Msg::AuthResponse { mac: [4; 32] },
-        Msg::AuthGrant { transfer: 7, token: tok.clone(), pos: vec!["10.0.0.9:4100".into()], class: class.clone() },
+        Msg::AuthGrant {
+            transfer: 7,
+            token: tok.clone(),
+            pos: vec!["10.0.0.9:4100".into()],
+            class: class.clone(),
+            sites: vec!["bj".into()],
+        },
         Msg::Denied { reason: Reason::Busy, text: "another push of base1 runs".into() },
         Msg::Verify { token: tok.clone(), po: "10.0.0.9:4100".into(), presenter: "10.0.0.1".into() },
         Msg::VerifyOk { transfer: 7, class_name: "base1".into(), class },
@@ -122,6 +130,16 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         Msg::Push { transfer: 7, block: 0, to: 1 },
         Msg::Unsent { transfer: 7, block: 0, to: 1, why: "peer gone".into() },
         Msg::Bad { transfer: 7, block: 0, from: 1 },
+        Msg::Preview(Box::new(Preview {
+            transfer: 7,
+            create: 1,
+            change: 1,
+            delete: 1,
+            bytes: 5010,
+            items: vec![(PreviewKind::ChangeFile, b"a/x".to_vec()), (PreviewKind::Delete, b"old".to_vec())],
+            more: 0,
+        })),
+        Msg::Chain { transfer: 7, next: vec![1, u32::MAX], set: vec![0xc0] },
     ];
     let mut out: Vec<(String, Vec<u8>)> = msgs
         .iter()

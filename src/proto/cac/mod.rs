@@ -28,6 +28,7 @@ pub use busy::transfer_id;
 use super::auth::{self, Token, TokenError};
 use super::cidr::Cidr;
 use super::msg::{Reason, TransferStat};
+use super::sites::{self, SiteLink, SiteTotals};
 use super::text::kv_quote;
 use super::wire::{MsgType, TypeSet};
 use super::{earliest, Action, ClassCfg, Close, ConnId, Env, Event, Machine, Msg, Stats};
@@ -60,6 +61,8 @@ const _: () = assert!(MAX_FRAME == super::wire::MAX_CONTROL);
 pub struct ClassAuth {
     pub cfg: ClassCfg,
     pub pos: Vec<SocketAddr>,
+    /// Each po's site label (`""`, or none at all: the master's site).
+    pub sites: Vec<String>,
     /// CIDR networks allowed to push.
     pub masters: Vec<Cidr>,
     pub master_secret: Option<Vec<u8>>,
@@ -114,12 +117,23 @@ pub struct CacMachine {
     busy: busy::Busy,
     out: VecDeque<Action>,
     stats: Stats,
+    /// Bytes per site link over every transfer reported here (`/metrics`).
+    site_totals: SiteTotals,
 }
 
 impl CacMachine {
     pub fn new(settings: CacSettings, env: Env) -> CacMachine {
         let (conns, transfers, out) = (HashMap::new(), Table::default(), VecDeque::new());
-        CacMachine { settings, env, conns, transfers, busy: busy::Busy::default(), out, stats: Stats::default() }
+        CacMachine {
+            settings,
+            env,
+            conns,
+            transfers,
+            busy: busy::Busy::default(),
+            out,
+            stats: Stats::default(),
+            site_totals: SiteTotals::default(),
+        }
     }
 
     /// SIGHUP: new classes and key; live transfers and connections go on.
@@ -298,11 +312,20 @@ impl CacMachine {
         }
         let (transfer, claimed) = (stat.transfer, stat.class.clone());
         let finished = table::is_finished(&stat);
+        let mut stat = stat;
+        let old = self.transfers.sites(transfer, ip);
+        let labels = self.class(&stat.class).map(|ca| ca.sites.clone()).unwrap_or_default();
+        let known = |n: &str| n == sites::MASTER_SITE || n == sites::UNKNOWN || labels.iter().any(|l| l == n);
+        let mut totals = std::mem::take(&mut self.site_totals);
+        let before = totals.clone();
+        totals.merge(&old, &mut stat.sites, known);
         let class = if self.transfers.holds(now, transfer, ip) {
             Ok(self.transfers.update(now, ip, stat))
         } else {
             self.adopt(now, ip, stat, token)
         };
+        // Only an accepted report counts.
+        self.site_totals = if class.is_ok() { totals } else { before };
         match class {
             Ok(class) => {
                 let conns = &self.conns;
@@ -400,6 +423,8 @@ impl CacMachine {
             token: token.encode(),
             pos: ca.pos.iter().map(|p| p.to_string()).collect(),
             class: ca.cfg.to_pairs(),
+            // Only a class with labels sends them: the master reads none as one site.
+            sites: if ca.sites.iter().any(|s| !s.is_empty()) { ca.sites.clone() } else { Vec::new() },
         };
         self.out.push_back(Action::Send { conn, msg });
         // A granted master's progress reports may be big (one line a po).
@@ -478,5 +503,9 @@ impl Machine for CacMachine {
 
     fn stats(&self) -> Stats {
         self.stats
+    }
+
+    fn site_bytes(&self) -> Vec<SiteLink> {
+        self.site_totals.links()
     }
 }

@@ -12,6 +12,7 @@
 //! - a STAT_REPLY lists what fits one frame, newest first, and counts the rest.
 
 use crate::proto::msg::TransferStat;
+use crate::proto::sites::SiteLink;
 use crate::proto::wire::MAX_CONTROL;
 use core::net::{IpAddr, Ipv4Addr};
 use std::cmp::Reverse;
@@ -86,6 +87,11 @@ impl Table {
         e.stat = stat;
         e.heard = now;
         e.stat.class.clone()
+    }
+
+    /// The site links `master`'s entry of `transfer` shows (none if it holds none).
+    pub fn sites(&self, transfer: u64, master: IpAddr) -> Vec<SiteLink> {
+        self.entries.get(&(transfer, master)).map(|e| e.stat.sites.clone()).unwrap_or_default()
     }
 
     /// Whether a new live entry for `master` fits: a grant, or an adoption. Refused (the

@@ -66,6 +66,7 @@ impl Cac {
         let class = |name: &str| ClassAuth {
             cfg: ClassCfg::new(name),
             pos: vec!["10.9.0.1:7200".parse().unwrap()],
+            sites: Vec::new(),
             masters: vec![crate::proto::cidr::Cidr::parse("10.0.0.0/8").unwrap()],
             master_secret: None,
         };

@@ -30,6 +30,8 @@ impl MasterMachine {
                     master_bytes: 0,
                     pos: Vec::new(),
                     skipped: 0,
+                    site_links: Vec::new(),
+                    site_in: Vec::new(),
                 };
                 let class = self.settings.class.clone();
                 self.outcome = Some(Outcome { transfer: 0, class, result: TransferResult::Aborted(ran) });

@@ -42,6 +42,12 @@ impl MasterMachine {
         let Some(plan) = self.plan.as_mut() else { return };
         let transfer = plan.transfer;
         let Some(sw) = plan.swarm.as_mut() else { return };
+        // A dead site entry handed over to the next po of its site (issue 17).
+        for (s, site, po) in sw.chain_site_entries() {
+            let po = po.and_then(|i| self.pos.get(i as usize)).map_or("-", |p| p.name.as_str());
+            let site = plan.site_bytes.sites().name(site);
+            log::info!("event=site_entry transfer={transfer} stripe={s} site={site} po={po}");
+        }
         let news = sw.chain_news();
         if news.is_empty() {
             return;

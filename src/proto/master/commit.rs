@@ -5,6 +5,7 @@ use super::outcome::{Outcome, PoOutcome, Ran, TransferResult};
 use super::state::{Phase, PoState, State};
 use super::MasterMachine;
 use crate::proto::manifest::Kind;
+use crate::proto::sites;
 use crate::proto::{Action, Msg};
 use std::time::Instant;
 
@@ -110,6 +111,13 @@ impl MasterMachine {
             master_bytes: plan.sent_bytes,
             pos,
             skipped: 0,
+            site_links: Vec::new(),
+            site_in: Vec::new(),
+        };
+        let sb = &plan.site_bytes;
+        let ran = match sb.sites().labelled() {
+            true => Ran { site_in: sites::entered(sb.sites(), &sb.links()), site_links: sb.links(), ..ran },
+            false => ran,
         };
         let result = self.wave_result(match ok {
             _ if dry.is_some() && !aborted => TransferResult::DryRun(dry.expect("checked")),

@@ -190,13 +190,24 @@ impl MasterMachine {
         let p = &mut self.pos[i];
         let nb = plan.manifest.blocks();
         for b in blocks.into_iter().filter(|&b| b < nb) {
-            if let Some(sw) = plan.swarm.as_mut() {
-                sw.have(i as u32, b, now);
-            }
+            // Who sent it: the swarm's assignment, or the master itself without a swarm.
+            // A chain block may come before its forwarder's HAVE: then it is from the forwarder.
+            let from = match plan.swarm.as_mut() {
+                Some(sw) => {
+                    let chained = sw.chain_source(i as u32, b).map(Src::Po);
+                    sw.have(i as u32, b, now).or(chained).ok_or(()).map(|s| match s {
+                        Src::Master => None,
+                        Src::Po(s) => Some(s),
+                    })
+                }
+                None => Ok(None),
+            };
             if let Some(h) = p.have.get_mut(b as usize) {
                 if !*h {
                     *h = true;
-                    p.bytes += plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
+                    let len = plan.manifest.block(b).map(|x| x.len as u64).unwrap_or(0);
+                    p.bytes += len;
+                    plan.site_bytes.add(from, i as u32, len);
                     if let State::Sending { inflight, .. } = &mut p.state {
                         *inflight = inflight.saturating_sub(1);
                     }

@@ -10,6 +10,7 @@ use crate::proto::cac::challenge_data;
 use crate::proto::failover::Failover;
 use crate::proto::manifest::Kind;
 use crate::proto::msg::Reason;
+use crate::proto::sites::{SiteBytes, Sites};
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, ClassCfg, ConnId, Event, Manifest, Msg};
 use std::time::Instant;
@@ -58,7 +59,9 @@ impl MasterMachine {
                 self.out.push_back(Action::Send { conn, msg: Msg::AuthRequest { class: self.settings.class.clone() } });
             }
             Event::Frame { conn, msg } if conn == cac => match msg {
-                Msg::AuthGrant { transfer, token, pos, class } => self.on_grant(now, conn, transfer, token, pos, class),
+                Msg::AuthGrant { transfer, token, pos, class, sites } => {
+                    self.on_grant(now, conn, transfer, token, (pos, sites), class)
+                }
                 Msg::AuthChallenge { nonce } => self.on_challenge(conn, nonce),
                 Msg::Denied { reason: Reason::Busy, text } => self.on_busy(now, conn, text),
                 // Not a CAC's answer (a po says this to an AuthRequest): ask the next.
@@ -99,12 +102,20 @@ impl MasterMachine {
         conn: ConnId,
         transfer: u64,
         token: Vec<u8>,
-        pos: Vec<String>,
+        (pos, labels): (Vec<String>, Vec<String>),
         pairs: Vec<(String, String)>,
     ) {
         let mut class = match ClassCfg::from_pairs(&self.settings.class, &pairs) {
             Ok(c) => c,
             Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent a bad class: {e}"))),
+        };
+        let sites = match labels.is_empty() {
+            true => Ok(Sites::one(pos.len())),
+            false => Sites::from_labels(&labels),
+        };
+        let sites = match sites {
+            Ok(s) => s,
+            Err(e) => return self.stop_early(TransferResult::Denied(format!("CAC sent bad sites: {e}"))),
         };
         // Chains that could not pay off are not planned, nor their smaller blocks chosen.
         class.chains &= super::chain::worth_it(pos.len(), super::chain::MOST_AUTO_BLOCKS);
@@ -131,7 +142,9 @@ impl MasterMachine {
         self.out.push_back(Action::SetRates { upload: class.rate_limit, download: 0 });
         self.wave = super::wave::Wave::new(self.settings.canary.unwrap_or(class.canary) as usize);
         let pos = pos.into_iter().map(|name| Po::new(name, manifest.blocks(), now)).collect();
-        self.start_transfer(now, Plan::new(transfer, token, class, manifest, source, now), pos);
+        let mut plan = Plan::new(transfer, token, class, manifest, source, now);
+        plan.site_bytes = SiteBytes::new(sites);
+        self.start_transfer(now, plan, pos);
     }
 
     /// Enters the transfer phase: every po is to be dialled now.
@@ -139,7 +152,8 @@ impl MasterMachine {
         self.pos = pos;
         if plan.class.p2p {
             let depth = super::chain::head_depth(plan.manifest.block_size);
-            let sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
+            let mut sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
+            sw.set_sites(plan.site_bytes.sites().clone());
             let chains = plan.class.chains && super::chain::worth_it(self.pos.len(), plan.manifest.blocks());
             plan.swarm = Some(if chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }

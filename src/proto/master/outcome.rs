@@ -2,6 +2,7 @@
 //! and the per-po lines.
 
 use crate::proto::msg::Preview;
+use crate::proto::sites::SiteLink;
 use crate::proto::ClassCfg;
 use std::time::Duration;
 
@@ -93,6 +94,10 @@ pub struct Ran {
     /// Source files left out because they could not be read. Reserved: always 0 until the
     /// opt-in skip of unreadable files exists.
     pub skipped: u64,
+    /// With site labels (issue 17): bytes per site link, and bytes that entered each remote
+    /// site from outside it. Empty without labels.
+    pub site_links: Vec<SiteLink>,
+    pub site_in: Vec<(String, u64)>,
 }
 
 /// How one po ended: every po has committed or failed when a transfer ends.

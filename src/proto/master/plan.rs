@@ -3,6 +3,7 @@
 
 use crate::proto::class::Verify;
 use crate::proto::msg::Digest;
+use crate::proto::sites::{SiteBytes, Sites};
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, Body, ClassCfg, ConnId, Manifest, Source, Sum};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub(super) struct Plan {
     /// Blocks this master uploaded itself, and their bytes.
     pub(super) sent_blocks: u64,
     pub(super) sent_bytes: u64,
+    /// Bytes that landed per site link (all in one site when the class has no labels).
+    pub(super) site_bytes: SiteBytes,
 }
 
 impl Plan {
@@ -72,6 +75,7 @@ impl Plan {
             chain_told: false,
             sent_blocks: 0,
             sent_bytes: 0,
+            site_bytes: SiteBytes::new(Sites::one(0)),
         }
     }
 

@@ -29,6 +29,7 @@ impl MasterMachine {
             started_unix: self.settings.unix_start,
             elapsed_ms: now.duration_since(plan.started).as_millis() as u64,
             rate: self.rate,
+            sites: if plan.site_bytes.sites().labelled() { plan.site_bytes.links() } else { Vec::new() },
             pos: self
                 .pos
                 .iter()

@@ -81,7 +81,13 @@ impl Rig {
             cfg.set(k, v).unwrap();
         }
         let names = (0..pos).map(|i| format!("10.0.1.{}:7200", i + 1)).collect();
-        let grant = Msg::AuthGrant { transfer: TRANSFER, token: b"t".to_vec(), pos: names, class: cfg.to_pairs() };
+        let grant = Msg::AuthGrant {
+            transfer: TRANSFER,
+            token: b"t".to_vec(),
+            pos: names,
+            class: cfg.to_pairs(),
+            sites: vec![],
+        };
         rig.frame(cac, grant);
         rig.m.handle_timeout(now);
         rig.conns = rig.connects();

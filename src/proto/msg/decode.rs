@@ -4,6 +4,7 @@
 use super::stat::decode_stat;
 use super::{BlockHead, Msg, Payload, PeerLink, Preview, PreviewKind, Reason, Sum, WaveStep, MAX_PREVIEW_ITEMS};
 use crate::proto::codec::{invalid, DecodeError, Reader};
+use crate::proto::sites;
 use crate::proto::wire::{self, MsgType, MAX_ADDRS, MAX_CLASS_PAIRS, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TOKEN};
 use std::sync::Arc;
 
@@ -39,7 +40,14 @@ impl Msg {
                 for _ in 0..n {
                     pos.push(r.str(MAX_NAME, "po address")?);
                 }
-                Msg::AuthGrant { transfer, token, pos, class: decode_pairs(&mut r)? }
+                let class = decode_pairs(&mut r)?;
+                // None, or one a po, each a label or empty (checked again as labels by the master).
+                let k = r.count(MAX_ADDRS, 4, "site list")?;
+                if k != 0 && k != n {
+                    return Err(invalid("site list", format!("{k} labels for {n} pos")));
+                }
+                let sites = (0..k).map(|_| r.str(sites::MAX_LABEL, "site label")).collect::<Result<_, _>>()?;
+                Msg::AuthGrant { transfer, token, pos, class, sites }
             }
             MsgType::Denied => {
                 let code = r.u16("reason")?;

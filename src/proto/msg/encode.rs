@@ -54,12 +54,14 @@ impl Msg {
             Msg::AuthRequest { class } => w.str(class),
             Msg::AuthChallenge { nonce } => w.raw(nonce),
             Msg::AuthResponse { mac } => w.raw(mac),
-            Msg::AuthGrant { transfer, token, pos, class } => {
+            Msg::AuthGrant { transfer, token, pos, class, sites } => {
                 w.u64(*transfer);
                 w.bytes(token);
                 w.u32(pos.len() as u32);
                 pos.iter().for_each(|p| w.str(p));
                 encode_pairs(w, class);
+                w.u32(sites.len() as u32);
+                sites.iter().for_each(|s| w.str(s));
             }
             Msg::Denied { reason, text } => {
                 w.u16(*reason as u16);

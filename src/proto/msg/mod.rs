@@ -134,6 +134,8 @@ pub enum Msg {
         token: Vec<u8>,
         pos: Vec<String>,
         class: Vec<(String, String)>,
+        /// Each po's site label (`""`: the master's site), or none when the class has none.
+        sites: Vec<String>,
     },
     /// anyone -> anyone, then close.
     Denied {

@@ -1,6 +1,7 @@
 //! Status reports: what a master tells its cac about a transfer, and what `wugui-stat` shows.
 
 use crate::proto::codec::{DecodeError, Reader, Writer};
+use crate::proto::sites::{SiteLink, MAX_LABEL, MAX_SITES};
 use crate::proto::wire::{MAX_ADDRS, MAX_NAME, MAX_TEXT};
 
 const OMITTED: &str = "omitted";
@@ -30,6 +31,8 @@ pub struct TransferStat {
     /// Bytes/s over the last report interval, summed over pos.
     pub rate: u64,
     pub pos: Vec<PoStat>,
+    /// Bytes per site link (issue 17), only for a class with site labels.
+    pub sites: Vec<SiteLink>,
 }
 
 impl TransferStat {
@@ -38,7 +41,8 @@ impl TransferStat {
     pub fn wire_len(&self) -> usize {
         let str_len = |s: &str| 4 + s.len();
         let pos: usize = self.pos.iter().map(|p| str_len(&p.addr) + str_len(&p.state) + 8 + str_len(&p.error)).sum();
-        6 * 8 + str_len(&self.class) + str_len(&self.master) + str_len(&self.state) + 4 + pos
+        let sites: usize = self.sites.iter().map(|l| str_len(&l.from) + str_len(&l.to) + 8).sum();
+        6 * 8 + str_len(&self.class) + str_len(&self.master) + str_len(&self.state) + 4 + pos + 4 + sites
     }
 
     /// The last entry of a STAT_REPLY that had to leave `n` transfers out to fit one frame
@@ -70,6 +74,12 @@ pub(super) fn encode_stat(w: &mut Writer, t: &TransferStat) {
         w.u64(p.bytes);
         w.str(&p.error);
     }
+    w.u32(t.sites.len() as u32);
+    for l in &t.sites {
+        w.str(&l.from);
+        w.str(&l.to);
+        w.u64(l.bytes);
+    }
 }
 
 pub(super) fn decode_stat(r: &mut Reader) -> Result<TransferStat, DecodeError> {
@@ -84,6 +94,7 @@ pub(super) fn decode_stat(r: &mut Reader) -> Result<TransferStat, DecodeError> {
         elapsed_ms: r.u64("elapsed")?,
         rate: r.u64("rate")?,
         pos: Vec::new(),
+        sites: Vec::new(),
     };
     let n = r.count(MAX_ADDRS, 20, "po stats")?;
     t.pos.reserve(n);
@@ -93,6 +104,16 @@ pub(super) fn decode_stat(r: &mut Reader) -> Result<TransferStat, DecodeError> {
             state: r.str(MAX_NAME, "po state")?,
             bytes: r.u64("po bytes")?,
             error: r.str(MAX_TEXT, "po error")?,
+        });
+    }
+    // Every link between two sites of at most MAX_SITES, and the unknown sender's.
+    let n = r.count(MAX_SITES * (MAX_SITES + 1), 16, "site links")?;
+    t.sites.reserve(n);
+    for _ in 0..n {
+        t.sites.push(SiteLink {
+            from: r.str(MAX_LABEL, "site")?,
+            to: r.str(MAX_LABEL, "site")?,
+            bytes: r.u64("site bytes")?,
         });
     }
     Ok(t)
@@ -111,6 +132,7 @@ mod tests {
                 class: "base".into(),
                 master: "10.0.0.5".into(),
                 pos: vec![po(""), po("disk full")],
+                sites: vec![SiteLink { from: "master".into(), to: "bj".into(), bytes: 5 }],
                 ..Default::default()
             },
         ] {

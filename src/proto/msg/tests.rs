@@ -14,6 +14,7 @@ pub fn samples() -> Vec<Msg> {
         elapsed_ms: 2,
         rate: 3,
         pos: vec![PoStat { addr: "127.0.0.1:1".into(), state: "ready".into(), bytes: 9, error: String::new() }],
+        sites: vec![crate::proto::sites::SiteLink { from: "master".into(), to: "sh".into(), bytes: 8 }],
     };
     vec![
         Msg::AuthRequest { class: "base1".into() },
@@ -24,6 +25,7 @@ pub fn samples() -> Vec<Msg> {
             token: vec![1, 2],
             pos: vec!["a:1".into()],
             class: vec![("dest".into(), "/x".into())],
+            sites: vec!["bj".into()],
         },
         Msg::Denied { reason: Reason::BadToken, text: "no".into() },
         Msg::Verify { token: vec![1], po: "p".into(), presenter: "1.2.3.4".into() },
@@ -131,6 +133,29 @@ fn random_and_mutated_frames_never_panic() {
         }
     }
     assert!(errors > 1000, "mutations should mostly be caught, got {errors}");
+}
+
+/// A grant names a site for every po or for none, each within `sites::MAX_LABEL`; a status's
+/// site links are bounded as well.
+#[test]
+fn site_lists_are_bounded() {
+    let grant = |pos: usize, sites: Vec<String>| Msg::AuthGrant {
+        transfer: 1,
+        token: vec![],
+        pos: vec!["10.0.0.1:7200".into(); pos],
+        class: vec![],
+        sites,
+    };
+    let bj = |n: usize| vec!["bj".to_string(); n];
+    for (pos, sites, ok) in [(2, bj(0), true), (2, bj(2), true), (2, bj(1), false), (0, bj(1), false)] {
+        let got = Msg::from_frame(&grant(pos, sites.clone()).to_frame());
+        assert_eq!(got.is_ok(), ok, "{pos} pos, {} sites: {got:?}", sites.len());
+    }
+    let long = "x".repeat(crate::proto::sites::MAX_LABEL + 1);
+    assert!(Msg::from_frame(&grant(1, vec![long.clone()]).to_frame()).is_err());
+    let link = crate::proto::sites::SiteLink { from: long, to: "bj".into(), bytes: 1 };
+    let stat = TransferStat { sites: vec![link], ..Default::default() };
+    assert!(Msg::from_frame(&Msg::StatReply { transfers: vec![stat] }.to_frame()).is_err());
 }
 
 #[test]

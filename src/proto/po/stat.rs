@@ -18,6 +18,7 @@ impl<S: Store> PoMachine<S> {
                 master: String::new(),
                 started_unix: 0,
                 rate: 0,
+                sites: vec![],
             })
             .collect();
         self.send(conn, Msg::StatReply { transfers });

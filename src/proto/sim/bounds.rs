@@ -73,6 +73,7 @@ fn the_cac_raises_a_masters_link_after_its_grant_only() {
     let class = ClassAuth {
         cfg,
         pos: vec!["10.0.1.1:7200".parse().unwrap()],
+        sites: Vec::new(),
         masters: vec![Cidr::parse("10.0.0.0/24").unwrap()],
         master_secret: None,
     };

@@ -38,6 +38,7 @@ fn class(name: &str, secret: Option<&[u8]>) -> ClassAuth {
     ClassAuth {
         cfg,
         pos: vec!["10.0.1.1:7200".parse().unwrap(), "10.0.1.2:7200".parse().unwrap()],
+        sites: Vec::new(),
         masters: vec![Cidr::parse("10.0.0.0/24").unwrap()],
         master_secret: secret.map(|s| s.to_vec()),
     }
@@ -93,7 +94,7 @@ fn grants_a_master_and_vouches_for_its_token() {
     let mut p = cac();
     p.accepted(ACCEPTED | 1, MASTER);
     let acts = p.frame(ACCEPTED | 1, Msg::AuthRequest { class: "base1".into() });
-    let Msg::AuthGrant { transfer, token, pos, class } = only(&acts, ACCEPTED | 1) else { panic!("{acts:?}") };
+    let Msg::AuthGrant { transfer, token, pos, class, .. } = only(&acts, ACCEPTED | 1) else { panic!("{acts:?}") };
     assert_eq!(pos, ["10.0.1.1:7200", "10.0.1.2:7200"]);
     assert_eq!(ClassCfg::from_pairs("base1", &class).unwrap().dest, "/home/work/data/base");
     assert!(closes(&acts).is_empty(), "the master keeps its connection for progress");
@@ -293,4 +294,37 @@ fn only_master_addresses_may_send_big_frames_before_a_grant() {
     assert!(raised(&p.accepted(ACCEPTED | 1, MASTER)));
     assert!(!raised(&p.accepted(ACCEPTED | 2, STRANGER)));
     assert!(!raised(&p.accepted(ACCEPTED | 3, PO)));
+}
+
+/// A class with site labels: the grant carries them, and the reports' bytes per site link
+/// add up in the CAC's counters (names outside the class dropped, nothing counted twice),
+/// and show in its STAT reply.
+#[test]
+fn sends_the_sites_with_the_grant_and_counts_what_masters_report() {
+    let mut s = settings();
+    s.classes[0].sites = vec!["".into(), "bj".into()];
+    let (mut p, _) = Probe::new(CacMachine::new(s, Env::fixed(NOW_UNIX, 1)), Instant::now());
+    p.accepted(ACCEPTED | 1, MASTER);
+    let acts = p.frame(ACCEPTED | 1, Msg::AuthRequest { class: "base1".into() });
+    let Msg::AuthGrant { transfer, sites, .. } = only(&acts, ACCEPTED | 1) else { panic!("{acts:?}") };
+    assert_eq!(sites, ["", "bj"]);
+    let link = |from: &str, to: &str, bytes| sites::SiteLink { from: from.into(), to: to.into(), bytes };
+    let report = |links: Vec<sites::SiteLink>| {
+        let Msg::Progress { mut stat, token } = progress(transfer, "base1", "sending") else { unreachable!() };
+        stat.sites = links;
+        Msg::Progress { stat, token }
+    };
+    p.frame(ACCEPTED | 1, report(vec![link("master", "bj", 100), link("mars", "bj", 1 << 40)]));
+    p.frame(ACCEPTED | 1, report(vec![link("master", "bj", 60), link("bj", "bj", 70)]));
+    p.frame(ACCEPTED | 1, report(vec![link("master", "bj", 130), link("bj", "bj", 70)]));
+    assert_eq!(p.m.site_bytes(), [link("bj", "bj", 70), link("master", "bj", 130)]);
+    p.accepted(ACCEPTED | 2, PO);
+    let acts = p.frame(ACCEPTED | 2, Msg::StatQuery);
+    let Msg::StatReply { transfers } = only(&acts, ACCEPTED | 2) else { panic!("{acts:?}") };
+    assert_eq!(transfers[0].sites, [link("master", "bj", 130), link("bj", "bj", 70)]);
+    // Without labels the grant carries none.
+    let mut q = cac();
+    q.accepted(ACCEPTED | 1, MASTER);
+    let acts = q.frame(ACCEPTED | 1, Msg::AuthRequest { class: "base1".into() });
+    assert!(matches!(only(&acts, ACCEPTED | 1), Msg::AuthGrant { sites, .. } if sites.is_empty()), "{acts:?}");
 }

@@ -6,7 +6,7 @@
 //! | Auth: Connected (AuthRequest), AuthGrant        | `pushes_to_every_po_and_commits_when_all_are_ready` |
 //! | Auth + AuthChallenge, with and without a secret | `answers_a_challenge_with_the_class_secret` |
 //! | Auth + Denied (final), anything else, Closed, timeout (next CAC; none left) | `a_cac_refusal_is_final_and_a_silent_one_is_passed_over` |
-//! | AuthGrant: bad class, source fails, dry run, no pos, bad po address | `a_grant_it_cannot_use_ends_the_run` |
+//! | AuthGrant: bad class, bad site labels, source fails, dry run, no pos, bad po address | `a_grant_it_cannot_use_ends_the_run` |
 //! | Transfer: Connected po (Offer), Accept (pump), Have, Ready, Done, Ping | `pushes_to_every_po_and_commits_when_all_are_ready` |
 //! | Offered + Check: CheckSums                      | `answers_check_with_the_digests_of_real_blocks` |
 //! | Denied from a po: NoCac retries, others fail it | `a_refusing_po_is_retried_or_failed`      |
@@ -65,7 +65,7 @@ fn master_with(settings: MasterSettings, planner: Planner) -> (Master, ConnId) {
 
 fn grant(pos: &[&str], extra: &[(&str, &str)]) -> Msg {
     let pos = pos.iter().map(|p| p.to_string()).collect();
-    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class_pairs(extra) }
+    Msg::AuthGrant { transfer: T, token: b"token".to_vec(), pos, class: class_pairs(extra), sites: vec![] }
 }
 
 /// A master granted `pos` for a tree of `blocks` blocks, dialling them: the probe, its CAC
@@ -210,10 +210,20 @@ fn a_grant_it_cannot_use_ends_the_run() {
         let acts = p.frame(cac, grant);
         (outcome(&p), acts, cac)
     };
-    let bad_class =
-        Msg::AuthGrant { transfer: T, token: vec![], pos: vec![], class: vec![("p2p".into(), "maybe".into())] };
+    let bad_class = Msg::AuthGrant {
+        transfer: T,
+        token: vec![],
+        pos: vec![],
+        class: vec![("p2p".into(), "maybe".into())],
+        sites: vec![],
+    };
     let (o, _, _) = ended(settings(), planner(src.clone()), bad_class);
     assert!(refusal(&o).contains("CAC sent a bad class"), "{o:?}");
+    // Site labels are checked as a config's are (a CAC's word is bounded, not trusted blindly).
+    let Msg::AuthGrant { transfer, token, pos, class, .. } = grant(&POS, &[]) else { unreachable!() };
+    let bad_sites = Msg::AuthGrant { transfer, token, pos, class, sites: vec!["bj".into(), "b j".into(), "".into()] };
+    let (o, _, _) = ended(settings(), planner(src.clone()), bad_sites);
+    assert!(refusal(&o).contains("CAC sent bad sites"), "{o:?}");
     let broken: Planner = Box::new(|_: &ClassCfg| Err("source /data: gone".into()));
     let (o, _, _) = ended(settings(), broken, grant(&POS, &[]));
     assert!(matches!(&o.result, TransferResult::SourceFailed(e) if e == "source /data: gone"), "{o:?}");

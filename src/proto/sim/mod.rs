@@ -392,6 +392,7 @@ fn world(s: Setup) -> World {
         classes: vec![ClassAuth {
             cfg: s.class.clone(),
             pos: po_addrs.clone(),
+            sites: Vec::new(),
             masters: s.masters.clone(),
             master_secret: None,
         }],

@@ -7,7 +7,8 @@
 //! copy was bad, its predecessor died or was re-planned, or the po left the chain.
 
 use super::{Assign, Src, Swarm};
-use crate::proto::chain::{self, stripe_of};
+use crate::proto::chain::stripe_of;
+use crate::proto::sites::{self, Sites};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,8 @@ const PLAN_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) struct Chains {
     pub(super) k: usize,
-    /// The planned order of every po in each stripe (`chain::stripes`, the one call).
+    /// The planned order of every po in each stripe (`sites::stripes`, the one call: with no
+    /// labels it is `chain::stripes`), each site's pos contiguous.
     planned: Vec<Vec<u32>>,
     /// The members of each stripe in order, once planned.
     order: Vec<Vec<u32>>,
@@ -51,13 +53,17 @@ pub(super) struct Chains {
     held_at_pass: Vec<u64>,
     /// Some live po lacks a block outside the chain set (as of the last full pass).
     open_unset: bool,
+    /// Site entries that changed since the caller last asked (`chain_site_entries`): stripe,
+    /// site, the new entry po (`None`: the site has no po left in the stripe).
+    entries: Vec<(usize, u16, Option<u32>)>,
 }
 
 impl Chains {
-    pub(super) fn new(n: usize, blocks: u64, k: usize, depth: u8) -> Chains {
+    pub(super) fn new(sites: &Sites, blocks: u64, k: usize, depth: u8) -> Chains {
+        let n = sites.pos();
         Chains {
             k: k.max(1),
-            planned: chain::stripes(n as u32, k.max(1), &[]),
+            planned: sites::stripes(sites, k.max(1), &[]),
             order: Vec::new(),
             next: Vec::new(),
             heads: Vec::new(),
@@ -75,11 +81,14 @@ impl Chains {
             strikes: vec![0; n],
             held_at_pass: vec![0; n],
             open_unset: true,
+            entries: Vec::new(),
         }
     }
 
-    /// The links the plan needs: each hop, and each hop past one po (a cut po's neighbours link).
-    pub(super) fn edges(&self) -> Vec<(u32, u32)> {
+    /// The links the plan needs: each hop, and each hop past one po (a cut po's neighbours
+    /// link); with sites, last, each po of a remote site to its run's last po and to the next
+    /// run's first (where a slow po moves to, `chain_to_tail`), so it is not fed from outside.
+    pub(super) fn edges(&self, sites: &Sites) -> Vec<(u32, u32)> {
         let mut e = Vec::new();
         for o in &self.planned {
             for w in o.windows(2) {
@@ -91,16 +100,26 @@ impl Chains {
                 e.push((w[0], w[2]));
             }
         }
+        for o in self.planned.iter().filter(|_| sites.labelled()) {
+            for (at, &p) in o.iter().enumerate().filter(|(_, p)| sites.site(**p) != 0) {
+                let end = at + o[at..].iter().take_while(|&&q| sites.site(q) == sites.site(p)).count();
+                e.push((o[end - 1], p));
+                if let Some(&next) = o.get(end) {
+                    e.push((p, next));
+                }
+            }
+        }
         e
     }
 }
 
 impl Swarm {
     /// Turns on chains for the first push of a transfer: `k` stripes, `depth` blocks queued by the
-    /// master to each head. The neighbour graph takes the chain's links first.
+    /// master to each head. The neighbour graph takes the chain's links first. The stripes
+    /// follow the pos' sites: call `set_sites` first (it plans them again if not).
     pub fn with_chains(mut self, k: usize, depth: u8) -> Swarm {
-        let c = Chains::new(self.nodes.len(), self.blocks, k, depth);
-        self.neighbours = super::plan::graph_with(self.nodes.len(), self.peers, &c.edges());
+        let c = Chains::new(&self.sites, self.blocks, k, depth);
+        self.neighbours = super::plan::graph_with(self.nodes.len(), self.peers, &c.edges(&self.sites));
         self.plan = super::plan::plan(&self.neighbours, super::LINKS);
         self.chain = Some(c);
         self
@@ -137,6 +156,18 @@ impl Swarm {
         c.next[stripe_of(b, c.k)][i as usize]
     }
 
+    /// Who sent po `i` chain block `b` when its HAVE comes before its forwarder's (HAVEs travel
+    /// on different links): its predecessor in `b`'s stripe, as nothing else was sent it. Asked
+    /// before `have`, for the bytes per site link (issue 17), never for blame.
+    pub fn chain_source(&self, i: u32, b: u64) -> Option<u32> {
+        if !self.chain_pending(i as usize, b as usize) || self.inflight.contains_key(&(i, b)) {
+            return None;
+        }
+        let c = self.chain.as_ref()?;
+        let next = &c.next[stripe_of(b, c.k)];
+        (0..next.len() as u32).find(|&p| next[p as usize] == Some(i))
+    }
+
     /// The chain set as a have-bitmap's layout, and `k`.
     pub fn chain_set(&self) -> Option<(usize, &[bool])> {
         self.chain.as_ref().filter(|c| c.planned_at.is_some()).map(|c| (c.k, &c.set[..]))
@@ -158,6 +189,12 @@ impl Swarm {
         if let Some(c) = self.chain.as_mut().filter(|c| (i as usize) < c.told.len()) {
             c.acked[i as usize] = (c.acked[i as usize] + 1).min(c.told[i as usize]);
         }
+    }
+
+    /// Site entries that changed since the last call (a dead entry po's site hands over to its
+    /// next po): stripe, site, new entry po.
+    pub fn chain_site_entries(&mut self) -> Vec<(usize, u16, Option<u32>)> {
+        self.chain.as_mut().map(|c| std::mem::take(&mut c.entries)).unwrap_or_default()
     }
 
     /// The stripes' orders, for the log.
@@ -219,14 +256,20 @@ impl Swarm {
 
     /// Takes po `i` out of every stripe (it died, left, or is excluded): its predecessor now
     /// feeds its successor, and every chain block the successor lacks that the predecessor
-    /// already held (so will not forward again) becomes repair.
+    /// already held (so will not forward again) becomes repair. A site's pos being contiguous,
+    /// when `i` was where a stripe entered its site the next po of that site is the entry now
+    /// (`sites::cut_out`), and the repair rule lets only that crossing carry what the site
+    /// lacks.
     pub(super) fn chain_cut(&mut self, i: u32) {
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some() && c.member[i as usize]) else { return };
         c.member[i as usize] = false;
         let mut links = Vec::new();
         for s in 0..c.k {
-            if let Some((pred, succ)) = chain::cut_out(&mut c.order[s], i) {
-                links.push((s, pred, succ));
+            if let Some(cut) = sites::cut_out(&self.sites, &mut c.order[s], i) {
+                links.push((s, cut.pred, cut.succ));
+                if let Some((site, po)) = cut.new_entry.filter(|(site, _)| *site != 0) {
+                    c.entries.push((s, site, po));
+                }
             }
         }
         self.chain_relink();
@@ -257,24 +300,24 @@ impl Swarm {
     }
 
     /// Moves a slow po to the tail of every stripe, so that it only consumes; once, and not
-    /// when only slow pos follow it already.
+    /// when only slow pos follow it already. With sites, a remote site's po goes only to the
+    /// end of its site's run (`sites::to_segment_tail`): past it, every block would cross into
+    /// its site a second time.
     pub(super) fn chain_to_tail(&mut self, i: u32, slow: &[bool]) {
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some() && c.member[i as usize]) else { return };
-        let behind_slow = |o: &Vec<u32>| o.iter().skip_while(|p| **p != i).all(|p| slow[*p as usize]);
+        let sites = &self.sites;
+        let behind_slow = |o: &Vec<u32>| sites::behind_in_segment(sites, o, i).all(|p| slow[p as usize]);
         if c.moved[i as usize] || c.order.iter().all(behind_slow) {
             return;
         }
         c.moved[i as usize] = true;
         let mut links = Vec::new();
         for s in 0..c.k {
-            if c.order[s].last() == Some(&i) {
-                continue;
-            }
-            if let Some((pred, succ)) = chain::cut_out(&mut c.order[s], i) {
-                let tail = c.order[s].last().copied();
-                c.order[s].push(i);
-                links.push((s, pred, succ));
-                links.push((s, tail, Some(i)));
+            if let Some(m) = sites::to_segment_tail(&self.sites, &mut c.order[s], i) {
+                links.push((s, m.pred, m.succ));
+                links.push((s, m.before, Some(i)));
+                // Its new successor (the next site's entry) gets from it what it holds already.
+                links.push((s, Some(i), m.after));
             }
         }
         self.chain_relink();

@@ -37,6 +37,7 @@ mod tests;
 
 pub use plan::graph;
 
+use super::sites::{self, Sites};
 use diag::Diag;
 use plan::plan;
 use std::collections::{HashMap, VecDeque};
@@ -143,6 +144,8 @@ pub struct Swarm {
     /// `slow()` as of the last full pass.
     slow_cache: Vec<bool>,
     diag: Diag,
+    /// Each po's site (issue 17): a block crosses into a site only as `site_allows` says.
+    sites: Sites,
     /// Links per po at most (the class's `peers`).
     peers: usize,
     /// With chains: the stripes, the chain set and its repair pairs.
@@ -187,9 +190,39 @@ impl Swarm {
             master_freed: true,
             slow_cache: vec![false; n],
             diag: Diag::new(n),
+            sites: Sites::one(n),
             peers: peers as usize,
             chain: None,
         }
+    }
+
+    /// The pos' sites, before any joins and before `with_chains`, whose stripes follow them
+    /// (all in one site unless this is called).
+    pub fn set_sites(&mut self, sites: Sites) {
+        debug_assert!(self.chain.is_none(), "sites after chains: the stripes ignore them");
+        self.sites = sites;
+    }
+
+    /// The repair rule of issue 17 ([`sites::may_send`]): `from` may send block `b` to po `r`
+    /// if both are in one site (the master is in site 0), or else while no fast serving
+    /// neighbour of `r` in `r`'s site holds it or is receiving it, so a block enters a site
+    /// once and then travels inside. Only neighbours count: `r` can get a block only from them
+    /// (or the master), so a holder elsewhere in the site must not leave it waiting forever.
+    fn site_allows(&self, from: Src, r: usize, b: usize) -> bool {
+        let from = match from {
+            Src::Master => None,
+            Src::Po(s) => Some(s),
+        };
+        sites::may_send(&self.sites, from, r as u32, || {
+            let site = self.sites.site(r as u32);
+            self.neighbours[r].iter().any(|&n| {
+                let k = n as usize;
+                self.sites.site(n) == site
+                    && self.serves(k)
+                    && !self.slow_cache.get(k).copied().unwrap_or(false)
+                    && (self.nodes[k].have[b] || self.inflight.contains_key(&(n, b as u64)))
+            })
+        })
     }
 
     pub fn neighbours(&self, i: u32) -> &[u32] {

@@ -30,7 +30,8 @@ impl Swarm {
                 return out;
             }
         }
-        let slow = std::mem::take(&mut self.slow_cache);
+        // A copy: `site_allows` reads the cache while the phases run.
+        let slow = self.slow_cache.clone();
         if full && self.chained() {
             self.chain_survey();
             let lagging = self.chain_laggards();
@@ -47,7 +48,6 @@ impl Swarm {
                 self.end_game(&slow, now, &mut out);
             }
         }
-        self.slow_cache = slow;
         out
     }
 
@@ -180,7 +180,7 @@ impl Swarm {
                         && !slow[s as usize]
                         && !self.cooling(Src::Po(s), r as u32, now)
                 });
-                if orphan || !near {
+                if orphan || (!near && self.site_allows(Src::Master, r, b)) {
                     best = Some((r, b, key));
                 }
             }
@@ -195,7 +195,7 @@ impl Swarm {
             .min_by_key(|&r| (self.nodes[r].held, r));
         needy.and_then(|r| {
             (0..self.blocks as usize)
-                .filter(|&b| self.wants(r, b) && self.count[b] > 0)
+                .filter(|&b| self.wants(r, b) && self.count[b] > 0 && self.site_allows(Src::Master, r, b))
                 .min_by_key(|&b| (self.count[b], b))
                 .map(|b| (r, b, true))
         })
@@ -216,7 +216,12 @@ impl Swarm {
     /// slow).
     fn pick(&self, s: usize, r: usize, slow: bool) -> Option<usize> {
         (0..self.blocks as usize)
-            .filter(|&b| self.nodes[s].have[b] && self.wants(r, b) && (!slow || self.count[b] <= 1))
+            .filter(|&b| {
+                self.nodes[s].have[b]
+                    && self.wants(r, b)
+                    && (!slow || self.count[b] <= 1)
+                    && self.site_allows(Src::Po(s as u32), r, b)
+            })
             .min_by_key(|&b| (self.count[b], b))
     }
 

@@ -19,6 +19,7 @@ mod tests;
 use super::super::chain;
 use super::super::fluid::agenda::Agenda;
 use super::super::fluid::chain::{ChainLab, Finish, Hop};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// What happened, in order, for the invariants' sake.
@@ -38,6 +39,9 @@ pub struct Played {
     /// Bytes the master sent, and bytes sent again to repair partial blocks.
     pub source_bytes: f64,
     pub resent: f64,
+    /// Bytes that went out on each hop (sender, `None` the master; receiver), whole units
+    /// only, landed or lost: what sites count (issue 17).
+    pub wire: BTreeMap<(Option<u32>, u32), f64>,
 }
 
 /// The units of one stripe's stream.
@@ -117,7 +121,11 @@ struct Sim<'a> {
 
 /// Plays `lab` to the end.
 pub fn play(lab: &ChainLab) -> Played {
-    let order = lab.plan();
+    play_plan(lab, lab.plan())
+}
+
+/// Plays `lab` with its stripes in `order` (e.g. `sites::stripes`) rather than `lab.plan()`.
+pub fn play_plan(lab: &ChainLab, order: Vec<Vec<u32>>) -> Played {
     let (hops, _) = ChainLab::hops(&order);
     let streams = Stream::all(lab);
     let mut sim = Sim {
@@ -137,6 +145,7 @@ pub fn play(lab: &ChainLab) -> Played {
             notes: Vec::new(),
             source_bytes: 0.0,
             resent: 0.0,
+            wire: BTreeMap::new(),
         },
     };
     if let Some(d) = lab.death {
@@ -206,9 +215,11 @@ impl Sim<'_> {
             let Some(b) = l.left else { continue };
             if b / l.rate <= dt * (1.0 + 1e-12) {
                 sent.push((l.hop, l.next));
+                let len = self.streams[l.hop.stripe].len[l.next];
                 if l.hop.from.is_none() {
-                    self.played.source_bytes += self.streams[l.hop.stripe].len[l.next];
+                    self.played.source_bytes += len;
                 }
+                *self.played.wire.entry((l.hop.from, l.hop.to)).or_default() += len;
                 l.left = None;
                 l.next += 1;
             } else {

@@ -10,6 +10,7 @@ use super::super::super::chain::stripe_of;
 use super::super::super::fluid::chain::{ChainLab, Death, GOODPUT};
 use super::cells::cells;
 use super::*;
+use crate::proto::sites::{self, Sites};
 use std::collections::BTreeSet;
 
 const SLACK: f64 = 0.005;
@@ -148,4 +149,114 @@ fn every_lab_cell_agrees_with_the_model() {
     for c in cells(2, 65536.0) {
         agrees(&c.lab, &c.except);
     }
+}
+
+/// Issue 17: bytes that went out across into each site (by site id), from the simulator's wire.
+fn entered(sites: &Sites, p: &Played) -> Vec<f64> {
+    let mut e = vec![0.0; sites.count()];
+    for (&(from, to), b) in &p.wire {
+        if sites.of_sender(from) != sites.site(to) {
+            e[sites.site(to) as usize] += b;
+        }
+    }
+    e
+}
+
+/// `per` pos in each site of `labels` (`""`: the master's), interleaved as hosts of several
+/// sites are in a class's list: po `i` is in site `i mod labels`.
+fn site_blocks(labels: &[&str], per: usize) -> Sites {
+    let l: Vec<&str> = (0..labels.len() * per).map(|i| labels[i % labels.len()]).collect();
+    Sites::from_labels(&l).unwrap()
+}
+
+#[test]
+fn with_sites_each_remote_site_receives_the_tree_once() {
+    for (labels, per, k) in [(&["bj", "sh"][..], 8, 2), (&["", "sh"][..], 8, 2), (&["a", "b", "c", "d"][..], 4, 4)] {
+        let sites = site_blocks(labels, per);
+        let lab = ChainLab { stripes: k, ..ChainLab::lab(sites.pos(), 64, 100.0) };
+        let p = play_plan(&lab, sites::stripes(&sites, k, &[]));
+        invariants(&lab, &p);
+        let e = entered(&sites, &p);
+        for s in (1..sites.count()).filter(|&s| sites.members(s as u16).next().is_some()) {
+            let ratio = e[s] / lab.bytes;
+            assert!((1.0..=1.05).contains(&ratio), "{labels:?}: site {s} took {ratio:.3} x S");
+        }
+        // As fast as the chains without labels: the same hops, in another order.
+        let plain = play(&lab);
+        let (t, t0) = (p.finish.latest(&[]), plain.finish.latest(&[]));
+        assert!(t <= t0 * 1.01, "{labels:?}: {t:.3}s with sites, {t0:.3}s without");
+        // Without sites every po of a remote site gets the tree from another site now and then.
+        let scattered = entered(&sites, &plain);
+        assert!((1..sites.count()).any(|s| scattered[s] > 1.5 * lab.bytes), "{scattered:?}");
+    }
+}
+
+#[test]
+fn a_dead_site_entry_is_replaced_by_the_next_po_of_its_site() {
+    let sites = site_blocks(&["bj", "sh"], 8);
+    let mut lab = ChainLab::lab(16, 64, 100.0);
+    let plan = sites::stripes(&sites, lab.stripes, &[]);
+    let sh = 2;
+    let dead = sites::entry_po(&sites, &plan[0], sh).unwrap();
+    lab.death = Some(Death { po: dead, at: 0.5 * lab.ideal(), detect: lab.hop_lat });
+    let p = play_plan(&lab, plan.clone());
+    invariants(&lab, &p);
+    // The site's next po became its entry: the last po of bj fed it.
+    let mut order = plan[0].clone();
+    let cut = sites::cut_out(&sites, &mut order, dead).unwrap();
+    let (Some(pred), Some((_, Some(entry)))) = (cut.pred, cut.new_entry) else { panic!("{cut:?}") };
+    assert_eq!((sites.site(pred), sites.site(entry)), (1, sh));
+    assert!(p.wire.get(&(Some(pred), entry)).is_some_and(|b| *b > 0.0), "{:?}", p.wire);
+    // What crossed into sh: the tree once, plus what was in flight when the entry died (its
+    // hop's units in the air, and the partial blocks sent again).
+    let e = entered(&sites, &p)[sh as usize];
+    let in_flight = p.resent + lab.stripes as f64 * lab.block;
+    assert!(e >= lab.bytes && e <= lab.bytes + in_flight, "{e} into sh, S {} + {in_flight}", lab.bytes);
+    assert!(p.resent > 0.0, "the death cost nothing: not mid-transfer");
+}
+
+#[test]
+fn unlabelled_pos_play_exactly_as_chain_stripes() {
+    for (n, k, slow) in [(8usize, 2usize, vec![]), (16, 3, vec![5])] {
+        let lab = ChainLab { stripes: k, slow: slow.clone(), ..ChainLab::lab(n, 64, 100.0) };
+        let one = Sites::from_labels(&vec![""; n]).unwrap();
+        let p = play_plan(&lab, sites::stripes(&one, k, &slow));
+        assert_eq!(p.finish.done, play(&lab).finish.done);
+        assert!(entered(&one, &p).iter().all(|b| *b == 0.0), "one site: nothing crosses");
+    }
+}
+
+/// Issue 17's cells for `scripts/model-chains.sh`: bytes into each remote site ÷ S and the
+/// time ÷ ideal, with labels (`sites::stripes`) and without (`chain::stripes`), pos of the
+/// sites interleaved in the class's list; then an entry po killed half-way.
+#[test]
+#[ignore]
+fn chain_cells_sites() {
+    let show = |e: &[f64], s: &Sites, bytes: f64| -> String {
+        let v: Vec<String> = (1..s.count()).map(|i| format!("{}:{:.3}", s.name(i as u16), e[i] / bytes)).collect();
+        v.join(",")
+    };
+    for (name, labels, per) in [("2x8", &["bj", "sh"][..], 8), ("4x4", &["a", "b", "c", "d"][..], 4)] {
+        let sites = site_blocks(labels, per);
+        let lab = ChainLab::lab(sites.pos(), 64, 100.0);
+        for (how, p) in [("labels", play_plan(&lab, sites::stripes(&sites, lab.stripes, &[]))), ("none", play(&lab))] {
+            let t = p.finish.latest(&[]) / lab.ideal();
+            println!(
+                "sites cell={name} plan={how} sim={t:.3} site_in={}",
+                show(&entered(&sites, &p), &sites, lab.bytes)
+            );
+        }
+    }
+    let sites = site_blocks(&["bj", "sh"], 8);
+    let mut lab = ChainLab::lab(16, 64, 100.0);
+    let plan = sites::stripes(&sites, lab.stripes, &[]);
+    let dead = sites::entry_po(&sites, &plan[0], 2).unwrap();
+    lab.death = Some(Death { po: dead, at: 0.5 * lab.ideal(), detect: lab.hop_lat });
+    let p = play_plan(&lab, plan);
+    let t = p.finish.latest(&[dead]) / lab.ideal();
+    println!(
+        "sites cell=2x8_sh_entry_killed_at_50% plan=labels sim={t:.3} site_in={} resent={:.0}",
+        show(&entered(&sites, &p), &sites, lab.bytes),
+        p.resent
+    );
 }
