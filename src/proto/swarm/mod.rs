@@ -356,7 +356,14 @@ impl Swarm {
     /// Po `to` says its copy of `b` was corrupt. Only the po that was assigned to send it can
     /// be charged: a report about any other sender (or any other block) charges nobody.
     pub fn bad(&mut self, to: u32, b: u64, from: Src) {
-        if self.source_of(to, b) != Some(from) {
+        // A chain block's source is the plan's: its forwarder's HAVE may come after the
+        // receiver's report (HAVEs wait a few ms for company), or never (a liar need not say).
+        // The forwarder must hold the block, or have it on its way to it.
+        let planned = matches!(from, Src::Po(p) if self.chain_next(p, b) == Some(to)
+            && (self.nodes[p as usize].have[b as usize] || self.inflight.contains_key(&(p, b))))
+            && self.chain_pending(to as usize, b as usize)
+            && !self.inflight.contains_key(&(to, b));
+        if self.source_of(to, b) != Some(from) && !planned {
             return;
         }
         self.finish(to, b);

@@ -501,9 +501,9 @@ fn a_bad_forward_is_charged_to_the_forwarder_only() {
     assert!(feed.iter().all(|a| a.from == Src::Master && a.to == head), "{feed:?}");
     s.have(head, 0, t0);
     assert_eq!(s.source_of(second, 0), Some(Src::Po(head)), "the forward is an assignment");
-    // A report naming another po, or another block, charges nobody.
+    // A report naming another po, or a po that is not the receiver's predecessor, charges nobody.
     s.bad(second, 0, Src::Po(third));
-    s.bad(second, 1, Src::Po(head));
+    s.bad(third, 0, Src::Po(head));
     assert_eq!((s.faults(head), s.faults(third)), (0, 0));
     s.bad(second, 0, Src::Po(head));
     assert_eq!(s.faults(head), 1);
@@ -618,4 +618,27 @@ fn chains_with_sites_enter_each_site_once_and_a_dead_entry_hands_over_inside_its
         let stripe = crate::proto::chain::stripe_of(b, k);
         assert_eq!(Some(to), sites::entry_po(&sites, &orders[stripe], sites.site(to)), "block {b} into {to}");
     }
+}
+
+#[test]
+fn a_bad_forward_is_charged_before_its_forwarders_have_comes() {
+    let mut s = chained(3, 8, 1);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        s.join(i, &[]);
+    }
+    s.schedule(t0);
+    let o = s.chain_orders()[0].clone();
+    let (head, second, third) = (o[0], o[1], o[2]);
+    // The second reports block 0 bad from the head before the head's HAVE reached the master:
+    // the plan names the head as its source. Naming the third (not its predecessor) charges
+    // nobody, and neither does a block the second gets from elsewhere.
+    s.bad(second, 0, Src::Po(third));
+    assert_eq!(s.faults(third), 0);
+    s.bad(second, 0, Src::Po(head));
+    assert_eq!(s.faults(head), 1);
+    assert!(!s.chain_pending(second as usize, 0), "the pair is repair now");
+    // A second report of the same block charges nobody again.
+    s.bad(second, 0, Src::Po(head));
+    assert_eq!(s.faults(head), 1);
 }
