@@ -358,9 +358,10 @@ impl Swarm {
     pub fn bad(&mut self, to: u32, b: u64, from: Src) {
         // A chain block's source is the plan's: its forwarder's HAVE may come after the
         // receiver's report (HAVEs wait a few ms for company), or never (a liar need not say).
-        // The forwarder must hold the block, or have it on its way to it.
-        let planned = matches!(from, Src::Po(p) if self.chain_next(p, b) == Some(to)
-            && (self.nodes[p as usize].have[b as usize] || self.inflight.contains_key(&(p, b))))
+        // (The master may not know yet that the forwarder holds it: every hop's HAVE waits. A
+        // receiver could blame its predecessor falsely this way, but no more than it can blame
+        // any source the master assigned it: once a block.)
+        let planned = matches!(from, Src::Po(p) if self.chain_next(p, b) == Some(to))
             && self.chain_pending(to as usize, b as usize)
             && !self.inflight.contains_key(&(to, b));
         if self.source_of(to, b) != Some(from) && !planned {
