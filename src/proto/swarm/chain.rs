@@ -153,7 +153,8 @@ impl Swarm {
         if !c.set.get(b as usize).copied().unwrap_or(false) {
             return None;
         }
-        c.next[stripe_of(b, c.k)][i as usize]
+        // `i` may come from the wire (a po's BAD names its source).
+        c.next[stripe_of(b, c.k)].get(i as usize).copied().flatten()
     }
 
     /// Who sent po `i` chain block `b` when its HAVE comes before its forwarder's (HAVEs travel

@@ -356,6 +356,9 @@ impl Swarm {
     /// Po `to` says its copy of `b` was corrupt. Only the po that was assigned to send it can
     /// be charged: a report about any other sender (or any other block) charges nobody.
     pub fn bad(&mut self, to: u32, b: u64, from: Src) {
+        if to as usize >= self.nodes.len() || b >= self.blocks {
+            return;
+        }
         // A chain block's source is the plan's: its forwarder's HAVE may come after the
         // receiver's report (HAVEs wait a few ms for company), or never (a liar need not say).
         // (The master may not know yet that the forwarder holds it: every hop's HAVE waits. A

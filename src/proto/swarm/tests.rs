@@ -638,6 +638,10 @@ fn a_bad_forward_is_charged_before_its_forwarders_have_comes() {
     s.bad(second, 0, Src::Po(head));
     assert_eq!(s.faults(head), 1);
     assert!(!s.chain_pending(second as usize, 0), "the pair is repair now");
+    // Indices from the wire out of range change nothing.
+    s.bad(u32::MAX, 0, Src::Po(head));
+    s.bad(second, u64::MAX, Src::Po(head));
+    s.bad(second, 1, Src::Po(u32::MAX));
     // A second report of the same block charges nobody again.
     s.bad(second, 0, Src::Po(head));
     assert_eq!(s.faults(head), 1);
