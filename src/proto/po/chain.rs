@@ -1,8 +1,8 @@
 //! Chains (issue 16): the master names our successor in each stripe and the blocks that go
 //! down the chains; each such block we verified goes on to that successor at once, served from
 //! the staged file like a push, with no word to the master (it counts the forward as an
-//! assignment when our HAVE comes). HAVEs go out together: `HAVE_BATCH` of them, or what
-//! came within `HAVE_DELAY`.
+//! assignment when our HAVE comes). HAVEs go out in one frame per loop turn (a wait for more
+//! company made HAVEs overtake their forwarders' and left blocks without a known sender).
 
 use super::*;
 use crate::proto::bitmap::bit;
@@ -11,9 +11,6 @@ use crate::proto::msg::NO_NEXT;
 
 /// Block indices one HAVE frame carries at most (8 bytes each).
 const HAVES_PER_FRAME: usize = 65_536;
-/// HAVEs wait at most this long for company, and go at once when this many are pending.
-pub(super) const HAVE_DELAY: Duration = Duration::from_millis(5);
-pub(super) const HAVE_BATCH: usize = 32;
 
 impl<S: Store> PoMachine<S> {
     /// The master's chain plan. Only the master's control link gets here (a neighbour's CHAIN

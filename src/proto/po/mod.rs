@@ -39,7 +39,6 @@ use super::{
     earliest, Action, BlockHead, BlockRef, Check, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload,
     Stats, Store, Sum, Verdict,
 };
-use chain::{HAVE_BATCH, HAVE_DELAY};
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -212,17 +211,10 @@ impl<S: Store> Machine for PoMachine<S> {
     }
 
     fn end_turn(&mut self) {
-        // A full batch goes at once; a smaller one waits `HAVE_DELAY` (`handle_timeout`), so
-        // the master wakes once for many small blocks, not once a block.
-        if self.transfers.values().any(|t| t.haves.len() >= HAVE_BATCH) {
-            self.flush_haves();
-        }
+        self.flush_haves();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.transfers.values().any(|t| t.haves_since.is_some_and(|at| now >= at + HAVE_DELAY)) {
-            self.flush_haves();
-        }
         self.conn_timeouts(now);
         self.release_timeouts(now);
         self.link_wait_timeouts(now);
@@ -245,8 +237,7 @@ impl<S: Store> Machine for PoMachine<S> {
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
         let release = earliest(self.transfers.values().map(|t| t.release_at));
-        let haves = earliest(self.transfers.values().map(|t| t.haves_since.map(|at| at + HAVE_DELAY)));
-        earliest([t, exp, waits, release, haves])
+        earliest([t, exp, waits, release])
     }
 
     fn stats(&self) -> Stats {

@@ -31,16 +31,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a po's HAVEs wait for company (`po::chain::HAVE_DELAY`).
-const HAVE_WAIT: Duration = Duration::from_millis(5);
-
-/// Ends a turn as the reactor does, then runs the machine's timer if it is the one a po's
-/// HAVEs of this turn set: the reactor would wake for it a few milliseconds later.
-pub(crate) fn end_turn<M: Machine + ?Sized>(m: &mut M, now: Instant) {
+/// Ends a turn as the reactor does.
+pub(crate) fn end_turn<M: Machine + ?Sized>(m: &mut M, _now: Instant) {
     m.end_turn();
-    if let Some(t) = m.poll_timeout().filter(|t| *t == now + HAVE_WAIT) {
-        m.handle_timeout(t);
-    }
 }
 
 #[allow(clippy::large_enum_variant)]

@@ -160,11 +160,15 @@ impl Swarm {
     /// Who sent po `i` chain block `b` when its HAVE comes before its forwarder's (HAVEs travel
     /// on different links): its predecessor in `b`'s stripe, as nothing else was sent it. Asked
     /// before `have`, for the bytes per site link (issue 17), never for blame.
+    /// (A pair taken out of the chain for repair but not scheduled yet can still arrive by the
+    /// chain: its forwarder had sent it before the master knew.)
     pub fn chain_source(&self, i: u32, b: u64) -> Option<u32> {
-        if !self.chain_pending(i as usize, b as usize) || self.inflight.contains_key(&(i, b)) {
+        let c = self.chain.as_ref().filter(|c| c.planned_at.is_some())?;
+        let chained =
+            c.member.get(i as usize).copied().unwrap_or(false) && c.set.get(b as usize).copied().unwrap_or(false);
+        if !chained || self.inflight.contains_key(&(i, b)) || self.nodes[i as usize].have[b as usize] {
             return None;
         }
-        let c = self.chain.as_ref()?;
         let next = &c.next[stripe_of(b, c.k)];
         (0..next.len() as u32).find(|&p| next[p as usize] == Some(i))
     }
