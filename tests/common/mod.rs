@@ -153,7 +153,18 @@ impl Cluster {
         let d = dir.path().to_path_buf();
         fs::write(d.join("cluster.key"), "test-cluster-key\n").unwrap();
         let cac_port = free_port();
-        let po_ports: Vec<u16> = (0..o.pos).map(|_| free_port()).collect();
+        // Distinct ports: a port just released may be handed out again at once.
+        let mut po_ports: Vec<u16> = Vec::new();
+        for _ in 0..1000 {
+            if po_ports.len() == o.pos {
+                break;
+            }
+            let p = free_port();
+            if p != cac_port && !po_ports.contains(&p) {
+                po_ports.push(p);
+            }
+        }
+        assert_eq!(po_ports.len(), o.pos, "no {} distinct free ports", o.pos);
         let site = |i: usize| o.po_sites.get(i).filter(|s| !s.is_empty()).map(|s| format!("@{s}")).unwrap_or_default();
         let po_list: Vec<String> =
             po_ports.iter().enumerate().map(|(i, p)| format!("127.0.0.1:{p}{}", site(i))).collect();
