@@ -4,6 +4,7 @@
 //! assignment when our HAVE comes). HAVEs go out in one frame per loop turn (a wait for more
 //! company made HAVEs overtake their forwarders' and left blocks without a known sender).
 
+use super::swarm::peer_linked;
 use super::*;
 use crate::proto::bitmap::bit;
 use crate::proto::chain::stripe_of;
@@ -58,11 +59,7 @@ impl<S: Store> PoMachine<S> {
         if to == NO_NEXT {
             return;
         }
-        let linked = t
-            .swarm
-            .peer(to)
-            .and_then(|c| self.conns.get(&c))
-            .is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none());
+        let linked = peer_linked(&self.conns, t.swarm.peer(to));
         if let Some(j) = self.transfers.get_mut(&transfer).and_then(|t| t.swarm.joined_mut()) {
             if std::mem::replace(&mut j.forwarded, true) {
                 log::debug!("event=chain_forward transfer={transfer} block={b} to=po#{to}");

@@ -117,11 +117,7 @@ impl<S: Store> PoMachine<S> {
             }
             return;
         }
-        let linked = t
-            .swarm
-            .peer(to)
-            .and_then(|c| self.conns.get(&c))
-            .is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none());
+        let linked = peer_linked(&self.conns, t.swarm.peer(to));
         if !linked {
             // The link is still coming up (we dial, or they will): hold the push a while.
             t.waiting.entry(to).or_default().push((block, now));
@@ -235,4 +231,9 @@ fn valid_links(transfer: u64, me: u32, links: Vec<PeerLink>) -> Vec<PeerLink> {
         );
     }
     good
+}
+
+/// Whether `peer`'s link is up: a peer connection past its handshake.
+pub(super) fn peer_linked(conns: &HashMap<ConnId, Conn>, peer: Option<ConnId>) -> bool {
+    peer.and_then(|c| conns.get(&c)).is_some_and(|c| matches!(c.kind, ConnKind::Peer { .. }) && c.deadline.is_none())
 }
