@@ -110,7 +110,6 @@ impl<S: Store> PoMachine<S> {
         // frame each would cost the master a wake-up per block.
         if t.master.is_some() {
             t.haves.push(b.index);
-            t.haves_since.get_or_insert(now);
         }
         self.checkpoint(transfer);
         self.forward(now, transfer, b.index);

@@ -78,8 +78,7 @@ impl<S: Store> PoMachine<S> {
     /// Sends the HAVEs batched since the last call.
     pub(super) fn flush_haves(&mut self) {
         let mut frames = Vec::new();
-        for (&transfer, t) in self.transfers.iter_mut().filter(|(_, t)| t.haves_since.is_some()) {
-            t.haves_since = None;
+        for (&transfer, t) in self.transfers.iter_mut().filter(|(_, t)| !t.haves.is_empty()) {
             let haves = std::mem::take(&mut t.haves);
             if let Some(m) = t.master {
                 frames.extend(haves.chunks(HAVES_PER_FRAME).map(|c| (m, Msg::Have { transfer, blocks: c.to_vec() })));

@@ -70,7 +70,7 @@ struct Po {
 impl Po {
     fn ev(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
-        crate::proto::sim::end_turn(&mut self.m, self.now);
+        self.m.end_turn();
         // Socket tuning, not protocol (`peer_links_keep_short_queues` checks it).
         std::iter::from_fn(|| self.m.poll_action()).filter(|a| !matches!(a, Action::ShortQueue { .. })).collect()
     }

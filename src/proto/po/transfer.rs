@@ -139,9 +139,8 @@ pub(super) struct Transfer {
     /// The store's disk job (`Action::Disk`) this transfer waits for: its stage is the job's
     /// until `Event::DiskDone`.
     pub(super) disk: Option<u64>,
-    /// Blocks verified since the last HAVE, and since when (`PoMachine::flush_haves`).
+    /// Blocks verified since the last HAVE (`PoMachine::flush_haves`).
     pub(super) haves: Vec<u64>,
-    pub(super) haves_since: Option<Instant>,
 }
 
 /// Where a transfer stands in a canary wave.
@@ -192,7 +191,6 @@ impl Transfer {
             canary: Canary::No,
             disk: None,
             haves: Vec::new(),
-            haves_since: None,
         }
     }
 

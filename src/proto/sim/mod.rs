@@ -31,11 +31,6 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Ends a turn as the reactor does.
-pub(crate) fn end_turn<M: Machine + ?Sized>(m: &mut M, _now: Instant) {
-    m.end_turn();
-}
-
 #[allow(clippy::large_enum_variant)]
 enum Node {
     Cac(CacMachine),
@@ -221,7 +216,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
-                    end_turn(self.nodes[to].1.m(), now);
+                    self.nodes[to].1.m().end_turn();
                 }
             }
         }
@@ -238,7 +233,7 @@ impl Net {
                 if self.nodes[to].2 {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
-                    end_turn(self.nodes[to].1.m(), now);
+                    self.nodes[to].1.m().end_turn();
                 }
                 continue;
             }

@@ -36,11 +36,11 @@ impl<M: Machine> Probe<M> {
                 Action::ShortQueue { .. } => {}
                 Action::Verify(c) => {
                     self.m.handle_event(self.now, c.run());
-                    super::end_turn(&mut self.m, self.now);
+                    self.m.end_turn();
                 }
                 Action::Disk(job) => {
                     self.m.handle_event(self.now, job.run());
-                    super::end_turn(&mut self.m, self.now);
+                    self.m.end_turn();
                 }
                 a => acts.push(a),
             }
@@ -51,7 +51,7 @@ impl<M: Machine> Probe<M> {
     /// One event, as one turn of the reactor's loop.
     pub fn event(&mut self, ev: Event) -> Vec<Action> {
         self.m.handle_event(self.now, ev);
-        super::end_turn(&mut self.m, self.now);
+        self.m.end_turn();
         self.drain()
     }
 
