@@ -40,7 +40,8 @@
 #
 # Usage: scripts/bench-core.sh [SIZE_MB]   (default 1024; env RUNS=5, BENCH_TMP=/tmp: where the
 # temp dir goes, e.g. BENCH_TMP=/dev/shm to take the disk out of both the baseline and wugui;
-# PO_FSYNC=off runs the po with fsync = off, like for like with raw_pair; BASE_BIN=DIR adds the
+# PO_FSYNC=off runs the po with fsync = off, like for like with raw_pair; BLOCK=64K sets the block
+# size of the verify_* classes (default 4M), to show per-block costs; BASE_BIN=DIR adds the
 # base_none case)
 # Per-run details go to stderr; the figures (key=value, one a line) to stdout.
 set -euo pipefail
@@ -89,7 +90,7 @@ po = 127.0.0.1:$po_port
 dest = /bench/$v
 masters = 127.0.0.0/8
 p2p = off
-block_size = 4M
+block_size = ${BLOCK:-4M}
 verify = $v
 sendfile = on
 rate_limit = 0
