@@ -8,6 +8,10 @@
 //! that long jobs in one (a po's disk work) never hold up short ones in another (block
 //! checks), and the threads of each lane cap what it uses.
 //!
+//! Wake-ups cost more than a small job (a 64 KiB block's check): a submit wakes one idle thread
+//! of its lane, none when all are busy, and a result wakes the owner only when it said it is
+//! about to sleep (`will_sleep`; until it calls `awake` again).
+//!
 //! Bounds: at most `capacity` jobs are submitted and not yet collected; `submit` hands a job
 //! back rather than queue more (the reactor then runs it itself, and stops reading before it
 //! gets there). A job that panics is caught: its thread lives on and its result is the panic
@@ -17,6 +21,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -30,12 +35,17 @@ pub type Outcome<R> = (u64, Result<R, String>);
 struct Queue<R> {
     /// By lane.
     jobs: Vec<VecDeque<(u64, Job<R>)>>,
+    /// By lane: threads waiting for a job.
+    idle: Vec<usize>,
     closed: bool,
 }
 
 struct Shared<R> {
     queue: Mutex<Queue<R>>,
-    ready: Condvar,
+    /// By lane, so that a submit wakes a thread that can take the job.
+    ready: Vec<Condvar>,
+    /// The owner may be waiting for a result: a worker that sends one calls `wake`.
+    asleep: AtomicBool,
 }
 
 pub struct Workers<R> {
@@ -45,6 +55,8 @@ pub struct Workers<R> {
     capacity: usize,
     /// Submitted and not yet collected.
     pending: usize,
+    /// Results taken off the channel by `will_sleep`, not collected yet.
+    early: VecDeque<Outcome<R>>,
 }
 
 /// The pool size when the config says nothing: one worker a core, at most 4.
@@ -66,11 +78,14 @@ impl<R: Send + 'static> Workers<R> {
         capacity: usize,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> io::Result<Workers<R>> {
-        let queue = Queue { jobs: lanes.iter().map(|_| VecDeque::new()).collect(), closed: false };
-        let shared = Arc::new(Shared { queue: Mutex::new(queue), ready: Condvar::new() });
+        let queue =
+            Queue { jobs: lanes.iter().map(|_| VecDeque::new()).collect(), idle: vec![0; lanes.len()], closed: false };
+        let ready = lanes.iter().map(|_| Condvar::new()).collect();
+        let shared = Arc::new(Shared { queue: Mutex::new(queue), ready, asleep: AtomicBool::new(true) });
         let (tx, results) = channel();
         let wake = Arc::new(wake);
-        let mut pool = Workers { shared, results, threads: Vec::new(), capacity: capacity.max(1), pending: 0 };
+        let early = VecDeque::new();
+        let mut pool = Workers { shared, results, threads: Vec::new(), capacity: capacity.max(1), pending: 0, early };
         for (lane, &n) in lanes.iter().enumerate() {
             for i in 0..n {
                 let (shared, tx, wake) = (pool.shared.clone(), tx.clone(), wake.clone());
@@ -107,16 +122,41 @@ impl<R: Send + 'static> Workers<R> {
             return Err(job);
         }
         self.pending += 1;
-        lock(&self.shared.queue).jobs[lane].push_back((key, job));
-        self.shared.ready.notify_all();
+        let mut q = lock(&self.shared.queue);
+        q.jobs[lane].push_back((key, job));
+        if q.idle[lane] > 0 {
+            self.shared.ready[lane].notify_one();
+        }
         Ok(())
     }
 
     /// One finished job's outcome, if any is there (never blocks).
     pub fn collect(&mut self) -> Option<Outcome<R>> {
-        let done = self.results.try_recv().ok()?;
+        let done = self.early.pop_front().or_else(|| self.results.try_recv().ok())?;
         self.pending -= 1;
         Some(done)
+    }
+
+    /// The owner is about to wait for something (a poll) and wants `wake` when a result comes.
+    /// False when a result is already there: collect it instead of sleeping.
+    pub fn will_sleep(&mut self) -> bool {
+        self.shared.asleep.store(true, Ordering::SeqCst);
+        // Pairs with the worker's fence between sending and reading `asleep`: either it sees
+        // the flag and wakes us, or we see its result here.
+        fence(Ordering::SeqCst);
+        match self.results.try_recv() {
+            Ok(done) => {
+                self.early.push_back(done);
+                self.awake();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// The owner is running and will collect results before it next sleeps: no wakes needed.
+    pub fn awake(&self) {
+        self.shared.asleep.store(false, Ordering::SeqCst);
     }
 
     /// The next job to finish, waiting for it; `None` when no job is pending.
@@ -124,7 +164,10 @@ impl<R: Send + 'static> Workers<R> {
         if self.pending == 0 {
             return None;
         }
-        let done = self.results.recv().ok()?;
+        let done = match self.early.pop_front() {
+            Some(d) => d,
+            None => self.results.recv().ok()?,
+        };
         self.pending -= 1;
         Some(done)
     }
@@ -147,7 +190,9 @@ fn work<R>(shared: &Shared<R>, lane: usize, tx: &Sender<Outcome<R>>, wake: &(dyn
                 if let Some(j) = q.jobs[lane].pop_front() {
                     break j;
                 }
-                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle[lane] += 1;
+                q = shared.ready[lane].wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle[lane] -= 1;
             }
         };
         let outcome = catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
@@ -159,7 +204,10 @@ fn work<R>(shared: &Shared<R>, lane: usize, tx: &Sender<Outcome<R>>, wake: &(dyn
         if tx.send((key, outcome)).is_err() {
             return; // the pool is gone
         }
-        wake();
+        fence(Ordering::SeqCst);
+        if shared.asleep.swap(false, Ordering::SeqCst) {
+            wake();
+        }
     }
 }
 
@@ -170,7 +218,7 @@ impl<R> Drop for Workers<R> {
             q.closed = true;
             q.jobs.iter_mut().for_each(VecDeque::clear);
         }
-        self.shared.ready.notify_all();
+        self.shared.ready.iter().for_each(Condvar::notify_all);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -224,7 +272,38 @@ mod tests {
         out.sort();
         assert_eq!(out, [(0, 10), (1, 11)]);
         assert_eq!(w.pending(), 0);
-        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        assert!(woken.load(Ordering::SeqCst) >= 1, "an owner that never said it is awake is woken");
+    }
+
+    #[test]
+    fn results_wake_the_owner_only_when_it_is_about_to_sleep() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w2 = woken.clone();
+        let mut w: Workers<u64> = Workers::new(1, 8, move || {
+            w2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        w.awake();
+        w.submit(1, Box::new(|| 1)).ok().unwrap();
+        assert_eq!(w.wait(), Some((1, Ok(1))));
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "an awake owner collects without a wake");
+
+        assert!(w.will_sleep(), "nothing there: sleep");
+        w.submit(2, Box::new(|| 2)).ok().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while woken.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < until, "a sleeping owner was not woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(w.collect(), Some((2, Ok(2))));
+
+        // A result that came while the owner was awake: it does not sleep past it.
+        w.awake();
+        w.submit(3, Box::new(|| 3)).ok().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!w.will_sleep(), "a result is there: no sleep");
+        assert_eq!(w.collect(), Some((3, Ok(3))));
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -295,12 +295,21 @@ impl Reactor {
 
             // 1. Poll until the nearest deadline.
             let now = Instant::now();
-            let timeout = if !self.work.is_empty() {
+            let mut timeout = if !self.work.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline(m).map(|d| timeout_until(now, d))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            // The workers wake the poll only when it may block (a wake is a system call each).
+            let pool = self.checks.as_mut().filter(|_| timeout != Some(Duration::ZERO));
+            if pool.is_some_and(|p| !p.will_sleep()) {
+                timeout = Some(Duration::ZERO);
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            if let Some(p) = &self.checks {
+                p.awake();
+            }
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
