@@ -106,10 +106,13 @@ impl<S: Store> PoMachine<S> {
         t.hold(b.index);
         self.stats.bytes_received += b.len as u64;
         self.stats.blocks_received += 1;
-        // HAVEs go out together once per loop turn (`flush_haves`): with small blocks one
-        // frame each would cost the master a wake-up per block.
+        // HAVEs go out together (`end_turn`): with small blocks one frame each would cost the
+        // master a wake-up per block. A chain block's HAVE may wait `HAVE_DELAY` for company:
+        // its successor has it from us without the master.
         if t.master.is_some() {
             t.haves.push(b.index);
+            t.haves_since.get_or_insert(now);
+            t.haves_now |= !t.chained(b.index);
         }
         self.checkpoint(transfer);
         self.forward(now, transfer, b.index);

@@ -1,8 +1,9 @@
 //! Chains (issue 16): the master names our successor in each stripe and the blocks that go
 //! down the chains; each such block we verified goes on to that successor at once, served from
 //! the staged file like a push, with no word to the master (it counts the forward as an
-//! assignment when our HAVE comes). HAVEs go out in one frame per loop turn (a wait for more
-//! company made HAVEs overtake their forwarders' and left blocks without a known sender).
+//! assignment when our HAVE comes). HAVEs of chain blocks wait up to `HAVE_DELAY` for company
+//! (the master names the chain predecessor as the sender of a block whose HAVE overtakes its
+//! forwarder's: `Swarm::chain_source`); any other block's HAVE goes at the end of the turn.
 
 use super::swarm::peer_linked;
 use super::*;
@@ -12,6 +13,10 @@ use crate::proto::msg::NO_NEXT;
 
 /// Block indices one HAVE frame carries at most (8 bytes each).
 const HAVES_PER_FRAME: usize = 65_536;
+/// Chain blocks' HAVEs wait at most this long for company, or until this many are pending.
+/// The chains do not wait for them; the master's repairs and laggard checks (every 200 ms) do.
+pub(super) const HAVE_DELAY: Duration = Duration::from_millis(20);
+pub(super) const HAVE_BATCH: usize = 32;
 
 impl<S: Store> PoMachine<S> {
     /// The master's chain plan. Only the master's control link gets here (a neighbour's CHAIN
@@ -80,6 +85,7 @@ impl<S: Store> PoMachine<S> {
         let mut frames = Vec::new();
         for (&transfer, t) in self.transfers.iter_mut().filter(|(_, t)| !t.haves.is_empty()) {
             let haves = std::mem::take(&mut t.haves);
+            (t.haves_since, t.haves_now) = (None, false);
             if let Some(m) = t.master {
                 frames.extend(haves.chunks(HAVES_PER_FRAME).map(|c| (m, Msg::Have { transfer, blocks: c.to_vec() })));
             }

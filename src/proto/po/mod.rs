@@ -39,6 +39,7 @@ use super::{
     earliest, Action, BlockHead, BlockRef, Check, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Payload,
     Stats, Store, Sum, Verdict,
 };
+use chain::{HAVE_BATCH, HAVE_DELAY};
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -211,10 +212,15 @@ impl<S: Store> Machine for PoMachine<S> {
     }
 
     fn end_turn(&mut self) {
-        self.flush_haves();
+        if self.transfers.values().any(|t| t.haves_now || t.haves.len() >= HAVE_BATCH) {
+            self.flush_haves();
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.transfers.values().any(|t| t.haves_since.is_some_and(|at| now >= at + HAVE_DELAY)) {
+            self.flush_haves();
+        }
         self.conn_timeouts(now);
         self.release_timeouts(now);
         self.link_wait_timeouts(now);
@@ -237,7 +243,8 @@ impl<S: Store> Machine for PoMachine<S> {
             self.transfers.values().flat_map(|t| t.waiting.values().flatten().map(|(_, at)| Some(*at + LINK_WAIT))),
         );
         let release = earliest(self.transfers.values().map(|t| t.release_at));
-        earliest([t, exp, waits, release])
+        let haves = earliest(self.transfers.values().map(|t| t.haves_since.map(|at| at + HAVE_DELAY)));
+        earliest([t, exp, waits, release, haves])
     }
 
     fn stats(&self) -> Stats {

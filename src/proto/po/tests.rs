@@ -393,14 +393,31 @@ fn a_verified_chain_block_goes_on_to_the_successor_the_master_named() {
     let a = checked(&mut po, from, block(0, vec![9; 4096]));
     assert!(forwarded(&a).is_empty(), "{a:?}");
     assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Bad { block: 0, from: 0, .. }, .. })), "{a:?}");
-    // A good one goes on at once, from the stage; the HAVE goes at the end of the loop turn.
+    // A good one goes on at once, from the stage; a chain block's HAVE waits for company.
+    let have = |a: &[Action]| -> Option<Vec<u64>> {
+        a.iter().find_map(|a| match a {
+            Action::Send { conn: MASTER, msg: Msg::Have { blocks, .. } } => Some(blocks.clone()),
+            _ => None,
+        })
+    };
     let a = checked(&mut po, from, block(0, data(0)));
     assert_eq!(forwarded(&a), [0], "{a:?}");
-    assert!(a.iter().any(|a| matches!(a, Action::Send { msg: Msg::Have { blocks, .. }, .. } if blocks == &[0])));
-    assert!(forwarded(&checked(&mut po, from, block(1, data(1)))).is_empty(), "block 1 is not a chain block");
+    assert_eq!(have(&a), None, "{a:?}");
+    // It goes once it has waited HAVE_DELAY.
+    let at = po.m.poll_timeout().expect("a HAVE waits");
+    assert_eq!(at, po.now + super::chain::HAVE_DELAY);
+    po.m.handle_timeout(at);
+    let a: Vec<Action> = std::iter::from_fn(|| po.m.poll_action()).collect();
+    assert_eq!(have(&a), Some(vec![0]), "{a:?}");
     // A block it holds already, sent again unasked, is dropped.
     assert!(checked(&mut po, from, block(0, data(0))).is_empty());
-    assert_eq!(forwarded(&checked(&mut po, from, block(2, data(2)))), [2]);
+    let a = checked(&mut po, from, block(2, data(2)));
+    assert_eq!((forwarded(&a), have(&a)), (vec![2], None));
+    // Block 1 is not a chain block (and the last one): its HAVE goes at the end of the turn,
+    // with the one that waited.
+    let a = checked(&mut po, from, block(1, data(1)));
+    assert!(forwarded(&a).is_empty(), "block 1 is not a chain block");
+    assert_eq!(have(&a), Some(vec![2, 1]), "{a:?}");
 }
 
 #[test]

@@ -141,6 +141,10 @@ pub(super) struct Transfer {
     pub(super) disk: Option<u64>,
     /// Blocks verified since the last HAVE (`PoMachine::flush_haves`).
     pub(super) haves: Vec<u64>,
+    /// When the oldest of `haves` was verified, and whether one of them is not a chain block
+    /// (the master waits for that HAVE to schedule: it goes at the end of the turn).
+    pub(super) haves_since: Option<Instant>,
+    pub(super) haves_now: bool,
 }
 
 /// Where a transfer stands in a canary wave.
@@ -191,7 +195,15 @@ impl Transfer {
             canary: Canary::No,
             disk: None,
             haves: Vec::new(),
+            haves_since: None,
+            haves_now: false,
         }
+    }
+
+    /// Whether block `b` goes down the master's chains (our successor gets it without a word
+    /// to the master).
+    pub(super) fn chained(&self, b: u64) -> bool {
+        self.swarm.joined().and_then(|j| j.chain.as_ref()).is_some_and(|(_, set)| crate::proto::bitmap::bit(set, b))
     }
 
     /// Block `b` is verified and staged.
