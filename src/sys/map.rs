@@ -45,7 +45,9 @@ fn with_map(file: BorrowedFd, offset: u64, len: u64, f: &mut impl FnMut(&[u8])) 
     // the transfer), and a truncation below `offset + len` between the fstat and the last access
     // would raise SIGBUS. wugui documents that sources must not be truncated during a push;
     // there is no way to rule this out for a mapping, which is why the range is checked first.
-    let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map(&file)? };
+    // `populate`: the range is read whole at once, so one call maps every page instead of a
+    // fault per few pages.
+    let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).populate().map(&file)? };
     // Only a hint: the checksum reads the range once, front to back.
     let _ = map.advise(Advice::Sequential);
     f(&map);
