@@ -30,9 +30,29 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
-/// A port that was free a moment ago (bound to 0, read back, released).
+/// A port nothing listens on, for a config that must name it before its daemon starts. It is
+/// taken from below the kernel's ephemeral range (`ip_local_port_range`), where no outgoing
+/// connection and no bind to port 0 lands, so nothing else can take it before the daemon binds
+/// it (a port bound to 0 and released could be, and was: "Address already in use"). Each call
+/// in this process gets a different port; processes start at different places.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&h| h > LOW + 1000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let p = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in {LOW}..{high}");
 }
 
 /// Starts the daemon binary `exe -f conf` with extra environment, stdout and stderr piped.
