@@ -1,0 +1,382 @@
+//! Issue 16's CPU target, measured without the network: what the master's state machine spends
+//! per HAVE'd block in a chain transfer (`p2p = on`, `chains = on`, 64 KiB blocks).
+//!
+//! The real `MasterMachine` is driven through a whole transfer by scripted pos: a CAC grant,
+//! each po's offer, ACCEPT and data link, the CHAIN plan (acknowledged), then turns. On each
+//! turn every po, in chain order, takes up to `--per-turn` blocks from its downlink (what the
+//! master sent it, what its predecessor forwarded, what a PUSH asked a peer to send), forwards
+//! each chain block to its successor at once, and reports them in one HAVE, which the master
+//! handles before the next po's turn. The clock moves `--step-ms` a turn (a 64 KiB block at
+//! 100 Mbit/s takes about 5 ms) and the master's timers run when due. The source hands out one
+//! shared buffer and its cached digest, so reading and hashing cost the master nothing here:
+//! what is left is its per-event and per-HAVE work.
+//!
+//! CPU is the thread's (`CLOCK_THREAD_CPUTIME_ID`) around each call into the master only, not
+//! the scripted pos. Prints one line per case to stdout:
+//! `pos=.. blocks=.. turns=.. events=.. have_msgs=.. have_blocks=.. master_blocks=.. pushes=..
+//! cpu_ms=.. us_per_have_block=.. us_per_event=..`.
+//!
+//! Usage: `master_haves [--cases 16x1024,16x4096,200x4096] [--per-turn 1] [--step-ms 5]
+//! [--runs 1]`. Build with `--release`; for a profile, `CARGO_PROFILE_RELEASE_DEBUG=true` and
+//! `perf record -g`.
+
+use nix::time::{clock_gettime, ClockId};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wugui::proto::bitmap::{bit, bitmap};
+use wugui::proto::chain::stripe_of;
+use wugui::proto::manifest::{Entry, Kind};
+use wugui::proto::master::{MasterMachine, MasterSettings, Planner};
+use wugui::proto::msg::NO_NEXT;
+use wugui::proto::{
+    Action, Body, BlockRef, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, SourceError, Sum, Verify,
+};
+
+const BLOCK: u32 = 64 << 10;
+const CAC: &str = "10.0.0.2:7100";
+
+/// Every block is the same buffer with its digest cached, so the master's reads cost nothing.
+struct Shared {
+    data: Arc<Vec<u8>>,
+    sums: Vec<(Verify, Sum)>,
+}
+
+impl Source for Shared {
+    fn block(&mut self, b: &BlockRef, verify: Verify, _sendfile: bool) -> Result<(Body, Sum), SourceError> {
+        let _ = b;
+        let sum = match self.sums.iter().find(|(v, _)| *v == verify) {
+            Some((_, s)) => *s,
+            None => {
+                let s = Sum::of(verify, &self.data);
+                self.sums.push((verify, s));
+                s
+            }
+        };
+        Ok((Body::Bytes(self.data.clone()), sum))
+    }
+    fn unchanged(&mut self, _entry: u32) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Po {
+    addr: String,
+    ctl: Option<ConnId>,
+    data: Option<ConnId>,
+    have: Vec<bool>,
+    held: u64,
+    /// Blocks on their way in, in the order they were sent.
+    incoming: VecDeque<u64>,
+    /// Successor per stripe, and the chain set (a have-bitmap).
+    next: Vec<u32>,
+    set: Vec<u8>,
+    ready: bool,
+}
+
+struct Driver {
+    m: MasterMachine,
+    now: Instant,
+    pos: Vec<Po>,
+    blocks: u64,
+    transfer: u64,
+    cac: Option<ConnId>,
+    events: VecDeque<Event>,
+    cpu: Duration,
+    calls: u64,
+    have_msgs: u64,
+    have_blocks: u64,
+    master_blocks: u64,
+    pushes: u64,
+}
+
+fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
+}
+
+impl Driver {
+    /// One call into the master, timed, then its actions carried out.
+    fn call(&mut self, f: impl FnOnce(&mut MasterMachine, Instant)) {
+        let t = thread_cpu();
+        f(&mut self.m, self.now);
+        let mut acts = Vec::new();
+        while let Some(a) = self.m.poll_action() {
+            acts.push(a);
+        }
+        self.cpu += thread_cpu() - t;
+        self.calls += 1;
+        for a in acts {
+            self.act(a);
+        }
+    }
+
+    fn po_of(&self, conn: ConnId) -> Option<(usize, bool)> {
+        self.pos.iter().position(|p| p.ctl == Some(conn) || p.data == Some(conn)).map(|i| (i, self.pos[i].ctl == Some(conn)))
+    }
+
+    fn frame(&mut self, i: usize, msg: Msg) {
+        let conn = self.pos[i].ctl.expect("a po's control link");
+        self.events.push_back(Event::Frame { conn, msg });
+    }
+
+    fn act(&mut self, a: Action) {
+        let t = self.transfer;
+        match a {
+            Action::Connect { conn, addr } => {
+                let addr = addr.to_string();
+                if addr == CAC {
+                    self.cac = Some(conn);
+                } else {
+                    let p = self.pos.iter_mut().find(|p| p.addr == addr).expect("a po's address");
+                    if p.ctl.is_none() {
+                        p.ctl = Some(conn);
+                    } else {
+                        p.data = Some(conn);
+                    }
+                }
+                self.events.push_back(Event::Connected { conn });
+            }
+            Action::SendBlock { conn, head, .. } => {
+                let (i, _) = self.po_of(conn).expect("blocks go to pos");
+                self.master_blocks += 1;
+                self.pos[i].incoming.push_back(head.index);
+            }
+            Action::Send { conn, msg } if Some(conn) == self.cac => {
+                if let Msg::AuthRequest { .. } = msg {
+                    let mut class = ClassCfg::new("bench");
+                    for (k, v) in [("dest", "/tmp/bench"), ("block_size", "64K"), ("p2p", "on"), ("chains", "on")] {
+                        class.set(k, v).expect("a class setting");
+                    }
+                    let pos = self.pos.iter().map(|p| p.addr.clone()).collect();
+                    let grant = Msg::AuthGrant { transfer: t, token: b"token".to_vec(), pos, class: class.to_pairs(), sites: vec![] };
+                    self.events.push_back(Event::Frame { conn, msg: grant });
+                }
+            }
+            Action::Send { conn, msg } => {
+                let Some((i, _)) = self.po_of(conn) else { return };
+                match msg {
+                    Msg::Offer { .. } => self.frame(i, Msg::Verified { transfer: t }),
+                    Msg::Manifest { .. } => {
+                        let have = bitmap(&vec![false; self.blocks as usize]);
+                        self.frame(i, Msg::Accept { transfer: t, have });
+                    }
+                    Msg::Chain { next, set, .. } => {
+                        self.pos[i].next = next;
+                        self.pos[i].set = set;
+                        self.frame(i, Msg::Chain { transfer: t, next: Vec::new(), set: Vec::new() });
+                    }
+                    Msg::Push { block, to, .. } => {
+                        self.pushes += 1;
+                        if self.pos[i].have[block as usize] {
+                            self.pos[to as usize].incoming.push_back(block);
+                        } else {
+                            self.frame(i, Msg::Unsent { transfer: t, block, to, why: "not held".into() });
+                        }
+                    }
+                    Msg::Commit { .. } => {
+                        let done = Msg::Done {
+                            transfer: t,
+                            files: 1,
+                            bytes: 0,
+                            hook_exit: None,
+                            hook_tail: String::new(),
+                            unchanged: false,
+                        };
+                        self.frame(i, done);
+                    }
+                    Msg::Abort { reason, .. } => panic!("po {i} aborted: {reason}"),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver(&mut self) {
+        while let Some(ev) = self.events.pop_front() {
+            self.call(|m, now| m.handle_event(now, ev));
+        }
+    }
+
+    /// The pos in the order of stripe 0 (heads first), then any not in it.
+    fn order(&self) -> Vec<usize> {
+        let n = self.pos.len();
+        let mut pred = vec![false; n];
+        for p in &self.pos {
+            if let Some(&s) = p.next.first().filter(|&&s| s != NO_NEXT && (s as usize) < n) {
+                pred[s as usize] = true;
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut seen = vec![false; n];
+        for h in (0..n).filter(|&i| !pred[i]) {
+            let mut at = h;
+            while !seen[at] {
+                seen[at] = true;
+                out.push(at);
+                match self.pos[at].next.first() {
+                    Some(&s) if s != NO_NEXT && (s as usize) < n => at = s as usize,
+                    _ => break,
+                }
+            }
+        }
+        out.extend((0..n).filter(|&i| !seen[i]));
+        out
+    }
+
+    /// Po `i`'s turn: up to `per_turn` blocks land, chain blocks go on to the successor, and
+    /// one HAVE says what landed.
+    fn turn(&mut self, i: usize, per_turn: usize) {
+        let mut got = Vec::new();
+        while got.len() < per_turn {
+            let Some(b) = self.pos[i].incoming.pop_front() else { break };
+            let p = &mut self.pos[i];
+            if p.have[b as usize] {
+                continue;
+            }
+            p.have[b as usize] = true;
+            p.held += 1;
+            got.push(b);
+            let k = p.next.len();
+            if k > 0 && bit(&p.set, b) {
+                let s = p.next[stripe_of(b, k)];
+                if s != NO_NEXT && (s as usize) < self.pos.len() {
+                    self.pos[s as usize].incoming.push_back(b);
+                }
+            }
+        }
+        let t = self.transfer;
+        if !got.is_empty() {
+            self.have_msgs += 1;
+            self.have_blocks += got.len() as u64;
+            self.frame(i, Msg::Have { transfer: t, blocks: got });
+        }
+        if self.pos[i].held == self.blocks && !self.pos[i].ready {
+            self.pos[i].ready = true;
+            self.frame(i, Msg::Ready { transfer: t });
+        }
+        self.deliver();
+    }
+}
+
+fn settings() -> MasterSettings {
+    MasterSettings {
+        class: "bench".into(),
+        cacs: vec![CAC.parse().unwrap()],
+        secret: None,
+        connect_timeout: Duration::from_secs(3),
+        unix_start: 0,
+        dry_run: false,
+        wait: None,
+        transfer_key: [0x5a; 32],
+        canary: None,
+        itemize: false,
+    }
+}
+
+struct Figures {
+    turns: u64,
+    d: Driver,
+}
+
+fn run(n: usize, blocks: u64, per_turn: usize, step: Duration) -> Figures {
+    let size = blocks * BLOCK as u64;
+    let planner: Planner = Box::new(move |_: &ClassCfg| {
+        let f = Entry {
+            path: "f.bin".into(),
+            kind: Kind::File { size },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            mtime_nsec: 0,
+            sparse: None,
+        };
+        let m = Manifest::new(BLOCK, vec![f])?;
+        let src = Shared { data: Arc::new(vec![7u8; BLOCK as usize]), sums: Vec::new() };
+        Ok((m, Box::new(src) as Box<dyn Source>))
+    });
+    let now = Instant::now();
+    let m = MasterMachine::new(settings(), planner, now);
+    let pos = (0..n)
+        .map(|i| Po {
+            addr: format!("10.{}.{}.{}:7200", 1 + i / 65536, (i / 256) % 256, i % 256),
+            have: vec![false; blocks as usize],
+            ..Po::default()
+        })
+        .collect();
+    let mut d = Driver {
+        m,
+        now,
+        pos,
+        blocks,
+        transfer: 77,
+        cac: None,
+        events: VecDeque::new(),
+        cpu: Duration::ZERO,
+        calls: 0,
+        have_msgs: 0,
+        have_blocks: 0,
+        master_blocks: 0,
+        pushes: 0,
+    };
+    let mut acts = Vec::new();
+    while let Some(a) = d.m.poll_action() {
+        acts.push(a);
+    }
+    for a in acts {
+        d.act(a);
+    }
+    d.deliver();
+    let mut turns = 0u64;
+    let limit = 20 * (blocks + n as u64) + 100_000;
+    while !d.m.is_finished() && turns < limit {
+        turns += 1;
+        d.now += step;
+        if d.m.poll_timeout().is_some_and(|t| t <= d.now) {
+            d.call(|m, now| m.handle_timeout(now));
+        }
+        d.deliver();
+        for i in d.order() {
+            d.turn(i, per_turn);
+        }
+    }
+    assert!(d.m.is_finished(), "the transfer did not end in {turns} turns");
+    Figures { turns, d }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |name: &str, default: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+    };
+    let cases: Vec<(usize, u64)> = opt("--cases", "16x1024,16x4096,200x4096")
+        .split(',')
+        .map(|c| {
+            let (p, b) = c.split_once('x').expect("cases are POSxBLOCKS");
+            (p.parse().expect("pos"), b.parse().expect("blocks"))
+        })
+        .collect();
+    let per_turn: usize = opt("--per-turn", "1").parse().expect("--per-turn");
+    let step = Duration::from_millis(opt("--step-ms", "5").parse().expect("--step-ms"));
+    let runs: usize = opt("--runs", "1").parse().expect("--runs");
+    for _ in 0..runs {
+        for &(pos, blocks) in &cases {
+            let Figures { turns, d } = run(pos, blocks, per_turn, step);
+            let us = d.cpu.as_secs_f64() * 1e6;
+            println!(
+                "pos={pos} blocks={blocks} turns={turns} events={} have_msgs={} have_blocks={} master_blocks={} \
+                 pushes={} cpu_ms={:.1} us_per_have_block={:.2} us_per_event={:.2}",
+                d.calls,
+                d.have_msgs,
+                d.have_blocks,
+                d.master_blocks,
+                d.pushes,
+                us / 1e3,
+                us / d.have_blocks.max(1) as f64,
+                us / d.calls.max(1) as f64,
+            );
+        }
+    }
+}
