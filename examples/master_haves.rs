@@ -12,9 +12,11 @@
 //! what is left is its per-event and per-HAVE work.
 //!
 //! CPU is the thread's (`CLOCK_THREAD_CPUTIME_ID`) around each call into the master only, not
-//! the scripted pos. Prints one line per case to stdout:
+//! the scripted pos (`timer_us`: what reading that clock costs, once per event, included).
+//! `digest` is a hash of every block send, push and chain plan in order: a change that must
+//! not alter the schedule prints the same one. Prints one line per case to stdout:
 //! `pos=.. blocks=.. turns=.. events=.. have_msgs=.. have_blocks=.. master_blocks=.. pushes=..
-//! cpu_ms=.. us_per_have_block=.. us_per_event=..`.
+//! cpu_ms=.. us_per_have_block=.. us_per_event=.. timer_us=.. digest=..`.
 //!
 //! Usage: `master_haves [--cases 16x1024,16x4096,200x4096] [--per-turn 1] [--step-ms 5]
 //! [--runs 1]`. Build with `--release`; for a profile, `CARGO_PROFILE_RELEASE_DEBUG=true` and
@@ -30,7 +32,7 @@ use wugui::proto::manifest::{Entry, Kind};
 use wugui::proto::master::{MasterMachine, MasterSettings, Planner};
 use wugui::proto::msg::NO_NEXT;
 use wugui::proto::{
-    Action, Body, BlockRef, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, SourceError, Sum, Verify,
+    Action, BlockRef, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, SourceError, Sum, Verify,
 };
 
 const BLOCK: u32 = 64 << 10;
@@ -89,6 +91,9 @@ struct Driver {
     have_blocks: u64,
     master_blocks: u64,
     pushes: u64,
+    /// FNV-1a over what the master told whom (blocks, pushes, chain plans), in order: two
+    /// builds that schedule alike print the same digest.
+    digest: u64,
 }
 
 fn thread_cpu() -> Duration {
@@ -107,12 +112,28 @@ impl Driver {
         self.cpu += thread_cpu() - t;
         self.calls += 1;
         for a in acts {
+            self.note(&a);
             self.act(a);
         }
     }
 
+    fn note(&mut self, a: &Action) {
+        let key = match a {
+            Action::SendBlock { conn, head, .. } => format!("B{conn}:{}", head.index),
+            Action::Send { conn, msg: Msg::Push { block, to, .. } } => format!("P{conn}:{block}>{to}"),
+            Action::Send { conn, msg: Msg::Chain { next, set, .. } } => format!("C{conn}:{next:?}{set:?}"),
+            _ => return,
+        };
+        for byte in key.bytes().chain([b';']) {
+            self.digest = (self.digest ^ byte as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
     fn po_of(&self, conn: ConnId) -> Option<(usize, bool)> {
-        self.pos.iter().position(|p| p.ctl == Some(conn) || p.data == Some(conn)).map(|i| (i, self.pos[i].ctl == Some(conn)))
+        self.pos
+            .iter()
+            .position(|p| p.ctl == Some(conn) || p.data == Some(conn))
+            .map(|i| (i, self.pos[i].ctl == Some(conn)))
     }
 
     fn frame(&mut self, i: usize, msg: Msg) {
@@ -149,7 +170,13 @@ impl Driver {
                         class.set(k, v).expect("a class setting");
                     }
                     let pos = self.pos.iter().map(|p| p.addr.clone()).collect();
-                    let grant = Msg::AuthGrant { transfer: t, token: b"token".to_vec(), pos, class: class.to_pairs(), sites: vec![] };
+                    let grant = Msg::AuthGrant {
+                        transfer: t,
+                        token: b"token".to_vec(),
+                        pos,
+                        class: class.to_pairs(),
+                        sites: vec![],
+                    };
                     self.events.push_back(Event::Frame { conn, msg: grant });
                 }
             }
@@ -320,6 +347,7 @@ fn run(n: usize, blocks: u64, per_turn: usize, step: Duration) -> Figures {
         have_blocks: 0,
         master_blocks: 0,
         pushes: 0,
+        digest: 0xcbf2_9ce4_8422_2325,
     };
     let mut acts = Vec::new();
     while let Some(a) = d.m.poll_action() {
@@ -361,13 +389,19 @@ fn main() {
     let per_turn: usize = opt("--per-turn", "1").parse().expect("--per-turn");
     let step = Duration::from_millis(opt("--step-ms", "5").parse().expect("--step-ms"));
     let runs: usize = opt("--runs", "1").parse().expect("--runs");
+    // What one timed call costs in reading the clock alone (inside each event's figure).
+    let t = thread_cpu();
+    for _ in 0..10_000 {
+        std::hint::black_box(thread_cpu());
+    }
+    let timer = (thread_cpu() - t).as_secs_f64() * 1e6 / 10_000.0;
     for _ in 0..runs {
         for &(pos, blocks) in &cases {
             let Figures { turns, d } = run(pos, blocks, per_turn, step);
             let us = d.cpu.as_secs_f64() * 1e6;
             println!(
                 "pos={pos} blocks={blocks} turns={turns} events={} have_msgs={} have_blocks={} master_blocks={} \
-                 pushes={} cpu_ms={:.1} us_per_have_block={:.2} us_per_event={:.2}",
+                 pushes={} cpu_ms={:.1} us_per_have_block={:.2} us_per_event={:.2} timer_us={timer:.2} digest={:016x}",
                 d.calls,
                 d.have_msgs,
                 d.have_blocks,
@@ -376,6 +410,7 @@ fn main() {
                 us / 1e3,
                 us / d.have_blocks.max(1) as f64,
                 us / d.calls.max(1) as f64,
+                d.digest,
             );
         }
     }

@@ -9,7 +9,7 @@
 use super::{Assign, Src, Swarm};
 use crate::proto::chain::stripe_of;
 use crate::proto::sites::{self, Sites};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// How long the master waits, after the first po joined, for the others before it plans the
@@ -23,17 +23,23 @@ pub(super) struct Chains {
     planned: Vec<Vec<u32>>,
     /// The members of each stripe in order, once planned.
     order: Vec<Vec<u32>>,
-    /// Successor of each po in each stripe (`None`: the tail, or no link to the next one).
+    /// Successor of each po in each stripe (`None`: the tail, or no link to the next one), and
+    /// the inverse: the predecessor that forwards to it.
     next: Vec<Vec<Option<u32>>>,
+    prev: Vec<Vec<Option<u32>>>,
     /// Pos the master feeds in each stripe: the first, and any whose predecessor has no link.
     heads: Vec<Vec<u32>>,
-    member: Vec<bool>,
+    pub(super) member: Vec<bool>,
     /// The blocks every member needs, as of the plan.
     pub(super) set: Vec<bool>,
-    /// Pairs taken out of the chain: scheduled like any other block.
-    repair: HashSet<(u32, u64)>,
-    /// Where the master's feed of each (stripe, head) goes on.
-    cursor: HashMap<(usize, u32), u64>,
+    /// Pairs taken out of the chain, by po: scheduled like any other block. (Per po, so that
+    /// the scheduler looks at a member's few repair blocks, not at every block.)
+    pub(super) repair: Vec<BTreeSet<u64>>,
+    /// Blocks outside the chain set each member lacks: while none, a member wants nothing but
+    /// its repair blocks.
+    pub(super) unset_missing: Vec<u64>,
+    /// Where the master's feed of each stripe's head goes on, by stripe and po.
+    cursor: Vec<Vec<Option<u64>>>,
     /// Blocks the master keeps queued to each head.
     depth: u8,
     first_join: Option<Instant>,
@@ -66,11 +72,13 @@ impl Chains {
             planned: sites::stripes(sites, k.max(1), &[]),
             order: Vec::new(),
             next: Vec::new(),
+            prev: Vec::new(),
             heads: Vec::new(),
             member: vec![false; n],
             set: vec![false; blocks as usize],
-            repair: HashSet::new(),
-            cursor: HashMap::new(),
+            repair: vec![BTreeSet::new(); n],
+            unset_missing: vec![0; n],
+            cursor: vec![vec![None; n]; k.max(1)],
             depth: depth.max(2),
             first_join: None,
             planned_at: None,
@@ -142,7 +150,7 @@ impl Swarm {
                 && c.member.get(r).copied().unwrap_or(false)
                 && c.set.get(b).copied().unwrap_or(false)
                 && !self.nodes[r].have[b]
-                && !c.repair.contains(&(r as u32, b as u64))
+                && !c.repair[r].contains(&(b as u64))
         })
     }
 
@@ -169,8 +177,7 @@ impl Swarm {
         if !chained || self.inflight.contains_key(&(i, b)) || self.nodes[i as usize].have[b as usize] {
             return None;
         }
-        let next = &c.next[stripe_of(b, c.k)];
-        (0..next.len() as u32).find(|&p| next[p as usize] == Some(i))
+        c.prev[stripe_of(b, c.k)][i as usize]
     }
 
     /// The chain set as a have-bitmap's layout, and `k`.
@@ -230,6 +237,9 @@ impl Swarm {
             }
         }
         c.news = (0..self.nodes.len() as u32).filter(|&i| c.member[i as usize]).collect();
+        for (i, n) in self.nodes.iter().enumerate().filter(|(i, _)| c.member[*i]) {
+            c.unset_missing[i] = n.have.iter().zip(&c.set).filter(|(h, s)| !**h && !**s).count() as u64;
+        }
         self.chain_relink();
     }
 
@@ -240,12 +250,16 @@ impl Swarm {
         let Some(c) = self.chain.as_mut() else { return };
         let old = std::mem::take(&mut c.next);
         c.next = vec![vec![None; n]; c.k];
+        c.prev = vec![vec![None; n]; c.k];
         c.heads = vec![Vec::new(); c.k];
         for s in 0..c.k {
             for (at, &p) in c.order[s].iter().enumerate() {
                 let prev = at.checked_sub(1).map(|j| c.order[s][j]);
                 match prev {
-                    Some(q) if self.neighbours[q as usize].contains(&p) => c.next[s][q as usize] = Some(p),
+                    Some(q) if self.neighbours[q as usize].contains(&p) => {
+                        c.next[s][q as usize] = Some(p);
+                        c.prev[s][p as usize] = Some(q);
+                    }
                     _ => c.heads[s].push(p),
                 }
             }
@@ -295,12 +309,12 @@ impl Swarm {
             let bi = b as usize;
             let pred_has = pred.is_some_and(|p| self.nodes[p as usize].have[bi]);
             if c.set[bi] && pred_has && !self.nodes[succ as usize].have[bi] && !self.inflight.contains_key(&(succ, b)) {
-                c.repair.insert((succ, b));
+                c.repair[succ as usize].insert(b);
             }
             b += k;
         }
         if c.heads[s].contains(&succ) {
-            c.cursor.insert((s, succ), s as u64);
+            c.cursor[s][succ as usize] = Some(s as u64);
         }
     }
 
@@ -339,7 +353,7 @@ impl Swarm {
         let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return false };
         let held = |r: u32, b: u64| !self.nodes[r as usize].live || self.nodes[r as usize].have[b as usize];
         !c.open_unset
-            && c.repair.iter().all(|&(r, b)| held(r, b))
+            && c.repair.iter().enumerate().all(|(r, bs)| bs.iter().all(|&b| held(r as u32, b)))
             && self.nodes.iter().enumerate().all(|(i, n)| !n.live || c.member[i] || n.held >= self.blocks)
     }
 
@@ -348,7 +362,9 @@ impl Swarm {
     pub(super) fn chain_survey(&mut self) {
         let nodes = &self.nodes;
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return };
-        c.repair.retain(|&(r, b)| nodes[r as usize].live && !nodes[r as usize].have[b as usize]);
+        for (r, bs) in c.repair.iter_mut().enumerate() {
+            bs.retain(|&b| nodes[r].live && !nodes[r].have[b as usize]);
+        }
         let set = &c.set;
         c.open_unset = nodes.iter().any(|n| n.live && n.have.iter().zip(set).any(|(h, s)| !h && !s));
     }
@@ -399,7 +415,7 @@ impl Swarm {
     pub(super) fn chain_repair(&mut self, to: u32, b: u64) {
         if self.chain_pending(to as usize, b as usize) {
             if let Some(c) = self.chain.as_mut() {
-                c.repair.insert((to, b));
+                c.repair[to as usize].insert(b);
             }
         }
     }
@@ -422,26 +438,33 @@ impl Swarm {
     pub(super) fn chain_feed(&mut self, now: Instant, out: &mut Vec<Assign>) {
         let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return };
         let (k, depth) = (c.k, c.depth);
-        let heads: Vec<(usize, u32)> = (0..k).flat_map(|s| c.heads[s].iter().map(move |&h| (s, h))).collect();
-        for (s, h) in heads {
-            if !self.nodes[h as usize].live {
-                continue;
+        for s in 0..k {
+            for at in 0.. {
+                let Some(h) = self.chain.as_ref().and_then(|c| c.heads[s].get(at).copied()) else { break };
+                self.chain_feed_head(s, h, k, depth, now, out);
             }
-            let mut b = self.chain.as_ref().and_then(|c| c.cursor.get(&(s, h)).copied()).unwrap_or(s as u64);
-            while b < self.blocks && self.queued(Src::Master, h) < depth {
-                if self.chain_pending(h as usize, b as usize) && !self.inflight.contains_key(&(h, b)) {
-                    let a = Assign { from: Src::Master, to: h, block: b };
-                    if self.moving[b as usize] == 0 && self.count[b as usize] == 0 {
-                        self.fresh_sent += 1;
-                    }
-                    self.start(a, now);
-                    out.push(a);
+        }
+    }
+
+    /// Feeds head `h` of stripe `s` up to `depth` blocks, on from its cursor.
+    fn chain_feed_head(&mut self, s: usize, h: u32, k: usize, depth: u8, now: Instant, out: &mut Vec<Assign>) {
+        if !self.nodes[h as usize].live {
+            return;
+        }
+        let mut b = self.chain.as_ref().and_then(|c| c.cursor[s][h as usize]).unwrap_or(s as u64);
+        while b < self.blocks && self.queued(Src::Master, h) < depth {
+            if self.chain_pending(h as usize, b as usize) && !self.inflight.contains_key(&(h, b)) {
+                let a = Assign { from: Src::Master, to: h, block: b };
+                if self.moving[b as usize] == 0 && self.count[b as usize] == 0 {
+                    self.fresh_sent += 1;
                 }
-                b += k as u64;
+                self.start(a, now);
+                out.push(a);
             }
-            if let Some(c) = self.chain.as_mut() {
-                c.cursor.insert((s, h), b);
-            }
+            b += k as u64;
+        }
+        if let Some(c) = self.chain.as_mut() {
+            c.cursor[s][h as usize] = Some(b);
         }
     }
 }

@@ -105,6 +105,22 @@ struct Node {
     last_have: Option<Instant>,
 }
 
+/// What `Swarm::wanted` goes through.
+enum Wanted<'a> {
+    All(std::ops::Range<usize>),
+    Repair(std::collections::btree_set::Iter<'a, u64>),
+}
+
+impl Iterator for Wanted<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Wanted::All(r) => r.next(),
+            Wanted::Repair(i) => i.next().map(|&b| b as usize),
+        }
+    }
+}
+
 pub struct Swarm {
     nodes: Vec<Node>,
     neighbours: Vec<Vec<u32>>,
@@ -284,6 +300,9 @@ impl Swarm {
             if n.live {
                 self.count[b as usize] += 1;
             }
+            if let Some(c) = self.chain.as_mut().filter(|c| !c.set[b as usize]) {
+                c.unset_missing[i as usize] = c.unset_missing[i as usize].saturating_sub(1);
+            }
             self.chain_forward(i, b, now);
         }
         from
@@ -425,6 +444,18 @@ impl Swarm {
         known.sort_by(|a, b| a.total_cmp(b));
         let median = known[known.len() / 2];
         self.nodes.iter().map(|n| n.held < self.blocks && n.best.is_some_and(|d| d > 2.5 * median)).collect()
+    }
+
+    /// The blocks po `r` may want, in order: every block, or for a chain member that lacks
+    /// no block outside the chain set only its repair blocks (`wants` refuses the others), so
+    /// that a search over what a member wants costs its repair blocks, not every block.
+    fn wanted(&self, r: usize) -> Wanted<'_> {
+        match self.chain.as_ref() {
+            Some(c) if c.planned_at.is_some() && c.member[r] && c.unset_missing[r] == 0 => {
+                Wanted::Repair(c.repair[r].iter())
+            }
+            _ => Wanted::All(0..self.blocks as usize),
+        }
     }
 
     fn wants(&self, r: usize, b: usize) -> bool {

@@ -141,6 +141,12 @@ impl Swarm {
     /// is not sent again. The budget keeps `src_copies` near 1, and a delta, where few blocks
     /// travel, near its minimum.
     fn end_game(&mut self, slow: &[bool], now: Instant, out: &mut Vec<Assign>) {
+        // Nothing to pick (the chains carry every block still missing): skip the O(blocks x
+        // pos) look at who holds what.
+        let n = self.nodes.len();
+        if !(0..n).any(|r| self.master_room(r) && self.wanted(r).any(|b| self.wants(r, b))) {
+            return;
+        }
         let held_by_server: Vec<bool> = (0..self.blocks as usize)
             .map(|b| (0..self.nodes.len()).any(|s| self.nodes[s].have[b] && self.serves(s)))
             .collect();
@@ -165,7 +171,7 @@ impl Swarm {
     fn unreachable(&self, held_by_server: &[bool], budget: bool, slow: &[bool], now: Instant) -> Option<Pick> {
         let mut best: Option<(usize, usize, (bool, u32))> = None;
         for r in (0..self.nodes.len()).filter(|&r| self.master_room(r)) {
-            for b in 0..self.blocks as usize {
+            for b in self.wanted(r) {
                 if !self.wants(r, b) || (self.count[b] == 0 && self.moving[b] > 0) {
                     continue;
                 }
@@ -194,7 +200,7 @@ impl Swarm {
             .filter(|&r| self.nodes[r].live && self.master_room(r) && self.nodes[r].held < self.blocks)
             .min_by_key(|&r| (self.nodes[r].held, r));
         needy.and_then(|r| {
-            (0..self.blocks as usize)
+            self.wanted(r)
                 .filter(|&b| self.wants(r, b) && self.count[b] > 0 && self.site_allows(Src::Master, r, b))
                 .min_by_key(|&b| (self.count[b], b))
                 .map(|b| (r, b, true))
@@ -215,7 +221,7 @@ impl Swarm {
     /// The rarest block `s` holds that `r` lacks (only ones nobody else holds when `s` is
     /// slow).
     fn pick(&self, s: usize, r: usize, slow: bool) -> Option<usize> {
-        (0..self.blocks as usize)
+        self.wanted(r)
             .filter(|&b| {
                 self.nodes[s].have[b]
                     && self.wants(r, b)
