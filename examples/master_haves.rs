@@ -19,7 +19,8 @@
 //! cpu_ms=.. us_per_have_block=.. us_per_event=.. timer_us=.. digest=..`.
 //!
 //! Usage: `master_haves [--cases 16x1024,16x4096,200x4096] [--per-turn 1] [--step-ms 5]
-//! [--runs 1]`. Build with `--release`; for a profile, `CARGO_PROFILE_RELEASE_DEBUG=true` and
+//! [--runs 1] [--kill PO@TURN,..]`. `--kill` closes a po's links at that turn and refuses its
+//! redials, so the chains are cut around it and repair (PUSH) fills its successors' holes. Build with `--release`; for a profile, `CARGO_PROFILE_RELEASE_DEBUG=true` and
 //! `perf record -g`.
 
 use nix::time::{clock_gettime, ClockId};
@@ -32,7 +33,7 @@ use wugui::proto::manifest::{Entry, Kind};
 use wugui::proto::master::{MasterMachine, MasterSettings, Planner};
 use wugui::proto::msg::NO_NEXT;
 use wugui::proto::{
-    Action, BlockRef, Body, ClassCfg, ConnId, Event, Machine, Manifest, Msg, Source, SourceError, Sum, Verify,
+    Action, BlockRef, Body, ClassCfg, Close, ConnId, Event, Machine, Manifest, Msg, Source, SourceError, Sum, Verify,
 };
 
 const BLOCK: u32 = 64 << 10;
@@ -69,12 +70,15 @@ struct Po {
     data: Option<ConnId>,
     have: Vec<bool>,
     held: u64,
-    /// Blocks on their way in, in the order they were sent.
-    incoming: VecDeque<u64>,
+    /// Blocks on their way in, in the order they were sent, with the turn each was sent on:
+    /// it lands on a later one (a hop takes a turn).
+    incoming: VecDeque<(u64, u64)>,
     /// Successor per stripe, and the chain set (a have-bitmap).
     next: Vec<u32>,
     set: Vec<u8>,
     ready: bool,
+    /// Killed (`--kill`): its links closed, it answers nothing more.
+    dead: bool,
 }
 
 struct Driver {
@@ -85,6 +89,7 @@ struct Driver {
     transfer: u64,
     cac: Option<ConnId>,
     events: VecDeque<Event>,
+    turns: u64,
     cpu: Duration,
     calls: u64,
     have_msgs: u64,
@@ -150,6 +155,10 @@ impl Driver {
                     self.cac = Some(conn);
                 } else {
                     let p = self.pos.iter_mut().find(|p| p.addr == addr).expect("a po's address");
+                    if p.dead {
+                        let reason = Close::Connect("connection refused".into());
+                        return self.events.push_back(Event::Closed { conn, reason });
+                    }
                     if p.ctl.is_none() {
                         p.ctl = Some(conn);
                     } else {
@@ -159,9 +168,9 @@ impl Driver {
                 self.events.push_back(Event::Connected { conn });
             }
             Action::SendBlock { conn, head, .. } => {
-                let (i, _) = self.po_of(conn).expect("blocks go to pos");
+                let Some((i, _)) = self.po_of(conn) else { return };
                 self.master_blocks += 1;
-                self.pos[i].incoming.push_back(head.index);
+                self.pos[i].incoming.push_back((head.index, self.turns));
             }
             Action::Send { conn, msg } if Some(conn) == self.cac => {
                 if let Msg::AuthRequest { .. } = msg {
@@ -195,8 +204,8 @@ impl Driver {
                     }
                     Msg::Push { block, to, .. } => {
                         self.pushes += 1;
-                        if self.pos[i].have[block as usize] {
-                            self.pos[to as usize].incoming.push_back(block);
+                        if self.pos[i].have[block as usize] && !self.pos[to as usize].dead {
+                            self.pos[to as usize].incoming.push_back((block, self.turns));
                         } else {
                             self.frame(i, Msg::Unsent { transfer: t, block, to, why: "not held".into() });
                         }
@@ -252,12 +261,27 @@ impl Driver {
         out
     }
 
+    /// Po `i` dies: its links close, what was on its way to it is lost.
+    fn kill(&mut self, i: usize) {
+        let p = &mut self.pos[i];
+        p.dead = true;
+        p.incoming.clear();
+        for conn in [p.ctl.take(), p.data.take()].into_iter().flatten() {
+            self.events.push_back(Event::Closed { conn, reason: Close::Io("connection reset by peer".into()) });
+        }
+        self.deliver();
+    }
+
     /// Po `i`'s turn: up to `per_turn` blocks land, chain blocks go on to the successor, and
     /// one HAVE says what landed.
     fn turn(&mut self, i: usize, per_turn: usize) {
         let mut got = Vec::new();
         while got.len() < per_turn {
-            let Some(b) = self.pos[i].incoming.pop_front() else { break };
+            let Some(&(b, sent)) = self.pos[i].incoming.front() else { break };
+            if sent >= self.turns {
+                break;
+            }
+            self.pos[i].incoming.pop_front();
             let p = &mut self.pos[i];
             if p.have[b as usize] {
                 continue;
@@ -268,8 +292,8 @@ impl Driver {
             let k = p.next.len();
             if k > 0 && bit(&p.set, b) {
                 let s = p.next[stripe_of(b, k)];
-                if s != NO_NEXT && (s as usize) < self.pos.len() {
-                    self.pos[s as usize].incoming.push_back(b);
+                if s != NO_NEXT && (s as usize) < self.pos.len() && !self.pos[s as usize].dead {
+                    self.pos[s as usize].incoming.push_back((b, self.turns));
                 }
             }
         }
@@ -307,7 +331,7 @@ struct Figures {
     d: Driver,
 }
 
-fn run(n: usize, blocks: u64, per_turn: usize, step: Duration) -> Figures {
+fn run(n: usize, blocks: u64, per_turn: usize, step: Duration, kills: &[(usize, u64)]) -> Figures {
     let size = blocks * BLOCK as u64;
     let planner: Planner = Box::new(move |_: &ClassCfg| {
         let f = Entry {
@@ -341,6 +365,7 @@ fn run(n: usize, blocks: u64, per_turn: usize, step: Duration) -> Figures {
         transfer: 77,
         cac: None,
         events: VecDeque::new(),
+        turns: 0,
         cpu: Duration::ZERO,
         calls: 0,
         have_msgs: 0,
@@ -357,21 +382,26 @@ fn run(n: usize, blocks: u64, per_turn: usize, step: Duration) -> Figures {
         d.act(a);
     }
     d.deliver();
-    let mut turns = 0u64;
     let limit = 20 * (blocks + n as u64) + 100_000;
-    while !d.m.is_finished() && turns < limit {
-        turns += 1;
+    while !d.m.is_finished() && d.turns < limit {
+        d.turns += 1;
+        let turns = d.turns;
         d.now += step;
         if d.m.poll_timeout().is_some_and(|t| t <= d.now) {
             d.call(|m, now| m.handle_timeout(now));
         }
         d.deliver();
+        for &(i, _) in kills.iter().filter(|&&(i, at)| at == turns && i < n) {
+            d.kill(i);
+        }
         for i in d.order() {
-            d.turn(i, per_turn);
+            if !d.pos[i].dead {
+                d.turn(i, per_turn);
+            }
         }
     }
-    assert!(d.m.is_finished(), "the transfer did not end in {turns} turns");
-    Figures { turns, d }
+    assert!(d.m.is_finished(), "the transfer did not end in {} turns", d.turns);
+    Figures { turns: d.turns, d }
 }
 
 fn main() {
@@ -389,6 +419,14 @@ fn main() {
     let per_turn: usize = opt("--per-turn", "1").parse().expect("--per-turn");
     let step = Duration::from_millis(opt("--step-ms", "5").parse().expect("--step-ms"));
     let runs: usize = opt("--runs", "1").parse().expect("--runs");
+    let kills: Vec<(usize, u64)> = opt("--kill", "")
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let (i, at) = k.split_once('@').expect("kills are PO@TURN");
+            (i.parse().expect("po"), at.parse().expect("turn"))
+        })
+        .collect();
     // What one timed call costs in reading the clock alone (inside each event's figure).
     let t = thread_cpu();
     for _ in 0..10_000 {
@@ -397,7 +435,7 @@ fn main() {
     let timer = (thread_cpu() - t).as_secs_f64() * 1e6 / 10_000.0;
     for _ in 0..runs {
         for &(pos, blocks) in &cases {
-            let Figures { turns, d } = run(pos, blocks, per_turn, step);
+            let Figures { turns, d } = run(pos, blocks, per_turn, step, &kills);
             let us = d.cpu.as_secs_f64() * 1e6;
             println!(
                 "pos={pos} blocks={blocks} turns={turns} events={} have_msgs={} have_blocks={} master_blocks={} \
