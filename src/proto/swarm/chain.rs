@@ -59,6 +59,11 @@ pub(super) struct Chains {
     held_at_pass: Vec<u64>,
     /// Some live po lacks a block outside the chain set (as of the last full pass).
     open_unset: bool,
+    /// `chain_quiet`'s counts, kept as they change (it is asked on every event, and must not
+    /// cost O(pos)): repair pairs still open (a live po lacks the block), and live pos outside
+    /// the chains that lack blocks. `quiet_part` is one po's share.
+    pub(super) open_repair: u64,
+    pub(super) outsiders: u64,
     /// Site entries that changed since the caller last asked (`chain_site_entries`): stripe,
     /// site, the new entry po (`None`: the site has no po left in the stripe).
     entries: Vec<(usize, u16, Option<u32>)>,
@@ -89,6 +94,8 @@ impl Chains {
             strikes: vec![0; n],
             held_at_pass: vec![0; n],
             open_unset: true,
+            open_repair: 0,
+            outsiders: 0,
             entries: Vec::new(),
         }
     }
@@ -240,6 +247,10 @@ impl Swarm {
         for (i, n) in self.nodes.iter().enumerate().filter(|(i, _)| c.member[*i]) {
             c.unset_missing[i] = n.have.iter().zip(&c.set).filter(|(h, s)| !**h && !**s).count() as u64;
         }
+        let (open, out) = self.quiet_recount();
+        if let Some(c) = self.chain.as_mut() {
+            (c.open_repair, c.outsiders) = (open, out);
+        }
         self.chain_relink();
     }
 
@@ -280,8 +291,14 @@ impl Swarm {
     /// (`sites::cut_out`), and the repair rule lets only that crossing carry what the site
     /// lacks.
     pub(super) fn chain_cut(&mut self, i: u32) {
-        let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some() && c.member[i as usize]) else { return };
+        if !self.chain.as_ref().is_some_and(|c| c.planned_at.is_some() && c.member[i as usize]) {
+            return;
+        }
+        let quiet = self.quiet_part(i as usize);
+        let Some(c) = self.chain.as_mut() else { return };
         c.member[i as usize] = false;
+        self.quiet_moved(i as usize, quiet);
+        let Some(c) = self.chain.as_mut() else { return };
         let mut links = Vec::new();
         for s in 0..c.k {
             if let Some(cut) = sites::cut_out(&self.sites, &mut c.order[s], i) {
@@ -302,6 +319,7 @@ impl Swarm {
     /// starts again from its stripe's first block.
     fn chain_mend(&mut self, s: usize, pred: Option<u32>, succ: Option<u32>) {
         let Some(succ) = succ else { return };
+        let quiet = self.quiet_part(succ as usize);
         let Some(c) = self.chain.as_mut() else { return };
         let k = c.k as u64;
         let mut b = s as u64;
@@ -316,6 +334,7 @@ impl Swarm {
         if c.heads[s].contains(&succ) {
             c.cursor[s][succ as usize] = Some(s as u64);
         }
+        self.quiet_moved(succ as usize, quiet);
     }
 
     /// Moves a slow po to the tail of every stripe, so that it only consumes; once, and not
@@ -351,10 +370,34 @@ impl Swarm {
     /// their search costs O(blocks) a sender, and chains bring one HAVE a block a po.
     pub(super) fn chain_quiet(&self) -> bool {
         let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return false };
-        let held = |r: u32, b: u64| !self.nodes[r as usize].live || self.nodes[r as usize].have[b as usize];
-        !c.open_unset
-            && c.repair.iter().enumerate().all(|(r, bs)| bs.iter().all(|&b| held(r as u32, b)))
-            && self.nodes.iter().enumerate().all(|(i, n)| !n.live || c.member[i] || n.held >= self.blocks)
+        debug_assert_eq!((c.open_repair, c.outsiders), self.quiet_recount(), "chain_quiet's counts");
+        !c.open_unset && c.open_repair == 0 && c.outsiders == 0
+    }
+
+    /// Po `i`'s share of `chain_quiet`'s counts: its open repair pairs, and 1 if it is a live po
+    /// outside the chains that lacks blocks.
+    pub(super) fn quiet_part(&self, i: usize) -> (u64, u64) {
+        let Some(c) = self.chain.as_ref() else { return (0, 0) };
+        let n = &self.nodes[i];
+        if !n.live {
+            return (0, 0);
+        }
+        let open = c.repair[i].iter().filter(|&&b| !n.have[b as usize]).count() as u64;
+        (open, u64::from(!c.member[i] && n.held < self.blocks))
+    }
+
+    /// Po `i`'s share changed from `before`: the counts follow.
+    pub(super) fn quiet_moved(&mut self, i: usize, before: (u64, u64)) {
+        let after = self.quiet_part(i);
+        if let Some(c) = self.chain.as_mut() {
+            c.open_repair = c.open_repair + after.0 - before.0;
+            c.outsiders = c.outsiders + after.1 - before.1;
+        }
+    }
+
+    /// `chain_quiet`'s counts from scratch.
+    fn quiet_recount(&self) -> (u64, u64) {
+        (0..self.nodes.len()).map(|i| self.quiet_part(i)).fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1))
     }
 
     /// On a full pass: forgets repair pairs that were settled, and looks whether any live po
@@ -414,8 +457,12 @@ impl Swarm {
     /// The pair (to, b) leaves the chain: its delivery stalled, was cancelled or was bad.
     pub(super) fn chain_repair(&mut self, to: u32, b: u64) {
         if self.chain_pending(to as usize, b as usize) {
+            let live = self.nodes[to as usize].live;
             if let Some(c) = self.chain.as_mut() {
-                c.repair[to as usize].insert(b);
+                // Pending: `to` lacks it, so the pair is open while `to` is live.
+                if c.repair[to as usize].insert(b) && live {
+                    c.open_repair += 1;
+                }
             }
         }
     }

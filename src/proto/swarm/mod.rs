@@ -41,6 +41,7 @@ use super::sites::{self, Sites};
 use diag::Diag;
 use plan::plan;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,7 +159,7 @@ pub struct Swarm {
     /// A master link freed room since the last end-game search.
     master_freed: bool,
     /// `slow()` as of the last full pass.
-    slow_cache: Vec<bool>,
+    slow_cache: Arc<Vec<bool>>,
     diag: Diag,
     /// Each po's site (issue 17): a block crosses into a site only as `site_allows` says.
     sites: Sites,
@@ -204,7 +205,7 @@ impl Swarm {
             dirty_list: Vec::new(),
             next_full: None,
             master_freed: true,
-            slow_cache: vec![false; n],
+            slow_cache: Arc::new(vec![false; n]),
             diag: Diag::new(n),
             sites: Sites::one(n),
             peers: peers as usize,
@@ -260,6 +261,7 @@ impl Swarm {
         }
         self.touch_around(i);
         self.master_freed = true;
+        let quiet = self.quiet_part(i as usize);
         let n = &mut self.nodes[i as usize];
         n.live = true;
         n.held = 0;
@@ -272,6 +274,7 @@ impl Swarm {
                 self.scattered[b] = true;
             }
         }
+        self.quiet_moved(i as usize, quiet);
     }
 
     /// Po `i` holds block `b` now; returns who sent it, if it was an assignment.
@@ -300,8 +303,19 @@ impl Swarm {
             if n.live {
                 self.count[b as usize] += 1;
             }
-            if let Some(c) = self.chain.as_mut().filter(|c| !c.set[b as usize]) {
-                c.unset_missing[i as usize] = c.unset_missing[i as usize].saturating_sub(1);
+            let (live, complete) = (n.live, n.held == self.blocks);
+            if let Some(c) = self.chain.as_mut() {
+                let i = i as usize;
+                if !c.set[b as usize] {
+                    c.unset_missing[i] = c.unset_missing[i].saturating_sub(1);
+                }
+                // chain_quiet's counts: a repair pair is settled, an outsider complete.
+                if live && c.repair[i].contains(&b) {
+                    c.open_repair -= 1;
+                }
+                if live && complete && !c.member[i] {
+                    c.outsiders -= 1;
+                }
             }
             self.chain_forward(i, b, now);
         }
@@ -418,11 +432,13 @@ impl Swarm {
             self.finish(r, b);
         }
         self.chain_cut(i);
-        let n = &mut self.nodes[i as usize];
-        if !n.live {
+        if !self.nodes[i as usize].live {
             return;
         }
-        n.live = false;
+        let quiet = self.quiet_part(i as usize);
+        self.nodes[i as usize].live = false;
+        self.quiet_moved(i as usize, quiet);
+        let n = &self.nodes[i as usize];
         for (b, h) in n.have.iter().enumerate() {
             if *h {
                 self.count[b] -= 1;

@@ -21,7 +21,7 @@ impl Swarm {
             // Link use is sampled on full passes only: an event must stay O(peers).
             self.diag.sample(now, &self.nodes);
             self.next_full = Some(now + FULL_PASS);
-            self.slow_cache = self.slow();
+            self.slow_cache = std::sync::Arc::new(self.slow());
             self.cooldown.retain(|_, until| *until > now);
         }
         if self.chain_waiting() {
@@ -30,7 +30,7 @@ impl Swarm {
                 return out;
             }
         }
-        // A copy: `site_allows` reads the cache while the phases run.
+        // A handle (the phases borrow `self` mutably; `site_allows` reads the cache meanwhile).
         let slow = self.slow_cache.clone();
         if full && self.chained() {
             self.chain_survey();
@@ -53,7 +53,7 @@ impl Swarm {
 
     /// Phase 1, scatter: fresh blocks from the master, to the fast po that has had fewest.
     fn scatter(&mut self, slow: &[bool], now: Instant, out: &mut Vec<Assign>) {
-        let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
+        let mut any_fast = None;
         loop {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
                 self.next_fresh += 1;
@@ -61,6 +61,10 @@ impl Swarm {
             if self.next_fresh >= self.blocks {
                 break;
             }
+            // Asked only while there is a fresh block: with chains there is none, and an event
+            // must not cost O(pos).
+            let any_fast =
+                *any_fast.get_or_insert_with(|| (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]));
             let b = self.next_fresh as usize;
             // A slow po gets fresh blocks only when every po is slow.
             let to = (0..self.nodes.len())
