@@ -30,6 +30,7 @@
 
 mod chain;
 mod diag;
+mod ids;
 mod plan;
 mod schedule;
 #[cfg(test)]
@@ -39,8 +40,9 @@ pub use plan::graph;
 
 use super::sites::{self, Sites};
 use diag::Diag;
+use ids::IdMap;
 use plan::plan;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,9 +137,9 @@ pub struct Swarm {
     moving: Vec<u32>,
     next_fresh: u64,
     /// Assignments under way, by (receiver, block).
-    inflight: HashMap<(u32, u64), InFlight>,
+    inflight: IdMap<(u32, u64), InFlight>,
     /// Blocks queued per open link (sender, receiver), in the order they travel.
-    links: HashMap<(Src, u32), VecDeque<u64>>,
+    links: IdMap<(Src, u32), VecDeque<u64>>,
     /// The latest time the caller gave: when a link's head block lands, the next one's clock
     /// starts then, so a queued block is not taken for a stalled one.
     clock: Option<Instant>,
@@ -145,7 +147,7 @@ pub struct Swarm {
     master_links: usize,
     blocks: u64,
     /// Links (sender, receiver) that just failed a push, and until when to leave them alone.
-    cooldown: HashMap<(Src, u32), Instant>,
+    cooldown: IdMap<(Src, u32), Instant>,
     /// Blocks the master has sent, scatter and end-game together; of those, fresh ones and
     /// extra copies sent to speed up the end.
     pub master_sent: u64,
@@ -192,12 +194,12 @@ impl Swarm {
             scattered: vec![false; blocks as usize],
             moving: vec![0; blocks as usize],
             next_fresh: 0,
-            inflight: HashMap::new(),
-            links: HashMap::new(),
+            inflight: IdMap::default(),
+            links: IdMap::default(),
             clock: None,
             master_links: 0,
             blocks,
-            cooldown: HashMap::new(),
+            cooldown: IdMap::default(),
             master_sent: 0,
             fresh_sent: 0,
             extra: 0,
