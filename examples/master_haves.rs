@@ -172,23 +172,22 @@ impl Driver {
                 self.master_blocks += 1;
                 self.pos[i].incoming.push_back((head.index, self.turns));
             }
-            Action::Send { conn, msg } if Some(conn) == self.cac => {
-                if let Msg::AuthRequest { .. } = msg {
-                    let mut class = ClassCfg::new("bench");
-                    for (k, v) in [("dest", "/tmp/bench"), ("block_size", "64K"), ("p2p", "on"), ("chains", "on")] {
-                        class.set(k, v).expect("a class setting");
-                    }
-                    let pos = self.pos.iter().map(|p| p.addr.clone()).collect();
-                    let grant = Msg::AuthGrant {
-                        transfer: t,
-                        token: b"token".to_vec(),
-                        pos,
-                        class: class.to_pairs(),
-                        sites: vec![],
-                    };
-                    self.events.push_back(Event::Frame { conn, msg: grant });
+            Action::Send { conn, msg: Msg::AuthRequest { .. } } if Some(conn) == self.cac => {
+                let mut class = ClassCfg::new("bench");
+                for (k, v) in [("dest", "/tmp/bench"), ("block_size", "64K"), ("p2p", "on"), ("chains", "on")] {
+                    class.set(k, v).expect("a class setting");
                 }
+                let pos = self.pos.iter().map(|p| p.addr.clone()).collect();
+                let grant = Msg::AuthGrant {
+                    transfer: t,
+                    token: b"token".to_vec(),
+                    pos,
+                    class: class.to_pairs(),
+                    sites: vec![],
+                };
+                self.events.push_back(Event::Frame { conn, msg: grant });
             }
+            Action::Send { conn, .. } if Some(conn) == self.cac => {}
             Action::Send { conn, msg } => {
                 let Some((i, _)) = self.po_of(conn) else { return };
                 match msg {
