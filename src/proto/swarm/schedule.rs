@@ -145,10 +145,11 @@ impl Swarm {
     /// is not sent again. The budget keeps `src_copies` near 1, and a delta, where few blocks
     /// travel, near its minimum.
     fn end_game(&mut self, slow: &[bool], now: Instant, out: &mut Vec<Assign>) {
-        // Nothing to pick (the chains carry every block still missing): skip the O(blocks x
-        // pos) look at who holds what.
+        // With chains, most often nothing to pick (they carry every block still missing): then
+        // skip the O(blocks x pos) look at who holds what. (Without, the search below finds out
+        // as fast.)
         let n = self.nodes.len();
-        if !(0..n).any(|r| self.master_room(r) && self.wanted(r).any(|b| self.wants(r, b))) {
+        if self.chained() && !(0..n).any(|r| self.master_room(r) && self.wanted(r).any(|b| self.wants(r, b))) {
             return;
         }
         let held_by_server: Vec<bool> = (0..self.blocks as usize)
