@@ -19,7 +19,9 @@
 //! cpu_ms=.. us_per_have_block=.. us_per_event=.. timer_us=.. digest=..`.
 //!
 //! Usage: `master_haves [--cases 16x1024,16x4096,200x4096] [--per-turn 1] [--step-ms 5]
-//! [--runs 1] [--kill PO@TURN,..]`. `--kill` closes a po's links at that turn and refuses its
+//! [--runs 1] [--kill PO@TURN,..] [--have-every 1]`. `--have-every T` holds each po's HAVE
+//! back for T turns (or `HAVE_BATCH` blocks), as a po waits for company for its chain HAVEs
+//! (20 ms: T = 4 at 5 ms a turn). `--kill` closes a po's links at that turn and refuses its
 //! redials, so the chains are cut around it and repair (PUSH) fills its successors' holes. Build with `--release`; for a profile, `CARGO_PROFILE_RELEASE_DEBUG=true` and
 //! `perf record -g`.
 
@@ -38,6 +40,8 @@ use wugui::proto::{
 
 const BLOCK: u32 = 64 << 10;
 const CAC: &str = "10.0.0.2:7100";
+/// The most blocks a po holds back from its HAVE (`--have-every`), as a po's chain HAVEs do.
+const HAVE_BATCH: usize = 32;
 
 /// Every block is the same buffer with its digest cached, so the master's reads cost nothing.
 struct Shared {
@@ -77,6 +81,8 @@ struct Po {
     next: Vec<u32>,
     set: Vec<u8>,
     ready: bool,
+    /// Landed, not reported yet (`--have-every`).
+    unsaid: Vec<u64>,
     /// Killed (`--kill`): its links closed, it answers nothing more.
     dead: bool,
 }
@@ -90,6 +96,8 @@ struct Driver {
     cac: Option<ConnId>,
     events: VecDeque<Event>,
     turns: u64,
+    /// A po reports what landed every this many turns (or once it has `HAVE_BATCH` blocks).
+    have_every: u64,
     cpu: Duration,
     calls: u64,
     have_msgs: u64,
@@ -274,8 +282,8 @@ impl Driver {
     /// Po `i`'s turn: up to `per_turn` blocks land, chain blocks go on to the successor, and
     /// one HAVE says what landed.
     fn turn(&mut self, i: usize, per_turn: usize) {
-        let mut got = Vec::new();
-        while got.len() < per_turn {
+        let mut landed = 0;
+        while landed < per_turn {
             let Some(&(b, sent)) = self.pos[i].incoming.front() else { break };
             if sent >= self.turns {
                 break;
@@ -287,7 +295,8 @@ impl Driver {
             }
             p.have[b as usize] = true;
             p.held += 1;
-            got.push(b);
+            p.unsaid.push(b);
+            landed += 1;
             let k = p.next.len();
             if k > 0 && bit(&p.set, b) {
                 let s = p.next[stripe_of(b, k)];
@@ -297,7 +306,10 @@ impl Driver {
             }
         }
         let t = self.transfer;
-        if !got.is_empty() {
+        let p = &mut self.pos[i];
+        let due = self.turns % self.have_every == 0 || p.unsaid.len() >= HAVE_BATCH || p.held == self.blocks;
+        if !p.unsaid.is_empty() && due {
+            let got = std::mem::take(&mut p.unsaid);
             self.have_msgs += 1;
             self.have_blocks += got.len() as u64;
             self.frame(i, Msg::Have { transfer: t, blocks: got });
@@ -330,7 +342,7 @@ struct Figures {
     d: Driver,
 }
 
-fn run(n: usize, blocks: u64, per_turn: usize, step: Duration, kills: &[(usize, u64)]) -> Figures {
+fn run(n: usize, blocks: u64, (per_turn, have_every): (usize, u64), step: Duration, kills: &[(usize, u64)]) -> Figures {
     let size = blocks * BLOCK as u64;
     let planner: Planner = Box::new(move |_: &ClassCfg| {
         let f = Entry {
@@ -365,6 +377,7 @@ fn run(n: usize, blocks: u64, per_turn: usize, step: Duration, kills: &[(usize, 
         cac: None,
         events: VecDeque::new(),
         turns: 0,
+        have_every,
         cpu: Duration::ZERO,
         calls: 0,
         have_msgs: 0,
@@ -416,6 +429,7 @@ fn main() {
         })
         .collect();
     let per_turn: usize = opt("--per-turn", "1").parse().expect("--per-turn");
+    let have_every: u64 = opt("--have-every", "1").parse::<u64>().expect("--have-every").max(1);
     let step = Duration::from_millis(opt("--step-ms", "5").parse().expect("--step-ms"));
     let runs: usize = opt("--runs", "1").parse().expect("--runs");
     let kills: Vec<(usize, u64)> = opt("--kill", "")
@@ -434,7 +448,7 @@ fn main() {
     let timer = (thread_cpu() - t).as_secs_f64() * 1e6 / 10_000.0;
     for _ in 0..runs {
         for &(pos, blocks) in &cases {
-            let Figures { turns, d } = run(pos, blocks, per_turn, step, &kills);
+            let Figures { turns, d } = run(pos, blocks, (per_turn, have_every), step, &kills);
             let us = d.cpu.as_secs_f64() * 1e6;
             println!(
                 "pos={pos} blocks={blocks} turns={turns} events={} have_msgs={} have_blocks={} master_blocks={} \

@@ -5,7 +5,8 @@
 # that schedule alike print the same one).
 #
 # Usage: scripts/bench-master-haves.sh [CASES]   (POSxBLOCKS,..; default 16x1024,16x4096,200x4096)
-# env RUNS=3; KILL=PO@TURN,.. (a po dies, repair runs); BASE=REV also builds the example against
+# env RUNS=3; KILL=PO@TURN,.. (a po dies, repair runs); ARGS="--have-every 4" (more options of
+# the example: HAVEs batched as a po's chain HAVEs are); BASE=REV also builds the example against
 # REV's code (a temp worktree; its target in target/master-haves-base) and interleaves the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,6 @@ if [ -n "${BASE:-}" ]; then
 fi
 for run in $(seq "${RUNS:-3}"); do
     for k in "${!bins[@]}"; do
-        "${bins[$k]}" --cases "$cases" ${KILL:+--kill "$KILL"} | sed "s/^/build=${names[$k]} run=$run /"
+        "${bins[$k]}" --cases "$cases" ${KILL:+--kill "$KILL"} ${ARGS:-} | sed "s/^/build=${names[$k]} run=$run /"
     done
 done
