@@ -307,7 +307,7 @@ impl Driver {
         }
         let t = self.transfer;
         let p = &mut self.pos[i];
-        let due = self.turns % self.have_every == 0 || p.unsaid.len() >= HAVE_BATCH || p.held == self.blocks;
+        let due = self.turns.is_multiple_of(self.have_every) || p.unsaid.len() >= HAVE_BATCH || p.held == self.blocks;
         if !p.unsaid.is_empty() && due {
             let got = std::mem::take(&mut p.unsaid);
             self.have_msgs += 1;
