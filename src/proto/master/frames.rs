@@ -179,7 +179,7 @@ impl MasterMachine {
                 self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums: chunk.to_vec() } });
             }
         }
-        let data = self.conn_id();
+        let data = self.po_conn_id(i);
         self.pos[i].data = Some(data);
         self.out.push_back(Action::Connect { conn: data, addr });
     }

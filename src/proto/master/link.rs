@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 impl MasterMachine {
     pub(super) fn connect_po(&mut self, now: Instant, i: usize) {
-        let conn = self.conn_id();
+        let conn = self.po_conn_id(i);
         let p = &mut self.pos[i];
         let Some(addr) = p.addr else { return };
         p.conn = Some(conn);
@@ -19,7 +19,9 @@ impl MasterMachine {
     }
 
     pub(super) fn po_index(&self, conn: ConnId) -> Option<usize> {
-        self.pos.iter().position(|p| p.conn == Some(conn) || p.data == Some(conn))
+        let i = *self.conn_po.get(&conn)?;
+        let p = self.pos.get(i)?;
+        (p.conn == Some(conn) || p.data == Some(conn)).then_some(i)
     }
 
     /// An outbound connection is up: the CAC again, a po's control link (offer it the

@@ -35,7 +35,7 @@ use super::{earliest, Action, ClassCfg, ConnId, Event, Machine, Manifest, Source
 use core::net::SocketAddr;
 use plan::Plan;
 use state::{Phase, Po};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Turns the class settings into the manifest and a source of block bytes. Called once, when
@@ -95,6 +95,9 @@ pub struct MasterMachine {
     /// A dry run: the tree's summary, and each po's PREVIEW as it comes.
     dry: Option<Box<DryRun>>,
     previews: Vec<Option<Box<crate::proto::msg::Preview>>>,
+    /// The po each connection id was made for (ids are never reused), so that a frame finds
+    /// its po without a look at every po; `po_index` checks the po still uses it.
+    conn_po: HashMap<ConnId, usize>,
     out: VecDeque<Action>,
 }
 
@@ -120,6 +123,7 @@ impl MasterMachine {
             wave: wave::Wave::new(0),
             dry: None,
             previews: Vec::new(),
+            conn_po: HashMap::new(),
             out: VecDeque::new(),
         };
         m.wait_until = m.settings.wait.map(|w| now + w);
@@ -139,6 +143,13 @@ impl MasterMachine {
     fn conn_id(&mut self) -> ConnId {
         self.next_conn += 1;
         self.next_conn
+    }
+
+    /// A new connection id for po `i`'s control or data link.
+    fn po_conn_id(&mut self, i: usize) -> ConnId {
+        let conn = self.conn_id();
+        self.conn_po.insert(conn, i);
+        conn
     }
 }
 

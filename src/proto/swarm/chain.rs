@@ -9,7 +9,7 @@
 use super::{Assign, Src, Swarm};
 use crate::proto::chain::stripe_of;
 use crate::proto::sites::{self, Sites};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// How long the master waits, after the first po joined, for the others before it plans the
@@ -23,17 +23,23 @@ pub(super) struct Chains {
     planned: Vec<Vec<u32>>,
     /// The members of each stripe in order, once planned.
     order: Vec<Vec<u32>>,
-    /// Successor of each po in each stripe (`None`: the tail, or no link to the next one).
+    /// Successor of each po in each stripe (`None`: the tail, or no link to the next one), and
+    /// the inverse: the predecessor that forwards to it.
     next: Vec<Vec<Option<u32>>>,
+    prev: Vec<Vec<Option<u32>>>,
     /// Pos the master feeds in each stripe: the first, and any whose predecessor has no link.
     heads: Vec<Vec<u32>>,
-    member: Vec<bool>,
+    pub(super) member: Vec<bool>,
     /// The blocks every member needs, as of the plan.
     pub(super) set: Vec<bool>,
-    /// Pairs taken out of the chain: scheduled like any other block.
-    repair: HashSet<(u32, u64)>,
-    /// Where the master's feed of each (stripe, head) goes on.
-    cursor: HashMap<(usize, u32), u64>,
+    /// Pairs taken out of the chain, by po: scheduled like any other block. (Per po, so that
+    /// the scheduler looks at a member's few repair blocks, not at every block.)
+    pub(super) repair: Vec<BTreeSet<u64>>,
+    /// Blocks outside the chain set each member lacks: while none, a member wants nothing but
+    /// its repair blocks.
+    pub(super) unset_missing: Vec<u64>,
+    /// Where the master's feed of each stripe's head goes on, by stripe and po.
+    cursor: Vec<Vec<Option<u64>>>,
     /// Blocks the master keeps queued to each head.
     depth: u8,
     first_join: Option<Instant>,
@@ -53,6 +59,11 @@ pub(super) struct Chains {
     held_at_pass: Vec<u64>,
     /// Some live po lacks a block outside the chain set (as of the last full pass).
     open_unset: bool,
+    /// `chain_quiet`'s counts, kept as they change (it is asked on every event, and must not
+    /// cost O(pos)): repair pairs still open (a live po lacks the block), and live pos outside
+    /// the chains that lack blocks. `quiet_part` is one po's share.
+    pub(super) open_repair: u64,
+    pub(super) outsiders: u64,
     /// Site entries that changed since the caller last asked (`chain_site_entries`): stripe,
     /// site, the new entry po (`None`: the site has no po left in the stripe).
     entries: Vec<(usize, u16, Option<u32>)>,
@@ -66,11 +77,13 @@ impl Chains {
             planned: sites::stripes(sites, k.max(1), &[]),
             order: Vec::new(),
             next: Vec::new(),
+            prev: Vec::new(),
             heads: Vec::new(),
             member: vec![false; n],
             set: vec![false; blocks as usize],
-            repair: HashSet::new(),
-            cursor: HashMap::new(),
+            repair: vec![BTreeSet::new(); n],
+            unset_missing: vec![0; n],
+            cursor: vec![vec![None; n]; k.max(1)],
             depth: depth.max(2),
             first_join: None,
             planned_at: None,
@@ -81,6 +94,8 @@ impl Chains {
             strikes: vec![0; n],
             held_at_pass: vec![0; n],
             open_unset: true,
+            open_repair: 0,
+            outsiders: 0,
             entries: Vec::new(),
         }
     }
@@ -142,7 +157,7 @@ impl Swarm {
                 && c.member.get(r).copied().unwrap_or(false)
                 && c.set.get(b).copied().unwrap_or(false)
                 && !self.nodes[r].have[b]
-                && !c.repair.contains(&(r as u32, b as u64))
+                && !c.repair[r].contains(&(b as u64))
         })
     }
 
@@ -169,8 +184,7 @@ impl Swarm {
         if !chained || self.inflight.contains_key(&(i, b)) || self.nodes[i as usize].have[b as usize] {
             return None;
         }
-        let next = &c.next[stripe_of(b, c.k)];
-        (0..next.len() as u32).find(|&p| next[p as usize] == Some(i))
+        c.prev[stripe_of(b, c.k)][i as usize]
     }
 
     /// The chain set as a have-bitmap's layout, and `k`.
@@ -230,6 +244,13 @@ impl Swarm {
             }
         }
         c.news = (0..self.nodes.len() as u32).filter(|&i| c.member[i as usize]).collect();
+        for (i, n) in self.nodes.iter().enumerate().filter(|(i, _)| c.member[*i]) {
+            c.unset_missing[i] = n.have.iter().zip(&c.set).filter(|(h, s)| !**h && !**s).count() as u64;
+        }
+        let (open, out) = self.quiet_recount();
+        if let Some(c) = self.chain.as_mut() {
+            (c.open_repair, c.outsiders) = (open, out);
+        }
         self.chain_relink();
     }
 
@@ -240,12 +261,16 @@ impl Swarm {
         let Some(c) = self.chain.as_mut() else { return };
         let old = std::mem::take(&mut c.next);
         c.next = vec![vec![None; n]; c.k];
+        c.prev = vec![vec![None; n]; c.k];
         c.heads = vec![Vec::new(); c.k];
         for s in 0..c.k {
             for (at, &p) in c.order[s].iter().enumerate() {
                 let prev = at.checked_sub(1).map(|j| c.order[s][j]);
                 match prev {
-                    Some(q) if self.neighbours[q as usize].contains(&p) => c.next[s][q as usize] = Some(p),
+                    Some(q) if self.neighbours[q as usize].contains(&p) => {
+                        c.next[s][q as usize] = Some(p);
+                        c.prev[s][p as usize] = Some(q);
+                    }
                     _ => c.heads[s].push(p),
                 }
             }
@@ -266,8 +291,14 @@ impl Swarm {
     /// (`sites::cut_out`), and the repair rule lets only that crossing carry what the site
     /// lacks.
     pub(super) fn chain_cut(&mut self, i: u32) {
-        let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some() && c.member[i as usize]) else { return };
+        if !self.chain.as_ref().is_some_and(|c| c.planned_at.is_some() && c.member[i as usize]) {
+            return;
+        }
+        let quiet = self.quiet_part(i as usize);
+        let Some(c) = self.chain.as_mut() else { return };
         c.member[i as usize] = false;
+        self.quiet_moved(i as usize, quiet);
+        let Some(c) = self.chain.as_mut() else { return };
         let mut links = Vec::new();
         for s in 0..c.k {
             if let Some(cut) = sites::cut_out(&self.sites, &mut c.order[s], i) {
@@ -288,6 +319,7 @@ impl Swarm {
     /// starts again from its stripe's first block.
     fn chain_mend(&mut self, s: usize, pred: Option<u32>, succ: Option<u32>) {
         let Some(succ) = succ else { return };
+        let quiet = self.quiet_part(succ as usize);
         let Some(c) = self.chain.as_mut() else { return };
         let k = c.k as u64;
         let mut b = s as u64;
@@ -295,13 +327,14 @@ impl Swarm {
             let bi = b as usize;
             let pred_has = pred.is_some_and(|p| self.nodes[p as usize].have[bi]);
             if c.set[bi] && pred_has && !self.nodes[succ as usize].have[bi] && !self.inflight.contains_key(&(succ, b)) {
-                c.repair.insert((succ, b));
+                c.repair[succ as usize].insert(b);
             }
             b += k;
         }
         if c.heads[s].contains(&succ) {
-            c.cursor.insert((s, succ), s as u64);
+            c.cursor[s][succ as usize] = Some(s as u64);
         }
+        self.quiet_moved(succ as usize, quiet);
     }
 
     /// Moves a slow po to the tail of every stripe, so that it only consumes; once, and not
@@ -337,10 +370,34 @@ impl Swarm {
     /// their search costs O(blocks) a sender, and chains bring one HAVE a block a po.
     pub(super) fn chain_quiet(&self) -> bool {
         let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return false };
-        let held = |r: u32, b: u64| !self.nodes[r as usize].live || self.nodes[r as usize].have[b as usize];
-        !c.open_unset
-            && c.repair.iter().all(|&(r, b)| held(r, b))
-            && self.nodes.iter().enumerate().all(|(i, n)| !n.live || c.member[i] || n.held >= self.blocks)
+        debug_assert_eq!((c.open_repair, c.outsiders), self.quiet_recount(), "chain_quiet's counts");
+        !c.open_unset && c.open_repair == 0 && c.outsiders == 0
+    }
+
+    /// Po `i`'s share of `chain_quiet`'s counts: its open repair pairs, and 1 if it is a live po
+    /// outside the chains that lacks blocks.
+    pub(super) fn quiet_part(&self, i: usize) -> (u64, u64) {
+        let Some(c) = self.chain.as_ref() else { return (0, 0) };
+        let n = &self.nodes[i];
+        if !n.live {
+            return (0, 0);
+        }
+        let open = c.repair[i].iter().filter(|&&b| !n.have[b as usize]).count() as u64;
+        (open, u64::from(!c.member[i] && n.held < self.blocks))
+    }
+
+    /// Po `i`'s share changed from `before`: the counts follow.
+    pub(super) fn quiet_moved(&mut self, i: usize, before: (u64, u64)) {
+        let after = self.quiet_part(i);
+        if let Some(c) = self.chain.as_mut() {
+            c.open_repair = c.open_repair + after.0 - before.0;
+            c.outsiders = c.outsiders + after.1 - before.1;
+        }
+    }
+
+    /// `chain_quiet`'s counts from scratch.
+    fn quiet_recount(&self) -> (u64, u64) {
+        (0..self.nodes.len()).map(|i| self.quiet_part(i)).fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1))
     }
 
     /// On a full pass: forgets repair pairs that were settled, and looks whether any live po
@@ -348,7 +405,9 @@ impl Swarm {
     pub(super) fn chain_survey(&mut self) {
         let nodes = &self.nodes;
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return };
-        c.repair.retain(|&(r, b)| nodes[r as usize].live && !nodes[r as usize].have[b as usize]);
+        for (r, bs) in c.repair.iter_mut().enumerate() {
+            bs.retain(|&b| nodes[r].live && !nodes[r].have[b as usize]);
+        }
         let set = &c.set;
         c.open_unset = nodes.iter().any(|n| n.live && n.have.iter().zip(set).any(|(h, s)| !h && !s));
     }
@@ -398,8 +457,12 @@ impl Swarm {
     /// The pair (to, b) leaves the chain: its delivery stalled, was cancelled or was bad.
     pub(super) fn chain_repair(&mut self, to: u32, b: u64) {
         if self.chain_pending(to as usize, b as usize) {
+            let live = self.nodes[to as usize].live;
             if let Some(c) = self.chain.as_mut() {
-                c.repair.insert((to, b));
+                // Pending: `to` lacks it, so the pair is open while `to` is live.
+                if c.repair[to as usize].insert(b) && live {
+                    c.open_repair += 1;
+                }
             }
         }
     }
@@ -422,26 +485,33 @@ impl Swarm {
     pub(super) fn chain_feed(&mut self, now: Instant, out: &mut Vec<Assign>) {
         let Some(c) = self.chain.as_ref().filter(|c| c.planned_at.is_some()) else { return };
         let (k, depth) = (c.k, c.depth);
-        let heads: Vec<(usize, u32)> = (0..k).flat_map(|s| c.heads[s].iter().map(move |&h| (s, h))).collect();
-        for (s, h) in heads {
-            if !self.nodes[h as usize].live {
-                continue;
+        for s in 0..k {
+            for at in 0.. {
+                let Some(h) = self.chain.as_ref().and_then(|c| c.heads[s].get(at).copied()) else { break };
+                self.chain_feed_head(s, h, k, depth, now, out);
             }
-            let mut b = self.chain.as_ref().and_then(|c| c.cursor.get(&(s, h)).copied()).unwrap_or(s as u64);
-            while b < self.blocks && self.queued(Src::Master, h) < depth {
-                if self.chain_pending(h as usize, b as usize) && !self.inflight.contains_key(&(h, b)) {
-                    let a = Assign { from: Src::Master, to: h, block: b };
-                    if self.moving[b as usize] == 0 && self.count[b as usize] == 0 {
-                        self.fresh_sent += 1;
-                    }
-                    self.start(a, now);
-                    out.push(a);
+        }
+    }
+
+    /// Feeds head `h` of stripe `s` up to `depth` blocks, on from its cursor.
+    fn chain_feed_head(&mut self, s: usize, h: u32, k: usize, depth: u8, now: Instant, out: &mut Vec<Assign>) {
+        if !self.nodes[h as usize].live {
+            return;
+        }
+        let mut b = self.chain.as_ref().and_then(|c| c.cursor[s][h as usize]).unwrap_or(s as u64);
+        while b < self.blocks && self.queued(Src::Master, h) < depth {
+            if self.chain_pending(h as usize, b as usize) && !self.inflight.contains_key(&(h, b)) {
+                let a = Assign { from: Src::Master, to: h, block: b };
+                if self.moving[b as usize] == 0 && self.count[b as usize] == 0 {
+                    self.fresh_sent += 1;
                 }
-                b += k as u64;
+                self.start(a, now);
+                out.push(a);
             }
-            if let Some(c) = self.chain.as_mut() {
-                c.cursor.insert((s, h), b);
-            }
+            b += k as u64;
+        }
+        if let Some(c) = self.chain.as_mut() {
+            c.cursor[s][h as usize] = Some(b);
         }
     }
 }

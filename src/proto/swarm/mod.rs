@@ -30,6 +30,7 @@
 
 mod chain;
 mod diag;
+mod ids;
 mod plan;
 mod schedule;
 #[cfg(test)]
@@ -39,8 +40,10 @@ pub use plan::graph;
 
 use super::sites::{self, Sites};
 use diag::Diag;
+use ids::IdMap;
 use plan::plan;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +108,22 @@ struct Node {
     last_have: Option<Instant>,
 }
 
+/// What `Swarm::wanted` goes through.
+enum Wanted<'a> {
+    All(std::ops::Range<usize>),
+    Repair(std::collections::btree_set::Iter<'a, u64>),
+}
+
+impl Iterator for Wanted<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Wanted::All(r) => r.next(),
+            Wanted::Repair(i) => i.next().map(|&b| b as usize),
+        }
+    }
+}
+
 pub struct Swarm {
     nodes: Vec<Node>,
     neighbours: Vec<Vec<u32>>,
@@ -118,9 +137,9 @@ pub struct Swarm {
     moving: Vec<u32>,
     next_fresh: u64,
     /// Assignments under way, by (receiver, block).
-    inflight: HashMap<(u32, u64), InFlight>,
+    inflight: IdMap<(u32, u64), InFlight>,
     /// Blocks queued per open link (sender, receiver), in the order they travel.
-    links: HashMap<(Src, u32), VecDeque<u64>>,
+    links: IdMap<(Src, u32), VecDeque<u64>>,
     /// The latest time the caller gave: when a link's head block lands, the next one's clock
     /// starts then, so a queued block is not taken for a stalled one.
     clock: Option<Instant>,
@@ -128,7 +147,7 @@ pub struct Swarm {
     master_links: usize,
     blocks: u64,
     /// Links (sender, receiver) that just failed a push, and until when to leave them alone.
-    cooldown: HashMap<(Src, u32), Instant>,
+    cooldown: IdMap<(Src, u32), Instant>,
     /// Blocks the master has sent, scatter and end-game together; of those, fresh ones and
     /// extra copies sent to speed up the end.
     pub master_sent: u64,
@@ -142,7 +161,7 @@ pub struct Swarm {
     /// A master link freed room since the last end-game search.
     master_freed: bool,
     /// `slow()` as of the last full pass.
-    slow_cache: Vec<bool>,
+    slow_cache: Arc<Vec<bool>>,
     diag: Diag,
     /// Each po's site (issue 17): a block crosses into a site only as `site_allows` says.
     sites: Sites,
@@ -175,12 +194,12 @@ impl Swarm {
             scattered: vec![false; blocks as usize],
             moving: vec![0; blocks as usize],
             next_fresh: 0,
-            inflight: HashMap::new(),
-            links: HashMap::new(),
+            inflight: IdMap::default(),
+            links: IdMap::default(),
             clock: None,
             master_links: 0,
             blocks,
-            cooldown: HashMap::new(),
+            cooldown: IdMap::default(),
             master_sent: 0,
             fresh_sent: 0,
             extra: 0,
@@ -188,7 +207,7 @@ impl Swarm {
             dirty_list: Vec::new(),
             next_full: None,
             master_freed: true,
-            slow_cache: vec![false; n],
+            slow_cache: Arc::new(vec![false; n]),
             diag: Diag::new(n),
             sites: Sites::one(n),
             peers: peers as usize,
@@ -244,6 +263,7 @@ impl Swarm {
         }
         self.touch_around(i);
         self.master_freed = true;
+        let quiet = self.quiet_part(i as usize);
         let n = &mut self.nodes[i as usize];
         n.live = true;
         n.held = 0;
@@ -256,6 +276,7 @@ impl Swarm {
                 self.scattered[b] = true;
             }
         }
+        self.quiet_moved(i as usize, quiet);
     }
 
     /// Po `i` holds block `b` now; returns who sent it, if it was an assignment.
@@ -283,6 +304,20 @@ impl Swarm {
             n.held += 1;
             if n.live {
                 self.count[b as usize] += 1;
+            }
+            let (live, complete) = (n.live, n.held == self.blocks);
+            if let Some(c) = self.chain.as_mut() {
+                let i = i as usize;
+                if !c.set[b as usize] {
+                    c.unset_missing[i] = c.unset_missing[i].saturating_sub(1);
+                }
+                // chain_quiet's counts: a repair pair is settled, an outsider complete.
+                if live && c.repair[i].contains(&b) {
+                    c.open_repair -= 1;
+                }
+                if live && complete && !c.member[i] {
+                    c.outsiders -= 1;
+                }
             }
             self.chain_forward(i, b, now);
         }
@@ -399,11 +434,13 @@ impl Swarm {
             self.finish(r, b);
         }
         self.chain_cut(i);
-        let n = &mut self.nodes[i as usize];
-        if !n.live {
+        if !self.nodes[i as usize].live {
             return;
         }
-        n.live = false;
+        let quiet = self.quiet_part(i as usize);
+        self.nodes[i as usize].live = false;
+        self.quiet_moved(i as usize, quiet);
+        let n = &self.nodes[i as usize];
         for (b, h) in n.have.iter().enumerate() {
             if *h {
                 self.count[b] -= 1;
@@ -425,6 +462,18 @@ impl Swarm {
         known.sort_by(|a, b| a.total_cmp(b));
         let median = known[known.len() / 2];
         self.nodes.iter().map(|n| n.held < self.blocks && n.best.is_some_and(|d| d > 2.5 * median)).collect()
+    }
+
+    /// The blocks po `r` may want, in order: every block, or for a chain member that lacks
+    /// no block outside the chain set only its repair blocks (`wants` refuses the others), so
+    /// that a search over what a member wants costs its repair blocks, not every block.
+    fn wanted(&self, r: usize) -> Wanted<'_> {
+        match self.chain.as_ref() {
+            Some(c) if c.planned_at.is_some() && c.member[r] && c.unset_missing[r] == 0 => {
+                Wanted::Repair(c.repair[r].iter())
+            }
+            _ => Wanted::All(0..self.blocks as usize),
+        }
     }
 
     fn wants(&self, r: usize, b: usize) -> bool {

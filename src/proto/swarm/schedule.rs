@@ -21,7 +21,7 @@ impl Swarm {
             // Link use is sampled on full passes only: an event must stay O(peers).
             self.diag.sample(now, &self.nodes);
             self.next_full = Some(now + FULL_PASS);
-            self.slow_cache = self.slow();
+            self.slow_cache = std::sync::Arc::new(self.slow());
             self.cooldown.retain(|_, until| *until > now);
         }
         if self.chain_waiting() {
@@ -30,7 +30,7 @@ impl Swarm {
                 return out;
             }
         }
-        // A copy: `site_allows` reads the cache while the phases run.
+        // A handle (the phases borrow `self` mutably; `site_allows` reads the cache meanwhile).
         let slow = self.slow_cache.clone();
         if full && self.chained() {
             self.chain_survey();
@@ -53,7 +53,7 @@ impl Swarm {
 
     /// Phase 1, scatter: fresh blocks from the master, to the fast po that has had fewest.
     fn scatter(&mut self, slow: &[bool], now: Instant, out: &mut Vec<Assign>) {
-        let any_fast = (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]);
+        let mut any_fast = None;
         loop {
             while self.next_fresh < self.blocks && self.scattered[self.next_fresh as usize] {
                 self.next_fresh += 1;
@@ -61,6 +61,10 @@ impl Swarm {
             if self.next_fresh >= self.blocks {
                 break;
             }
+            // Asked only while there is a fresh block: with chains there is none, and an event
+            // must not cost O(pos).
+            let any_fast =
+                *any_fast.get_or_insert_with(|| (0..self.nodes.len()).any(|r| self.nodes[r].live && !slow[r]));
             let b = self.next_fresh as usize;
             // A slow po gets fresh blocks only when every po is slow.
             let to = (0..self.nodes.len())
@@ -141,6 +145,13 @@ impl Swarm {
     /// is not sent again. The budget keeps `src_copies` near 1, and a delta, where few blocks
     /// travel, near its minimum.
     fn end_game(&mut self, slow: &[bool], now: Instant, out: &mut Vec<Assign>) {
+        // With chains, most often nothing to pick (they carry every block still missing): then
+        // skip the O(blocks x pos) look at who holds what. (Without, the search below finds out
+        // as fast.)
+        let n = self.nodes.len();
+        if self.chained() && !(0..n).any(|r| self.master_room(r) && self.wanted(r).any(|b| self.wants(r, b))) {
+            return;
+        }
         let held_by_server: Vec<bool> = (0..self.blocks as usize)
             .map(|b| (0..self.nodes.len()).any(|s| self.nodes[s].have[b] && self.serves(s)))
             .collect();
@@ -165,7 +176,7 @@ impl Swarm {
     fn unreachable(&self, held_by_server: &[bool], budget: bool, slow: &[bool], now: Instant) -> Option<Pick> {
         let mut best: Option<(usize, usize, (bool, u32))> = None;
         for r in (0..self.nodes.len()).filter(|&r| self.master_room(r)) {
-            for b in 0..self.blocks as usize {
+            for b in self.wanted(r) {
                 if !self.wants(r, b) || (self.count[b] == 0 && self.moving[b] > 0) {
                     continue;
                 }
@@ -194,7 +205,7 @@ impl Swarm {
             .filter(|&r| self.nodes[r].live && self.master_room(r) && self.nodes[r].held < self.blocks)
             .min_by_key(|&r| (self.nodes[r].held, r));
         needy.and_then(|r| {
-            (0..self.blocks as usize)
+            self.wanted(r)
                 .filter(|&b| self.wants(r, b) && self.count[b] > 0 && self.site_allows(Src::Master, r, b))
                 .min_by_key(|&b| (self.count[b], b))
                 .map(|b| (r, b, true))
@@ -215,7 +226,7 @@ impl Swarm {
     /// The rarest block `s` holds that `r` lacks (only ones nobody else holds when `s` is
     /// slow).
     fn pick(&self, s: usize, r: usize, slow: bool) -> Option<usize> {
-        (0..self.blocks as usize)
+        self.wanted(r)
             .filter(|&b| {
                 self.nodes[s].have[b]
                     && self.wants(r, b)
