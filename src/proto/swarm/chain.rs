@@ -413,7 +413,7 @@ impl Swarm {
     }
 
     /// Members whose own downlink holds them back: on two full passes in a row, behind their
-    /// predecessor in some stripe by more than a sixteenth of the stripe (at least 32 blocks)
+    /// predecessor in some stripe by more than a sixty-fourth of the stripe (at least 16 blocks)
     /// and gaining blocks at under half its pace. (A po just relinked behind a faster
     /// predecessor is behind too, but catches up faster than it gains.) A po's fastest
     /// transfer (`Swarm::slow`) cannot tell on a chain: a head's blocks wait behind the feed.
@@ -421,7 +421,11 @@ impl Swarm {
         let n = self.nodes.len();
         let mut lagging = vec![false; n];
         let Some(c) = self.chain.as_mut().filter(|c| c.planned_at.is_some()) else { return lagging };
-        let limit = (self.blocks / (16 * c.k as u64)).max(32);
+        // Behind by a sixty-fourth of the stripe (at least 16 blocks), while its predecessor
+        // gained at least 8 blocks in the pass: well above what HAVEs waiting for company
+        // (`po::chain::HAVE_DELAY`) make two equal links differ by, and found within about two
+        // passes of a slow link's first block, before its successors have starved for long.
+        let limit = (self.blocks / (64 * c.k as u64)).max(16);
         let gain: Vec<u64> = (0..n).map(|i| self.nodes[i].held.saturating_sub(c.held_at_pass[i])).collect();
         for s in 0..c.k {
             for w in c.order[s].windows(2) {
@@ -431,7 +435,7 @@ impl Swarm {
                     .step_by(c.k)
                     .filter(|&b| c.set[b] && pn.have[b] && !inode.have[b])
                     .count() as u64;
-                if behind > limit && pn.live && inode.live && 2 * gain[i] < gain[p] {
+                if behind > limit && pn.live && inode.live && gain[p] >= 8 && 2 * gain[i] < gain[p] {
                     lagging[i] = true;
                 }
             }
