@@ -16,7 +16,8 @@
 # every other po's tree equals the source and the master exited 3 (some pos failed). Then one
 # line with each survivor's ratio and h0's tx bytes ÷ S. Exit 0 iff pass=1.
 #
-# Environment: WUGUI_BIN, BENCH_DIR, NETLAB_PREFIX (wgkl), VICTIM (h4), KILL_AT (0.5),
+# Environment: WUGUI_BIN, BENCH_DIR, NETLAB_PREFIX (wgkl), VICTIM (h4), KILL_AT (0.5), SIGNAL (KILL, or
+# STOP: the victim stalls, alive with its links open, and is not resumed until the end),
 # KILL_TARGET (1.25), MASTER_TIMEOUT (180 s), WUGUI_CLASS_EXTRA (class lines, ';'-separated).
 # Needs root. Traffic stays inside the lab (198.18.0.0/24).
 set -euo pipefail
@@ -30,6 +31,9 @@ source "$(dirname "$0")/lab.sh"
 TARGET=${KILL_TARGET:-1.25}
 KILL_AT=${KILL_AT:-0.5}
 VICTIM=${VICTIM:-h4}
+# STOP: the victim stalls (alive, its sockets open, reading nothing) instead of dying.
+SIGNAL=${SIGNAL:-KILL}
+[ "$SIGNAL" = KILL ] || [ "$SIGNAL" = STOP ] || die "SIGNAL must be KILL or STOP"
 
 if ! [[ "$N" =~ ^[0-9]+$ ]] || [ "$N" -lt 2 ]; then die "N must be >= 2"; fi
 [ "${VICTIM#h}" -ge 1 ] && [ "${VICTIM#h}" -le "$N" ] || die "VICTIM must be one of h1..h$N"
@@ -52,11 +56,13 @@ killed=0 t_kill=""
 deadline=$((master_started + MASTER_TIMEOUT))
 while [ $SECONDS -lt $deadline ] && kill -0 "$mpid" 2>/dev/null; do
     if [ $(( $(rx "$VICTIM") - v0 )) -ge "$kill_bytes" ]; then
-        kill -KILL "${popid[$VICTIM]}"
+        kill -"$SIGNAL" "${popid[$VICTIM]}"
         t_kill=$(now)
         killed=1
-        wait "${popid[$VICTIM]}" 2>/dev/null || true
-        forget "${popid[$VICTIM]}"
+        if [ "$SIGNAL" = KILL ]; then
+            wait "${popid[$VICTIM]}" 2>/dev/null || true
+            forget "${popid[$VICTIM]}"
+        fi
         break
     fi
     sleep 0.02
@@ -82,7 +88,7 @@ if [ $killed = 1 ] && [ "$master_exit" = 3 ] && [ $trees_ok = 1 ] && [ "$worst" 
     awk -v r="$worst" -v t="$TARGET" 'BEGIN {exit !(r <= t)}'; then
     pass=1
 fi
-echo "case=po_kill n=$N size_mb=$SIZE_MB rate=$RATE victim=$VICTIM others_max=$worst target=$TARGET pass=$pass master_exit=$master_exit trees_ok=$trees_ok killed=$killed kill_at_s=$([ $killed = 1 ] && elapsed "$t_start" "$t_kill") ideal_s=$ideal seconds=$(elapsed "$t_start" "$t_end")"
+echo "case=po_kill signal=$SIGNAL n=$N size_mb=$SIZE_MB rate=$RATE victim=$VICTIM others_max=$worst target=$TARGET pass=$pass master_exit=$master_exit trees_ok=$trees_ok killed=$killed kill_at_s=$([ $killed = 1 ] && elapsed "$t_start" "$t_kill") ideal_s=$ideal seconds=$(elapsed "$t_start" "$t_end")"
 echo "$line h0_tx=$(ratio "$((tx1 - tx0))" "$data_bytes")"
 grep -h 'event=transfer_end' "$conf/master.log" 2>/dev/null | tail -n1 || true
 [ $pass = 1 ]

@@ -64,6 +64,7 @@ lab_cleanup() {
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
     if [ ${#alive[@]} -gt 0 ]; then
         kill -TERM "${alive[@]}" 2>/dev/null || true
+        kill -CONT "${alive[@]}" 2>/dev/null || true # a stopped po (lab-po-kill SIGNAL=STOP)
         deadline=$((SECONDS + 5))
         while [ $SECONDS -lt $deadline ]; do
             any=0
