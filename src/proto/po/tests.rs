@@ -178,7 +178,7 @@ fn a_stage_built_for_a_master_that_went_away_stays_for_a_resume() {
 fn an_abort_while_the_stage_is_built_cancels_the_job_and_ends_the_transfer() {
     let (mut po, manifest) = verified(true);
     let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
-    let [Action::Disk(job)] = &a[..] else { panic!("{a:?}") };
+    let [Action::Disk(_)] = &a[..] else { panic!("{a:?}") };
     // An ABORT naming another transfer is a protocol error, as before: the master is refused,
     // and its offer goes as with a close.
     let a = po.frame(MASTER, Msg::Abort { transfer: T + 1, reason: "x".into() });
