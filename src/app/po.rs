@@ -89,6 +89,11 @@ pub fn main() -> ExitCode {
         log::warn!("event=failpoint name=hold_delta: checks of old copies wait for {gate}");
         return serve(store.hold_checks(gate.into()), roots, &cfg, &path, (bound, listener));
     }
+    // `hold_stage:PATH`: a stage build waits likewise before each block of the published copy.
+    if let Some(gate) = failpoint.strip_prefix("hold_stage:") {
+        log::warn!("event=failpoint name=hold_stage: stage builds wait for {gate}");
+        return serve(store.hold_stages(gate.into()), roots, &cfg, &path, (bound, listener));
+    }
     serve(store, roots, &cfg, &path, (bound, listener))
 }
 

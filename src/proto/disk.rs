@@ -56,12 +56,17 @@ pub enum JobDone {
     Sealed,
     /// The stage is prepared: which blocks it holds already (as `Store::prepare` says).
     Prepared(Vec<bool>),
+    /// A dry run's scan (as `Store::preview` says).
+    Previewed(Box<Preview>, Vec<u64>),
+    /// A dry run's check (as `Store::preview_check` says).
+    PreviewHeld(Vec<u64>),
 }
 
-/// Long disk work of the po's store (reading and hashing old copies, sealing), run off the event loop
-/// (`Action::Disk`; `Event::DiskDone` follows). What the job works on is moved into it, so
-/// the loop never touches it meanwhile; `cancel` is the store's to set (an abort), and the
-/// job stops soon after it is set.
+/// Long disk work of the po's store (reading and hashing old copies, sealing, a dry run's
+/// scan), run off the event loop (`Action::Disk`; `Event::DiskDone` follows). What the job
+/// works on is moved into it, so the loop never touches it meanwhile; `cancel` is set by the
+/// store (an abort) or, for a job of no transfer (a dry run's), by whoever waits for it, and
+/// the job stops soon after it is set.
 pub struct DiskJob {
     pub transfer: u64,
     /// The store's name for the job (`Store::check_done`).
@@ -263,6 +268,30 @@ pub trait Store {
     fn preview_check(&mut self, _dest: &str, _manifest: &Manifest, _sums: &[(u64, Digest)]) -> Vec<u64> {
         Vec::new()
     }
+    /// `preview` as a job to run off the loop (`JobDone::Previewed`; an error as `preview`'s),
+    /// or None to call `preview` here. `transfer` only names the job.
+    fn preview_job(
+        &mut self,
+        _transfer: u64,
+        _dest: &str,
+        _manifest: &Manifest,
+        _mirror: bool,
+        _itemize: bool,
+        _max_check: usize,
+    ) -> Option<DiskJob> {
+        None
+    }
+    /// `preview_check` as a job to run off the loop (`JobDone::PreviewHeld`), or None to call
+    /// `preview_check` here.
+    fn preview_check_job(
+        &mut self,
+        _transfer: u64,
+        _dest: &str,
+        _manifest: &Manifest,
+        _sums: &[(u64, Digest)],
+    ) -> Option<DiskJob> {
+        None
+    }
     /// Canary: the next `publish` of `transfer` keeps what it replaces aside, for `rollback`,
     /// until `decide` (or `abort`) drops it.
     fn keep_aside(&mut self, _transfer: u64) {}
@@ -278,7 +307,8 @@ pub trait Store {
     /// The transfer's master is gone: close what is held open for it (the stage stays for a
     /// resume, and a later write opens its files again).
     fn release(&mut self, _transfer: u64) {}
-    /// The bytes of a block this po holds (staged or published), for serving a peer.
+    /// The bytes of a block this po holds (staged or published), for serving a peer; also
+    /// while a disk job has the stage (sealing only sets attributes and syncs: nothing moves).
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError>;
 }
 

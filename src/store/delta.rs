@@ -401,6 +401,84 @@ mod tests {
         cleanup(&base2);
     }
 
+    #[test]
+    fn held_blocks_are_served_while_the_stage_is_out_on_its_seal_job() {
+        let (base, mut store, _, sums) = grown("sealserve");
+        assert_eq!(store.check(2, &sums).len(), 16);
+        let m2 = walk(&base.join("src"), &[], 4096).unwrap().manifest;
+        store.write_block(2, &m2.block(16).unwrap(), &[1]).unwrap();
+        let job = store.seal_job(2).expect("a job");
+        // Sealing moves nothing: a neighbour still gets the staged bytes meanwhile.
+        let b = m2.block(3).unwrap();
+        let body = store.block_body(2, &b).expect("served during the seal");
+        let want = std::fs::read(base.join("src/f.bin")).unwrap();
+        assert_eq!(body_bytes(&body).unwrap(), want[3 * 4096..4 * 4096]);
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::Sealed));
+        assert!(store.block_body(2, &b).is_ok(), "and after it");
+        // An aborted transfer's stage is not served, job or not.
+        let job = store.check_job(2, &[]).expect("a job");
+        store.abort(2, true);
+        assert!(store.block_body(2, &b).is_err());
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), None);
+        cleanup(&base);
+    }
+
+    #[test]
+    fn an_abort_while_the_stage_is_built_cancels_the_build() {
+        let (base, mut store, dest, _) = grown("stageabort");
+        store.abort(2, false);
+        let src = base.join("src");
+        for i in 0..50 {
+            std::fs::create_dir_all(src.join(format!("d{i}"))).unwrap();
+        }
+        let m3 = walk(&src, &[], 4096).unwrap().manifest;
+        let gate = base.join("gate");
+        let mut store = store.hold_stages(gate.clone());
+        let job = store.prepare_job(3, dest.to_str().unwrap(), &m3, true).expect("a job");
+        // Held (gate absent) until the abort cancels it: the job ends without the gate.
+        let runner = std::thread::spawn(move || job.run());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!runner.is_finished(), "the failpoint holds the build");
+        store.abort(3, false);
+        let crate::proto::Event::DiskDone { id, out, .. } = runner.join().unwrap() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), None, "an aborted build is nobody's");
+        assert!(store.stage_dir(3).is_none());
+        let stages: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(crate::store::STAGE_PREFIX))
+            .collect();
+        assert!(stages.is_empty(), "the abort (keep off) removed the stage: {stages:?}");
+        assert!(!gate.exists());
+        cleanup(&base);
+    }
+
+    #[test]
+    fn a_dry_runs_scan_and_check_run_as_jobs_and_stop_when_cancelled() {
+        let (base, mut store, dest, sums) = grown("previewjob");
+        let m2 = walk(&base.join("src"), &[], 4096).unwrap().manifest;
+        let d = dest.to_str().unwrap();
+        let want = store.preview(d, &m2, false, true, 100).unwrap();
+        let job = store.preview_job(9, d, &m2, false, true, 100).expect("a job");
+        let crate::proto::Event::DiskDone { transfer: 9, id, out } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::Previewed(Box::new(want.0), want.1)));
+        let held = store.preview_check(d, &m2, &sums);
+        assert_eq!(held.len(), 16, "the old copy holds every whole block");
+        let job = store.preview_check_job(9, d, &m2, &sums).expect("a job");
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::PreviewHeld(held)));
+        // Held by the failpoint, a check stops once its dry run goes (the cancel flag).
+        let mut store = store.hold_checks(base.join("gate"));
+        let job = store.preview_check_job(9, d, &m2, &sums).expect("a job");
+        job.cancel.store(true, Ordering::Relaxed);
+        let crate::proto::Event::DiskDone { id, out, .. } = job.run() else { panic!() };
+        assert_eq!(store.job_done(id, out).unwrap(), Some(JobDone::PreviewHeld(Vec::new())));
+        assert!(store.job_done(id, None).unwrap().is_none(), "a job's output counts once");
+        cleanup(&base);
+    }
+
     /// The one stage folder in `dest`.
     fn stage_name_of(dest: &std::path::Path) -> String {
         std::fs::read_dir(dest)

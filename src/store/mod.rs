@@ -37,7 +37,7 @@ mod unchanged;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +79,7 @@ pub struct DiskStore {
     transfers: HashMap<u64, Staged>,
     /// Recently published transfers: their files can still be served to peers. The dest is
     /// reopened for each block served, so that nothing of a finished transfer stays open.
-    published: Vec<(u64, String, Manifest)>,
+    published: Vec<(u64, String, Arc<Manifest>)>,
     /// Canary transfers: those to publish keeping the old tree aside, and those published so,
     /// with their dest, until the wave is decided.
     aside_wanted: std::collections::HashSet<u64>,
@@ -89,8 +89,13 @@ pub struct DiskStore {
     next_job: u64,
     /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests): check jobs wait for PATH before each block.
     hold: Option<PathBuf>,
+    /// `WUGUI_FAILPOINT=hold_stage:PATH` (tests): stage builds wait for PATH before each
+    /// block of the published copy they read.
+    hold_stage: Option<PathBuf>,
     /// Checkpoint jobs running, by job id: their transfer.
     syncing: HashMap<u64, u64>,
+    /// Dry runs' disk jobs running (`Store::preview_job`), by job id.
+    previews: std::collections::HashSet<u64>,
     /// Set once a caller asked for `checkpoint_job`: `write_block` leaves checkpoints to it.
     checkpoint_jobs: bool,
 }
@@ -105,6 +110,10 @@ struct Busy {
     cancel: Arc<AtomicBool>,
     /// Aborted meanwhile (`keep` as `abort` was called): applied when the job ends.
     aborted: Option<bool>,
+    /// A stage that was staged before the job (not one being built): its folder (a dup of the
+    /// descriptor) and manifest, to serve blocks from meanwhile. Sealing only sets attributes
+    /// and syncs, and a check only writes blocks not held yet, so held blocks stay readable.
+    serving: Option<(OwnedFd, Arc<Manifest>)>,
 }
 
 impl DiskStore {
@@ -130,7 +139,9 @@ impl DiskStore {
             busy: HashMap::new(),
             next_job: 1,
             hold: None,
+            hold_stage: None,
             syncing: HashMap::new(),
+            previews: Default::default(),
             checkpoint_jobs: false,
         };
         store.sweep_all();
@@ -144,10 +155,17 @@ impl DiskStore {
         self
     }
 
-    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests only): every check job waits for `path` to
-    /// exist before each block it reads.
+    /// `WUGUI_FAILPOINT=hold_delta:PATH` (tests only): every check job (a dry run's too)
+    /// waits for `path` to exist before each block it reads.
     pub fn hold_checks(mut self, path: PathBuf) -> DiskStore {
         self.hold = Some(path);
+        self
+    }
+
+    /// `WUGUI_FAILPOINT=hold_stage:PATH` (tests only): every stage build waits for `path` to
+    /// exist before each block of the published copy it reads.
+    pub fn hold_stages(mut self, path: PathBuf) -> DiskStore {
+        self.hold_stage = Some(path);
         self
     }
 
@@ -178,13 +196,22 @@ impl DiskStore {
             .ok_or_else(|| StoreError::Refused(format!("transfer {transfer} is not prepared")))
     }
 
+    /// The stage of `transfer` and its manifest, also while a disk job has it.
+    fn staged_for_serving(&self, transfer: u64) -> Option<(BorrowedFd<'_>, &Manifest)> {
+        if let Some(t) = self.transfers.get(&transfer) {
+            return Some((t.stage_fd.as_fd(), &t.manifest));
+        }
+        let b = self.busy.values().find(|b| b.transfer == transfer && b.aborted.is_none())?;
+        b.serving.as_ref().map(|(fd, m)| (fd.as_fd(), &**m))
+    }
+
     /// Opens the file of `entry` read-only: staged, or published into the dest.
     fn open_for_serving(&self, transfer: u64, entry: u32) -> io::Result<Arc<OwnedFd>> {
         let path = |m: &Manifest| -> io::Result<RelPath> {
             Ok(m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path.clone())
         };
-        if let Some(t) = self.transfers.get(&transfer) {
-            return Ok(Arc::new(at::open_file_path(t.stage_fd.as_fd(), &path(&t.manifest)?, OFlag::O_RDONLY)?));
+        if let Some((stage, m)) = self.staged_for_serving(transfer) {
+            return Ok(Arc::new(at::open_file_path(stage, &path(m)?, OFlag::O_RDONLY)?));
         }
         let Some((_, dest, m)) = self.published.iter().find(|(id, _, _)| *id == transfer) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "transfer unknown here"));
@@ -215,8 +242,9 @@ impl Store for DiskStore {
         // A refusal here is quick: `prepare` says it again.
         let begun = self.begin(transfer, dest, manifest).ok()?;
         let (manifest, names) = (manifest.clone(), (begun.dest.clone(), begun.stage.clone(), begun.record.clone()));
+        let hold = self.hold_stage.clone();
         Some(self.spawn(transfer, names, move |cancel| {
-            let stop = Stop { cancel: Some(cancel), ..Stop::budget() };
+            let stop = Stop { cancel: Some(cancel), hold: hold.as_deref(), ..Stop::budget() };
             match build(transfer, begun, &manifest, delta, stop) {
                 Ok(t) => {
                     let held = t.held.clone();
@@ -274,6 +302,10 @@ impl Store for DiskStore {
     }
 
     fn job_done(&mut self, id: u64, out: Option<DiskOutput>) -> Result<Option<JobDone>, StoreError> {
+        if self.previews.remove(&id) {
+            let lost = || StoreError::Refused("the dry run's disk job was lost".into());
+            return out.and_then(|o| o.downcast::<PreviewOutput>().ok()).map_or_else(|| Err(lost()), |r| r.map(Some));
+        }
         if let Some(transfer) = self.syncing.remove(&id) {
             let done = out.and_then(|o| o.downcast::<Result<(), String>>().ok()).map_or(Err("lost".into()), |r| *r);
             if let Some(t) = self.transfers.get_mut(&transfer) {
@@ -387,14 +419,13 @@ impl Store for DiskStore {
     }
 
     fn block_body(&mut self, transfer: u64, b: &BlockRef) -> Result<Body, StoreError> {
-        let segments = match self.transfers.get(&transfer) {
-            Some(t) => t.manifest.segments(b),
-            None => self
-                .published
-                .iter()
-                .find(|(id, _, _)| *id == transfer)
-                .map(|(_, _, m)| m.segments(b))
-                .unwrap_or_default(),
+        let segments = match self.staged_for_serving(transfer) {
+            Some((_, m)) => Some(m.segments(b)),
+            None => self.published.iter().find(|(id, _, _)| *id == transfer).map(|(_, _, m)| m.segments(b)),
+        };
+        // Not an empty body: sent as the block, it would count against us at the peer.
+        let Some(segments) = segments else {
+            return Err(StoreError::Refused(format!("transfer {transfer} is neither staged nor published here")));
         };
         let err = |e: io::Error| StoreError::io(format!("serve block {}", b.index), &e);
         let open = |entry| self.open_for_serving(transfer, entry).map_err(err);
@@ -420,11 +451,47 @@ impl Store for DiskStore {
         itemize: bool,
         max_check: usize,
     ) -> Result<(crate::proto::msg::Preview, Vec<u64>), StoreError> {
-        self.scan(dest, manifest, mirror, itemize, max_check)
+        self.scan_of(dest)?.scan(manifest, (mirror, itemize), max_check, Stop::budget())
     }
 
     fn preview_check(&mut self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
-        self.scan_check(dest, manifest, sums)
+        self.scan_of(dest).map_or_else(|_| Vec::new(), |s| s.check(manifest, sums, Stop::budget()))
+    }
+
+    /// The dest is opened here (quick); the stat of every entry runs in the job.
+    fn preview_job(
+        &mut self,
+        transfer: u64,
+        dest: &str,
+        manifest: &Manifest,
+        mirror: bool,
+        itemize: bool,
+        max_check: usize,
+    ) -> Option<DiskJob> {
+        // A refusal here is quick: `preview` says it again.
+        let scan = self.scan_of(dest).ok()?;
+        let manifest = manifest.clone();
+        Some(self.preview_spawn(transfer, move |cancel| {
+            let stop = Stop { cancel: Some(cancel), ..Stop::budget() };
+            let (p, check) = scan.scan(&manifest, (mirror, itemize), max_check, stop)?;
+            Ok(JobDone::Previewed(Box::new(p), check))
+        }))
+    }
+
+    /// Reading and hashing the old copies runs in the job (held by `hold_delta`, as checks are).
+    fn preview_check_job(
+        &mut self,
+        transfer: u64,
+        dest: &str,
+        manifest: &Manifest,
+        sums: &[(u64, Digest)],
+    ) -> Option<DiskJob> {
+        let scan = self.scan_of(dest).ok()?;
+        let (manifest, sums, hold) = (manifest.clone(), sums.to_vec(), self.hold.clone());
+        Some(self.preview_spawn(transfer, move |cancel| {
+            let stop = Stop { cancel: Some(cancel), hold: hold.as_deref(), ..Stop::budget() };
+            Ok(JobDone::PreviewHeld(scan.check(&manifest, &sums, stop)))
+        }))
     }
 
     fn keep_aside(&mut self, transfer: u64) {
@@ -470,6 +537,8 @@ impl Store for DiskStore {
 
 /// What a disk job hands back: the stage it had (or made), and what it did.
 type JobOutput = (Option<Staged>, Result<JobDone, StoreError>);
+/// What a dry run's disk job hands back: it has no stage.
+type PreviewOutput = Result<JobDone, StoreError>;
 
 /// A stage about to be built (`DiskStore::begin`).
 struct Begun {
@@ -487,8 +556,12 @@ fn build(transfer: u64, b: Begun, manifest: &Manifest, delta: bool, stop: Stop) 
     let started = Instant::now();
     let dest = b.dest.to_string_lossy().into_owned();
     let existed = at::lstat_at(b.dest_fd.as_fd(), b.stage.as_str()).ok().flatten().is_some();
-    let (stage_fd, reopened) = staged::open_stage(b.dest_fd.as_fd(), &dest, &b.stage, manifest).inspect_err(|_| {
-        // A push refused here leaves no stage of its own behind.
+    let opened = staged::open_stage(b.dest_fd.as_fd(), &dest, &b.stage, manifest, stop.cancel);
+    let (stage_fd, reopened) = opened.inspect_err(|_| {
+        if stop.cancelled() {
+            log::info!("event=disk_job_cancelled transfer={transfer} kind=stage");
+        }
+        // A push refused (or cancelled) here leaves no stage of its own behind.
         if !existed {
             let _ = at::remove_at(b.dest_fd.as_fd(), b.stage.as_str());
         }
@@ -503,6 +576,9 @@ fn build(transfer: u64, b: Begun, manifest: &Manifest, delta: bool, stop: Stop) 
     if delta && t.missing > 0 {
         t.reusable = t.reuse_dest(transfer, None, stop).1;
     }
+    if stop.cancelled() {
+        log::info!("event=disk_job_cancelled transfer={transfer} kind=stage");
+    }
     t.untouched = t.missing == 0;
     t.find_restaged(transfer);
     Ok(t)
@@ -516,10 +592,15 @@ impl DiskStore {
     {
         let mut t = self.transfers.remove(&transfer)?;
         let names = (t.dest.clone(), t.stage.clone(), t.record.clone());
-        Some(self.spawn(transfer, names, move |cancel| {
+        let serving = t.stage_fd.try_clone().ok().map(|fd| (fd, t.manifest.clone()));
+        let job = self.spawn(transfer, names, move |cancel| {
             let done = work(&mut t, cancel);
             (Some(t), done)
-        }))
+        });
+        if let Some(b) = self.busy.get_mut(&job.id) {
+            b.serving = serving;
+        }
+        Some(job)
     }
 
     /// A disk job for `transfer` whose stage (dest, stage folder, record: `names`) is the
@@ -531,7 +612,20 @@ impl DiskStore {
         let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
         self.next_job += 1;
         let (dest, stage, record) = names;
-        self.busy.insert(id, Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None });
+        let busy = Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None, serving: None };
+        self.busy.insert(id, busy);
+        let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
+        DiskJob { transfer, id, cancel, run: Box::new(run) }
+    }
+
+    /// A dry run's disk job: it touches no stage, so the store only remembers its id.
+    fn preview_spawn<F>(&mut self, transfer: u64, work: F) -> DiskJob
+    where
+        F: FnOnce(&AtomicBool) -> PreviewOutput + Send + 'static,
+    {
+        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
+        self.next_job += 1;
+        self.previews.insert(id);
         let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
         DiskJob { transfer, id, cancel, run: Box::new(run) }
     }

@@ -18,12 +18,11 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::time::Instant;
 
 use nix::fcntl::OFlag;
 
 use super::at::{is_dir, is_file, list, lstat_at, open_file_path, open_parent, split};
-use super::delta::REUSE_BUDGET;
+use super::delta::Stop;
 use super::{DiskStore, STAGE_PREFIX};
 use crate::proto::checksum::digest;
 use crate::proto::manifest::{Entry, Kind};
@@ -51,19 +50,37 @@ impl DiskStore {
         }
     }
 
-    /// The preview of `manifest` in `dest` (paths listed only with `itemize`, at most
+    /// What a scan of `dest` needs from the store, taken on the loop (quick): the dest, if
+    /// there, and the other dests below it.
+    pub(super) fn scan_of(&self, dest: &str) -> Result<Scan, StoreError> {
+        let fd = self.dest_if_any(dest)?;
+        Ok(Scan { dest: dest.to_owned(), fd, nested: self.nested_in(std::path::Path::new(dest)) })
+    }
+}
+
+/// A dest to preview a push in, opened (`DiskStore::scan_of`); the scan itself (a stat of every
+/// entry, the old copies read) may run off the loop.
+pub(super) struct Scan {
+    dest: String,
+    fd: Option<OwnedFd>,
+    nested: Vec<super::nested::Nested>,
+}
+
+impl Scan {
+    /// The preview of `manifest` in the dest (paths listed only with `itemize`, at most
     /// `MAX_PREVIEW_ITEMS`), and the blocks of changed files the published copy may hold, for
-    /// the master's digests to decide (at most `max_check`).
+    /// the master's digests to decide (at most `max_check`). Stops with an error once `stop`
+    /// is cancelled.
     pub(super) fn scan(
         &self,
-        dest: &str,
         manifest: &Manifest,
-        mirror: bool,
-        itemize: bool,
+        (mirror, itemize): (bool, bool),
         max_check: usize,
+        stop: Stop,
     ) -> Result<(Preview, Vec<u64>), StoreError> {
+        let cancelled = || StoreError::Refused("dry run cancelled".into());
+        let (dest, fd) = (self.dest.as_str(), &self.fd);
         let mut p = Preview::default();
-        let fd = self.dest_if_any(dest)?;
         let item = |p: &mut Preview, kind: PreviewKind, path: &[u8]| {
             if itemize && p.items.len() < MAX_PREVIEW_ITEMS {
                 p.items.push((kind, path.to_vec()));
@@ -74,7 +91,10 @@ impl DiskStore {
         let entries = manifest.entries();
         let mut changes = vec![Change::Create; entries.len()];
         for (i, e) in entries.iter().enumerate() {
-            let c = match &fd {
+            if stop.cancelled() {
+                return Err(cancelled());
+            }
+            let c = match fd {
                 Some(d) => compare(d.as_fd(), e).unwrap_or(Change::Create),
                 None => Change::Create,
             };
@@ -96,7 +116,7 @@ impl DiskStore {
         }
         // The stage would hold every created or changed file whole: the real offer refuses
         // when the dest's filesystem cannot take that, and so does the dry run.
-        if let Some(d) = &fd {
+        if let Some(d) = fd {
             let need: u64 = entries
                 .iter()
                 .zip(&changes)
@@ -126,17 +146,19 @@ impl DiskStore {
                 check.push(b);
             }
         }
-        if let (true, Some(d)) = (mirror, &fd) {
+        if let (true, Some(d)) = (mirror, fd) {
             let names: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_bytes()).collect();
             let dirs: HashSet<&[u8]> =
                 entries.iter().filter(|e| e.kind == Kind::Dir).map(|e| e.path.as_bytes()).collect();
             // Other classes' dests below this one are kept by mirror, and the directories
             // that hold them are walked, as `mirror_walk` does.
-            let nested = self.nested_in(std::path::Path::new(dest));
-            let guard = super::nested::Guard::new(&nested);
+            let guard = super::nested::Guard::new(&self.nested);
             let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
             let mut seen = 0usize;
             while let Some(dir) = todo.pop() {
+                if stop.cancelled() {
+                    return Err(cancelled());
+                }
                 let Ok(sub) = open_parent(d.as_fd(), &dir[..]) else { continue };
                 let at = sub.as_ref().map_or(d.as_fd(), |f| f.as_fd());
                 for n in list(at).unwrap_or_default() {
@@ -167,14 +189,13 @@ impl DiskStore {
     }
 
     /// Of the `sums` (blocks `scan` listed, with the master's digests), those the published
-    /// copy in `dest` holds at the same place, read within the reuse budget.
-    pub(super) fn scan_check(&self, dest: &str, manifest: &Manifest, sums: &[(u64, Digest)]) -> Vec<u64> {
-        let Ok(Some(fd)) = self.dest_if_any(dest) else { return Vec::new() };
-        let until = Instant::now() + REUSE_BUDGET;
+    /// copy in the dest holds at the same place, read until `stop` (the reuse budget).
+    pub(super) fn check(&self, manifest: &Manifest, sums: &[(u64, Digest)], stop: Stop) -> Vec<u64> {
+        let Some(fd) = &self.fd else { return Vec::new() };
         let mut buf = Vec::new();
         let mut held = Vec::new();
         for &(b, want) in sums {
-            if Instant::now() > until {
+            if stop.now() {
                 break;
             }
             let Some(r) = manifest.block(b) else { continue };
@@ -189,6 +210,9 @@ impl DiskStore {
             if read.is_ok() && digest(&buf) == want {
                 held.push(b);
             }
+        }
+        if stop.cancelled() {
+            log::info!("event=disk_job_cancelled kind=preview_check held={}", held.len());
         }
         held
     }

@@ -33,7 +33,8 @@ pub struct Staged {
     pub stage_fd: OwnedFd,
     /// The stage folder was there before: its files may hold bytes of an earlier attempt.
     pub reopened: bool,
-    pub manifest: Manifest,
+    /// Shared with a disk job's `Busy`, which serves from the stage while the job has it.
+    pub manifest: std::sync::Arc<Manifest>,
     pub held: Vec<bool>,
     pub missing: u64,
     /// The resume record in the state dir, and when it was last written.
@@ -77,6 +78,7 @@ pub fn open_stage(
     dest: &str,
     stage: &str,
     manifest: &Manifest,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<(OwnedFd, bool), StoreError> {
     let stage_err = |e: io::Error| StoreError::io(format!("stage {dest}/{stage}"), &e);
     let mut found = lstat_at(dest_fd, stage).map_err(stage_err)?.is_some_and(|st| is_dir(&st));
@@ -100,6 +102,11 @@ pub fn open_stage(
     }
     let mut cur = Cursor::new(stage_fd.as_fd());
     for e in manifest.entries() {
+        // An abort stops a big build (its folder then goes, or stays for a resume, as the
+        // abort says).
+        if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(StoreError::Refused(format!("stage {dest}/{stage}: cancelled")));
+        }
         let (parent, name) = split(&e.path);
         let made = cur.at(parent).and_then(|dir| match e.kind {
             Kind::Dir => ensure_dir_at(dir, name, 0o700),
@@ -145,7 +152,7 @@ impl Staged {
             stage,
             stage_fd,
             reopened,
-            manifest: manifest.clone(),
+            manifest: std::sync::Arc::new(manifest.clone()),
             missing: held.iter().filter(|h| !**h).count() as u64,
             held,
             record,

@@ -21,6 +21,11 @@ impl<S: Store> PoMachine<S> {
                 _ => self.fail(t, "COMMIT before every block was held".into()),
             },
             Msg::Wave { transfer: t, step } if Some(t) == transfer => self.on_wave(t, step),
+            // Before ACCEPT: the stage being built for it is aborted.
+            Msg::Abort { transfer: t, reason } if transfer.is_none() && self.staging(conn) == Some(t) => {
+                log::warn!("event=transfer_abort transfer={t} reason={}", crate::proto::text::quoted(&reason));
+                self.drop_pending(conn);
+            }
             Msg::Abort { transfer: t, reason } if Some(t) == transfer => {
                 log::warn!("event=transfer_abort transfer={t} reason={}", crate::proto::text::quoted(&reason));
                 if let Some(x) = self.transfers.remove(&t) {
@@ -147,7 +152,7 @@ impl<S: Store> PoMachine<S> {
             }
             ConnKind::Master { transfer } => {
                 self.conns.remove(&conn);
-                self.pending.remove(&conn);
+                self.drop_pending(conn);
                 self.dry.remove(&conn);
                 // Staged blocks stay for a master that comes back; what was published stays.
                 // The swarm's links go: only this master could schedule them.

@@ -120,8 +120,8 @@ enum Step {
     Cac,
     /// The CAC vouched for the token; the master was asked for the manifest (`Verified`).
     Manifest { transfer: u64, class: Box<ClassCfg>, dest: String },
-    /// The store builds the stage (disk job `job`); then CHECK or ACCEPT.
-    Stage { job: u64, class: Box<ClassCfg>, dest: String, manifest: Box<Manifest> },
+    /// The store builds the stage of `transfer` (disk job `job`); then CHECK or ACCEPT.
+    Stage { transfer: u64, job: u64, class: Box<ClassCfg>, dest: String, manifest: Box<Manifest> },
 }
 
 /// Peer blocks held back until their checksum arrives, per transfer.
@@ -190,8 +190,24 @@ impl<S: Store> PoMachine<S> {
         self.send(conn, Msg::Denied { reason, text });
         self.out.push_back(Action::Close { conn });
         self.conns.remove(&conn);
-        self.pending.remove(&conn);
+        self.drop_pending(conn);
         self.dry.remove(&conn);
+    }
+
+    /// The transfer whose stage is being built for the offer on `conn`, if one is.
+    fn staging(&self, conn: ConnId) -> Option<u64> {
+        match self.pending.get(&conn)?.step {
+            Step::Stage { transfer, .. } => Some(transfer),
+            _ => None,
+        }
+    }
+
+    /// Forgets the offer on `conn`; a stage being built for it is aborted as a transfer
+    /// is (its job cancelled, what it staged kept for a resume).
+    fn drop_pending(&mut self, conn: ConnId) {
+        if let Some(Pending { step: Step::Stage { transfer, .. }, .. }) = self.pending.remove(&conn) {
+            self.store.abort(transfer, true);
+        }
     }
 }
 

@@ -258,7 +258,7 @@ impl<S: Store> PoMachine<S> {
             log::info!("event=disk_job transfer={transfer} job={} kind=stage", job.id);
             let mode = if hold { crate::proto::msg::OFFER_HOLD } else { 0 };
             let (id, announced) = (job.id, Announced { id: manifest.id(), len: 0, mode });
-            let step = Step::Stage { job: id, class: Box::new(class), dest, manifest: Box::new(manifest) };
+            let step = Step::Stage { transfer, job: id, class: Box::new(class), dest, manifest: Box::new(manifest) };
             self.pending.insert(master, Pending { token, po: String::new(), announced, step });
             return self.out.push_back(Action::Disk(job));
         }
@@ -351,6 +351,9 @@ impl<S: Store> PoMachine<S> {
     /// the transfer goes on only if it still waits for this job.
     pub(super) fn on_disk_done(&mut self, now: Instant, transfer: u64, id: u64, out: Option<DiskOutput>) {
         let done = self.store.job_done(id, out);
+        if let Some(master) = self.dry_run_of_job(id) {
+            return self.on_dry_run_job(master, done);
+        }
         let waiting = self.pending.iter().find(|(_, p)| matches!(p.step, Step::Stage { job, .. } if job == id));
         if let Some(master) = waiting.map(|(c, _)| *c) {
             let Some(p) = self.pending.remove(&master) else { return };
@@ -381,7 +384,7 @@ impl<S: Store> PoMachine<S> {
         match done {
             Ok(Some(JobDone::Checked(taken))) => self.checked(transfer, taken),
             Ok(Some(JobDone::Sealed)) => self.sealed(transfer),
-            Ok(None | Some(JobDone::Prepared(_))) => {}
+            Ok(None | Some(JobDone::Prepared(_) | JobDone::Previewed(..) | JobDone::PreviewHeld(_))) => {}
             Err(e) => self.fail(transfer, e.to_string()),
         }
     }

@@ -13,7 +13,8 @@ struct NullStore {
     checked: Vec<(u64, Digest)>,
     /// Hand `prepare` out as a disk job (`prepare_job`), and what became of those jobs.
     jobs: bool,
-    preparing: HashMap<u64, usize>,
+    /// Stage jobs running: their transfer and its blocks.
+    preparing: HashMap<u64, (u64, usize)>,
     aborted: Vec<(u64, bool)>,
 }
 
@@ -23,7 +24,7 @@ impl Store for NullStore {
             return None;
         }
         let id = 100 + self.preparing.len() as u64;
-        self.preparing.insert(id, m.blocks() as usize);
+        self.preparing.insert(id, (t, m.blocks() as usize));
         let run = Box::new(|_: &std::sync::atomic::AtomicBool| Box::new(()) as crate::proto::DiskOutput);
         Some(crate::proto::DiskJob { transfer: t, id, cancel: Default::default(), run })
     }
@@ -32,7 +33,7 @@ impl Store for NullStore {
         id: u64,
         _out: Option<crate::proto::DiskOutput>,
     ) -> Result<Option<crate::proto::JobDone>, StoreError> {
-        Ok(self.preparing.remove(&id).map(|n| crate::proto::JobDone::Prepared(vec![false; n])))
+        Ok(self.preparing.remove(&id).map(|(_, n)| crate::proto::JobDone::Prepared(vec![false; n])))
     }
     fn check(&mut self, _t: u64, sums: &[(u64, Digest)]) -> Vec<u64> {
         self.checked.extend_from_slice(sums);
@@ -51,6 +52,8 @@ impl Store for NullStore {
         Ok(crate::proto::Published { files: 1, bytes: 0, unchanged: false })
     }
     fn abort(&mut self, t: u64, keep: bool) {
+        // As `DiskStore`: an aborted stage job says nothing when it ends.
+        self.preparing.retain(|_, (x, _)| *x != t);
         self.aborted.push((t, keep));
     }
     fn block_body(&mut self, _t: u64, _b: &crate::proto::BlockRef) -> Result<Body, StoreError> {
@@ -164,9 +167,32 @@ fn a_stage_built_for_a_master_that_went_away_stays_for_a_resume() {
     let [Action::Disk(job)] = &a[..] else { panic!("{a:?}") };
     let id = job.id;
     po.ev(Event::Closed { conn: MASTER, reason: Close::Eof });
+    assert_eq!(po.m.store().aborted, [(T, true)], "the job cancelled at once, its stage kept for a resume");
     let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
     assert!(!a.iter().any(|a| matches!(a, Action::Send { .. })), "nobody to answer: {a:?}");
-    assert_eq!(po.m.store().aborted, [(T, true)], "released, kept for a resume");
+    assert_eq!(po.m.store().aborted, [(T, true)]);
+    assert_eq!(po.m.stats().transfers_active, 0);
+}
+
+#[test]
+fn an_abort_while_the_stage_is_built_cancels_the_job_and_ends_the_transfer() {
+    let (mut po, manifest) = verified(true);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    let [Action::Disk(_)] = &a[..] else { panic!("{a:?}") };
+    // An ABORT naming another transfer is a protocol error, as before: the master is refused,
+    // and its offer goes as with a close.
+    let a = po.frame(MASTER, Msg::Abort { transfer: T + 1, reason: "x".into() });
+    assert!(closes(&a, MASTER), "{a:?}");
+    assert_eq!(po.m.store().aborted, [(T, true)]);
+    let (mut po, manifest) = verified(true);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    let [Action::Disk(job)] = &a[..] else { panic!("{a:?}") };
+    let id2 = job.id;
+    let a = po.frame(MASTER, Msg::Abort { transfer: T, reason: "SIGTERM".into() });
+    assert!(a.is_empty(), "an abort is not a protocol error: {a:?}");
+    assert_eq!(po.m.store().aborted, [(T, true)], "the job is cancelled now, as an abort does");
+    let a = po.ev(Event::DiskDone { transfer: T, id: id2, out: None });
+    assert!(a.is_empty(), "the transfer did not carry on: {a:?}");
     assert_eq!(po.m.stats().transfers_active, 0);
 }
 
