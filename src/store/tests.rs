@@ -324,9 +324,31 @@ fn nothing_of_a_finished_transfer_stays_open() {
         store.prepare(2, dest.to_str().unwrap(), &m2, false).unwrap();
         let b = m2.block(0).unwrap();
         store.write_block(2, &b, &vec![0u8; b.len as usize]).unwrap();
+        // Served while staged: the file stays open for the next block, until the abort.
+        drop(store.block_body(2, &b).unwrap());
         assert!(fds_under(&dest) > 0);
         store.abort(2, keep);
         assert_eq!(fds_under(&dest), 0, "after abort (keep = {keep})");
+    }
+    cleanup(&base);
+}
+
+#[test]
+fn a_stage_begun_again_is_served_from_its_new_files() {
+    let base = scratch("serve-again");
+    let (src, dest) = (base.join("src"), base.join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let m = source(&src);
+    let mut store = DiskStore::new(base.join("state"), vec![base.clone()], RETENTION).unwrap();
+    let b = m.block(0).unwrap();
+    for fill in [1u8, 2] {
+        // The stage is made anew each time; what is served is what this stage holds.
+        store.prepare(1, dest.to_str().unwrap(), &m, false).unwrap();
+        let data = vec![fill; b.len as usize];
+        store.write_block(1, &b, &data).unwrap();
+        assert!(body_bytes(&store.block_body(1, &b).unwrap()).unwrap() == data, "fill {fill}");
+        assert!(body_bytes(&store.block_body(1, &b).unwrap()).unwrap() == data, "again, fill {fill}");
+        store.abort(1, false);
     }
     cleanup(&base);
 }
