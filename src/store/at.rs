@@ -174,8 +174,12 @@ pub fn create_file_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P) -> io
 pub fn open_file_path<P: AsRef<[u8]> + ?Sized>(base: BorrowedFd, rel: &P, flags: OFlag) -> io::Result<OwnedFd> {
     let (parent, name) = split(rel);
     let parent = open_parent(base, parent)?;
-    let at = parent.as_ref().map_or(base, |f| f.as_fd());
-    let fd = openat(at, name, flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?;
+    open_file_in(parent.as_ref().map_or(base, |f| f.as_fd()), name, flags)
+}
+
+/// Opens the regular file `name` in `dir` with `flags`, refusing a symlink.
+pub fn open_file_in<P: ?Sized + nix::NixPath>(dir: BorrowedFd, name: &P, flags: OFlag) -> io::Result<OwnedFd> {
+    let fd = openat(dir, name, flags | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?;
     if !is_file(&fstat(fd.as_raw_fd())?) {
         return Err(io::Error::other("not a regular file"));
     }
@@ -186,28 +190,43 @@ pub fn open_file_path<P: AsRef<[u8]> + ?Sized>(base: BorrowedFd, rel: &P, flags:
 /// directory about once.
 pub struct Cursor<'a> {
     base: BorrowedFd<'a>,
-    path: Vec<u8>,
-    fd: Option<OwnedFd>,
+    dirs: DirCursor,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(base: BorrowedFd<'a>) -> Cursor<'a> {
-        Cursor { base, path: Vec::new(), fd: None }
+        Cursor { base, dirs: DirCursor::default() }
     }
 
     /// The descriptor of directory `dir` (relative to the base; "" is the base).
     pub fn at<P: AsRef<[u8]> + ?Sized>(&mut self, dir: &P) -> io::Result<BorrowedFd<'_>> {
+        self.dirs.at(self.base, dir)
+    }
+}
+
+/// A `Cursor` that does not hold its base, so that it can live beside it (a stage's files are
+/// opened one by one as blocks come, mostly in manifest order). The caller passes the same
+/// base every time.
+#[derive(Default)]
+pub struct DirCursor {
+    path: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+impl DirCursor {
+    /// The descriptor of directory `dir` below `base` ("" is the base).
+    pub fn at<'s, P: AsRef<[u8]> + ?Sized>(&'s mut self, base: BorrowedFd<'s>, dir: &P) -> io::Result<BorrowedFd<'s>> {
         let dir = dir.as_ref();
         if dir.is_empty() {
-            return Ok(self.base);
+            return Ok(base);
         }
         let fd = match &self.fd {
             Some(_) if self.path == dir => None,
             Some(fd) => match dir.strip_prefix(self.path.as_slice()).and_then(|r| r.strip_prefix(b"/")) {
                 Some(rest) => Some(open_dir_path(fd.as_fd(), rest)?),
-                None => Some(open_dir_path(self.base, dir)?),
+                None => Some(open_dir_path(base, dir)?),
             },
-            None => Some(open_dir_path(self.base, dir)?),
+            None => Some(open_dir_path(base, dir)?),
         };
         if let Some(fd) = fd {
             self.path.clear();
@@ -215,6 +234,17 @@ impl<'a> Cursor<'a> {
             self.fd = Some(fd);
         }
         Ok(self.fd.as_ref().expect("set above").as_fd())
+    }
+
+    /// The regular file `rel` below `base`, opened with `flags` (as `open_file_path`).
+    pub fn open_file<P: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        base: BorrowedFd,
+        rel: &P,
+        flags: OFlag,
+    ) -> io::Result<OwnedFd> {
+        let (parent, name) = split(rel);
+        open_file_in(self.at(base, parent)?, name, flags)
     }
 }
 

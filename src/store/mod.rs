@@ -104,7 +104,7 @@ pub struct DiskStore {
     /// block it stages, and opening the file through the stage's directories cost a walk of
     /// several system calls a block. Forgotten whenever that stage is begun, published,
     /// released or aborted.
-    serving: Option<(u64, files::OpenFiles<Arc<OwnedFd>>)>,
+    serving: Option<(u64, files::OpenFiles<Arc<OwnedFd>>, at::DirCursor)>,
 }
 
 /// A transfer out on a disk job: what the store needs to know of it meanwhile (its stage and
@@ -206,7 +206,7 @@ impl DiskStore {
 
     /// The stage of `transfer` and its manifest, also while a disk job has it.
     fn forget_serving(&mut self, transfer: u64) {
-        if self.serving.as_ref().is_some_and(|(t, _)| *t == transfer) {
+        if self.serving.as_ref().is_some_and(|(t, ..)| *t == transfer) {
             self.serving = None;
         }
     }
@@ -226,13 +226,13 @@ impl DiskStore {
             Ok(m.entries().get(entry as usize).ok_or_else(|| io::Error::other("no such entry"))?.path.clone())
         };
         if self.staged_for_serving(transfer).is_some() {
-            let mut open = match self.serving.take() {
-                Some((t, open)) if t == transfer => open,
-                _ => files::OpenFiles::new(SERVE_FILES),
+            let (mut open, mut dirs) = match self.serving.take() {
+                Some((t, open, dirs)) if t == transfer => (open, dirs),
+                _ => (files::OpenFiles::new(SERVE_FILES), at::DirCursor::default()),
             };
             let (stage, m) = self.staged_for_serving(transfer).expect("checked above");
-            let fd = open.get(entry, || at::open_file_path(stage, &path(m)?, OFlag::O_RDONLY).map(Arc::new)).cloned();
-            self.serving = Some((transfer, open));
+            let fd = open.get(entry, || dirs.open_file(stage, &path(m)?, OFlag::O_RDONLY).map(Arc::new)).cloned();
+            self.serving = Some((transfer, open, dirs));
             return fd;
         }
         let Some((_, dest, m)) = self.published.iter().find(|(id, _, _)| *id == transfer) else {

@@ -12,8 +12,8 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::at::{
-    chmod_file_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_dir_path, open_file_path,
-    open_parent, set_owner_attrs, split, Cursor,
+    chmod_file_at, create_file_at, dir_flags, ensure_dir_at, is_dir, lstat_at, mtime, open_file_in, set_owner_attrs,
+    split, Cursor, DirCursor,
 };
 use super::files::OpenFiles;
 use super::owner::Ids;
@@ -46,8 +46,9 @@ pub struct Staged {
     /// the ones made here.
     pub syncing: bool,
     pub record_lock: std::sync::Arc<std::sync::Mutex<()>>,
-    /// Staged files open for writing.
+    /// Staged files open for writing, and the directory of the last one opened.
     pub open: OpenFiles<File>,
+    pub dirs: DirCursor,
     pub sealed: bool,
     /// Blocks an earlier attempt may have staged, to check (sorted).
     pub restaged: Vec<u64>,
@@ -162,6 +163,7 @@ impl Staged {
             syncing: false,
             record_lock: Default::default(),
             open: OpenFiles::new(OPEN_FILES),
+            dirs: DirCursor::default(),
             sealed: false,
             restaged: Vec::new(),
             reusable: Vec::new(),
@@ -289,8 +291,9 @@ impl Staged {
             Kind::File { size } if e.sparse.is_some() => size,
             _ => 0,
         };
+        let dirs = &mut self.dirs;
         self.open.get(entry, || {
-            let f = open_staged(stage, e.path.as_bytes())?;
+            let f = open_staged(stage, dirs, e.path.as_bytes())?;
             if f.metadata()?.len() < size {
                 f.set_len(size)?;
             }
@@ -309,21 +312,19 @@ fn punch_hole(f: &File, offset: u64, len: u64) -> nix::Result<()> {
 /// Opens the staged file `path` for writing. Files are created when their first block
 /// arrives: on some disks a create costs most of a millisecond, which should overlap the
 /// transfer, not precede it.
-fn open_staged(stage: BorrowedFd, path: &[u8]) -> io::Result<File> {
-    match open_file_path(stage, path, OFlag::O_WRONLY) {
+/// `dirs` keeps the last file's directory open: files come mostly in manifest order.
+fn open_staged(stage: BorrowedFd, dirs: &mut DirCursor, path: &[u8]) -> io::Result<File> {
+    let (parent, name) = split(path);
+    let dir = dirs.at(stage, parent)?;
+    match open_file_in(dir, name, OFlag::O_WRONLY) {
         Ok(fd) => Ok(File::from(fd)),
         // Finished (made read-only) before a restart whose record lagged behind: writable
         // again, and finished again at seal.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let (parent, name) = split(path);
-            let dir = open_parent(stage, parent)?;
-            chmod_file_at(dir.as_ref().map_or(stage, |d| d.as_fd()), name, 0o600)?;
-            Ok(File::from(open_file_path(stage, path, OFlag::O_WRONLY)?))
+            chmod_file_at(dir, name, 0o600)?;
+            Ok(File::from(open_file_in(dir, name, OFlag::O_WRONLY)?))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match split(path) {
-            (b"", name) => create_file_at(stage, name),
-            (parent, name) => create_file_at(open_dir_path(stage, parent)?.as_fd(), name),
-        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_file_at(dir, name),
         Err(e) => Err(e),
     }
 }
