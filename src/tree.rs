@@ -317,6 +317,8 @@ struct Ahead {
     /// each holding its body (descriptors, or the bytes of a block of small files).
     running: HashSet<u64>,
     done: HashMap<u64, Read>,
+    /// Keys in `done` whose checksum `Source::ready` has not reported yet.
+    fresh: Vec<u64>,
     limit: usize,
 }
 
@@ -335,9 +337,10 @@ impl FsSource {
 
     /// Checksums of the blocks named by `Source::ahead` are computed on `workers` threads.
     pub fn with_workers(mut self, workers: usize) -> std::io::Result<FsSource> {
-        let pool = Workers::new(workers, 2 * workers, || {})?;
-        let limit = 2 * pool.threads();
-        self.ahead = Some(Ahead { pool, running: HashSet::new(), done: HashMap::new(), limit });
+        let threads = workers.max(1);
+        let limit = (2 * threads).max(crate::proto::disk::AHEAD_BYTES / self.manifest.block_size.max(1) as usize);
+        let pool = Workers::new(threads, limit, || {})?;
+        self.ahead = Some(Ahead { pool, running: HashSet::new(), done: HashMap::new(), fresh: Vec::new(), limit });
         Ok(self)
     }
 
@@ -385,6 +388,9 @@ impl Ahead {
             let read = outcome.unwrap_or_else(|why| {
                 Err(SourceError::Io { what: "checksum".into(), error: format!("worker panicked: {why}") })
             });
+            if read.is_ok() {
+                self.fresh.push(key);
+            }
             self.done.insert(key, read);
             next = self.pool.collect();
         }
@@ -412,6 +418,8 @@ impl Source for FsSource {
         a.collect(false); // whatever is done by now
         let keys: HashSet<u64> = blocks.iter().map(|b| ahead_key(b.index, verify)).collect();
         a.done.retain(|k, _| keys.contains(k));
+        let done = &a.done;
+        a.fresh.retain(|k| done.contains_key(k));
         for b in blocks {
             let a = self.ahead.as_ref().expect("checked above");
             let key = ahead_key(b.index, verify);
@@ -439,6 +447,13 @@ impl Source for FsSource {
             }
             a.running.insert(key);
         }
+    }
+
+    fn ready(&mut self) -> Vec<(u64, Sum)> {
+        let Some(a) = self.ahead.as_mut() else { return Vec::new() };
+        a.collect(false);
+        let (fresh, done) = (std::mem::take(&mut a.fresh), &a.done);
+        fresh.into_iter().filter_map(|k| Some((k >> 3, done.get(&k)?.as_ref().ok()?.1))).collect()
     }
 
     fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
