@@ -14,8 +14,10 @@ pub struct MemSource {
     pub manifest: Option<Manifest>,
     /// A file (by entry) that no longer matches the manifest.
     pub changed: Option<u32>,
-    /// Blocks named by `ahead` and not reported by `ready` yet, hashed "on workers" (at most
-    /// `AHEAD_BYTES` of them, as `FsSource` holds).
+    /// Hash the blocks named by `ahead` "on workers" (off: as a source without workers).
+    pub hash_ahead: bool,
+    /// Blocks named by `ahead` and not reported by `ready` yet (at most `AHEAD_BYTES` of them,
+    /// as `FsSource` holds).
     pub hinted: Vec<(BlockRef, Verify)>,
 }
 
@@ -50,6 +52,9 @@ impl Source for MemSource {
         Ok((Body::Bytes(Arc::new(data)), sum))
     }
     fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, _sendfile: bool) {
+        if !self.hash_ahead {
+            return;
+        }
         let bs = self.manifest.as_ref().map_or(1, |m| m.block_size.max(1) as usize);
         let limit = (super::super::disk::AHEAD_BYTES / bs).max(2);
         self.hinted = blocks.iter().take(limit).map(|&b| (b, verify)).collect();

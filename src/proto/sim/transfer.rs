@@ -212,6 +212,7 @@ fn checksums_reach_every_po_before_the_block_and_in_few_frames() {
     use std::rc::Rc;
     let mut s = p2p_setup(4);
     s.file_blocks = 1024;
+    s.hash_ahead = true;
     let mut w = world(s);
     let pos: Vec<usize> = w.pos.clone();
     let nb = 1024;
