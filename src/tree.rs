@@ -639,4 +639,36 @@ mod ahead_tests {
         let err = fresh.block(&last, Verify::Md5, true).unwrap_err();
         assert!(err.to_string().contains("s39"), "{err}");
     }
+
+    /// What is read ahead is bounded by bytes: 16 MiB blocks hold at most two a worker, small
+    /// blocks up to `AHEAD_BYTES` of them; `ready` reports each done checksum once and the
+    /// body stays for `block`.
+    #[test]
+    fn reading_ahead_holds_a_bounded_number_of_bodies() {
+        let tmp = TempDir::new("ahead-bound");
+        let root = tmp.path();
+        let f = std::fs::File::create(root.join("sparse")).unwrap();
+        f.set_len(10 << 24).unwrap(); // ten blocks of 16 MiB, all holes
+        let m = walk(root, &[], 16 << 20).unwrap().manifest;
+        let mut big = FsSource::new(root.to_path_buf(), &m).with_workers(2).unwrap();
+        let blocks: Vec<BlockRef> = (0..m.blocks()).map(|i| m.block(i).unwrap()).collect();
+        assert_eq!(blocks.len(), 10);
+        big.ahead(&blocks, Verify::Crc32, true);
+        let a = big.ahead.as_ref().unwrap();
+        assert_eq!(a.limit, 4);
+        assert_eq!(a.running.len() + a.done.len(), 4, "two blocks a worker, not all ten");
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            seen.extend(big.ready());
+        }
+        let (want_body, want) = FsSource::new(root.to_path_buf(), &m).block(&blocks[0], Verify::Crc32, false).unwrap();
+        assert_eq!(seen.iter().find(|s| s.0 == 0).map(|s| s.1), Some(want));
+        assert!(big.ready().is_empty(), "each checksum is reported once");
+        let (body, sum) = big.block(&blocks[0], Verify::Crc32, false).unwrap();
+        assert_eq!((sum, body.len()), (want, want_body.len()));
+        // 64 KiB blocks: 8 MiB of them.
+        let small = walk(root, &[], 64 << 10).unwrap().manifest;
+        let src = FsSource::new(root.to_path_buf(), &small).with_workers(2).unwrap();
+        assert_eq!(src.ahead.as_ref().unwrap().limit, 128);
+    }
 }
