@@ -411,7 +411,7 @@ impl Source for FsSource {
     }
 
     /// Starts reads of `blocks` on the workers, in order, as long as fewer than `limit` are
-    /// out or waiting to be taken. Reads done for blocks that are no longer among the next
+    /// out or waiting to be taken (once no more than half are). Reads done for blocks that are no longer among the next
     /// ones are dropped (a block asked for later is read again).
     fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, sendfile: bool) {
         let Some(a) = self.ahead.as_mut().filter(|_| verify != Verify::None) else { return };
@@ -420,6 +420,11 @@ impl Source for FsSource {
         a.done.retain(|k, _| keys.contains(k));
         let done = &a.done;
         a.fresh.retain(|k| done.contains_key(k));
+        // Refilled in batches, once half is taken: a worker woken for one block at a time
+        // costs the master more (futex wake, and the worker's sleep) than the checksum saves.
+        if a.running.len() + a.done.len() > a.limit / 2 {
+            return;
+        }
         for b in blocks {
             let a = self.ahead.as_ref().expect("checked above");
             let key = ahead_key(b.index, verify);
