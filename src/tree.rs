@@ -317,6 +317,8 @@ struct Ahead {
     /// each holding its body (descriptors, or the bytes of a block of small files).
     running: HashSet<u64>,
     done: HashMap<u64, Read>,
+    /// Keys in `done` whose checksum `Source::ready` has not reported yet.
+    fresh: Vec<u64>,
     limit: usize,
 }
 
@@ -335,9 +337,10 @@ impl FsSource {
 
     /// Checksums of the blocks named by `Source::ahead` are computed on `workers` threads.
     pub fn with_workers(mut self, workers: usize) -> std::io::Result<FsSource> {
-        let pool = Workers::new(workers, 2 * workers, || {})?;
-        let limit = 2 * pool.threads();
-        self.ahead = Some(Ahead { pool, running: HashSet::new(), done: HashMap::new(), limit });
+        let threads = workers.max(1);
+        let limit = (2 * threads).max(crate::proto::disk::AHEAD_BYTES / self.manifest.block_size.max(1) as usize);
+        let pool = Workers::new(threads, limit, || {})?;
+        self.ahead = Some(Ahead { pool, running: HashSet::new(), done: HashMap::new(), fresh: Vec::new(), limit });
         Ok(self)
     }
 
@@ -385,6 +388,9 @@ impl Ahead {
             let read = outcome.unwrap_or_else(|why| {
                 Err(SourceError::Io { what: "checksum".into(), error: format!("worker panicked: {why}") })
             });
+            if read.is_ok() {
+                self.fresh.push(key);
+            }
             self.done.insert(key, read);
             next = self.pool.collect();
         }
@@ -405,13 +411,20 @@ impl Source for FsSource {
     }
 
     /// Starts reads of `blocks` on the workers, in order, as long as fewer than `limit` are
-    /// out or waiting to be taken. Reads done for blocks that are no longer among the next
+    /// out or waiting to be taken (once no more than half are). Reads done for blocks that are no longer among the next
     /// ones are dropped (a block asked for later is read again).
     fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, sendfile: bool) {
         let Some(a) = self.ahead.as_mut().filter(|_| verify != Verify::None) else { return };
         a.collect(false); // whatever is done by now
         let keys: HashSet<u64> = blocks.iter().map(|b| ahead_key(b.index, verify)).collect();
         a.done.retain(|k, _| keys.contains(k));
+        let done = &a.done;
+        a.fresh.retain(|k| done.contains_key(k));
+        // Refilled in batches, once half is taken: a worker woken for one block at a time
+        // costs the master more (futex wake, and the worker's sleep) than the checksum saves.
+        if a.running.len() + a.done.len() > a.limit / 2 {
+            return;
+        }
         for b in blocks {
             let a = self.ahead.as_ref().expect("checked above");
             let key = ahead_key(b.index, verify);
@@ -439,6 +452,13 @@ impl Source for FsSource {
             }
             a.running.insert(key);
         }
+    }
+
+    fn ready(&mut self) -> Vec<(u64, Sum)> {
+        let Some(a) = self.ahead.as_mut() else { return Vec::new() };
+        a.collect(false);
+        let (fresh, done) = (std::mem::take(&mut a.fresh), &a.done);
+        fresh.into_iter().filter_map(|k| Some((k >> 3, done.get(&k)?.as_ref().ok()?.1))).collect()
     }
 
     fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
@@ -623,5 +643,37 @@ mod ahead_tests {
         fresh.ahead(&[last], Verify::Md5, true);
         let err = fresh.block(&last, Verify::Md5, true).unwrap_err();
         assert!(err.to_string().contains("s39"), "{err}");
+    }
+
+    /// What is read ahead is bounded by bytes: 16 MiB blocks hold at most two a worker, small
+    /// blocks up to `AHEAD_BYTES` of them; `ready` reports each done checksum once and the
+    /// body stays for `block`.
+    #[test]
+    fn reading_ahead_holds_a_bounded_number_of_bodies() {
+        let tmp = TempDir::new("ahead-bound");
+        let root = tmp.path();
+        let f = std::fs::File::create(root.join("sparse")).unwrap();
+        f.set_len(10 << 24).unwrap(); // ten blocks of 16 MiB, all holes
+        let m = walk(root, &[], 16 << 20).unwrap().manifest;
+        let mut big = FsSource::new(root.to_path_buf(), &m).with_workers(2).unwrap();
+        let blocks: Vec<BlockRef> = (0..m.blocks()).map(|i| m.block(i).unwrap()).collect();
+        assert_eq!(blocks.len(), 10);
+        big.ahead(&blocks, Verify::Crc32, true);
+        let a = big.ahead.as_ref().unwrap();
+        assert_eq!(a.limit, 4);
+        assert_eq!(a.running.len() + a.done.len(), 4, "two blocks a worker, not all ten");
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            seen.extend(big.ready());
+        }
+        let (want_body, want) = FsSource::new(root.to_path_buf(), &m).block(&blocks[0], Verify::Crc32, false).unwrap();
+        assert_eq!(seen.iter().find(|s| s.0 == 0).map(|s| s.1), Some(want));
+        assert!(big.ready().is_empty(), "each checksum is reported once");
+        let (body, sum) = big.block(&blocks[0], Verify::Crc32, false).unwrap();
+        assert_eq!((sum, body.len()), (want, want_body.len()));
+        // 64 KiB blocks: 8 MiB of them.
+        let small = walk(root, &[], 64 << 10).unwrap().manifest;
+        let src = FsSource::new(root.to_path_buf(), &small).with_workers(2).unwrap();
+        assert_eq!(src.ahead.as_ref().unwrap().limit, 128);
     }
 }

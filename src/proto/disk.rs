@@ -143,6 +143,10 @@ impl fmt::Display for StoreError {
 }
 
 /// The master's view of the source tree.
+/// Bytes of blocks a source reads ahead at most (`Source::ahead`), with at least two blocks a
+/// worker: large blocks do not hold a gigabyte of bodies, small ones keep the workers ahead.
+pub const AHEAD_BYTES: usize = 8 << 20;
+
 pub trait Source {
     /// The bytes of block `b`, and their checksum computed as they are read.
     fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError>;
@@ -152,6 +156,11 @@ pub trait Source {
     /// checksums may be computed now, beside the caller, and `block` then finds them done.
     /// Reading ahead stays within the list: a source never reads a block it was not told of.
     fn ahead(&mut self, _blocks: &[BlockRef], _verify: Verify, _sendfile: bool) {}
+    /// Checksums of blocks named by `ahead` that are done by now and were not reported
+    /// before, without waiting; their bodies stay for `block` (while `ahead` still names them).
+    fn ready(&mut self) -> Vec<(u64, Sum)> {
+        Vec::new()
+    }
 }
 
 /// A po's staging area. Every method names a transfer that `prepare` opened.

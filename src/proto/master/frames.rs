@@ -307,4 +307,4 @@ impl MasterMachine {
 }
 
 /// Checksums one SUMS frame carries: a BLAKE3 entry is 41 bytes, and a frame holds 4 MiB.
-const SUMS_PER_FRAME: usize = 65_536;
+pub(super) const SUMS_PER_FRAME: usize = 65_536;

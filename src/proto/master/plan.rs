@@ -2,10 +2,12 @@
 //! and the blocks this master sent itself.
 
 use crate::proto::class::Verify;
+use crate::proto::disk::AHEAD_BYTES;
 use crate::proto::msg::Digest;
 use crate::proto::sites::{SiteBytes, Sites};
 use crate::proto::swarm::Swarm;
 use crate::proto::{Action, Body, ClassCfg, ConnId, Manifest, Source, Sum};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,15 @@ pub(super) struct Plan {
     pub(super) sent_bytes: u64,
     /// Bytes that landed per site link (all in one site when the class has no labels).
     pub(super) site_bytes: SiteBytes,
+    /// Blocks whose checksum the source computed ahead (`Source::ready`) and whose bodies it
+    /// still holds for the send; they stay named in `hash_ahead` until read.
+    held: HashSet<u64>,
+    /// One past the highest block the swarm assigned so far: hashing runs ahead from there.
+    ahead_hi: u64,
+    /// Checksums known but not yet sent to the pos in a SUMS (with a swarm), and which ones
+    /// went out.
+    pub(super) untold: Vec<(u64, Sum)>,
+    pub(super) told: Vec<bool>,
 }
 
 impl Plan {
@@ -76,6 +87,10 @@ impl Plan {
             sent_blocks: 0,
             sent_bytes: 0,
             site_bytes: SiteBytes::new(Sites::one(0)),
+            held: HashSet::new(),
+            ahead_hi: 0,
+            untold: Vec::new(),
+            told: vec![false; nb],
         }
     }
 
@@ -84,12 +99,14 @@ impl Plan {
     pub(super) fn read_block(&mut self, idx: u64) -> Result<(Body, Sum, bool), String> {
         let b = self.manifest.block(idx).expect("block indices come from the manifest");
         let cached = self.sums[idx as usize];
+        let held = self.held.remove(&idx);
         // A block read into memory (many small files) and still queued for some po is sent
         // to the next one from the same buffer: memory stays about one window, not one per po.
         if let (Some(sum), Some(bytes)) = (cached, self.in_memory.get(&idx).and_then(|w| w.upgrade())) {
             return Ok((Body::Bytes(bytes), sum, false));
         }
-        let verify = if cached.is_some() { Verify::None } else { self.class.block_check() };
+        // A block hashed ahead is taken from the source with its kind (the same checksum).
+        let verify = if cached.is_some() && !held { Verify::None } else { self.class.block_check() };
         let (body, sum) = self.source.block(&b, verify, self.class.sendfile).map_err(|e| format!("source: {e}"))?;
         if let Body::Bytes(bytes) = &body {
             if self.in_memory.len() >= 4096 {
@@ -111,6 +128,41 @@ impl Plan {
         let refs: Vec<_> = blocks.take(AHEAD).filter_map(|i| self.manifest.block(i)).collect();
         if !refs.is_empty() {
             self.source.ahead(&refs, verify, self.class.sendfile);
+        }
+    }
+
+    /// Keeps the source's workers hashing ahead of the swarm: the blocks `assigned` now, then
+    /// the next ones after the highest assigned so far, in index order, as far as the source
+    /// holds (`AHEAD_BYTES`). Checksums done by now are recorded (and queued for the pos in
+    /// `untold`) without waiting; the source's bodies for them wait for the send.
+    pub(super) fn hash_ahead(&mut self, assigned: &[u64]) {
+        let verify = self.class.block_check();
+        if verify == Verify::None {
+            return;
+        }
+        let nb = self.manifest.blocks();
+        let hi = assigned.iter().map(|&b| b + 1).max().unwrap_or(0).max(self.ahead_hi).min(nb);
+        self.ahead_hi = hi;
+        let len = (AHEAD_BYTES / self.manifest.block_size.max(1) as usize).max(AHEAD) as u64;
+        let (sums, held) = (&self.sums, &self.held);
+        let wanted = |&i: &u64| sums.get(i as usize).is_some_and(Option::is_none) || held.contains(&i);
+        let mut list: Vec<u64> = assigned.iter().copied().filter(wanted).collect();
+        list.extend((hi..nb.min(hi + len)).filter(wanted));
+        let named: HashSet<u64> = list.iter().copied().collect();
+        // The source drops what is no longer named; so does this mirror of it.
+        self.held.retain(|i| named.contains(i));
+        let refs: Vec<_> = list.iter().filter_map(|&i| self.manifest.block(i)).collect();
+        if !refs.is_empty() {
+            self.source.ahead(&refs, verify, self.class.sendfile);
+        }
+        for (i, sum) in self.source.ready() {
+            // Only the class's kind (a CHECK's digests are hashed ahead too), only named blocks.
+            let unknown = self.sums.get(i as usize).is_some_and(Option::is_none);
+            if unknown && named.contains(&i) && sum_is(sum, verify) {
+                self.sums[i as usize] = Some(sum);
+                self.held.insert(i);
+                self.untold.push((i, sum));
+            }
         }
     }
 
@@ -166,4 +218,15 @@ impl Plan {
         let head = crate::proto::BlockHead { transfer: self.transfer, index: idx, sum };
         Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
     }
+}
+
+/// Whether `sum` is a checksum of kind `verify`.
+fn sum_is(sum: Sum, verify: Verify) -> bool {
+    matches!(
+        (sum, verify),
+        (Sum::None, Verify::None)
+            | (Sum::Crc32(_), Verify::Crc32)
+            | (Sum::Md5(_), Verify::Md5)
+            | (Sum::Blake3(_), Verify::Blake3)
+    )
 }

@@ -5,7 +5,7 @@ use super::state::State;
 use super::MasterMachine;
 use crate::proto::class::Verify;
 use crate::proto::swarm::Src;
-use crate::proto::{Action, Msg};
+use crate::proto::{Action, Msg, Sum};
 use std::time::Instant;
 
 impl MasterMachine {
@@ -40,20 +40,22 @@ impl MasterMachine {
         }
     }
 
-    /// Turns the swarm's new assignments into block sends and push orders. Checksums go to
-    /// every po before any po can be asked to serve the block.
+    /// Turns the swarm's new assignments into block sends and push orders. Every po has a
+    /// block's checksum before any po can receive the block (a chain forwards it without the
+    /// master): the SUMS go out before the send or push order. Checksums hashed ahead go out
+    /// with them, so that the pos get them in a few large frames, not a few per pass.
     pub(super) fn schedule(&mut self, now: Instant) {
         let Some(plan) = self.plan.as_mut() else { return };
         let Some(assigns) = plan.swarm.as_mut().map(|sw| sw.schedule(now)) else { return };
         // A plan or re-plan goes out before any block of it.
         self.tell_chains();
         let Some(plan) = self.plan.as_mut() else { return };
-        // Every block of these whose checksum is still unknown is hashed on the source's
-        // workers at once, while the loop goes through them in order.
-        let next = plan.unsummed(assigns.iter().map(|a| a.block));
-        plan.ahead(next.into_iter(), plan.class.block_check());
-        let mut sums = Vec::new();
+        // The source's workers hash these blocks and the next ones; what is done by now is
+        // taken without waiting, and a block needed now and not done is waited for alone.
+        let blocks: Vec<u64> = assigns.iter().map(|a| a.block).collect();
+        plan.hash_ahead(&blocks);
         let mut sends = Vec::new();
+        let mut sent = Vec::new();
         for a in assigns {
             let conn = match a.from {
                 Src::Master => self.pos[a.to as usize].data,
@@ -65,7 +67,7 @@ impl MasterMachine {
                 }
                 continue;
             };
-            let sent = if a.from == Src::Master {
+            let done = if a.from == Src::Master {
                 plan.send_block(conn, a.block).map(|(send, fresh)| (send, fresh.map(|f| f.1)))
             } else {
                 // A po serves it; its checksum must be known (and sent) first.
@@ -75,22 +77,51 @@ impl MasterMachine {
                     None => plan.read_block(a.block).map(|(_, sum, _)| (push, Some(sum))),
                 }
             };
-            match sent {
+            match done {
                 Ok((send, fresh)) => {
-                    sums.extend(fresh.map(|sum| (a.block, sum)));
+                    plan.untold.extend(fresh.map(|sum| (a.block, sum)));
+                    sent.push(a.block);
                     sends.push(send);
                 }
                 Err(e) => return self.abort_all(e),
             }
         }
-        if !sums.is_empty() && plan.class.block_check() != Verify::None {
+        self.tell_sums(&sent);
+        self.out.extend(sends);
+    }
+
+    /// Sends the checksums not yet told to every joined po, in one SUMS (split at the frame
+    /// limit), when one of the blocks `sent` now needs it or enough have piled up.
+    fn tell_sums(&mut self, sent: &[u64]) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        if plan.class.block_check() == Verify::None {
+            return;
+        }
+        // A checksum known some other way (a CHECK's digest) is told with the block too.
+        let (sums, told) = (&plan.sums, &plan.told);
+        let needed: Vec<(u64, Sum)> =
+            sent.iter().filter(|&&b| !told[b as usize]).filter_map(|&b| Some((b, sums[b as usize]?))).collect();
+        if needed.is_empty() && plan.untold.len() < SUMS_BATCH {
+            return;
+        }
+        let mut batch = std::mem::take(&mut plan.untold);
+        batch.extend(needed);
+        batch.sort_unstable_by_key(|s| s.0);
+        batch.dedup_by_key(|s| s.0);
+        batch.retain(|s| !plan.told[s.0 as usize]);
+        for s in &batch {
+            plan.told[s.0 as usize] = true;
+        }
+        let transfer = plan.transfer;
+        for chunk in batch.chunks(super::frames::SUMS_PER_FRAME) {
             for p in self.pos.iter().filter(|p| p.kind().joined()) {
                 if let Some(conn) = p.conn {
-                    let msg = Msg::Sums { transfer: plan.transfer, sums: sums.clone() };
-                    self.out.push_back(Action::Send { conn, msg });
+                    self.out.push_back(Action::Send { conn, msg: Msg::Sums { transfer, sums: chunk.to_vec() } });
                 }
             }
         }
-        self.out.extend(sends);
     }
 }
+
+/// Checksums that go to the pos in one SUMS when no block needs them yet.
+const SUMS_BATCH: usize = 64;

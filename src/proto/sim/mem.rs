@@ -14,6 +14,11 @@ pub struct MemSource {
     pub manifest: Option<Manifest>,
     /// A file (by entry) that no longer matches the manifest.
     pub changed: Option<u32>,
+    /// Hash the blocks named by `ahead` "on workers" (off: as a source without workers).
+    pub hash_ahead: bool,
+    /// Blocks named by `ahead` and not reported by `ready` yet (at most `AHEAD_BYTES` of them,
+    /// as `FsSource` holds).
+    pub hinted: Vec<(BlockRef, Verify)>,
 }
 
 impl MemSource {
@@ -23,7 +28,7 @@ impl MemSource {
         let f = Entry::plain("f.bin", Kind::File { size });
         let m = Manifest::new(4096, vec![f]).unwrap();
         let data = crate::testutil::noise(size as usize, blocks);
-        let src = MemSource { files: [(0, Arc::new(data))].into(), manifest: Some(m.clone()), changed: None };
+        let src = MemSource { files: [(0, Arc::new(data))].into(), manifest: Some(m.clone()), ..Default::default() };
         (m, src)
     }
 
@@ -45,6 +50,19 @@ impl Source for MemSource {
         }
         let sum = Sum::of(verify, &data);
         Ok((Body::Bytes(Arc::new(data)), sum))
+    }
+    fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, _sendfile: bool) {
+        if !self.hash_ahead {
+            return;
+        }
+        let bs = self.manifest.as_ref().map_or(1, |m| m.block_size.max(1) as usize);
+        let limit = (super::super::disk::AHEAD_BYTES / bs).max(2);
+        self.hinted = blocks.iter().take(limit).map(|&b| (b, verify)).collect();
+    }
+    /// The workers are slow: a few blocks are done at each look.
+    fn ready(&mut self) -> Vec<(u64, Sum)> {
+        let done: Vec<_> = self.hinted.drain(..self.hinted.len().min(8)).collect();
+        done.into_iter().filter_map(|(b, v)| Some((b.index, self.block(&b, v, false).ok()?.1))).collect()
     }
     fn unchanged(&mut self, entry: u32) -> Result<(), SourceError> {
         match self.changed {

@@ -311,6 +311,10 @@ struct Setup {
     cacs_for_master: Vec<&'static str>,
     cacs_for_po: Vec<&'static str>,
     class_name: &'static str,
+    /// One file of this many 4 KiB blocks instead of the sample tree (0: the sample tree).
+    file_blocks: u64,
+    /// The source hashes ahead (`MemSource::hash_ahead`).
+    hash_ahead: bool,
 }
 
 impl Default for Setup {
@@ -322,6 +326,8 @@ impl Default for Setup {
             cacs_for_master: vec!["10.0.0.2:7100"],
             cacs_for_po: vec!["10.0.0.2:7100"],
             class_name: "base1",
+            file_blocks: 0,
+            hash_ahead: false,
         }
     }
 }
@@ -393,7 +399,15 @@ fn world(s: Setup) -> World {
         let ps = po_settings(&a.to_string(), &s.cacs_for_po);
         pos.push(net.add(&a.to_string(), Node::Po(PoMachine::new(ps, MemStore::default()))));
     }
-    let (m, src, tree) = sample_tree(if s.class.block_size == 0 { 4096 } else { s.class.block_size });
+    let (m, mut src, tree) = match s.file_blocks {
+        0 => sample_tree(if s.class.block_size == 0 { 4096 } else { s.class.block_size }),
+        n => {
+            let (m, src) = MemSource::one_file(n);
+            let tree = tree_of(&m, |e| src.files.get(&e).map(|d| d.to_vec()).unwrap_or_default());
+            (m, src, tree)
+        }
+    };
+    src.hash_ahead = s.hash_ahead;
     let mut planned = Some((m, src));
     let planner: super::master::Planner = Box::new(move |c: &ClassCfg| {
         let (m, src) = planned.take().ok_or("planned twice")?;

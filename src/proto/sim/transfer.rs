@@ -203,6 +203,63 @@ fn p2p_delivers_identical_trees_and_the_master_sends_each_block_about_once() {
     }
 }
 
+/// In a chain transfer every po is told a block's checksum before any po can receive the
+/// block (a chain forwards it without the master), and the checksums hashed ahead go out in a
+/// few large SUMS, not a few per scheduling pass.
+#[test]
+fn checksums_reach_every_po_before_the_block_and_in_few_frames() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut s = p2p_setup(4);
+    s.file_blocks = 1024;
+    s.hash_ahead = true;
+    let mut w = world(s);
+    let pos: Vec<usize> = w.pos.clone();
+    let nb = 1024;
+    // Per po: told its peers (then it must have every checksum of a block in flight), the
+    // blocks whose checksums it was sent, and its SUMS frames.
+    type Seen = (HashSet<usize>, HashMap<usize, HashSet<u64>>, HashMap<usize, u64>, u64);
+    let seen: Rc<RefCell<Seen>> = Rc::default();
+    let log = seen.clone();
+    let master = w.master;
+    w.net.tamper = Some(Box::new(move |from, to, msg| {
+        let (peered, told, frames, checked) = &mut *log.borrow_mut();
+        let block = match msg {
+            Msg::Peers { .. } if from == master => {
+                peered.insert(to);
+                None
+            }
+            Msg::Sums { sums, .. } if from == master => {
+                told.entry(to).or_default().extend(sums.iter().map(|s| s.0));
+                *frames.entry(to).or_default() += 1;
+                None
+            }
+            Msg::Block { head, .. } => Some(head.index),
+            Msg::Push { block, .. } => Some(*block),
+            _ => None,
+        };
+        if let Some(b) = block {
+            for p in peered.iter() {
+                assert!(
+                    told.get(p).is_some_and(|t| t.contains(&b)),
+                    "block {b} in flight before po {p} has its checksum"
+                );
+            }
+            *checked += 1;
+        }
+        true
+    }));
+    let o = w.run();
+    assert!(matches!(o.result, TransferResult::Ok(_)), "{o:?}");
+    let (peered, _, frames, checked) = &*seen.borrow();
+    assert_eq!(peered.len(), pos.len(), "every po was told its peers");
+    assert!(*checked >= nb, "{checked} blocks checked");
+    for p in &pos {
+        let n = frames.get(p).copied().unwrap_or(0);
+        assert!(n >= 1 && n <= nb / 16, "po {p}: {n} SUMS frames for {nb} blocks");
+    }
+}
+
 #[test]
 fn p2p_routes_around_a_dead_po() {
     let mut w = world(p2p_setup(8));
