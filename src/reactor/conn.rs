@@ -74,9 +74,6 @@ pub struct Conn {
     pub state: State,
     /// Readiness we have: set by events, cleared only on `WouldBlock`.
     pub readable: bool,
-    /// The last read was short: the socket had no more (what was read may still hold frames
-    /// to parse). The next read says `WouldBlock` without asking; an event clears it.
-    pub drained: bool,
     pub writable: bool,
     /// In the reactor's work list.
     pub queued: bool,
@@ -146,7 +143,6 @@ impl Conn {
             peer,
             state,
             readable: false,
-            drained: false,
             writable: false,
             queued: false,
             parked: [false; 2],
@@ -233,20 +229,13 @@ fn refund(bucket: &mut Option<TokenBucket>, n: u64) {
 
 /// One read into `buf`, at most what the download bucket grants (unused tokens go back).
 /// `Ok(None)`: interrupted, read again; `Err`: how this turn's reading ends.
-///
-/// A short read took all the socket had (`drained`): the next read is a `WouldBlock` without
-/// the system call (one a wake-up saved; the next bytes to arrive raise a new edge).
 fn read_metered(
     stream: &TcpStream,
-    (readable, drained): (&mut bool, &mut bool),
+    readable: &mut bool,
     buf: &mut [u8],
     down: &mut Option<TokenBucket>,
     now: Instant,
 ) -> Result<Option<usize>, ReadEnd> {
-    if *drained {
-        *readable = false;
-        return Err(ReadEnd::Drained);
-    }
     let granted = take(down, now, buf.len() as u64);
     if granted == 0 {
         return Err(ReadEnd::Throttled);
@@ -254,7 +243,6 @@ fn read_metered(
     match (&*stream).read(&mut buf[..granted as usize]) {
         Ok(n) => {
             refund(down, granted - n as u64);
-            *drained = n > 0 && (n as u64) < granted;
             Ok(Some(n))
         }
         Err(e) => {
@@ -290,8 +278,7 @@ pub fn read_frames(
         }
         if let Some(p) = &mut c.partial {
             // Read the rest of a big payload straight into its own buffer: no second copy.
-            let n = match read_metered(&c.stream, (&mut c.readable, &mut c.drained), &mut p.buf[p.filled..], down, now)
-            {
+            let n = match read_metered(&c.stream, &mut c.readable, &mut p.buf[p.filled..], down, now) {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
                 Err(end) => return end,
@@ -324,7 +311,7 @@ pub fn read_frames(
         let end = if cl >= HEADER_LEN {
             cl
         } else {
-            let n = match read_metered(&c.stream, (&mut c.readable, &mut c.drained), &mut stage[cl..], down, now) {
+            let n = match read_metered(&c.stream, &mut c.readable, &mut stage[cl..], down, now) {
                 Ok(Some(n)) => n,
                 Ok(None) => {
                     c.carry.extend_from_slice(&stage[..cl]);

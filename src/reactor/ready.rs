@@ -15,7 +15,7 @@ impl Reactor {
     pub(super) fn on_ready(&mut self, slot: usize, ev: &mio::event::Event) {
         let Some(c) = self.conn(slot) else { return };
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            (c.readable, c.drained) = (true, false);
+            c.readable = true;
         }
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             c.writable = true;
