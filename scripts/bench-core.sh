@@ -182,7 +182,7 @@ run_wugui() {
     R_GIB_MASTER=$(per_gib "($user + $sys)" "$R_BYTES")
     R_GIB_PO=$(per_gib "($po_cpu1 - $po_cpu0)" "$R_BYTES")
     R_RSS_KB=$(cat "$d/rss" 2>/dev/null || echo 0)
-    if [ "$R_BYTES" -ne "$(find "$srcdir" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }')" ]; then
+    if [ "$R_BYTES" -ne "$(find "$srcdir" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }')" ]; then
         echo "byte count mismatch in $class: $summary" >&2
         exit 1
     fi

@@ -51,7 +51,7 @@ v0=$(rx "$VICTIM")
 tx0=$(tx h0)
 start_master ""
 
-kill_bytes=$(awk -v b="$data_bytes" -v f="$KILL_AT" 'BEGIN {printf "%d", b * f}')
+kill_bytes=$(awk -v b="$data_bytes" -v f="$KILL_AT" 'BEGIN {printf "%.0f", b * f}')
 killed=0 t_kill=""
 deadline=$((master_started + MASTER_TIMEOUT))
 while [ $SECONDS -lt $deadline ] && kill -0 "$mpid" 2>/dev/null; do
