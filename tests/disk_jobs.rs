@@ -69,13 +69,7 @@ fn blocks_keep_flowing_while_another_transfers_delta_check_reads() {
 
     // Meanwhile a push of 8 MiB to another class: every block is received, checked and
     // staged, and the transfer published, while the check job is in the middle of its reading.
-    let other = c.dir.path().join("other-src");
-    fs::create_dir_all(&other).unwrap();
-    fs::write(other.join("a.bin"), noise(8 << 20, 6)).unwrap();
-    let conf_a = c.master_conf_for("a", &c.cac.addr);
-    let out = master_with(&conf_a, &["-c", "other", "-p", other.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", summary(&out));
-    assert_eq!(snapshot(&c.po_roots[0].join("home/work/data/other")), snapshot(&other));
+    push_other(&c);
     let log = c.pos[0].log_text();
     assert!(!log.contains("phase=check"), "the held check finished early:\n{log}");
 
@@ -104,7 +98,7 @@ fn an_abort_during_a_check_job_cancels_it_and_leaves_the_dest_as_it_was() {
     let b = spawn_master(&c.master_conf, &args, &[]);
     wait_for("the check job", LIMIT, || c.pos[0].log_text().contains("kind=check"));
     // SIGTERM: the master tells the po to abort; the held job is cancelled without its gate.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    sigterm(&b);
     let out = wait_output(b, LIMIT);
     assert_ne!(out.status.code(), Some(0), "{}", summary(&out));
     wait_for("the job's cancel", LIMIT, || c.pos[0].log_text().contains("event=disk_job_cancelled"));
