@@ -169,6 +169,32 @@ fn a_stalled_po_does_not_hold_the_others_past_the_timeout() {
 }
 
 #[test]
+fn a_stopped_po_is_lost_at_its_silent_timeout_not_the_class_timeout() {
+    // No quorum and an hour's class timeout: only `silent_timeout` can end this push early.
+    let (c, src) = swarm_cluster("silent", &["silent_timeout = 3", "retries = 0", "rate_limit = 8M"]);
+    let conf = c.master_conf.clone();
+    let s = src.clone();
+    let master = std::thread::spawn(move || master_with(&conf, &["-c", "base1", "-p", s.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(400));
+    let victim = nix::unistd::Pid::from_raw(c.pos[1].child.id() as i32);
+    nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t = std::time::Instant::now();
+    let out = master.join().unwrap();
+    let _ = nix::sys::signal::kill(victim, nix::sys::signal::Signal::SIGCONT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(40), "took {:?}", t.elapsed());
+    let failed = format!("po={} result=failed", c.pos[1].addr);
+    assert!(err.lines().any(|l| l.starts_with(&failed) && l.contains("silent for")), "{err}");
+    for i in [0, 2, 3] {
+        assert_eq!(snapshot(&c.po_dest(i)), snapshot(&src), "po {i}");
+    }
+    assert!(!c.po_dest(1).join("big.bin").exists(), "the stopped po published");
+    let log = fs::read_to_string(c.dir.path().join("master.log")).unwrap();
+    assert!(log.contains(&format!("event=po_silent po={}", c.pos[1].addr)), "{log}");
+}
+
+#[test]
 fn a_peer_serving_corrupt_blocks_is_caught_and_avoided() {
     let (mut c, src) = swarm_cluster("liar", &["rate_limit = 8M"]);
     // po 2 comes back as a liar: every block it serves to a peer is corrupt.

@@ -82,7 +82,14 @@ pub struct ClassCfg {
     /// Canary waves: commit this many pos first, the rest only if all of them succeed
     /// (0: off; `masterwugui --canary K` overrides it).
     pub canary: u32,
+    /// Seconds a po may say nothing (not even the answer to a ping) while it is sent blocks,
+    /// ready or committing, before the master counts it lost (0: wait for `timeout`).
+    pub silent_timeout: u64,
 }
+
+/// The default `silent_timeout`: a po answers a ping at once (its long disk work runs off its
+/// loop), so a minute of silence is a po that is stopped, hung or cut off.
+pub const SILENT_TIMEOUT: u64 = 60;
 
 impl ClassCfg {
     /// The checksum every block of this class is checked against on a po. With `p2p = on`,
@@ -122,6 +129,7 @@ impl ClassCfg {
             chmod: Chmod::default(),
             hook_on_unchanged: false,
             canary: 0,
+            silent_timeout: SILENT_TIMEOUT,
         }
     }
 
@@ -211,6 +219,12 @@ impl ClassCfg {
             "keep_special_bits" => self.keep_special_bits = parse_bool(v)?,
             "hook_on_unchanged" => self.hook_on_unchanged = parse_bool(v)?,
             "canary" => self.canary = parse_num(v, 0, 1_000_000)? as u32,
+            "silent_timeout" => {
+                self.silent_timeout = parse_num(v, 0, 86_400)?;
+                if (1..3).contains(&self.silent_timeout) {
+                    return Err("silent_timeout must be 0 (off) or at least 3 seconds".into());
+                }
+            }
             "owner" => self.owner = Owner::parse(v)?,
             "chmod" => self.chmod = Chmod::parse(v)?,
             _ => return Ok(false),
@@ -248,6 +262,9 @@ impl ClassCfg {
         }
         if self.canary > 0 {
             p.push(("canary".into(), self.canary.to_string()));
+        }
+        if self.silent_timeout != SILENT_TIMEOUT {
+            p.push(("silent_timeout".into(), self.silent_timeout.to_string()));
         }
         if self.owner != Owner::Po {
             p.push(("owner".into(), self.owner.to_string()));
@@ -376,6 +393,12 @@ mod tests {
         assert!(c.set("canary", "2").unwrap());
         assert_eq!(ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap().canary, 2);
         assert!(c.set("canary", "x").is_err());
+        assert_eq!(c.silent_timeout, SILENT_TIMEOUT);
+        assert!(c.set("silent_timeout", "2").is_err(), "a limit below the ping cadence");
+        assert!(c.set("silent_timeout", "0").unwrap());
+        assert_eq!(ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap().silent_timeout, 0);
+        assert!(c.set("silent_timeout", "90").unwrap());
+        assert_eq!(ClassCfg::from_pairs("base1", &c.to_pairs()).unwrap().silent_timeout, 90);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::outcome::{DryRun, Outcome, TransferResult};
 use super::state::{Phase, Po};
-use super::{MasterMachine, Plan, PING_EVERY};
+use super::{MasterMachine, Plan};
 use crate::proto::auth;
 use crate::proto::cac::challenge_data;
 use crate::proto::failover::Failover;
@@ -158,7 +158,7 @@ impl MasterMachine {
             plan.swarm = Some(if chains { sw.with_chains(super::chain::STRIPES, depth) } else { sw });
         }
         self.plan = Some(plan);
-        self.phase = Phase::Transfer { next_report: now, next_ping: now + PING_EVERY };
+        self.phase = Phase::Transfer { next_report: now, next_ping: now + self.ping_every(), ticked: now };
         for i in 0..self.pos.len() {
             if self.pos[i].addr.is_none() {
                 let e = format!("bad po address {:?} in the class", self.pos[i].name);

@@ -163,6 +163,7 @@ impl Machine for MasterMachine {
             (Phase::Transfer { .. }, Event::Connected { conn }) => self.on_connected(now, conn),
             (Phase::Transfer { .. }, Event::Frame { conn, msg }) => {
                 if let Some(i) = self.po_index(conn) {
+                    self.pos[i].heard = now;
                     self.on_po_frame(now, i, msg);
                 }
             }
@@ -190,7 +191,7 @@ impl Machine for MasterMachine {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Auth { deadline, .. } | Phase::Waiting { retry_at: deadline } => Some(*deadline),
-            Phase::Transfer { next_report, next_ping } => {
+            Phase::Transfer { next_report, next_ping, .. } => {
                 earliest(self.pos.iter().map(|p| p.state.deadline()).chain([
                     Some(*next_report),
                     Some(*next_ping),

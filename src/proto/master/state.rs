@@ -113,6 +113,8 @@ pub(super) struct Po {
     /// The blocks it holds, and their bytes.
     pub(super) have: Vec<bool>,
     pub(super) bytes: u64,
+    /// When it last said anything, on any of its links (see `silent_timeout`).
+    pub(super) heard: Instant,
 }
 
 impl Po {
@@ -127,6 +129,7 @@ impl Po {
             attempts: 0,
             have: vec![false; blocks as usize],
             bytes: 0,
+            heard: now,
         }
     }
 
@@ -150,6 +153,9 @@ pub(super) enum Phase {
     Transfer {
         next_report: Instant,
         next_ping: Instant,
+        /// When the transfer's timers last ran: a master that was itself stopped does not
+        /// blame its pos for the frames it did not read meanwhile.
+        ticked: Instant,
     },
     Finished,
 }

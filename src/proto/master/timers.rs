@@ -10,26 +10,65 @@ use std::time::{Duration, Instant};
 
 impl MasterMachine {
     pub(super) fn on_transfer_timers(&mut self, now: Instant) {
-        let Phase::Transfer { next_report, next_ping } = self.phase else { return };
+        let Phase::Transfer { next_report, next_ping, ticked } = self.phase else { return };
         let deadline = self.plan.as_ref().map(|p| p.deadline).expect("transfer has a plan");
         if now >= deadline && self.class_timeout(now) {
             return;
         }
         self.po_deadlines(now);
+        let silent = self.plan.as_ref().map_or(0, |p| p.class.silent_timeout);
+        self.silent_pos(now, ticked, Duration::from_secs(silent));
         if next_report <= now {
             self.report_tick(now);
         }
+        let every = self.ping_every();
         if next_ping <= now {
+            // A po answers a ping with one: what it says is how the master knows it is alive.
             for p in &self.pos {
-                if let (Some(conn), PoState::Ready | PoState::Committing) = (p.conn, p.kind()) {
+                if let (Some(conn), PoState::Sending | PoState::Ready | PoState::Committing) = (p.conn, p.kind()) {
                     self.out.push_back(Action::Send { conn, msg: Msg::Ping });
                 }
             }
-            if let Phase::Transfer { next_ping, .. } = &mut self.phase {
-                *next_ping = now + PING_EVERY;
+        }
+        if let Phase::Transfer { next_ping, ticked, .. } = &mut self.phase {
+            if *next_ping <= now {
+                *next_ping = now + every;
             }
+            *ticked = now;
         }
         self.maybe_finish(now);
+    }
+
+    /// How often live pos are pinged: often enough that a live one is heard three times
+    /// within `silent_timeout`.
+    pub(super) fn ping_every(&self) -> Duration {
+        match self.plan.as_ref().map_or(0, |p| p.class.silent_timeout) {
+            0 => PING_EVERY,
+            s => PING_EVERY.min(Duration::from_secs(s) / 3),
+        }
+    }
+
+    /// Pos that said nothing for `limit` (0: no limit) while blocks, a commit or its answer
+    /// were due are lost, as if their link had closed: a stopped or hung po (its kernel keeps
+    /// the TCP link open) must not hold the push until the class timeout. Counted from the
+    /// last time these timers ran too, so a master that was itself stopped blames no one.
+    fn silent_pos(&mut self, now: Instant, ticked: Instant, limit: Duration) {
+        if limit.is_zero() {
+            return;
+        }
+        if now.saturating_duration_since(ticked) > (limit / 3).max(2 * REPORT_EVERY) {
+            self.pos.iter_mut().for_each(|p| p.heard = now);
+            return;
+        }
+        for i in 0..self.pos.len() {
+            let p = &self.pos[i];
+            let live = matches!(p.kind(), PoState::Sending | PoState::Ready | PoState::Committing);
+            let quiet = now.saturating_duration_since(p.heard);
+            if live && p.conn.is_some() && quiet >= limit {
+                log::warn!("event=po_silent po={} silent_s={} state={}", p.name, quiet.as_secs(), p.kind().name());
+                self.po_lost(now, i, format!("silent for {} s (silent_timeout)", quiet.as_secs()));
+            }
+        }
     }
 
     /// The class timeout: a quorum may still commit; every other po that is not committing

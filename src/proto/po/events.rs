@@ -37,6 +37,8 @@ impl<S: Store> PoMachine<S> {
                     }
                 }
             }
+            // The master counts a po that never answers as lost (its `silent_timeout`).
+            Msg::Ping if transfer.is_some() => self.send(conn, Msg::Ping),
             Msg::Ping => {}
             Msg::StatQuery => self.stat_reply(conn),
             other => {

@@ -14,6 +14,7 @@
 //! | Failed when the source changed: all abort      | `a_changed_source_aborts_everyone`        |
 //! | anything else, wrong transfer: protocol, po fails | `unexpected_messages_fail_the_po`       |
 //! | Closed po, timeouts (connect, offer): retry, then fail | `connections_are_retried_then_given_up` |
+//! | a po silent past `silent_timeout`: lost (retried, then failed); a stopped master blames no one | `a_silent_po_is_lost_and_a_live_one_is_not` |
 //! | Closed data link: the po leaves the swarm, is dialled again | `bad_and_unsent_count_only_from_the_po_that_was_asked` |
 //! | class timeout: quorum commits, the rest fail   | `the_class_timeout_commits_a_quorum`      |
 //! | Closed CAC; redial Connected / Closed; reports, pings | `a_lost_cac_is_dialled_again_for_reports`, `pushes_to_every_po_and_commits_when_all_are_ready` |
@@ -369,6 +370,46 @@ fn connections_are_retried_then_given_up() {
     assert!(closes(&p.wait(Duration::from_secs(59))).is_empty());
     p.wait(Duration::from_secs(1));
     assert_eq!(failures(&outcome(&p)), [format!("{}: no answer to the offer", POS[0])]);
+}
+
+#[test]
+fn a_silent_po_is_lost_and_a_live_one_is_not() {
+    let class = [("retries", "0"), ("silent_timeout", "3")];
+    let (mut p, _, po, _) = granted(&POS[..2], 2, &class);
+    for (i, &c) in po.iter().enumerate() {
+        joined(&mut p, c, i, &[false; 2]);
+    }
+    // po 1 answers every ping (one a second with a 3 s limit); po 0, stopped, says nothing.
+    let mut pinged = 0;
+    for _ in 0..2 {
+        let acts = p.wait(Duration::from_secs(1));
+        assert!(closes(&acts).is_empty(), "{acts:?}");
+        for (conn, msg) in sent(&acts) {
+            if conn == po[1] && *msg == Msg::Ping {
+                pinged += 1;
+                p.frame(po[1], Msg::Ping);
+            }
+        }
+    }
+    assert!(pinged >= 1, "the live po was pinged");
+    let acts = p.wait(Duration::from_secs(1));
+    assert!(closes(&acts).contains(&po[0]) && !closes(&acts).contains(&po[1]), "{acts:?}");
+    p.frame(po[1], Msg::Have { transfer: T, blocks: vec![0, 1] });
+    p.frame(po[1], Msg::Ready { transfer: T });
+    p.frame(po[1], done(1, 4096 + 1000));
+    let f = failures(&outcome(&p));
+    assert_eq!(f, [format!("{}: silent for 3 s (silent_timeout)", POS[0])]);
+
+    // A master that was stopped itself (its timers ran 30 s late) blames no po for what it
+    // did not read meanwhile; a po still silent after that is lost at its limit.
+    let (mut p, _, po, _) = granted(&POS[..1], 2, &class);
+    joined(&mut p, po[0], 0, &[false; 2]);
+    assert!(closes(&p.wait(Duration::from_secs(30))).is_empty());
+    p.frame(po[0], Msg::Have { transfer: T, blocks: vec![0] });
+    assert!(closes(&p.wait(Duration::from_secs(1))).is_empty());
+    assert!(closes(&p.wait(Duration::from_secs(1))).is_empty());
+    assert!(closes(&p.wait(Duration::from_secs(1))).contains(&po[0]));
+    assert_eq!(failures(&outcome(&p)), [format!("{}: silent for 3 s (silent_timeout)", POS[0])]);
 }
 
 #[test]
