@@ -1,9 +1,10 @@
 //! Chains (issue 16): the master names our successor in each stripe and the blocks that go
 //! down the chains; each such block we verified goes on to that successor at once, served from
 //! the staged file like a push, with no word to the master (it counts the forward as an
-//! assignment when our HAVE comes). HAVEs of chain blocks wait up to `HAVE_DELAY` for company
-//! (the master names the chain predecessor as the sender of a block whose HAVE overtakes its
-//! forwarder's: `Swarm::chain_source`); any other block's HAVE goes at the end of the turn.
+//! assignment when our HAVE comes). HAVEs of chain blocks a neighbour forwarded wait up to
+//! `HAVE_DELAY` for company (the master names the chain predecessor as the sender of a block
+//! whose HAVE overtakes its forwarder's: `Swarm::chain_source`); any other block's HAVE (the
+//! master's feed of a head among them) goes at the end of the turn.
 
 use super::swarm::peer_linked;
 use super::*;
