@@ -108,12 +108,15 @@ impl<S: Store> PoMachine<S> {
         self.stats.blocks_received += 1;
         // HAVEs go out together (`end_turn`): with small blocks one frame each would cost the
         // master a wake-up per block. A chain block's HAVE may wait `HAVE_DELAY` for company:
-        // its successor has it from us without the master. Not one the master sent: it feeds
-        // a chain's head a few blocks at a time, the next on this HAVE.
+        // its successor has it from us without the master. The master's feed of a chain's head
+        // waits for the head's HAVEs: they go once half of what it keeps queued has landed.
         if t.master.is_some() {
+            let chained = t.chained(b.index);
             t.haves.push(b.index);
             t.haves_since.get_or_insert(now);
-            t.haves_now |= !t.chained(b.index) || !matches!(from, From::Peer(_));
+            t.haves_fed += usize::from(chained && !matches!(from, From::Peer(_)));
+            let half_fed = 2 * t.haves_fed >= crate::proto::chain::head_depth(t.manifest.block_size) as usize;
+            t.haves_now |= !chained || half_fed;
         }
         self.checkpoint(transfer);
         self.forward(now, transfer, b.index);

@@ -474,31 +474,6 @@ fn a_verified_chain_block_goes_on_to_the_successor_the_master_named() {
 }
 
 #[test]
-fn a_chain_block_from_the_masters_link_is_haved_at_the_end_of_the_turn() {
-    let mut po = joined();
-    let to = ACCEPTED | 31;
-    assert!(po.hello(to, 2, [2; 32]).is_empty());
-    // We head the chain: blocks 0 and 2 come from the master and go on to po 2.
-    let a = po.frame(MASTER, Msg::Chain { transfer: T, next: vec![2], set: vec![0b101] });
-    assert_eq!(a.len(), 1, "the acknowledgement: {a:?}");
-    let data = vec![1u8; 4096];
-    let kind = po.m.transfers[&T].class.block_check();
-    assert!(po.frame(MASTER, Msg::Sums { transfer: T, sums: vec![(0, Sum::of(kind, &data))] }).is_empty());
-    let feed = ACCEPTED | 33;
-    assert!(po.hello(feed, MASTER_PEER, [9; 32]).is_empty(), "the master's data link");
-    let block = Msg::Block { head: BlockHead { transfer: T, index: 0, sum: Sum::None }, data: Payload::from_vec(data) };
-    let a = checked(&mut po, feed, block);
-    assert!(a.iter().any(|a| matches!(a, Action::SendBlock { conn, .. } if *conn == to)), "not forwarded");
-    // The master keeps only a few blocks queued to a head and sends the next one on its HAVE:
-    // a HAVE that waited HAVE_DELAY would hold the whole chain to a few blocks per wait.
-    let have = a.iter().find_map(|a| match a {
-        Action::Send { conn: MASTER, msg: Msg::Have { blocks, .. } } => Some(blocks.clone()),
-        _ => None,
-    });
-    assert_eq!(have, Some(vec![0]), "the HAVE waits");
-}
-
-#[test]
 fn peer_links_keep_short_queues() {
     let mut po = joined();
     po.ev(Event::Accepted {
