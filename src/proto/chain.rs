@@ -19,6 +19,15 @@ pub fn stripes(pos: u32, k: usize, slow: &[u32]) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Bytes the master keeps queued to each stripe's head: two round trips at line rate, so the
+/// head's downlink never waits for the master's next block.
+const HEAD_QUEUE: u64 = 2 << 20;
+
+/// Blocks of `block_size` the master queues to a head (a head's HAVEs go before half landed).
+pub fn head_depth(block_size: u32) -> u8 {
+    (HEAD_QUEUE / block_size.max(1) as u64).clamp(2, 64) as u8
+}
+
 /// The stripe that carries `block`.
 pub fn stripe_of(block: u64, k: usize) -> usize {
     (block % k.max(1) as u64) as usize

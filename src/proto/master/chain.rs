@@ -10,9 +10,6 @@ use crate::proto::{Action, Msg};
 /// Stripes: one chain carries everything. The pipeline costs N·K blocks before the tail
 /// gets its first, and the flow model gives K = 1–2 about the same end.
 pub(super) const STRIPES: usize = 1;
-/// Bytes the master keeps queued to each stripe's head: two round trips at line rate, so the
-/// head's downlink never waits for the master's next block.
-const HEAD_QUEUE: u64 = 2 << 20;
 
 /// The most blocks `block_size = auto` makes for chains (`class::auto_block_size_for`).
 pub(super) const MOST_AUTO_BLOCKS: u64 = 2048;
@@ -22,11 +19,6 @@ pub(super) const MOST_AUTO_BLOCKS: u64 = 2048;
 /// that fill is at most an eighth of the transfer.
 pub(super) fn worth_it(pos: usize, blocks: u64) -> bool {
     blocks >= 8 * (pos * STRIPES) as u64
-}
-
-/// Blocks of `block_size` the master queues to a head.
-pub(super) fn head_depth(block_size: u32) -> u8 {
-    (HEAD_QUEUE / block_size.max(1) as u64).clamp(2, 64) as u8
 }
 
 impl MasterMachine {

@@ -151,7 +151,7 @@ impl MasterMachine {
     fn start_transfer(&mut self, now: Instant, mut plan: Plan, pos: Vec<Po>) {
         self.pos = pos;
         if plan.class.p2p {
-            let depth = super::chain::head_depth(plan.manifest.block_size);
+            let depth = crate::proto::chain::head_depth(plan.manifest.block_size);
             let mut sw = Swarm::new(self.pos.len(), plan.manifest.blocks(), plan.class.peers);
             sw.set_sites(plan.site_bytes.sites().clone());
             let chains = plan.class.chains && super::chain::worth_it(self.pos.len(), plan.manifest.blocks());

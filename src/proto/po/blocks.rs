@@ -48,7 +48,7 @@ impl<S: Store> PoMachine<S> {
         };
         let kind = if from == From::Control { t.class.verify } else { check };
         if kind == Verify::None {
-            return self.keep_block(now, head.transfer, b, data.bytes());
+            return self.keep_block(now, head.transfer, b, from, data.bytes());
         }
         // A copy already being checked settles this block either way: a bad one is fetched
         // again (a peer's) or fails the transfer (the master's).
@@ -93,12 +93,12 @@ impl<S: Store> PoMachine<S> {
                 };
             }
         };
-        self.keep_block(now, transfer, b, data.bytes());
+        self.keep_block(now, transfer, b, from, data.bytes());
     }
 
     /// Block `b`, verified (or of a class that verifies nothing), is staged; only now does it
     /// count: HAVE, READY, serving and publish all come after this.
-    fn keep_block(&mut self, now: Instant, transfer: u64, b: BlockRef, data: &[u8]) {
+    fn keep_block(&mut self, now: Instant, transfer: u64, b: BlockRef, from: From, data: &[u8]) {
         if let Err(e) = self.store.write_block(transfer, &b, data) {
             return self.fail(transfer, e.to_string());
         }
@@ -108,11 +108,15 @@ impl<S: Store> PoMachine<S> {
         self.stats.blocks_received += 1;
         // HAVEs go out together (`end_turn`): with small blocks one frame each would cost the
         // master a wake-up per block. A chain block's HAVE may wait `HAVE_DELAY` for company:
-        // its successor has it from us without the master.
+        // its successor has it from us without the master. The master's feed of a chain's head
+        // waits for the head's HAVEs: they go once half of what it keeps queued has landed.
         if t.master.is_some() {
+            let chained = t.chained(b.index);
             t.haves.push(b.index);
             t.haves_since.get_or_insert(now);
-            t.haves_now |= !t.chained(b.index);
+            t.haves_fed += usize::from(chained && !matches!(from, From::Peer(_)));
+            let half_fed = 2 * t.haves_fed >= crate::proto::chain::head_depth(t.manifest.block_size) as usize;
+            t.haves_now |= !chained || half_fed;
         }
         self.checkpoint(transfer);
         self.forward(now, transfer, b.index);

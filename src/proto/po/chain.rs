@@ -3,7 +3,8 @@
 //! the staged file like a push, with no word to the master (it counts the forward as an
 //! assignment when our HAVE comes). HAVEs of chain blocks wait up to `HAVE_DELAY` for company
 //! (the master names the chain predecessor as the sender of a block whose HAVE overtakes its
-//! forwarder's: `Swarm::chain_source`); any other block's HAVE goes at the end of the turn.
+//! forwarder's: `Swarm::chain_source`), a head's until half the master's feed to it landed;
+//! any other block's HAVE goes at the end of the turn.
 
 use super::swarm::peer_linked;
 use super::*;
@@ -85,7 +86,7 @@ impl<S: Store> PoMachine<S> {
         let mut frames = Vec::new();
         for (&transfer, t) in self.transfers.iter_mut().filter(|(_, t)| !t.haves.is_empty()) {
             let haves = std::mem::take(&mut t.haves);
-            (t.haves_since, t.haves_now) = (None, false);
+            (t.haves_since, t.haves_now, t.haves_fed) = (None, false, 0);
             if let Some(m) = t.master {
                 frames.extend(haves.chunks(HAVES_PER_FRAME).map(|c| (m, Msg::Have { transfer, blocks: c.to_vec() })));
             }

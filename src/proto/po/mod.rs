@@ -203,10 +203,16 @@ impl<S: Store> PoMachine<S> {
     }
 
     /// Forgets the offer on `conn`; a stage being built for it is aborted as a transfer
-    /// is (its job cancelled, what it staged kept for a resume).
+    /// is (its job cancelled, what it staged kept for a resume). Not when the transfer was
+    /// offered again on another link (its master's new one) meanwhile: the store's stage of
+    /// it is that offer's now.
     fn drop_pending(&mut self, conn: ConnId) {
         if let Some(Pending { step: Step::Stage { transfer, .. }, .. }) = self.pending.remove(&conn) {
-            self.store.abort(transfer, true);
+            let again = self.transfers.contains_key(&transfer)
+                || self.pending.values().any(|p| matches!(p.step, Step::Stage { transfer: t, .. } if t == transfer));
+            if !again {
+                self.store.abort(transfer, true);
+            }
         }
     }
 }

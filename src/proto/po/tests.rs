@@ -16,6 +16,7 @@ struct NullStore {
     /// Stage jobs running: their transfer and its blocks.
     preparing: HashMap<u64, (u64, usize)>,
     aborted: Vec<(u64, bool)>,
+    next_job: u64,
 }
 
 impl Store for NullStore {
@@ -23,7 +24,10 @@ impl Store for NullStore {
         if !self.jobs {
             return None;
         }
-        let id = 100 + self.preparing.len() as u64;
+        // As `DiskStore::begin`: the transfer's stage job running already is taken over.
+        self.preparing.retain(|_, (x, _)| *x != t);
+        self.next_job += 1;
+        let id = 100 + self.next_job;
         self.preparing.insert(id, (t, m.blocks() as usize));
         let run = Box::new(|_: &std::sync::atomic::AtomicBool| Box::new(()) as crate::proto::DiskOutput);
         Some(crate::proto::DiskJob { transfer: t, id, cancel: Default::default(), run })
@@ -194,6 +198,29 @@ fn an_abort_while_the_stage_is_built_cancels_the_job_and_ends_the_transfer() {
     let a = po.ev(Event::DiskDone { transfer: T, id: id2, out: None });
     assert!(a.is_empty(), "the transfer did not carry on: {a:?}");
     assert_eq!(po.m.stats().transfers_active, 0);
+}
+
+#[test]
+fn a_stale_link_that_closes_leaves_the_stage_job_of_its_masters_new_link_alone() {
+    let (mut po, manifest) = verified(true);
+    let a = po.frame(MASTER, Msg::Manifest { transfer: T, manifest });
+    let [Action::Disk(_)] = &a[..] else { panic!("{a:?}") };
+    // The master offers T again on a new link (it gave the old one up; the po has not seen
+    // that yet): the new offer's stage job takes over the old one's.
+    let again = ACCEPTED | 30;
+    let a = offer(&mut po, again, T);
+    let Some(id) = a.iter().find_map(|a| match a {
+        Action::Disk(j) => Some(j.id),
+        _ => None,
+    }) else {
+        panic!("a stage job for the new link: {a:?}")
+    };
+    // The old link goes: what is being built now is not its to abort.
+    po.ev(Event::Closed { conn: MASTER, reason: Close::Eof });
+    assert!(po.m.store().aborted.is_empty(), "the new link's stage job was aborted");
+    let a = po.ev(Event::DiskDone { transfer: T, id, out: None });
+    assert_eq!(said(&a, again), ["accept"]);
+    assert_eq!(po.m.stats().transfers_active, 1);
 }
 
 /// PEERS for po 1: neighbour 0 dials us, 2 too; bad entries (ourselves, the master's index,

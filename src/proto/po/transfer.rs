@@ -145,6 +145,8 @@ pub(super) struct Transfer {
     /// (the master waits for that HAVE to schedule: it goes at the end of the turn).
     pub(super) haves_since: Option<Instant>,
     pub(super) haves_now: bool,
+    /// Of `haves`, chain blocks the master sent (its feed of a head).
+    pub(super) haves_fed: usize,
 }
 
 /// Where a transfer stands in a canary wave.
@@ -197,6 +199,7 @@ impl Transfer {
             haves: Vec::new(),
             haves_since: None,
             haves_now: false,
+            haves_fed: 0,
         }
     }
 

@@ -24,9 +24,14 @@ pub struct MemSource {
 impl MemSource {
     /// One file `f.bin` of `blocks` blocks of 4 KiB, the last one short.
     pub fn one_file(blocks: u64) -> (Manifest, MemSource) {
-        let size = (blocks - 1) * 4096 + 1000;
+        MemSource::one_file_of(blocks, 4096)
+    }
+
+    /// As `one_file`, in blocks of `block_size`.
+    pub fn one_file_of(blocks: u64, block_size: u32) -> (Manifest, MemSource) {
+        let size = (blocks - 1) * block_size as u64 + 1000;
         let f = Entry::plain("f.bin", Kind::File { size });
-        let m = Manifest::new(4096, vec![f]).unwrap();
+        let m = Manifest::new(block_size, vec![f]).unwrap();
         let data = crate::testutil::noise(size as usize, blocks);
         let src = MemSource { files: [(0, Arc::new(data))].into(), manifest: Some(m.clone()), ..Default::default() };
         (m, src)

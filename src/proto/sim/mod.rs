@@ -59,6 +59,11 @@ pub struct Net {
     limits: HashMap<(usize, ConnId), u32>,
     /// Frame types of accepted connections (`Action::FrameTypes`); all when absent.
     types: HashMap<(usize, ConnId), wire::TypeSet>,
+    /// Receiving ends that were sent a frame, and those sent one over their limit after that:
+    /// the reactor then holds reading until the machine has seen the earlier frames (which may
+    /// raise the limit), so those frames are judged as they are delivered.
+    spoke: HashSet<(usize, ConnId)>,
+    late: HashSet<(usize, ConnId)>,
     queue: VecDeque<(usize, Event)>,
     next_accept: ConnId,
     pub blackholed: HashSet<SocketAddr>,
@@ -80,6 +85,8 @@ impl Net {
             links: HashMap::new(),
             limits: HashMap::new(),
             types: HashMap::new(),
+            spoke: HashSet::new(),
+            late: HashSet::new(),
             queue: VecDeque::new(),
             next_accept: 0,
             blackholed: HashSet::new(),
@@ -167,6 +174,34 @@ impl Net {
         }
     }
 
+    /// The receiving end (`to`, `conn`) cuts its connection off at a frame's header.
+    fn cut(&mut self, to: usize, conn: ConnId, why: String) {
+        self.spoke.remove(&(to, conn));
+        if let Some(peer) = self.links.remove(&(to, conn)) {
+            self.links.remove(&peer);
+            self.queue.push_back((peer.0, Event::Closed { conn: peer.1, reason: Close::Io("reset".into()) }));
+        }
+        self.queue.push_back((to, Event::Closed { conn, reason: Close::Decode(why) }));
+    }
+
+    /// Whether `ev` reaches node `to`: a frame held for the machine (`late`) is judged by its
+    /// connection's limit now; after a cut nothing more of that connection is read.
+    fn admit(&mut self, to: usize, ev: &Event) -> bool {
+        let Event::Frame { conn, msg } = ev else { return true };
+        if !self.late.contains(&(to, *conn)) {
+            return true;
+        }
+        if !self.spoke.contains(&(to, *conn)) {
+            return false; // cut off already
+        }
+        let limit = self.limits.get(&(to, *conn)).copied().unwrap_or(wire::NO_FRAME_LIMIT);
+        if msg.to_frame().len() - wire::HEADER_LEN <= limit as usize {
+            return true;
+        }
+        self.cut(to, *conn, format!("{:?} frame over the limit of {limit}", msg.ty()));
+        false
+    }
+
     fn transmit(&mut self, from: usize, conn: ConnId, msg: Msg) {
         let Some(&(to, peer_conn)) = self.links.get(&(from, conn)) else { return };
         // Through the real codec, as on a socket.
@@ -175,15 +210,18 @@ impl Net {
         assert_eq!(used, frame.len());
         let limit = self.limits.get(&(to, peer_conn)).copied().unwrap_or(wire::NO_FRAME_LIMIT);
         let taken = self.types.get(&(to, peer_conn)).is_none_or(|t| t.contains(msg.ty()));
-        if frame.len() - wire::HEADER_LEN > limit as usize || !taken {
+        let over = frame.len() - wire::HEADER_LEN > limit as usize;
+        if over && self.spoke.contains(&(to, peer_conn)) && taken {
+            self.late.insert((to, peer_conn));
+        } else if over || !taken {
             // The receiving reactor cuts the connection off at the header.
-            self.links.remove(&(from, conn));
-            self.links.remove(&(to, peer_conn));
-            let e = format!("{:?} frame over the limit of {limit} or of a type not taken", msg.ty());
-            self.queue.push_back((to, Event::Closed { conn: peer_conn, reason: Close::Decode(e) }));
-            self.queue.push_back((from, Event::Closed { conn, reason: Close::Io("reset".into()) }));
-            return;
+            return self.cut(
+                to,
+                peer_conn,
+                format!("{:?} frame over the limit of {limit} or of a type not taken", msg.ty()),
+            );
         }
+        self.spoke.insert((to, peer_conn));
         self.frames += 1;
         *self.by_type.entry(format!("{:?}", msg.ty())).or_default() += 1;
         if matches!(msg, Msg::Block { .. }) {
@@ -213,7 +251,7 @@ impl Net {
         for _ in 0..n {
             self.drain();
             if let Some((to, ev)) = self.queue.pop_front() {
-                if self.nodes[to].2 {
+                if self.nodes[to].2 && self.admit(to, &ev) {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
                     self.nodes[to].1.m().end_turn();
@@ -230,7 +268,7 @@ impl Net {
                 return;
             }
             if let Some((to, ev)) = self.queue.pop_front() {
-                if self.nodes[to].2 {
+                if self.nodes[to].2 && self.admit(to, &ev) {
                     let now = self.now;
                     self.nodes[to].1.m().handle_event(now, ev);
                     self.nodes[to].1.m().end_turn();
@@ -311,7 +349,8 @@ struct Setup {
     cacs_for_master: Vec<&'static str>,
     cacs_for_po: Vec<&'static str>,
     class_name: &'static str,
-    /// One file of this many 4 KiB blocks instead of the sample tree (0: the sample tree).
+    /// One file of this many blocks (of the class's size) instead of the sample tree (0: the
+    /// sample tree).
     file_blocks: u64,
     /// The source hashes ahead (`MemSource::hash_ahead`).
     hash_ahead: bool,
@@ -402,7 +441,7 @@ fn world(s: Setup) -> World {
     let (m, mut src, tree) = match s.file_blocks {
         0 => sample_tree(if s.class.block_size == 0 { 4096 } else { s.class.block_size }),
         n => {
-            let (m, src) = MemSource::one_file(n);
+            let (m, src) = MemSource::one_file_of(n, s.class.block_size.max(4096));
             let tree = tree_of(&m, |e| src.files.get(&e).map(|d| d.to_vec()).unwrap_or_default());
             (m, src, tree)
         }

@@ -260,6 +260,26 @@ fn checksums_reach_every_po_before_the_block_and_in_few_frames() {
     }
 }
 
+/// The master keeps about 2 MiB queued to a chain's head and sends the next block on the
+/// head's HAVE: with blocks of 256 KiB (8 queued) a head that held those HAVEs back for company
+/// (`po::chain::HAVE_DELAY`) fed every chain 8 blocks a wait. The simulated network is
+/// instant, so the transfer takes no simulated time unless something waits for a timer.
+#[test]
+fn a_chains_head_is_fed_without_waiting_for_haves_to_have_company() {
+    let mut s = p2p_setup(4);
+    s.class.set("block_size", "256K").unwrap();
+    s.file_blocks = 64;
+    let mut w = world(s);
+    let start = w.net.now;
+    let o = w.run();
+    assert!(matches!(o.result, TransferResult::Ok(_)), "{:?}", failures(&o));
+    for i in 0..4 {
+        assert!(w.published(i).as_ref() == Some(&w.tree), "po {i}");
+    }
+    let took = w.net.now - start;
+    assert!(took < Duration::from_millis(20), "{took:?} of simulated time");
+}
+
 #[test]
 fn p2p_routes_around_a_dead_po() {
     let mut w = world(p2p_setup(8));
