@@ -82,8 +82,8 @@ pub struct ClassCfg {
     /// Canary waves: commit this many pos first, the rest only if all of them succeed
     /// (0: off; `masterwugui --canary K` overrides it).
     pub canary: u32,
-    /// Seconds a po may say nothing (not even the answer to a ping) while it is sent blocks,
-    /// ready or committing, before the master counts it lost (0: wait for `timeout`).
+    /// Seconds a po may say nothing (not even the answer to a ping) while it is sent blocks or
+    /// is ready, before the master counts it lost (0: wait for `timeout`).
     pub silent_timeout: u64,
 }
 

@@ -48,10 +48,12 @@ impl MasterMachine {
         }
     }
 
-    /// Pos that said nothing for `limit` (0: no limit) while blocks, a commit or its answer
-    /// were due are lost, as if their link had closed: a stopped or hung po (its kernel keeps
-    /// the TCP link open) must not hold the push until the class timeout. Counted from the
-    /// last time these timers ran too, so a master that was itself stopped blames no one.
+    /// Pos that said nothing for `limit` (0: no limit) while they were sent blocks or were
+    /// ready are lost, as if their link had closed: a stopped or hung po (its kernel keeps the
+    /// TCP link open) must not hold the push until the class timeout. Not while a po commits:
+    /// it renames the whole tree into place on its loop, which may take minutes for millions
+    /// of files. Counted from the last time these timers ran too, so a master that was itself
+    /// stopped blames no one.
     fn silent_pos(&mut self, now: Instant, ticked: Instant, limit: Duration) {
         if limit.is_zero() {
             return;
@@ -62,7 +64,7 @@ impl MasterMachine {
         }
         for i in 0..self.pos.len() {
             let p = &self.pos[i];
-            let live = matches!(p.kind(), PoState::Sending | PoState::Ready | PoState::Committing);
+            let live = matches!(p.kind(), PoState::Sending | PoState::Ready);
             let quiet = now.saturating_duration_since(p.heard);
             if live && p.conn.is_some() && quiet >= limit {
                 log::warn!("event=po_silent po={} silent_s={} state={}", p.name, quiet.as_secs(), p.kind().name());
