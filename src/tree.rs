@@ -411,8 +411,8 @@ impl Source for FsSource {
     }
 
     /// Starts reads of `blocks` on the workers, in order, as long as fewer than `limit` are
-    /// out or waiting to be taken (once no more than half are). Reads done for blocks that are no longer among the next
-    /// ones are dropped (a block asked for later is read again).
+    /// out or waiting to be taken (once no more than half are). Reads done for blocks that are
+    /// no longer among the next ones are dropped (a block asked for later is read again).
     fn ahead(&mut self, blocks: &[BlockRef], verify: Verify, sendfile: bool) {
         let Some(a) = self.ahead.as_mut().filter(|_| verify != Verify::None) else { return };
         a.collect(false); // whatever is done by now

@@ -288,13 +288,17 @@ mod tests {
         assert_eq!(w.wait(), Some((1, Ok(1))));
         assert_eq!(woken.load(Ordering::SeqCst), 0, "an awake owner collects without a wake");
 
+        // Waits (bounded) until the owner was woken more than `before` times.
+        let woken_past = |before: usize| {
+            let until = Instant::now() + Duration::from_secs(10);
+            while woken.load(Ordering::SeqCst) == before {
+                assert!(Instant::now() < until, "a sleeping owner was not woken");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
         assert!(w.will_sleep(), "nothing there: sleep");
         w.submit(2, Box::new(|| 2)).ok().unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        while woken.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < until, "a sleeping owner was not woken");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        woken_past(0);
         assert_eq!(w.collect(), Some((2, Ok(2))));
 
         // A result that came while the owner was awake: it does not sleep past it, and needs
@@ -312,11 +316,7 @@ mod tests {
                 found = true;
                 break;
             }
-            let until = Instant::now() + Duration::from_secs(10);
-            while woken.load(Ordering::SeqCst) == before {
-                assert!(Instant::now() < until, "a sleeping owner was not woken");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            woken_past(before);
             assert_eq!(w.collect(), Some((k, Ok(k))));
         }
         assert!(found, "no result was ever there before the owner slept");

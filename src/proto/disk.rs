@@ -142,11 +142,11 @@ impl fmt::Display for StoreError {
     }
 }
 
-/// The master's view of the source tree.
 /// Bytes of blocks a source reads ahead at most (`Source::ahead`), with at least two blocks a
 /// worker: large blocks do not hold a gigabyte of bodies, small ones keep the workers ahead.
 pub const AHEAD_BYTES: usize = 8 << 20;
 
+/// The master's view of the source tree.
 pub trait Source {
     /// The bytes of block `b`, and their checksum computed as they are read.
     fn block(&mut self, b: &BlockRef, verify: Verify, sendfile: bool) -> Result<(Body, Sum), SourceError>;

@@ -204,13 +204,14 @@ impl DiskStore {
             .ok_or_else(|| StoreError::Refused(format!("transfer {transfer} is not prepared")))
     }
 
-    /// The stage of `transfer` and its manifest, also while a disk job has it.
+    /// Closes the staged files kept open to serve `transfer` (its stage changes hands).
     fn forget_serving(&mut self, transfer: u64) {
         if self.serving.as_ref().is_some_and(|(t, ..)| *t == transfer) {
             self.serving = None;
         }
     }
 
+    /// The stage of `transfer` and its manifest, also while a disk job has it.
     fn staged_for_serving(&self, transfer: u64) -> Option<(BorrowedFd<'_>, &Manifest)> {
         if let Some(t) = self.transfers.get(&transfer) {
             return Some((t.stage_fd.as_fd(), &t.manifest));
@@ -634,13 +635,11 @@ impl DiskStore {
     where
         F: FnOnce(&AtomicBool) -> JobOutput + Send + 'static,
     {
-        let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
-        self.next_job += 1;
+        let job = self.new_job(transfer, work);
         let (dest, stage, record) = names;
-        let busy = Busy { transfer, dest, stage, record, cancel: cancel.clone(), aborted: None, serving: None };
-        self.busy.insert(id, busy);
-        let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
-        DiskJob { transfer, id, cancel, run: Box::new(run) }
+        let busy = Busy { transfer, dest, stage, record, cancel: job.cancel.clone(), aborted: None, serving: None };
+        self.busy.insert(job.id, busy);
+        job
     }
 
     /// A dry run's disk job: it touches no stage, so the store only remembers its id.
@@ -648,9 +647,19 @@ impl DiskStore {
     where
         F: FnOnce(&AtomicBool) -> PreviewOutput + Send + 'static,
     {
+        let job = self.new_job(transfer, work);
+        self.previews.insert(job.id);
+        job
+    }
+
+    /// A job with the next id and its own cancel flag, running `work` (its output boxed).
+    fn new_job<F, T>(&mut self, transfer: u64, work: F) -> DiskJob
+    where
+        F: FnOnce(&AtomicBool) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (id, cancel) = (self.next_job, Arc::new(AtomicBool::new(false)));
         self.next_job += 1;
-        self.previews.insert(id);
         let run = move |cancel: &AtomicBool| -> DiskOutput { Box::new(work(cancel)) };
         DiskJob { transfer, id, cancel, run: Box::new(run) }
     }

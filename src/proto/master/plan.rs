@@ -158,7 +158,7 @@ impl Plan {
         for (i, sum) in self.source.ready() {
             // Only the class's kind (a CHECK's digests are hashed ahead too), only named blocks.
             let unknown = self.sums.get(i as usize).is_some_and(Option::is_none);
-            if unknown && named.contains(&i) && sum_is(sum, verify) {
+            if unknown && named.contains(&i) && sum.kind() == verify {
                 self.sums[i as usize] = Some(sum);
                 self.held.insert(i);
                 self.untold.push((i, sum));
@@ -218,15 +218,4 @@ impl Plan {
         let head = crate::proto::BlockHead { transfer: self.transfer, index: idx, sum };
         Ok((Action::SendBlock { conn, head, body }, fresh.then_some((idx, sum))))
     }
-}
-
-/// Whether `sum` is a checksum of kind `verify`.
-fn sum_is(sum: Sum, verify: Verify) -> bool {
-    matches!(
-        (sum, verify),
-        (Sum::None, Verify::None)
-            | (Sum::Crc32(_), Verify::Crc32)
-            | (Sum::Md5(_), Verify::Md5)
-            | (Sum::Blake3(_), Verify::Blake3)
-    )
 }

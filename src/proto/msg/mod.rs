@@ -42,6 +42,17 @@ impl Sum {
         h.update(data);
         h.finish()
     }
+
+    /// The kind of checksum this is.
+    pub fn kind(self) -> super::class::Verify {
+        use super::class::Verify;
+        match self {
+            Sum::None => Verify::None,
+            Sum::Crc32(_) => Verify::Crc32,
+            Sum::Md5(_) => Verify::Md5,
+            Sum::Blake3(_) => Verify::Blake3,
+        }
+    }
 }
 
 /// What precedes the raw bytes of a block frame.
